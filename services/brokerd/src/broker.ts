@@ -1,0 +1,539 @@
+// Broker: the core of brokerd. It owns sessions, device files, mappings, tickets and the policy,
+// and enforces every rule: policy, limits, ranges, attribute conflicts. It knows nothing of gRPC
+// or sockets: the rpc/ and fdpass/ layers call it with a Session (a kernel-verified identity) and
+// translate BrokerError into gRPC statuses. It emits events for metrics and the audit journal.
+import { EventEmitter } from "node:events";
+import { randomBytes } from "node:crypto";
+import { closeFd, pidfdAlive, watchPidfd } from "@vfio-broker/native";
+import type { Attribute, Backend, DeviceHealth, DeviceInfo, Prot, RegionInfo } from "./devices/backend.js";
+import { formatBytes, hex } from "./devices/regions.js";
+import { BrokerError, denied, exhausted, invalid, notFound, precondition, unavailable } from "./errors.js";
+import { AttributeMap } from "./grants/attribute-map.js";
+import { DeviceFile, type Mapping } from "./grants/device-file.js";
+import type { Layout } from "./grants/layout.js";
+import { checkAccess, checkMappingRange } from "./grants/range.js";
+import { type RedeemFailure, TicketBook } from "./grants/tickets.js";
+import type { PeerIdentity } from "./identity/peer.js";
+import { describeIdentity } from "./identity/peer.js";
+import { type LeaseEvent, Session } from "./identity/session.js";
+import {
+  authorizeAccess,
+  authorizeDevice,
+  authorizeIdentity,
+  authorizeMapping,
+  type Decision,
+  type Policy,
+  limitsFor,
+} from "./policy/index.js";
+
+export const VERSION = "0.1.0";
+
+export interface BrokerOptions {
+  backends: Backend[];
+  policy: Policy;
+  pageSize: bigint;
+  ticketTtlMs: number;
+  maxSessions: number;
+  maxAccessBytes: number;
+  fdSocketPath: string;
+  /** How often the sweep (expired tickets) runs. */
+  sweepIntervalMs?: number;
+}
+
+export interface BrokerEvents {
+  "session.open": [Session];
+  "session.end": [Session, string, number];
+  "devicefile.open": [DeviceFile];
+  "devicefile.close": [DeviceFile, string];
+  "mapping.create": [Mapping, number];
+  "mapping.release": [Mapping, string];
+  "fd.delivery": [string, Mapping | undefined, number];
+  denied: [Session | undefined, string, string];
+  revocation: [string, number];
+  "policy.reload": [boolean, string[]];
+  "device.health": [string, DeviceHealth];
+}
+
+export interface CreateMappingArgs {
+  deviceFileId: bigint;
+  regionIndex: number;
+  offset: bigint;
+  length: bigint;
+  attribute: Attribute | undefined;
+  prot: Prot | undefined;
+  allowFallback: boolean;
+}
+
+export type Delivery =
+  | { ok: true; mapping: Mapping }
+  | { ok: false; status: RedeemFailure | "revoked" | "internal"; message: string; mapping?: Mapping };
+
+export interface RevokeCounts {
+  mappingsRevoked: number;
+  deviceFilesClosed: number;
+  sessionsEnded: number;
+}
+
+export class Broker extends EventEmitter<BrokerEvents> {
+  readonly sessions = new Map<string, Session>();
+  readonly startedAt = Date.now();
+  readonly tickets: TicketBook<Mapping>;
+  private policyValue: Policy;
+  private readonly deviceHealth = new Map<string, DeviceHealth>();
+  private readonly attributeMaps = new Map<string, AttributeMap>();
+  private nextDeviceFileId = 1n;
+  private readonly sweepTimer: NodeJS.Timeout;
+  /** Called when a session ends, so the transport can close the connection. */
+  onSessionEnded: (s: Session) => void = () => {};
+
+  constructor(readonly opts: BrokerOptions) {
+    super();
+    this.policyValue = opts.policy;
+    this.tickets = new TicketBook<Mapping>(opts.ticketTtlMs);
+    for (const b of opts.backends) b.onDeviceGone((id) => this.deviceGone(id));
+    this.sweepTimer = setInterval(() => this.sweep(), opts.sweepIntervalMs ?? 500);
+    this.sweepTimer.unref();
+  }
+
+  get policy(): Policy {
+    return this.policyValue;
+  }
+
+  setPolicy(p: Policy): void {
+    this.policyValue = p;
+    this.emit("policy.reload", true, []);
+  }
+
+  // ---- devices ---------------------------------------------------------------------------------
+
+  allDevices(): { info: DeviceInfo; backend: Backend; health: DeviceHealth }[] {
+    const out: { info: DeviceInfo; backend: Backend; health: DeviceHealth }[] = [];
+    for (const backend of this.opts.backends)
+      for (const info of backend.devices())
+        out.push({ info, backend, health: this.deviceHealth.get(info.id) ?? "healthy" });
+    return out;
+  }
+
+  private device(id: string): { info: DeviceInfo; backend: Backend; health: DeviceHealth } {
+    const d = this.allDevices().find((x) => x.info.id === id);
+    if (!d) throw notFound(`no device "${id}"; ListDevices shows the devices you may open`, "unknown_device");
+    return d;
+  }
+
+  healthOf(id: string): DeviceHealth {
+    return this.deviceHealth.get(id) ?? "healthy";
+  }
+
+  private attributeMap(deviceId: string): AttributeMap {
+    let m = this.attributeMaps.get(deviceId);
+    if (!m) {
+      m = new AttributeMap(deviceId, this.opts.pageSize);
+      this.attributeMaps.set(deviceId, m);
+    }
+    return m;
+  }
+
+  // ---- sessions --------------------------------------------------------------------------------
+
+  openSession(identity: PeerIdentity): Session {
+    if (this.sessions.size >= this.opts.maxSessions) {
+      closeFd(identity.pidfd);
+      throw exhausted(`brokerd has ${this.sessions.size} sessions, its limit; try again later`, "limit:sessions");
+    }
+    const s = new Session(randomBytes(8).toString("hex"), identity);
+    this.sessions.set(s.id, s);
+    // The process exiting ends the session even if the connection lingers (e.g. inherited by a child).
+    s.pidWatch = watchPidfd(identity.pidfd, () => this.endSession(s, "process-exit"));
+    this.emit("session.open", s);
+    return s;
+  }
+
+  /** Releases everything the session holds. Idempotent. */
+  endSession(s: Session, reason: string): void {
+    if (s.ended) return;
+    const t0 = performance.now();
+    s.ended = true;
+    for (const df of [...s.deviceFiles.values()]) this.closeDeviceFile(s, df, reason);
+    s.pidWatch?.close();
+    closeFd(s.identity.pidfd);
+    this.sessions.delete(s.id);
+    this.emit("session.end", s, reason, performance.now() - t0);
+    this.onSessionEnded(s);
+  }
+
+  private decide(s: Session, d: Decision): void {
+    if (!d.allow) {
+      this.emit("denied", s, d.reason, d.message);
+      throw denied(d.message, `policy:${d.reason}`);
+    }
+  }
+
+  /** Every call starts here: the identity must be named by the policy, and the session alive. */
+  authorize(s: Session): void {
+    if (s.ended) throw unavailable("this session has ended; reconnect", "session_ended");
+    this.decide(s, authorizeIdentity(this.policy, s.identity));
+  }
+
+  // ---- BrokerService ---------------------------------------------------------------------------
+
+  listDevices(s: Session): { info: DeviceInfo; health: DeviceHealth }[] {
+    this.authorize(s);
+    return this.allDevices().filter((d) => authorizeDevice(this.policy, s.identity, d.info.id).allow);
+  }
+
+  getDevice(s: Session, id: string): { info: DeviceInfo; health: DeviceHealth } {
+    this.authorize(s);
+    const d = this.device(id);
+    this.decide(s, authorizeDevice(this.policy, s.identity, id));
+    return d;
+  }
+
+  openDevice(s: Session, deviceId: string, layout: Layout): DeviceFile {
+    this.authorize(s);
+    const d = this.device(deviceId);
+    this.decide(s, authorizeDevice(this.policy, s.identity, deviceId));
+    if (d.health !== "healthy")
+      throw unavailable(`device ${deviceId} is ${d.health}; an operator must undrain it first`, `device_${d.health}`);
+    const limits = limitsFor(this.policy, s.identity, deviceId);
+    if (s.deviceFiles.size >= limits.deviceFiles)
+      throw exhausted(
+        `you have ${s.deviceFiles.size} device files open, the policy limit for ${describeIdentity(s.identity)}; close one first`,
+        "limit:device_files",
+      );
+    const df = new DeviceFile(this.nextDeviceFileId++, s.id, d.info, layout, this.opts.pageSize);
+    s.deviceFiles.set(df.id, df);
+    this.emit("devicefile.open", df);
+    return df;
+  }
+
+  deviceFile(s: Session, id: bigint): DeviceFile {
+    this.authorize(s);
+    const df = s.deviceFiles.get(id);
+    if (!df)
+      throw notFound(`no device file ${id} in this session; OpenDevice returns the id to use`, "unknown_device_file");
+    return df;
+  }
+
+  regionInfo(s: Session, dfId: bigint, index: number): { region: RegionInfo; cookie: bigint } {
+    const df = this.deviceFile(s, dfId);
+    return { region: df.region(index), cookie: df.regionCookie(index) };
+  }
+
+  createMapping(s: Session, a: CreateMappingArgs): { mapping: Mapping; ticket: string; expiresAt: number } {
+    const t0 = performance.now();
+    const df = this.deviceFile(s, a.deviceFileId);
+    const region = df.region(a.regionIndex);
+    if (!a.attribute) throw invalid("attribute is required: ATTRIBUTE_UC or ATTRIBUTE_WC", "attribute_missing");
+    if (!a.prot) throw invalid("prot is required: PROT_READ or PROT_READ_WRITE", "prot_missing");
+    checkMappingRange(df.device.id, region, a.offset, a.length, this.opts.pageSize);
+    if (!region.attributes.includes(a.attribute) && !(a.allowFallback && region.attributes.includes("UC")))
+      throw invalid(
+        `${df.device.id} ${region.name} cannot be mapped ${a.attribute}: it allows ${region.attributes.join(", ")}` +
+          `${region.prefetchable ? "" : " (it is not a prefetchable BAR)"}; request ${region.attributes[0] ?? "UC"}, or set allow_fallback`,
+        "attribute_unsupported",
+      );
+    if (a.prot === "rw" && !region.writable) throw invalid(`${region.name} is read-only; request PROT_READ`, "prot");
+    const dev = this.device(df.device.id);
+    if (dev.health !== "healthy")
+      throw unavailable(`device ${df.device.id} is ${dev.health}; no new mappings`, `device_${dev.health}`);
+    const decision = authorizeMapping(this.policy, s.identity, {
+      device: df.device.id,
+      region: region.name,
+      attribute: a.attribute,
+      prot: a.prot,
+    });
+    this.decide(s, decision);
+    const rule = decision.allow ? decision.rule : undefined;
+    const limits = limitsFor(this.policy, s.identity, df.device.id);
+    if (df.mappings.size >= limits.mappings)
+      throw exhausted(
+        `device file ${df.id} has ${df.mappings.size} live mappings, the policy limit; release one first`,
+        "limit:mappings",
+      );
+    if (s.bytesMapped + a.length > limits.bytes)
+      throw exhausted(
+        `this mapping would bring your session to ${formatBytes(s.bytesMapped + a.length)} mapped; ` +
+          `the policy limit is ${formatBytes(limits.bytes)}. Release mappings or ask for less`,
+        "limit:bytes",
+      );
+    const attrs = this.attributeMap(df.device.id);
+    // The effective attribute decides the PAT conflict; the backend tells us which one it is.
+    const backing = dev.backend.openBacking({
+      deviceId: df.device.id,
+      region,
+      offset: a.offset,
+      length: a.length,
+      attribute: a.attribute,
+      prot: a.prot,
+      allowFallback: a.allowFallback,
+      allowDeviceFd: rule?.allowDeviceFd ?? false,
+    });
+    try {
+      if (backing.effectiveAttribute !== a.attribute)
+        this.decide(
+          s,
+          authorizeMapping(this.policy, s.identity, {
+            device: df.device.id,
+            region: region.name,
+            attribute: backing.effectiveAttribute,
+            prot: a.prot,
+          }),
+        );
+      attrs.check(region.index, region.name, a.offset, a.length, backing.effectiveAttribute);
+    } catch (e) {
+      backing.release();
+      throw e;
+    }
+    attrs.acquire(region.index, a.offset, a.length, backing.effectiveAttribute);
+    let issued = { ticket: "", expiresAt: 0 };
+    const m = df.addMapping((cookie) => {
+      const mapping: Mapping = {
+        cookie,
+        deviceFile: df,
+        region,
+        regionOffset: a.offset,
+        length: a.length,
+        requestedAttribute: a.attribute!,
+        effectiveAttribute: backing.effectiveAttribute,
+        fallbackReason: backing.fallbackReason,
+        prot: a.prot!,
+        backing,
+        state: "pending",
+        ticket: "",
+        rule: rule?.name ?? "",
+        createdAt: Date.now(),
+      };
+      issued = this.tickets.issue(mapping, { sessionId: s.id, uid: s.identity.uid, pid: s.identity.pid });
+      mapping.ticket = issued.ticket;
+      return mapping;
+    }, a.length);
+    s.bytesMapped += a.length;
+    this.emit("mapping.create", m, performance.now() - t0);
+    return { mapping: m, ticket: issued.ticket, expiresAt: issued.expiresAt };
+  }
+
+  setMappingAttribute(s: Session, dfId: bigint, cookie: bigint, attribute: Attribute | undefined, allowFallback: boolean): Mapping {
+    const df = this.deviceFile(s, dfId);
+    const m = df.mapping(cookie);
+    if (!attribute) throw invalid("attribute is required: ATTRIBUTE_UC or ATTRIBUTE_WC", "attribute_missing");
+    if (m.state !== "pending")
+      throw precondition(
+        `mapping ${cookie} was already delivered with ${m.effectiveAttribute}; release it and create a new one`,
+        "already_delivered",
+      );
+    const region = m.region;
+    if (!region.attributes.includes(attribute) && !(allowFallback && region.attributes.includes("UC")))
+      throw invalid(`${df.device.id} ${region.name} cannot be mapped ${attribute}; it allows ${region.attributes.join(", ")}`, "attribute_unsupported");
+    this.decide(s, authorizeMapping(this.policy, s.identity, { device: df.device.id, region: region.name, attribute, prot: m.prot }));
+    const dev = this.device(df.device.id);
+    const attrs = this.attributeMap(df.device.id);
+    const backing = dev.backend.openBacking({
+      deviceId: df.device.id,
+      region,
+      offset: m.regionOffset,
+      length: m.length,
+      attribute,
+      prot: m.prot,
+      allowFallback,
+      allowDeviceFd: false,
+    });
+    attrs.release(region.index, m.regionOffset, m.length);
+    try {
+      attrs.check(region.index, region.name, m.regionOffset, m.length, backing.effectiveAttribute);
+    } catch (e) {
+      attrs.acquire(region.index, m.regionOffset, m.length, m.effectiveAttribute);
+      backing.release();
+      throw e;
+    }
+    attrs.acquire(region.index, m.regionOffset, m.length, backing.effectiveAttribute);
+    m.backing.release();
+    m.backing = backing;
+    m.requestedAttribute = attribute;
+    m.effectiveAttribute = backing.effectiveAttribute;
+    m.fallbackReason = backing.fallbackReason;
+    return m;
+  }
+
+  private dropMapping(s: Session | undefined, m: Mapping, reason: string): void {
+    const df = m.deviceFile;
+    if (!df.mappings.has(m.cookie)) return;
+    df.removeMapping(m);
+    this.tickets.cancel(m.ticket);
+    m.backing.release();
+    this.attributeMap(df.device.id).release(m.region.index, m.regionOffset, m.length);
+    if (s) s.bytesMapped -= m.length;
+    this.emit("mapping.release", m, reason);
+  }
+
+  releaseMapping(s: Session, dfId: bigint, cookie: bigint): void {
+    const df = this.deviceFile(s, dfId);
+    this.dropMapping(s, df.mapping(cookie), "client");
+  }
+
+  private closeDeviceFile(s: Session, df: DeviceFile, reason: string): number {
+    const n = df.mappings.size;
+    for (const m of [...df.mappings.values()]) this.dropMapping(s, m, reason);
+    s.deviceFiles.delete(df.id);
+    this.emit("devicefile.close", df, reason);
+    return n;
+  }
+
+  closeDevice(s: Session, dfId: bigint): number {
+    return this.closeDeviceFile(s, this.deviceFile(s, dfId), "client");
+  }
+
+  readRegion(s: Session, dfId: bigint, offset: bigint, length: number): Buffer {
+    const df = this.deviceFile(s, dfId);
+    checkAccess(`device file ${dfId}`, 0n, length, BigInt(length), this.opts.maxAccessBytes);
+    const r = df.resolve(offset, length);
+    this.decide(s, authorizeAccess(this.policy, s.identity, { device: df.device.id, region: r.region.name, write: false }));
+    if (!r.region.readable) throw invalid(`${r.region.name} is not readable`, "access");
+    return this.device(df.device.id).backend.read(df.device.id, r.region.index, r.regionOffset, length);
+  }
+
+  writeRegion(s: Session, dfId: bigint, offset: bigint, data: Uint8Array): number {
+    const df = this.deviceFile(s, dfId);
+    checkAccess(`device file ${dfId}`, 0n, data.length, BigInt(data.length), this.opts.maxAccessBytes);
+    const r = df.resolve(offset, data.length);
+    this.decide(s, authorizeAccess(this.policy, s.identity, { device: df.device.id, region: r.region.name, write: true }));
+    if (!r.region.writable) throw invalid(`${r.region.name} is read-only`, "access");
+    if (r.mapping && r.mapping.prot !== "rw")
+      throw denied(`mapping ${r.mapping.cookie} is read-only (PROT_READ); write through a PROT_READ_WRITE mapping`, "prot");
+    const dev = this.device(df.device.id);
+    if (dev.health !== "healthy") throw unavailable(`device ${df.device.id} is ${dev.health}`, `device_${dev.health}`);
+    return dev.backend.write(df.device.id, r.region.index, r.regionOffset, data);
+  }
+
+  // ---- fd channel ------------------------------------------------------------------------------
+
+  /**
+   * Redeems a ticket presented on the fd channel by `peer`. The peer must be the very process the
+   * ticket was issued to: same uid and pid, and that session's pidfd still alive (so the pid was
+   * not recycled by another process).
+   */
+  redeemTicket(ticket: string, peer: { uid: number; pid: number }): Delivery {
+    const t0 = performance.now();
+    const r = this.tickets.redeem(ticket, (h) => {
+      const s = this.sessions.get(h.sessionId);
+      return !!s && !s.ended && h.uid === peer.uid && h.pid === peer.pid && pidfdAlive(s.identity.pidfd);
+    });
+    let out: Delivery;
+    if (!r.ok) {
+      const msg: Record<RedeemFailure, string> = {
+        unknown: "no such ticket; use the ticket CreateMapping returned (32 hex digits)",
+        expired: `the ticket expired (tickets live ${this.opts.ticketTtlMs} ms); create the mapping again`,
+        already_used: "the ticket was already used; each ticket delivers one fd once",
+        wrong_peer: `this ticket was issued to another process; present it from the process that called CreateMapping (peer uid ${peer.uid} pid ${peer.pid})`,
+      };
+      out = { ok: false, status: r.why, message: msg[r.why] };
+    } else if (!r.mapping.deviceFile.mappings.has(r.mapping.cookie)) {
+      out = { ok: false, status: "revoked", message: "the mapping was released or revoked before delivery" };
+    } else {
+      r.mapping.state = "delivered";
+      out = { ok: true, mapping: r.mapping };
+    }
+    this.emit("fd.delivery", out.ok ? "ok" : out.status, out.ok ? out.mapping : undefined, performance.now() - t0);
+    return out;
+  }
+
+  private sweep(): void {
+    for (const m of this.tickets.sweep()) {
+      const s = this.sessions.get(m.deviceFile.sessionId);
+      if (m.state === "pending") this.dropMapping(s, m, "ticket-expired");
+    }
+  }
+
+  // ---- AdminService ----------------------------------------------------------------------------
+
+  findDeviceFile(id: bigint): { session: Session; df: DeviceFile } {
+    for (const s of this.sessions.values()) {
+      const df = s.deviceFiles.get(id);
+      if (df) return { session: s, df };
+    }
+    throw notFound(`no device file ${id}; ListDeviceFiles shows the open ones`, "unknown_device_file");
+  }
+
+  private notify(s: Session, e: LeaseEvent): void {
+    s.lease?.send(e);
+  }
+
+  revokeMapping(dfId: bigint, cookie: bigint, reason: string): RevokeCounts {
+    const { session, df } = this.findDeviceFile(dfId);
+    const m = df.mapping(cookie);
+    this.dropMapping(session, m, "operator");
+    this.notify(session, {
+      kind: "revocation",
+      deviceFileId: df.id,
+      cookie,
+      deviceId: df.device.id,
+      reason: "operator",
+      message: reason || "revoked by an operator",
+    });
+    this.emit("revocation", "operator", 1);
+    return { mappingsRevoked: 1, deviceFilesClosed: 0, sessionsEnded: 0 };
+  }
+
+  revokeSession(id: string, reason: string): RevokeCounts {
+    const s = this.sessions.get(id);
+    if (!s) throw notFound(`no session ${id}; ListSessions shows the live ones`, "unknown_session");
+    const counts = { mappingsRevoked: s.mappingCount, deviceFilesClosed: s.deviceFiles.size, sessionsEnded: 1 };
+    for (const df of s.deviceFiles.values())
+      this.notify(s, {
+        kind: "revocation",
+        deviceFileId: df.id,
+        cookie: 0n,
+        deviceId: df.device.id,
+        reason: "operator",
+        message: reason || "session revoked by an operator",
+      });
+    this.endSession(s, "revoked");
+    this.emit("revocation", "session", counts.mappingsRevoked);
+    return counts;
+  }
+
+  private revokeDevice(deviceId: string, reason: "device-drain" | "device-gone", message: string): RevokeCounts {
+    const counts = { mappingsRevoked: 0, deviceFilesClosed: 0, sessionsEnded: 0 };
+    for (const s of this.sessions.values()) {
+      for (const df of [...s.deviceFiles.values()]) {
+        if (df.device.id !== deviceId) continue;
+        this.notify(s, { kind: "revocation", deviceFileId: df.id, cookie: 0n, deviceId, reason, message });
+        counts.mappingsRevoked += this.closeDeviceFile(s, df, reason);
+        counts.deviceFilesClosed++;
+      }
+    }
+    this.emit("revocation", reason, counts.mappingsRevoked);
+    return counts;
+  }
+
+  private setHealth(deviceId: string, health: DeviceHealth): void {
+    this.deviceHealth.set(deviceId, health);
+    for (const s of this.sessions.values()) this.notify(s, { kind: "device_health", deviceId, health });
+    this.emit("device.health", deviceId, health);
+  }
+
+  drainDevice(deviceId: string, reason: string): RevokeCounts {
+    this.device(deviceId);
+    this.setHealth(deviceId, "draining");
+    return this.revokeDevice(deviceId, "device-drain", reason || "device drained by an operator");
+  }
+
+  undrainDevice(deviceId: string): void {
+    this.device(deviceId);
+    this.setHealth(deviceId, "healthy");
+  }
+
+  private deviceGone(deviceId: string): void {
+    this.revokeDevice(deviceId, "device-gone", `device ${deviceId} went away`);
+    this.setHealth(deviceId, "gone");
+    this.deviceHealth.delete(deviceId);
+    this.attributeMaps.delete(deviceId);
+  }
+
+  /** Stops timers and ends every session (shutdown). */
+  close(): void {
+    clearInterval(this.sweepTimer);
+    for (const s of [...this.sessions.values()]) this.endSession(s, "shutdown");
+  }
+}
+
+export { BrokerError, hex };

@@ -1,0 +1,116 @@
+// brokerd's configuration: command-line flags (and VFIO_BROKER_* environment variables), with an
+// optional JSON file for the same keys. Validated up front with messages that say what to fix.
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { invalid } from "./errors.js";
+import type { SimDeviceSpec } from "./devices/sim.js";
+
+export interface Config {
+  runtimeDir: string;
+  socket: string;
+  fdSocket: string;
+  adminSocket: string;
+  policy: string;
+  /** host:port for /metrics, or "" for off. */
+  metrics: string;
+  /** gid allowed on the admin socket besides root (-1: root only). */
+  adminGid: number;
+  sim: boolean;
+  simDevices: SimDeviceSpec[] | undefined;
+  ticketTtlMs: number;
+  maxSessions: number;
+  maxAccessBytes: number;
+  journal: string | undefined;
+}
+
+const HELP = `usage: vfio-brokerd [options]
+  --runtime-dir DIR     sockets go here (default /run/vfio-broker): broker.sock, fd.sock, admin.sock
+  --socket PATH         gRPC BrokerService socket      (default DIR/broker.sock, mode 0666)
+  --fd-socket PATH      fd channel socket              (default DIR/fd.sock, mode 0666)
+  --admin-socket PATH   AdminService socket            (default DIR/admin.sock, mode 0660)
+  --admin-gid GID       group allowed on the admin socket besides root (default: root only)
+  --policy FILE         policy file, YAML or JSON      (default /etc/vfio-broker/policy.yaml)
+  --metrics HOST:PORT   Prometheus /metrics listener   (default 127.0.0.1:9464; "off" disables)
+  --no-sim              do not start the simulated devices
+  --sim-devices FILE    JSON list of simulated devices [{"id","regions":[{"index","size","prefetchable"}]}]
+  --ticket-ttl-ms N     ticket lifetime                (default 10000)
+  --max-sessions N      concurrent sessions            (default 1024)
+  --journal FILE        audit journal (JSON lines)     (default stderr)
+  --config FILE         JSON file with any of the keys above in camelCase
+Every option can also be given as VFIO_BROKER_<NAME> (e.g. VFIO_BROKER_RUNTIME_DIR).`;
+
+function int(name: string, v: string, min: number, max: number): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min || n > max) throw invalid(`--${name} ${v}: expected an integer from ${min} to ${max}`);
+  return n;
+}
+
+export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): Config | "help" {
+  const raw: Record<string, string | boolean> = {};
+  for (const [k, v] of Object.entries(env)) {
+    if (!k.startsWith("VFIO_BROKER_") || v === undefined) continue;
+    raw[k.slice(12).toLowerCase().replaceAll("_", "-")] = v;
+  }
+  const fromArgs: Record<string, string | boolean> = {};
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === "-h" || a === "--help") return "help";
+    if (!a.startsWith("--")) throw invalid(`unexpected argument "${a}"; see --help`);
+    const eq = a.indexOf("=");
+    const key = eq > 0 ? a.slice(2, eq) : a.slice(2);
+    if (key === "no-sim") {
+      fromArgs.sim = false;
+      continue;
+    }
+    const val = eq > 0 ? a.slice(eq + 1) : argv[++i];
+    if (val === undefined) throw invalid(`--${key} needs a value; see --help`);
+    fromArgs[key] = val;
+  }
+  if (typeof (fromArgs.config ?? raw.config) === "string") {
+    const file = String(fromArgs.config ?? raw.config);
+    let json: Record<string, unknown>;
+    try {
+      json = JSON.parse(readFileSync(file, "utf8"));
+    } catch (e) {
+      throw invalid(`--config ${file}: ${(e as Error).message}`);
+    }
+    for (const [k, v] of Object.entries(json))
+      raw[k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)] = typeof v === "boolean" ? v : typeof v === "string" ? v : JSON.stringify(v);
+  }
+  Object.assign(raw, fromArgs);
+  const known = new Set([
+    "runtime-dir", "socket", "fd-socket", "admin-socket", "admin-gid", "policy", "metrics", "sim", "sim-devices",
+    "ticket-ttl-ms", "max-sessions", "max-access-bytes", "journal", "config", "repo",
+  ]);
+  for (const k of Object.keys(raw)) if (!known.has(k)) throw invalid(`unknown option --${k}; see --help`);
+  const dir = String(raw["runtime-dir"] ?? "/run/vfio-broker");
+  const str = (k: string, d: string) => (raw[k] === undefined ? d : String(raw[k]));
+  let simDevices: SimDeviceSpec[] | undefined;
+  if (raw["sim-devices"] !== undefined) {
+    const v = String(raw["sim-devices"]);
+    try {
+      simDevices = JSON.parse(v.trim().startsWith("[") ? v : readFileSync(v, "utf8"));
+    } catch (e) {
+      throw invalid(`--sim-devices ${v}: ${(e as Error).message}`);
+    }
+    if (!Array.isArray(simDevices)) throw invalid(`--sim-devices must be a JSON list of devices`);
+  }
+  const metrics = str("metrics", "127.0.0.1:9464");
+  return {
+    runtimeDir: dir,
+    socket: str("socket", join(dir, "broker.sock")),
+    fdSocket: str("fd-socket", join(dir, "fd.sock")),
+    adminSocket: str("admin-socket", join(dir, "admin.sock")),
+    adminGid: raw["admin-gid"] === undefined ? -1 : int("admin-gid", String(raw["admin-gid"]), 0, 2 ** 32 - 2),
+    policy: str("policy", "/etc/vfio-broker/policy.yaml"),
+    metrics: metrics === "off" ? "" : metrics,
+    sim: raw.sim === undefined ? true : raw.sim !== false && raw.sim !== "false" && raw.sim !== "0",
+    simDevices,
+    ticketTtlMs: int("ticket-ttl-ms", str("ticket-ttl-ms", "10000"), 100, 3_600_000),
+    maxSessions: int("max-sessions", str("max-sessions", "1024"), 1, 1_000_000),
+    maxAccessBytes: int("max-access-bytes", str("max-access-bytes", "4096"), 1, 1 << 20),
+    journal: raw.journal === undefined ? undefined : String(raw.journal),
+  };
+}
+
+export { HELP };

@@ -1,0 +1,132 @@
+// Wires brokerd together: backends, policy, the Broker core, the gRPC servers on the broker and
+// admin sockets, the fd channel, metrics and the journal. main.ts adds process concerns
+// (signals, sd_notify); tests and tools can start a daemon in-process with startDaemon().
+import { mkdirSync } from "node:fs";
+import * as grpc from "@grpc/grpc-js";
+import { PAGE_SIZE, closeFd } from "@vfio-broker/native";
+import {
+  AdminService,
+  BrokerService,
+  Health,
+  HealthCheckResponse_ServingStatus,
+  serviceDefinition,
+} from "@vfio-broker/proto";
+import { Broker } from "./broker.js";
+import type { Config } from "./config.js";
+import type { Backend } from "./devices/backend.js";
+import { SimBackend } from "./devices/sim.js";
+import { BrokerError, denied } from "./errors.js";
+import type { PeerIdentity } from "./identity/peer.js";
+import type { Session } from "./identity/session.js";
+import { Journal } from "./journal.js";
+import { FdChannel } from "./fdpass/channel.js";
+import { type Policy, PolicyError, loadPolicyFile } from "./policy/index.js";
+import { adminServiceImpl } from "./rpc/admin-service.js";
+import { brokerServiceImpl } from "./rpc/broker-service.js";
+import { HealthState } from "./rpc/health-service.js";
+import { serveUnix } from "./rpc/server.js";
+
+export interface Daemon {
+  broker: Broker;
+  config: Config;
+  reloadPolicy(): { ok: boolean; errors: string[] };
+  /** Stops accepting, ends every session, closes every socket and fd. */
+  close(): Promise<void>;
+}
+
+export interface DaemonExtras {
+  /** Extra backends (sysfs, vfio) next to or instead of sim. */
+  backends?: Backend[];
+  /** Attaches metrics; returns a closer. */
+  metrics?: (broker: Broker, config: Config) => Promise<{ close(): Promise<void> }>;
+}
+
+export async function startDaemon(config: Config, extras: DaemonExtras = {}): Promise<Daemon> {
+  const policy: Policy = loadPolicyFile(config.policy);
+  const sim = config.sim ? new SimBackend(config.simDevices) : undefined;
+  const backends: Backend[] = [...(sim ? [sim] : []), ...(extras.backends ?? [])];
+  mkdirSync(config.runtimeDir, { recursive: true, mode: 0o755 });
+
+  const broker = new Broker({
+    backends,
+    policy,
+    pageSize: BigInt(PAGE_SIZE),
+    ticketTtlMs: config.ticketTtlMs,
+    maxSessions: config.maxSessions,
+    maxAccessBytes: config.maxAccessBytes,
+    fdSocketPath: config.fdSocket,
+  });
+  new Journal(config.journal).attach(broker);
+
+  const reloadPolicy = () => {
+    try {
+      broker.setPolicy(loadPolicyFile(config.policy));
+      return { ok: true, errors: [] };
+    } catch (e) {
+      const errors = e instanceof PolicyError ? e.errors : [(e as Error).message];
+      broker.emit("policy.reload", false, errors);
+      return { ok: false, errors };
+    }
+  };
+
+  const health = new HealthState(["vfiobroker.v1.BrokerService", "vfiobroker.v1.AdminService"]);
+  let draining = false;
+
+  // Broker socket: anyone may connect; the policy decides what each identity may do.
+  const brokerServer = new grpc.Server({ "grpc.max_receive_message_length": 64 * 1024 });
+  const sessionsByConn = { contextOf: (_c: { getPeer(): string }): Session => { throw new Error("not ready"); } };
+  brokerServer.addService(
+    serviceDefinition(BrokerService),
+    brokerServiceImpl(broker, (call) => sessionsByConn.contextOf(call)),
+  );
+  brokerServer.addService(serviceDefinition(Health), health.impl());
+  const brokerListener = await serveUnix<Session>(brokerServer, config.socket, { mode: 0o666 }, {
+    admit: (id: PeerIdentity) => {
+      if (draining) throw new BrokerError("UNAVAILABLE", "brokerd is shutting down");
+      return broker.openSession(id);
+    },
+    closed: (s) => broker.endSession(s, "disconnect"),
+  });
+  sessionsByConn.contextOf = brokerListener.contextOf;
+  broker.onSessionEnded = (s) => brokerListener.socketOf(s)?.destroy();
+
+  // Admin socket: root, or the admin group.
+  const adminServer = new grpc.Server({ "grpc.max_receive_message_length": 64 * 1024 });
+  adminServer.addService(
+    serviceDefinition(AdminService),
+    adminServiceImpl(broker, { reloadPolicy, sim, draining: () => draining }),
+  );
+  adminServer.addService(serviceDefinition(Health), health.impl());
+  const adminListener = await serveUnix<PeerIdentity>(
+    adminServer,
+    config.adminSocket,
+    { mode: config.adminGid >= 0 ? 0o660 : 0o600, ...(config.adminGid >= 0 ? { gid: config.adminGid } : {}) },
+    {
+      admit: (id) => {
+        const ok = id.uid === 0 || (config.adminGid >= 0 && (id.gid === config.adminGid || id.groups.includes(config.adminGid)));
+        if (!ok) throw denied(`uid ${id.uid} is not root or in the admin group`);
+        return id;
+      },
+      closed: (id) => closeFd(id.pidfd),
+    },
+  );
+
+  const fdChannel = new FdChannel(broker, { path: config.fdSocket, mode: 0o666 });
+  const metrics = extras.metrics ? await extras.metrics(broker, config) : undefined;
+
+  return {
+    broker,
+    config,
+    reloadPolicy,
+    async close() {
+      draining = true;
+      health.setAll(HealthCheckResponse_ServingStatus.NOT_SERVING);
+      fdChannel.close();
+      broker.close();
+      await Promise.all([brokerListener.listener.close(), adminListener.listener.close(), metrics?.close()]);
+      brokerServer.forceShutdown();
+      adminServer.forceShutdown();
+      for (const b of backends) b.close();
+    },
+  };
+}

@@ -1,0 +1,81 @@
+// The Backend interface: a provider of devices (sim, sysfs, vfio). brokerd's grant logic talks to
+// every backend through this narrow interface only, so the simulated devices go through the same
+// code path as real ones. A backend owns the privileged fds of its devices; it never decides policy.
+
+export type Attribute = "UC" | "WC" | "WB";
+export type Prot = "r" | "rw";
+export type BackingKind = "dmabuf" | "sysfs-wc" | "sysfs" | "vfio-device-fd" | "memfd";
+export type DeviceHealth = "healthy" | "draining" | "gone";
+
+export interface SparseArea {
+  offset: bigint;
+  size: bigint;
+}
+
+export interface RegionInfo {
+  /** VFIO region index (0-5 BARs, 6 ROM, 7 CONFIG, 8 VGA). */
+  index: number;
+  name: string;
+  size: bigint;
+  readable: boolean;
+  writable: boolean;
+  mappable: boolean;
+  prefetchable: boolean;
+  /** Attributes this backend can give an mmap of this region (effective, not merely requested). */
+  attributes: Attribute[];
+  sparseAreas: SparseArea[];
+}
+
+export interface DeviceInfo {
+  id: string;
+  backend: string;
+  vendorId: number;
+  deviceId: number;
+  description: string;
+  regions: RegionInfo[];
+}
+
+export interface BackingRequest {
+  deviceId: string;
+  region: RegionInfo;
+  /** Offset inside the region (page aligned). */
+  offset: bigint;
+  length: bigint;
+  attribute: Attribute;
+  prot: Prot;
+  /** Map with a weaker attribute instead of failing when the requested one cannot be given. */
+  allowFallback: boolean;
+  /** Policy allows handing over the whole VFIO device fd. */
+  allowDeviceFd: boolean;
+}
+
+/** What the client will mmap. The fd belongs to the Backing until release(). */
+export interface Backing {
+  kind: BackingKind;
+  fd: number;
+  /** Offset to pass to mmap(2) on fd. */
+  mmapOffset: bigint;
+  length: bigint;
+  effectiveAttribute: Attribute;
+  /** Why the effective attribute differs from the requested one ("" when it does not). */
+  fallbackReason: string;
+  /** Closes what brokerd holds for this mapping. Idempotent. */
+  release(): void;
+}
+
+export interface Backend {
+  readonly name: string;
+  devices(): DeviceInfo[];
+  /**
+   * Chooses and opens the backing for one mapping. Throws BrokerError (INVALID_ARGUMENT when the
+   * attribute cannot be given and no fallback is allowed; PERMISSION_DENIED when the only backing
+   * would be the device fd and policy does not allow it).
+   */
+  openBacking(req: BackingRequest): Backing;
+  /** Small accesses through brokerd (ReadRegion/WriteRegion). Offsets relative to the region. */
+  read(deviceId: string, regionIndex: number, offset: bigint, length: number): Buffer;
+  write(deviceId: string, regionIndex: number, offset: bigint, data: Uint8Array): number;
+  /** Called when a device disappears (hot-unplug); the broker revokes everything on it. */
+  onDeviceGone(cb: (deviceId: string) => void): void;
+  close(): void;
+}

@@ -1,0 +1,227 @@
+// The sim backend: devices described in config whose BARs are memfds owned by brokerd, so every
+// client and brokerd see the same bytes. It is the embedded default (npm start, CI) and goes
+// through the same Backend interface as sysfs and vfio. Each mapping gets its own fd, reopened
+// through /proc/self/fd with the granted access mode, so a read-only grant cannot be mmapped
+// writable and releasing one mapping closes exactly its fd.
+//
+// Limits of simulation: a memfd is ordinary memory, so "UC" and "WC" are reported as granted but
+// not enforced by hardware; and a client holding a memfd can map the whole simulated BAR (as a
+// sysfs resourceN fd grants the whole BAR). Only a kernel DMABUF slice can be narrower.
+import { closeSync, constants, openSync, readSync, writeSync } from "node:fs";
+import { memfdCreate } from "@vfio-broker/native";
+import { invalid, notFound } from "../errors.js";
+import type { Attribute, Backend, Backing, BackingRequest, DeviceInfo, RegionInfo } from "./backend.js";
+import { CONFIG_REGION_INDEX, formatBytes, regionName } from "./regions.js";
+
+export interface SimRegionSpec {
+  index: number;
+  size: number | bigint;
+  prefetchable?: boolean;
+}
+
+export interface SimDeviceSpec {
+  id: string;
+  vendorId?: number;
+  deviceId?: number;
+  description?: string;
+  regions: SimRegionSpec[];
+}
+
+/** The default: sim0 as the issue describes (UC register BAR, prefetchable WC-capable BAR), sim1 smaller. */
+export const DEFAULT_SIM_DEVICES: SimDeviceSpec[] = [
+  {
+    id: "sim0",
+    description: "simulated NIC: BAR0 64 KiB registers (UC), BAR2 16 MiB prefetchable (UC/WC)",
+    regions: [
+      { index: 0, size: 64 << 10 },
+      { index: 2, size: 16 << 20, prefetchable: true },
+    ],
+  },
+  {
+    id: "sim1",
+    description: "simulated accelerator: BAR0 16 KiB registers (UC), BAR4 4 MiB prefetchable (UC/WC)",
+    regions: [
+      { index: 0, size: 16 << 10 },
+      { index: 4, size: 4 << 20, prefetchable: true },
+    ],
+  },
+];
+
+const CONFIG_SIZE = 4096n;
+const SIM_VENDOR = 0x1b36; // Red Hat / QEMU: the vendor id of emulated test devices
+const SIM_DEVICE = 0x0010;
+
+interface SimRegion {
+  info: RegionInfo;
+  memfd: number;
+}
+
+interface SimDevice {
+  info: DeviceInfo;
+  regions: Map<number, SimRegion>;
+}
+
+function validateSpec(spec: SimDeviceSpec): void {
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$/.test(spec.id))
+    throw invalid(`sim device id "${spec.id}" must be 1-64 letters, digits, '_', '.', ':' or '-'`);
+  const seen = new Set<number>();
+  for (const r of spec.regions) {
+    if (!Number.isInteger(r.index) || r.index < 0 || r.index > 6)
+      throw invalid(`sim device ${spec.id}: region index ${r.index} is not a BAR (0-5) or ROM (6)`);
+    if (seen.has(r.index)) throw invalid(`sim device ${spec.id}: region ${r.index} is given twice`);
+    seen.add(r.index);
+    const size = BigInt(r.size);
+    if (size < 4096n || (size & (size - 1n)) !== 0n || size > 1n << 34n)
+      throw invalid(
+        `sim device ${spec.id}: ${regionName(r.index)} size ${size} must be a power of two from 4 KiB to 16 GiB`,
+      );
+  }
+}
+
+/** Standard PCI config header so ReadRegion(CONFIG) shows what a real device would. */
+function configHeader(spec: SimDeviceSpec): Buffer {
+  const cfg = Buffer.alloc(Number(CONFIG_SIZE));
+  cfg.writeUInt16LE(spec.vendorId ?? SIM_VENDOR, 0);
+  cfg.writeUInt16LE(spec.deviceId ?? SIM_DEVICE, 2);
+  cfg.writeUInt8(0x00, 0x0e); // header type 0
+  for (const r of spec.regions) {
+    if (r.index > 5) continue;
+    // memory BAR: bit 3 prefetchable, bits 2:1 = 00 (32-bit)
+    cfg.writeUInt32LE(r.prefetchable ? 0x8 : 0x0, 0x10 + 4 * r.index);
+  }
+  return cfg;
+}
+
+export class SimBackend implements Backend {
+  readonly name = "sim";
+  private readonly devs = new Map<string, SimDevice>();
+  private readonly goneCallbacks: ((id: string) => void)[] = [];
+
+  constructor(specs: SimDeviceSpec[] = DEFAULT_SIM_DEVICES) {
+    for (const s of specs) this.addDevice(s);
+  }
+
+  devices(): DeviceInfo[] {
+    return [...this.devs.values()].map((d) => d.info);
+  }
+
+  addDevice(spec: SimDeviceSpec): DeviceInfo {
+    validateSpec(spec);
+    if (this.devs.has(spec.id)) throw invalid(`sim device ${spec.id} already exists; remove it first`);
+    const regions = new Map<number, SimRegion>();
+    try {
+      for (const r of [...spec.regions].sort((a, b) => a.index - b.index)) {
+        const size = BigInt(r.size);
+        const info: RegionInfo = {
+          index: r.index,
+          name: regionName(r.index),
+          size,
+          readable: true,
+          writable: r.index !== 6,
+          mappable: true,
+          prefetchable: !!r.prefetchable,
+          attributes: r.prefetchable ? ["UC", "WC", "WB"] : ["UC"],
+          sparseAreas: [],
+        };
+        regions.set(r.index, { info, memfd: memfdCreate(`vfio-broker-${spec.id}-${info.name}`, size) });
+      }
+      const cfgFd = memfdCreate(`vfio-broker-${spec.id}-CONFIG`, CONFIG_SIZE);
+      regions.set(CONFIG_REGION_INDEX, {
+        memfd: cfgFd,
+        info: {
+          index: CONFIG_REGION_INDEX,
+          name: "CONFIG",
+          size: CONFIG_SIZE,
+          readable: true,
+          writable: true,
+          mappable: false,
+          prefetchable: false,
+          attributes: [],
+          sparseAreas: [],
+        },
+      });
+      writeSync(cfgFd, configHeader(spec), 0, Number(CONFIG_SIZE), 0);
+    } catch (e) {
+      for (const r of regions.values()) closeSync(r.memfd);
+      throw e;
+    }
+    const info: DeviceInfo = {
+      id: spec.id,
+      backend: "sim",
+      vendorId: spec.vendorId ?? SIM_VENDOR,
+      deviceId: spec.deviceId ?? SIM_DEVICE,
+      description: spec.description ?? `simulated device ${spec.id}`,
+      regions: [...regions.values()].map((r) => r.info),
+    };
+    this.devs.set(spec.id, { info, regions });
+    return info;
+  }
+
+  /** Hot-unplug: tells the broker (which revokes everything on the device), then frees the memory. */
+  removeDevice(id: string): void {
+    const dev = this.devs.get(id);
+    if (!dev) throw notFound(`sim device ${id} does not exist`);
+    for (const cb of this.goneCallbacks) cb(id);
+    this.devs.delete(id);
+    for (const r of dev.regions.values()) closeSync(r.memfd);
+  }
+
+  private region(deviceId: string, index: number): SimRegion {
+    const r = this.devs.get(deviceId)?.regions.get(index);
+    if (!r) throw notFound(`device ${deviceId} has no region ${index}`);
+    return r;
+  }
+
+  openBacking(req: BackingRequest): Backing {
+    const r = this.region(req.deviceId, req.region.index);
+    let effective: Attribute = req.attribute;
+    let fallbackReason = "";
+    if (!r.info.attributes.includes(req.attribute)) {
+      if (!req.allowFallback || !r.info.attributes.includes("UC"))
+        throw invalid(
+          `${req.deviceId} ${r.info.name} cannot be mapped ${req.attribute}: it allows ${r.info.attributes.join(", ") || "no mmap"}` +
+            `${r.info.prefetchable ? "" : " (not a prefetchable BAR)"}; request UC, or set allow_fallback to accept UC`,
+          "attribute_unsupported",
+        );
+      effective = "UC";
+      fallbackReason = `${r.info.name} is not prefetchable, so ${req.attribute} is not possible; mapped UC`;
+    }
+    const fd = openSync(`/proc/self/fd/${r.memfd}`, (req.prot === "rw" ? constants.O_RDWR : constants.O_RDONLY));
+    let open = true;
+    return {
+      kind: "memfd",
+      fd,
+      mmapOffset: req.offset,
+      length: req.length,
+      effectiveAttribute: effective,
+      fallbackReason,
+      release() {
+        if (open) {
+          open = false;
+          closeSync(fd);
+        }
+      },
+    };
+  }
+
+  read(deviceId: string, regionIndex: number, offset: bigint, length: number): Buffer {
+    const r = this.region(deviceId, regionIndex);
+    const buf = Buffer.alloc(length);
+    const n = readSync(r.memfd, buf, 0, length, offset);
+    return buf.subarray(0, n);
+  }
+
+  write(deviceId: string, regionIndex: number, offset: bigint, data: Uint8Array): number {
+    const r = this.region(deviceId, regionIndex);
+    return writeSync(r.memfd, data, 0, data.length, Number(offset));
+  }
+
+  onDeviceGone(cb: (deviceId: string) => void): void {
+    this.goneCallbacks.push(cb);
+  }
+
+  close(): void {
+    for (const d of this.devs.values()) for (const r of d.regions.values()) closeSync(r.memfd);
+    this.devs.clear();
+  }
+}

@@ -1,0 +1,36 @@
+// BrokerError: the one error type the core throws. Its code names the gRPC status the rpc layer
+// answers with (DESIGN.md §5); its message says what the caller should change. The core never
+// imports grpc-js: rpc/status.ts does the translation.
+
+export type ErrorCode =
+  | "INVALID_ARGUMENT"
+  | "NOT_FOUND"
+  | "PERMISSION_DENIED"
+  | "RESOURCE_EXHAUSTED"
+  | "FAILED_PRECONDITION"
+  | "UNAVAILABLE"
+  | "UNAUTHENTICATED"
+  | "INTERNAL";
+
+export class BrokerError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    /** Low-cardinality reason for metrics and the audit log (e.g. "policy:attribute", "limit:bytes"). */
+    readonly reason: string = code.toLowerCase(),
+  ) {
+    super(message);
+    this.name = "BrokerError";
+  }
+}
+
+export const invalid = (message: string, reason = "invalid_argument") =>
+  new BrokerError("INVALID_ARGUMENT", message, reason);
+export const notFound = (message: string, reason = "not_found") => new BrokerError("NOT_FOUND", message, reason);
+export const denied = (message: string, reason = "policy") => new BrokerError("PERMISSION_DENIED", message, reason);
+export const exhausted = (message: string, reason = "limit") =>
+  new BrokerError("RESOURCE_EXHAUSTED", message, reason);
+export const precondition = (message: string, reason = "precondition") =>
+  new BrokerError("FAILED_PRECONDITION", message, reason);
+export const unavailable = (message: string, reason = "unavailable") =>
+  new BrokerError("UNAVAILABLE", message, reason);

@@ -1,0 +1,136 @@
+// DeviceFile: one client's open view of one device (the kernel's vfio_device_file). It owns one
+// MapleTree over its 64-bit offset space: a compat entry per region at its layout cookie, and an
+// alias range per Mapping. Every mmap, read and write the client addresses by offset is a lookup
+// here. It holds no fds itself; the Backings of its Mappings do.
+import type { Attribute, Backing, DeviceInfo, Prot, RegionInfo } from "../devices/backend.js";
+import { hex, regionName } from "../devices/regions.js";
+import { invalid, notFound } from "../errors.js";
+import { MapleTree, NoSpaceError } from "../maple/index.js";
+import { exhausted } from "../errors.js";
+import { type Layout, planLayout } from "./layout.js";
+
+export type MappingState = "pending" | "delivered";
+
+export interface Mapping {
+  cookie: bigint;
+  deviceFile: DeviceFile;
+  region: RegionInfo;
+  regionOffset: bigint;
+  length: bigint;
+  requestedAttribute: Attribute;
+  effectiveAttribute: Attribute;
+  fallbackReason: string;
+  prot: Prot;
+  backing: Backing;
+  state: MappingState;
+  ticket: string;
+  /** Name of the policy rule that allowed it (audit). */
+  rule: string;
+  createdAt: number;
+}
+
+export type TreeEntry = { kind: "region"; region: RegionInfo } | { kind: "mapping"; mapping: Mapping };
+
+/** What an offset in the device file's space resolves to. */
+export interface Resolved {
+  region: RegionInfo;
+  /** Offset inside the region. */
+  regionOffset: bigint;
+  /** Bytes from regionOffset to the end of the entry. */
+  span: bigint;
+  mapping?: Mapping;
+}
+
+export class DeviceFile {
+  readonly tree = new MapleTree<TreeEntry>();
+  readonly mappings = new Map<bigint, Mapping>();
+  readonly regionCookies = new Map<number, bigint>();
+  readonly aliasBase: bigint;
+  readonly openedAt = Date.now();
+
+  constructor(
+    readonly id: bigint,
+    readonly sessionId: string,
+    readonly device: DeviceInfo,
+    readonly layout: Layout,
+    private readonly pageSize: bigint,
+  ) {
+    const plan = planLayout(layout, device.regions, pageSize);
+    for (const { region, cookie } of plan.placements) {
+      this.regionCookies.set(region.index, cookie);
+      if (region.size > 0n) this.tree.insert(cookie, cookie + region.size - 1n, { kind: "region", region });
+    }
+    this.aliasBase = plan.aliasBase;
+  }
+
+  region(index: number): RegionInfo {
+    const r = this.device.regions.find((x) => x.index === index);
+    if (!r)
+      throw notFound(
+        `device ${this.device.id} has no region ${index} (${regionName(index)}); its regions are ` +
+          this.device.regions.map((x) => `${x.index} (${x.name})`).join(", "),
+        "unknown_region",
+      );
+    return r;
+  }
+
+  regionCookie(index: number): bigint {
+    this.region(index);
+    return this.regionCookies.get(index)!;
+  }
+
+  /** Allocates the lowest free alias range for a mapping of `length` bytes and records it. */
+  addMapping(build: (cookie: bigint) => Mapping, length: bigint): Mapping {
+    let cookie: bigint;
+    try {
+      cookie = this.tree.allocRange(length, { align: this.pageSize, min: this.aliasBase });
+    } catch (e) {
+      if (e instanceof NoSpaceError)
+        throw exhausted(`device file ${this.id} has no free ${length}-byte range left in its offset space`, "limit:space");
+      throw e;
+    }
+    const m = build(cookie);
+    this.tree.insert(cookie, cookie + length - 1n, { kind: "mapping", mapping: m });
+    this.mappings.set(cookie, m);
+    return m;
+  }
+
+  mapping(cookie: bigint): Mapping {
+    const m = this.mappings.get(cookie);
+    if (!m) {
+      const e = this.tree.load(cookie);
+      const hint =
+        e?.kind === "region"
+          ? `; ${hex(cookie)} is inside the compat range of ${e.region.name}, not a mapping cookie`
+          : "";
+      throw notFound(`device file ${this.id} has no mapping with cookie ${cookie}${hint}`, "unknown_cookie");
+    }
+    return m;
+  }
+
+  removeMapping(m: Mapping): void {
+    this.mappings.delete(m.cookie);
+    this.tree.erase(m.cookie);
+  }
+
+  /** Resolves [offset, offset+length) to one tree entry; the access must not leave it. */
+  resolve(offset: bigint, length: number): Resolved {
+    const e = this.tree.find(offset, offset);
+    if (!e)
+      throw invalid(
+        `offset ${hex(offset)} is not inside any region or mapping of device file ${this.id}; ` +
+          `region cookies: ${[...this.regionCookies].map(([i, c]) => `${regionName(i)}=${hex(c)}`).join(", ")}`,
+        "range",
+      );
+    const into = offset - e.start;
+    const span = e.last - offset + 1n;
+    if (BigInt(length) > span)
+      throw invalid(
+        `access ${hex(offset)}+${length} leaves the entry ${hex(e.start)}-${hex(e.last)}; it has ${span} bytes from there`,
+        "range",
+      );
+    if (e.entry.kind === "region") return { region: e.entry.region, regionOffset: into, span };
+    const m = e.entry.mapping;
+    return { region: m.region, regionOffset: m.regionOffset + into, span, mapping: m };
+  }
+}

@@ -1,0 +1,80 @@
+// TicketBook: one-time, short-lived secrets that bind one fd delivery to one Mapping and one
+// process. 128 random bits, single use, expiring (10 s default). A ticket presented by another
+// process is refused without burning it, so a leaked ticket cannot be used to deny the owner.
+// Used and expired tickets are remembered until a grace period passes, so a replay is told
+// "already used" / "expired" rather than "unknown".
+import { randomBytes } from "node:crypto";
+
+export type RedeemFailure = "unknown" | "expired" | "already_used" | "wrong_peer";
+
+export interface TicketHolder {
+  sessionId: string;
+  uid: number;
+  pid: number;
+}
+
+interface Ticket<M> {
+  id: string;
+  mapping: M;
+  holder: TicketHolder;
+  expiresAt: number;
+  state: "live" | "used" | "expired";
+}
+
+export class TicketBook<M> {
+  private readonly tickets = new Map<string, Ticket<M>>();
+
+  constructor(
+    readonly ttlMs: number,
+    private readonly graceMs = 60_000,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  issue(mapping: M, holder: TicketHolder): { ticket: string; expiresAt: number } {
+    const id = randomBytes(16).toString("hex");
+    const expiresAt = this.now() + this.ttlMs;
+    this.tickets.set(id, { id, mapping, holder, expiresAt, state: "live" });
+    return { ticket: id, expiresAt };
+  }
+
+  /** Redeems a ticket for `peer`; the peer check is the caller's (it knows pidfds). */
+  redeem(
+    id: string,
+    isHolder: (h: TicketHolder) => boolean,
+  ): { ok: true; mapping: M } | { ok: false; why: RedeemFailure; holder?: TicketHolder } {
+    const t = /^[0-9a-f]{32}$/.test(id) ? this.tickets.get(id) : undefined;
+    if (!t) return { ok: false, why: "unknown" };
+    if (t.state === "used") return { ok: false, why: "already_used" };
+    if (t.state === "expired" || this.now() >= t.expiresAt) return { ok: false, why: "expired" };
+    if (!isHolder(t.holder)) return { ok: false, why: "wrong_peer", holder: t.holder };
+    t.state = "used";
+    return { ok: true, mapping: t.mapping };
+  }
+
+  /** Forgets the ticket of a mapping that was released before delivery. */
+  cancel(id: string): void {
+    const t = this.tickets.get(id);
+    if (t) t.state = "used";
+  }
+
+  /**
+   * Returns the mappings whose tickets expired unused since the last sweep (the caller releases
+   * them), and forgets tickets past their grace period.
+   */
+  sweep(): M[] {
+    const now = this.now();
+    const expired: M[] = [];
+    for (const t of this.tickets.values()) {
+      if (t.state === "live" && now >= t.expiresAt) {
+        t.state = "expired";
+        expired.push(t.mapping);
+      }
+      if (now >= t.expiresAt + this.graceMs) this.tickets.delete(t.id);
+    }
+    return expired;
+  }
+
+  get size(): number {
+    return this.tickets.size;
+  }
+}

@@ -1,0 +1,60 @@
+#!/usr/bin/env node
+// brokerd's entry point: parse the configuration, start the daemon, and handle the process:
+// SIGHUP reloads the policy (a bad file keeps the old one and logs why), SIGTERM/SIGINT drain and
+// exit, READY=1 goes to systemd when NOTIFY_SOCKET is set.
+import { sdNotify } from "@vfio-broker/native";
+import { HELP, parseConfig } from "./config.js";
+import { startDaemon } from "./daemon.js";
+import { BrokerError } from "./errors.js";
+import { PolicyError } from "./policy/index.js";
+import { startMetrics } from "./metrics.js";
+
+async function main(): Promise<void> {
+  let config: ReturnType<typeof parseConfig>;
+  try {
+    config = parseConfig(process.argv.slice(2));
+  } catch (e) {
+    console.error(`vfio-brokerd: ${(e as Error).message}`);
+    process.exit(2);
+  }
+  if (config === "help") {
+    console.log(HELP);
+    return;
+  }
+  const daemon = await startDaemon(config, { metrics: startMetrics });
+  const devices = daemon.broker.allDevices().map((d) => d.info.id);
+  console.log(
+    JSON.stringify({
+      event: "ready",
+      socket: config.socket,
+      fdSocket: config.fdSocket,
+      adminSocket: config.adminSocket,
+      metrics: config.metrics,
+      policy: config.policy,
+      devices,
+      pid: process.pid,
+    }),
+  );
+  sdNotify(`READY=1\nSTATUS=serving ${devices.length} devices\nMAINPID=${process.pid}`);
+  process.on("SIGHUP", () => {
+    const r = daemon.reloadPolicy();
+    console.error(r.ok ? "vfio-brokerd: policy reloaded" : `vfio-brokerd: policy NOT reloaded, keeping the old one:\n  ${r.errors.join("\n  ")}`);
+  });
+  let stopping = false;
+  const stop = (sig: string) => {
+    if (stopping) return;
+    stopping = true;
+    sdNotify("STOPPING=1");
+    console.error(`vfio-brokerd: ${sig}: draining`);
+    void daemon.close().then(() => process.exit(0));
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+}
+
+main().catch((e) => {
+  if (e instanceof PolicyError) console.error(`vfio-brokerd: the policy is invalid:\n  ${e.errors.join("\n  ")}`);
+  else if (e instanceof BrokerError) console.error(`vfio-brokerd: ${e.message}`);
+  else console.error(`vfio-brokerd: ${e instanceof Error ? (e.stack ?? e.message) : e}`);
+  process.exit(1);
+});

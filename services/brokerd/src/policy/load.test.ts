@@ -1,0 +1,122 @@
+// Tests for load.ts and the shipped example policies under deploy/policy/.
+import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { authorizeAccess, authorizeMapping, limitsFor } from "./evaluate.js";
+import { loadPolicyFile } from "./load.js";
+import { PolicyError } from "./schema.js";
+
+function repoRoot(): string {
+  const fromEnv = process.env.VFIO_BROKER_REPO;
+  if (fromEnv) return fromEnv;
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    if (existsSync(join(dir, "deploy"))) return dir;
+    const up = dirname(dir);
+    if (up === dir) throw new Error("cannot find the repository root (a directory containing deploy/)");
+    dir = up;
+  }
+}
+
+const policyDir = join(repoRoot(), "deploy", "policy");
+
+test("every deploy/policy file parses", () => {
+  const files = readdirSync(policyDir).filter((f) => /\.(ya?ml|json)$/.test(f));
+  assert.ok(files.length >= 3, `expected example policies in ${policyDir}`);
+  for (const f of files) {
+    const p = loadPolicyFile(join(policyDir, f));
+    assert.ok(p.rules.length > 0, `${f} has rules`);
+    assert.equal(p.source, join(policyDir, f));
+  }
+});
+
+test("sim-local.yaml and sim-local.json are equivalent and allow what npm start needs", () => {
+  const yaml = loadPolicyFile(join(policyDir, "sim-local.yaml"));
+  const json = loadPolicyFile(join(policyDir, "sim-local.json"));
+  assert.deepEqual(
+    yaml.rules.map((r) => ({ ...r, line: 0 })),
+    json.rules.map((r) => ({ ...r, line: 0 })),
+  );
+  const someone = { uid: 65534, gid: 65534, pid: 1, cgroup: "" };
+  for (const attribute of ["UC", "WC"] as const) {
+    for (const prot of ["r", "rw"] as const) {
+      for (const region of ["BAR0", "BAR2", "CONFIG"]) {
+        assert.equal(
+          authorizeMapping(yaml, someone, { device: "sim1", region, attribute, prot }).allow,
+          true,
+        );
+      }
+    }
+  }
+  assert.equal(
+    authorizeMapping(yaml, someone, { device: "sim0", region: "BAR0", attribute: "WB", prot: "r" }).allow,
+    false,
+  );
+  assert.equal(authorizeAccess(yaml, someone, { device: "sim0", region: "BAR0", write: true }).allow, true);
+  assert.equal(
+    authorizeMapping(yaml, someone, { device: "0000:00:01.0", region: "BAR0", attribute: "UC", prot: "r" })
+      .allow,
+    false,
+  );
+});
+
+test("production-example.yaml: tight limits, WC on one BDF for the container, no device fd anywhere", () => {
+  const p = loadPolicyFile(join(policyDir, "production-example.yaml"));
+  assert.ok(p.rules.every((r) => !r.allowDeviceFd));
+  const container = { uid: 0, gid: 0, pid: 1, cgroup: "/system.slice/docker-abc.scope" };
+  const ok = authorizeMapping(p, container, {
+    device: "0000:3b:00.0",
+    region: "BAR2",
+    attribute: "WC",
+    prot: "rw",
+  });
+  assert.equal(ok.allow && ok.rule.name, "feed-handler-wc");
+  assert.equal(limitsFor(p, container, "0000:3b:00.0").bytes, 64n << 20n);
+  assert.equal(
+    authorizeMapping(p, container, { device: "0000:3b:00.0", region: "BAR0", attribute: "UC", prot: "r" })
+      .allow,
+    false,
+  );
+  assert.equal(strangerMayMap(p), false);
+});
+
+function strangerMayMap(p: ReturnType<typeof loadPolicyFile>): boolean {
+  const stranger = { uid: 1000, gid: 1000, pid: 1, cgroup: "/user.slice/user-1000.slice/session-1.scope" };
+  return authorizeMapping(p, stranger, {
+    device: "0000:3b:00.0",
+    region: "BAR2",
+    attribute: "WC",
+    prot: "rw",
+  }).allow;
+}
+
+test("loadPolicyFile: unreadable and invalid files throw PolicyError naming the file", () => {
+  const dir = mkdtempSync(join(tmpdir(), "policy-test-"));
+  try {
+    const missing = join(dir, "missing.yaml");
+    assert.throws(
+      () => loadPolicyFile(missing),
+      (e: unknown) =>
+        e instanceof PolicyError &&
+        e.errors.length === 1 &&
+        e.errors[0] === `${missing}: cannot read the policy file: no such file; check the path`,
+    );
+    assert.throws(
+      () => loadPolicyFile(dir),
+      (e: unknown) => e instanceof PolicyError && /not a regular file/.test(e.errors[0]!),
+    );
+    const bad = join(dir, "bad.yaml");
+    writeFileSync(bad, "version: 1\nrules:\n  - nam: x\n");
+    assert.throws(
+      () => loadPolicyFile(bad),
+      (e: unknown) =>
+        e instanceof PolicyError &&
+        e.errors.some((m) => m.startsWith(`${bad}:3:5: rules[0]: unknown key "nam"`)),
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

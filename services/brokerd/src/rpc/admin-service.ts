@@ -1,0 +1,145 @@
+// AdminService handlers (admin socket: root or the admin group only). Thin translation over the
+// Broker's admin operations; the REST console in services/admin is a client of this.
+import type * as grpc from "@grpc/grpc-js";
+import { MappingState as PbMappingState } from "@vfio-broker/proto";
+import { type Broker, VERSION } from "../broker.js";
+import type { SimBackend } from "../devices/sim.js";
+import { invalid, precondition } from "../errors.js";
+import type { DeviceFile } from "../grants/device-file.js";
+import type { Session } from "../identity/session.js";
+import { attributeToPb, deviceToPb, identityToPb, layoutToPb, mappingToPb } from "./convert.js";
+import { unary } from "./status.js";
+
+export interface AdminHooks {
+  reloadPolicy(): { ok: boolean; errors: string[] };
+  sim: SimBackend | undefined;
+  draining(): boolean;
+}
+
+function deviceFileInfo(df: DeviceFile) {
+  return {
+    deviceFileId: df.id,
+    sessionId: df.sessionId,
+    deviceId: df.device.id,
+    layout: layoutToPb(df.layout),
+    mappings: df.mappings.size,
+    openedUnixMs: BigInt(df.openedAt),
+  };
+}
+
+function sessionInfo(s: Session) {
+  let bytes = 0n;
+  for (const df of s.deviceFiles.values()) for (const m of df.mappings.values()) bytes += m.length;
+  return {
+    sessionId: s.id,
+    identity: identityToPb(s.identity),
+    connectedUnixMs: BigInt(s.connectedAt),
+    clientName: s.clientName,
+    deviceFiles: s.deviceFiles.size,
+    mappings: s.mappingCount,
+    bytesMapped: bytes,
+    leaseActive: !!s.lease,
+  };
+}
+
+const counts = (c: { mappingsRevoked: number; deviceFilesClosed: number; sessionsEnded: number }) => ({ revoked: c });
+
+export function adminServiceImpl(broker: Broker, hooks: AdminHooks): grpc.UntypedServiceImplementation {
+  // biome-ignore lint/suspicious/noExplicitAny: requests are typed by the generated schemas
+  type Any = any;
+  const h = <O>(fn: (req: Any) => O) => unary<Any, O>((req) => fn(req));
+  const sessions = () => [...broker.sessions.values()];
+  const deviceFiles = (req: { sessionId?: string; deviceId?: string }) =>
+    sessions()
+      .filter((s) => !req.sessionId || s.id === req.sessionId)
+      .flatMap((s) => [...s.deviceFiles.values()])
+      .filter((df) => !req.deviceId || df.device.id === req.deviceId);
+  return {
+    getHealth: h(() => {
+      const dfs = deviceFiles({});
+      return {
+        status: hooks.draining() ? "DRAINING" : "SERVING",
+        version: VERSION,
+        startedUnixMs: BigInt(broker.startedAt),
+        sessions: broker.sessions.size,
+        deviceFiles: dfs.length,
+        mappings: dfs.reduce((n, df) => n + df.mappings.size, 0),
+        policySource: broker.policy.source,
+        policyDigest: broker.policy.digest,
+        policyRules: broker.policy.rules.length,
+        backends: broker.opts.backends.map((b) => b.name),
+      };
+    }),
+    listAllDevices: h(() => ({ devices: broker.allDevices().map((d) => deviceToPb(d.info, d.health)) })),
+    listSessions: h(() => ({ sessions: sessions().map(sessionInfo) })),
+    listDeviceFiles: h((req) => ({ deviceFiles: deviceFiles(req).map(deviceFileInfo) })),
+    listMappings: h((req) => ({
+      mappings: deviceFiles(req).flatMap((df) => {
+        const s = broker.sessions.get(df.sessionId);
+        return [...df.mappings.values()].map((m) => ({
+          mapping: mappingToPb(m),
+          sessionId: df.sessionId,
+          identity: s ? identityToPb(s.identity) : undefined,
+        }));
+      }),
+    })),
+    dumpDeviceFile: h((req) => {
+      const { df } = broker.findDeviceFile(req.deviceFileId);
+      const entries = [...df.tree.entries()].map((e) =>
+        e.entry.kind === "region"
+          ? { start: e.start, last: e.last, kind: "region", regionIndex: e.entry.region.index, regionName: e.entry.region.name }
+          : {
+              start: e.start,
+              last: e.last,
+              kind: "mapping",
+              regionIndex: e.entry.mapping.region.index,
+              regionName: e.entry.mapping.region.name,
+              attribute: attributeToPb(e.entry.mapping.effectiveAttribute),
+              state: e.entry.mapping.state === "delivered" ? PbMappingState.DELIVERED : PbMappingState.PENDING,
+            },
+      );
+      return {
+        deviceFile: deviceFileInfo(df),
+        entries,
+        nodesJson: JSON.stringify(df.tree.dump(), (_k, v) => {
+          if (typeof v === "bigint") return v.toString();
+          // Tree entries hold live objects (regions, mappings with fds); show only what they are.
+          if (v && typeof v === "object" && "kind" in v && (v.kind === "region" || v.kind === "mapping"))
+            return v.kind === "region" ? { region: v.region.name } : { mapping: String(v.mapping.cookie) };
+          return v;
+        }),
+        depth: df.tree.depth,
+      };
+    }),
+    revokeMapping: h((req) => counts(broker.revokeMapping(req.deviceFileId, req.cookie, req.reason))),
+    revokeSession: h((req) => counts(broker.revokeSession(req.sessionId, req.reason))),
+    drainDevice: h((req) => counts(broker.drainDevice(req.deviceId, req.reason))),
+    undrainDevice: h((req) => {
+      broker.undrainDevice(req.deviceId);
+      return {};
+    }),
+    reloadPolicy: h(() => {
+      const r = hooks.reloadPolicy();
+      return { ok: r.ok, errors: r.errors, digest: broker.policy.digest, rules: broker.policy.rules.length };
+    }),
+    addSimDevice: h((req) => {
+      if (!hooks.sim) throw precondition("the sim backend is not enabled in this brokerd", "no_sim");
+      if (!req.deviceId) throw invalid("device_id is required", "device_id");
+      const info = hooks.sim.addDevice({
+        id: req.deviceId,
+        regions: req.regions.map((r: { index: number; size: bigint; prefetchable: boolean }) => ({
+          index: r.index,
+          size: r.size,
+          prefetchable: r.prefetchable,
+        })),
+      });
+      return { device: deviceToPb(info, "healthy") };
+    }),
+    removeSimDevice: h((req) => {
+      if (!hooks.sim) throw precondition("the sim backend is not enabled in this brokerd", "no_sim");
+      const before = { m: deviceFiles({ deviceId: req.deviceId }).reduce((n, df) => n + df.mappings.size, 0), d: deviceFiles({ deviceId: req.deviceId }).length };
+      hooks.sim.removeDevice(req.deviceId);
+      return counts({ mappingsRevoked: before.m, deviceFilesClosed: before.d, sessionsEnded: 0 });
+    }),
+  };
+}

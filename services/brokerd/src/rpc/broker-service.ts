@@ -1,0 +1,158 @@
+// BrokerService handlers: translate protobuf requests into Broker calls made on behalf of the
+// caller's kernel-verified Session, and results back. No policy or state lives here.
+import type * as grpc from "@grpc/grpc-js";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { Attribute as PbAttribute, BackingKind as PbBackingKind, Layout as PbLayout } from "@vfio-broker/proto";
+import type { LeaseRequest, LeaseResponseSchema } from "@vfio-broker/proto";
+import { MAX_FDS_PER_MESSAGE } from "@vfio-broker/native";
+import { type Broker, VERSION } from "../broker.js";
+import { precondition } from "../errors.js";
+import type { LeaseEvent, Session } from "../identity/session.js";
+import {
+  attributeFromPb,
+  deviceToPb,
+  healthToPb,
+  identityToPb,
+  layoutFromPb,
+  layoutToPb,
+  mappingToPb,
+  protFromPb,
+  regionToPb,
+} from "./convert.js";
+import { toStatus, unary } from "./status.js";
+
+export const KEEPALIVE_INTERVAL_MS = 5000;
+
+
+function leaseEventToPb(e: LeaseEvent): MessageInitShape<typeof LeaseResponseSchema> {
+  if (e.kind === "revocation")
+    return {
+      kind: {
+        case: "revocation",
+        value: {
+          deviceFileId: e.deviceFileId,
+          cookie: e.cookie,
+          deviceId: e.deviceId,
+          reason: e.reason,
+          message: e.message,
+        },
+      },
+    };
+  return { kind: { case: "deviceHealth", value: { deviceId: e.deviceId, health: healthToPb(e.health) } } };
+}
+
+export function brokerServiceImpl(
+  broker: Broker,
+  sessionOf: (call: { getPeer(): string }) => Session,
+  keepaliveIntervalMs = KEEPALIVE_INTERVAL_MS,
+): grpc.UntypedServiceImplementation {
+  // biome-ignore lint/suspicious/noExplicitAny: requests are typed by the generated schemas at the call sites
+  type Any = any;
+  const h = <O>(fn: (req: Any, s: Session) => O) => unary<Any, O>((req, call) => fn(req, sessionOf(call)));
+  return {
+    hello: h((req, s) => {
+      broker.authorize(s);
+      s.clientName = String(req.clientName ?? "").slice(0, 128);
+      return {
+        serverVersion: VERSION,
+        apiVersion: "vfiobroker.v1",
+        sessionId: s.id,
+        identity: identityToPb(s.identity),
+        capabilities: {
+          maxFdsPerMessage: MAX_FDS_PER_MESSAGE,
+          layouts: [PbLayout.LEGACY, PbLayout.COMPACT],
+          attributes: [PbAttribute.UC, PbAttribute.WC, PbAttribute.WB],
+          backings: [...new Set(broker.allDevices().map((d) => d.info.backend))].map((b) =>
+            b === "sim" ? PbBackingKind.MEMFD : PbBackingKind.SYSFS,
+          ),
+          ticketTtlMs: broker.opts.ticketTtlMs,
+          maxAccessBytes: broker.opts.maxAccessBytes,
+          fdSocketPath: broker.opts.fdSocketPath,
+          pageSize: Number(broker.opts.pageSize),
+        },
+      };
+    }),
+    listDevices: h((_req, s) => ({ devices: broker.listDevices(s).map((d) => deviceToPb(d.info, d.health)) })),
+    getDevice: h((req, s) => {
+      const d = broker.getDevice(s, req.deviceId);
+      return { device: deviceToPb(d.info, d.health) };
+    }),
+    openDevice: h((req, s) => {
+      const df = broker.openDevice(s, req.deviceId, layoutFromPb(req.layout));
+      return {
+        deviceFileId: df.id,
+        layout: layoutToPb(df.layout),
+        device: deviceToPb(df.device, broker.healthOf(df.device.id)),
+        regions: df.device.regions.map((r) => ({ region: regionToPb(r), cookie: df.regionCookie(r.index) })),
+      };
+    }),
+    getRegionInfo: h((req, s) => {
+      const { region, cookie } = broker.regionInfo(s, req.deviceFileId, req.regionIndex);
+      return { region: { region: regionToPb(region), cookie } };
+    }),
+    createMapping: h((req, s) => {
+      const r = broker.createMapping(s, {
+        deviceFileId: req.deviceFileId,
+        regionIndex: req.regionIndex,
+        offset: req.offset,
+        length: req.length,
+        attribute: attributeFromPb(req.attribute),
+        prot: protFromPb(req.prot),
+        allowFallback: req.allowFallback,
+      });
+      return { mapping: mappingToPb(r.mapping), ticket: r.ticket, ticketExpiresUnixMs: BigInt(r.expiresAt) };
+    }),
+    setMappingAttribute: h((req, s) => ({
+      mapping: mappingToPb(
+        broker.setMappingAttribute(s, req.deviceFileId, req.cookie, attributeFromPb(req.attribute), req.allowFallback),
+      ),
+    })),
+    releaseMapping: h((req, s) => {
+      broker.releaseMapping(s, req.deviceFileId, req.cookie);
+      return {};
+    }),
+    closeDevice: h((req, s) => ({ mappingsReleased: broker.closeDevice(s, req.deviceFileId) })),
+    readRegion: h((req, s) => ({ data: broker.readRegion(s, req.deviceFileId, req.offset, req.length) })),
+    writeRegion: h((req, s) => ({ written: broker.writeRegion(s, req.deviceFileId, req.offset, req.data) })),
+    lease: (call: grpc.ServerDuplexStream<LeaseRequest, MessageInitShape<typeof LeaseResponseSchema>>) => {
+      let s: Session;
+      try {
+        s = sessionOf(call);
+        broker.authorize(s);
+        if (s.lease) throw precondition("this connection already has a lease; open one Lease per connection", "lease");
+      } catch (e) {
+        call.emit("error", toStatus(e));
+        return;
+      }
+      let last = Date.now();
+      let done = false;
+      s.lease = { send: (e) => !done && call.write(leaseEventToPb(e)) };
+      const timer = setInterval(() => {
+        if (Date.now() - last > 3 * keepaliveIntervalMs) finish("lease-expired");
+      }, keepaliveIntervalMs);
+      timer.unref();
+      const finish = (reason: string) => {
+        if (done) return;
+        done = true;
+        clearInterval(timer);
+        s.lease = undefined;
+        broker.endSession(s, reason);
+        try {
+          call.end();
+        } catch {
+          /* the stream may already be gone */
+        }
+      };
+      call.write({ kind: { case: "granted", value: { sessionId: s.id, keepaliveIntervalMs } } });
+      call.on("data", (m: LeaseRequest) => {
+        last = Date.now();
+        if (m.kind.case === "keepalive")
+          call.write({ kind: { case: "keepaliveAck", value: { sequence: m.kind.value.sequence } } });
+      });
+      call.on("end", () => finish("lease-closed"));
+      call.on("cancelled", () => finish("lease-cancelled"));
+      call.on("error", () => finish("lease-error"));
+    },
+  } satisfies Record<string, unknown> as grpc.UntypedServiceImplementation;
+}
+

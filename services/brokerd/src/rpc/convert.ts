@@ -1,0 +1,126 @@
+// Translation between the core's values and the protobuf messages of vfiobroker.v1. Nothing
+// else in brokerd knows protobuf enum numbers.
+import {
+  Attribute as PbAttribute,
+  BackingKind as PbBackingKind,
+  DeviceHealth as PbDeviceHealth,
+  Layout as PbLayout,
+  MappingState as PbMappingState,
+  Prot as PbProt,
+} from "@vfio-broker/proto";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { DeviceSchema, IdentitySchema, MappingSchema, RegionSchema } from "@vfio-broker/proto";
+import type { Attribute, BackingKind, DeviceHealth, DeviceInfo, Prot, RegionInfo } from "../devices/backend.js";
+import { invalid } from "../errors.js";
+import type { Mapping } from "../grants/device-file.js";
+import type { Layout } from "../grants/layout.js";
+import type { PeerIdentity } from "../identity/peer.js";
+
+const ATTR: Record<Attribute, PbAttribute> = { UC: PbAttribute.UC, WC: PbAttribute.WC, WB: PbAttribute.WB };
+const BACKING: Record<BackingKind, PbBackingKind> = {
+  dmabuf: PbBackingKind.DMABUF,
+  "sysfs-wc": PbBackingKind.SYSFS_WC,
+  sysfs: PbBackingKind.SYSFS,
+  "vfio-device-fd": PbBackingKind.VFIO_DEVICE_FD,
+  memfd: PbBackingKind.MEMFD,
+};
+const HEALTH: Record<DeviceHealth, PbDeviceHealth> = {
+  healthy: PbDeviceHealth.HEALTHY,
+  draining: PbDeviceHealth.DRAINING,
+  gone: PbDeviceHealth.GONE,
+};
+
+export const attributeToPb = (a: Attribute): PbAttribute => ATTR[a];
+export const backingToPb = (b: BackingKind): PbBackingKind => BACKING[b];
+export const healthToPb = (h: DeviceHealth): PbDeviceHealth => HEALTH[h];
+export const protToPb = (p: Prot): PbProt => (p === "rw" ? PbProt.READ_WRITE : PbProt.READ);
+export const layoutToPb = (l: Layout): PbLayout => (l === "legacy" ? PbLayout.LEGACY : PbLayout.COMPACT);
+
+/** undefined for UNSPECIFIED (the core says which field is missing); INVALID_ARGUMENT for unknown numbers. */
+export function attributeFromPb(a: PbAttribute): Attribute | undefined {
+  switch (a) {
+    case PbAttribute.UNSPECIFIED:
+      return undefined;
+    case PbAttribute.UC:
+      return "UC";
+    case PbAttribute.WC:
+      return "WC";
+    case PbAttribute.WB:
+      return "WB";
+    default:
+      throw invalid(`attribute ${a} is not one of ATTRIBUTE_UC (1), ATTRIBUTE_WC (2), ATTRIBUTE_WB (3)`, "attribute");
+  }
+}
+
+export function protFromPb(p: PbProt): Prot | undefined {
+  switch (p) {
+    case PbProt.UNSPECIFIED:
+      return undefined;
+    case PbProt.READ:
+      return "r";
+    case PbProt.READ_WRITE:
+      return "rw";
+    default:
+      throw invalid(`prot ${p} is not one of PROT_READ (1), PROT_READ_WRITE (2)`, "prot");
+  }
+}
+
+export function layoutFromPb(l: PbLayout): Layout {
+  switch (l) {
+    case PbLayout.UNSPECIFIED:
+    case PbLayout.COMPACT:
+      return "compact";
+    case PbLayout.LEGACY:
+      return "legacy";
+    default:
+      throw invalid(`layout ${l} is not one of LAYOUT_LEGACY (1), LAYOUT_COMPACT (2)`, "layout");
+  }
+}
+
+export function regionToPb(r: RegionInfo): MessageInitShape<typeof RegionSchema> {
+  return {
+    index: r.index,
+    name: r.name,
+    size: r.size,
+    readable: r.readable,
+    writable: r.writable,
+    mappable: r.mappable,
+    prefetchable: r.prefetchable,
+    attributes: r.attributes.map(attributeToPb),
+    sparseAreas: r.sparseAreas.map((a) => ({ offset: a.offset, size: a.size })),
+  };
+}
+
+export function deviceToPb(d: DeviceInfo, health: DeviceHealth): MessageInitShape<typeof DeviceSchema> {
+  return {
+    id: d.id,
+    backend: d.backend,
+    vendorId: d.vendorId,
+    deviceId: d.deviceId,
+    description: d.description,
+    regions: d.regions.map(regionToPb),
+    health: healthToPb(health),
+  };
+}
+
+export function identityToPb(id: PeerIdentity): MessageInitShape<typeof IdentitySchema> {
+  return { uid: id.uid, gid: id.gid, pid: id.pid, cgroup: id.cgroup, pidfdSource: id.pidfdSource };
+}
+
+export function mappingToPb(m: Mapping): MessageInitShape<typeof MappingSchema> {
+  return {
+    cookie: m.cookie,
+    deviceFileId: m.deviceFile.id,
+    deviceId: m.deviceFile.device.id,
+    regionIndex: m.region.index,
+    regionName: m.region.name,
+    regionOffset: m.regionOffset,
+    length: m.length,
+    requestedAttribute: attributeToPb(m.requestedAttribute),
+    effectiveAttribute: attributeToPb(m.effectiveAttribute),
+    fallbackReason: m.fallbackReason,
+    prot: protToPb(m.prot),
+    backing: backingToPb(m.backing.kind),
+    state: m.state === "delivered" ? PbMappingState.DELIVERED : PbMappingState.PENDING,
+  };
+}

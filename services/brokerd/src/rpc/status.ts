@@ -1,0 +1,25 @@
+// BrokerError -> gRPC status, and the async-handler adapter every service uses. Unexpected
+// exceptions become INTERNAL with the message logged: a client can never crash brokerd.
+import * as grpc from "@grpc/grpc-js";
+import { BrokerError } from "../errors.js";
+
+export function toStatus(e: unknown): Partial<grpc.StatusObject> {
+  if (e instanceof BrokerError) return { code: grpc.status[e.code], details: e.message };
+  const msg = e instanceof Error ? e.message : String(e);
+  console.error(`brokerd: internal error: ${e instanceof Error ? e.stack : msg}`);
+  return { code: grpc.status.INTERNAL, details: `internal error in brokerd: ${msg}` };
+}
+
+/** Wraps an async function as a grpc-js unary handler. */
+export function unary<I, O>(
+  fn: (req: I, call: grpc.ServerUnaryCall<I, O>) => O | Promise<O>,
+): grpc.handleUnaryCall<I, O> {
+  return (call, callback) => {
+    Promise.resolve()
+      .then(() => fn(call.request, call))
+      .then(
+        (res) => callback(null, res),
+        (e) => callback(toStatus(e) as grpc.ServiceError),
+      );
+  };
+}
