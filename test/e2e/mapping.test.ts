@@ -29,7 +29,8 @@ describe("mapping end to end (sim backend)", () => {
     );
     assert.equal(w.code, 0, `writer failed: ${w.stderr}`);
     const wj = JSON.parse(w.stdout);
-    assert.equal(wj.effectiveAttribute ?? wj.mapping?.effectiveAttribute, "WC", w.stdout);
+    assert.equal(String(wj.effectiveAttribute).toUpperCase(), "WC", w.stdout);
+    assert.equal(wj.backing, "memfd");
 
     const r = await run(process.execPath, [CLI, "map", "sim0", "2", "--offset", "0x10000", "--length", "8192", "--attr", "wc", "--prot", "r", "--read", "0x100:8", "--json", "--socket", b.socket]);
     assert.equal(r.code, 0, `reader failed: ${r.stderr}`);

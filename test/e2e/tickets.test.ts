@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { AdminService, createClient } from "@vfio-broker/proto";
 import { present } from "./agents/raw.js";
 import { type BrokerProcess, NOBODY, REPO, run, startBrokerd } from "../lib/brokerd.js";
 
@@ -74,6 +75,13 @@ describe("tickets on the fd channel", () => {
     const r = await present(b.fdSocket, h.info.ticket!);
     assert.equal(r.status, "EXPIRED");
     assert.equal(r.fds, 0);
+    const admin = createClient(AdminService, `unix:${b.adminSocket}`);
+    try {
+      const live = await admin.listMappings({ sessionId: h.info.sessionId! });
+      assert.equal(live.mappings.length, 0, "the undelivered mapping was released when its ticket expired");
+    } finally {
+      admin.close();
+    }
   });
 
   it("unknown and malformed tickets are refused", async () => {

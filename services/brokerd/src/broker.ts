@@ -358,7 +358,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     const df = m.deviceFile;
     if (!df.mappings.has(m.cookie)) return;
     df.removeMapping(m);
-    this.tickets.cancel(m.ticket);
+    this.tickets.revoke(m.ticket);
     m.backing.release();
     this.attributeMap(df.device.id).release(m.region.index, m.regionOffset, m.length);
     if (s) s.bytesMapped -= m.length;
@@ -424,6 +424,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
         expired: `the ticket expired (tickets live ${this.opts.ticketTtlMs} ms); create the mapping again`,
         already_used: "the ticket was already used; each ticket delivers one fd once",
         wrong_peer: `this ticket was issued to another process; present it from the process that called CreateMapping (peer uid ${peer.uid} pid ${peer.pid})`,
+        revoked: "the mapping was released or revoked before delivery; create it again",
       };
       out = { ok: false, status: r.why, message: msg[r.why] };
     } else if (!r.mapping.deviceFile.mappings.has(r.mapping.cookie)) {
@@ -532,7 +533,19 @@ export class Broker extends EventEmitter<BrokerEvents> {
   /** Stops timers and ends every session (shutdown). */
   close(): void {
     clearInterval(this.sweepTimer);
-    for (const s of [...this.sessions.values()]) this.endSession(s, "shutdown");
+    for (const s of [...this.sessions.values()]) {
+      // Tell leased clients why their mappings go away before the connection drops.
+      for (const df of s.deviceFiles.values())
+        this.notify(s, {
+          kind: "revocation",
+          deviceFileId: df.id,
+          cookie: 0n,
+          deviceId: df.device.id,
+          reason: "shutdown",
+          message: "brokerd is shutting down",
+        });
+      this.endSession(s, "shutdown");
+    }
   }
 }
 

@@ -5,7 +5,8 @@ import { FdSocket, closeFd } from "@vfio-broker/native";
 import { BrokerService, FdReplySchema, FdRequestSchema, FdStatus, createClient } from "@vfio-broker/proto";
 
 export function brokerClient(socket: string) {
-  return createClient(BrokerService, `unix:${socket}`);
+  // Own subchannel: each raw client is its own connection, hence its own session.
+  return createClient(BrokerService, `unix:${socket}`, undefined, { "grpc.use_local_subchannel_pool": 1 });
 }
 
 /** Presents a ticket; returns the reply status name and how many fds arrived (closing them). */

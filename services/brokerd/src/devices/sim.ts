@@ -94,6 +94,7 @@ function configHeader(spec: SimDeviceSpec): Buffer {
 
 export class SimBackend implements Backend {
   readonly name = "sim";
+  readonly backingKinds = ["memfd"] as const;
   private readonly devs = new Map<string, SimDevice>();
   private readonly goneCallbacks: ((id: string) => void)[] = [];
 

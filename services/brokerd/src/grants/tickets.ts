@@ -5,7 +5,7 @@
 // "already used" / "expired" rather than "unknown".
 import { randomBytes } from "node:crypto";
 
-export type RedeemFailure = "unknown" | "expired" | "already_used" | "wrong_peer";
+export type RedeemFailure = "unknown" | "expired" | "already_used" | "wrong_peer" | "revoked";
 
 export interface TicketHolder {
   sessionId: string;
@@ -18,7 +18,7 @@ interface Ticket<M> {
   mapping: M;
   holder: TicketHolder;
   expiresAt: number;
-  state: "live" | "used" | "expired";
+  state: "live" | "used" | "expired" | "revoked";
 }
 
 export class TicketBook<M> {
@@ -45,16 +45,17 @@ export class TicketBook<M> {
     const t = /^[0-9a-f]{32}$/.test(id) ? this.tickets.get(id) : undefined;
     if (!t) return { ok: false, why: "unknown" };
     if (t.state === "used") return { ok: false, why: "already_used" };
+    if (t.state === "revoked") return { ok: false, why: "revoked" };
     if (t.state === "expired" || this.now() >= t.expiresAt) return { ok: false, why: "expired" };
     if (!isHolder(t.holder)) return { ok: false, why: "wrong_peer", holder: t.holder };
     t.state = "used";
     return { ok: true, mapping: t.mapping };
   }
 
-  /** Forgets the ticket of a mapping that was released before delivery. */
-  cancel(id: string): void {
+  /** The mapping was released or revoked before delivery: its ticket can no longer deliver. */
+  revoke(id: string): void {
     const t = this.tickets.get(id);
-    if (t) t.state = "used";
+    if (t?.state === "live") t.state = "revoked";
   }
 
   /**

@@ -2,7 +2,7 @@
 // caller's kernel-verified Session, and results back. No policy or state lives here.
 import type * as grpc from "@grpc/grpc-js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { Attribute as PbAttribute, BackingKind as PbBackingKind, Layout as PbLayout } from "@vfio-broker/proto";
+import { Layout as PbLayout } from "@vfio-broker/proto";
 import type { LeaseRequest, LeaseResponseSchema } from "@vfio-broker/proto";
 import { MAX_FDS_PER_MESSAGE } from "@vfio-broker/native";
 import { type Broker, VERSION } from "../broker.js";
@@ -10,6 +10,8 @@ import { precondition } from "../errors.js";
 import type { LeaseEvent, Session } from "../identity/session.js";
 import {
   attributeFromPb,
+  attributeToPb,
+  backingToPb,
   deviceToPb,
   healthToPb,
   identityToPb,
@@ -61,10 +63,11 @@ export function brokerServiceImpl(
         capabilities: {
           maxFdsPerMessage: MAX_FDS_PER_MESSAGE,
           layouts: [PbLayout.LEGACY, PbLayout.COMPACT],
-          attributes: [PbAttribute.UC, PbAttribute.WC, PbAttribute.WB],
-          backings: [...new Set(broker.allDevices().map((d) => d.info.backend))].map((b) =>
-            b === "sim" ? PbBackingKind.MEMFD : PbBackingKind.SYSFS,
-          ),
+          // What this host can actually give: the union over its devices' regions and backends.
+          attributes: [
+            ...new Set(broker.allDevices().flatMap((d) => d.info.regions.flatMap((r) => r.attributes))),
+          ].map(attributeToPb),
+          backings: [...new Set(broker.opts.backends.flatMap((b) => b.backingKinds ?? []))].map(backingToPb),
           ticketTtlMs: broker.opts.ticketTtlMs,
           maxAccessBytes: broker.opts.maxAccessBytes,
           fdSocketPath: broker.opts.fdSocketPath,

@@ -1,0 +1,268 @@
+// device-file.ts: owns the client's DeviceFile: one open view of one device with its own cookie space
+// (OpenDevice), the regions with their compat cookies, the mappings created through it, and
+// ReadRegion/WriteRegion. It never keeps a Mapping the broker failed to deliver: if the fd channel
+// or mmap fails after CreateMapping, the cookie is released again before the error is thrown.
+import { closeFd } from "@vfio-broker/native";
+import type { BrokerService, OpenDeviceResponse, PromiseClient } from "@vfio-broker/proto";
+import {
+  type AttributeName,
+  attributeFromPb,
+  attributeToPb,
+  backingFromPb,
+  type DeviceFileRegion,
+  type DeviceInfo,
+  deviceFromPb,
+  findRegion,
+  type LayoutName,
+  layoutFromPb,
+  type ProtName,
+  protFromPb,
+  protToPb,
+  regionFromPb,
+} from "./convert.js";
+import { fetchFd } from "./fd-channel.js";
+import { Mapping, type MappingOwner } from "./mapping.js";
+
+/** What a DeviceFile needs from the BrokerClient that opened it. */
+export interface DeviceFileHost {
+  readonly rpc: PromiseClient<typeof BrokerService>;
+  readonly fdSocketPath: string;
+  readonly maxAccessBytes: number;
+  /** Runs a BrokerService call and turns its ServiceError into a BrokerClientError. */
+  call<T>(method: string, fn: () => Promise<T>): Promise<T>;
+  deviceFileClosed(df: DeviceFile): void;
+}
+
+export interface MapOptions {
+  /** Offset inside the region, bytes (page aligned). Default 0. */
+  offset?: bigint | number;
+  /** Bytes (page aligned). Default: the rest of the region from `offset`. */
+  length?: bigint | number;
+  /** Default "uc". */
+  attr?: AttributeName;
+  /** Default "rw". */
+  prot?: ProtName;
+  /** If the host cannot give `attr`, map UC instead of failing (the Mapping says why). */
+  allowFallback?: boolean;
+}
+
+export class DeviceFile implements MappingOwner {
+  readonly id: bigint;
+  readonly deviceId: string;
+  readonly layout: LayoutName;
+  readonly device: DeviceInfo;
+  /** Every region of the device, with its compat cookie in this DeviceFile's offset space. */
+  readonly regions: readonly DeviceFileRegion[];
+  readonly #host: DeviceFileHost;
+  readonly #mappings = new Map<bigint, Mapping>();
+  #closed = false;
+  #revoked = false;
+
+  /** @internal Use BrokerClient.open(). */
+  constructor(host: DeviceFileHost, res: OpenDeviceResponse) {
+    this.#host = host;
+    this.id = res.deviceFileId;
+    this.layout = layoutFromPb(res.layout);
+    if (!res.device) throw new Error("OpenDevice: the broker's reply has no device");
+    this.device = deviceFromPb(res.device);
+    this.deviceId = this.device.id;
+    this.regions = res.regions
+      .filter((rc) => rc.region !== undefined)
+      .map((rc) => ({ ...regionFromPb(rc.region!), cookie: rc.cookie }));
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** true once the broker revoked the whole device file (drain, device gone, operator). */
+  get revoked(): boolean {
+    return this.#revoked;
+  }
+
+  /** Live mappings (not released, not revoked). */
+  get mappings(): Mapping[] {
+    return [...this.#mappings.values()];
+  }
+
+  /** A region by index (2), index string ("2") or case-insensitive name ("BAR2", "bar2"). */
+  region(nameOrIndex: string | number): DeviceFileRegion {
+    const r = findRegion(this.regions, nameOrIndex);
+    if (!r) {
+      const names = this.regions.map((x) => `${x.name} (${x.index})`).join(", ");
+      throw new RangeError(
+        `device ${this.deviceId} has no region ${JSON.stringify(nameOrIndex)}; it has ${names}`,
+      );
+    }
+    return r;
+  }
+
+  /** CreateMapping + fd channel + mmap. The returned Mapping is live until released or revoked. */
+  async map(region: DeviceFileRegion | string | number, opts: MapOptions = {}): Promise<Mapping> {
+    this.#checkOpen("map");
+    const r = typeof region === "object" ? region : this.region(region);
+    const offset = BigInt(opts.offset ?? 0);
+    if (offset < 0n) throw new RangeError(`map: offset must not be negative, got ${offset}`);
+    if (opts.length === undefined && offset >= r.size)
+      throw new RangeError(
+        `map: offset ${offset} is at or past the end of ${r.name} (${r.size} bytes); pick a smaller offset`,
+      );
+    const length = opts.length === undefined ? r.size - offset : BigInt(opts.length);
+    if (length <= 0n) throw new RangeError(`map: length must be positive, got ${length}`);
+    if (length > BigInt(Number.MAX_SAFE_INTEGER))
+      throw new RangeError(
+        `map: length ${length} is too large to map into this process; map a smaller range`,
+      );
+    const attr = opts.attr ?? "uc";
+    const prot = opts.prot ?? "rw";
+    const host = this.#host;
+    const res = await host.call("CreateMapping", () =>
+      host.rpc.createMapping({
+        deviceFileId: this.id,
+        regionIndex: r.index,
+        offset,
+        length,
+        attribute: attributeToPb(attr),
+        prot: protToPb(prot),
+        allowFallback: opts.allowFallback ?? false,
+      }),
+    );
+    const m = res.mapping;
+    if (!m) throw new Error("CreateMapping: the broker's reply has no mapping");
+    let fd: number | undefined;
+    try {
+      const got = await fetchFd(host.fdSocketPath, res.ticket);
+      fd = got.fd;
+      const reply = got.reply;
+      if (reply.cookie !== m.cookie)
+        throw new Error(`fd channel: the reply is for cookie ${reply.cookie}, expected ${m.cookie}`);
+      if (reply.length !== m.length)
+        throw new Error(
+          `fd channel: the reply's length ${reply.length} differs from the mapping's ${m.length}`,
+        );
+      const owned = fd;
+      fd = undefined; // Mapping.fromFd closes it, whether mmap succeeds or not
+      const mapping = Mapping.fromFd(
+        this,
+        {
+          cookie: m.cookie,
+          regionIndex: m.regionIndex,
+          regionName: m.regionName || r.name,
+          regionOffset: m.regionOffset,
+          length: Number(reply.length),
+          requestedAttribute: attr,
+          effectiveAttribute: attributeFromPb(reply.effectiveAttribute || m.effectiveAttribute),
+          fallbackReason: m.fallbackReason,
+          backing: backingFromPb(reply.backing || m.backing),
+          prot: protFromPb(reply.prot || m.prot),
+          mmapOffset: reply.mmapOffset,
+        },
+        owned,
+      );
+      this.#mappings.set(mapping.cookie, mapping);
+      return mapping;
+    } catch (e) {
+      if (fd !== undefined) closeFd(fd);
+      // Do not leave an undeliverable cookie behind on the broker.
+      await host.rpc.releaseMapping({ deviceFileId: this.id, cookie: m.cookie }).catch(() => {});
+      throw e;
+    }
+  }
+
+  /** ReadRegion: `length` bytes at `offset` in this DeviceFile's space (a cookie plus an offset). */
+  async read(offset: bigint, length: number): Promise<Buffer> {
+    this.#checkOpen("read");
+    const host = this.#host;
+    const max = host.maxAccessBytes > 0 ? host.maxAccessBytes : length;
+    const parts: Buffer[] = [];
+    for (let done = 0; done < length; ) {
+      const n = Math.min(max, length - done);
+      const res = await host.call("ReadRegion", () =>
+        host.rpc.readRegion({ deviceFileId: this.id, offset: offset + BigInt(done), length: n }),
+      );
+      parts.push(Buffer.from(res.data));
+      done += n;
+    }
+    return Buffer.concat(parts);
+  }
+
+  /** WriteRegion: `data` at `offset` in this DeviceFile's space. Returns the bytes written. */
+  async write(offset: bigint, data: Uint8Array): Promise<number> {
+    this.#checkOpen("write");
+    const host = this.#host;
+    const max = host.maxAccessBytes > 0 ? host.maxAccessBytes : data.length;
+    let written = 0;
+    for (let done = 0; done < data.length; ) {
+      const chunk = data.subarray(done, done + max);
+      const res = await host.call("WriteRegion", () =>
+        host.rpc.writeRegion({ deviceFileId: this.id, offset: offset + BigInt(done), data: chunk }),
+      );
+      written += res.written;
+      done += chunk.length;
+    }
+    return written;
+  }
+
+  /** Unmaps every mapping and closes the device file on the broker (releasing them there). Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const m of this.#mappings.values()) m.markReleased();
+    this.#mappings.clear();
+    this.#host.deviceFileClosed(this);
+    if (this.#revoked) return;
+    const host = this.#host;
+    await host.call("CloseDevice", () => host.rpc.closeDevice({ deviceFileId: this.id }));
+  }
+
+  /** @internal MappingOwner: ReleaseMapping for a mapping the client released. */
+  async releaseMapping(mapping: Mapping): Promise<void> {
+    this.#mappings.delete(mapping.cookie);
+    if (this.#closed) return;
+    const host = this.#host;
+    await host.call("ReleaseMapping", () =>
+      host.rpc.releaseMapping({ deviceFileId: this.id, cookie: mapping.cookie }),
+    );
+  }
+
+  /**
+   * @internal A Revocation for this device file arrived: cookie 0 takes the whole device file, any
+   * other cookie one mapping. Unmaps what it takes and returns the mappings it revoked.
+   */
+  revoke(cookie: bigint, reason: string): Mapping[] {
+    const taken: Mapping[] = [];
+    if (cookie === 0n) {
+      this.#revoked = true;
+      this.#closed = true;
+      for (const m of this.#mappings.values()) {
+        m.markRevoked(reason);
+        taken.push(m);
+      }
+      this.#mappings.clear();
+      this.#host.deviceFileClosed(this);
+    } else {
+      const m = this.#mappings.get(cookie);
+      if (m) {
+        m.markRevoked(reason);
+        this.#mappings.delete(cookie);
+        taken.push(m);
+      }
+    }
+    return taken;
+  }
+
+  /** @internal The session is gone (lease lost): every mapping is revoked locally. */
+  revokeAll(reason: string): Mapping[] {
+    const taken = this.revoke(0n, reason);
+    return taken;
+  }
+
+  #checkOpen(what: string): void {
+    if (this.#revoked)
+      throw new Error(
+        `${what}: device file ${this.id} of ${this.deviceId} was revoked by the broker; open the device again`,
+      );
+    if (this.#closed)
+      throw new Error(`${what}: device file ${this.id} of ${this.deviceId} is closed; open the device again`);
+  }
+}

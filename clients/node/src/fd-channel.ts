@@ -1,0 +1,111 @@
+// fd-channel.ts: owns the client side of the fd channel (fdchannel.proto): connect to fd.sock, send
+// one framed FdRequest{ticket}, receive one FdReply with exactly one fd (SCM_RIGHTS) when the status
+// is OK. It never leaks a received fd: on every failure path (a refusal that still carried fds, a
+// truncated or oversize message, a timeout) every fd received is closed before the error is thrown.
+// The ticket must be presented by the same process that called CreateMapping.
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { closeFd, FdSocket, type NativeError } from "@vfio-broker/native";
+import { type FdReply, FdReplySchema, FdRequestSchema, FdStatus } from "@vfio-broker/proto";
+import { FdChannelError } from "./errors.js";
+
+/** An FdReply is small; anything bigger is a protocol error. */
+const MAX_REPLY_BYTES = 64 * 1024;
+const DEFAULT_TIMEOUT_MS = 10_000;
+
+export interface FetchedFd {
+  reply: FdReply;
+  /** The backing fd; the caller owns it and must close it (after mmap). */
+  fd: number;
+}
+
+export interface FetchFdOptions {
+  /** Give up (and close the socket) if no reply arrives within this many milliseconds. Default 10 s. */
+  timeoutMs?: number;
+}
+
+/** "EXPIRED" for FdStatus.EXPIRED: the enum name without its prefix. */
+export function fdStatusName(s: FdStatus): string {
+  return FdStatus[s] ?? `STATUS_${s}`;
+}
+
+function closeAll(fds: number[]): void {
+  for (const fd of fds) {
+    try {
+      closeFd(fd);
+    } catch {
+      // already closed
+    }
+  }
+}
+
+/**
+ * Presents `ticket` on the fd channel at `fdSocketPath` and returns the reply and the backing fd.
+ * Throws FdChannelError: status "EXPIRED", "ALREADY_USED", "WRONG_PEER", ... for a refusal (with the
+ * broker's message), "CONNECT" when fd.sock cannot be reached, "PROTOCOL" for a malformed, truncated
+ * or fd-less OK reply, "TIMEOUT" when the broker does not answer.
+ */
+export async function fetchFd(
+  fdSocketPath: string,
+  ticket: string,
+  opts: FetchFdOptions = {},
+): Promise<FetchedFd> {
+  let sock: FdSocket;
+  try {
+    sock = await FdSocket.connect(fdSocketPath);
+  } catch (e) {
+    const ne = e as NativeError;
+    const what =
+      ne.code === "ENOENT" || ne.code === "ECONNREFUSED"
+        ? `nothing listens at ${fdSocketPath}; is brokerd running?`
+        : ne.code === "EACCES"
+          ? `permission denied connecting to ${fdSocketPath}; the socket's directory or mode does not let this user in`
+          : `cannot connect to ${fdSocketPath}: ${ne.message}`;
+    throw new FdChannelError("CONNECT", what, { cause: e });
+  }
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await sock.send(toBinary(FdRequestSchema, create(FdRequestSchema, { ticket })));
+    const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    const timeout = new Promise<"timeout">((resolve) => {
+      timer = setTimeout(() => resolve("timeout"), timeoutMs);
+    });
+    let msg: Awaited<ReturnType<FdSocket["recv"]>> | "timeout";
+    try {
+      // maxFds 1: a reply with more fds is refused by the native layer, which closes all of them.
+      msg = await Promise.race([sock.recv({ maxBytes: MAX_REPLY_BYTES, maxFds: 1 }), timeout]);
+    } catch (e) {
+      const ne = e as NativeError;
+      throw new FdChannelError(
+        "PROTOCOL",
+        `the broker's reply could not be received (${ne.code ?? "error"}: ${ne.message}); any fds that came with it were closed`,
+        { cause: e },
+      );
+    }
+    if (msg === "timeout")
+      throw new FdChannelError("TIMEOUT", `no reply from ${fdSocketPath} within ${timeoutMs} ms`);
+    if (msg === null)
+      throw new FdChannelError("PROTOCOL", "the broker closed the fd channel without replying");
+    let reply: FdReply;
+    try {
+      reply = fromBinary(FdReplySchema, msg.data);
+    } catch (e) {
+      closeAll(msg.fds);
+      throw new FdChannelError("PROTOCOL", "the broker's reply is not an FdReply protobuf", { cause: e });
+    }
+    if (reply.status !== FdStatus.OK) {
+      closeAll(msg.fds);
+      throw new FdChannelError(fdStatusName(reply.status), reply.message || "the broker refused the ticket");
+    }
+    if (msg.fds.length !== 1) {
+      closeAll(msg.fds);
+      throw new FdChannelError(
+        "PROTOCOL",
+        `an OK reply must carry exactly one fd, it carried ${msg.fds.length}`,
+      );
+    }
+    return { reply, fd: msg.fds[0]! };
+  } finally {
+    clearTimeout(timer);
+    sock.close();
+  }
+}

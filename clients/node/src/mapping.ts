@@ -1,0 +1,250 @@
+// mapping.ts: owns one client Mapping: the mmap of a broker-granted range (CreateMapping -> ticket ->
+// fd channel -> mmap), its typed MMIO accessors, and its end (release() by the client, or revocation
+// by the broker). It never touches the memory after it was released or revoked: the memory is
+// unmapped first and every accessor then throws MappingGoneError. It never writes through a
+// read-only ("r") mapping, which would fault the whole process (SIGSEGV): writes throw instead.
+import { closeFd, mmap, type Mapping as NativeMapping } from "@vfio-broker/native";
+import type { AttributeName, BackingName, ProtName } from "./convert.js";
+import { MappingGoneError } from "./errors.js";
+
+/** What a Mapping needs from its DeviceFile: telling the broker it is released. */
+export interface MappingOwner {
+  readonly id: bigint;
+  readonly deviceId: string;
+  /** ReleaseMapping on the broker; called once, after the memory is unmapped. */
+  releaseMapping(mapping: Mapping): Promise<void>;
+}
+
+/** Everything the broker said about a mapping (CreateMapping + FdReply). */
+export interface MappingGrant {
+  cookie: bigint;
+  regionIndex: number;
+  regionName: string;
+  regionOffset: bigint;
+  length: number;
+  requestedAttribute: AttributeName;
+  effectiveAttribute: AttributeName | "unspecified";
+  fallbackReason: string;
+  backing: BackingName;
+  prot: ProtName;
+  /** The offset passed to mmap(2) on the backing fd. */
+  mmapOffset: bigint;
+}
+
+const MAX_U64 = (1n << 64n) - 1n;
+
+export class Mapping {
+  readonly deviceFileId: bigint;
+  readonly deviceId: string;
+  /** Start of this mapping in its DeviceFile's offset space. */
+  readonly cookie: bigint;
+  readonly regionIndex: number;
+  readonly regionName: string;
+  /** Offset of the mapped range inside the region, bytes. */
+  readonly regionOffset: bigint;
+  /** Mapped bytes (a multiple of the page size). */
+  readonly length: number;
+  readonly requestedAttribute: AttributeName;
+  /** What the broker could actually give; check it, it may differ from requestedAttribute. */
+  readonly effectiveAttribute: AttributeName | "unspecified";
+  /** Why effectiveAttribute differs from requestedAttribute ("" when it does not). */
+  readonly fallbackReason: string;
+  readonly backing: BackingName;
+  readonly prot: ProtName;
+  readonly mmapOffset: bigint;
+
+  readonly #owner: MappingOwner;
+  readonly #mem: NativeMapping;
+  readonly #view: DataView;
+  #released = false;
+  #revoked = false;
+  #revokeReason = "";
+  #releasing: Promise<void> | undefined;
+
+  /** @internal Use DeviceFile.map(). Takes ownership of `fd` and closes it right after mmap. */
+  static fromFd(owner: MappingOwner, grant: MappingGrant, fd: number): Mapping {
+    let mem: NativeMapping;
+    try {
+      mem = mmap(fd, grant.mmapOffset, grant.length, grant.prot);
+    } finally {
+      closeFd(fd); // the mapping keeps the memory; the fd is no longer needed
+    }
+    return new Mapping(owner, grant, mem);
+  }
+
+  private constructor(owner: MappingOwner, grant: MappingGrant, mem: NativeMapping) {
+    this.#owner = owner;
+    this.#mem = mem;
+    this.#view = new DataView(mem.buffer, 0, grant.length);
+    this.deviceFileId = owner.id;
+    this.deviceId = owner.deviceId;
+    this.cookie = grant.cookie;
+    this.regionIndex = grant.regionIndex;
+    this.regionName = grant.regionName;
+    this.regionOffset = grant.regionOffset;
+    this.length = grant.length;
+    this.requestedAttribute = grant.requestedAttribute;
+    this.effectiveAttribute = grant.effectiveAttribute;
+    this.fallbackReason = grant.fallbackReason;
+    this.backing = grant.backing;
+    this.prot = grant.prot;
+    this.mmapOffset = grant.mmapOffset;
+  }
+
+  /** true once release() was called (the memory is unmapped). */
+  get released(): boolean {
+    return this.#released;
+  }
+
+  /** true once the broker revoked this mapping (the memory is unmapped). */
+  get revoked(): boolean {
+    return this.#revoked;
+  }
+
+  /** The broker's reason for the revocation ("operator", "device-gone", ...), "" if not revoked. */
+  get revokeReason(): string {
+    return this.#revokeReason;
+  }
+
+  /** The mapped memory itself (no copy). Throws once released or revoked. */
+  get buffer(): ArrayBuffer {
+    this.#live("buffer");
+    return this.#mem.buffer;
+  }
+
+  read8(offset: number): number {
+    return this.#view.getUint8(this.#at("read8", offset, 1, false));
+  }
+  read16(offset: number): number {
+    return this.#view.getUint16(this.#at("read16", offset, 2, false), true);
+  }
+  read32(offset: number): number {
+    return this.#view.getUint32(this.#at("read32", offset, 4, false), true);
+  }
+  /** Note: JavaScript may split a 64-bit access into two 32-bit ones. */
+  read64(offset: number): bigint {
+    return this.#view.getBigUint64(this.#at("read64", offset, 8, false), true);
+  }
+
+  write8(offset: number, value: number): void {
+    const at = this.#at("write8", offset, 1, true);
+    this.#view.setUint8(at, checkValue("write8", value, 0xff));
+  }
+  write16(offset: number, value: number): void {
+    const at = this.#at("write16", offset, 2, true);
+    this.#view.setUint16(at, checkValue("write16", value, 0xffff), true);
+  }
+  write32(offset: number, value: number): void {
+    const at = this.#at("write32", offset, 4, true);
+    this.#view.setUint32(at, checkValue("write32", value, 0xffffffff), true);
+  }
+  /** Note: JavaScript may split a 64-bit access into two 32-bit ones. */
+  write64(offset: number, value: bigint): void {
+    const at = this.#at("write64", offset, 8, true);
+    if (typeof value !== "bigint" || value < 0n || value > MAX_U64)
+      throw new RangeError(`write64: value must be a bigint in [0, 2^64-1], got ${String(value)}`);
+    this.#view.setBigUint64(at, value, true);
+  }
+
+  /** A copy of `length` bytes from `offset`. */
+  readBytes(offset: number, length: number): Buffer {
+    const at = this.#at("readBytes", offset, length, false);
+    return Buffer.from(new Uint8Array(this.#mem.buffer, at, length));
+  }
+
+  writeBytes(offset: number, data: Uint8Array): void {
+    const at = this.#at("writeBytes", offset, data.length, true);
+    new Uint8Array(this.#mem.buffer, at, data.length).set(data);
+  }
+
+  /** Unmaps the memory and releases the mapping on the broker. Idempotent; safe after a revocation. */
+  release(): Promise<void> {
+    if (this.#releasing) return this.#releasing;
+    const wasRevoked = this.#revoked;
+    this.#released = true;
+    this.#mem.unmap();
+    // A revoked mapping is already gone on the broker: nothing to release there.
+    this.#releasing = wasRevoked ? Promise.resolve() : this.#owner.releaseMapping(this);
+    return this.#releasing;
+  }
+
+  /** @internal The broker took it away: unmap now (before anyone is told), and remember why. */
+  markRevoked(reason: string): void {
+    if (this.#released || this.#revoked) return;
+    this.#revoked = true;
+    this.#revokeReason = reason;
+    this.#mem.unmap();
+  }
+
+  /** @internal The client is closing and releases everything by CloseDevice: only unmap. */
+  markReleased(): void {
+    if (this.#released) return;
+    this.#released = true;
+    this.#releasing ??= Promise.resolve();
+    this.#mem.unmap();
+  }
+
+  toJSON(): Record<string, unknown> {
+    return {
+      deviceFileId: this.deviceFileId.toString(),
+      deviceId: this.deviceId,
+      cookie: this.cookie.toString(),
+      regionIndex: this.regionIndex,
+      regionName: this.regionName,
+      regionOffset: this.regionOffset.toString(),
+      length: this.length,
+      requestedAttribute: this.requestedAttribute,
+      effectiveAttribute: this.effectiveAttribute,
+      fallbackReason: this.fallbackReason,
+      backing: this.backing,
+      prot: this.prot,
+      released: this.#released,
+      revoked: this.#revoked,
+    };
+  }
+
+  #live(what: string): void {
+    if (this.#revoked)
+      throw new MappingGoneError(
+        `${what}: mapping ${this.cookie} of ${this.deviceId} was revoked by the broker (${this.#revokeReason}); its memory is unmapped, create a new mapping`,
+      );
+    if (this.#released)
+      throw new MappingGoneError(
+        `${what}: mapping ${this.cookie} of ${this.deviceId} was released; its memory is unmapped, create a new mapping`,
+      );
+  }
+
+  #at(what: string, offset: number, size: number, write: boolean): number {
+    this.#live(what);
+    if (write && this.prot !== "rw")
+      throw new TypeError(
+        `${what}: mapping ${this.cookie} is read-only (prot "r"); map it with prot "rw" to write`,
+      );
+    return checkRange(what, offset, size, this.length);
+  }
+}
+
+/** Validates [offset, offset+size) inside a `length`-byte mapping; returns offset. Exported for tests. */
+export function checkRange(what: string, offset: number, size: number, length: number): number {
+  if (!Number.isSafeInteger(offset) || offset < 0)
+    throw new RangeError(`${what}: offset must be a non-negative integer, got ${String(offset)}`);
+  if (!Number.isSafeInteger(size) || size < 0)
+    throw new RangeError(`${what}: length must be a non-negative integer, got ${String(size)}`);
+  if (offset + size > length) {
+    const last = length - size;
+    const valid =
+      last >= 0 ? `valid offsets are 0..0x${last.toString(16)}` : `it is shorter than ${size} bytes`;
+    throw new RangeError(
+      `${what}: ${size} byte(s) at offset 0x${offset.toString(16)} are outside the ${length}-byte mapping; ${valid}`,
+    );
+  }
+  return offset;
+}
+
+function checkValue(what: string, value: number, max: number): number {
+  if (!Number.isInteger(value) || value < 0 || value > max)
+    throw new RangeError(
+      `${what}: value must be an integer in [0, 0x${max.toString(16)}], got ${String(value)}`,
+    );
+  return value;
+}
