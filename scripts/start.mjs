@@ -22,7 +22,10 @@ if (!existsSync(brokerd)) {
 }
 const children = [];
 function run(name, args, env = {}) {
-  const child = spawn(process.execPath, args, { stdio: ["ignore", "inherit", "inherit"], env: { ...process.env, ...env } });
+  const child = spawn(process.execPath, args, {
+    stdio: ["ignore", "inherit", "inherit"],
+    env: { ...process.env, ...env },
+  });
   child.on("exit", (code, sig) => {
     console.error(`start: ${name} exited (${sig ?? code})`);
     for (const c of children) if (c !== child) c.kill("SIGTERM");
@@ -34,16 +37,28 @@ function run(name, args, env = {}) {
 
 run("brokerd", [
   brokerd,
-  "--runtime-dir", runtimeDir,
-  "--policy", process.env.VFIO_BROKER_POLICY ?? join(root, "deploy/policy/sim-local.yaml"),
-  "--metrics", process.env.VFIO_BROKER_METRICS ?? "127.0.0.1:9464",
-  "--journal", join(stateDir, "journal.jsonl"),
+  "--runtime-dir",
+  runtimeDir,
+  "--policy",
+  process.env.VFIO_BROKER_POLICY ?? join(root, "deploy/policy/sim-local.yaml"),
+  "--metrics",
+  process.env.VFIO_BROKER_METRICS ?? "127.0.0.1:9464",
+  "--journal",
+  join(stateDir, "journal.jsonl"),
 ]);
 if (existsSync(admin)) {
   // Give brokerd a moment to create its sockets; the console reports 503 until it can reach them.
   setTimeout(
     () =>
-      run("admin console", [admin, "--admin-socket", join(runtimeDir, "admin.sock"), "--listen", process.env.VFIO_BROKER_CONSOLE ?? "127.0.0.1:8080", "--token-file", join(stateDir, "admin-token")]),
+      run("admin console", [
+        admin,
+        "--admin-socket",
+        join(runtimeDir, "admin.sock"),
+        "--listen",
+        process.env.VFIO_BROKER_CONSOLE ?? "127.0.0.1:8080",
+        "--token-file",
+        join(stateDir, "admin-token"),
+      ]),
     500,
   );
 }
@@ -51,4 +66,7 @@ console.error(
   `start: brokerd sockets in ${runtimeDir}; metrics http://127.0.0.1:9464/metrics; console http://127.0.0.1:8080/ (token in ${join(stateDir, "admin-token")})\n` +
     `start: try  VFIO_BROKER_SOCKET=${join(runtimeDir, "broker.sock")} node clients/node/dist/cli.js devices`,
 );
-for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => children.forEach((c) => c.kill("SIGTERM")));
+for (const sig of ["SIGINT", "SIGTERM"])
+  process.on(sig, () => {
+    for (const c of children) c.kill("SIGTERM");
+  });

@@ -1,7 +1,13 @@
 // Bridges protoc-gen-es (v2) service descriptors to @grpc/grpc-js: a ServiceDefinition for servers
 // and a typed Promise client. protoc-gen-es generates only schemas and descriptors; grpc-js needs
 // serializers per method, which we derive here once for every service instead of generating code.
-import type { DescMessage, DescMethod, DescService, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
+import type {
+  DescMessage,
+  DescMethod,
+  DescService,
+  MessageInitShape,
+  MessageShape,
+} from "@bufbuild/protobuf";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 
@@ -53,7 +59,10 @@ export interface BidiStream<I extends DescMessage, O extends DescMessage> {
 
 export type PromiseClient<S extends DescService> = {
   [K in keyof Methods<S>]: Methods<S>[K] extends { methodKind: "unary" }
-    ? (req: MessageInitShape<In<Methods<S>[K]>>, opts?: CallOptions) => Promise<MessageShape<Out<Methods<S>[K]>>>
+    ? (
+        req: MessageInitShape<In<Methods<S>[K]>>,
+        opts?: CallOptions,
+      ) => Promise<MessageShape<Out<Methods<S>[K]>>>
     : (opts?: CallOptions) => BidiStream<In<Methods<S>[K]>, Out<Methods<S>[K]>>;
 } & { readonly raw: grpc.Client; close(): void };
 

@@ -5,8 +5,8 @@ import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Attribute, Prot } from "@vfio-broker/proto";
-import { brokerClient } from "./agents/raw.js";
 import { type BrokerProcess, NOBODY, REPO, startBrokerd, until } from "../lib/brokerd.js";
+import { brokerClient } from "./agents/raw.js";
 
 const AGENTS = join(REPO, "test/dist/e2e/agents");
 
@@ -28,32 +28,50 @@ describe("leases", () => {
     await new Promise((r) => setTimeout(r, 200));
     const baseline = b.fdCount();
 
-    const proc = spawn(process.execPath, [join(AGENTS, "holder.js"), b.socket, "2", "0", "65536", "WC", "fetch"], {
-      stdio: ["pipe", "pipe", "inherit"],
-      uid: NOBODY,
-      gid: NOBODY,
-    });
+    const proc = spawn(
+      process.execPath,
+      [join(AGENTS, "holder.js"), b.socket, "2", "0", "65536", "WC", "fetch"],
+      {
+        stdio: ["pipe", "pipe", "inherit"],
+        uid: NOBODY,
+        gid: NOBODY,
+      },
+    );
     await new Promise<void>((resolve, reject) => {
-      proc.stdout!.on("data", (d: Buffer) => (d.toString().includes('"ok":true') ? resolve() : reject(new Error(d.toString()))));
+      proc.stdout!.on("data", (d: Buffer) =>
+        d.toString().includes('"ok":true') ? resolve() : reject(new Error(d.toString())),
+      );
     });
     assert.ok(b.fdCount() > baseline, "the holder's session holds fds in brokerd");
     // While it lives, its WC pages refuse UC.
     const probe = brokerClient(b.socket);
     const df = await probe.openDevice({ deviceId: "sim0" });
     const uc = () =>
-      probe.createMapping({ deviceFileId: df.deviceFileId, regionIndex: 2, offset: 0n, length: 4096n, attribute: Attribute.UC, prot: Prot.READ });
+      probe.createMapping({
+        deviceFileId: df.deviceFileId,
+        regionIndex: 2,
+        offset: 0n,
+        length: 4096n,
+        attribute: Attribute.UC,
+        prot: Prot.READ,
+      });
     await assert.rejects(uc(), /already mapped WC/);
 
     const t0 = Date.now();
     proc.kill("SIGKILL");
-    await until("the killed client's pages to be free", async () => {
-      try {
-        await uc();
-        return true;
-      } catch {
-        return false;
-      }
-    }, 5000, 10);
+    await until(
+      "the killed client's pages to be free",
+      async () => {
+        try {
+          await uc();
+          return true;
+        } catch {
+          return false;
+        }
+      },
+      5000,
+      10,
+    );
     const freedMs = Date.now() - t0;
     assert.ok(freedMs < 1000, `freed after ${freedMs} ms`);
     probe.close();

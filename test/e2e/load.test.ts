@@ -4,8 +4,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { brokerClient } from "./agents/raw.js";
 import { type BrokerProcess, NOBODY, REPO, run, startBrokerd, until } from "../lib/brokerd.js";
+import { brokerClient } from "./agents/raw.js";
 
 const AGENTS = join(REPO, "test/dist/e2e/agents");
 
@@ -18,7 +18,9 @@ describe("load", () => {
     await b?.stop();
   });
 
-  it("64 clients x 50 map/release cycles: no duplicate cookie, no fd leak", { timeout: 240_000 }, async () => {
+  it("64 clients x 50 map/release cycles: no duplicate cookie, no fd leak", {
+    timeout: 240_000,
+  }, async () => {
     const warm = brokerClient(b.socket);
     await warm.listDevices({});
     warm.close();

@@ -6,8 +6,8 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Layout } from "@vfio-broker/proto";
-import { brokerClient } from "./agents/raw.js";
 import { type BrokerProcess, CLI, NOBODY, REPO, run, startBrokerd } from "../lib/brokerd.js";
+import { brokerClient } from "./agents/raw.js";
 
 const PY = "/usr/bin/python3";
 const PY_CLIENT = join(REPO, "clients/python/vfio_broker_client.py");
@@ -24,7 +24,23 @@ describe("mapping end to end (sim backend)", () => {
   it("uid 65534 writes through a WC mapping; another process reads the bytes through its own", async () => {
     const w = await run(
       process.execPath,
-      [CLI, "map", "sim0", "BAR2", "--offset", "0x10000", "--length", "8192", "--attr", "wc", "--write", "0x100=cafef00d0badc0de", "--json", "--socket", b.socket],
+      [
+        CLI,
+        "map",
+        "sim0",
+        "BAR2",
+        "--offset",
+        "0x10000",
+        "--length",
+        "8192",
+        "--attr",
+        "wc",
+        "--write",
+        "0x100=cafef00d0badc0de",
+        "--json",
+        "--socket",
+        b.socket,
+      ],
       { uid: NOBODY },
     );
     assert.equal(w.code, 0, `writer failed: ${w.stderr}`);
@@ -32,16 +48,74 @@ describe("mapping end to end (sim backend)", () => {
     assert.equal(String(wj.effectiveAttribute).toUpperCase(), "WC", w.stdout);
     assert.equal(wj.backing, "memfd");
 
-    const r = await run(process.execPath, [CLI, "map", "sim0", "2", "--offset", "0x10000", "--length", "8192", "--attr", "wc", "--prot", "r", "--read", "0x100:8", "--json", "--socket", b.socket]);
+    const r = await run(process.execPath, [
+      CLI,
+      "map",
+      "sim0",
+      "2",
+      "--offset",
+      "0x10000",
+      "--length",
+      "8192",
+      "--attr",
+      "wc",
+      "--prot",
+      "r",
+      "--read",
+      "0x100:8",
+      "--json",
+      "--socket",
+      b.socket,
+    ]);
     assert.equal(r.code, 0, `reader failed: ${r.stderr}`);
     assert.match(r.stdout, /cafef00d0badc0de/i);
   });
 
-  it("the Python interop client maps, writes and reads back what the Node client wrote", { skip: !existsSync(PY) && "needs Debian python3" }, async () => {
-    const py = await run(PY, [PY_CLIENT, "--socket", b.socket, "map", "sim0", "2", "--offset", "0x10000", "--length", "8192", "--attr", "wc", "--read", "0x100:8", "--write", "0x200=0123456789abcdef", "--json"], { uid: NOBODY });
+  it("the Python interop client maps, writes and reads back what the Node client wrote", {
+    skip: !existsSync(PY) && "needs Debian python3",
+  }, async () => {
+    const py = await run(
+      PY,
+      [
+        PY_CLIENT,
+        "--socket",
+        b.socket,
+        "map",
+        "sim0",
+        "2",
+        "--offset",
+        "0x10000",
+        "--length",
+        "8192",
+        "--attr",
+        "wc",
+        "--read",
+        "0x100:8",
+        "--write",
+        "0x200=0123456789abcdef",
+        "--json",
+      ],
+      { uid: NOBODY },
+    );
     assert.equal(py.code, 0, `python client failed: ${py.stderr}${py.stdout}`);
     assert.match(py.stdout, /cafef00d0badc0de/i);
-    const r = await run(process.execPath, [CLI, "map", "sim0", "BAR2", "--offset", "0x10000", "--length", "4096", "--attr", "wc", "--read", "0x200:8", "--json", "--socket", b.socket]);
+    const r = await run(process.execPath, [
+      CLI,
+      "map",
+      "sim0",
+      "BAR2",
+      "--offset",
+      "0x10000",
+      "--length",
+      "4096",
+      "--attr",
+      "wc",
+      "--read",
+      "0x200:8",
+      "--json",
+      "--socket",
+      b.socket,
+    ]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /0123456789abcdef/i);
   });
@@ -57,15 +131,41 @@ describe("mapping end to end (sim backend)", () => {
       assert.deepEqual(cc, { BAR0: 0n, BAR2: 64n << 10n, CONFIG: (64n << 10n) + (16n << 20n) });
       const info = await c.getRegionInfo({ deviceFileId: compact.deviceFileId, regionIndex: 2 });
       assert.equal(info.region!.cookie, 64n << 10n);
-      const m = await c.createMapping({ deviceFileId: compact.deviceFileId, regionIndex: 2, offset: 0n, length: 4096n, attribute: 2, prot: 2 });
-      assert.equal(m.mapping!.cookie, (64n << 10n) + (16n << 20n) + 4096n, "first alias right after the packed regions");
-      const m2 = await c.createMapping({ deviceFileId: legacy.deviceFileId, regionIndex: 0, offset: 0n, length: 4096n, attribute: 1, prot: 2 });
+      const m = await c.createMapping({
+        deviceFileId: compact.deviceFileId,
+        regionIndex: 2,
+        offset: 0n,
+        length: 4096n,
+        attribute: 2,
+        prot: 2,
+      });
+      assert.equal(
+        m.mapping!.cookie,
+        (64n << 10n) + (16n << 20n) + 4096n,
+        "first alias right after the packed regions",
+      );
+      const m2 = await c.createMapping({
+        deviceFileId: legacy.deviceFileId,
+        regionIndex: 0,
+        offset: 0n,
+        length: 4096n,
+        attribute: 1,
+        prot: 2,
+      });
       assert.equal(m2.mapping!.cookie, 9n << 40n, "legacy aliases start above the 9 fixed region slots");
       // ReadRegion/WriteRegion by cookie: config space says who the device is.
       const cfg = await c.readRegion({ deviceFileId: compact.deviceFileId, offset: cc.CONFIG!, length: 4 });
       assert.deepEqual([...cfg.data], [0x36, 0x1b, 0x10, 0x00]);
-      await c.writeRegion({ deviceFileId: compact.deviceFileId, offset: m.mapping!.cookie + 8n, data: Buffer.from("hi") });
-      const back = await c.readRegion({ deviceFileId: legacy.deviceFileId, offset: (2n << 40n) + 8n, length: 2 });
+      await c.writeRegion({
+        deviceFileId: compact.deviceFileId,
+        offset: m.mapping!.cookie + 8n,
+        data: Buffer.from("hi"),
+      });
+      const back = await c.readRegion({
+        deviceFileId: legacy.deviceFileId,
+        offset: (2n << 40n) + 8n,
+        length: 2,
+      });
       assert.equal(Buffer.from(back.data).toString(), "hi");
     } finally {
       c.close();

@@ -4,8 +4,8 @@ import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import { AdminService, createClient } from "@vfio-broker/proto";
-import { brokerClient, codeOf } from "./agents/raw.js";
 import { type BrokerProcess, startBrokerd, until } from "../lib/brokerd.js";
+import { brokerClient, codeOf } from "./agents/raw.js";
 
 const rule = (uid: number) => `version: 1
 rules:
@@ -42,10 +42,16 @@ describe("policy reload", () => {
         }
       });
       // A broken file through the admin call: refused with line-precise errors, old policy kept.
-      writeFileSync(b.policyPath, "version: 1\nrules:\n  - name: x\n    match: { any: true }\n    devices: [sim0]\n    regions: [BAR9]\n");
+      writeFileSync(
+        b.policyPath,
+        "version: 1\nrules:\n  - name: x\n    match: { any: true }\n    devices: [sim0]\n    regions: [BAR9]\n",
+      );
       const r = await admin.reloadPolicy({});
       assert.equal(r.ok, false);
-      assert.ok(r.errors.some((e) => /:6:\d+: .*BAR9/.test(e)), r.errors.join("\n"));
+      assert.ok(
+        r.errors.some((e) => /:6:\d+: .*BAR9/.test(e)),
+        r.errors.join("\n"),
+      );
       await assert.rejects(c.listDevices({}), /PERMISSION_DENIED|no rule/);
       // Back to a root policy through the admin call.
       writeFileSync(b.policyPath, rule(0));
@@ -66,7 +72,10 @@ describe("policy reload", () => {
     const script = `import { AdminService, createClient } from "@vfio-broker/proto";
 const a = createClient(AdminService, "unix:${b.adminSocket}");
 a.getHealth({}, { timeoutMs: 3000 }).then(() => console.log("OK"), (e) => console.log("ERR", e.code));`;
-    const r = await run(process.execPath, ["--input-type=module", "-e", script], { uid: NOBODY, env: { NODE_PATH: REPO } });
+    const r = await run(process.execPath, ["--input-type=module", "-e", script], {
+      uid: NOBODY,
+      env: { NODE_PATH: REPO },
+    });
     // The socket is 0600 root: connect() itself is refused (UNAVAILABLE = 14).
     assert.match(r.stdout + r.stderr, /ERR 14|EACCES/);
   });

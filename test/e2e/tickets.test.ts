@@ -5,13 +5,17 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { AdminService, createClient } from "@vfio-broker/proto";
-import { present } from "./agents/raw.js";
 import { type BrokerProcess, NOBODY, REPO, run, startBrokerd } from "../lib/brokerd.js";
+import { present } from "./agents/raw.js";
 
 const AGENTS = join(REPO, "test/dist/e2e/agents");
 
 /** Starts a holder agent (as uid) and returns its first JSON line and the process. */
-async function holder(b: BrokerProcess, uid?: number, args: string[] = []): Promise<{ info: Record<string, string>; proc: ChildProcess }> {
+async function holder(
+  b: BrokerProcess,
+  uid?: number,
+  args: string[] = [],
+): Promise<{ info: Record<string, string>; proc: ChildProcess }> {
   const proc = spawn(process.execPath, [join(AGENTS, "holder.js"), b.socket, ...args], {
     stdio: ["pipe", "pipe", "inherit"],
     ...(uid !== undefined ? { uid, gid: uid } : {}),
@@ -43,7 +47,9 @@ describe("tickets on the fd channel", () => {
   it("a ticket presented by another uid is refused (WRONG_PEER) and delivers no fd", async () => {
     const h = await holder(b);
     procs.push(h.proc);
-    const r = await run(process.execPath, [join(AGENTS, "present.js"), b.fdSocket, h.info.ticket!], { uid: NOBODY });
+    const r = await run(process.execPath, [join(AGENTS, "present.js"), b.fdSocket, h.info.ticket!], {
+      uid: NOBODY,
+    });
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual(JSON.parse(r.stdout).status, "WRONG_PEER");
     assert.equal(JSON.parse(r.stdout).fds, 0);

@@ -53,7 +53,18 @@ export async function startBrokerd(opts: StartOptions = {}): Promise<BrokerProce
   const journal = join(dir, "journal.jsonl");
   const proc = spawn(
     process.execPath,
-    [BROKERD, "--runtime-dir", dir, "--policy", policyPath, "--metrics", "off", "--journal", journal, ...(opts.args ?? [])],
+    [
+      BROKERD,
+      "--runtime-dir",
+      dir,
+      "--policy",
+      policyPath,
+      "--metrics",
+      "off",
+      "--journal",
+      journal,
+      ...(opts.args ?? []),
+    ],
     { stdio: ["ignore", "pipe", "pipe"] },
   );
   let err = "";
@@ -62,7 +73,10 @@ export async function startBrokerd(opts: StartOptions = {}): Promise<BrokerProce
   });
   await new Promise<void>((resolve, reject) => {
     let out = "";
-    const timer = setTimeout(() => reject(new Error(`brokerd did not become ready in 20 s:\n${err}`)), 20_000);
+    const timer = setTimeout(
+      () => reject(new Error(`brokerd did not become ready in 20 s:\n${err}`)),
+      20_000,
+    );
     proc.stdout!.on("data", (b: Buffer) => {
       out += b.toString();
       if (out.includes('"event":"ready"')) {
@@ -100,7 +114,12 @@ export async function startBrokerd(opts: StartOptions = {}): Promise<BrokerProce
 }
 
 /** Polls fn until it returns a truthy value or the deadline passes (no timing assertions). */
-export async function until<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 10_000, everyMs = 25): Promise<T> {
+export async function until<T>(
+  what: string,
+  fn: () => T | Promise<T>,
+  timeoutMs = 10_000,
+  everyMs = 25,
+): Promise<T> {
   const end = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
@@ -110,7 +129,8 @@ export async function until<T>(what: string, fn: () => T | Promise<T>, timeoutMs
     } catch (e) {
       last = e;
     }
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ""}`);
+    if (Date.now() > end)
+      throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ""}`);
     await new Promise((r) => setTimeout(r, everyMs));
   }
 }

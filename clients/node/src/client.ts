@@ -285,7 +285,9 @@ export async function connect(opts: ConnectOptions = {}): Promise<BrokerClient> 
   const timeoutMs = opts.timeoutMs ?? 10_000;
   // One BrokerClient = one connection = one brokerd session. grpc-js would otherwise share one
   // subchannel between clients with the same target, merging their sessions (and leases).
-  const rpc = createClient(BrokerService, `unix:${socket}`, undefined, { "grpc.use_local_subchannel_pool": 1 });
+  const rpc = createClient(BrokerService, `unix:${socket}`, undefined, {
+    "grpc.use_local_subchannel_pool": 1,
+  });
   let hello: HelloResponse;
   try {
     hello = await rpc.hello(

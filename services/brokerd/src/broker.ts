@@ -2,8 +2,9 @@
 // and enforces every rule: policy, limits, ranges, attribute conflicts. It knows nothing of gRPC
 // or sockets: the rpc/ and fdpass/ layers call it with a Session (a kernel-verified identity) and
 // translate BrokerError into gRPC statuses. It emits events for metrics and the audit journal.
-import { EventEmitter } from "node:events";
+
 import { randomBytes } from "node:crypto";
+import { EventEmitter } from "node:events";
 import { closeFd, pidfdAlive, watchPidfd } from "@vfio-broker/native";
 import type { Attribute, Backend, DeviceHealth, DeviceInfo, Prot, RegionInfo } from "./devices/backend.js";
 import { formatBytes, hex } from "./devices/regions.js";
@@ -22,8 +23,8 @@ import {
   authorizeIdentity,
   authorizeMapping,
   type Decision,
-  type Policy,
   limitsFor,
+  type Policy,
 } from "./policy/index.js";
 
 export const VERSION = "0.1.0";
@@ -47,6 +48,8 @@ export interface BrokerEvents {
   "devicefile.close": [DeviceFile, string];
   "mapping.create": [Mapping, number];
   "mapping.release": [Mapping, string];
+  /** CreateMapping failed: gRPC code name and the error's low-cardinality reason. */
+  "mapping.refused": [string, string];
   "fd.delivery": [string, Mapping | undefined, number];
   denied: [Session | undefined, string, string];
   revocation: [string, number];
@@ -138,7 +141,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
   openSession(identity: PeerIdentity): Session {
     if (this.sessions.size >= this.opts.maxSessions) {
       closeFd(identity.pidfd);
-      throw exhausted(`brokerd has ${this.sessions.size} sessions, its limit; try again later`, "limit:sessions");
+      throw exhausted(
+        `brokerd has ${this.sessions.size} sessions, its limit; try again later`,
+        "limit:sessions",
+      );
     }
     const s = new Session(randomBytes(8).toString("hex"), identity);
     this.sessions.set(s.id, s);
@@ -193,7 +199,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
     const d = this.device(deviceId);
     this.decide(s, authorizeDevice(this.policy, s.identity, deviceId));
     if (d.health !== "healthy")
-      throw unavailable(`device ${deviceId} is ${d.health}; an operator must undrain it first`, `device_${d.health}`);
+      throw unavailable(
+        `device ${deviceId} is ${d.health}; an operator must undrain it first`,
+        `device_${d.health}`,
+      );
     const limits = limitsFor(this.policy, s.identity, deviceId);
     if (s.deviceFiles.size >= limits.deviceFiles)
       throw exhausted(
@@ -210,7 +219,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.authorize(s);
     const df = s.deviceFiles.get(id);
     if (!df)
-      throw notFound(`no device file ${id} in this session; OpenDevice returns the id to use`, "unknown_device_file");
+      throw notFound(
+        `no device file ${id} in this session; OpenDevice returns the id to use`,
+        "unknown_device_file",
+      );
     return df;
   }
 
@@ -220,10 +232,20 @@ export class Broker extends EventEmitter<BrokerEvents> {
   }
 
   createMapping(s: Session, a: CreateMappingArgs): { mapping: Mapping; ticket: string; expiresAt: number } {
+    try {
+      return this.grant(s, a);
+    } catch (e) {
+      if (e instanceof BrokerError) this.emit("mapping.refused", e.code, e.reason);
+      throw e;
+    }
+  }
+
+  private grant(s: Session, a: CreateMappingArgs): { mapping: Mapping; ticket: string; expiresAt: number } {
     const t0 = performance.now();
     const df = this.deviceFile(s, a.deviceFileId);
     const region = df.region(a.regionIndex);
-    if (!a.attribute) throw invalid("attribute is required: ATTRIBUTE_UC or ATTRIBUTE_WC", "attribute_missing");
+    if (!a.attribute)
+      throw invalid("attribute is required: ATTRIBUTE_UC or ATTRIBUTE_WC", "attribute_missing");
     if (!a.prot) throw invalid("prot is required: PROT_READ or PROT_READ_WRITE", "prot_missing");
     checkMappingRange(df.device.id, region, a.offset, a.length, this.opts.pageSize);
     if (!region.attributes.includes(a.attribute) && !(a.allowFallback && region.attributes.includes("UC")))
@@ -232,7 +254,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
           `${region.prefetchable ? "" : " (it is not a prefetchable BAR)"}; request ${region.attributes[0] ?? "UC"}, or set allow_fallback`,
         "attribute_unsupported",
       );
-    if (a.prot === "rw" && !region.writable) throw invalid(`${region.name} is read-only; request PROT_READ`, "prot");
+    if (a.prot === "rw" && !region.writable)
+      throw invalid(`${region.name} is read-only; request PROT_READ`, "prot");
     const dev = this.device(df.device.id);
     if (dev.health !== "healthy")
       throw unavailable(`device ${df.device.id} is ${dev.health}; no new mappings`, `device_${dev.health}`);
@@ -312,7 +335,13 @@ export class Broker extends EventEmitter<BrokerEvents> {
     return { mapping: m, ticket: issued.ticket, expiresAt: issued.expiresAt };
   }
 
-  setMappingAttribute(s: Session, dfId: bigint, cookie: bigint, attribute: Attribute | undefined, allowFallback: boolean): Mapping {
+  setMappingAttribute(
+    s: Session,
+    dfId: bigint,
+    cookie: bigint,
+    attribute: Attribute | undefined,
+    allowFallback: boolean,
+  ): Mapping {
     const df = this.deviceFile(s, dfId);
     const m = df.mapping(cookie);
     if (!attribute) throw invalid("attribute is required: ATTRIBUTE_UC or ATTRIBUTE_WC", "attribute_missing");
@@ -323,8 +352,19 @@ export class Broker extends EventEmitter<BrokerEvents> {
       );
     const region = m.region;
     if (!region.attributes.includes(attribute) && !(allowFallback && region.attributes.includes("UC")))
-      throw invalid(`${df.device.id} ${region.name} cannot be mapped ${attribute}; it allows ${region.attributes.join(", ")}`, "attribute_unsupported");
-    this.decide(s, authorizeMapping(this.policy, s.identity, { device: df.device.id, region: region.name, attribute, prot: m.prot }));
+      throw invalid(
+        `${df.device.id} ${region.name} cannot be mapped ${attribute}; it allows ${region.attributes.join(", ")}`,
+        "attribute_unsupported",
+      );
+    this.decide(
+      s,
+      authorizeMapping(this.policy, s.identity, {
+        device: df.device.id,
+        region: region.name,
+        attribute,
+        prot: m.prot,
+      }),
+    );
     const dev = this.device(df.device.id);
     const attrs = this.attributeMap(df.device.id);
     const backing = dev.backend.openBacking({
@@ -386,7 +426,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
     const df = this.deviceFile(s, dfId);
     checkAccess(`device file ${dfId}`, 0n, length, BigInt(length), this.opts.maxAccessBytes);
     const r = df.resolve(offset, length);
-    this.decide(s, authorizeAccess(this.policy, s.identity, { device: df.device.id, region: r.region.name, write: false }));
+    this.decide(
+      s,
+      authorizeAccess(this.policy, s.identity, { device: df.device.id, region: r.region.name, write: false }),
+    );
     if (!r.region.readable) throw invalid(`${r.region.name} is not readable`, "access");
     return this.device(df.device.id).backend.read(df.device.id, r.region.index, r.regionOffset, length);
   }
@@ -395,12 +438,19 @@ export class Broker extends EventEmitter<BrokerEvents> {
     const df = this.deviceFile(s, dfId);
     checkAccess(`device file ${dfId}`, 0n, data.length, BigInt(data.length), this.opts.maxAccessBytes);
     const r = df.resolve(offset, data.length);
-    this.decide(s, authorizeAccess(this.policy, s.identity, { device: df.device.id, region: r.region.name, write: true }));
+    this.decide(
+      s,
+      authorizeAccess(this.policy, s.identity, { device: df.device.id, region: r.region.name, write: true }),
+    );
     if (!r.region.writable) throw invalid(`${r.region.name} is read-only`, "access");
     if (r.mapping && r.mapping.prot !== "rw")
-      throw denied(`mapping ${r.mapping.cookie} is read-only (PROT_READ); write through a PROT_READ_WRITE mapping`, "prot");
+      throw denied(
+        `mapping ${r.mapping.cookie} is read-only (PROT_READ); write through a PROT_READ_WRITE mapping`,
+        "prot",
+      );
     const dev = this.device(df.device.id);
-    if (dev.health !== "healthy") throw unavailable(`device ${df.device.id} is ${dev.health}`, `device_${dev.health}`);
+    if (dev.health !== "healthy")
+      throw unavailable(`device ${df.device.id} is ${dev.health}`, `device_${dev.health}`);
     return dev.backend.write(df.device.id, r.region.index, r.regionOffset, data);
   }
 
@@ -433,7 +483,12 @@ export class Broker extends EventEmitter<BrokerEvents> {
       r.mapping.state = "delivered";
       out = { ok: true, mapping: r.mapping };
     }
-    this.emit("fd.delivery", out.ok ? "ok" : out.status, out.ok ? out.mapping : undefined, performance.now() - t0);
+    this.emit(
+      "fd.delivery",
+      out.ok ? "ok" : out.status,
+      out.ok ? out.mapping : undefined,
+      performance.now() - t0,
+    );
     return out;
   }
 
@@ -477,7 +532,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
   revokeSession(id: string, reason: string): RevokeCounts {
     const s = this.sessions.get(id);
     if (!s) throw notFound(`no session ${id}; ListSessions shows the live ones`, "unknown_session");
-    const counts = { mappingsRevoked: s.mappingCount, deviceFilesClosed: s.deviceFiles.size, sessionsEnded: 1 };
+    const counts = {
+      mappingsRevoked: s.mappingCount,
+      deviceFilesClosed: s.deviceFiles.size,
+      sessionsEnded: 1,
+    };
     for (const df of s.deviceFiles.values())
       this.notify(s, {
         kind: "revocation",
@@ -492,7 +551,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
     return counts;
   }
 
-  private revokeDevice(deviceId: string, reason: "device-drain" | "device-gone", message: string): RevokeCounts {
+  private revokeDevice(
+    deviceId: string,
+    reason: "device-drain" | "device-gone",
+    message: string,
+  ): RevokeCounts {
     const counts = { mappingsRevoked: 0, deviceFilesClosed: 0, sessionsEnded: 0 };
     for (const s of this.sessions.values()) {
       for (const df of [...s.deviceFiles.values()]) {

@@ -20,9 +20,18 @@ await attempt("GetDevice", () => c.getDevice({ deviceId: "sim0" }));
 await attempt("OpenDevice", () => c.openDevice({ deviceId: "sim0" }));
 await attempt("GetRegionInfo", () => c.getRegionInfo({ deviceFileId: 1n, regionIndex: 2 }));
 await attempt("CreateMapping", () =>
-  c.createMapping({ deviceFileId: 1n, regionIndex: 2, offset: 0n, length: 4096n, attribute: Attribute.WC, prot: Prot.READ_WRITE }),
+  c.createMapping({
+    deviceFileId: 1n,
+    regionIndex: 2,
+    offset: 0n,
+    length: 4096n,
+    attribute: Attribute.WC,
+    prot: Prot.READ_WRITE,
+  }),
 );
-await attempt("SetMappingAttribute", () => c.setMappingAttribute({ deviceFileId: 1n, cookie: 1n, attribute: Attribute.UC }));
+await attempt("SetMappingAttribute", () =>
+  c.setMappingAttribute({ deviceFileId: 1n, cookie: 1n, attribute: Attribute.UC }),
+);
 await attempt("ReleaseMapping", () => c.releaseMapping({ deviceFileId: 1n, cookie: 1n }));
 await attempt("CloseDevice", () => c.closeDevice({ deviceFileId: 1n }));
 await attempt("ReadRegion", () => c.readRegion({ deviceFileId: 1n, offset: 0n, length: 4 }));

@@ -1,9 +1,10 @@
 // Agent: opens sim0, creates one mapping (argv: region offset length attr [fetch]) and prints
 // {ticket, cookie, deviceFileId, sessionId}; with "fetch" it also takes the fd, maps it and
 // writes its pid at offset 0. Then it holds everything until killed or stdin closes.
+
+import { fetchFd } from "@vfio-broker/client";
 import { mmap } from "@vfio-broker/native";
 import { Attribute, Layout, Prot } from "@vfio-broker/proto";
-import { fetchFd } from "@vfio-broker/client";
 import { brokerClient, codeOf, print } from "./raw.js";
 
 const [socket, region = "2", offset = "0", length = "4096", attr = "WC", fetch = ""] = process.argv.slice(2);

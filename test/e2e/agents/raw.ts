@@ -1,8 +1,8 @@
 // Raw protocol helpers for test agents: a BrokerService client and the fd channel, with no client
 // library in between, so tests can do what a misbehaving or foreign client would.
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { FdSocket, closeFd } from "@vfio-broker/native";
-import { BrokerService, FdReplySchema, FdRequestSchema, FdStatus, createClient } from "@vfio-broker/proto";
+import { closeFd, FdSocket } from "@vfio-broker/native";
+import { BrokerService, createClient, FdReplySchema, FdRequestSchema, FdStatus } from "@vfio-broker/proto";
 
 export function brokerClient(socket: string) {
   // Own subchannel: each raw client is its own connection, hence its own session.
@@ -10,7 +10,10 @@ export function brokerClient(socket: string) {
 }
 
 /** Presents a ticket; returns the reply status name and how many fds arrived (closing them). */
-export async function present(fdSocket: string, ticket: string): Promise<{ status: string; fds: number; message: string }> {
+export async function present(
+  fdSocket: string,
+  ticket: string,
+): Promise<{ status: string; fds: number; message: string }> {
   const sock = await FdSocket.connect(fdSocket);
   try {
     await sock.send(toBinary(FdRequestSchema, create(FdRequestSchema, { ticket })));
@@ -18,7 +21,11 @@ export async function present(fdSocket: string, ticket: string): Promise<{ statu
     if (!msg) throw new Error("fd channel closed without a reply");
     for (const fd of msg.fds) closeFd(fd);
     const reply = fromBinary(FdReplySchema, msg.data);
-    return { status: FdStatus[reply.status] ?? String(reply.status), fds: msg.fds.length, message: reply.message };
+    return {
+      status: FdStatus[reply.status] ?? String(reply.status),
+      fds: msg.fds.length,
+      message: reply.message,
+    };
   } finally {
     sock.close();
   }
@@ -27,9 +34,25 @@ export async function present(fdSocket: string, ticket: string): Promise<{ statu
 /** grpc error → its status name. */
 export function codeOf(e: unknown): string {
   const code = (e as { code?: number }).code;
-  const names = ["OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
-    "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
-    "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"];
+  const names = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+  ];
   return typeof code === "number" ? (names[code] ?? String(code)) : `not a grpc error: ${String(e)}`;
 }
 

@@ -11,7 +11,7 @@ import { closeSync, constants, openSync, readSync, writeSync } from "node:fs";
 import { memfdCreate } from "@vfio-broker/native";
 import { invalid, notFound } from "../errors.js";
 import type { Attribute, Backend, Backing, BackingRequest, DeviceInfo, RegionInfo } from "./backend.js";
-import { CONFIG_REGION_INDEX, formatBytes, regionName } from "./regions.js";
+import { CONFIG_REGION_INDEX, regionName } from "./regions.js";
 
 export interface SimRegionSpec {
   index: number;
@@ -187,7 +187,10 @@ export class SimBackend implements Backend {
       effective = "UC";
       fallbackReason = `${r.info.name} is not prefetchable, so ${req.attribute} is not possible; mapped UC`;
     }
-    const fd = openSync(`/proc/self/fd/${r.memfd}`, (req.prot === "rw" ? constants.O_RDWR : constants.O_RDONLY));
+    const fd = openSync(
+      `/proc/self/fd/${r.memfd}`,
+      req.prot === "rw" ? constants.O_RDWR : constants.O_RDONLY,
+    );
     let open = true;
     return {
       kind: "memfd",

@@ -2,8 +2,9 @@
 // every live mapping of those pages uses and how many mappings share it. It refuses a mapping
 // whose pages are already mapped, by anyone, with another attribute: x86 PAT refuses conflicting
 // memory types for one physical range, and the kernel would fail (or worse, silently alias) later.
-import { formatBytes, hex } from "../devices/regions.js";
+
 import type { Attribute } from "../devices/backend.js";
+import { formatBytes, hex } from "../devices/regions.js";
 import { precondition } from "../errors.js";
 import { MapleTree } from "../maple/index.js";
 

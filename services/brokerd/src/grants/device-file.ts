@@ -4,9 +4,8 @@
 // here. It holds no fds itself; the Backings of its Mappings do.
 import type { Attribute, Backing, DeviceInfo, Prot, RegionInfo } from "../devices/backend.js";
 import { hex, regionName } from "../devices/regions.js";
-import { invalid, notFound } from "../errors.js";
+import { exhausted, invalid, notFound } from "../errors.js";
 import { MapleTree, NoSpaceError } from "../maple/index.js";
-import { exhausted } from "../errors.js";
 import { type Layout, planLayout } from "./layout.js";
 
 export type MappingState = "pending" | "delivered";
@@ -86,7 +85,10 @@ export class DeviceFile {
       cookie = this.tree.allocRange(length, { align: this.pageSize, min: this.aliasBase });
     } catch (e) {
       if (e instanceof NoSpaceError)
-        throw exhausted(`device file ${this.id} has no free ${length}-byte range left in its offset space`, "limit:space");
+        throw exhausted(
+          `device file ${this.id} has no free ${length}-byte range left in its offset space`,
+          "limit:space",
+        );
       throw e;
     }
     const m = build(cookie);

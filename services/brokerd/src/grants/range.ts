@@ -36,7 +36,9 @@ export function checkMappingRange(
     const room = offset < region.size ? region.size - offset : 0n;
     throw invalid(
       `range ${hex(offset)}+${hex(length)} passes the end of ${where} (${formatBytes(region.size)}); ` +
-        (room > 0n ? `the largest length at offset ${hex(offset)} is ${room}` : `offsets must be below ${hex(region.size)}`),
+        (room > 0n
+          ? `the largest length at offset ${hex(offset)} is ${room}`
+          : `offsets must be below ${hex(region.size)}`),
       "range",
     );
   }
@@ -52,7 +54,13 @@ export function checkMappingRange(
 }
 
 /** Checks a small access (ReadRegion/WriteRegion) of `length` bytes at `offset` into a span of `span` bytes. */
-export function checkAccess(what: string, offset: bigint, length: number, span: bigint, maxBytes: number): void {
+export function checkAccess(
+  what: string,
+  offset: bigint,
+  length: number,
+  span: bigint,
+  maxBytes: number,
+): void {
   if (length <= 0) throw invalid(`length must be at least 1 byte`, "range");
   if (length > maxBytes)
     throw invalid(`${length} bytes is more than the ${maxBytes}-byte limit per access; split it`, "range");
