@@ -1,0 +1,122 @@
+// floor.c: the C floor for bench/fdpass: the same request -> fd pass -> mmap -> write -> munmap
+// round trip as fdpass.ts, between two processes (fork) over a Unix STREAM socketpair, with blocking
+// syscalls and no event loop. Framing is identical: 4-byte big-endian length + payload, one sendmsg
+// per frame carrying the fd. Usage: floor N  -> prints "<N> <seconds>" on stdout.
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define REQ_BYTES 16
+#define REPLY_BYTES 24
+
+static void die(const char* what) {
+  perror(what);
+  exit(1);
+}
+
+static void read_full(int fd, void* buf, size_t len) {
+  size_t got = 0;
+  while (got < len) {
+    ssize_t r = read(fd, (char*)buf + got, len - got);
+    if (r <= 0) die("read");
+    got += (size_t)r;
+  }
+}
+
+static void send_frame(int s, const void* payload, uint32_t len, int fd) {
+  char buf[4 + 64];
+  uint32_t be = htonl(len);
+  memcpy(buf, &be, 4);
+  memcpy(buf + 4, payload, len);
+  struct iovec iov = {buf, 4 + len};
+  union {
+    struct cmsghdr align;
+    char b[CMSG_SPACE(sizeof(int))];
+  } ctl;
+  struct msghdr m = {0};
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  if (fd >= 0) {
+    m.msg_control = ctl.b;
+    m.msg_controllen = sizeof ctl.b;
+    struct cmsghdr* c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  }
+  if (sendmsg(s, &m, MSG_NOSIGNAL) != (ssize_t)(4 + len)) die("sendmsg");
+}
+
+// Reads one frame of known size; returns the fd that came with it (or -1).
+static int recv_frame(int s, void* payload, uint32_t len) {
+  char buf[4 + 64];
+  struct iovec iov = {buf, 4 + len};
+  union {
+    struct cmsghdr align;
+    char b[CMSG_SPACE(sizeof(int) * 253)];
+  } ctl;
+  struct msghdr m = {0};
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  m.msg_control = ctl.b;
+  m.msg_controllen = sizeof ctl.b;
+  ssize_t r = recvmsg(s, &m, MSG_CMSG_CLOEXEC);
+  if (r <= 0) return -2;
+  if (m.msg_flags & MSG_CTRUNC) die("MSG_CTRUNC");
+  int fd = -1;
+  struct cmsghdr* c = CMSG_FIRSTHDR(&m);
+  if (c && c->cmsg_type == SCM_RIGHTS) memcpy(&fd, CMSG_DATA(c), sizeof fd);
+  if ((size_t)r < 4 + len) read_full(s, buf + r, 4 + len - (size_t)r);
+  uint32_t be;
+  memcpy(&be, buf, 4);
+  if (ntohl(be) != len) die("frame length");
+  memcpy(payload, buf + 4, len);
+  return fd;
+}
+
+int main(int argc, char** argv) {
+  long n = argc > 1 ? atol(argv[1]) : 20000;
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) die("socketpair");
+  pid_t pid = fork();
+  if (pid < 0) die("fork");
+  if (pid == 0) {
+    close(sv[0]);
+    int memfd = memfd_create("bench-bar", MFD_CLOEXEC);
+    if (memfd < 0 || ftruncate(memfd, 4096) < 0) die("memfd");
+    char req[REQ_BYTES], reply[REPLY_BYTES] = "cookie=4096 len=4096";
+    for (;;) {
+      if (recv_frame(sv[1], req, REQ_BYTES) == -2) _exit(0);
+      send_frame(sv[1], reply, REPLY_BYTES, memfd);
+    }
+  }
+  close(sv[1]);
+  char req[REQ_BYTES] = "map region=2", reply[REPLY_BYTES];
+  struct timespec t0, t1;
+  long warm = n / 10 + 100;
+  for (long i = -warm; i < n; i++) {
+    if (i == 0) clock_gettime(CLOCK_MONOTONIC, &t0);
+    send_frame(sv[0], req, REQ_BYTES, -1);
+    int fd = recv_frame(sv[0], reply, REPLY_BYTES);
+    if (fd < 0) die("no fd");
+    uint8_t* p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) die("mmap");
+    p[(unsigned long)i & 4095] = (uint8_t)i;
+    munmap(p, 4096);
+    close(fd);
+  }
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  close(sv[0]);
+  waitpid(pid, NULL, 0);
+  printf("%ld %.9f\n", n, (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+  return 0;
+}

@@ -1,0 +1,21 @@
+{
+  "targets": [
+    {
+      "target_name": "vfio_native",
+      "sources": [
+        "src/addon.c",
+        "src/errors.c",
+        "src/fdpass.c",
+        "src/sock.c",
+        "src/peer.c",
+        "src/pidfd.c",
+        "src/mem.c",
+        "src/ioctl.c",
+        "src/notify.c",
+        "src/poll.c"
+      ],
+      "defines": ["NAPI_VERSION=8"],
+      "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Werror=implicit-function-declaration", "-O2"]
+    }
+  ]
+}

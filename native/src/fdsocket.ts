@@ -1,0 +1,443 @@
+// fdsocket.ts: owns the fd channel transport: FdSocket (a connected Unix STREAM socket that sends
+// and receives length-prefixed frames, each with the fds that travelled with it) and FdServer.
+// Readiness comes from uv_poll on the event loop, never the threadpool. A poller is armed only while
+// a recv() or send() waits and is ref'd exactly then, so idle sockets cost nothing and never keep the
+// process alive. Fds are never leaked: undelivered fds are closed on close(), and any receive error
+// (truncated control data, too many fds, oversize frame, fds mid-frame, EOF mid-frame) closes every
+// fd received so far AND closes the socket, whose stream position is lost: it is unusable for
+// further frames and later calls reject with ECLOSED.
+import { existsSync, lstatSync, unlinkSync } from "node:fs";
+import { type Poller, READABLE, raw, WRITABLE } from "./binding.js";
+import { closedError, ERRNO, invalid, NativeError } from "./errors.js";
+import { FrameReader, HEADER_BYTES } from "./frames.js";
+import { type PeerIdentity, peerIdentity } from "./identity.js";
+
+export const MAX_FDS_PER_MESSAGE = 253 as const;
+
+export interface FdMessage {
+  data: Buffer;
+  /** The receiver owns these and must close them. */
+  fds: number[];
+}
+
+export interface RecvLimits {
+  maxBytes: number;
+  maxFds: number;
+}
+
+export const DEFAULT_RECV_LIMITS: Readonly<RecvLimits> = { maxBytes: 64 * 1024, maxFds: MAX_FDS_PER_MESSAGE };
+
+interface PendingRecv {
+  limits: RecvLimits;
+  resolve(m: FdMessage | null): void;
+  reject(e: Error): void;
+}
+
+interface PendingSend {
+  bytes: Buffer;
+  offset: number;
+  fds: number[]; // private dups, closed once sent (or on failure)
+  resolve(): void;
+  reject(e: Error): void;
+}
+
+function closeQuietly(fds: Iterable<number>): void {
+  for (const fd of fds) {
+    try {
+      raw.closeFd(fd);
+    } catch {
+      // already closed: nothing leaks
+    }
+  }
+}
+
+function checkLimits(limits: Partial<RecvLimits> | undefined): RecvLimits {
+  const l = { ...DEFAULT_RECV_LIMITS, ...limits };
+  if (!Number.isSafeInteger(l.maxBytes) || l.maxBytes < 0 || l.maxBytes > 0xffffffff)
+    throw invalid("recv", `maxBytes must be an integer in [0, 2^32-1], got ${l.maxBytes}`);
+  if (!Number.isInteger(l.maxFds) || l.maxFds < 0 || l.maxFds > MAX_FDS_PER_MESSAGE)
+    throw invalid("recv", `maxFds must be an integer in [0, ${MAX_FDS_PER_MESSAGE}], got ${l.maxFds}`);
+  return l;
+}
+
+export class FdSocket {
+  readonly fd: number;
+  #poller: Poller | null = null;
+  #events = 0;
+  #reader = new FrameReader();
+  #recvs: PendingRecv[] = [];
+  #sends: PendingSend[] = [];
+  #closed = false;
+  #closeReason: Error | undefined;
+  #eof = false;
+  #sendError: Error | null = null;
+  #fdsOut = new Int32Array(MAX_FDS_PER_MESSAGE + 1);
+
+  private constructor(fd: number) {
+    this.fd = fd;
+  }
+
+  /** Non-blocking connect; retries while the listener's backlog is full (up to 10 s). */
+  static connect(path: string): Promise<FdSocket> {
+    return new Promise((resolve, reject) => {
+      const deadline = Date.now() + 10_000;
+      let delay = 1;
+      const attempt = (): void => {
+        let fd: number;
+        try {
+          fd = raw.connect(path);
+        } catch (err) {
+          reject(err);
+          return;
+        }
+        if (fd >= 0) {
+          resolve(new FdSocket(fd));
+          return;
+        }
+        if (Date.now() > deadline) {
+          reject(
+            new NativeError(
+              `connect(${path}): the listener's backlog stayed full for 10 s`,
+              "EAGAIN",
+              ERRNO.EAGAIN,
+              "connect",
+            ),
+          );
+          return;
+        }
+        setTimeout(attempt, delay);
+        delay = Math.min(delay * 2, 100);
+      };
+      attempt();
+    });
+  }
+
+  /** socketpair(AF_UNIX, SOCK_STREAM): two connected sockets (tests, in-process channels). */
+  static pair(): [FdSocket, FdSocket] {
+    const [a, b] = raw.socketpair();
+    return [new FdSocket(a), new FdSocket(b)];
+  }
+
+  /** Takes ownership of a connected AF_UNIX SOCK_STREAM socket fd (made non-blocking, close-on-exec). */
+  static adopt(fd: number): FdSocket {
+    raw.adoptSocket(fd);
+    return new FdSocket(fd);
+  }
+
+  /** @internal FdServer hands over accept4()ed fds, already non-blocking and close-on-exec. */
+  static fromAccepted(fd: number): FdSocket {
+    return new FdSocket(fd);
+  }
+
+  /** The peer as the kernel knows it (see identity.ts); the caller closes identity.pidfd. */
+  peerIdentity(): PeerIdentity {
+    if (this.#closed) throw closedError("peerIdentity", this.fd, this.#closeReason);
+    return peerIdentity(this.fd);
+  }
+
+  /**
+   * Sends one frame (4-byte big-endian length + data) with one sendmsg carrying all fds. Resolves
+   * when every byte is in the kernel. The fds are not closed (the kernel passes copies) and both data
+   * and fds may be reused or closed as soon as send() returns.
+   */
+  send(data: Uint8Array, fds: number[] = []): Promise<void> {
+    if (this.#closed) return Promise.reject(closedError("send", this.fd, this.#closeReason));
+    if (this.#sendError) return Promise.reject(this.#sendError);
+    if (!(data instanceof Uint8Array)) return Promise.reject(invalid("send", "data must be a Uint8Array"));
+    if (data.length > 0xffffffff)
+      return Promise.reject(invalid("send", "a frame holds at most 2^32-1 bytes"));
+    if (!Array.isArray(fds)) return Promise.reject(invalid("send", "fds must be an array"));
+    if (fds.length > MAX_FDS_PER_MESSAGE)
+      return Promise.reject(
+        invalid(
+          "send",
+          `at most ${MAX_FDS_PER_MESSAGE} fds fit in one message (SCM_MAX_FD), got ${fds.length}`,
+        ),
+      );
+    const header = Buffer.allocUnsafe(HEADER_BYTES);
+    header.writeUInt32BE(data.length, 0);
+    const total = HEADER_BYTES + data.length;
+    let sent = -1;
+    if (this.#sends.length === 0) {
+      try {
+        sent = raw.sendmsg(this.fd, [header, data], fds);
+      } catch (err) {
+        return Promise.reject(err);
+      }
+      if (sent === total) return Promise.resolve();
+    }
+    // Slow path: keep a private copy of the rest of the frame and, if the fds have not gone yet,
+    // private dups of them, so the caller's buffers and fds are free as soon as we return.
+    const bytes = Buffer.concat([header, data]);
+    let dups: number[] = [];
+    if (sent <= 0) {
+      try {
+        for (const fd of fds) dups.push(raw.dupFd(fd));
+      } catch (err) {
+        closeQuietly(dups);
+        return Promise.reject(err);
+      }
+    } else {
+      dups = [];
+    }
+    return new Promise<void>((resolve, reject) => {
+      this.#sends.push({ bytes, offset: Math.max(sent, 0), fds: dups, resolve, reject });
+      this.#update();
+    });
+  }
+
+  /**
+   * The next frame with exactly the fds that arrived with it; null on orderly EOF. On any receive
+   * error every fd received so far is closed, the socket is closed, and this rejects (EMSGSIZE for an
+   * oversize frame or more fds than maxFds, ECTRUNC for other truncation, EPROTO, ECONNRESET).
+   */
+  recv(limits?: Partial<RecvLimits>): Promise<FdMessage | null> {
+    if (this.#closed) return Promise.reject(closedError("recv", this.fd, this.#closeReason));
+    let l: RecvLimits;
+    try {
+      l = checkLimits(limits);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return new Promise((resolve, reject) => {
+      this.#recvs.push({ limits: l, resolve, reject });
+      this.#pump();
+    });
+  }
+
+  /** Idempotent. Pending recv()/send() reject with ECLOSED; undelivered fds are closed. */
+  close(): void {
+    this.#shutdown(undefined);
+  }
+
+  #shutdown(reason: Error | undefined): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#closeReason = reason;
+    this.#poller?.close();
+    this.#poller = null;
+    closeQuietly([this.fd]);
+    closeQuietly(this.#reader.drainFds());
+    this.#reader.reset();
+    const err = reason ?? closedError("recv", this.fd);
+    for (const r of this.#recvs.splice(0)) r.reject(err);
+    const serr = reason ?? closedError("send", this.fd);
+    for (const s of this.#sends.splice(0)) {
+      closeQuietly(s.fds);
+      s.reject(serr);
+    }
+  }
+
+  #pump(): void {
+    try {
+      while (this.#recvs.length > 0 && !this.#closed) {
+        const head = this.#recvs[0]!;
+        const frame = this.#reader.next(head.limits.maxBytes);
+        if (frame) {
+          this.#recvs.shift();
+          head.resolve(frame);
+          continue;
+        }
+        if (this.#eof) {
+          if (this.#reader.buffered > 0) {
+            throw new NativeError(
+              `recvmsg(fd ${this.fd}): the peer closed the connection in the middle of a frame (${this.#reader.buffered} bytes of it received)`,
+              "ECONNRESET",
+              ERRNO.ECONNRESET,
+              "recvmsg",
+            );
+          }
+          for (const r of this.#recvs.splice(0)) r.resolve(null);
+          break;
+        }
+        const [buf, off, len] = this.#reader.space(head.limits.maxBytes);
+        const out = this.#fdsOut;
+        const n = raw.recvmsg(this.fd, buf, off, len, head.limits.maxFds, out);
+        if (n < 0) break; // EAGAIN: wait for readability
+        if (n === 0) {
+          this.#eof = true;
+          continue;
+        }
+        const count = out[0]!;
+        const fds: number[] = [];
+        for (let i = 1; i <= count; i++) fds.push(out[i]!);
+        try {
+          this.#reader.push(n, fds);
+        } catch (err) {
+          closeQuietly(fds);
+          throw err;
+        }
+      }
+      this.#reader.settle();
+    } catch (err) {
+      this.#reader.settle();
+      this.#shutdown(err as Error);
+      return;
+    }
+    this.#update();
+  }
+
+  #flush(): void {
+    while (this.#sends.length > 0) {
+      const s = this.#sends[0]!;
+      let n: number;
+      try {
+        n = raw.sendmsg(this.fd, s.bytes.subarray(s.offset), s.offset === 0 ? s.fds : []);
+      } catch (err) {
+        this.#sendError = err as Error;
+        for (const q of this.#sends.splice(0)) {
+          closeQuietly(q.fds);
+          q.reject(err as Error);
+        }
+        break;
+      }
+      if (n < 0) break;
+      if (s.offset === 0) {
+        closeQuietly(s.fds);
+        s.fds = [];
+      }
+      s.offset += n;
+      if (s.offset === s.bytes.length) {
+        this.#sends.shift();
+        s.resolve();
+      }
+    }
+    this.#update();
+  }
+
+  /** Arms the poller for what is pending; ref'd exactly while something is pending. */
+  #update(): void {
+    if (this.#closed) return;
+    const want =
+      (this.#recvs.length > 0 && !this.#eof ? READABLE : 0) | (this.#sends.length > 0 ? WRITABLE : 0);
+    if (want === this.#events) return;
+    if (want === 0) {
+      this.#poller!.stop();
+      this.#poller!.unref();
+    } else {
+      if (!this.#poller) {
+        const p = new raw.Poller(this.fd);
+        p.onready = (errno, events) => this.#onReady(errno, events);
+        this.#poller = p;
+      }
+      this.#poller.start(want);
+      if (this.#events === 0) this.#poller.ref();
+    }
+    this.#events = want;
+  }
+
+  #onReady(errno: number, events: number): void {
+    if (this.#closed) return;
+    if (errno !== 0) {
+      this.#shutdown(NativeError.fromErrno(errno, "uv_poll", `fd ${this.fd}`));
+      return;
+    }
+    if (events & WRITABLE) this.#flush();
+    if (events & READABLE) this.#pump();
+  }
+}
+
+export class FdServer {
+  readonly path: string;
+  readonly #fd: number;
+  #poller: Poller | null = null;
+  #cb: ((sock: FdSocket) => void) | null = null;
+  #closed = false;
+  #ino: number | null = null;
+  #backoff: NodeJS.Timeout | null = null;
+
+  private constructor(path: string, fd: number) {
+    this.path = path;
+    this.#fd = fd;
+    if (!path.startsWith("@")) this.#ino = lstatSync(path).ino;
+  }
+
+  /**
+   * Listens on a Unix socket path (or '@abstract' name). A stale socket file (nobody accepting) is
+   * removed first; a live one is EADDRINUSE; a non-socket file is refused. The file gets mode
+   * (default 0o600) before listen(), so no client ever connects through looser permissions.
+   */
+  static listen(path: string, opts: { mode?: number; backlog?: number } = {}): FdServer {
+    const mode = opts.mode ?? 0o600;
+    const backlog = opts.backlog ?? 511;
+    if (typeof path !== "string" || path.length === 0)
+      throw invalid("listen", "path must be a non-empty string");
+    if (!path.startsWith("@") && existsSync(path)) {
+      const st = lstatSync(path);
+      if (!st.isSocket())
+        throw new NativeError(
+          `listen(${path}): exists and is not a socket; refusing to remove it`,
+          "EEXIST",
+          ERRNO.EEXIST,
+          "listen",
+        );
+      let live = false;
+      try {
+        const fd = raw.connect(path);
+        live = true;
+        if (fd >= 0) raw.closeFd(fd);
+      } catch (err) {
+        if ((err as NativeError).code !== "ECONNREFUSED") throw err;
+      }
+      if (live)
+        throw new NativeError(
+          `listen(${path}): another server is accepting on this socket`,
+          "EADDRINUSE",
+          ERRNO.EADDRINUSE,
+          "listen",
+        );
+      unlinkSync(path);
+    }
+    return new FdServer(path, raw.listen(path, backlog, mode));
+  }
+
+  /** Starts accepting (accept4 with SOCK_CLOEXEC | SOCK_NONBLOCK on readiness). Keeps the process alive until close(). */
+  onConnection(cb: (sock: FdSocket) => void): void {
+    if (this.#closed) throw closedError("onConnection", this.#fd);
+    this.#cb = cb;
+    if (!this.#poller) {
+      const p = new raw.Poller(this.#fd);
+      p.onready = () => this.#accept();
+      this.#poller = p;
+      p.start(READABLE);
+      p.ref();
+    }
+  }
+
+  /** Idempotent. Stops accepting, closes the listening fd and removes the socket file if still ours. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#backoff) clearTimeout(this.#backoff);
+    this.#poller?.close();
+    this.#poller = null;
+    closeQuietly([this.#fd]);
+    if (this.#ino !== null) {
+      try {
+        if (lstatSync(this.path).ino === this.#ino) unlinkSync(this.path);
+      } catch {
+        // already gone
+      }
+    }
+  }
+
+  #accept(): void {
+    for (let i = 0; i < 128 && !this.#closed; i++) {
+      let fd: number;
+      try {
+        fd = raw.accept(this.#fd);
+      } catch (err) {
+        // EMFILE and friends: stop polling for a moment instead of spinning on a ready listener.
+        process.emitWarning(`FdServer(${this.path}): ${(err as Error).message}; pausing accept for 100 ms`);
+        this.#poller?.stop();
+        this.#backoff = setTimeout(() => {
+          this.#backoff = null;
+          if (!this.#closed) this.#poller?.start(READABLE);
+        }, 100);
+        return;
+      }
+      if (fd < 0) return;
+      this.#cb!(FdSocket.fromAccepted(fd));
+    }
+  }
+}

@@ -1,0 +1,84 @@
+// identity.ts: owns learning who a Unix socket peer is from the kernel (SO_PEERCRED, SO_PEERPIDFD,
+// with the labelled pidfd_open fallback) and watching a pidfd for exit. It never takes a pid from
+// what a peer says. The fallback is weaker: between SO_PEERCRED and pidfd_open the peer may exit and
+// its pid be reused, so its result is labelled pidfdSource "pidfd_open" for policy to weigh.
+// VFIO_NATIVE_NO_PEERPIDFD=1 forces the fallback (tests; kernels without SO_PEERPIDFD take it anyway).
+import { READABLE, raw } from "./binding.js";
+
+export interface PeerCred {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+export interface PeerIdentity extends PeerCred {
+  pidfd: number;
+  pidfdSource: "SO_PEERPIDFD" | "pidfd_open";
+}
+
+export interface Watch {
+  close(): void;
+}
+
+/** SO_PEERCRED: the peer's pid, uid and gid as of connect() (or socketpair()). */
+export function peerCred(fd: number): PeerCred {
+  return raw.peerCred(fd);
+}
+
+/** SO_PEERPIDFD: a pidfd of the peer process, or null if the kernel lacks it. The caller closes it. */
+export function peerPidfd(fd: number): number | null {
+  if (process.env.VFIO_NATIVE_NO_PEERPIDFD === "1") {
+    raw.peerCred(fd); // still validate fd and that it is a connected socket
+    return null;
+  }
+  return raw.peerPidfd(fd);
+}
+
+/** Credentials plus a pidfd: SO_PEERPIDFD where the kernel has it, else pidfd_open(pid) (weaker). */
+export function peerIdentity(fd: number): PeerIdentity {
+  const cred = raw.peerCred(fd);
+  const pidfd = peerPidfd(fd);
+  if (pidfd !== null) return { ...cred, pidfd, pidfdSource: "SO_PEERPIDFD" };
+  return { ...cred, pidfd: raw.pidfdOpen(cred.pid), pidfdSource: "pidfd_open" };
+}
+
+/** pidfd_open(pid, 0). The pidfd is close-on-exec; the caller closes it. */
+export function pidfdOpen(pid: number): number {
+  return raw.pidfdOpen(pid);
+}
+
+/** true while the process lives (poll() with a zero timeout: a pidfd becomes readable on exit). */
+export function pidfdAlive(pidfd: number): boolean {
+  return raw.pidfdAlive(pidfd);
+}
+
+/**
+ * Calls onExit once, from the event loop, when the process exits (uv_poll on a private dup of the
+ * pidfd, so the caller may close its pidfd at any time and several watches may share one pidfd). The
+ * watch is unref'd: it never keeps the process alive. close() is idempotent and cancels it.
+ */
+export function watchPidfd(pidfd: number, onExit: () => void): Watch {
+  if (typeof onExit !== "function") throw new TypeError("watchPidfd: onExit must be a function");
+  const dup = raw.dupFd(pidfd);
+  let poller: InstanceType<typeof raw.Poller>;
+  try {
+    poller = new raw.Poller(dup);
+  } catch (err) {
+    raw.closeFd(dup);
+    throw err;
+  }
+  let open = true;
+  const close = (): void => {
+    if (!open) return;
+    open = false;
+    poller.close();
+    raw.closeFd(dup);
+  };
+  poller.onready = () => {
+    close();
+    onExit();
+  };
+  poller.start(READABLE);
+  poller.unref();
+  return { close };
+}

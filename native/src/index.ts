@@ -1,0 +1,26 @@
+// index.ts: the public API of @vfio-broker/native, the small native layer under brokerd and the
+// client library: fd passing over Unix sockets (fdsocket.ts), peer identity and pidfds
+// (identity.ts), memfds and mappings (memory.ts), ioctl and close (fd.ts), sd_notify (notify.ts),
+// all as NativeError-throwing functions. The C side lives in src/*.c (see addon.c for the map).
+export { NativeError } from "./errors.js";
+export { closeFd, ioctl } from "./fd.js";
+export {
+  type FdMessage,
+  FdServer,
+  FdSocket,
+  MAX_FDS_PER_MESSAGE,
+  type RecvLimits,
+} from "./fdsocket.js";
+export {
+  type PeerCred,
+  type PeerIdentity,
+  peerCred,
+  peerIdentity,
+  peerPidfd,
+  pidfdAlive,
+  pidfdOpen,
+  type Watch,
+  watchPidfd,
+} from "./identity.js";
+export { type Mapping, memfdCreate, mmap, PAGE_SIZE, type Prot } from "./memory.js";
+export { sdNotify } from "./notify.js";
