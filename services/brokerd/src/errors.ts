@@ -26,8 +26,10 @@ export class BrokerError extends Error {
 
 export const invalid = (message: string, reason = "invalid_argument") =>
   new BrokerError("INVALID_ARGUMENT", message, reason);
-export const notFound = (message: string, reason = "not_found") => new BrokerError("NOT_FOUND", message, reason);
-export const denied = (message: string, reason = "policy") => new BrokerError("PERMISSION_DENIED", message, reason);
+export const notFound = (message: string, reason = "not_found") =>
+  new BrokerError("NOT_FOUND", message, reason);
+export const denied = (message: string, reason = "policy") =>
+  new BrokerError("PERMISSION_DENIED", message, reason);
 export const exhausted = (message: string, reason = "limit") =>
   new BrokerError("RESOURCE_EXHAUSTED", message, reason);
 export const precondition = (message: string, reason = "precondition") =>

@@ -35,9 +35,16 @@ export class Journal {
     broker.on("session.open", (s) =>
       this.write("session.open", { session: s.id, ...s.identity, pidfd: undefined, groups: undefined }),
     );
-    broker.on("session.end", (s, reason, ms) => this.write("session.end", { session: s.id, reason, cleanupMs: ms }));
+    broker.on("session.end", (s, reason, ms) =>
+      this.write("session.end", { session: s.id, reason, cleanupMs: ms }),
+    );
     broker.on("devicefile.open", (df) =>
-      this.write("devicefile.open", { session: df.sessionId, deviceFile: df.id, device: df.device.id, layout: df.layout }),
+      this.write("devicefile.open", {
+        session: df.sessionId,
+        deviceFile: df.id,
+        device: df.device.id,
+        layout: df.layout,
+      }),
     );
     broker.on("devicefile.close", (df, reason) =>
       this.write("devicefile.close", { session: df.sessionId, deviceFile: df.id, reason }),

@@ -6,8 +6,8 @@ import { sdNotify } from "@vfio-broker/native";
 import { HELP, parseConfig } from "./config.js";
 import { startDaemon } from "./daemon.js";
 import { BrokerError } from "./errors.js";
-import { PolicyError } from "./policy/index.js";
 import { startMetrics } from "./metrics.js";
+import { PolicyError } from "./policy/index.js";
 
 async function main(): Promise<void> {
   let config: ReturnType<typeof parseConfig>;
@@ -38,7 +38,11 @@ async function main(): Promise<void> {
   sdNotify(`READY=1\nSTATUS=serving ${devices.length} devices\nMAINPID=${process.pid}`);
   process.on("SIGHUP", () => {
     const r = daemon.reloadPolicy();
-    console.error(r.ok ? "vfio-brokerd: policy reloaded" : `vfio-brokerd: policy NOT reloaded, keeping the old one:\n  ${r.errors.join("\n  ")}`);
+    console.error(
+      r.ok
+        ? "vfio-brokerd: policy reloaded"
+        : `vfio-brokerd: policy NOT reloaded, keeping the old one:\n  ${r.errors.join("\n  ")}`,
+    );
   });
   let stopping = false;
   const stop = (sig: string) => {
@@ -53,7 +57,8 @@ async function main(): Promise<void> {
 }
 
 main().catch((e) => {
-  if (e instanceof PolicyError) console.error(`vfio-brokerd: the policy is invalid:\n  ${e.errors.join("\n  ")}`);
+  if (e instanceof PolicyError)
+    console.error(`vfio-brokerd: the policy is invalid:\n  ${e.errors.join("\n  ")}`);
   else if (e instanceof BrokerError) console.error(`vfio-brokerd: ${e.message}`);
   else console.error(`vfio-brokerd: ${e instanceof Error ? (e.stack ?? e.message) : e}`);
   process.exit(1);

@@ -3,10 +3,11 @@
 // replies with FdReply plus the backing fd (SCM_RIGHTS) only when everything matches. Any other
 // outcome is a reply with a status and no fd. The connection may carry several requests; idle
 // connections are closed after idleMs, and at most maxConnections are served at once.
+
+import type { MessageInitShape } from "@bufbuild/protobuf";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { FdServer, type FdSocket, peerCred } from "@vfio-broker/native";
 import { FdReplySchema, FdRequestSchema, FdStatus } from "@vfio-broker/proto";
-import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { Broker } from "../broker.js";
 import { attributeToPb, backingToPb, protToPb } from "../rpc/convert.js";
 
@@ -49,7 +50,11 @@ export class FdChannel {
     });
   }
 
-  private async reply(sock: FdSocket, r: MessageInitShape<typeof FdReplySchema>, fds: number[] = []): Promise<void> {
+  private async reply(
+    sock: FdSocket,
+    r: MessageInitShape<typeof FdReplySchema>,
+    fds: number[] = [],
+  ): Promise<void> {
     await sock.send(toBinary(FdReplySchema, create(FdReplySchema, r)), fds);
   }
 
@@ -75,7 +80,10 @@ export class FdChannel {
       try {
         ticket = fromBinary(FdRequestSchema, msg.data).ticket;
       } catch {
-        await this.reply(sock, { status: FdStatus.BAD_REQUEST, message: "the request is not an FdRequest protobuf" });
+        await this.reply(sock, {
+          status: FdStatus.BAD_REQUEST,
+          message: "the request is not an FdRequest protobuf",
+        });
         this.broker.emit("fd.delivery", "bad_request", undefined, 0);
         continue;
       }

@@ -7,7 +7,14 @@ import type { DeviceFile } from "../grants/device-file.js";
 import type { PeerIdentity } from "./peer.js";
 
 export type LeaseEvent =
-  | { kind: "revocation"; deviceFileId: bigint; cookie: bigint; deviceId: string; reason: string; message: string }
+  | {
+      kind: "revocation";
+      deviceFileId: bigint;
+      cookie: bigint;
+      deviceId: string;
+      reason: string;
+      message: string;
+    }
   | { kind: "device_health"; deviceId: string; health: DeviceHealth };
 
 export interface LeaseSink {

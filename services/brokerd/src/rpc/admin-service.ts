@@ -42,7 +42,9 @@ function sessionInfo(s: Session) {
   };
 }
 
-const counts = (c: { mappingsRevoked: number; deviceFilesClosed: number; sessionsEnded: number }) => ({ revoked: c });
+const counts = (c: { mappingsRevoked: number; deviceFilesClosed: number; sessionsEnded: number }) => ({
+  revoked: c,
+});
 
 export function adminServiceImpl(broker: Broker, hooks: AdminHooks): grpc.UntypedServiceImplementation {
   // biome-ignore lint/suspicious/noExplicitAny: requests are typed by the generated schemas
@@ -87,7 +89,13 @@ export function adminServiceImpl(broker: Broker, hooks: AdminHooks): grpc.Untype
       const { df } = broker.findDeviceFile(req.deviceFileId);
       const entries = [...df.tree.entries()].map((e) =>
         e.entry.kind === "region"
-          ? { start: e.start, last: e.last, kind: "region", regionIndex: e.entry.region.index, regionName: e.entry.region.name }
+          ? {
+              start: e.start,
+              last: e.last,
+              kind: "region",
+              regionIndex: e.entry.region.index,
+              regionName: e.entry.region.name,
+            }
           : {
               start: e.start,
               last: e.last,
@@ -95,7 +103,8 @@ export function adminServiceImpl(broker: Broker, hooks: AdminHooks): grpc.Untype
               regionIndex: e.entry.mapping.region.index,
               regionName: e.entry.mapping.region.name,
               attribute: attributeToPb(e.entry.mapping.effectiveAttribute),
-              state: e.entry.mapping.state === "delivered" ? PbMappingState.DELIVERED : PbMappingState.PENDING,
+              state:
+                e.entry.mapping.state === "delivered" ? PbMappingState.DELIVERED : PbMappingState.PENDING,
             },
       );
       return {
@@ -137,7 +146,10 @@ export function adminServiceImpl(broker: Broker, hooks: AdminHooks): grpc.Untype
     }),
     removeSimDevice: h((req) => {
       if (!hooks.sim) throw precondition("the sim backend is not enabled in this brokerd", "no_sim");
-      const before = { m: deviceFiles({ deviceId: req.deviceId }).reduce((n, df) => n + df.mappings.size, 0), d: deviceFiles({ deviceId: req.deviceId }).length };
+      const before = {
+        m: deviceFiles({ deviceId: req.deviceId }).reduce((n, df) => n + df.mappings.size, 0),
+        d: deviceFiles({ deviceId: req.deviceId }).length,
+      };
       hooks.sim.removeDevice(req.deviceId);
       return counts({ mappingsRevoked: before.m, deviceFilesClosed: before.d, sessionsEnded: 0 });
     }),

@@ -1,10 +1,11 @@
 // BrokerService handlers: translate protobuf requests into Broker calls made on behalf of the
 // caller's kernel-verified Session, and results back. No policy or state lives here.
-import type * as grpc from "@grpc/grpc-js";
+
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { Layout as PbLayout } from "@vfio-broker/proto";
-import type { LeaseRequest, LeaseResponseSchema } from "@vfio-broker/proto";
+import type * as grpc from "@grpc/grpc-js";
 import { MAX_FDS_PER_MESSAGE } from "@vfio-broker/native";
+import type { LeaseRequest, LeaseResponseSchema } from "@vfio-broker/proto";
+import { Layout as PbLayout } from "@vfio-broker/proto";
 import { type Broker, VERSION } from "../broker.js";
 import { precondition } from "../errors.js";
 import type { LeaseEvent, Session } from "../identity/session.js";
@@ -24,7 +25,6 @@ import {
 import { toStatus, unary } from "./status.js";
 
 export const KEEPALIVE_INTERVAL_MS = 5000;
-
 
 function leaseEventToPb(e: LeaseEvent): MessageInitShape<typeof LeaseResponseSchema> {
   if (e.kind === "revocation")
@@ -75,7 +75,9 @@ export function brokerServiceImpl(
         },
       };
     }),
-    listDevices: h((_req, s) => ({ devices: broker.listDevices(s).map((d) => deviceToPb(d.info, d.health)) })),
+    listDevices: h((_req, s) => ({
+      devices: broker.listDevices(s).map((d) => deviceToPb(d.info, d.health)),
+    })),
     getDevice: h((req, s) => {
       const d = broker.getDevice(s, req.deviceId);
       return { device: deviceToPb(d.info, d.health) };
@@ -107,7 +109,13 @@ export function brokerServiceImpl(
     }),
     setMappingAttribute: h((req, s) => ({
       mapping: mappingToPb(
-        broker.setMappingAttribute(s, req.deviceFileId, req.cookie, attributeFromPb(req.attribute), req.allowFallback),
+        broker.setMappingAttribute(
+          s,
+          req.deviceFileId,
+          req.cookie,
+          attributeFromPb(req.attribute),
+          req.allowFallback,
+        ),
       ),
     })),
     releaseMapping: h((req, s) => {
@@ -122,7 +130,8 @@ export function brokerServiceImpl(
       try {
         s = sessionOf(call);
         broker.authorize(s);
-        if (s.lease) throw precondition("this connection already has a lease; open one Lease per connection", "lease");
+        if (s.lease)
+          throw precondition("this connection already has a lease; open one Lease per connection", "lease");
       } catch (e) {
         call.emit("error", toStatus(e));
         return;
@@ -158,4 +167,3 @@ export function brokerServiceImpl(
     },
   } satisfies Record<string, unknown> as grpc.UntypedServiceImplementation;
 }
-

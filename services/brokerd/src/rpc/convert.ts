@@ -1,5 +1,8 @@
 // Translation between the core's values and the protobuf messages of vfiobroker.v1. Nothing
 // else in brokerd knows protobuf enum numbers.
+
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { DeviceSchema, IdentitySchema, MappingSchema, RegionSchema } from "@vfio-broker/proto";
 import {
   Attribute as PbAttribute,
   BackingKind as PbBackingKind,
@@ -8,9 +11,14 @@ import {
   MappingState as PbMappingState,
   Prot as PbProt,
 } from "@vfio-broker/proto";
-import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { DeviceSchema, IdentitySchema, MappingSchema, RegionSchema } from "@vfio-broker/proto";
-import type { Attribute, BackingKind, DeviceHealth, DeviceInfo, Prot, RegionInfo } from "../devices/backend.js";
+import type {
+  Attribute,
+  BackingKind,
+  DeviceHealth,
+  DeviceInfo,
+  Prot,
+  RegionInfo,
+} from "../devices/backend.js";
 import { invalid } from "../errors.js";
 import type { Mapping } from "../grants/device-file.js";
 import type { Layout } from "../grants/layout.js";
@@ -48,7 +56,10 @@ export function attributeFromPb(a: PbAttribute): Attribute | undefined {
     case PbAttribute.WB:
       return "WB";
     default:
-      throw invalid(`attribute ${a} is not one of ATTRIBUTE_UC (1), ATTRIBUTE_WC (2), ATTRIBUTE_WB (3)`, "attribute");
+      throw invalid(
+        `attribute ${a} is not one of ATTRIBUTE_UC (1), ATTRIBUTE_WC (2), ATTRIBUTE_WB (3)`,
+        "attribute",
+      );
   }
 }
 

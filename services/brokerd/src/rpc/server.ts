@@ -4,7 +4,7 @@
 // remoteAddress, which grpc-js reports as the call's getPeer(): that is how every call is
 // attributed to its connection's identity and to nothing the client sends.
 import { chmodSync, chownSync, existsSync, unlinkSync } from "node:fs";
-import { type Server as NetServer, type Socket, createServer } from "node:net";
+import { createServer, type Server as NetServer, type Socket } from "node:net";
 import * as grpc from "@grpc/grpc-js";
 import { closeFd } from "@vfio-broker/native";
 import { BrokerError } from "../errors.js";
@@ -38,7 +38,11 @@ export async function serveUnix<C>(
   path: string,
   opts: { mode: number; gid?: number },
   hooks: ConnectionHooks<C>,
-): Promise<{ listener: Listener; contextOf: (call: { getPeer(): string }) => C; socketOf: (ctx: C) => Socket | undefined }> {
+): Promise<{
+  listener: Listener;
+  contextOf: (call: { getPeer(): string }) => C;
+  socketOf: (ctx: C) => Socket | undefined;
+}> {
   const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
   const contexts = new Map<string, C>();
   const sockets = new Map<C, Socket>();
@@ -90,7 +94,8 @@ export async function serveUnix<C>(
     },
     contextOf: (call) => {
       const ctx = contexts.get(call.getPeer());
-      if (ctx === undefined) throw new BrokerError("UNAUTHENTICATED", "this call's connection has no verified identity");
+      if (ctx === undefined)
+        throw new BrokerError("UNAUTHENTICATED", "this call's connection has no verified identity");
       return ctx;
     },
     socketOf: (ctx) => sockets.get(ctx),
