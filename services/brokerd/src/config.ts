@@ -2,8 +2,8 @@
 // optional JSON file for the same keys. Validated up front with messages that say what to fix.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { invalid } from "./errors.js";
 import type { SimDeviceSpec } from "./devices/sim.js";
+import { invalid } from "./errors.js";
 
 export interface Config {
   runtimeDir: string;
@@ -21,6 +21,12 @@ export interface Config {
   maxSessions: number;
   maxAccessBytes: number;
   journal: string | undefined;
+  /** PCI functions (BDFs) served by the sysfs backend. */
+  sysfs: string[];
+  /** PCI functions (BDFs) served by the vfio backend. */
+  vfio: string[];
+  /** Bind --vfio functions to vfio-pci through driver_override when they are not yet. */
+  vfioBind: boolean;
 }
 
 const HELP = `usage: vfio-brokerd [options]
@@ -36,13 +42,25 @@ const HELP = `usage: vfio-brokerd [options]
   --ticket-ttl-ms N     ticket lifetime                (default 10000)
   --max-sessions N      concurrent sessions            (default 1024)
   --journal FILE        audit journal (JSON lines)     (default stderr)
+  --sysfs BDF[,BDF]     serve these PCI functions through sysfs resourceN/resourceN_wc (docs/real-hardware.md)
+  --vfio BDF[,BDF]      serve these PCI functions through vfio-pci (group/container or iommufd cdev)
+  --vfio-bind           bind --vfio functions to vfio-pci (driver_override + drivers_probe) if they are not
   --config FILE         JSON file with any of the keys above in camelCase
 Every option can also be given as VFIO_BROKER_<NAME> (e.g. VFIO_BROKER_RUNTIME_DIR).`;
 
 function int(name: string, v: string, min: number, max: number): number {
   const n = Number(v);
-  if (!Number.isInteger(n) || n < min || n > max) throw invalid(`--${name} ${v}: expected an integer from ${min} to ${max}`);
+  if (!Number.isInteger(n) || n < min || n > max)
+    throw invalid(`--${name} ${v}: expected an integer from ${min} to ${max}`);
   return n;
+}
+
+/** "0000:00:01.0,0000:00:02.0" (or a JSON list from --config) -> BDFs; the backends validate them. */
+function bdfList(v: string | boolean | undefined): string[] {
+  if (v === undefined || typeof v === "boolean") return [];
+  const t = v.trim();
+  const items: unknown = t.startsWith("[") ? JSON.parse(t) : t.split(",");
+  return (Array.isArray(items) ? items : []).map((x) => String(x).trim()).filter((x) => x !== "");
 }
 
 export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): Config | "help" {
@@ -62,6 +80,10 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       fromArgs.sim = false;
       continue;
     }
+    if (key === "vfio-bind" && eq < 0) {
+      fromArgs[key] = true;
+      continue;
+    }
     const val = eq > 0 ? a.slice(eq + 1) : argv[++i];
     if (val === undefined) throw invalid(`--${key} needs a value; see --help`);
     fromArgs[key] = val;
@@ -75,12 +97,29 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       throw invalid(`--config ${file}: ${(e as Error).message}`);
     }
     for (const [k, v] of Object.entries(json))
-      raw[k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)] = typeof v === "boolean" ? v : typeof v === "string" ? v : JSON.stringify(v);
+      raw[k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)] =
+        typeof v === "boolean" ? v : typeof v === "string" ? v : JSON.stringify(v);
   }
   Object.assign(raw, fromArgs);
   const known = new Set([
-    "runtime-dir", "socket", "fd-socket", "admin-socket", "admin-gid", "policy", "metrics", "sim", "sim-devices",
-    "ticket-ttl-ms", "max-sessions", "max-access-bytes", "journal", "config", "repo",
+    "runtime-dir",
+    "socket",
+    "fd-socket",
+    "admin-socket",
+    "admin-gid",
+    "policy",
+    "metrics",
+    "sim",
+    "sim-devices",
+    "ticket-ttl-ms",
+    "max-sessions",
+    "max-access-bytes",
+    "journal",
+    "config",
+    "repo",
+    "sysfs",
+    "vfio",
+    "vfio-bind",
   ]);
   for (const k of Object.keys(raw)) if (!known.has(k)) throw invalid(`unknown option --${k}; see --help`);
   const dir = String(raw["runtime-dir"] ?? "/run/vfio-broker");
@@ -101,7 +140,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     socket: str("socket", join(dir, "broker.sock")),
     fdSocket: str("fd-socket", join(dir, "fd.sock")),
     adminSocket: str("admin-socket", join(dir, "admin.sock")),
-    adminGid: raw["admin-gid"] === undefined ? -1 : int("admin-gid", String(raw["admin-gid"]), 0, 2 ** 32 - 2),
+    adminGid:
+      raw["admin-gid"] === undefined ? -1 : int("admin-gid", String(raw["admin-gid"]), 0, 2 ** 32 - 2),
     policy: str("policy", "/etc/vfio-broker/policy.yaml"),
     metrics: metrics === "off" ? "" : metrics,
     sim: raw.sim === undefined ? true : raw.sim !== false && raw.sim !== "false" && raw.sim !== "0",
@@ -110,6 +150,9 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     maxSessions: int("max-sessions", str("max-sessions", "1024"), 1, 1_000_000),
     maxAccessBytes: int("max-access-bytes", str("max-access-bytes", "4096"), 1, 1 << 20),
     journal: raw.journal === undefined ? undefined : String(raw.journal),
+    sysfs: bdfList(raw.sysfs),
+    vfio: bdfList(raw.vfio),
+    vfioBind: raw["vfio-bind"] === true || raw["vfio-bind"] === "true" || raw["vfio-bind"] === "1",
   };
 }
 

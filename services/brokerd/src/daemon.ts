@@ -3,7 +3,7 @@
 // (signals, sd_notify); tests and tools can start a daemon in-process with startDaemon().
 import { mkdirSync } from "node:fs";
 import * as grpc from "@grpc/grpc-js";
-import { PAGE_SIZE, closeFd } from "@vfio-broker/native";
+import { closeFd, PAGE_SIZE } from "@vfio-broker/native";
 import {
   AdminService,
   BrokerService,
@@ -15,12 +15,14 @@ import { Broker } from "./broker.js";
 import type { Config } from "./config.js";
 import type { Backend } from "./devices/backend.js";
 import { SimBackend } from "./devices/sim.js";
+import { SysfsBackend } from "./devices/sysfs.js";
+import { VfioBackend } from "./devices/vfio.js";
 import { BrokerError, denied } from "./errors.js";
+import { FdChannel } from "./fdpass/channel.js";
 import type { PeerIdentity } from "./identity/peer.js";
 import type { Session } from "./identity/session.js";
 import { Journal } from "./journal.js";
-import { FdChannel } from "./fdpass/channel.js";
-import { type Policy, PolicyError, loadPolicyFile } from "./policy/index.js";
+import { loadPolicyFile, type Policy, PolicyError } from "./policy/index.js";
 import { adminServiceImpl } from "./rpc/admin-service.js";
 import { brokerServiceImpl } from "./rpc/broker-service.js";
 import { HealthState } from "./rpc/health-service.js";
@@ -44,7 +46,15 @@ export interface DaemonExtras {
 export async function startDaemon(config: Config, extras: DaemonExtras = {}): Promise<Daemon> {
   const policy: Policy = loadPolicyFile(config.policy);
   const sim = config.sim ? new SimBackend(config.simDevices) : undefined;
-  const backends: Backend[] = [...(sim ? [sim] : []), ...(extras.backends ?? [])];
+  const real: Backend[] = [];
+  try {
+    if (config.sysfs.length > 0) real.push(new SysfsBackend({ devices: config.sysfs }));
+    if (config.vfio.length > 0) real.push(new VfioBackend({ devices: config.vfio, bind: config.vfioBind }));
+  } catch (e) {
+    for (const b of [...real, ...(sim ? [sim] : [])]) b.close();
+    throw e;
+  }
+  const backends: Backend[] = [...(sim ? [sim] : []), ...real, ...(extras.backends ?? [])];
   mkdirSync(config.runtimeDir, { recursive: true, mode: 0o755 });
 
   const broker = new Broker({
@@ -74,19 +84,28 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
 
   // Broker socket: anyone may connect; the policy decides what each identity may do.
   const brokerServer = new grpc.Server({ "grpc.max_receive_message_length": 64 * 1024 });
-  const sessionsByConn = { contextOf: (_c: { getPeer(): string }): Session => { throw new Error("not ready"); } };
+  const sessionsByConn = {
+    contextOf: (_c: { getPeer(): string }): Session => {
+      throw new Error("not ready");
+    },
+  };
   brokerServer.addService(
     serviceDefinition(BrokerService),
     brokerServiceImpl(broker, (call) => sessionsByConn.contextOf(call)),
   );
   brokerServer.addService(serviceDefinition(Health), health.impl());
-  const brokerListener = await serveUnix<Session>(brokerServer, config.socket, { mode: 0o666 }, {
-    admit: (id: PeerIdentity) => {
-      if (draining) throw new BrokerError("UNAVAILABLE", "brokerd is shutting down");
-      return broker.openSession(id);
+  const brokerListener = await serveUnix<Session>(
+    brokerServer,
+    config.socket,
+    { mode: 0o666 },
+    {
+      admit: (id: PeerIdentity) => {
+        if (draining) throw new BrokerError("UNAVAILABLE", "brokerd is shutting down");
+        return broker.openSession(id);
+      },
+      closed: (s) => broker.endSession(s, "disconnect"),
     },
-    closed: (s) => broker.endSession(s, "disconnect"),
-  });
+  );
   sessionsByConn.contextOf = brokerListener.contextOf;
   broker.onSessionEnded = (s) => brokerListener.socketOf(s)?.destroy();
 
@@ -103,7 +122,9 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
     { mode: config.adminGid >= 0 ? 0o660 : 0o600, ...(config.adminGid >= 0 ? { gid: config.adminGid } : {}) },
     {
       admit: (id) => {
-        const ok = id.uid === 0 || (config.adminGid >= 0 && (id.gid === config.adminGid || id.groups.includes(config.adminGid)));
+        const ok =
+          id.uid === 0 ||
+          (config.adminGid >= 0 && (id.gid === config.adminGid || id.groups.includes(config.adminGid)));
         if (!ok) throw denied(`uid ${id.uid} is not root or in the admin group`);
         return id;
       },

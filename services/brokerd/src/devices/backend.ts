@@ -66,7 +66,7 @@ export interface Backing {
 export interface Backend {
   readonly name: string;
   /** Backing kinds this backend can hand out (advertised in Hello). */
-  readonly backingKinds?: readonly BackingKind[];
+  readonly backingKinds: readonly BackingKind[];
   devices(): DeviceInfo[];
   /**
    * Chooses and opens the backing for one mapping. Throws BrokerError (INVALID_ARGUMENT when the

@@ -1,0 +1,644 @@
+// VM suite, guest side: runs as root (PID 1's child) inside the QEMU guest that run.sh boots, on the
+// real ivshmem-plain device (BAR2 = a host shared-memory file). It starts brokerd once per backend
+// (sysfs, then vfio with --vfio-bind), drives it with agent.js as uid 65534, and checks what only
+// the guest kernel can tell: backing kinds and effective attributes, the x86 PAT memory type of every
+// live mapping (debugfs), the backing-family rule, and that a client killed mid-way leaves nothing
+// behind (brokerd's fd count returns to its baseline, the mapping is gone from AdminService, the PAT
+// entry is gone). The host (run.sh) then checks that the bytes landed in the shared-memory file.
+// Prints "VMTEST-CHECK PASS|FAIL name" lines and "VMTEST-GUEST-SUMMARY passed=N failed=N".
+// Not a node:test file (the unit runner skips dist/**/vm/).
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { PAT_MEMTYPE_LIST, parsePatMemtypeList } from "@vfio-broker/brokerd/devices/pat";
+import { PciFunction, verifyPciAttribute } from "@vfio-broker/brokerd/devices/sysfs";
+import { AdminService, createClient } from "@vfio-broker/proto";
+import type { Step } from "./agent.js";
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const REPO = join(HERE, "..", "..", "..");
+const BROKERD = join(REPO, "services/brokerd/dist/main.js");
+const AGENT = join(HERE, "agent.js");
+const NODE = process.execPath;
+const T0 = Date.now();
+const log = (m: string) => console.log(`VMTEST[${((Date.now() - T0) / 1000).toFixed(1)}s] ${m}`);
+
+let passed = 0;
+let failed = 0;
+function check(name: string, ok: boolean, detail = ""): boolean {
+  if (ok) passed++;
+  else failed++;
+  console.log(`VMTEST-CHECK ${ok ? "PASS" : "FAIL"} ${name}${!ok && detail ? ` -- ${detail}` : ""}`);
+  return ok;
+}
+
+function findPci(vendor: string, device: string): string | undefined {
+  for (const bdf of readdirSync("/sys/bus/pci/devices").sort()) {
+    const d = join("/sys/bus/pci/devices", bdf);
+    const v = readFileSync(join(d, "vendor"), "utf8").trim();
+    if (v === vendor && readFileSync(join(d, "device"), "utf8").trim() === device) return bdf;
+  }
+  return undefined;
+}
+
+async function until<T>(
+  what: string,
+  fn: () => T | undefined | false,
+  timeoutMs: number,
+): Promise<T | undefined> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = fn();
+    if (v) return v;
+    if (Date.now() > end) {
+      log(`timed out waiting for ${what}`);
+      return undefined;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+// ---- brokerd ---------------------------------------------------------------------------------------
+
+interface Brokerd {
+  proc: ChildProcess;
+  dir: string;
+  stderr: () => string;
+  fds: () => number;
+  stop(): Promise<void>;
+}
+
+async function startBrokerd(tag: string, args: string[], policy: string): Promise<Brokerd | undefined> {
+  const dir = `/run/vb-${tag}`;
+  const t = Date.now();
+  const proc = spawn(
+    NODE,
+    [
+      BROKERD,
+      "--runtime-dir",
+      dir,
+      "--policy",
+      policy,
+      "--metrics",
+      "off",
+      "--no-sim",
+      "--journal",
+      `/tmp/journal-${tag}.jsonl`,
+      ...args,
+    ],
+    { stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let err = "";
+  let outText = "";
+  proc.stderr!.on("data", (b: Buffer) => {
+    err += b.toString();
+  });
+  proc.stdout!.on("data", (b: Buffer) => {
+    outText += b.toString();
+  });
+  const ready = await until(
+    "brokerd ready",
+    () => outText.includes('"event":"ready"') || proc.exitCode !== null,
+    90_000,
+  );
+  if (!ready || proc.exitCode !== null) {
+    log(`brokerd (${tag}) did not start: exit ${proc.exitCode}\n${err}`);
+    proc.kill("SIGKILL");
+    return undefined;
+  }
+  log(`brokerd (${tag}) ready in ${Date.now() - t} ms: ${outText.trim()}`);
+  for (const l of err.split("\n").filter((x) => x.includes("sysfs:") || x.includes("vfio:")))
+    log(`  brokerd: ${l}`);
+  return {
+    proc,
+    dir,
+    stderr: () => err,
+    fds: () => readdirSync(`/proc/${proc.pid}/fd`).length,
+    async stop() {
+      if (proc.exitCode !== null) return;
+      const exited = new Promise((r) => proc.once("exit", r));
+      proc.kill("SIGTERM");
+      const k = setTimeout(() => proc.kill("SIGKILL"), 10_000);
+      await exited;
+      clearTimeout(k);
+    },
+  };
+}
+
+// ---- agents (uid 65534) -------------------------------------------------------------------------
+
+type AgentLine = Record<string, unknown> & { op: string };
+
+class Agent {
+  readonly proc: ChildProcess;
+  private readonly lines: AgentLine[] = [];
+  private waiters: ((l: AgentLine | undefined) => void)[] = [];
+  private err = "";
+
+  constructor(socket: string, deviceId: string, plan: Step[]) {
+    this.proc = spawn(
+      "setpriv",
+      [
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "--no-new-privs",
+        NODE,
+        AGENT,
+        socket,
+        deviceId,
+        JSON.stringify(plan),
+      ],
+      { stdio: ["pipe", "pipe", "pipe"] },
+    );
+    let buf = "";
+    this.proc.stdout!.on("data", (b: Buffer) => {
+      buf += b.toString();
+      for (let i = buf.indexOf("\n"); i >= 0; i = buf.indexOf("\n")) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        if (!line.startsWith("AGENT ")) continue;
+        const v = JSON.parse(line.slice(6)) as AgentLine;
+        log(`  agent ${this.proc.pid}: ${line.slice(6)}`);
+        const w = this.waiters.shift();
+        if (w) w(v);
+        else this.lines.push(v);
+      }
+    });
+    this.proc.stderr!.on("data", (b: Buffer) => {
+      this.err += b.toString();
+    });
+    this.proc.on("exit", () => {
+      for (const w of this.waiters.splice(0)) w(undefined);
+    });
+  }
+
+  /** The next step's report (undefined if the agent exited or 60 s passed). */
+  next(): Promise<AgentLine | undefined> {
+    const l = this.lines.shift();
+    if (l) return Promise.resolve(l);
+    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return Promise.resolve(undefined);
+    return new Promise((resolve) => {
+      const t = setTimeout(() => resolve(undefined), 60_000);
+      this.waiters.push((v) => {
+        clearTimeout(t);
+        resolve(v);
+      });
+    });
+  }
+
+  async expect(op: string): Promise<AgentLine> {
+    const l = await this.next();
+    if (!l || l.op !== op) {
+      const why = `agent: expected "${op}", got ${JSON.stringify(l)}; stderr: ${this.err.slice(-1500)}`;
+      throw new Error(why);
+    }
+    return l;
+  }
+
+  resume(): void {
+    this.proc.stdin!.write("next\n");
+  }
+
+  exited(): Promise<number | null> {
+    if (this.proc.exitCode !== null || this.proc.signalCode !== null)
+      return Promise.resolve(this.proc.exitCode);
+    return new Promise((r) => this.proc.once("exit", (code) => r(code)));
+  }
+}
+
+// ---- checks --------------------------------------------------------------------------------------
+
+/** PAT entries (type per entry) the kernel holds over [BAR + offset, + length). */
+function patEntries(fn: PciFunction, bar: number, offset: number, length: number): string[] {
+  const start = fn.bar(bar)!.start + BigInt(offset);
+  const end = start + BigInt(length);
+  return parsePatMemtypeList(readFileSync(PAT_MEMTYPE_LIST, "utf8"))
+    .filter((e) => e.start < end && e.end > start)
+    .map((e) => e.type);
+}
+
+function patCheck(
+  fn: PciFunction,
+  name: string,
+  offset: number,
+  length: number,
+  want: string[],
+  bar = 2,
+): void {
+  const v = verifyPciAttribute(fn, bar, BigInt(offset), BigInt(length));
+  const got = v.patTypes.join(",") || "none";
+  check(
+    `${name}: PAT memtype of ${fn.bdf} BAR${bar}+0x${offset.toString(16)} (phys 0x${v.physStart.toString(16)}) is ${want.join(",") || "none"}`,
+    v.unavailable === "" && got === (want.join(",") || "none"),
+    v.unavailable || `PAT list shows ${got}`,
+  );
+}
+
+function mapOk(l: AgentLine, name: string, backing: string, effective: string): boolean {
+  return check(
+    `${name}: mapped with backing ${backing}, effective ${effective}`,
+    l.ok === true && l.backing === backing && l.effective === effective,
+    JSON.stringify(l),
+  );
+}
+
+async function mappingsGone(b: Brokerd, label: string): Promise<void> {
+  const admin = createClient(AdminService, `unix:${join(b.dir, "admin.sock")}`);
+  try {
+    const r = await admin.listMappings({});
+    check(
+      `${label}: AdminService lists no mappings`,
+      r.mappings.length === 0,
+      `${r.mappings.length} mapping(s) left`,
+    );
+  } catch (e) {
+    check(`${label}: AdminService lists no mappings`, false, (e as Error).message);
+  } finally {
+    (admin as unknown as { close(): void }).close();
+  }
+}
+
+async function killMidway(
+  b: Brokerd,
+  fn: PciFunction,
+  label: string,
+  plan: Step[],
+  offset: number,
+  pat: string[],
+): Promise<void> {
+  const baseline = b.fds();
+  const patBefore = patEntries(fn, 2, offset, 0x1000);
+  const a = new Agent(join(b.dir, "broker.sock"), fn.bdf, plan);
+  await a.expect("hello");
+  const m = await a.expect("map");
+  mapOk(m, label, String(plan.find((s) => s.op === "map") ? m.backing : ""), String(m.effective));
+  await a.expect("pause");
+  patCheck(fn, `${label} (live)`, offset, 0x1000, pat);
+  const patLive = patEntries(fn, 2, offset, 0x1000);
+  check(
+    `${label}: the client's mapping adds its own PAT entry (${patBefore.length} -> ${patLive.length})`,
+    patLive.length === patBefore.length + 1,
+  );
+  const during = b.fds();
+  a.proc.kill("SIGKILL");
+  await a.exited();
+  const back = await until("brokerd fd count back to baseline", () => b.fds() <= baseline, 20_000);
+  check(
+    `${label}: after SIGKILL brokerd's fd count returns to its baseline ${baseline} (was ${during} while mapped)`,
+    back === true,
+    `now ${b.fds()}`,
+  );
+  await mappingsGone(b, label);
+  // vfio-pci's own ioremap of a BAR it has mapped (its "barmap", UC-) stays until the device closes:
+  // compare with the entries before the client mapped, not with "none".
+  const patAfter = patEntries(fn, 2, offset, 0x1000);
+  check(
+    `${label}: after SIGKILL the PAT entries over the range are back to [${patBefore.join(",")}]`,
+    patAfter.join(",") === patBefore.join(","),
+    `now [${patAfter.join(",")}]`,
+  );
+}
+
+// ---- phases --------------------------------------------------------------------------------------
+
+async function sysfsPhase(fn: PciFunction, edu: PciFunction | undefined, policy: string): Promise<void> {
+  log("== phase 1: sysfs backend");
+  const b = await startBrokerd("sysfs", ["--sysfs", [fn.bdf, ...(edu ? [edu.bdf] : [])].join(",")], policy);
+  if (!check("sysfs: brokerd starts with --sysfs on the ivshmem device", !!b) || !b) return;
+  try {
+    const sock = join(b.dir, "broker.sock");
+    const a = new Agent(sock, fn.bdf, [
+      {
+        op: "map",
+        name: "wc",
+        region: 2,
+        offset: 0,
+        length: 0x10000,
+        attr: "WC",
+        write: { at: 0x100, text: "SYSFS-WC-uid65534" },
+        read: { at: 0x8000, length: 64 },
+      },
+      { op: "pause", tag: "wc-live" },
+      ...(edu
+        ? ([
+            {
+              op: "map",
+              name: "eduwc",
+              device: edu.bdf,
+              region: 0,
+              offset: 0,
+              length: 0x1000,
+              attr: "WC",
+              expectError: true,
+            },
+            {
+              op: "map",
+              name: "edufb",
+              device: edu.bdf,
+              region: 0,
+              offset: 0,
+              length: 0x1000,
+              attr: "WC",
+              fallback: true,
+              regs: { write32: [[0x04, 0x12345678]], read32: [0x00, 0x04] },
+            },
+            { op: "pause", tag: "edu-live" },
+            { op: "release", name: "edufb" },
+          ] as Step[])
+        : []),
+      { op: "readRegion", region: 7, offset: 0, length: 4 },
+      { op: "readRegion", region: 2, offset: 0x8000, length: 27 },
+      { op: "writeRegion", region: 2, offset: 0x70000, text: "WRITEREGION-SYSFS" },
+      { op: "release", name: "wc" },
+    ]);
+    check("sysfs: agent runs as uid 65534", (await a.expect("hello")).uid === 65534);
+    const wc = await a.expect("map");
+    mapOk(wc, "sysfs BAR2 WC", "SYSFS_WC", "WC");
+    check(
+      "sysfs BAR2 WC: client reads the host's pre-boot pattern through its mapping",
+      wc.read === "HOST-wrote-this-before-boot",
+      String(wc.read),
+    );
+    await a.expect("pause");
+    patCheck(fn, "sysfs BAR2 WC", 0, 0x10000, ["write-combining"]);
+    a.resume();
+    if (edu) {
+      const refused = await a.expect("map");
+      check(
+        "sysfs edu BAR0 (not prefetchable, no resource0_wc) WC without fallback is refused",
+        refused.ok === false && refused.code === "INVALID_ARGUMENT",
+        JSON.stringify(refused),
+      );
+      const fb = await a.expect("map");
+      check(
+        "sysfs edu BAR0 WC with fallback: UC through resource0, with the reason",
+        fb.ok === true &&
+          fb.backing === "SYSFS" &&
+          fb.effective === "UC" &&
+          /no resource0_wc/.test(String(fb.fallbackReason)),
+        JSON.stringify(fb),
+      );
+      const regs = (fb.regs as string[] | undefined) ?? [];
+      check(
+        "sysfs edu BAR0 UC: registers through the mapping (id 0x010000ed, liveness reads back ~0x12345678)",
+        regs[0] === "0x010000ed" && regs[1] === "0xedcba987",
+        JSON.stringify(regs),
+      );
+      await a.expect("pause");
+      patCheck(edu, "sysfs edu BAR0 UC", 0, 0x1000, ["uncached-minus"], 0);
+      a.resume();
+      await a.expect("release");
+    } else check("edu device present (QEMU -device edu)", false);
+    const cfg = await a.expect("readRegion");
+    check(
+      "sysfs ReadRegion(CONFIG) shows vendor 1af4 device 1110",
+      cfg.hex === "f41a1011",
+      JSON.stringify(cfg),
+    );
+    const rr = await a.expect("readRegion");
+    check(
+      "sysfs ReadRegion(BAR2) reads the host pattern (brokerd-side mmap)",
+      rr.text === "HOST-wrote-this-before-boot",
+      JSON.stringify(rr),
+    );
+    const wr = await a.expect("writeRegion");
+    check("sysfs WriteRegion(BAR2) accepted", wr.ok === true, JSON.stringify(wr));
+    await a.expect("release");
+    await a.expect("done");
+    check("sysfs: agent exits 0", (await a.exited()) === 0);
+    patCheck(fn, "sysfs BAR2 WC (released)", 0, 0x10000, []);
+
+    await killMidway(
+      b,
+      fn,
+      "sysfs killed client",
+      [
+        {
+          op: "map",
+          name: "uc",
+          region: 2,
+          offset: 0x10000,
+          length: 0x1000,
+          attr: "UC",
+          write: { at: 0x100, text: "SYSFS-UC-killed-uid65534" },
+        },
+        { op: "pause", tag: "uc-live" },
+      ],
+      0x10000,
+      ["uncached-minus"],
+    );
+  } catch (e) {
+    check("sysfs phase ran to completion", false, (e as Error).message);
+  } finally {
+    await b.stop();
+    check(
+      "sysfs: brokerd exits on SIGTERM",
+      b.proc.exitCode === 0,
+      `exit ${b.proc.exitCode} ${b.proc.signalCode ?? ""}`,
+    );
+  }
+}
+
+async function vfioPhase(fn: PciFunction, policy: string): Promise<void> {
+  log("== phase 2: vfio backend");
+  const b = await startBrokerd("vfio", ["--vfio", fn.bdf, "--vfio-bind"], policy);
+  if (!check("vfio: brokerd starts with --vfio --vfio-bind (binds vfio-pci via driver_override)", !!b) || !b)
+    return;
+  try {
+    check("vfio: the device is now bound to vfio-pci", fn.driver() === "vfio-pci", fn.driver());
+    const err = b.stderr();
+    check(
+      "vfio: brokerd reports absent kernel features (iommufd cdev, DMABUF) in its log",
+      /feature absent: no iommufd cdev/.test(err) && /feature absent: no VFIO DMABUF export/.test(err),
+      err.slice(-2000),
+    );
+    const sock = join(b.dir, "broker.sock");
+    const a = new Agent(sock, fn.bdf, [
+      {
+        op: "map",
+        name: "swc",
+        region: 2,
+        offset: 0x20000,
+        length: 0x1000,
+        attr: "WC",
+        write: { at: 0x100, text: "VFIOBE-SYSFS-WC-uid65534" },
+      },
+      {
+        op: "map",
+        name: "suc",
+        region: 2,
+        offset: 0x30000,
+        length: 0x1000,
+        attr: "UC",
+        write: { at: 0x100, text: "VFIOBE-SYSFS-UC-uid65534" },
+      },
+      { op: "pause", tag: "sysfs-family-live" },
+      { op: "release", name: "swc" },
+      { op: "release", name: "suc" },
+      {
+        op: "map",
+        name: "dev",
+        region: 2,
+        offset: 0,
+        length: 0x10000,
+        attr: "UC",
+        write: { at: 0x4100, text: "VFIO-DEVFD-UC-uid65534" },
+        read: { at: 0x8000, length: 64 },
+      },
+      { op: "pause", tag: "vfio-family-live" },
+      {
+        op: "map",
+        name: "wcrefused",
+        region: 2,
+        offset: 0x50000,
+        length: 0x1000,
+        attr: "WC",
+        expectError: true,
+      },
+      { op: "map", name: "wcfb", region: 2, offset: 0x50000, length: 0x1000, attr: "WC", fallback: true },
+      { op: "release", name: "wcfb" },
+      { op: "readRegion", region: 7, offset: 0, length: 4 },
+      { op: "readRegion", region: 2, offset: 0x8000, length: 27 },
+      { op: "writeRegion", region: 2, offset: 0x70100, text: "WRITEREGION-VFIO" },
+      { op: "release", name: "dev" },
+    ]);
+    await a.expect("hello");
+    mapOk(await a.expect("map"), "vfio backend BAR2 WC", "SYSFS_WC", "WC");
+    const suc = await a.expect("map");
+    mapOk(suc, "vfio backend BAR2 UC while sysfs holds BAR2 (family kept)", "SYSFS", "UC");
+    await a.expect("pause");
+    patCheck(fn, "vfio backend BAR2 WC via resource2_wc", 0x20000, 0x1000, ["write-combining"]);
+    patCheck(fn, "vfio backend BAR2 UC via resource2", 0x30000, 0x1000, ["uncached-minus"]);
+    a.resume();
+    await a.expect("release");
+    await a.expect("release");
+    const dev = await a.expect("map");
+    mapOk(dev, "vfio BAR2 UC (policy allowDeviceFd)", "VFIO_DEVICE_FD", "UC");
+    check(
+      "vfio BAR2 UC: mmap offset is the region offset 2<<40",
+      dev.mmapOffset === String(2n << 40n),
+      String(dev.mmapOffset),
+    );
+    check(
+      "vfio BAR2 UC: client reads the host's pre-boot pattern",
+      dev.read === "HOST-wrote-this-before-boot",
+      String(dev.read),
+    );
+    await a.expect("pause");
+    patCheck(fn, "vfio BAR2 UC via the device fd", 0, 0x10000, ["uncached-minus"]);
+    a.resume();
+    const refused = await a.expect("map");
+    check(
+      "vfio: WC on a BAR held by VFIO is refused with FAILED_PRECONDITION",
+      refused.ok === false &&
+        refused.code === "FAILED_PRECONDITION" &&
+        /mapped through VFIO/.test(String(refused.message)),
+      JSON.stringify(refused),
+    );
+    const fb = await a.expect("map");
+    check(
+      "vfio: WC with fallback on a BAR held by VFIO gives UC through VFIO, with the reason",
+      fb.ok === true &&
+        fb.backing === "VFIO_DEVICE_FD" &&
+        fb.effective === "UC" &&
+        /VFIO/.test(String(fb.fallbackReason)),
+      JSON.stringify(fb),
+    );
+    await a.expect("release");
+    const cfg = await a.expect("readRegion");
+    check(
+      "vfio ReadRegion(CONFIG) through the device fd shows 1af4:1110",
+      cfg.hex === "f41a1011",
+      JSON.stringify(cfg),
+    );
+    const rr = await a.expect("readRegion");
+    check(
+      "vfio ReadRegion(BAR2) through the device fd reads the host pattern",
+      rr.text === "HOST-wrote-this-before-boot",
+      JSON.stringify(rr),
+    );
+    check("vfio WriteRegion(BAR2) accepted", (await a.expect("writeRegion")).ok === true);
+    await a.expect("release");
+    await a.expect("done");
+    check("vfio: agent exits 0", (await a.exited()) === 0);
+    const journal = readFileSync("/tmp/journal-vfio.jsonl", "utf8");
+    check(
+      "vfio: the audit journal flags the device-fd mapping (deviceFd: true)",
+      /"event":"mapping.create"[^\n]*"backing":"vfio-device-fd"[^\n]*"deviceFd":true/.test(journal),
+    );
+
+    await killMidway(
+      b,
+      fn,
+      "vfio killed client",
+      [
+        {
+          op: "map",
+          name: "dev",
+          region: 2,
+          offset: 0x60000,
+          length: 0x1000,
+          attr: "UC",
+          write: { at: 0x100, text: "VFIO-DEVFD-killed-uid65534" },
+        },
+        { op: "pause", tag: "dev-live" },
+      ],
+      0x60000,
+      ["uncached-minus"],
+    );
+  } catch (e) {
+    check("vfio phase ran to completion", false, (e as Error).message);
+  } finally {
+    await b.stop();
+    check(
+      "vfio: brokerd exits on SIGTERM",
+      b.proc.exitCode === 0,
+      `exit ${b.proc.exitCode} ${b.proc.signalCode ?? ""}`,
+    );
+  }
+}
+
+async function main(): Promise<void> {
+  log(
+    `kernel ${readFileSync("/proc/sys/kernel/osrelease", "utf8").trim()}, node ${process.version}, repo ${REPO}`,
+  );
+  const bdf = findPci("0x1af4", "0x1110");
+  const eduBdf = findPci("0x1234", "0x11e8");
+  if (!check("ivshmem-plain device present", !!bdf) || !bdf) return;
+  check("debugfs PAT memtype list is readable", existsSync("/sys/kernel/debug/x86/pat_memtype_list"));
+  const fn = new PciFunction(bdf);
+  log(
+    `ivshmem at ${bdf}: BAR2 at 0x${fn.bar(2)!.start.toString(16)}, ${fn.bar(2)!.size} bytes, driver ${fn.driver() || "none"}`,
+  );
+  const policy = "/tmp/vm-policy.yaml";
+  writeFileSync(
+    policy,
+    `version: 1
+rules:
+  - name: vm-nobody
+    match:
+      uids: [65534]
+    devices: ["${bdf}"${eduBdf ? `, "${eduBdf}"` : ""}]
+    regions: ["*"]
+    attributes: [UC, WC]
+    prot: [r, rw]
+    readWrite: true
+    allowDeviceFd: true
+`,
+  );
+  const only = process.env.VMTEST_ONLY ?? "";
+  if (only === "" || only === "sysfs")
+    await sysfsPhase(fn, eduBdf ? new PciFunction(eduBdf) : undefined, policy);
+  if (only === "" || only === "vfio") await vfioPhase(fn, policy);
+}
+
+main()
+  .catch((e) => check("guest suite ran to completion", false, (e as Error).stack ?? String(e)))
+  .finally(() => {
+    console.log(`VMTEST-GUEST-SUMMARY passed=${passed} failed=${failed}`);
+    process.exit(failed === 0 ? 0 : 1);
+  });
