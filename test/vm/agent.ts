@@ -209,6 +209,7 @@ async function main(): Promise<void> {
       backing: BackingKind[m.backing],
       effective: Attribute[m.effectiveAttribute],
       fallbackReason: m.fallbackReason,
+      deviceFileId: mdf.deviceFileId,
       cookie: m.cookie,
       mmapOffset,
       read,

@@ -13,7 +13,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { PAT_MEMTYPE_LIST, parsePatMemtypeList } from "@vfio-broker/brokerd/devices/pat";
 import { PciFunction, verifyPciAttribute } from "@vfio-broker/brokerd/devices/sysfs";
-import { AdminService, createClient } from "@vfio-broker/proto";
+import { AdminService, Attribute, createClient } from "@vfio-broker/proto";
 import type { Step } from "./agent.js";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -238,6 +238,26 @@ function patCheck(
   );
 }
 
+/** The same check through brokerd's own admin call, addressed by the client's device file + cookie. */
+async function adminVerify(b: Brokerd, l: AgentLine, name: string, want: "WC" | "UC"): Promise<void> {
+  const admin = createClient(AdminService, `unix:${join(b.dir, "admin.sock")}`);
+  try {
+    const v = await admin.verifyMappingAttribute({
+      deviceFileId: BigInt(String(l.deviceFileId)),
+      cookie: BigInt(String(l.cookie)),
+    });
+    check(
+      `${name}: AdminService.VerifyMappingAttribute says consistent ${want} (PAT ${v.patTypes.join(",") || "none"})`,
+      v.consistent && Attribute[v.effectiveAttribute] === want,
+      v.unavailable || JSON.stringify({ pat: v.patTypes, observed: v.observed.map((a) => Attribute[a]) }),
+    );
+  } catch (e) {
+    check(`${name}: AdminService.VerifyMappingAttribute`, false, (e as Error).message);
+  } finally {
+    admin.close();
+  }
+}
+
 function mapOk(l: AgentLine, name: string, backing: string, effective: string): boolean {
   return check(
     `${name}: mapped with backing ${backing}, effective ${effective}`,
@@ -278,6 +298,7 @@ async function killMidway(
   mapOk(m, label, String(plan.find((s) => s.op === "map") ? m.backing : ""), String(m.effective));
   await a.expect("pause");
   patCheck(fn, `${label} (live)`, offset, 0x1000, pat);
+  await adminVerify(b, m, `${label} (live)`, "UC");
   const patLive = patEntries(fn, 2, offset, 0x1000);
   check(
     `${label}: the client's mapping adds its own PAT entry (${patBefore.length} -> ${patLive.length})`,
@@ -365,6 +386,7 @@ async function sysfsPhase(fn: PciFunction, edu: PciFunction | undefined, policy:
     );
     await a.expect("pause");
     patCheck(fn, "sysfs BAR2 WC", 0, 0x10000, ["write-combining"]);
+    await adminVerify(b, wc, "sysfs BAR2 WC", "WC");
     a.resume();
     if (edu) {
       const refused = await a.expect("map");

@@ -62,12 +62,13 @@ timeout "${VMTEST_TIMEOUT:-300}" qemu-system-x86_64 \
   -M q35,kernel-irqchip=split -accel "$ACCEL" -cpu "$CPU" -smp "${VMTEST_SMP:-2}" -m "${VMTEST_MEM:-768M}" \
   -display none -nodefaults -no-user-config -serial stdio -no-reboot \
   -kernel "$B/vmlinux" -initrd "$B/initrd.cpio.gz" \
-  -append "console=ttyS0 panic=-1 loglevel=4 intel_iommu=on vmtest.cmd=/bin/sh,run-guest.sh" \
+  -append "console=ttyS0 panic=-1 loglevel=4 intel_iommu=on vmtest.cmd=/bin/sh,run-guest.sh vmtest.repo=$repo" \
   -device intel-iommu,intremap=on \
   -object memory-backend-file,id=hostmem,size=1M,share=on,mem-path="$SHM" \
   -device ivshmem-plain,memdev=hostmem -device edu \
   -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
   -virtfs local,path="$SHARE",mount_tag=vmtest,security_model=none \
+  -virtfs local,path="$repo",mount_tag=vmrepo,security_model=none,readonly=on,multidevs=remap \
   < /dev/null > "$LOG" 2>&1 &
 qpid=$!
 if [ "${VMTEST_VERBOSE:-0}" = 1 ]; then tail -n +1 -f "$LOG" --pid=$qpid & else

@@ -82,6 +82,10 @@ test("bounds: clear RangeErrors, values checked", () => {
   assert.throws(() => m.write32(0, 2 ** 32), RangeError);
   assert.throws(() => m.write64(0, 1n << 64n), RangeError);
   assert.throws(() => m.write64(0, 5 as unknown as bigint), RangeError);
+  // Registers are accessed at natural alignment, one load/store of the access width.
+  assert.throws(() => m.read32(2), /read32: offset 0x2 is not 4-byte aligned/);
+  assert.throws(() => m.write16(1, 0), /write16: offset 0x1 is not 2-byte aligned/);
+  assert.throws(() => m.read64(4), /read64: offset 0x4 is not 8-byte aligned/);
   void m.release();
 });
 

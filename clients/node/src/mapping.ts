@@ -3,6 +3,7 @@
 // by the broker). It never touches the memory after it was released or revoked: the memory is
 // unmapped first and every accessor then throws MappingGoneError. It never writes through a
 // read-only ("r") mapping, which would fault the whole process (SIGSEGV): writes throw instead.
+import { endianness } from "node:os";
 import { closeFd, mmap, type Mapping as NativeMapping } from "@vfio-broker/native";
 import type { AttributeName, BackingName, ProtName } from "./convert.js";
 import { MappingGoneError } from "./errors.js";
@@ -33,6 +34,12 @@ export interface MappingGrant {
 
 const MAX_U64 = (1n << 64n) - 1n;
 
+// MMIO accessors use typed arrays, not DataView: V8 compiles DataView accesses into byte-wide loads
+// and stores, which real device registers answer with garbage (seen on QEMU's edu device: reads of
+// 0). A Uint32Array access is one 32-bit load or store. Typed arrays use host byte order, which is
+// the little-endian order PCI registers have on every host vfio-broker supports.
+if (endianness() !== "LE") throw new Error("@vfio-broker/client: MMIO accessors need a little-endian host");
+
 export class Mapping {
   readonly deviceFileId: bigint;
   readonly deviceId: string;
@@ -55,7 +62,10 @@ export class Mapping {
 
   readonly #owner: MappingOwner;
   readonly #mem: NativeMapping;
-  readonly #view: DataView;
+  readonly #u8: Uint8Array;
+  readonly #u16: Uint16Array;
+  readonly #u32: Uint32Array;
+  readonly #u64: BigUint64Array;
   #released = false;
   #revoked = false;
   #revokeReason = "";
@@ -75,7 +85,10 @@ export class Mapping {
   private constructor(owner: MappingOwner, grant: MappingGrant, mem: NativeMapping) {
     this.#owner = owner;
     this.#mem = mem;
-    this.#view = new DataView(mem.buffer, 0, grant.length);
+    this.#u8 = new Uint8Array(mem.buffer, 0, grant.length);
+    this.#u16 = new Uint16Array(mem.buffer, 0, grant.length >> 1);
+    this.#u32 = new Uint32Array(mem.buffer, 0, grant.length >> 2);
+    this.#u64 = new BigUint64Array(mem.buffer, 0, grant.length >> 3);
     this.deviceFileId = owner.id;
     this.deviceId = owner.deviceId;
     this.cookie = grant.cookie;
@@ -112,38 +125,40 @@ export class Mapping {
     return this.#mem.buffer;
   }
 
+  // Register accesses must be naturally aligned (offset a multiple of the access width), as on
+  // the bus; each is one load or store of that width.
   read8(offset: number): number {
-    return this.#view.getUint8(this.#at("read8", offset, 1, false));
+    return this.#u8[this.#at("read8", offset, 1, false)]!;
   }
   read16(offset: number): number {
-    return this.#view.getUint16(this.#at("read16", offset, 2, false), true);
+    return this.#u16[aligned("read16", this.#at("read16", offset, 2, false), 2)]!;
   }
   read32(offset: number): number {
-    return this.#view.getUint32(this.#at("read32", offset, 4, false), true);
+    return this.#u32[aligned("read32", this.#at("read32", offset, 4, false), 4)]!;
   }
-  /** Note: JavaScript may split a 64-bit access into two 32-bit ones. */
+  /** Note: V8 may split a 64-bit access into two 32-bit ones. */
   read64(offset: number): bigint {
-    return this.#view.getBigUint64(this.#at("read64", offset, 8, false), true);
+    return this.#u64[aligned("read64", this.#at("read64", offset, 8, false), 8)]!;
   }
 
   write8(offset: number, value: number): void {
     const at = this.#at("write8", offset, 1, true);
-    this.#view.setUint8(at, checkValue("write8", value, 0xff));
+    this.#u8[at] = checkValue("write8", value, 0xff);
   }
   write16(offset: number, value: number): void {
-    const at = this.#at("write16", offset, 2, true);
-    this.#view.setUint16(at, checkValue("write16", value, 0xffff), true);
+    const at = aligned("write16", this.#at("write16", offset, 2, true), 2);
+    this.#u16[at] = checkValue("write16", value, 0xffff);
   }
   write32(offset: number, value: number): void {
-    const at = this.#at("write32", offset, 4, true);
-    this.#view.setUint32(at, checkValue("write32", value, 0xffffffff), true);
+    const at = aligned("write32", this.#at("write32", offset, 4, true), 4);
+    this.#u32[at] = checkValue("write32", value, 0xffffffff);
   }
-  /** Note: JavaScript may split a 64-bit access into two 32-bit ones. */
+  /** Note: V8 may split a 64-bit access into two 32-bit ones. */
   write64(offset: number, value: bigint): void {
-    const at = this.#at("write64", offset, 8, true);
+    const at = aligned("write64", this.#at("write64", offset, 8, true), 8);
     if (typeof value !== "bigint" || value < 0n || value > MAX_U64)
       throw new RangeError(`write64: value must be a bigint in [0, 2^64-1], got ${String(value)}`);
-    this.#view.setBigUint64(at, value, true);
+    this.#u64[at] = value;
   }
 
   /** A copy of `length` bytes from `offset`. */
@@ -247,4 +262,13 @@ function checkValue(what: string, value: number, max: number): number {
       `${what}: value must be an integer in [0, 0x${max.toString(16)}], got ${String(value)}`,
     );
   return value;
+}
+
+/** Index into a typed array of `width`-byte elements for byte offset `at`; throws if unaligned. */
+function aligned(op: string, at: number, width: number): number {
+  if (at % width !== 0)
+    throw new RangeError(
+      `${op}: offset 0x${at.toString(16)} is not ${width}-byte aligned; registers are accessed at their natural alignment (use read8/readBytes for unaligned bytes)`,
+    );
+  return at / width;
 }

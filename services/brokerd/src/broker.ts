@@ -6,7 +6,15 @@
 import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { closeFd, pidfdAlive, watchPidfd } from "@vfio-broker/native";
-import type { Attribute, Backend, DeviceHealth, DeviceInfo, Prot, RegionInfo } from "./devices/backend.js";
+import type {
+  Attribute,
+  AttributeCheck,
+  Backend,
+  DeviceHealth,
+  DeviceInfo,
+  Prot,
+  RegionInfo,
+} from "./devices/backend.js";
 import { formatBytes, hex } from "./devices/regions.js";
 import { BrokerError, denied, exhausted, invalid, notFound, precondition, unavailable } from "./errors.js";
 import { AttributeMap } from "./grants/attribute-map.js";
@@ -511,6 +519,23 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
   private notify(s: Session, e: LeaseEvent): void {
     s.lease?.send(e);
+  }
+
+  /** The kernel's view of a live mapping's memory type (real devices), next to what we reported. */
+  verifyMappingAttribute(dfId: bigint, cookie: bigint): { mapping: Mapping; check: AttributeCheck } {
+    const { df } = this.findDeviceFile(dfId);
+    const m = df.mapping(cookie);
+    const backend = this.device(df.device.id).backend;
+    const check: AttributeCheck = backend.verifyAttribute
+      ? backend.verifyAttribute(df.device.id, m.region.index, m.regionOffset, m.length)
+      : {
+          physStart: 0n,
+          length: m.length,
+          patTypes: [],
+          attributes: [],
+          unavailable: `the ${backend.name} backend has no physical memory types to check (its BARs are ordinary memory)`,
+        };
+    return { mapping: m, check };
   }
 
   revokeMapping(dfId: bigint, cookie: bigint, reason: string): RevokeCounts {

@@ -63,6 +63,19 @@ export interface Backing {
   release(): void;
 }
 
+/** The memory types the kernel booked for a physical range (x86 PAT), for verification. */
+export interface AttributeCheck {
+  /** Physical range checked: BAR start (from `resource`) + offset, length bytes. */
+  physStart: bigint;
+  length: bigint;
+  /** Memory types the kernel has booked over that range (x86 PAT), e.g. "write-combining". */
+  patTypes: string[];
+  /** The broker attributes those types realize. */
+  attributes: Attribute[];
+  /** "" when the list was read; else why not (no debugfs, not x86, ...). */
+  unavailable: string;
+}
+
 export interface Backend {
   readonly name: string;
   /** Backing kinds this backend can hand out (advertised in Hello). */
@@ -77,6 +90,8 @@ export interface Backend {
   /** Small accesses through brokerd (ReadRegion/WriteRegion). Offsets relative to the region. */
   read(deviceId: string, regionIndex: number, offset: bigint, length: number): Buffer;
   write(deviceId: string, regionIndex: number, offset: bigint, data: Uint8Array): number;
+  /** Reads the kernel's memory-type bookkeeping for a range of a region (real devices only). */
+  verifyAttribute?(deviceId: string, regionIndex: number, offset: bigint, length: bigint): AttributeCheck;
   /** Called when a device disappears (hot-unplug); the broker revokes everything on it. */
   onDeviceGone(cb: (deviceId: string) => void): void;
   close(): void;

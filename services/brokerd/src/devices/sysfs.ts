@@ -22,6 +22,7 @@ import { mmap, PAGE_SIZE } from "@vfio-broker/native";
 import { BrokerError, invalid, notFound, precondition } from "../errors.js";
 import type {
   Attribute,
+  AttributeCheck,
   Backend,
   Backing,
   BackingKind,
@@ -309,18 +310,6 @@ function fstatSizeOf(path: string): number {
   } finally {
     closeSync(fd);
   }
-}
-
-export interface AttributeCheck {
-  /** Physical range checked: BAR start (from `resource`) + offset, length bytes. */
-  physStart: bigint;
-  length: bigint;
-  /** Memory types the kernel has booked over that range (x86 PAT). */
-  patTypes: PatType[];
-  /** The broker attributes those types realize. */
-  attributes: Attribute[];
-  /** "" when the list was read; else why not (no debugfs, not x86, ...). */
-  unavailable: string;
 }
 
 /**

@@ -24,10 +24,17 @@ import {
 import { join } from "node:path";
 import { closeFd, ioctl, mmap, PAGE_SIZE } from "@vfio-broker/native";
 import { BrokerError, denied, invalid, notFound, precondition } from "../errors.js";
-import type { Attribute, Backend, Backing, BackingRequest, DeviceInfo, RegionInfo } from "./backend.js";
+import type {
+  Attribute,
+  AttributeCheck,
+  Backend,
+  Backing,
+  BackingRequest,
+  DeviceInfo,
+  RegionInfo,
+} from "./backend.js";
 import { CONFIG_REGION_INDEX, formatBytes, hex, regionName } from "./regions.js";
 import {
-  type AttributeCheck,
   chooseSysfsFile,
   defaultLog,
   fdBacking,

@@ -131,6 +131,21 @@ export function adminServiceImpl(broker: Broker, hooks: AdminHooks): grpc.Untype
       const r = hooks.reloadPolicy();
       return { ok: r.ok, errors: r.errors, digest: broker.policy.digest, rules: broker.policy.rules.length };
     }),
+    verifyMappingAttribute: h((req) => {
+      const { mapping, check } = broker.verifyMappingAttribute(req.deviceFileId, req.cookie);
+      return {
+        effectiveAttribute: attributeToPb(mapping.effectiveAttribute),
+        physStart: check.physStart,
+        length: check.length,
+        patTypes: check.patTypes,
+        observed: check.attributes.map(attributeToPb),
+        consistent:
+          check.unavailable === "" &&
+          check.attributes.length === 1 &&
+          check.attributes[0] === mapping.effectiveAttribute,
+        unavailable: check.unavailable,
+      };
+    }),
     addSimDevice: h((req) => {
       if (!hooks.sim) throw precondition("the sim backend is not enabled in this brokerd", "no_sim");
       if (!req.deviceId) throw invalid("device_id is required", "device_id");
