@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { AdminService, createClient, Layout } from "@vfio-broker/proto";
+import { Layout } from "@vfio-broker/proto";
 import { type BrokerProcess, CLI, NOBODY, REPO, run, startBrokerd } from "../lib/brokerd.js";
 import { brokerClient } from "./agents/raw.js";
 

@@ -6,6 +6,7 @@
 // Usage: node agent.js <broker.sock> <deviceId> '<plan json>'
 import { createInterface } from "node:readline";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { grpcCodeName } from "@vfio-broker/client";
 import { closeFd, FdSocket, mmap, type Mapping as NativeMapping } from "@vfio-broker/native";
 import {
   Attribute,
@@ -43,26 +44,6 @@ export type Step =
   | { op: "readRegion"; region: number; offset: number; length: number }
   | { op: "writeRegion"; region: number; offset: number; text: string }
   | { op: "pause"; tag: string };
-
-const CODES = [
-  "OK",
-  "CANCELLED",
-  "UNKNOWN",
-  "INVALID_ARGUMENT",
-  "DEADLINE_EXCEEDED",
-  "NOT_FOUND",
-  "ALREADY_EXISTS",
-  "PERMISSION_DENIED",
-  "RESOURCE_EXHAUSTED",
-  "FAILED_PRECONDITION",
-  "ABORTED",
-  "OUT_OF_RANGE",
-  "UNIMPLEMENTED",
-  "INTERNAL",
-  "UNAVAILABLE",
-  "DATA_LOSS",
-  "UNAUTHENTICATED",
-];
 
 function out(v: Record<string, unknown>): void {
   process.stdout.write(`AGENT ${JSON.stringify(v, (_k, x) => (typeof x === "bigint" ? x.toString() : x))}\n`);
@@ -120,7 +101,7 @@ async function main(): Promise<void> {
         out({
           op: "readRegion",
           ok: false,
-          code: CODES[(e as { code: number }).code],
+          code: grpcCodeName((e as { code: number }).code),
           message: (e as Error).message,
         });
       }
@@ -139,7 +120,7 @@ async function main(): Promise<void> {
         out({
           op: "writeRegion",
           ok: false,
-          code: CODES[(e as { code: number }).code],
+          code: grpcCodeName((e as { code: number }).code),
           message: (e as Error).message,
         });
       }
@@ -163,7 +144,7 @@ async function main(): Promise<void> {
         op: "map",
         name: s.name,
         ok: false,
-        code: CODES[(e as { code: number }).code],
+        code: grpcCodeName((e as { code: number }).code),
         message: (e as Error).message,
         expected: !!s.expectError,
       });

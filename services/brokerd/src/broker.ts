@@ -10,6 +10,7 @@ import type {
   Attribute,
   AttributeCheck,
   Backend,
+  Backing,
   DeviceHealth,
   DeviceInfo,
   Prot,
@@ -33,6 +34,7 @@ import {
   type Decision,
   limitsFor,
   type Policy,
+  type Rule,
 } from "./policy/index.js";
 
 export const VERSION = "0.1.0";
@@ -248,33 +250,82 @@ export class Broker extends EventEmitter<BrokerEvents> {
     }
   }
 
+  /** The region can have `attribute` at all (or UC instead, when fallback is allowed). */
+  private checkCapability(
+    df: DeviceFile,
+    region: RegionInfo,
+    attribute: Attribute,
+    allowFallback: boolean,
+  ): void {
+    if (!region.attributes.includes(attribute) && !(allowFallback && region.attributes.includes("UC")))
+      throw invalid(
+        `${df.device.id} ${region.name} cannot be mapped ${attribute}: it allows ${region.attributes.join(", ")}` +
+          `${region.prefetchable ? "" : " (it is not a prefetchable BAR)"}; request ${region.attributes[0] ?? "UC"}, or set allow_fallback`,
+        "attribute_unsupported",
+      );
+  }
+
+  /** The policy rule that lets this session map region with attribute and prot (PERMISSION_DENIED if none). */
+  private mappingRule(
+    s: Session,
+    df: DeviceFile,
+    region: RegionInfo,
+    attribute: Attribute,
+    prot: Prot,
+  ): Rule {
+    const d = authorizeMapping(this.policy, s.identity, {
+      device: df.device.id,
+      region: region.name,
+      attribute,
+      prot,
+    });
+    this.decide(s, d);
+    return (d as { rule: Rule }).rule;
+  }
+
+  /**
+   * Opens the backend's backing for a range, under the rule that allowed the request; when the
+   * backend fell back to another attribute, the policy must allow that one too. The backing is
+   * the caller's to release if anything later fails.
+   */
+  private openBacking(
+    s: Session,
+    df: DeviceFile,
+    region: RegionInfo,
+    range: { offset: bigint; length: bigint; attribute: Attribute; prot: Prot; allowFallback: boolean },
+    rule: Rule,
+  ): Backing {
+    const backing = this.device(df.device.id).backend.openBacking({
+      deviceId: df.device.id,
+      region,
+      ...range,
+      allowDeviceFd: rule.allowDeviceFd,
+    });
+    try {
+      if (backing.effectiveAttribute !== range.attribute)
+        this.mappingRule(s, df, region, backing.effectiveAttribute, range.prot);
+    } catch (e) {
+      backing.release();
+      throw e;
+    }
+    return backing;
+  }
+
   private grant(s: Session, a: CreateMappingArgs): { mapping: Mapping; ticket: string; expiresAt: number } {
     const t0 = performance.now();
     const df = this.deviceFile(s, a.deviceFileId);
     const region = df.region(a.regionIndex);
-    if (!a.attribute)
-      throw invalid("attribute is required: ATTRIBUTE_UC or ATTRIBUTE_WC", "attribute_missing");
-    if (!a.prot) throw invalid("prot is required: PROT_READ or PROT_READ_WRITE", "prot_missing");
+    const { attribute, prot } = a;
+    if (!attribute) throw invalid("attribute is required: ATTRIBUTE_UC or ATTRIBUTE_WC", "attribute_missing");
+    if (!prot) throw invalid("prot is required: PROT_READ or PROT_READ_WRITE", "prot_missing");
     checkMappingRange(df.device.id, region, a.offset, a.length, this.opts.pageSize);
-    if (!region.attributes.includes(a.attribute) && !(a.allowFallback && region.attributes.includes("UC")))
-      throw invalid(
-        `${df.device.id} ${region.name} cannot be mapped ${a.attribute}: it allows ${region.attributes.join(", ")}` +
-          `${region.prefetchable ? "" : " (it is not a prefetchable BAR)"}; request ${region.attributes[0] ?? "UC"}, or set allow_fallback`,
-        "attribute_unsupported",
-      );
-    if (a.prot === "rw" && !region.writable)
+    this.checkCapability(df, region, attribute, a.allowFallback);
+    if (prot === "rw" && !region.writable)
       throw invalid(`${region.name} is read-only; request PROT_READ`, "prot");
-    const dev = this.device(df.device.id);
-    if (dev.health !== "healthy")
-      throw unavailable(`device ${df.device.id} is ${dev.health}; no new mappings`, `device_${dev.health}`);
-    const decision = authorizeMapping(this.policy, s.identity, {
-      device: df.device.id,
-      region: region.name,
-      attribute: a.attribute,
-      prot: a.prot,
-    });
-    this.decide(s, decision);
-    const rule = decision.allow ? decision.rule : undefined;
+    const health = this.healthOf(df.device.id);
+    if (health !== "healthy")
+      throw unavailable(`device ${df.device.id} is ${health}; no new mappings`, `device_${health}`);
+    const rule = this.mappingRule(s, df, region, attribute, prot);
     const limits = limitsFor(this.policy, s.identity, df.device.id);
     if (df.mappings.size >= limits.mappings)
       throw exhausted(
@@ -289,27 +340,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
       );
     const attrs = this.attributeMap(df.device.id);
     // The effective attribute decides the PAT conflict; the backend tells us which one it is.
-    const backing = dev.backend.openBacking({
-      deviceId: df.device.id,
-      region,
-      offset: a.offset,
-      length: a.length,
-      attribute: a.attribute,
-      prot: a.prot,
-      allowFallback: a.allowFallback,
-      allowDeviceFd: rule?.allowDeviceFd ?? false,
-    });
+    const backing = this.openBacking(s, df, region, { ...a, attribute, prot }, rule);
     try {
-      if (backing.effectiveAttribute !== a.attribute)
-        this.decide(
-          s,
-          authorizeMapping(this.policy, s.identity, {
-            device: df.device.id,
-            region: region.name,
-            attribute: backing.effectiveAttribute,
-            prot: a.prot,
-          }),
-        );
       attrs.check(region.index, region.name, a.offset, a.length, backing.effectiveAttribute);
     } catch (e) {
       backing.release();
@@ -324,14 +356,14 @@ export class Broker extends EventEmitter<BrokerEvents> {
         region,
         regionOffset: a.offset,
         length: a.length,
-        requestedAttribute: a.attribute!,
+        requestedAttribute: attribute,
         effectiveAttribute: backing.effectiveAttribute,
         fallbackReason: backing.fallbackReason,
-        prot: a.prot!,
+        prot,
         backing,
         state: "pending",
         ticket: "",
-        rule: rule?.name ?? "",
+        rule: rule.name,
         createdAt: Date.now(),
       };
       issued = this.tickets.issue(mapping, { sessionId: s.id, uid: s.identity.uid, pid: s.identity.pid });
@@ -359,32 +391,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
         "already_delivered",
       );
     const region = m.region;
-    if (!region.attributes.includes(attribute) && !(allowFallback && region.attributes.includes("UC")))
-      throw invalid(
-        `${df.device.id} ${region.name} cannot be mapped ${attribute}; it allows ${region.attributes.join(", ")}`,
-        "attribute_unsupported",
-      );
-    this.decide(
-      s,
-      authorizeMapping(this.policy, s.identity, {
-        device: df.device.id,
-        region: region.name,
-        attribute,
-        prot: m.prot,
-      }),
-    );
-    const dev = this.device(df.device.id);
+    this.checkCapability(df, region, attribute, allowFallback);
+    const rule = this.mappingRule(s, df, region, attribute, m.prot);
     const attrs = this.attributeMap(df.device.id);
-    const backing = dev.backend.openBacking({
-      deviceId: df.device.id,
-      region,
-      offset: m.regionOffset,
-      length: m.length,
-      attribute,
-      prot: m.prot,
-      allowFallback,
-      allowDeviceFd: false,
-    });
+    const range = { offset: m.regionOffset, length: m.length, attribute, prot: m.prot, allowFallback };
+    const backing = this.openBacking(s, df, region, range, rule);
     attrs.release(region.index, m.regionOffset, m.length);
     try {
       attrs.check(region.index, region.name, m.regionOffset, m.length, backing.effectiveAttribute);
@@ -399,6 +410,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     m.requestedAttribute = attribute;
     m.effectiveAttribute = backing.effectiveAttribute;
     m.fallbackReason = backing.fallbackReason;
+    m.rule = rule.name;
     return m;
   }
 

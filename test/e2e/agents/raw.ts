@@ -1,6 +1,7 @@
 // Raw protocol helpers for test agents: a BrokerService client and the fd channel, with no client
 // library in between, so tests can do what a misbehaving or foreign client would.
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { grpcCodeName } from "@vfio-broker/client";
 import { closeFd, FdSocket } from "@vfio-broker/native";
 import { BrokerService, createClient, FdReplySchema, FdRequestSchema, FdStatus } from "@vfio-broker/proto";
 
@@ -34,26 +35,7 @@ export async function present(
 /** grpc error → its status name. */
 export function codeOf(e: unknown): string {
   const code = (e as { code?: number }).code;
-  const names = [
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-  ];
-  return typeof code === "number" ? (names[code] ?? String(code)) : `not a grpc error: ${String(e)}`;
+  return typeof code === "number" ? grpcCodeName(code) : `not a grpc error: ${String(e)}`;
 }
 
 export function print(v: unknown): void {

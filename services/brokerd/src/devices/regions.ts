@@ -1,10 +1,26 @@
 // VFIO region indices and names (linux/vfio.h VFIO_PCI_*_REGION_INDEX), and the units we print.
 // Pure values: no I/O.
+import type { RegionInfo } from "./backend.js";
 
 export const REGION_NAMES = ["BAR0", "BAR1", "BAR2", "BAR3", "BAR4", "BAR5", "ROM", "CONFIG", "VGA"] as const;
 export type RegionName = (typeof REGION_NAMES)[number];
 export const NUM_REGIONS = REGION_NAMES.length;
 export const CONFIG_REGION_INDEX = 7;
+
+/** The config-space region of a PCI function: read/write through brokerd only, never mmapped. */
+export function configRegionInfo(size: bigint): RegionInfo {
+  return {
+    index: CONFIG_REGION_INDEX,
+    name: "CONFIG",
+    size,
+    readable: true,
+    writable: true,
+    mappable: false,
+    prefetchable: false,
+    attributes: [],
+    sparseAreas: [],
+  };
+}
 
 export function regionName(index: number): string {
   return REGION_NAMES[index] ?? `REGION${index}`;

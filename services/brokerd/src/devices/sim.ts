@@ -11,7 +11,7 @@ import { closeSync, constants, openSync, readSync, writeSync } from "node:fs";
 import { memfdCreate } from "@vfio-broker/native";
 import { invalid, notFound } from "../errors.js";
 import type { Attribute, Backend, Backing, BackingRequest, DeviceInfo, RegionInfo } from "./backend.js";
-import { CONFIG_REGION_INDEX, regionName } from "./regions.js";
+import { CONFIG_REGION_INDEX, configRegionInfo, regionName } from "./regions.js";
 
 export interface SimRegionSpec {
   index: number;
@@ -129,17 +129,7 @@ export class SimBackend implements Backend {
       const cfgFd = memfdCreate(`vfio-broker-${spec.id}-CONFIG`, CONFIG_SIZE);
       regions.set(CONFIG_REGION_INDEX, {
         memfd: cfgFd,
-        info: {
-          index: CONFIG_REGION_INDEX,
-          name: "CONFIG",
-          size: CONFIG_SIZE,
-          readable: true,
-          writable: true,
-          mappable: false,
-          prefetchable: false,
-          attributes: [],
-          sparseAreas: [],
-        },
+        info: configRegionInfo(CONFIG_SIZE),
       });
       writeSync(cfgFd, configHeader(spec), 0, Number(CONFIG_SIZE), 0);
     } catch (e) {

@@ -30,14 +30,8 @@ import type {
   DeviceInfo,
   RegionInfo,
 } from "./backend.js";
-import {
-  attributeOfPatType,
-  PAT_MEMTYPE_LIST,
-  type PatType,
-  parsePatMemtypeList,
-  patTypesIn,
-} from "./pat.js";
-import { CONFIG_REGION_INDEX, formatBytes, hex, regionName } from "./regions.js";
+import { attributeOfPatType, PAT_MEMTYPE_LIST, parsePatMemtypeList, patTypesIn } from "./pat.js";
+import { CONFIG_REGION_INDEX, configRegionInfo, formatBytes, hex, regionName } from "./regions.js";
 
 export const SYSFS_PCI_DEVICES = "/sys/bus/pci/devices";
 
@@ -208,18 +202,7 @@ export class PciFunction {
         sparseAreas: [],
       });
     }
-    if (this.configSize > 0n)
-      out.push({
-        index: CONFIG_REGION_INDEX,
-        name: "CONFIG",
-        size: this.configSize,
-        readable: true,
-        writable: true,
-        mappable: false,
-        prefetchable: false,
-        attributes: [],
-        sparseAreas: [],
-      });
+    if (this.configSize > 0n) out.push(configRegionInfo(this.configSize));
     return out;
   }
 
