@@ -1,7 +1,7 @@
 // Policy hot reload: SIGHUP and the admin ReloadPolicy call both re-read the file; a bad file keeps
 // the old policy and reports every error with its line; sessions see the new policy on their next call.
 import assert from "node:assert/strict";
-import { writeFileSync } from "node:fs";
+import { chmodSync, writeFileSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import { AdminService, createClient } from "@vfio-broker/proto";
 import { type BrokerProcess, startBrokerd, until } from "../lib/brokerd.js";
@@ -78,5 +78,26 @@ a.getHealth({}, { timeoutMs: 3000 }).then(() => console.log("OK"), (e) => consol
     });
     // The socket is 0600 root: connect() itself is refused (UNAVAILABLE = 14).
     assert.match(r.stdout + r.stderr, /ERR 14|EACCES/);
+  });
+
+  it("admin group: members may use AdminService; a non-member who reaches the socket is refused on every call", async () => {
+    const { run, NOBODY, startBrokerd: start } = await import("../lib/brokerd.js");
+    const own = await start({ args: ["--admin-gid", "4242"] });
+    try {
+      // Defence in depth: even if the socket's file mode were loosened, identity decides.
+      chmodSync(own.adminSocket, 0o666);
+      const script = `import { AdminService, createClient } from "@vfio-broker/proto";
+const a = createClient(AdminService, "unix:${own.adminSocket}");
+a.getHealth({}, { timeoutMs: 3000 }).then((h) => console.log("OK", h.status), (e) => console.log("ERR", e.code, e.details));`;
+      const member = await run(process.execPath, ["--input-type=module", "-e", script], {
+        uid: NOBODY,
+        gid: 4242,
+      });
+      assert.match(member.stdout, /^OK SERVING/, member.stderr);
+      const other = await run(process.execPath, ["--input-type=module", "-e", script], { uid: NOBODY });
+      assert.match(other.stdout, /^ERR 7 uid 65534 is not root or in the admin group/, other.stderr);
+    } finally {
+      await own.stop();
+    }
   });
 });

@@ -34,6 +34,8 @@ export interface StartOptions {
   policy?: string;
   policyText?: string;
   args?: string[];
+  /** Runtime dir to reuse (e.g. to restart brokerd where a killed one left its sockets). */
+  dir?: string;
 }
 
 /** A temp dir uid 65534 can traverse (sockets inside are 0666). */
@@ -44,7 +46,7 @@ export function tempDir(prefix: string): string {
 }
 
 export async function startBrokerd(opts: StartOptions = {}): Promise<BrokerProcess> {
-  const dir = tempDir("vfio-broker-e2e-");
+  const dir = opts.dir ?? tempDir("vfio-broker-e2e-");
   let policyPath = opts.policy ?? SIM_POLICY;
   if (opts.policyText !== undefined) {
     policyPath = join(dir, "policy.yaml");

@@ -149,13 +149,12 @@ export class Broker extends EventEmitter<BrokerEvents> {
   // ---- sessions --------------------------------------------------------------------------------
 
   openSession(identity: PeerIdentity): Session {
-    if (this.sessions.size >= this.opts.maxSessions) {
-      closeFd(identity.pidfd);
+    // On refusal the caller still owns identity.pidfd (and closes it).
+    if (this.sessions.size >= this.opts.maxSessions)
       throw exhausted(
         `brokerd has ${this.sessions.size} sessions, its limit; try again later`,
         "limit:sessions",
       );
-    }
     const s = new Session(randomBytes(8).toString("hex"), identity);
     this.sessions.set(s.id, s);
     // The process exiting ends the session even if the connection lingers (e.g. inherited by a child).

@@ -109,11 +109,21 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
   sessionsByConn.contextOf = brokerListener.contextOf;
   broker.onSessionEnded = (s) => brokerListener.socketOf(s)?.destroy();
 
-  // Admin socket: root, or the admin group.
+  // Admin socket: root, or the admin group (file mode, and the peer's identity on every call).
   const adminServer = new grpc.Server({ "grpc.max_receive_message_length": 64 * 1024 });
+  const admins = {
+    contextOf: (_c: { getPeer(): string }): PeerIdentity => {
+      throw new Error("not ready");
+    },
+  };
   adminServer.addService(
     serviceDefinition(AdminService),
-    adminServiceImpl(broker, { reloadPolicy, sim, draining: () => draining }),
+    adminServiceImpl(broker, {
+      authorize: (call) => void admins.contextOf(call),
+      reloadPolicy,
+      sim,
+      draining: () => draining,
+    }),
   );
   adminServer.addService(serviceDefinition(Health), health.impl());
   const adminListener = await serveUnix<PeerIdentity>(
@@ -131,6 +141,7 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
       closed: (id) => closeFd(id.pidfd),
     },
   );
+  admins.contextOf = adminListener.contextOf;
 
   const fdChannel = new FdChannel(broker, { path: config.fdSocket, mode: 0o666 });
   const metrics = extras.metrics ? await extras.metrics(broker, config) : undefined;

@@ -11,6 +11,8 @@ import { attributeToPb, deviceToPb, identityToPb, layoutToPb, mappingToPb } from
 import { unary } from "./status.js";
 
 export interface AdminHooks {
+  /** Throws unless the call's connection was admitted as an administrator (checked on every call). */
+  authorize(call: { getPeer(): string }): void;
   reloadPolicy(): { ok: boolean; errors: string[] };
   sim: SimBackend | undefined;
   draining(): boolean;
@@ -49,7 +51,11 @@ const counts = (c: { mappingsRevoked: number; deviceFilesClosed: number; session
 export function adminServiceImpl(broker: Broker, hooks: AdminHooks): grpc.UntypedServiceImplementation {
   // biome-ignore lint/suspicious/noExplicitAny: requests are typed by the generated schemas
   type Any = any;
-  const h = <O>(fn: (req: Any) => O) => unary<Any, O>((req) => fn(req));
+  const h = <O>(fn: (req: Any) => O) =>
+    unary<Any, O>((req, call) => {
+      hooks.authorize(call);
+      return fn(req);
+    });
   const sessions = () => [...broker.sessions.values()];
   const deviceFiles = (req: { sessionId?: string; deviceId?: string }) =>
     sessions()

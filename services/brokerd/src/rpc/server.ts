@@ -23,6 +23,9 @@ export interface ConnectionHooks<C> {
 
 let connCounter = 0;
 
+/** How long a refused connection is kept to answer its calls with the reason. */
+const REFUSED_LINGER_MS = 2000;
+
 function socketFd(socket: Socket): number {
   const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
   if (typeof fd !== "number" || fd < 0) throw new Error("cannot read the fd of an accepted Unix socket");
@@ -45,6 +48,7 @@ export async function serveUnix<C>(
 }> {
   const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
   const contexts = new Map<string, C>();
+  const refused = new Map<string, BrokerError>();
   const sockets = new Map<C, Socket>();
   const net: NetServer = createServer((socket) => {
     let identity: PeerIdentity;
@@ -60,8 +64,23 @@ export async function serveUnix<C>(
       ctx = hooks.admit(identity);
     } catch (e) {
       closeFd(identity.pidfd);
-      if (!(e instanceof BrokerError)) console.error(`brokerd: ${path}: ${(e as Error).message}`);
-      socket.destroy();
+      if (!(e instanceof BrokerError)) {
+        console.error(`brokerd: ${path}: ${(e as Error).message}`);
+        socket.destroy();
+        return;
+      }
+      // A refused connection (limit, draining, not admin) still gets a gRPC answer that says why,
+      // on every call, for a short while; then it is closed. It holds no session.
+      const key = `vfio-broker-refused-${++connCounter}`;
+      Object.defineProperty(socket, "remoteAddress", { value: key, configurable: true });
+      refused.set(key, e);
+      const timer = setTimeout(() => socket.destroy(), REFUSED_LINGER_MS);
+      socket.on("close", () => {
+        clearTimeout(timer);
+        refused.delete(key);
+      });
+      socket.on("error", () => {});
+      injector.injectConnection(socket);
       return;
     }
     const key = `vfio-broker-conn-${++connCounter}`;
@@ -93,6 +112,8 @@ export async function serveUnix<C>(
         }),
     },
     contextOf: (call) => {
+      const why = refused.get(call.getPeer());
+      if (why) throw why;
       const ctx = contexts.get(call.getPeer());
       if (ctx === undefined)
         throw new BrokerError("UNAUTHENTICATED", "this call's connection has no verified identity");
