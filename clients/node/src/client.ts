@@ -27,6 +27,7 @@ import {
 } from "./convert.js";
 import { DeviceFile, type DeviceFileHost } from "./device-file.js";
 import { BrokerClientError, toClientError } from "./errors.js";
+import { FdChannelConnection, type FetchedFd } from "./fd-channel.js";
 import { Lease } from "./lease.js";
 import type { Mapping } from "./mapping.js";
 
@@ -130,6 +131,7 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
   #lease: Lease | undefined;
   #closed = false;
   #closing: Promise<void> | undefined;
+  readonly #fdChannel: FdChannelConnection;
 
   /** @internal Use connect(). */
   constructor(
@@ -170,6 +172,12 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
       process.env.VFIO_BROKER_FD_SOCKET ||
       this.capabilities.fdSocketPath ||
       join(dirname(socket), "fd.sock");
+    this.#fdChannel = new FdChannelConnection(this.fdSocketPath);
+  }
+
+  /** @internal DeviceFileHost: presents a ticket on this client's fd-channel connection. */
+  fetchFd(ticket: string): Promise<FetchedFd> {
+    return this.#fdChannel.fetch(ticket);
   }
 
   get maxAccessBytes(): number {
@@ -239,6 +247,7 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
     }
     this.#closed = true;
     this.#lease?.end();
+    this.#fdChannel.close();
     this.rpc.close();
     if (errors.length > 0 && !(errors[0] instanceof BrokerClientError && errors[0].code === "UNAVAILABLE"))
       throw errors[0];

@@ -20,7 +20,7 @@ import {
   protToPb,
   regionFromPb,
 } from "./convert.js";
-import { fetchFd } from "./fd-channel.js";
+import type { FetchedFd } from "./fd-channel.js";
 import { Mapping, type MappingOwner } from "./mapping.js";
 
 /** What a DeviceFile needs from the BrokerClient that opened it. */
@@ -28,6 +28,8 @@ export interface DeviceFileHost {
   readonly rpc: PromiseClient<typeof BrokerService>;
   readonly fdSocketPath: string;
   readonly maxAccessBytes: number;
+  /** Presents a ticket on the client's fd-channel connection. */
+  fetchFd(ticket: string): Promise<FetchedFd>;
   /** Runs a BrokerService call and turns its ServiceError into a BrokerClientError. */
   call<T>(method: string, fn: () => Promise<T>): Promise<T>;
   deviceFileClosed(df: DeviceFile): void;
@@ -131,7 +133,7 @@ export class DeviceFile implements MappingOwner {
     if (!m) throw new Error("CreateMapping: the broker's reply has no mapping");
     let fd: number | undefined;
     try {
-      const got = await fetchFd(host.fdSocketPath, res.ticket);
+      const got = await host.fetchFd(res.ticket);
       fd = got.fd;
       const reply = got.reply;
       if (reply.cookie !== m.cookie)

@@ -35,12 +35,15 @@ export class FdChannelError extends Error {
   readonly status: string;
   /** The broker's message, or what failed locally. */
   readonly details: string;
+  /** The connection was closed by brokerd before the request was answered. */
+  readonly closedByPeer: boolean;
 
-  constructor(status: string, details: string, opts?: { cause?: unknown }) {
+  constructor(status: string, details: string, opts?: { cause?: unknown; closedByPeer?: boolean }) {
     super(`fd channel: ${details} (${status})`, { cause: opts?.cause });
     this.name = "FdChannelError";
     this.status = status;
     this.details = details;
+    this.closedByPeer = opts?.closedByPeer ?? false;
   }
 }
 

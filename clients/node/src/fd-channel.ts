@@ -49,9 +49,17 @@ export async function fetchFd(
   ticket: string,
   opts: FetchFdOptions = {},
 ): Promise<FetchedFd> {
-  let sock: FdSocket;
+  const sock = await connectFdChannel(fdSocketPath);
   try {
-    sock = await FdSocket.connect(fdSocketPath);
+    return await exchange(sock, fdSocketPath, ticket, opts);
+  } finally {
+    sock.close();
+  }
+}
+
+async function connectFdChannel(fdSocketPath: string): Promise<FdSocket> {
+  try {
+    return await FdSocket.connect(fdSocketPath);
   } catch (e) {
     const ne = e as NativeError;
     const what =
@@ -62,9 +70,88 @@ export async function fetchFd(
           : `cannot connect to ${fdSocketPath}: ${ne.message}`;
     throw new FdChannelError("CONNECT", what, { cause: e });
   }
+}
+
+/**
+ * One fd-channel connection reused for every fetch of a client (brokerd serves many requests per
+ * connection), one request at a time. Reuse saves a connect + accept + credential check per
+ * mapping (about 200 µs of the ~1 ms a grant takes here, see BENCHMARKS.md). After any protocol
+ * error the connection is dropped; a connection brokerd closed while idle is replaced and the
+ * request sent once more (brokerd never read it, so the ticket is unused).
+ */
+export class FdChannelConnection {
+  #sock: FdSocket | undefined;
+  #queue: Promise<unknown> = Promise.resolve();
+  #closed = false;
+
+  constructor(readonly path: string) {}
+
+  fetch(ticket: string, opts: FetchFdOptions = {}): Promise<FetchedFd> {
+    const run = () => this.#fetch(ticket, opts);
+    const p = this.#queue.then(run, run);
+    this.#queue = p.catch(() => {});
+    return p;
+  }
+
+  async #fetch(ticket: string, opts: FetchFdOptions): Promise<FetchedFd> {
+    if (this.#closed) throw new FdChannelError("CONNECT", "the client was closed");
+    const reused = this.#sock !== undefined;
+    this.#sock ??= await connectFdChannel(this.path);
+    try {
+      return await exchange(this.#sock, this.path, ticket, opts);
+    } catch (e) {
+      const stale = reused && e instanceof FdChannelError && e.status === "PROTOCOL" && isClosedByPeer(e);
+      if (!(e instanceof FdChannelError) || e.status === "PROTOCOL" || e.status === "TIMEOUT") this.#drop();
+      if (!stale) throw e;
+      this.#sock = await connectFdChannel(this.path);
+      try {
+        return await exchange(this.#sock, this.path, ticket, opts);
+      } catch (e2) {
+        if (!(e2 instanceof FdChannelError) || e2.status === "PROTOCOL" || e2.status === "TIMEOUT")
+          this.#drop();
+        throw e2;
+      }
+    }
+  }
+
+  #drop(): void {
+    this.#sock?.close();
+    this.#sock = undefined;
+  }
+
+  close(): void {
+    this.#closed = true;
+    this.#drop();
+  }
+}
+
+/** The exchange failed because brokerd had already closed the connection (idle timeout). */
+function isClosedByPeer(e: FdChannelError): boolean {
+  const code = (e.cause as NativeError | undefined)?.code;
+  return e.closedByPeer || code === "EPIPE" || code === "ECONNRESET";
+}
+
+/** One FdRequest -> FdReply exchange on a connected socket. */
+async function exchange(
+  sock: FdSocket,
+  fdSocketPath: string,
+  ticket: string,
+  opts: FetchFdOptions,
+): Promise<FetchedFd> {
   let timer: NodeJS.Timeout | undefined;
   try {
-    await sock.send(toBinary(FdRequestSchema, create(FdRequestSchema, { ticket })));
+    try {
+      await sock.send(toBinary(FdRequestSchema, create(FdRequestSchema, { ticket })));
+    } catch (e) {
+      const ne = e as NativeError;
+      throw new FdChannelError(
+        "PROTOCOL",
+        `sending the ticket failed (${ne.code ?? "error"}: ${ne.message})`,
+        {
+          cause: e,
+        },
+      );
+    }
     const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     const timeout = new Promise<"timeout">((resolve) => {
       timer = setTimeout(() => resolve("timeout"), timeoutMs);
@@ -84,7 +171,9 @@ export async function fetchFd(
     if (msg === "timeout")
       throw new FdChannelError("TIMEOUT", `no reply from ${fdSocketPath} within ${timeoutMs} ms`);
     if (msg === null)
-      throw new FdChannelError("PROTOCOL", "the broker closed the fd channel without replying");
+      throw new FdChannelError("PROTOCOL", "the broker closed the fd channel without replying", {
+        closedByPeer: true,
+      });
     let reply: FdReply;
     try {
       reply = fromBinary(FdReplySchema, msg.data);
@@ -106,6 +195,5 @@ export async function fetchFd(
     return { reply, fd: msg.fds[0]! };
   } finally {
     clearTimeout(timer);
-    sock.close();
   }
 }

@@ -1,18 +1,23 @@
 // The audit journal: one JSON line per security-relevant event (sessions, device files,
 // mappings, deliveries, denials, revocations, policy reloads), to a file or stderr. It subscribes
 // to the Broker's events; it never changes state. Field names use DESIGN.md's vocabulary.
-import { appendFileSync } from "node:fs";
+import { openSync, writeSync } from "node:fs";
 import type { Broker } from "./broker.js";
 import type { Mapping } from "./grants/device-file.js";
 
 export class Journal {
-  constructor(private readonly path: string | undefined) {}
+  /** Opened once (O_APPEND): one write per event, no open/close on the grant path. */
+  private readonly fd: number | undefined;
+
+  constructor(path: string | undefined) {
+    this.fd = path ? openSync(path, "a", 0o600) : undefined;
+  }
 
   write(event: string, fields: Record<string, unknown>): void {
     const line = `${JSON.stringify({ ts: new Date().toISOString(), event, ...fields }, (_k, v) =>
       typeof v === "bigint" ? v.toString() : v,
     )}\n`;
-    if (this.path) appendFileSync(this.path, line);
+    if (this.fd !== undefined) writeSync(this.fd, line);
     else process.stderr.write(line);
   }
 
