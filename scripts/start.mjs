@@ -2,7 +2,7 @@
 // admin REST API and console, in the foreground. Ctrl-C stops both.
 // As root the sockets go to /run/vfio-broker; otherwise to $XDG_RUNTIME_DIR/vfio-broker (or /tmp).
 import { spawn } from "node:child_process";
-import { existsSync, mkdirSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 
 const root = new URL("..", import.meta.url).pathname;
@@ -35,12 +35,21 @@ function run(name, args, env = {}) {
   return child;
 }
 
+// brokerd refuses a policy file its group or others may write (a checkout made with umask 002
+// has such files), so it runs on a copy in the state dir, owner-writable only. Edit that copy and
+// send brokerd SIGHUP to reload it.
+let policy = process.env.VFIO_BROKER_POLICY;
+if (!policy) {
+  policy = join(stateDir, "policy.yaml");
+  copyFileSync(join(root, "deploy/policy/sim-local.yaml"), policy);
+  chmodSync(policy, 0o644);
+}
 run("brokerd", [
   brokerd,
   "--runtime-dir",
   runtimeDir,
   "--policy",
-  process.env.VFIO_BROKER_POLICY ?? join(root, "deploy/policy/sim-local.yaml"),
+  policy,
   "--metrics",
   process.env.VFIO_BROKER_METRICS ?? "127.0.0.1:9464",
   "--journal",
@@ -63,7 +72,8 @@ if (existsSync(admin)) {
   );
 }
 console.error(
-  `start: brokerd sockets in ${runtimeDir}; metrics http://127.0.0.1:9464/metrics; console http://127.0.0.1:8080/ (token in ${join(stateDir, "admin-token")})\n` +
+  `start: policy ${policy} (edit it, then kill -HUP brokerd to reload)\n` +
+    `start: brokerd sockets in ${runtimeDir}; metrics http://127.0.0.1:9464/metrics; console http://127.0.0.1:8080/ (token in ${join(stateDir, "admin-token")})\n` +
     `start: try  VFIO_BROKER_SOCKET=${join(runtimeDir, "broker.sock")} node clients/node/dist/cli.js devices`,
 );
 for (const sig of ["SIGINT", "SIGTERM"])

@@ -4,7 +4,7 @@
 // (ListDevices) and a bare fd-channel round trip (an unknown ticket, answered without an fd).
 // Usage: node bench/dist/grant/grant.js [iterations]   (default 2000)
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, copyFileSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -17,6 +17,10 @@ const REPO = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 const N = Number(process.argv[2] ?? 2000);
 
 async function startBrokerd(dir: string): Promise<ChildProcess> {
+  // brokerd refuses a policy file others may write; use a copy with a known mode.
+  const policy = join(dir, "policy.yaml");
+  copyFileSync(join(REPO, "deploy/policy/sim-local.yaml"), policy);
+  chmodSync(policy, 0o644);
   const proc = spawn(
     process.execPath,
     [
@@ -24,7 +28,7 @@ async function startBrokerd(dir: string): Promise<ChildProcess> {
       "--runtime-dir",
       dir,
       "--policy",
-      join(REPO, "deploy/policy/sim-local.yaml"),
+      policy,
       "--metrics",
       "off",
       "--journal",

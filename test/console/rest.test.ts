@@ -2,7 +2,7 @@
 // a wrong token; the token file; the OpenAPI document; 503 while brokerd is down. brokerd and
 // vfio-broker-admin run as their own processes on temp dirs and are always stopped.
 import assert from "node:assert/strict";
-import { copyFileSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import {
@@ -24,6 +24,7 @@ const clients: RawClient[] = [];
 
 before(async () => {
   copyFileSync(join(REPO, "deploy/policy/sim-local.yaml"), policyFile);
+  chmodSync(policyFile, 0o644);
   brokerd = await startBrokerd(tmp.path, { extra: ["--policy", policyFile] });
   admin = await startAdmin(brokerd.adminSocket, tmp.path);
 });
@@ -412,6 +413,7 @@ test("policy reload: a good file reloads, a bad one answers 422 with its errors 
   );
   assert.equal((await call("GET", "/api/v1/policy")).body.digest, before.digest);
   copyFileSync(join(REPO, "deploy/policy/sim-local.yaml"), policyFile);
+  chmodSync(policyFile, 0o644);
   expectError(
     await call("POST", "/api/v1/policy/reload", { body: { now: true } }),
     400,

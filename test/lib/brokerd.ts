@@ -1,7 +1,7 @@
 // Test harness: starts brokerd as its own process on temp sockets, the way an operator would,
 // and stops it (always) at the end. Tests talk to it only as clients do: through its sockets.
 import { type ChildProcess, spawn } from "node:child_process";
-import { chmodSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -47,11 +47,11 @@ export function tempDir(prefix: string): string {
 
 export async function startBrokerd(opts: StartOptions = {}): Promise<BrokerProcess> {
   const dir = opts.dir ?? tempDir("vfio-broker-e2e-");
-  let policyPath = opts.policy ?? SIM_POLICY;
-  if (opts.policyText !== undefined) {
-    policyPath = join(dir, "policy.yaml");
-    writeFileSync(policyPath, opts.policyText);
-  }
+  // brokerd refuses a policy file its group or others may write; a copy with a known mode keeps
+  // the tests independent of the checkout's umask.
+  const policyPath = join(dir, "policy.yaml");
+  writeFileSync(policyPath, opts.policyText ?? readFileSync(opts.policy ?? SIM_POLICY));
+  chmodSync(policyPath, 0o644);
   const journal = join(dir, "journal.jsonl");
   const proc = spawn(
     process.execPath,

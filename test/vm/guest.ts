@@ -8,7 +8,7 @@
 // Prints "VMTEST-CHECK PASS|FAIL name" lines and "VMTEST-GUEST-SUMMARY passed=N failed=N".
 // Not a node:test file (the unit runner skips dist/**/vm/).
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { PAT_MEMTYPE_LIST, parsePatMemtypeList } from "@vfio-broker/brokerd/devices/pat";
@@ -652,6 +652,7 @@ rules:
     allowDeviceFd: true
 `,
   );
+  chmodSync(policy, 0o644); // brokerd refuses a policy file its group or others may write
   const only = process.env.VMTEST_ONLY ?? "";
   if (only === "" || only === "sysfs")
     await sysfsPhase(fn, eduBdf ? new PciFunction(eduBdf) : undefined, policy);

@@ -63,11 +63,34 @@ function bdfList(v: string | boolean | undefined): string[] {
   return (Array.isArray(items) ? items : []).map((x) => String(x).trim()).filter((x) => x !== "");
 }
 
+const KNOWN = new Set([
+  "runtime-dir",
+  "socket",
+  "fd-socket",
+  "admin-socket",
+  "admin-gid",
+  "policy",
+  "metrics",
+  "sim",
+  "sim-devices",
+  "ticket-ttl-ms",
+  "max-sessions",
+  "max-access-bytes",
+  "journal",
+  "config",
+  "sysfs",
+  "vfio",
+  "vfio-bind",
+]);
+
 export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): Config | "help" {
   const raw: Record<string, string | boolean> = {};
+  // Other programs share the VFIO_BROKER_ prefix (the CLI, the console, npm start): take only
+  // the variables that name one of our options; flags and --config keys are checked strictly.
   for (const [k, v] of Object.entries(env)) {
     if (!k.startsWith("VFIO_BROKER_") || v === undefined) continue;
-    raw[k.slice(12).toLowerCase().replaceAll("_", "-")] = v;
+    const key = k.slice(12).toLowerCase().replaceAll("_", "-");
+    if (KNOWN.has(key)) raw[key] = v;
   }
   const fromArgs: Record<string, string | boolean> = {};
   for (let i = 0; i < argv.length; i++) {
@@ -101,27 +124,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
         typeof v === "boolean" ? v : typeof v === "string" ? v : JSON.stringify(v);
   }
   Object.assign(raw, fromArgs);
-  const known = new Set([
-    "runtime-dir",
-    "socket",
-    "fd-socket",
-    "admin-socket",
-    "admin-gid",
-    "policy",
-    "metrics",
-    "sim",
-    "sim-devices",
-    "ticket-ttl-ms",
-    "max-sessions",
-    "max-access-bytes",
-    "journal",
-    "config",
-    "repo",
-    "sysfs",
-    "vfio",
-    "vfio-bind",
-  ]);
-  for (const k of Object.keys(raw)) if (!known.has(k)) throw invalid(`unknown option --${k}; see --help`);
+  for (const k of Object.keys(raw)) if (!KNOWN.has(k)) throw invalid(`unknown option --${k}; see --help`);
   const dir = String(raw["runtime-dir"] ?? "/run/vfio-broker");
   const str = (k: string, d: string) => (raw[k] === undefined ? d : String(raw[k]));
   let simDevices: SimDeviceSpec[] | undefined;

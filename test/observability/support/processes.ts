@@ -2,7 +2,7 @@
 // for their {"event":"ready"} line, and always stop them (the caller registers stop() in an after
 // hook). Also: free loopback ports and polling with a deadline (tests never assert on timing).
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { chmodSync, copyFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -129,12 +129,17 @@ export async function startBrokerd(
   dir: string,
   opts: { metrics?: string; extra?: string[] } = {},
 ): Promise<Brokerd> {
+  // brokerd refuses a policy file its group or others may write: use a copy with a known mode,
+  // whatever the checkout's umask was.
+  const policy = join(dir, "sim-local.yaml");
+  copyFileSync(join(REPO, "deploy/policy/sim-local.yaml"), policy);
+  chmodSync(policy, 0o644);
   const p = await spawnReady("brokerd", [
     join(REPO, "services/brokerd/dist/main.js"),
     "--runtime-dir",
     dir,
     "--policy",
-    join(REPO, "deploy/policy/sim-local.yaml"),
+    policy,
     "--metrics",
     opts.metrics ?? "off",
     "--journal",

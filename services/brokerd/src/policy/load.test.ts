@@ -1,6 +1,14 @@
 // Tests for load.ts and the shipped example policies under deploy/policy/.
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { test } from "node:test";
@@ -116,6 +124,21 @@ test("loadPolicyFile: unreadable and invalid files throw PolicyError naming the 
         e instanceof PolicyError &&
         e.errors.some((m) => m.startsWith(`${bad}:3:5: rules[0]: unknown key "nam"`)),
     );
+    // A policy file others can rewrite is refused, with the command that fixes it.
+    const loose = join(dir, "loose.yaml");
+    writeFileSync(loose, readFileSync(join(policyDir, "sim-local.yaml")));
+    chmodSync(loose, 0o666);
+    assert.throws(
+      () => loadPolicyFile(loose),
+      (e: unknown) =>
+        e instanceof PolicyError &&
+        e.errors[0] ===
+          `${loose}: is writable by every user (mode 0666); make it writable by its owner only: chmod go-w ${loose}`,
+    );
+    chmodSync(loose, 0o664);
+    assert.throws(() => loadPolicyFile(loose), /writable by its group \(mode 0664\)/);
+    chmodSync(loose, 0o644);
+    assert.equal(loadPolicyFile(loose).rules.length, 1);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -19,6 +19,16 @@ export function loadPolicyFile(path: string): Policy {
           [`${path}: is not a regular file; point at a policy .yaml or .json file`],
           path,
         );
+      // The policy decides who gets device memory: a file others can rewrite would hand them that
+      // power. Refuse it rather than trust it (as sshd does with its keys).
+      if (st.mode & 0o022)
+        throw new PolicyError(
+          [
+            `${path}: is writable by ${st.mode & 0o002 ? "every user" : "its group"} (mode ${(st.mode & 0o777).toString(8).padStart(4, "0")}); ` +
+              `make it writable by its owner only: chmod go-w ${path}`,
+          ],
+          path,
+        );
       if (st.size > MAX_POLICY_FILE_BYTES) {
         throw new PolicyError(
           [`${path}: is ${st.size} bytes; a policy file may be at most ${MAX_POLICY_FILE_BYTES} bytes`],

@@ -1,0 +1,71 @@
+// brokerd's configuration: defaults, flags over environment over --config, strict flag and file
+// keys, tolerant environment (other programs share the VFIO_BROKER_ prefix), clear errors.
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { test } from "node:test";
+import { type Config, parseConfig } from "./config.js";
+
+const parse = (argv: string[], env: NodeJS.ProcessEnv = {}) => parseConfig(argv, env) as Config;
+
+test("defaults: /run/vfio-broker sockets, the system policy, loopback metrics, sim devices on", () => {
+  const c = parse([]);
+  assert.equal(c.socket, "/run/vfio-broker/broker.sock");
+  assert.equal(c.fdSocket, "/run/vfio-broker/fd.sock");
+  assert.equal(c.adminSocket, "/run/vfio-broker/admin.sock");
+  assert.equal(c.policy, "/etc/vfio-broker/policy.yaml");
+  assert.equal(c.metrics, "127.0.0.1:9464");
+  assert.equal(c.adminGid, -1);
+  assert.equal(c.sim, true);
+  assert.equal(c.ticketTtlMs, 10_000);
+  assert.equal(c.journal, undefined);
+});
+
+test("flags win over the environment; the environment fills in; unknown VFIO_BROKER_* variables are ignored", () => {
+  const c = parse(["--runtime-dir", "/tmp/x", "--metrics=off", "--no-sim", "--ticket-ttl-ms", "500"], {
+    VFIO_BROKER_RUNTIME_DIR: "/tmp/env",
+    VFIO_BROKER_POLICY: "/tmp/p.yaml",
+    VFIO_BROKER_CONSOLE: "127.0.0.1:8080", // npm start's, not ours
+    VFIO_BROKER_DEBUG: "1", // the CLI's
+  });
+  assert.equal(c.socket, "/tmp/x/broker.sock");
+  assert.equal(c.policy, "/tmp/p.yaml");
+  assert.equal(c.metrics, "");
+  assert.equal(c.sim, false);
+  assert.equal(c.ticketTtlMs, 500);
+});
+
+test("bad flags say what to do", () => {
+  assert.throws(() => parse(["--no-such-thing", "1"]), /unknown option --no-such-thing; see --help/);
+  assert.throws(
+    () => parse(["--ticket-ttl-ms", "5"]),
+    /--ticket-ttl-ms 5: expected an integer from 100 to 3600000/,
+  );
+  assert.throws(() => parse(["--max-sessions", "lots"]), /expected an integer/);
+  assert.throws(() => parse(["--policy"]), /--policy needs a value/);
+  assert.throws(() => parse(["stray"]), /unexpected argument "stray"/);
+  assert.throws(() => parse(["--sim-devices", "[oops"]), /--sim-devices \[oops/);
+  assert.equal(parseConfig(["--help"], {}), "help");
+});
+
+test("--config: a JSON file with the same keys in camelCase, checked strictly", () => {
+  const dir = mkdtempSync(join(tmpdir(), "brokerd-config-"));
+  try {
+    const good = join(dir, "good.json");
+    writeFileSync(
+      good,
+      JSON.stringify({ runtimeDir: "/tmp/cfg", maxSessions: 7, simDevices: [{ id: "x", regions: [] }] }),
+    );
+    const c = parse(["--config", good, "--max-sessions", "9"]);
+    assert.equal(c.socket, "/tmp/cfg/broker.sock");
+    assert.equal(c.maxSessions, 9, "a flag wins over the file");
+    assert.deepEqual(c.simDevices, [{ id: "x", regions: [] }]);
+    const typo = join(dir, "typo.json");
+    writeFileSync(typo, JSON.stringify({ maxSesions: 7 }));
+    assert.throws(() => parse(["--config", typo]), /unknown option --max-sesions/);
+    assert.throws(() => parse(["--config", join(dir, "missing.json")]), /--config .*missing\.json: ENOENT/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

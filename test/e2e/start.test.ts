@@ -1,0 +1,60 @@
+// The README's first command ends in `npm start`: scripts/start.mjs must bring up brokerd on its
+// simulated devices and the admin console, answer the CLI, and take both down on SIGTERM.
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { rmSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { it } from "node:test";
+import { CLI, REPO, run, tempDir, until } from "../lib/brokerd.js";
+
+it("npm start: brokerd + console come up, the CLI sees sim0 and sim1, SIGTERM stops both", async () => {
+  const dir = tempDir("vfio-broker-start-");
+  const proc = spawn(process.execPath, [join(REPO, "scripts/start.mjs")], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: {
+      ...process.env,
+      VFIO_BROKER_RUNTIME_DIR: dir,
+      STATE_DIRECTORY: join(dir, "state"),
+      VFIO_BROKER_METRICS: "127.0.0.1:0",
+      VFIO_BROKER_CONSOLE: "127.0.0.1:0",
+    },
+  });
+  let out = "";
+  proc.stdout!.on("data", (d: Buffer) => {
+    out += d.toString();
+  });
+  proc.stderr!.on("data", (d: Buffer) => {
+    out += d.toString();
+  });
+  try {
+    await until(
+      "brokerd and the console to be ready",
+      () => (out.match(/"event":"ready"/g) ?? []).length >= 2,
+      20_000,
+    );
+    const devices = await run(process.execPath, [
+      CLI,
+      "devices",
+      "--json",
+      "--socket",
+      join(dir, "broker.sock"),
+    ]);
+    assert.equal(devices.code, 0, devices.stderr);
+    assert.deepEqual(
+      JSON.parse(devices.stdout).devices.map((d: { id: string }) => d.id),
+      ["sim0", "sim1"],
+    );
+    // It runs on an owner-writable copy of the sim policy, and made the console's token file 0600.
+    assert.equal(statSync(join(dir, "state", "policy.yaml")).mode & 0o777, 0o644);
+    assert.equal(statSync(join(dir, "state", "admin-token")).mode & 0o777, 0o600);
+  } finally {
+    const exited = new Promise((r) => proc.once("exit", r));
+    proc.kill("SIGTERM");
+    await exited;
+    rmSync(dir, { recursive: true, force: true });
+  }
+  // start.mjs exits only after both children did, each cleanly.
+  assert.match(out, /start: brokerd exited \(0\)/, out);
+  assert.match(out, /start: admin console exited \(0\)/, out);
+  assert.doesNotMatch(out, /Error/, out);
+});
