@@ -47,6 +47,15 @@ test("bad flags say what to do", () => {
   assert.throws(() => parse(["stray"]), /unexpected argument "stray"/);
   assert.throws(() => parse(["--sim-devices", "[oops"]), /--sim-devices \[oops/);
   assert.equal(parseConfig(["--help"], {}), "help");
+  assert.throws(
+    () => parse(["--admin-gid", "no-such-group-here"]),
+    /no such group in \/etc\/group; create it/,
+  );
+});
+
+test("--admin-gid takes a gid or a group name", () => {
+  assert.equal(parse(["--admin-gid", "4242"]).adminGid, 4242);
+  assert.equal(parse(["--admin-gid", "root"]).adminGid, 0);
 });
 
 test("--config: a JSON file with the same keys in camelCase, checked strictly", () => {

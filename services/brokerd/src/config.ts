@@ -34,7 +34,7 @@ const HELP = `usage: vfio-brokerd [options]
   --socket PATH         gRPC BrokerService socket      (default DIR/broker.sock, mode 0666)
   --fd-socket PATH      fd channel socket              (default DIR/fd.sock, mode 0666)
   --admin-socket PATH   AdminService socket            (default DIR/admin.sock, mode 0660)
-  --admin-gid GID       group allowed on the admin socket besides root (default: root only)
+  --admin-gid GROUP     group (gid or name) allowed on the admin socket besides root (default: root only)
   --policy FILE         policy file, YAML or JSON      (default /etc/vfio-broker/policy.yaml)
   --metrics HOST:PORT   Prometheus /metrics listener   (default 127.0.0.1:9464; "off" disables)
   --no-sim              do not start the simulated devices
@@ -82,6 +82,21 @@ const KNOWN = new Set([
   "vfio",
   "vfio-bind",
 ]);
+
+/** A gid, or a group name looked up in /etc/group (systemd units cannot resolve names in arguments). */
+function groupId(v: string, groupFile = "/etc/group"): number {
+  if (/^\d+$/.test(v)) return int("admin-gid", v, 0, 2 ** 32 - 2);
+  let text = "";
+  try {
+    text = readFileSync(groupFile, "utf8");
+  } catch {
+    /* reported below */
+  }
+  const line = text.split("\n").find((l) => l.split(":")[0] === v);
+  if (!line)
+    throw invalid(`--admin-gid ${v}: no such group in ${groupFile}; create it (groupadd ${v}) or give a gid`);
+  return Number(line.split(":")[2]);
+}
 
 export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): Config | "help" {
   const raw: Record<string, string | boolean> = {};
@@ -143,8 +158,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     socket: str("socket", join(dir, "broker.sock")),
     fdSocket: str("fd-socket", join(dir, "fd.sock")),
     adminSocket: str("admin-socket", join(dir, "admin.sock")),
-    adminGid:
-      raw["admin-gid"] === undefined ? -1 : int("admin-gid", String(raw["admin-gid"]), 0, 2 ** 32 - 2),
+    adminGid: raw["admin-gid"] === undefined ? -1 : groupId(String(raw["admin-gid"])),
     policy: str("policy", "/etc/vfio-broker/policy.yaml"),
     metrics: metrics === "off" ? "" : metrics,
     sim: raw.sim === undefined ? true : raw.sim !== false && raw.sim !== "false" && raw.sim !== "0",
