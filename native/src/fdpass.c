@@ -55,24 +55,12 @@ static napi_value js_sendmsg(napi_env env, napi_callback_info info) {
   if (!arg_fd_array(env, argv[2], "sendmsg", fds, MAX_FDS_PER_MESSAGE, &nfds)) return NULL;
   if (total == 0) return throw_inval(env, "sendmsg", "data must not be empty (fds need at least one byte)");
 
-  union {
-    struct cmsghdr align;
-    char buf[CMSG_SPACE(sizeof(int) * MAX_FDS_PER_MESSAGE)];
-  } control;
+  rights_buffer control;
   struct msghdr msg;
   memset(&msg, 0, sizeof msg);
   msg.msg_iov = iov;
   msg.msg_iovlen = niov;
-  if (nfds > 0) {
-    memset(&control, 0, sizeof control);
-    msg.msg_control = control.buf;
-    msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-    struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-    memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
-  }
+  attach_rights(&msg, &control, fds, nfds);
   ssize_t r;
   do r = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
   while (r < 0 && errno == EINTR);
@@ -182,4 +170,16 @@ static napi_value js_recvmsg(napi_env env, napi_callback_info info) {
 void register_fdpass(napi_env env, napi_value exports) {
   export_fn(env, exports, "sendmsg", js_sendmsg);
   export_fn(env, exports, "recvmsg", js_recvmsg);
+}
+
+void attach_rights(struct msghdr* msg, rights_buffer* control, const int* fds, uint32_t nfds) {
+  if (nfds == 0) return;
+  memset(control, 0, sizeof *control);
+  msg->msg_control = control->buf;
+  msg->msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+  struct cmsghdr* c = CMSG_FIRSTHDR(msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+  memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
 }

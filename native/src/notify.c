@@ -28,26 +28,14 @@ static napi_value js_sd_notify(napi_env env, napi_callback_info info) {
   int s = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (s < 0) return throw_errno(env, errno, "socket", "AF_UNIX, SOCK_DGRAM");
   struct iovec iov = {.iov_base = state, .iov_len = slen};
-  union {
-    struct cmsghdr align;
-    char buf[CMSG_SPACE(sizeof(int) * MAX_FDS_PER_MESSAGE)];
-  } control;
+  rights_buffer control;
   struct msghdr msg;
   memset(&msg, 0, sizeof msg);
   msg.msg_name = &addr;
   msg.msg_namelen = alen;
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  if (nfds) {
-    memset(&control, 0, sizeof control);
-    msg.msg_control = control.buf;
-    msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-    struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-    memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
-  }
+  attach_rights(&msg, &control, fds, nfds);
   ssize_t r;
   do r = sendmsg(s, &msg, MSG_NOSIGNAL);
   while (r < 0 && errno == EINTR);
