@@ -55,6 +55,12 @@ rules:
     const c = brokerClient(b.socket);
     try {
       await expectCode(c.openDevice({ deviceId: "nope0" }), "NOT_FOUND", /no device "nope0"/);
+      // What a client sends comes back quoted and cut short, never verbatim.
+      await expectCode(
+        c.openDevice({ deviceId: `${"x".repeat(10_000)}\n` }),
+        "NOT_FOUND",
+        /^5 NOT_FOUND: no device "x{64}…"; ListDevices/,
+      );
       const df = await c.openDevice({ deviceId: "sim0" });
       const id = df.deviceFileId;
       const map = (

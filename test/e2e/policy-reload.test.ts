@@ -1,7 +1,7 @@
 // Policy hot reload: SIGHUP and the admin ReloadPolicy call both re-read the file; a bad file keeps
 // the old policy and reports every error with its line; sessions see the new policy on their next call.
 import assert from "node:assert/strict";
-import { chmodSync, writeFileSync } from "node:fs";
+import { chmodSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import { AdminService, createClient } from "@vfio-broker/proto";
 import { type BrokerProcess, startBrokerd, until } from "../lib/brokerd.js";
@@ -32,6 +32,8 @@ describe("policy reload", () => {
     try {
       assert.equal((await c.listDevices({})).devices.length, 2);
       writeFileSync(b.policyPath, rule(4242));
+      // logrotate's way: move the journal away, then SIGHUP; brokerd writes to a new file.
+      renameSync(b.journal, `${b.journal}.1`);
       b.proc.kill("SIGHUP");
       await until("root to be denied", async () => {
         try {
@@ -61,6 +63,8 @@ describe("policy reload", () => {
       assert.equal((await c.listDevices({})).devices.length, 2);
       const h = await admin.getHealth({});
       assert.equal(h.policyDigest, ok.digest);
+      assert.match(readFileSync(`${b.journal}.1`, "utf8"), /"event":"session.open"/);
+      assert.match(readFileSync(b.journal, "utf8"), /"event":"policy.reload","ok":true/);
     } finally {
       c.close();
       admin.close();

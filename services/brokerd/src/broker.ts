@@ -17,7 +17,16 @@ import type {
   RegionInfo,
 } from "./devices/backend.js";
 import { formatBytes, hex } from "./devices/regions.js";
-import { BrokerError, denied, exhausted, invalid, notFound, precondition, unavailable } from "./errors.js";
+import {
+  BrokerError,
+  denied,
+  exhausted,
+  invalid,
+  notFound,
+  precondition,
+  quoted,
+  unavailable,
+} from "./errors.js";
 import { AttributeMap } from "./grants/attribute-map.js";
 import { DeviceFile, type Mapping } from "./grants/device-file.js";
 import type { Layout } from "./grants/layout.js";
@@ -129,7 +138,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
   private device(id: string): { info: DeviceInfo; backend: Backend; health: DeviceHealth } {
     const d = this.allDevices().find((x) => x.info.id === id);
-    if (!d) throw notFound(`no device "${id}"; ListDevices shows the devices you may open`, "unknown_device");
+    if (!d)
+      throw notFound(`no device ${quoted(id)}; ListDevices shows the devices you may open`, "unknown_device");
     return d;
   }
 

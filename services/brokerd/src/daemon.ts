@@ -32,6 +32,8 @@ export interface Daemon {
   broker: Broker;
   config: Config;
   reloadPolicy(): { ok: boolean; errors: string[] };
+  /** Reopens the audit journal file (log rotation). */
+  reopenJournal(): void;
   /** Stops accepting, ends every session, closes every socket and fd. */
   close(): Promise<void>;
 }
@@ -66,7 +68,8 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
     maxAccessBytes: config.maxAccessBytes,
     fdSocketPath: config.fdSocket,
   });
-  new Journal(config.journal).attach(broker);
+  const journal = new Journal(config.journal);
+  journal.attach(broker);
 
   const reloadPolicy = () => {
     try {
@@ -150,6 +153,7 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
     broker,
     config,
     reloadPolicy,
+    reopenJournal: () => journal.reopen(),
     async close() {
       draining = true;
       health.setAll(HealthCheckResponse_ServingStatus.NOT_SERVING);

@@ -36,3 +36,8 @@ export const precondition = (message: string, reason = "precondition") =>
   new BrokerError("FAILED_PRECONDITION", message, reason);
 export const unavailable = (message: string, reason = "unavailable") =>
   new BrokerError("UNAVAILABLE", message, reason);
+
+/** A client-supplied string for an error message: JSON-quoted (no control characters) and cut short. */
+export function quoted(value: string, max = 64): string {
+  return JSON.stringify(value.length > max ? `${value.slice(0, max)}…` : value);
+}

@@ -1,16 +1,24 @@
 // The audit journal: one JSON line per security-relevant event (sessions, device files,
 // mappings, deliveries, denials, revocations, policy reloads), to a file or stderr. It subscribes
 // to the Broker's events; it never changes state. Field names use DESIGN.md's vocabulary.
-import { openSync, writeSync } from "node:fs";
+import { closeSync, openSync, writeSync } from "node:fs";
 import type { Broker } from "./broker.js";
 import type { Mapping } from "./grants/device-file.js";
 
 export class Journal {
   /** Opened once (O_APPEND): one write per event, no open/close on the grant path. */
-  private readonly fd: number | undefined;
+  private fd: number | undefined;
 
-  constructor(path: string | undefined) {
+  constructor(private readonly path: string | undefined) {
     this.fd = path ? openSync(path, "a", 0o600) : undefined;
+  }
+
+  /** Opens the file again (after logrotate moved it away); brokerd does this on SIGHUP. */
+  reopen(): void {
+    if (!this.path) return;
+    const old = this.fd;
+    this.fd = openSync(this.path, "a", 0o600);
+    if (old !== undefined) closeSync(old);
   }
 
   write(event: string, fields: Record<string, unknown>): void {

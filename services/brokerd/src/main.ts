@@ -36,7 +36,9 @@ async function main(): Promise<void> {
     }),
   );
   sdNotify(`READY=1\nSTATUS=serving ${devices.length} devices\nMAINPID=${process.pid}`);
+  // SIGHUP: re-read the policy and reopen the journal (logrotate moves it, then signals us).
   process.on("SIGHUP", () => {
+    daemon.reopenJournal();
     const r = daemon.reloadPolicy();
     console.error(
       r.ok

@@ -9,7 +9,7 @@
 // sysfs resourceN fd grants the whole BAR). Only a kernel DMABUF slice can be narrower.
 import { closeSync, constants, openSync, readSync, writeSync } from "node:fs";
 import { memfdCreate } from "@vfio-broker/native";
-import { invalid, notFound } from "../errors.js";
+import { invalid, notFound, quoted } from "../errors.js";
 import type { Attribute, Backend, Backing, BackingRequest, DeviceInfo, RegionInfo } from "./backend.js";
 import { CONFIG_REGION_INDEX, configRegionInfo, regionName } from "./regions.js";
 
@@ -63,7 +63,9 @@ interface SimDevice {
 
 function validateSpec(spec: SimDeviceSpec): void {
   if (!/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$/.test(spec.id))
-    throw invalid(`sim device id "${spec.id}" must be 1-64 letters, digits, '_', '.', ':' or '-'`);
+    throw invalid(
+      `sim device id ${quoted(String(spec.id))} must be 1-64 letters, digits, '_', '.', ':' or '-'`,
+    );
   const seen = new Set<number>();
   for (const r of spec.regions) {
     if (!Number.isInteger(r.index) || r.index < 0 || r.index > 6)

@@ -2,7 +2,7 @@
 // vfiobroker.v1.BrokerService and vfiobroker.v1.AdminService. NOT_SERVING while draining.
 import type * as grpc from "@grpc/grpc-js";
 import { HealthCheckResponse_ServingStatus as Status } from "@vfio-broker/proto";
-import { notFound } from "../errors.js";
+import { notFound, quoted } from "../errors.js";
 import { toStatus, unary } from "./status.js";
 
 export class HealthState {
@@ -26,7 +26,7 @@ export class HealthState {
     return {
       check: unary((req: { service: string }) => {
         const status = this.statuses.get(req.service);
-        if (status === undefined) throw notFound(`unknown service "${req.service}"`);
+        if (status === undefined) throw notFound(`unknown service ${quoted(req.service)}`);
         return { status };
       }),
       list: unary(() => ({
