@@ -63,14 +63,17 @@ export function newState(leafCap: number, branchCap: number): TreeState {
   };
 }
 
-/** First slot of a leaf whose `last` >= (h, l); n if none. */
-export function leafLowerBound(node: MapleNode, h: number, l: number): number {
+/**
+ * First slot whose `last` (leaf) or pivot (branch) is >= (h, l); n if none. Both node kinds keep
+ * that key at words 2..3 of each `stride`-word record, so one binary search serves both.
+ */
+function lowerBound(node: MapleNode, stride: number, h: number, l: number): number {
   const k = node.keys;
   let lo = 0;
   let hi = node.n;
   while (lo < hi) {
     const m = (lo + hi) >>> 1;
-    const b = m * LEAF_STRIDE;
+    const b = m * stride;
     const ph = k[b + 2]!;
     if (ph < h || (ph === h && k[b + 3]! < l)) lo = m + 1;
     else hi = m;
@@ -78,20 +81,13 @@ export function leafLowerBound(node: MapleNode, h: number, l: number): number {
   return lo;
 }
 
+/** First slot of a leaf whose `last` >= (h, l); n if none. */
+export const leafLowerBound = (node: MapleNode, h: number, l: number): number =>
+  lowerBound(node, LEAF_STRIDE, h, l);
+
 /** First child of a branch whose pivot >= (h, l); n if none. */
-export function branchLowerBound(node: MapleNode, h: number, l: number): number {
-  const k = node.keys;
-  let lo = 0;
-  let hi = node.n;
-  while (lo < hi) {
-    const m = (lo + hi) >>> 1;
-    const b = m * BRANCH_STRIDE;
-    const ph = k[b + 2]!;
-    if (ph < h || (ph === h && k[b + 3]! < l)) lo = m + 1;
-    else hi = m;
-  }
-  return lo;
-}
+export const branchLowerBound = (node: MapleNode, h: number, l: number): number =>
+  lowerBound(node, BRANCH_STRIDE, h, l);
 
 /**
  * Write the summary of `c` (first index, last index, largest inner gap) into dst at word `b`.
