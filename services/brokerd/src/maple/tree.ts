@@ -109,6 +109,19 @@ export class MapleTree<T> {
   }
 
   /**
+   * Seeks the path to the first entry that ends at or after (sH, sL); true when that entry also
+   * starts at or before (lH, lL), i.e. overlaps the range. store() and insert() both start here.
+   */
+  #seekOverlap(sH: number, sL: number, lH: number, lL: number): boolean {
+    const p = this.#path;
+    if (!p.seek(this.#s, sH, sL) || !p.valid()) return false;
+    const k = p.leaf().keys;
+    const b = p.base();
+    const eH = k[b]!;
+    return eH < lH || (eH === lH && k[b + 1]! <= lL);
+  }
+
+  /**
    * Make [start, last] map to `entry`, overwriting whatever it covers. An entry only partly covered keeps
    * its uncovered pieces with the same value (so a store inside one entry splits it into three).
    * Storing `undefined` clears the range, as storing NULL does in the kernel.
@@ -123,24 +136,20 @@ export class MapleTree<T> {
     split(last);
     const lH = out.h;
     const lL = out.l;
-    if (p.seek(s, sH, sL) && p.valid()) {
+    if (this.#seekOverlap(sH, sL, lH, lL)) {
       const k = p.leaf().keys;
       const b = p.base();
-      const eH = k[b]!;
-      const eL = k[b + 1]!;
-      if (eH < lH || (eH === lH && eL <= lL)) {
-        // something overlaps
-        if (eH === sH && eL === sL && k[b + 2] === lH && k[b + 3] === lL) {
-          if (entry === undefined) removeAt(s, p);
-          else {
-            p.leaf().slots[p.pos] = entry;
-            s.version++;
-          }
-          return;
+      if (k[b] === sH && k[b + 1] === sL && k[b + 2] === lH && k[b + 3] === lL) {
+        // exactly this range: replace or clear the entry in place
+        if (entry === undefined) removeAt(s, p);
+        else {
+          p.leaf().slots[p.pos] = entry;
+          s.version++;
         }
-        this.#replace(start, last, entry);
         return;
       }
+      this.#replace(start, last, entry);
+      return;
     }
     if (entry !== undefined) insertAt(s, p, sH, sL, lH, lL, entry);
   }
@@ -158,14 +167,10 @@ export class MapleTree<T> {
     split(last);
     const lH = out.h;
     const lL = out.l;
-    if (p.seek(s, sH, sL) && p.valid()) {
+    if (this.#seekOverlap(sH, sL, lH, lL)) {
       const k = p.leaf().keys;
       const b = p.base();
-      const eH = k[b]!;
-      const eL = k[b + 1]!;
-      if (eH < lH || (eH === lH && eL <= lL)) {
-        throw new RangeOccupiedError(start, last, join(eH, eL), join(k[b + 2]!, k[b + 3]!));
-      }
+      throw new RangeOccupiedError(start, last, join(k[b]!, k[b + 1]!), join(k[b + 2]!, k[b + 3]!));
     }
     insertAt(s, p, sH, sL, lH, lL, entry);
   }
