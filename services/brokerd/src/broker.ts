@@ -69,11 +69,24 @@ export interface BrokerEvents {
   "mapping.release": [Mapping, string];
   /** CreateMapping failed: gRPC code name and the error's low-cardinality reason. */
   "mapping.refused": [string, string];
-  "fd.delivery": [string, Mapping | undefined, number];
+  /** An fd-channel request: result, the mapping (when known), ms, and the kernel-verified peer. */
+  "fd.delivery": [string, Mapping | undefined, number, FdPeer | undefined];
+  /**
+   * A connection refused before it got a session or a slot (quota, global cap, draining, not an
+   * admin): which socket ("broker", "fd", "admin"), the kernel-verified peer, and a low-cardinality
+   * reason such as "limit:sessions". Attackers repeat these, so the journal aggregates them.
+   */
+  "connection.refused": [string, FdPeer, string];
   denied: [Session | undefined, string, string];
   revocation: [string, number];
   "policy.reload": [boolean, string[]];
   "device.health": [string, DeviceHealth];
+}
+
+/** The kernel-verified peer of a connection (SO_PEERCRED), as far as events need it. */
+export interface FdPeer {
+  uid: number;
+  pid: number;
 }
 
 export interface CreateMappingArgs {
@@ -517,6 +530,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       out.ok ? "ok" : out.status,
       out.ok ? out.mapping : undefined,
       performance.now() - t0,
+      { uid: peer.uid, pid: peer.pid },
     );
     return out;
   }

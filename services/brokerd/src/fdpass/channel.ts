@@ -39,7 +39,7 @@ export class FdChannel {
     this.server.onConnection((sock) => {
       if (this.conns.size >= (opts.maxConnections ?? 1024)) {
         sock.close();
-        this.broker.emit("fd.delivery", "refused_busy", undefined, 0);
+        this.broker.emit("fd.delivery", "refused_busy", undefined, 0, undefined);
         return;
       }
       this.conns.add(sock);
@@ -70,7 +70,7 @@ export class FdChannel {
         msg = await Promise.race([sock.recv({ maxBytes: 1024, maxFds: 0 }), idle]);
       } catch {
         // A malformed frame or a client sending fds to us: the socket is unusable, close it.
-        this.broker.emit("fd.delivery", "bad_request", undefined, 0);
+        this.broker.emit("fd.delivery", "bad_request", undefined, 0, peer);
         return;
       } finally {
         clearTimeout(timer);
@@ -84,7 +84,7 @@ export class FdChannel {
           status: FdStatus.BAD_REQUEST,
           message: "the request is not an FdRequest protobuf",
         });
-        this.broker.emit("fd.delivery", "bad_request", undefined, 0);
+        this.broker.emit("fd.delivery", "bad_request", undefined, 0, peer);
         continue;
       }
       const d = this.broker.redeemTicket(ticket, peer);
