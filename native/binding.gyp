@@ -12,7 +12,8 @@
         "src/mem.c",
         "src/ioctl.c",
         "src/notify.c",
-        "src/poll.c"
+        "src/poll.c",
+        "src/lock.c"
       ],
       "defines": ["NAPI_VERSION=8"],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Werror=implicit-function-declaration", "-O2"]

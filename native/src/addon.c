@@ -9,6 +9,7 @@
 //   ioctl.c   ioctl with in/out buffers
 //   notify.c  sd_notify (FDSTORE)
 //   poll.c    uv_poll readiness (the event loop, never the threadpool)
+//   lock.c    flock (one brokerd per runtime dir)
 #include "common.h"
 
 #include <stdlib.h>
@@ -46,6 +47,7 @@ static napi_value Init(napi_env env, napi_value exports) {
   register_ioctl(env, exports);
   register_notify(env, exports);
   register_poll(env, exports);
+  register_lock(env, exports);
   napi_value v;
   napi_create_int32(env, MAX_FDS_PER_MESSAGE, &v);
   napi_set_named_property(env, exports, "MAX_FDS_PER_MESSAGE", v);

@@ -45,6 +45,7 @@ export interface RawBinding {
   munmap(handle: unknown, buffer: ArrayBuffer): boolean;
   ioctl(fd: number, request: number, arg?: Uint8Array | number): number;
   sdNotify(address: string, state: string, fds: number[]): boolean;
+  flockExclusive(fd: number): boolean;
   Poller: new (fd: number) => Poller;
   PAGE_SIZE: number;
   MAX_FDS_PER_MESSAGE: number;

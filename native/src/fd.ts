@@ -1,4 +1,4 @@
-// fd.ts: owns the plain fd operations of the public API: closeFd and ioctl (the in/out buffer form
+// fd.ts: owns the plain fd operations of the public API: closeFd, ioctl and flockExclusive (the in/out buffer form
 // VFIO needs). Never closes anything it was not asked to close.
 import { raw } from "./binding.js";
 
@@ -14,4 +14,13 @@ export function closeFd(fd: number): void {
  */
 export function ioctl(fd: number, request: number, arg?: Uint8Array | number): number {
   return raw.ioctl(fd, request, arg);
+}
+
+/**
+ * flock(fd, LOCK_EX | LOCK_NB): true when this process now holds the lock, false when another
+ * holder has it. The kernel releases it when the last fd of that open file closes, including when
+ * the process is killed, so it never goes stale.
+ */
+export function flockExclusive(fd: number): boolean {
+  return raw.flockExclusive(fd);
 }

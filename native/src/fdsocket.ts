@@ -5,7 +5,8 @@
 // process alive. Fds are never leaked: undelivered fds are closed on close(), and any receive error
 // (truncated control data, too many fds, oversize frame, fds mid-frame, EOF mid-frame) closes every
 // fd received so far AND closes the socket, whose stream position is lost: it is unusable for
-// further frames and later calls reject with ECLOSED.
+// further frames and later calls reject with ECLOSED (or, with keepOpenOnError, it stays open for
+// send() only, so a server can say why before it closes).
 import { existsSync, lstatSync, unlinkSync } from "node:fs";
 import { type Poller, READABLE, raw, WRITABLE } from "./binding.js";
 import { closedError, ERRNO, invalid, NativeError } from "./errors.js";
@@ -23,9 +24,19 @@ export interface FdMessage {
 export interface RecvLimits {
   maxBytes: number;
   maxFds: number;
+  /**
+   * On a receive error, keep the socket open for send() (so a server can answer "bad request"
+   * before it closes): every fd received so far is still closed, and this and every later recv()
+   * reject with the error. The caller must close() the socket. Default false: close at once.
+   */
+  keepOpenOnError: boolean;
 }
 
-export const DEFAULT_RECV_LIMITS: Readonly<RecvLimits> = { maxBytes: 64 * 1024, maxFds: MAX_FDS_PER_MESSAGE };
+export const DEFAULT_RECV_LIMITS: Readonly<RecvLimits> = {
+  maxBytes: 64 * 1024,
+  maxFds: MAX_FDS_PER_MESSAGE,
+  keepOpenOnError: false,
+};
 
 interface PendingRecv {
   limits: RecvLimits;
@@ -71,6 +82,8 @@ export class FdSocket {
   #closeReason: Error | undefined;
   #eof = false;
   #sendError: Error | null = null;
+  /** The receive side failed and the caller asked to keep the socket for sending. */
+  #recvError: Error | null = null;
   #fdsOut = new Int32Array(MAX_FDS_PER_MESSAGE + 1);
 
   private constructor(fd: number) {
@@ -193,6 +206,7 @@ export class FdSocket {
    */
   recv(limits?: Partial<RecvLimits>): Promise<FdMessage | null> {
     if (this.#closed) return Promise.reject(closedError("recv", this.fd, this.#closeReason));
+    if (this.#recvError) return Promise.reject(this.#recvError);
     let l: RecvLimits;
     try {
       l = checkLimits(limits);
@@ -271,6 +285,15 @@ export class FdSocket {
       this.#reader.settle();
     } catch (err) {
       this.#reader.settle();
+      if (this.#recvs[0]?.limits.keepOpenOnError) {
+        // The stream position is lost: no more receiving, but the socket stays open for a reply.
+        this.#recvError = err as Error;
+        closeQuietly(this.#reader.drainFds());
+        this.#reader.reset();
+        for (const r of this.#recvs.splice(0)) r.reject(err as Error);
+        this.#update();
+        return;
+      }
       this.#shutdown(err as Error);
       return;
     }

@@ -21,6 +21,26 @@ function isServerStreaming(m: DescMethod): boolean {
   return m.methodKind === "server_streaming" || m.methodKind === "bidi_streaming";
 }
 
+/**
+ * What a server's request deserializer returns for bytes that are not a valid request protobuf.
+ * grpc-js answers a throwing deserializer with INTERNAL; the API promises INVALID_ARGUMENT, so the
+ * deserializer hands this value to the handler instead, and the handler answers (see isUndecodable).
+ */
+export class UndecodableRequest {
+  constructor(
+    readonly typeName: string,
+    readonly reason: string,
+  ) {}
+
+  get message(): string {
+    return `the request is not a valid ${this.typeName} protobuf (${this.reason.slice(0, 120)}); send the message the .proto defines`;
+  }
+}
+
+export function isUndecodable(req: unknown): req is UndecodableRequest {
+  return req instanceof UndecodableRequest;
+}
+
 /** The grpc-js ServiceDefinition of a protobuf-es service, keyed by the methods' localName. */
 export function serviceDefinition(service: DescService): grpc.ServiceDefinition {
   const def: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
@@ -32,7 +52,13 @@ export function serviceDefinition(service: DescService): grpc.ServiceDefinition 
       responseStream: isServerStreaming(method),
       requestSerialize: (m: unknown) =>
         Buffer.from(toBinary(method.input, create(method.input, m as MessageInitShape<DescMessage>))),
-      requestDeserialize: (b: Buffer) => fromBinary(method.input, b),
+      requestDeserialize: (b: Buffer) => {
+        try {
+          return fromBinary(method.input, b);
+        } catch (e) {
+          return new UndecodableRequest(method.input.typeName, e instanceof Error ? e.message : String(e));
+        }
+      },
       responseSerialize: (m: unknown) =>
         Buffer.from(toBinary(method.output, create(method.output, m as MessageInitShape<DescMessage>))),
       responseDeserialize: (b: Buffer) => fromBinary(method.output, b),

@@ -125,7 +125,7 @@ rules:
       await expectCode(
         map(2, 1n << 20n, 4096n, Attribute.WC),
         "RESOURCE_EXHAUSTED",
-        /policy limit is 64 KiB/,
+        /has 64 KiB mapped of the 64 KiB its quota allows/,
       );
       // Nothing was lost: the session still works.
       const again = await c.listDevices({});

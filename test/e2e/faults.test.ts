@@ -6,9 +6,10 @@ import { spawn } from "node:child_process";
 import { connect as netConnect } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { fromBinary } from "@bufbuild/protobuf";
 import { connect } from "@vfio-broker/client";
 import { closeFd, FdSocket, memfdCreate } from "@vfio-broker/native";
-import { AdminService, createClient } from "@vfio-broker/proto";
+import { AdminService, createClient, FdReplySchema, FdStatus } from "@vfio-broker/proto";
 import { type BrokerProcess, REPO, startBrokerd, until } from "../lib/brokerd.js";
 import { brokerClient } from "./agents/raw.js";
 
@@ -60,11 +61,16 @@ describe("faults", () => {
   });
 
   it("fd channel: fds pushed at brokerd, half frames, oversized frames and junk are all dropped", async () => {
-    // A client that sends brokerd an fd: brokerd accepts none, closes what arrived and the connection.
+    // A client that sends brokerd an fd: brokerd accepts none, closes what arrived, answers
+    // BAD_REQUEST (as fdchannel.proto says) and closes the connection.
     const memfd = memfdCreate("pushed-at-brokerd", 4096);
     const s = await FdSocket.connect(b.fdSocket);
     await s.send(Buffer.from([0x0a, 0x02, 0x30, 0x30]), [memfd, memfd, memfd]);
-    assert.equal(await s.recv().catch(() => null), null, "brokerd closed the connection without a reply");
+    const bad = await s.recv();
+    assert.ok(bad, "a BAD_REQUEST reply");
+    assert.equal(bad.fds.length, 0);
+    assert.equal(fromBinary(FdReplySchema, bad.data).status, FdStatus.BAD_REQUEST);
+    assert.equal(await s.recv().catch(() => null), null, "then brokerd closed the connection");
     s.close();
     closeFd(memfd);
     // Half a length prefix, then hang up.
@@ -116,7 +122,7 @@ describe("faults", () => {
       const extra = brokerClient(b.socket);
       await assert.rejects(
         extra.hello({}, { timeoutMs: 3000 }),
-        /RESOURCE_EXHAUSTED: brokerd has 4 sessions, its limit/,
+        /RESOURCE_EXHAUSTED: brokerd has 4 sessions, its global limit/,
       );
       extra.close();
       held.pop()!.close();

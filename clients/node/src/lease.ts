@@ -137,6 +137,12 @@ export class Lease {
         case "deviceHealth":
           this.#handlers.deviceHealth(k.value.deviceId, k.value.health);
           break;
+        case "ended": {
+          // The broker's last word: why the session ended (the call then ends with status OK).
+          const why = `the broker ended the session (${k.value.reason})${k.value.message ? `: ${k.value.message}` : ""}`;
+          fail(why, new BrokerClientError("UNAVAILABLE", why));
+          break;
+        }
         default:
           break; // a newer broker's event kind: ignore
       }

@@ -16,7 +16,7 @@ import type {
   Prot,
   RegionInfo,
 } from "./devices/backend.js";
-import { formatBytes, hex } from "./devices/regions.js";
+import { hex } from "./devices/regions.js";
 import {
   BrokerError,
   denied,
@@ -30,8 +30,10 @@ import {
 import { AttributeMap } from "./grants/attribute-map.js";
 import { DeviceFile, type Mapping } from "./grants/device-file.js";
 import type { Layout } from "./grants/layout.js";
+import { QuotaBook } from "./grants/quota.js";
 import { checkAccess, checkMappingRange } from "./grants/range.js";
 import { type RedeemFailure, TicketBook } from "./grants/tickets.js";
+import { quotaKeys } from "./identity/container.js";
 import type { PeerIdentity } from "./identity/peer.js";
 import { describeIdentity } from "./identity/peer.js";
 import { type LeaseEvent, Session } from "./identity/session.js";
@@ -53,12 +55,20 @@ export interface BrokerOptions {
   policy: Policy;
   pageSize: bigint;
   ticketTtlMs: number;
+  /** Global cap on sessions (connections on broker.sock), over all identities. */
   maxSessions: number;
+  /** Global cap on mappings waiting for delivery (each holds a backing fd), over all identities. */
+  maxPendingMappings?: number;
+  /** A session with no lease and no mapping is ended after this long without a call. */
+  idleTimeoutMs?: number;
   maxAccessBytes: number;
   fdSocketPath: string;
-  /** How often the sweep (expired tickets) runs. */
+  /** How often the sweep (expired tickets, idle sessions) runs. */
   sweepIntervalMs?: number;
 }
+
+export const DEFAULT_MAX_PENDING_MAPPINGS = 1024;
+export const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
 
 export interface BrokerEvents {
   "session.open": [Session];
@@ -113,13 +123,20 @@ export class Broker extends EventEmitter<BrokerEvents> {
   readonly sessions = new Map<string, Session>();
   readonly startedAt = Date.now();
   readonly tickets: TicketBook<Mapping>;
+  /** What every identity holds across its sessions (sessions, device files, mappings, bytes, ...). */
+  readonly quotas = new QuotaBook();
+  /** Mappings created and not yet delivered, over all sessions (each holds a backing fd). */
+  pendingMappings = 0;
   private policyValue: Policy;
   private readonly deviceHealth = new Map<string, DeviceHealth>();
   private readonly attributeMaps = new Map<string, AttributeMap>();
   private nextDeviceFileId = 1n;
   private readonly sweepTimer: NodeJS.Timeout;
-  /** Called when a session ends, so the transport can close the connection. */
-  onSessionEnded: (s: Session) => void = () => {};
+  /**
+   * Called when a session ends, so the transport can close the connection; `flushed` settles once
+   * the lease's last event (LeaseEnded) is on its way, so the connection closes after it.
+   */
+  onSessionEnded: (s: Session, flushed: Promise<void>) => void = () => {};
 
   constructor(readonly opts: BrokerOptions) {
     super();
@@ -134,9 +151,65 @@ export class Broker extends EventEmitter<BrokerEvents> {
     return this.policyValue;
   }
 
-  setPolicy(p: Policy): void {
+  /**
+   * Installs a new policy and revokes, with reason "policy" on the lease, what it no longer allows:
+   * sessions of identities it does not name, device files of devices they may no longer open, and
+   * mappings whose region, attribute or prot it no longer allows. Quotas lowered by the new policy
+   * take effect on new requests only (nothing live is taken away for a quota).
+   */
+  setPolicy(p: Policy): RevokeCounts {
     this.policyValue = p;
+    const counts: RevokeCounts = { mappingsRevoked: 0, deviceFilesClosed: 0, sessionsEnded: 0 };
+    for (const s of [...this.sessions.values()]) {
+      const who = authorizeIdentity(p, s.identity);
+      if (!who.allow) {
+        counts.mappingsRevoked += s.mappingCount;
+        counts.deviceFilesClosed += s.deviceFiles.size;
+        counts.sessionsEnded++;
+        this.revokeAllOf(s, "policy", `the reloaded policy no longer allows you: ${who.message}`);
+        this.endSession(s, "policy", `the reloaded policy no longer allows ${describeIdentity(s.identity)}`);
+        continue;
+      }
+      for (const df of [...s.deviceFiles.values()]) {
+        const dev = authorizeDevice(p, s.identity, df.device.id);
+        if (!dev.allow) {
+          this.notify(s, {
+            kind: "revocation",
+            deviceFileId: df.id,
+            cookie: 0n,
+            deviceId: df.device.id,
+            reason: "policy",
+            message: `the reloaded policy no longer allows device ${df.device.id}: ${dev.message}`,
+          });
+          counts.mappingsRevoked += this.closeDeviceFile(s, df, "policy");
+          counts.deviceFilesClosed++;
+          continue;
+        }
+        for (const m of [...df.mappings.values()]) {
+          const d = authorizeMapping(p, s.identity, {
+            device: df.device.id,
+            region: m.region.name,
+            attribute: m.effectiveAttribute,
+            prot: m.prot,
+          });
+          if (d.allow) continue;
+          this.dropMapping(s, m, "policy");
+          this.notify(s, {
+            kind: "revocation",
+            deviceFileId: df.id,
+            cookie: m.cookie,
+            deviceId: df.device.id,
+            reason: "policy",
+            message: `the reloaded policy no longer allows this mapping: ${d.message}`,
+          });
+          counts.mappingsRevoked++;
+        }
+      }
+    }
     this.emit("policy.reload", true, []);
+    if (counts.mappingsRevoked > 0 || counts.sessionsEnded > 0 || counts.deviceFilesClosed > 0)
+      this.emit("revocation", "policy", counts.mappingsRevoked);
+    return counts;
   }
 
   // ---- devices ---------------------------------------------------------------------------------
@@ -175,10 +248,13 @@ export class Broker extends EventEmitter<BrokerEvents> {
     // On refusal the caller still owns identity.pidfd (and closes it).
     if (this.sessions.size >= this.opts.maxSessions)
       throw exhausted(
-        `brokerd has ${this.sessions.size} sessions, its limit; try again later`,
-        "limit:sessions",
+        `brokerd has ${this.sessions.size} sessions, its global limit; try again later`,
+        "limit:global_sessions",
       );
-    const s = new Session(randomBytes(8).toString("hex"), identity);
+    const keys = quotaKeys(identity);
+    // The identity's slot: its first matching rule's sessions quota (a few for identities no rule names).
+    this.quotas.charge(keys, "sessions", 1, limitsFor(this.policy, identity).sessions, `uid ${identity.uid}`);
+    const s = new Session(randomBytes(8).toString("hex"), identity, keys);
     this.sessions.set(s.id, s);
     // The process exiting ends the session even if the connection lingers (e.g. inherited by a child).
     s.pidWatch = watchPidfd(identity.pidfd, () => this.endSession(s, "process-exit"));
@@ -186,8 +262,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
     return s;
   }
 
-  /** Releases everything the session holds. Idempotent. */
-  endSession(s: Session, reason: string): void {
+  /**
+   * Releases everything the session holds and ends its lease with LeaseEnded{reason, message}.
+   * Idempotent. The session's quota slot stays taken until its connection closes (releaseSlot).
+   */
+  endSession(s: Session, reason: string, message = ""): void {
     if (s.ended) return;
     const t0 = performance.now();
     s.ended = true;
@@ -195,8 +274,19 @@ export class Broker extends EventEmitter<BrokerEvents> {
     s.pidWatch?.close();
     closeFd(s.identity.pidfd);
     this.sessions.delete(s.id);
+    const flushed = s.lease
+      ? s.lease.end(reason, message || `the session ended: ${reason}`)
+      : Promise.resolve();
+    s.lease = undefined;
     this.emit("session.end", s, reason, performance.now() - t0);
-    this.onSessionEnded(s);
+    this.onSessionEnded(s, flushed);
+  }
+
+  /** The session's connection closed: its identity may use the slot again. Idempotent. */
+  releaseSlot(s: Session): void {
+    if (!s.slotHeld) return;
+    s.slotHeld = false;
+    this.quotas.refund(s.quotaKeys, "sessions", 1);
   }
 
   private decide(s: Session, d: Decision): void {
@@ -206,9 +296,15 @@ export class Broker extends EventEmitter<BrokerEvents> {
     }
   }
 
+  /** The session must be alive; every call counts as activity for the idle timeout. */
+  private live(s: Session): void {
+    if (s.ended) throw unavailable("this session has ended; reconnect", "session_ended");
+    s.lastActiveAt = Date.now();
+  }
+
   /** Every call starts here: the identity must be named by the policy, and the session alive. */
   authorize(s: Session): void {
-    if (s.ended) throw unavailable("this session has ended; reconnect", "session_ended");
+    this.live(s);
     this.decide(s, authorizeIdentity(this.policy, s.identity));
   }
 
@@ -236,11 +332,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
         `device_${d.health}`,
       );
     const limits = limitsFor(this.policy, s.identity, deviceId);
-    if (s.deviceFiles.size >= limits.deviceFiles)
-      throw exhausted(
-        `you have ${s.deviceFiles.size} device files open, the policy limit for ${describeIdentity(s.identity)}; close one first`,
-        "limit:device_files",
-      );
+    this.quotas.charge(s.quotaKeys, "deviceFiles", 1, limits.deviceFiles, s.who);
     const df = new DeviceFile(this.nextDeviceFileId++, s.id, d.info, layout, this.opts.pageSize);
     s.deviceFiles.set(df.id, df);
     this.emit("devicefile.open", df);
@@ -249,7 +341,18 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
   deviceFile(s: Session, id: bigint): DeviceFile {
     this.authorize(s);
+    return this.ownDeviceFile(s, id);
+  }
+
+  /**
+   * One of the session's own device files, with no policy check: releasing and closing what a
+   * session holds is always allowed, whatever the policy says now.
+   */
+  private ownDeviceFile(s: Session, id: bigint): DeviceFile {
+    this.live(s);
     const df = s.deviceFiles.get(id);
+    // Holding nothing by that id: an identity the policy does not name hears that first.
+    if (!df) this.authorize(s);
     if (!df)
       throw notFound(
         `no device file ${id} in this session; OpenDevice returns the id to use`,
@@ -348,53 +451,81 @@ export class Broker extends EventEmitter<BrokerEvents> {
     if (health !== "healthy")
       throw unavailable(`device ${df.device.id} is ${health}; no new mappings`, `device_${health}`);
     const rule = this.mappingRule(s, df, region, attribute, prot);
-    const limits = limitsFor(this.policy, s.identity, df.device.id);
-    if (df.mappings.size >= limits.mappings)
-      throw exhausted(
-        `device file ${df.id} has ${df.mappings.size} live mappings, the policy limit; release one first`,
-        "limit:mappings",
-      );
-    if (s.bytesMapped + a.length > limits.bytes)
-      throw exhausted(
-        `this mapping would bring your session to ${formatBytes(s.bytesMapped + a.length)} mapped; ` +
-          `the policy limit is ${formatBytes(limits.bytes)}. Release mappings or ask for less`,
-        "limit:bytes",
-      );
-    const attrs = this.attributeMap(df.device.id);
-    // The effective attribute decides the PAT conflict; the backend tells us which one it is.
-    const backing = this.openBacking(s, df, region, { ...a, attribute, prot }, rule);
-    try {
-      attrs.check(region.index, region.name, a.offset, a.length, backing.effectiveAttribute);
-    } catch (e) {
-      backing.release();
-      throw e;
-    }
-    attrs.acquire(region.index, a.offset, a.length, backing.effectiveAttribute);
     let issued = { ticket: "", expiresAt: 0 };
-    const m = df.addMapping((cookie) => {
-      const mapping: Mapping = {
-        cookie,
-        deviceFile: df,
-        region,
-        regionOffset: a.offset,
-        length: a.length,
-        requestedAttribute: attribute,
-        effectiveAttribute: backing.effectiveAttribute,
-        fallbackReason: backing.fallbackReason,
-        prot,
-        backing,
-        state: "pending",
-        ticket: "",
-        rule: rule.name,
-        createdAt: Date.now(),
-      };
-      issued = this.tickets.issue(mapping, { sessionId: s.id, uid: s.identity.uid, pid: s.identity.pid });
-      mapping.ticket = issued.ticket;
-      return mapping;
-    }, a.length);
+    const m = this.chargeMapping(s, a.length, rule, () => {
+      const attrs = this.attributeMap(df.device.id);
+      // The effective attribute decides the PAT conflict; the backend tells us which one it is.
+      const backing = this.openBacking(s, df, region, { ...a, attribute, prot }, rule);
+      try {
+        attrs.check(region.index, region.name, a.offset, a.length, backing.effectiveAttribute);
+        attrs.acquire(region.index, a.offset, a.length, backing.effectiveAttribute);
+      } catch (e) {
+        backing.release();
+        throw e;
+      }
+      try {
+        return df.addMapping((cookie) => {
+          const mapping: Mapping = {
+            cookie,
+            deviceFile: df,
+            region,
+            regionOffset: a.offset,
+            length: a.length,
+            requestedAttribute: attribute,
+            effectiveAttribute: backing.effectiveAttribute,
+            fallbackReason: backing.fallbackReason,
+            prot,
+            backing,
+            state: "pending",
+            ticket: "",
+            rule: rule.name,
+            createdAt: Date.now(),
+          };
+          issued = this.tickets.issue(mapping, { sessionId: s.id, uid: s.identity.uid, pid: s.identity.pid });
+          mapping.ticket = issued.ticket;
+          return mapping;
+        }, a.length);
+      } catch (e) {
+        // The cookie space is full (or the tree refused): give back the booking and the fd.
+        attrs.release(region.index, a.offset, a.length);
+        backing.release();
+        throw e;
+      }
+    });
     s.bytesMapped += a.length;
     this.emit("mapping.create", m, performance.now() - t0);
     return { mapping: m, ticket: issued.ticket, expiresAt: issued.expiresAt };
+  }
+
+  /**
+   * Charges one pending mapping of `length` bytes to the session's identity (mappings, bytes,
+   * pending, and brokerd's global pending cap: a pending mapping holds a backing fd), then runs
+   * open(); refunds everything if anything fails.
+   */
+  private chargeMapping<T>(s: Session, length: bigint, rule: Rule, open: () => T): T {
+    const max = this.opts.maxPendingMappings ?? DEFAULT_MAX_PENDING_MAPPINGS;
+    if (this.pendingMappings >= max)
+      throw exhausted(
+        `brokerd has ${this.pendingMappings} mappings waiting for their fd, its global limit; fetch the fds of yours ` +
+          "(or release them) and try again shortly",
+        "limit:global_pending",
+      );
+    const keys = s.quotaKeys;
+    const charged: (() => void)[] = [];
+    try {
+      this.quotas.charge(keys, "mappings", 1, rule.limits.mappings, s.who);
+      charged.push(() => this.quotas.refund(keys, "mappings", 1));
+      this.quotas.charge(keys, "bytes", length, rule.limits.bytes, s.who);
+      charged.push(() => this.quotas.refund(keys, "bytes", length));
+      this.quotas.charge(keys, "pendingMappings", 1, rule.limits.pendingMappings, s.who);
+      charged.push(() => this.quotas.refund(keys, "pendingMappings", 1));
+      const out = open();
+      this.pendingMappings++;
+      return out;
+    } catch (e) {
+      for (const undo of charged.reverse()) undo();
+      throw e;
+    }
   }
 
   setMappingAttribute(
@@ -436,32 +567,46 @@ export class Broker extends EventEmitter<BrokerEvents> {
     return m;
   }
 
+  /** A pending mapping is delivered (or gone): it no longer holds a pending slot. */
+  private settlePending(s: Session | undefined, m: Mapping): void {
+    if (m.state !== "pending") return;
+    this.pendingMappings--;
+    if (s) this.quotas.refund(s.quotaKeys, "pendingMappings", 1);
+  }
+
   private dropMapping(s: Session | undefined, m: Mapping, reason: string): void {
     const df = m.deviceFile;
     if (!df.mappings.has(m.cookie)) return;
     df.removeMapping(m);
     this.tickets.revoke(m.ticket);
+    this.settlePending(s, m);
     m.backing.release();
     this.attributeMap(df.device.id).release(m.region.index, m.regionOffset, m.length);
-    if (s) s.bytesMapped -= m.length;
+    if (s) {
+      s.bytesMapped -= m.length;
+      this.quotas.refund(s.quotaKeys, "mappings", 1);
+      this.quotas.refund(s.quotaKeys, "bytes", m.length);
+    }
     this.emit("mapping.release", m, reason);
   }
 
   releaseMapping(s: Session, dfId: bigint, cookie: bigint): void {
-    const df = this.deviceFile(s, dfId);
+    const df = this.ownDeviceFile(s, dfId);
     this.dropMapping(s, df.mapping(cookie), "client");
   }
 
   private closeDeviceFile(s: Session, df: DeviceFile, reason: string): number {
+    if (!s.deviceFiles.has(df.id)) return 0;
     const n = df.mappings.size;
     for (const m of [...df.mappings.values()]) this.dropMapping(s, m, reason);
     s.deviceFiles.delete(df.id);
+    this.quotas.refund(s.quotaKeys, "deviceFiles", 1);
     this.emit("devicefile.close", df, reason);
     return n;
   }
 
   closeDevice(s: Session, dfId: bigint): number {
-    return this.closeDeviceFile(s, this.deviceFile(s, dfId), "client");
+    return this.closeDeviceFile(s, this.ownDeviceFile(s, dfId), "client");
   }
 
   readRegion(s: Session, dfId: bigint, offset: bigint, length: number): Buffer {
@@ -522,6 +667,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     } else if (!r.mapping.deviceFile.mappings.has(r.mapping.cookie)) {
       out = { ok: false, status: "revoked", message: "the mapping was released or revoked before delivery" };
     } else {
+      this.settlePending(this.sessions.get(r.mapping.deviceFile.sessionId), r.mapping);
       r.mapping.state = "delivered";
       out = { ok: true, mapping: r.mapping };
     }
@@ -540,6 +686,15 @@ export class Broker extends EventEmitter<BrokerEvents> {
       const s = this.sessions.get(m.deviceFile.sessionId);
       if (m.state === "pending") this.dropMapping(s, m, "ticket-expired");
     }
+    const idleMs = this.opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+    const now = Date.now();
+    for (const s of [...this.sessions.values()])
+      if (!s.lease && now - s.lastActiveAt > idleMs && s.mappingCount === 0)
+        this.endSession(
+          s,
+          "idle",
+          `no call for ${idleMs} ms and nothing held; reconnect when you need brokerd`,
+        );
   }
 
   // ---- AdminService ----------------------------------------------------------------------------
@@ -597,16 +752,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
       deviceFilesClosed: s.deviceFiles.size,
       sessionsEnded: 1,
     };
-    for (const df of s.deviceFiles.values())
-      this.notify(s, {
-        kind: "revocation",
-        deviceFileId: df.id,
-        cookie: 0n,
-        deviceId: df.device.id,
-        reason: "operator",
-        message: reason || "session revoked by an operator",
-      });
-    this.endSession(s, "revoked");
+    this.revokeAllOf(s, "operator", reason || "session revoked by an operator");
+    this.endSession(s, "revoked", reason || "session revoked by an operator");
     this.emit("revocation", "session", counts.mappingsRevoked);
     return counts;
   }
@@ -653,22 +800,37 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.attributeMaps.delete(deviceId);
   }
 
-  /** Stops timers and ends every session (shutdown). */
-  close(): void {
+  /** Tells the session's lease that each of its device files is revoked, with reason. */
+  private revokeAllOf(s: Session, reason: string, message: string): void {
+    for (const df of s.deviceFiles.values())
+      this.notify(s, {
+        kind: "revocation",
+        deviceFileId: df.id,
+        cookie: 0n,
+        deviceId: df.device.id,
+        reason,
+        message,
+      });
+  }
+
+  /**
+   * Shutdown: every leased client hears a "shutdown" revocation of each device file and then
+   * LeaseEnded, before its connection closes. Resolves when every lease has flushed that (each
+   * wait is bounded by the lease itself, about 1 s).
+   */
+  async close(): Promise<void> {
     clearInterval(this.sweepTimer);
+    const flushed: Promise<void>[] = [];
+    const prev = this.onSessionEnded;
+    this.onSessionEnded = (s, f) => {
+      flushed.push(f);
+      prev(s, f);
+    };
     for (const s of [...this.sessions.values()]) {
-      // Tell leased clients why their mappings go away before the connection drops.
-      for (const df of s.deviceFiles.values())
-        this.notify(s, {
-          kind: "revocation",
-          deviceFileId: df.id,
-          cookie: 0n,
-          deviceId: df.device.id,
-          reason: "shutdown",
-          message: "brokerd is shutting down",
-        });
-      this.endSession(s, "shutdown");
+      this.revokeAllOf(s, "shutdown", "brokerd is shutting down");
+      this.endSession(s, "shutdown", "brokerd is shutting down");
     }
+    await Promise.all(flushed);
   }
 }
 

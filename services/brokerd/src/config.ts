@@ -19,6 +19,12 @@ export interface Config {
   simDevices: SimDeviceSpec[] | undefined;
   ticketTtlMs: number;
   maxSessions: number;
+  /** Global cap on open fd-channel connections. */
+  maxFdConnections: number;
+  /** Global cap on mappings waiting for their fd (each holds a backing fd in brokerd). */
+  maxPendingMappings: number;
+  /** A session with no lease and no mapping ends after this long without a call. */
+  idleTimeoutMs: number;
   maxAccessBytes: number;
   journal: string | undefined;
   /** PCI functions (BDFs) served by the sysfs backend. */
@@ -40,7 +46,12 @@ const HELP = `usage: vfio-brokerd [options]
   --no-sim              do not start the simulated devices
   --sim-devices FILE    JSON list of simulated devices [{"id","regions":[{"index","size","prefetchable"}]}]
   --ticket-ttl-ms N     ticket lifetime                (default 10000)
-  --max-sessions N      concurrent sessions            (default 1024)
+  --max-sessions N      concurrent sessions, all identities together (default 1024)
+  --max-fd-connections N  open fd-channel connections, all identities (default 1024)
+  --max-pending-mappings N  mappings waiting for their fd, all identities (default 1024)
+  --idle-timeout-ms N   end a session that holds nothing and has no lease after N ms idle (default 30000)
+                        (brokerd lowers these caps to fit its RLIMIT_NOFILE, keeping a reserve of fds
+                        for the admin socket, metrics and journal; per-identity quotas are in the policy)
   --journal FILE        audit journal (JSON lines)     (default stderr)
   --sysfs BDF[,BDF]     serve these PCI functions through sysfs resourceN/resourceN_wc (docs/real-hardware.md)
   --vfio BDF[,BDF]      serve these PCI functions through vfio-pci (group/container or iommufd cdev)
@@ -75,6 +86,9 @@ const KNOWN = new Set([
   "sim-devices",
   "ticket-ttl-ms",
   "max-sessions",
+  "max-fd-connections",
+  "max-pending-mappings",
+  "idle-timeout-ms",
   "max-access-bytes",
   "journal",
   "config",
@@ -165,6 +179,9 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     simDevices,
     ticketTtlMs: int("ticket-ttl-ms", str("ticket-ttl-ms", "10000"), 100, 3_600_000),
     maxSessions: int("max-sessions", str("max-sessions", "1024"), 1, 1_000_000),
+    maxFdConnections: int("max-fd-connections", str("max-fd-connections", "1024"), 1, 1_000_000),
+    maxPendingMappings: int("max-pending-mappings", str("max-pending-mappings", "1024"), 1, 1_000_000),
+    idleTimeoutMs: int("idle-timeout-ms", str("idle-timeout-ms", "30000"), 100, 86_400_000),
     maxAccessBytes: int("max-access-bytes", str("max-access-bytes", "4096"), 1, 1 << 20),
     journal: raw.journal === undefined ? undefined : String(raw.journal),
     sysfs: bdfList(raw.sysfs),

@@ -11,13 +11,14 @@ import {
   HealthCheckResponse_ServingStatus,
   serviceDefinition,
 } from "@vfio-broker/proto";
-import { Broker } from "./broker.js";
+import { Broker, type RevokeCounts } from "./broker.js";
 import type { Config } from "./config.js";
 import type { Backend } from "./devices/backend.js";
 import { SimBackend } from "./devices/sim.js";
 import { SysfsBackend } from "./devices/sysfs.js";
 import { VfioBackend } from "./devices/vfio.js";
 import { BrokerError, denied } from "./errors.js";
+import { nofileLimit, planFdBudget } from "./fd-budget.js";
 import { FdChannel } from "./fdpass/channel.js";
 import type { PeerIdentity } from "./identity/peer.js";
 import type { Session } from "./identity/session.js";
@@ -27,11 +28,24 @@ import { adminServiceImpl } from "./rpc/admin-service.js";
 import { brokerServiceImpl } from "./rpc/broker-service.js";
 import { HealthState } from "./rpc/health-service.js";
 import { serveUnix } from "./rpc/server.js";
+import { lockRuntimeDir } from "./runtime-lock.js";
+
+/**
+ * HTTP/2 limits per connection, so no peer can make brokerd buffer without bound: at most 32
+ * calls at once (a stalled peer holds at most 32 small responses), and 4 MiB of session memory.
+ */
+const GRPC_SERVER_OPTIONS: grpc.ServerOptions = {
+  "grpc.max_receive_message_length": 64 * 1024,
+  "grpc.max_concurrent_streams": 32,
+  "grpc-node.max_session_memory": 4,
+};
+/** The admin socket is for operators: a few connections, outside the clients' budget. */
+const MAX_ADMIN_CONNECTIONS = 64;
 
 export interface Daemon {
   broker: Broker;
   config: Config;
-  reloadPolicy(): { ok: boolean; errors: string[] };
+  reloadPolicy(): { ok: boolean; errors: string[]; revoked?: RevokeCounts };
   /** Reopens the audit journal file (log rotation). */
   reopenJournal(): void;
   /** Stops accepting, ends every session, closes every socket and fd. */
@@ -47,6 +61,15 @@ export interface DaemonExtras {
 
 export async function startDaemon(config: Config, extras: DaemonExtras = {}): Promise<Daemon> {
   const policy: Policy = loadPolicyFile(config.policy);
+  mkdirSync(config.runtimeDir, { recursive: true, mode: 0o755 });
+  // One brokerd per runtime dir, decided before anything in it is touched.
+  const lock = lockRuntimeDir(config.runtimeDir);
+  const budget = planFdBudget(nofileLimit(), {
+    sessions: config.maxSessions,
+    fdConnections: config.maxFdConnections,
+    pendingMappings: config.maxPendingMappings,
+  });
+  if (budget.warning) console.error(`vfio-brokerd: ${budget.warning}`);
   const sim = config.sim ? new SimBackend(config.simDevices) : undefined;
   const real: Backend[] = [];
   try {
@@ -57,14 +80,15 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
     throw e;
   }
   const backends: Backend[] = [...(sim ? [sim] : []), ...real, ...(extras.backends ?? [])];
-  mkdirSync(config.runtimeDir, { recursive: true, mode: 0o755 });
 
   const broker = new Broker({
     backends,
     policy,
     pageSize: BigInt(PAGE_SIZE),
     ticketTtlMs: config.ticketTtlMs,
-    maxSessions: config.maxSessions,
+    maxSessions: budget.caps.sessions,
+    maxPendingMappings: budget.caps.pendingMappings,
+    idleTimeoutMs: config.idleTimeoutMs,
     maxAccessBytes: config.maxAccessBytes,
     fdSocketPath: config.fdSocket,
   });
@@ -73,8 +97,8 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
 
   const reloadPolicy = () => {
     try {
-      broker.setPolicy(loadPolicyFile(config.policy));
-      return { ok: true, errors: [] };
+      const revoked = broker.setPolicy(loadPolicyFile(config.policy));
+      return { ok: true, errors: [], revoked };
     } catch (e) {
       const errors = e instanceof PolicyError ? e.errors : [(e as Error).message];
       broker.emit("policy.reload", false, errors);
@@ -86,7 +110,7 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
   let draining = false;
 
   // Broker socket: anyone may connect; the policy decides what each identity may do.
-  const brokerServer = new grpc.Server({ "grpc.max_receive_message_length": 64 * 1024 });
+  const brokerServer = new grpc.Server(GRPC_SERVER_OPTIONS);
   const sessionsByConn = {
     contextOf: (_c: { getPeer(): string }): Session => {
       throw new Error("not ready");
@@ -100,20 +124,25 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
   const brokerListener = await serveUnix<Session>(
     brokerServer,
     config.socket,
-    { mode: 0o666 },
+    // Admitted sessions plus refused connections lingering to say why: every fd here is capped.
+    { mode: 0o666, maxConnections: budget.caps.sessions + 64, maxRefused: 64 },
     {
       admit: (id: PeerIdentity) => {
-        if (draining) throw new BrokerError("UNAVAILABLE", "brokerd is shutting down");
+        if (draining) throw new BrokerError("UNAVAILABLE", "brokerd is shutting down", "draining");
         return broker.openSession(id);
       },
-      closed: (s) => broker.endSession(s, "disconnect"),
+      closed: (s) => {
+        broker.endSession(s, "disconnect");
+        broker.releaseSlot(s);
+      },
+      refused: (peer, reason) => broker.emit("connection.refused", "broker", peer, reason),
     },
   );
   sessionsByConn.contextOf = brokerListener.contextOf;
-  broker.onSessionEnded = (s) => brokerListener.socketOf(s)?.destroy();
+  broker.onSessionEnded = (s, flushed) => brokerListener.closeAfter(s, flushed);
 
   // Admin socket: root, or the admin group (file mode, and the peer's identity on every call).
-  const adminServer = new grpc.Server({ "grpc.max_receive_message_length": 64 * 1024 });
+  const adminServer = new grpc.Server(GRPC_SERVER_OPTIONS);
   const admins = {
     contextOf: (_c: { getPeer(): string }): PeerIdentity => {
       throw new Error("not ready");
@@ -132,21 +161,31 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
   const adminListener = await serveUnix<PeerIdentity>(
     adminServer,
     config.adminSocket,
-    { mode: config.adminGid >= 0 ? 0o660 : 0o600, ...(config.adminGid >= 0 ? { gid: config.adminGid } : {}) },
+    {
+      mode: config.adminGid >= 0 ? 0o660 : 0o600,
+      ...(config.adminGid >= 0 ? { gid: config.adminGid } : {}),
+      maxConnections: MAX_ADMIN_CONNECTIONS,
+      maxRefused: 8,
+    },
     {
       admit: (id) => {
         const ok =
           id.uid === 0 ||
           (config.adminGid >= 0 && (id.gid === config.adminGid || id.groups.includes(config.adminGid)));
-        if (!ok) throw denied(`uid ${id.uid} is not root or in the admin group`);
+        if (!ok) throw denied(`uid ${id.uid} is not root or in the admin group`, "not_admin");
         return id;
       },
       closed: (id) => closeFd(id.pidfd),
+      refused: (peer, reason) => broker.emit("connection.refused", "admin", peer, reason),
     },
   );
   admins.contextOf = adminListener.contextOf;
 
-  const fdChannel = new FdChannel(broker, { path: config.fdSocket, mode: 0o666 });
+  const fdChannel = new FdChannel(broker, {
+    path: config.fdSocket,
+    mode: 0o666,
+    maxConnections: budget.caps.fdConnections,
+  });
   const metrics = extras.metrics ? await extras.metrics(broker, config) : undefined;
 
   return {
@@ -158,11 +197,14 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
       draining = true;
       health.setAll(HealthCheckResponse_ServingStatus.NOT_SERVING);
       fdChannel.close();
-      broker.close();
+      // Every leased client hears "shutdown" (revocations, then LeaseEnded) before its connection
+      // closes; broker.close() waits for that, about 1 s at most.
+      await broker.close();
       await Promise.all([brokerListener.listener.close(), adminListener.listener.close(), metrics?.close()]);
       brokerServer.forceShutdown();
       adminServer.forceShutdown();
       for (const b of backends) b.close();
+      lock.release();
     },
   };
 }

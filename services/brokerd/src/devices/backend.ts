@@ -49,7 +49,10 @@ export interface BackingRequest {
   allowDeviceFd: boolean;
 }
 
-/** What the client will mmap. The fd belongs to the Backing until release(). */
+/**
+ * What the client will mmap. The fd belongs to the Backing until handedOver() or release(): brokerd
+ * holds it only while the mapping waits for delivery, so a live mapping costs brokerd no fd.
+ */
 export interface Backing {
   kind: BackingKind;
   fd: number;
@@ -59,7 +62,9 @@ export interface Backing {
   effectiveAttribute: Attribute;
   /** Why the effective attribute differs from the requested one ("" when it does not). */
   fallbackReason: string;
-  /** Closes what brokerd holds for this mapping. Idempotent. */
+  /** The client has its own copy of fd now: close brokerd's (bookkeeping stays until release()). Idempotent. */
+  handedOver(): void;
+  /** Closes what brokerd holds for this mapping and ends its bookkeeping. Idempotent. */
   release(): void;
 }
 

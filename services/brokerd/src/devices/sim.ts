@@ -11,6 +11,7 @@ import { closeSync, constants, openSync, readSync, writeSync } from "node:fs";
 import { memfdCreate } from "@vfio-broker/native";
 import { invalid, notFound, quoted } from "../errors.js";
 import type { Attribute, Backend, Backing, BackingRequest, DeviceInfo, RegionInfo } from "./backend.js";
+import { fdBacking } from "./backing.js";
 import { CONFIG_REGION_INDEX, configRegionInfo, regionName } from "./regions.js";
 
 export interface SimRegionSpec {
@@ -183,21 +184,7 @@ export class SimBackend implements Backend {
       `/proc/self/fd/${r.memfd}`,
       req.prot === "rw" ? constants.O_RDWR : constants.O_RDONLY,
     );
-    let open = true;
-    return {
-      kind: "memfd",
-      fd,
-      mmapOffset: req.offset,
-      length: req.length,
-      effectiveAttribute: effective,
-      fallbackReason,
-      release() {
-        if (open) {
-          open = false;
-          closeSync(fd);
-        }
-      },
-    };
+    return fdBacking("memfd", fd, req.offset, req.length, effective, fallbackReason);
   }
 
   read(deviceId: string, regionIndex: number, offset: bigint, length: number): Buffer {

@@ -25,11 +25,11 @@ import type {
   AttributeCheck,
   Backend,
   Backing,
-  BackingKind,
   BackingRequest,
   DeviceInfo,
   RegionInfo,
 } from "./backend.js";
+import { fdBacking } from "./backing.js";
 import { attributeOfPatType, PAT_MEMTYPE_LIST, parsePatMemtypeList, patTypesIn } from "./pat.js";
 import { CONFIG_REGION_INDEX, configRegionInfo, formatBytes, hex, regionName } from "./regions.js";
 
@@ -332,33 +332,6 @@ export function verifyPciAttribute(
     ...new Set(patTypes.map(attributeOfPatType).filter((a): a is Attribute => a !== undefined)),
   ];
   return { physStart, length, patTypes, attributes, unavailable: "" };
-}
-
-/** A Backing over an fd brokerd opened; release() closes it once. */
-export function fdBacking(
-  kind: BackingKind,
-  fd: number,
-  mmapOffset: bigint,
-  length: bigint,
-  effectiveAttribute: Attribute,
-  fallbackReason: string,
-  onRelease: () => void = () => {},
-): Backing {
-  let open = true;
-  return {
-    kind,
-    fd,
-    mmapOffset,
-    length,
-    effectiveAttribute,
-    fallbackReason,
-    release() {
-      if (!open) return;
-      open = false;
-      closeSync(fd);
-      onRelease();
-    },
-  };
 }
 
 /**

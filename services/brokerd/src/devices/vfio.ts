@@ -11,6 +11,7 @@
 // mmaps (EINVAL) and revokes old ones (SIGBUS). So the first live mapping of a BAR fixes its family
 // until all its mappings are released, and a conflicting request gets FAILED_PRECONDITION.
 // Never sends the device fd unless the request says allowDeviceFd.
+
 import {
   closeSync,
   constants,
@@ -33,11 +34,11 @@ import type {
   DeviceInfo,
   RegionInfo,
 } from "./backend.js";
+import { fdBacking } from "./backing.js";
 import { CONFIG_REGION_INDEX, formatBytes, hex, regionName } from "./regions.js";
 import {
   chooseSysfsFile,
   defaultLog,
-  fdBacking,
   type Log,
   normalizeBdf,
   PciFunction,

@@ -1,14 +1,24 @@
 // The fd channel (DESIGN.md §2 step 4): a Unix stream socket beside the gRPC one. A client sends
 // FdRequest{ticket}; brokerd checks the ticket against the kernel-verified peer (SO_PEERCRED) and
 // replies with FdReply plus the backing fd (SCM_RIGHTS) only when everything matches. Any other
-// outcome is a reply with a status and no fd. The connection may carry several requests; idle
-// connections are closed after idleMs, and at most maxConnections are served at once.
+// outcome is a reply with a status and no fd. The contract (frame size, one request at a time,
+// idle close, BUSY) is written down in proto/vfiobroker/v1/fdchannel.proto.
+//
+// Every client here is untrusted: it may close mid-reply, never read, send garbage or open many
+// connections. So each connection is served by one loop that owns it and treats any failure as
+// that client's disconnect (never brokerd's), connections are counted per identity (the policy's
+// fdConnections quota) and in all, and brokerd's copy of a delivered fd is closed at once.
 
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { FdServer, type FdSocket, peerCred } from "@vfio-broker/native";
 import { FdReplySchema, FdRequestSchema, FdStatus } from "@vfio-broker/proto";
 import type { Broker } from "../broker.js";
+import { BrokerError } from "../errors.js";
+import { quotaKeys } from "../identity/container.js";
+import { cgroupOf } from "../identity/peer.js";
+import { logLimited } from "../log.js";
+import { limitsFor } from "../policy/index.js";
 import { attributeToPb, backingToPb, protToPb } from "../rpc/convert.js";
 
 const STATUS: Record<string, FdStatus> = {
@@ -20,11 +30,29 @@ const STATUS: Record<string, FdStatus> = {
   internal: FdStatus.INTERNAL,
 };
 
+/** The largest request frame (an FdRequest is a 32-character ticket). */
+export const MAX_REQUEST_BYTES = 1024;
+export const DEFAULT_IDLE_MS = 30_000;
+export const DEFAULT_MAX_CONNECTIONS = 1024;
+/** A reply not taken by the client within this long: the client is not reading, drop it. */
+const SEND_TIMEOUT_MS = 5000;
+
 export interface FdChannelOptions {
   path: string;
   mode: number;
   idleMs?: number;
+  /** Connections served at once over all identities (each is one fd in brokerd). */
   maxConnections?: number;
+}
+
+/** Rejects after ms (for a send to a client that never reads); the timer never keeps brokerd up. */
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const t = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} took over ${ms} ms`)), ms);
+    timer.unref();
+  });
+  return Promise.race([p, t]).finally(() => clearTimeout(timer));
 }
 
 export class FdChannel {
@@ -37,17 +65,68 @@ export class FdChannel {
   ) {
     this.server = FdServer.listen(opts.path, { mode: opts.mode });
     this.server.onConnection((sock) => {
-      if (this.conns.size >= (opts.maxConnections ?? 1024)) {
-        sock.close();
-        this.broker.emit("fd.delivery", "refused_busy", undefined, 0, undefined);
+      void this.own(sock);
+    });
+  }
+
+  /** Owns one connection from accept to close: whatever happens inside stays with this client. */
+  private async own(sock: FdSocket): Promise<void> {
+    let release: (() => void) | undefined;
+    try {
+      let peer: { uid: number; gid: number; pid: number };
+      try {
+        peer = peerCred(sock.fd);
+      } catch {
+        return; // the peer is gone already
+      }
+      const max = this.opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+      if (this.conns.size >= max) {
+        await this.refuse(
+          sock,
+          peer,
+          "limit:global_fd_connections",
+          `brokerd serves ${max} fd-channel connections, its global limit; try again shortly`,
+        );
         return;
       }
+      const identity = { ...peer, cgroup: cgroupOf(peer.pid) };
+      const keys = quotaKeys(identity);
+      try {
+        this.broker.quotas.charge(
+          keys,
+          "fdConnections",
+          1,
+          limitsFor(this.broker.policy, identity).fdConnections,
+          `uid ${peer.uid}`,
+        );
+      } catch (e) {
+        if (!(e instanceof BrokerError)) throw e;
+        await this.refuse(sock, peer, e.reason, e.message);
+        return;
+      }
+      release = () => this.broker.quotas.refund(keys, "fdConnections", 1);
       this.conns.add(sock);
-      void this.serve(sock).finally(() => {
-        this.conns.delete(sock);
-        sock.close();
-      });
-    });
+      await this.serve(sock, peer);
+    } catch (e) {
+      // A client closing mid-reply (EPIPE, ECONNRESET), a send that timed out, anything else:
+      // it ends this connection only.
+      logLimited("fd-channel", `brokerd: fd channel: closing a connection: ${(e as Error).message}`);
+    } finally {
+      this.conns.delete(sock);
+      release?.();
+      sock.close();
+    }
+  }
+
+  private async refuse(
+    sock: FdSocket,
+    peer: { uid: number; pid: number },
+    reason: string,
+    message: string,
+  ): Promise<void> {
+    this.broker.emit("connection.refused", "fd", { uid: peer.uid, pid: peer.pid }, reason);
+    this.broker.emit("fd.delivery", "refused_busy", undefined, 0, { uid: peer.uid, pid: peer.pid });
+    await this.reply(sock, { status: FdStatus.BUSY, message }).catch(() => {});
   }
 
   private async reply(
@@ -55,22 +134,34 @@ export class FdChannel {
     r: MessageInitShape<typeof FdReplySchema>,
     fds: number[] = [],
   ): Promise<void> {
-    await sock.send(toBinary(FdReplySchema, create(FdReplySchema, r)), fds);
+    await within(
+      sock.send(toBinary(FdReplySchema, create(FdReplySchema, r)), fds),
+      SEND_TIMEOUT_MS,
+      "the reply",
+    );
   }
 
-  private async serve(sock: FdSocket): Promise<void> {
-    const peer = peerCred(sock.fd);
+  private async serve(sock: FdSocket, peer: { uid: number; pid: number }): Promise<void> {
+    const idleMs = this.opts.idleMs ?? DEFAULT_IDLE_MS;
     for (;;) {
       let timer: NodeJS.Timeout | undefined;
       const idle = new Promise<null>((resolve) => {
-        timer = setTimeout(() => resolve(null), this.opts.idleMs ?? 30_000);
+        timer = setTimeout(() => resolve(null), idleMs);
       });
       let msg: Awaited<ReturnType<FdSocket["recv"]>>;
       try {
-        msg = await Promise.race([sock.recv({ maxBytes: 1024, maxFds: 0 }), idle]);
-      } catch {
-        // A malformed frame or a client sending fds to us: the socket is unusable, close it.
+        msg = await Promise.race([
+          sock.recv({ maxBytes: MAX_REQUEST_BYTES, maxFds: 0, keepOpenOnError: true }),
+          idle,
+        ]);
+      } catch (e) {
+        // A frame over the limit, fds sent to us, a frame cut by EOF: the stream position is lost.
+        // Say so, then close (the socket stays open for this one reply).
         this.broker.emit("fd.delivery", "bad_request", undefined, 0, peer);
+        await this.reply(sock, {
+          status: FdStatus.BAD_REQUEST,
+          message: `bad frame (${(e as Error).message.slice(0, 120)}); send a 4-byte big-endian length and at most ${MAX_REQUEST_BYTES} bytes of FdRequest, with no fds`,
+        }).catch(() => {});
         return;
       } finally {
         clearTimeout(timer);
@@ -93,20 +184,32 @@ export class FdChannel {
         continue;
       }
       const m = d.mapping;
-      await this.reply(
-        sock,
-        {
-          status: FdStatus.OK,
-          cookie: m.cookie,
-          mmapOffset: m.backing.mmapOffset,
-          length: m.length,
-          prot: protToPb(m.prot),
-          effectiveAttribute: attributeToPb(m.effectiveAttribute),
-          backing: backingToPb(m.backing.kind),
-        },
-        [m.backing.fd],
-      );
+      try {
+        await this.reply(
+          sock,
+          {
+            status: FdStatus.OK,
+            cookie: m.cookie,
+            mmapOffset: m.backing.mmapOffset,
+            length: m.length,
+            prot: protToPb(m.prot),
+            effectiveAttribute: attributeToPb(m.effectiveAttribute),
+            backing: backingToPb(m.backing.kind),
+          },
+          [m.backing.fd],
+        );
+      } finally {
+        // brokerd keeps no copy of a delivered fd. Even when the reply failed (the client closed
+        // mid-reply, or stopped reading), the fd may have gone out with the first bytes, so the
+        // mapping stays booked as delivered until the session releases it or its process exits.
+        m.backing.handedOver();
+      }
     }
+  }
+
+  /** How many connections are open now (for tests and metrics). */
+  get connections(): number {
+    return this.conns.size;
   }
 
   close(): void {

@@ -8,6 +8,7 @@ import { type Broker, type BrokerEvents, VERSION } from "../broker.js";
 import {
   ATTRIBUTES,
   bounded,
+  CONNECTION_REFUSAL_REASONS,
   DENY_REASONS,
   FD_RESULTS,
   HEALTH_STATES,
@@ -283,6 +284,22 @@ export function createBrokerMetrics(broker: Broker, opts: { processMetrics?: boo
     registers,
   });
 
+  const connectionsRefused = new Counter({
+    name: `${P}connections_refused_total`,
+    help: "Connections refused before they got a session or slot, by socket (broker, fd, admin) and reason (limit:sessions, limit:fdConnections, limit:global_*, draining, not_admin).",
+    labelNames: ["socket", "reason"],
+    registers,
+  });
+
+  new Gauge({
+    name: `${P}pending_mappings`,
+    help: "Mappings created whose fd was not fetched yet (each holds one backing fd in brokerd).",
+    registers,
+    collect() {
+      this.set(broker.pendingMappings);
+    },
+  });
+
   // Zero the known series so rate() and absent() work from the first scrape.
   for (const r of FD_RESULTS) fdDeliveries.inc({ result: r }, 0);
   for (const r of DENY_REASONS) denials.inc({ reason: r }, 0);
@@ -328,6 +345,11 @@ export function createBrokerMetrics(broker: Broker, opts: { processMetrics?: boo
       revokedMappings.inc({ reason: r }, count);
     },
     "policy.reload": (ok) => policyReloads.inc({ result: ok ? "ok" : "error" }),
+    "connection.refused": (socket, _peer, reason) =>
+      connectionsRefused.inc({
+        socket: bounded(["broker", "fd", "admin"], socket),
+        reason: bounded(CONNECTION_REFUSAL_REASONS, reason),
+      }),
     "device.health": (device, health) => healthChanges.inc({ device, state: bounded(HEALTH_STATES, health) }),
   };
   for (const [event, fn] of Object.entries(on)) broker.on(event as keyof Handlers, fn as never);

@@ -10,8 +10,11 @@ export const SESSION_END_REASONS = [
   "lease-closed",
   "lease-cancelled",
   "lease-error",
+  "lease-stalled",
   "revoked",
   "shutdown",
+  "idle",
+  "policy",
 ] as const;
 
 /** Why a mapping was released (dropMapping callers: the session end reasons plus these). */
@@ -21,6 +24,7 @@ export const RELEASE_REASONS = [
   "ticket-expired",
   "device-drain",
   "device-gone",
+  "policy",
   ...SESSION_END_REASONS,
 ] as const;
 
@@ -40,8 +44,19 @@ export const FD_RESULTS = [
 /** Policy DenyReason (policy/evaluate.ts). */
 export const DENY_REASONS = ["no_rule", "device", "region", "attribute", "prot", "read_write"] as const;
 
+/** Why a connection was refused before it got a session or slot (the connection.refused event). */
+export const CONNECTION_REFUSAL_REASONS = [
+  "limit:sessions",
+  "limit:global_sessions",
+  "limit:fdConnections",
+  "limit:global_fd_connections",
+  "draining",
+  "not_admin",
+  "internal",
+] as const;
+
 /** Broker revocation reasons ("operator": one mapping, "session": a whole session, device ones). */
-export const REVOCATION_REASONS = ["operator", "session", "device-drain", "device-gone"] as const;
+export const REVOCATION_REASONS = ["operator", "session", "device-drain", "device-gone", "policy"] as const;
 
 export const HEALTH_STATES = ["healthy", "draining", "gone"] as const;
 
@@ -67,6 +82,8 @@ export const REFUSAL_REASONS = [
   "prot_missing",
   "limit:mappings",
   "limit:bytes",
+  "limit:pendingMappings",
+  "limit:global_pending",
   "limit:space",
   "device_draining",
   "device_gone",

@@ -9,7 +9,7 @@ import {
   type Decision,
   limitsFor,
 } from "./evaluate.js";
-import { type Identity, parsePolicy } from "./schema.js";
+import { type Identity, parsePolicy, UNNAMED_LIMITS } from "./schema.js";
 
 const POLICY = parsePolicy(
   `version: 1
@@ -234,15 +234,22 @@ test("cgroup matching: * within a segment, ** across, unknown cgroup matches no 
 });
 
 test("limitsFor: first rule matching identity (and device), defaults filled, zero if none", () => {
-  assert.deepEqual(limitsFor(POLICY, user), { deviceFiles: 2, mappings: 64, bytes: 1n << 30n });
-  assert.deepEqual(limitsFor(POLICY, user, "sim0"), { deviceFiles: 2, mappings: 64, bytes: 1n << 30n });
-  assert.deepEqual(limitsFor(POLICY, pod, "0000:af:00.3"), {
+  const d = { sessions: 64, fdConnections: 64, pendingMappings: 64 };
+  assert.deepEqual(limitsFor(POLICY, user), { ...d, deviceFiles: 2, mappings: 1024, bytes: 1n << 30n });
+  assert.deepEqual(limitsFor(POLICY, user, "sim0"), {
+    ...d,
     deviceFiles: 2,
-    mappings: 64,
+    mappings: 1024,
+    bytes: 1n << 30n,
+  });
+  assert.deepEqual(limitsFor(POLICY, pod, "0000:af:00.3"), {
+    ...d,
+    deviceFiles: 2,
+    mappings: 1024,
     bytes: 1n << 20n,
   });
-  assert.deepEqual(limitsFor(POLICY, pod, "0000:3b:00.0"), { deviceFiles: 0, mappings: 0, bytes: 0n });
-  assert.deepEqual(limitsFor(POLICY, nobody), { deviceFiles: 0, mappings: 0, bytes: 0n });
+  assert.deepEqual(limitsFor(POLICY, pod, "0000:3b:00.0"), UNNAMED_LIMITS);
+  assert.deepEqual(limitsFor(POLICY, nobody), UNNAMED_LIMITS);
   const second = parsePolicy(
     `version: 1
 rules:
@@ -263,5 +270,5 @@ rules:
     "p",
   );
   assert.equal(limitsFor(second, user, "sim1").mappings, 5);
-  assert.equal(limitsFor(second, user).mappings, 64);
+  assert.equal(limitsFor(second, user).mappings, 1024);
 });

@@ -7,7 +7,7 @@
 
 import { type CompiledGlob, compileGlob, matchCompiled } from "./glob.js";
 import type { Attribute, Identity, IdentityMatch, Limits, Policy, Prot, Rule } from "./schema.js";
-import { ZERO_LIMITS } from "./schema.js";
+import { UNNAMED_LIMITS } from "./schema.js";
 
 export type DenyReason = "no_rule" | "device" | "region" | "attribute" | "prot" | "read_write";
 export type Decision = { allow: true; rule: Rule } | { allow: false; reason: DenyReason; message: string };
@@ -225,5 +225,5 @@ export function limitsFor(p: Policy, id: Identity, device?: string): Limits {
   for (const r of p.rules) {
     if (matchesIdentity(r.match, id) && (device === undefined || matchesDevice(r, device))) return r.limits;
   }
-  return ZERO_LIMITS;
+  return UNNAMED_LIMITS;
 }

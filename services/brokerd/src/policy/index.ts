@@ -34,5 +34,5 @@ export {
   REGION_NAMES,
   type RegionName,
   type Rule,
-  ZERO_LIMITS,
+  UNNAMED_LIMITS,
 } from "./schema.js";

@@ -44,7 +44,14 @@ test("a valid YAML policy parses with defaults filled in", () => {
   assert.deepEqual(r.prot, ["r", "rw"]);
   assert.equal(r.readWrite, true);
   assert.equal(r.allowDeviceFd, false);
-  assert.deepEqual(r.limits, { deviceFiles: 8, mappings: 64, bytes: 1073741824n });
+  assert.deepEqual(r.limits, {
+    sessions: 64,
+    fdConnections: 64,
+    pendingMappings: 64,
+    deviceFiles: 64,
+    mappings: 1024,
+    bytes: 1073741824n,
+  });
   assert.deepEqual(r.limits, DEFAULT_LIMITS);
 });
 
@@ -251,14 +258,28 @@ rules:
     limits: { deviceFiles: 0, bytes: 4096 }
 `;
   const p: Policy = parsePolicy(text, "p");
-  assert.deepEqual(p.rules[0]!.limits, { deviceFiles: 8, mappings: 4, bytes: 2n * 1024n * 1024n });
-  assert.deepEqual(p.rules[1]!.limits, { deviceFiles: 0, mappings: 4, bytes: 4096n });
+  assert.deepEqual(p.rules[0]!.limits, {
+    sessions: 64,
+    fdConnections: 64,
+    pendingMappings: 64,
+    deviceFiles: 64,
+    mappings: 4,
+    bytes: 2n * 1024n * 1024n,
+  });
+  assert.deepEqual(p.rules[1]!.limits, {
+    sessions: 64,
+    fdConnections: 64,
+    pendingMappings: 64,
+    deviceFiles: 0,
+    mappings: 4,
+    bytes: 4096n,
+  });
   assert.deepEqual(errorsOf("version: 1\ndefaults:\n  limit: {}\nrules: []\n"), [
     'policy.yaml:3:3: defaults: unknown key "limit"; did you mean "limits"? allowed keys: limits',
   ]);
   assert.deepEqual(errorsOf("version: 1\ndefaults:\n  limits: { bytes: 1.5GiB, maps: 3 }\nrules: []\n"), [
     'policy.yaml:3:20: defaults.limits.bytes: "1.5GiB" is not a size; use a whole number of bytes or a string with suffix B, KiB, MiB, GiB or TiB (e.g. 1GiB)',
-    'policy.yaml:3:28: defaults.limits: unknown key "maps"; allowed keys: deviceFiles, mappings, bytes',
+    'policy.yaml:3:28: defaults.limits: unknown key "maps"; allowed keys: sessions, fdConnections, pendingMappings, deviceFiles, mappings, bytes',
   ]);
 });
 

@@ -9,7 +9,7 @@
  *
  *   version: 1                       # required; the only version this broker reads
  *   defaults:                        # optional
- *     limits: { deviceFiles: 8, mappings: 64, bytes: 1GiB }   # for rules that omit a limit
+ *     limits: { deviceFiles: 64, mappings: 1024, bytes: 1GiB }   # for rules that omit a limit
  *   rules:                           # required list; evaluated in file order, first match wins;
  *                                    # anything no rule allows is denied
  *     - name: sim-any-local          # required, unique; used in audit logs and metric labels
@@ -34,10 +34,21 @@
  *       allowDeviceFd: false         # optional (default false): may the Backing be the whole VFIO
  *                                    # device fd
  *       limits:                      # optional; each omitted limit comes from defaults.limits,
- *         deviceFiles: 8             #   else 8: open DeviceFiles per Session
- *         mappings: 64               #   else 64: live Mappings per DeviceFile
- *         bytes: 1GiB                #   else 1GiB: bytes mapped per Session; an integer or a
- *                                    #   string with suffix B, KiB, MiB, GiB or TiB
+ *                                    # else the built-in default. Every limit is a quota per
+ *                                    # identity: it counts across ALL sessions of the uid (and of
+ *                                    # the container, when the process is in one), so opening more
+ *                                    # connections never buys more. The built-in defaults are at
+ *                                    # most 1/16 of brokerd's global caps (a fair share).
+ *         sessions: 64               #   else 64: connected sessions (broker.sock connections)
+ *         fdConnections: 64          #   else 64: open fd-channel (fd.sock) connections
+ *         pendingMappings: 64        #   else 64: mappings created whose fd was not fetched yet
+ *         deviceFiles: 64            #   else 64: open DeviceFiles
+ *         mappings: 1024             #   else 1024: live Mappings
+ *         bytes: 1GiB                #   else 1GiB: bytes mapped; an integer or a string with
+ *                                    #   suffix B, KiB, MiB, GiB or TiB
+ *   The connection limits (sessions, fdConnections) come from the first rule that matches the
+ *   identity at all; an identity no rule names gets 4 of each (so it can hear PERMISSION_DENIED)
+ *   and nothing else. The other limits come from the rule that allows the request.
  *
  * Every error names file:line:col, the path of the offending value and what to change, e.g.
  *   policy.yaml:12:7: rules[0].attributes[1]: "XC" is not an attribute; use UC or WC (WB only on simulated memory)
@@ -72,21 +83,39 @@ export interface Identity {
   cgroup: string;
 }
 
+/** Quotas per identity (uid, and container when known), across all of its sessions. */
 export interface Limits {
-  /** open DeviceFiles per Session */
+  /** connected sessions */
+  sessions: number;
+  /** open fd-channel connections */
+  fdConnections: number;
+  /** mappings whose fd has not been fetched yet (each holds a backing fd in brokerd) */
+  pendingMappings: number;
+  /** open DeviceFiles */
   deviceFiles: number;
-  /** live Mappings per DeviceFile */
+  /** live Mappings */
   mappings: number;
-  /** bytes mapped per Session */
+  /** bytes mapped */
   bytes: bigint;
 }
 
 export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
-  deviceFiles: 8,
-  mappings: 64,
+  sessions: 64,
+  fdConnections: 64,
+  pendingMappings: 64,
+  deviceFiles: 64,
+  mappings: 1024,
   bytes: 1n << 30n,
 });
-export const ZERO_LIMITS: Readonly<Limits> = Object.freeze({ deviceFiles: 0, mappings: 0, bytes: 0n });
+/** An identity no rule names: enough connections to be told PERMISSION_DENIED, nothing else. */
+export const UNNAMED_LIMITS: Readonly<Limits> = Object.freeze({
+  sessions: 4,
+  fdConnections: 4,
+  pendingMappings: 0,
+  deviceFiles: 0,
+  mappings: 0,
+  bytes: 0n,
+});
 
 /** Who a rule applies to. Absent lists are "not given"; all given matchers must match. */
 export interface IdentityMatch {
@@ -151,7 +180,15 @@ const RULE_KEYS = [
   "limits",
 ] as const;
 const MATCH_KEYS = ["any", "uids", "gids", "cgroups"] as const;
-const LIMIT_KEYS = ["deviceFiles", "mappings", "bytes"] as const;
+const LIMIT_KEYS = [
+  "sessions",
+  "fdConnections",
+  "pendingMappings",
+  "deviceFiles",
+  "mappings",
+  "bytes",
+] as const;
+const COUNT_KEYS = ["sessions", "fdConnections", "pendingMappings", "deviceFiles", "mappings"] as const;
 
 const MAX_ID = 4294967294; // (uid_t)-1 means "no id"
 const MAX_COUNT = 2147483647;
@@ -431,14 +468,14 @@ function readLimits(ck: Checker, field: Field, path: string): Partial<Limits> {
     field.offset,
     path,
     LIMIT_KEYS,
-    "{ deviceFiles: 8, mappings: 64, bytes: 1GiB }",
+    "{ sessions: 64, deviceFiles: 64, mappings: 1024, bytes: 1GiB }",
   );
   const out: Partial<Limits> = {};
   if (fields === undefined) return out;
-  const deviceFiles = fields.get("deviceFiles");
-  if (deviceFiles) out.deviceFiles = readCount(ck, deviceFiles, join(path, "deviceFiles"));
-  const mappings = fields.get("mappings");
-  if (mappings) out.mappings = readCount(ck, mappings, join(path, "mappings"));
+  for (const key of COUNT_KEYS) {
+    const f = fields.get(key);
+    if (f) out[key] = readCount(ck, f, join(path, key));
+  }
   const bytes = fields.get("bytes");
   if (bytes) {
     const parsed = isScalar(bytes.value)
@@ -721,11 +758,7 @@ export function parsePolicy(text: string, source: string): Policy {
         const node = ck.deref(item);
         const draft = readRule(ck, node, start(node, rulesField.offset), `rules[${i}]`, names);
         if (draft === undefined) return;
-        draft.rule.limits = {
-          deviceFiles: draft.limits.deviceFiles ?? defaults.deviceFiles ?? DEFAULT_LIMITS.deviceFiles,
-          mappings: draft.limits.mappings ?? defaults.mappings ?? DEFAULT_LIMITS.mappings,
-          bytes: draft.limits.bytes ?? defaults.bytes ?? DEFAULT_LIMITS.bytes,
-        };
+        draft.rule.limits = { ...DEFAULT_LIMITS, ...defaults, ...draft.limits };
         rules.push(draft.rule);
       });
     }

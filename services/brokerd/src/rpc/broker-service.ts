@@ -5,16 +5,15 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
 import { MAX_FDS_PER_MESSAGE } from "@vfio-broker/native";
 import type { LeaseRequest, LeaseResponseSchema } from "@vfio-broker/proto";
-import { Layout as PbLayout } from "@vfio-broker/proto";
+import { isUndecodable, Layout as PbLayout } from "@vfio-broker/proto";
 import { type Broker, VERSION } from "../broker.js";
-import { precondition } from "../errors.js";
-import type { LeaseEvent, Session } from "../identity/session.js";
+import { invalid, precondition } from "../errors.js";
+import type { Session } from "../identity/session.js";
 import {
   attributeFromPb,
   attributeToPb,
   backingToPb,
   deviceToPb,
-  healthToPb,
   identityToPb,
   layoutFromPb,
   layoutToPb,
@@ -22,26 +21,10 @@ import {
   protFromPb,
   regionToPb,
 } from "./convert.js";
+import { leaseSink } from "./lease-sink.js";
 import { toStatus, unary } from "./status.js";
 
 export const KEEPALIVE_INTERVAL_MS = 5000;
-
-function leaseEventToPb(e: LeaseEvent): MessageInitShape<typeof LeaseResponseSchema> {
-  if (e.kind === "revocation")
-    return {
-      kind: {
-        case: "revocation",
-        value: {
-          deviceFileId: e.deviceFileId,
-          cookie: e.cookie,
-          deviceId: e.deviceId,
-          reason: e.reason,
-          message: e.message,
-        },
-      },
-    };
-  return { kind: { case: "deviceHealth", value: { deviceId: e.deviceId, health: healthToPb(e.health) } } };
-}
 
 export function brokerServiceImpl(
   broker: Broker,
@@ -136,34 +119,33 @@ export function brokerServiceImpl(
         call.emit("error", toStatus(e));
         return;
       }
-      let last = Date.now();
-      let done = false;
-      s.lease = { send: (e) => !done && call.write(leaseEventToPb(e)) };
-      const timer = setInterval(() => {
-        if (Date.now() - last > 3 * keepaliveIntervalMs) finish("lease-expired");
-      }, keepaliveIntervalMs);
-      timer.unref();
-      const finish = (reason: string) => {
-        if (done) return;
-        done = true;
-        clearInterval(timer);
-        s.lease = undefined;
-        broker.endSession(s, reason);
-        try {
-          call.end();
-        } catch {
-          /* the stream may already be gone */
-        }
-      };
+      s.lease = leaseSink(call, (why) => broker.endSession(s, why.reason, why.message));
+      // Exactly three missed intervals end the session, with LeaseEnded saying so.
+      const expiry = setTimeout(() => {
+        broker.endSession(
+          s,
+          "lease-expired",
+          `no keepalive for ${3 * keepaliveIntervalMs} ms (three intervals of ${keepaliveIntervalMs} ms); ` +
+            "the session ended and its mappings were released",
+        );
+      }, 3 * keepaliveIntervalMs);
+      expiry.unref();
+      call.once("close", () => clearTimeout(expiry));
       call.write({ kind: { case: "granted", value: { sessionId: s.id, keepaliveIntervalMs } } });
       call.on("data", (m: LeaseRequest) => {
-        last = Date.now();
+        if (isUndecodable(m)) {
+          call.emit("error", toStatus(invalid(m.message, "undecodable")));
+          broker.endSession(s, "lease-error", m.message);
+          return;
+        }
+        expiry.refresh();
         if (m.kind.case === "keepalive")
-          call.write({ kind: { case: "keepaliveAck", value: { sequence: m.kind.value.sequence } } });
+          s.lease?.send({ kind: "keepalive_ack", sequence: m.kind.value.sequence });
       });
-      call.on("end", () => finish("lease-closed"));
-      call.on("cancelled", () => finish("lease-cancelled"));
-      call.on("error", () => finish("lease-error"));
+      // The client half-closed: a clean end (LeaseEnded, then status OK), and the session ends.
+      call.on("end", () => broker.endSession(s, "lease-closed", "you closed the lease"));
+      call.on("cancelled", () => broker.endSession(s, "lease-cancelled"));
+      call.on("error", () => broker.endSession(s, "lease-error"));
     },
   } satisfies Record<string, unknown> as grpc.UntypedServiceImplementation;
 }

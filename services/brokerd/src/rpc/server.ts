@@ -4,11 +4,12 @@
 // remoteAddress, which grpc-js reports as the call's getPeer(): that is how every call is
 // attributed to its connection's identity and to nothing the client sends.
 import { chmodSync, chownSync, existsSync, unlinkSync } from "node:fs";
-import { createServer, type Server as NetServer, type Socket } from "node:net";
+import { connect, createServer, type Server as NetServer, type Socket } from "node:net";
 import * as grpc from "@grpc/grpc-js";
 import { closeFd } from "@vfio-broker/native";
 import { BrokerError } from "../errors.js";
 import { identityOfSocket, type PeerIdentity } from "../identity/peer.js";
+import { logLimited } from "../log.js";
 
 export interface Listener {
   close(): Promise<void>;
@@ -19,12 +20,41 @@ export interface ConnectionHooks<C> {
   admit(identity: PeerIdentity): C;
   /** The connection closed. */
   closed(ctx: C): void;
+  /** A connection was refused (for the journal and metrics): the peer and the error's reason. */
+  refused?(peer: { uid: number; pid: number }, reason: string): void;
+}
+
+export interface ServeOptions {
+  mode: number;
+  gid?: number;
+  /**
+   * Connections served at once, admitted or lingering refused (net.Server.maxConnections: more
+   * are closed at accept). It bounds brokerd's fds for this socket whatever clients do.
+   */
+  maxConnections: number;
+  /** Refused connections kept to answer with the reason, per uid and in all (more are just closed). */
+  maxRefusedPerUid?: number;
+  maxRefused?: number;
 }
 
 let connCounter = 0;
 
 /** How long a refused connection is kept to answer its calls with the reason. */
 const REFUSED_LINGER_MS = 2000;
+/** After a session's last lease event is flushed, how long before its socket is closed. */
+const CLOSE_AFTER_FLUSH_MS = 20;
+
+/** Whether something accepts connections on the Unix socket at path. */
+function isLive(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = connect(path);
+    c.once("connect", () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.once("error", () => resolve(false));
+  });
+}
 
 function socketFd(socket: Socket): number {
   const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
@@ -39,23 +69,30 @@ function socketFd(socket: Socket): number {
 export async function serveUnix<C>(
   server: grpc.Server,
   path: string,
-  opts: { mode: number; gid?: number },
+  opts: ServeOptions,
   hooks: ConnectionHooks<C>,
 ): Promise<{
   listener: Listener;
   contextOf: (call: { getPeer(): string }) => C;
   socketOf: (ctx: C) => Socket | undefined;
+  /** Closes ctx's connection once `flushed` settles (its last lease event is out), bounded. */
+  closeAfter: (ctx: C, flushed: Promise<void>) => void;
 }> {
   const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
   const contexts = new Map<string, C>();
   const refused = new Map<string, BrokerError>();
+  const refusedByUid = new Map<number, number>();
   const sockets = new Map<C, Socket>();
+  const maxRefusedPerUid = opts.maxRefusedPerUid ?? 8;
+  const maxRefused = opts.maxRefused ?? 64;
   const net: NetServer = createServer((socket) => {
+    // Any failure here is this connection's alone: it is closed, brokerd goes on.
+    socket.on("error", () => {});
     let identity: PeerIdentity;
     try {
       identity = identityOfSocket(socketFd(socket));
     } catch (e) {
-      console.error(`brokerd: ${path}: refusing a connection: ${(e as Error).message}`);
+      logLimited(`refuse:${path}`, `brokerd: ${path}: refusing a connection: ${(e as Error).message}`);
       socket.destroy();
       return;
     }
@@ -64,22 +101,35 @@ export async function serveUnix<C>(
       ctx = hooks.admit(identity);
     } catch (e) {
       closeFd(identity.pidfd);
+      const peer = { uid: identity.uid, pid: identity.pid };
       if (!(e instanceof BrokerError)) {
-        console.error(`brokerd: ${path}: ${(e as Error).message}`);
+        logLimited(`refuse:${path}`, `brokerd: ${path}: ${(e as Error).message}`);
+        hooks.refused?.(peer, "internal");
         socket.destroy();
         return;
       }
+      hooks.refused?.(peer, e.reason);
       // A refused connection (limit, draining, not admin) still gets a gRPC answer that says why,
-      // on every call, for a short while; then it is closed. It holds no session.
+      // on every call, for a short while; then it is closed. It holds no session. Only a few per
+      // uid linger: an identity hammering the socket gets its extra connections just closed.
+      const lingering = refusedByUid.get(identity.uid) ?? 0;
+      if (lingering >= maxRefusedPerUid || refused.size >= maxRefused) {
+        socket.destroy();
+        return;
+      }
+      refusedByUid.set(identity.uid, lingering + 1);
       const key = `vfio-broker-refused-${++connCounter}`;
       Object.defineProperty(socket, "remoteAddress", { value: key, configurable: true });
       refused.set(key, e);
       const timer = setTimeout(() => socket.destroy(), REFUSED_LINGER_MS);
+      const uid = identity.uid;
       socket.on("close", () => {
         clearTimeout(timer);
         refused.delete(key);
+        const n = (refusedByUid.get(uid) ?? 1) - 1;
+        if (n <= 0) refusedByUid.delete(uid);
+        else refusedByUid.set(uid, n);
       });
-      socket.on("error", () => {});
       injector.injectConnection(socket);
       return;
     }
@@ -92,10 +142,21 @@ export async function serveUnix<C>(
       sockets.delete(ctx);
       hooks.closed(ctx);
     });
-    socket.on("error", () => {});
     injector.injectConnection(socket);
   });
-  if (existsSync(path)) unlinkSync(path);
+  net.maxConnections = opts.maxConnections;
+  // accept(2) failing (EMFILE, ENFILE) is not a reason to stop serving: libuv retries.
+  net.on("error", (e) => logLimited(`accept:${path}`, `brokerd: ${path}: ${e.message}`));
+  if (existsSync(path)) {
+    // Never take over a socket someone is still serving (another brokerd, with its own runtime dir).
+    if (await isLive(path))
+      throw new BrokerError(
+        "UNAVAILABLE",
+        `another server is accepting on ${path}; stop it first, or give this brokerd other socket paths`,
+        "socket_in_use",
+      );
+    unlinkSync(path);
+  }
   await new Promise<void>((resolve, reject) => {
     net.once("error", reject);
     net.listen(path, () => resolve());
@@ -120,5 +181,11 @@ export async function serveUnix<C>(
       return ctx;
     },
     socketOf: (ctx) => sockets.get(ctx),
+    closeAfter: (ctx, flushed) => {
+      const socket = sockets.get(ctx);
+      if (!socket) return;
+      const close = () => setTimeout(() => socket.destroy(), CLOSE_AFTER_FLUSH_MS).unref();
+      flushed.then(close, close);
+    },
   };
 }

@@ -1,7 +1,8 @@
 // BrokerError -> gRPC status, and the async-handler adapter every service uses. Unexpected
 // exceptions become INTERNAL with the message logged: a client can never crash brokerd.
 import * as grpc from "@grpc/grpc-js";
-import { BrokerError } from "../errors.js";
+import { isUndecodable } from "@vfio-broker/proto";
+import { BrokerError, invalid } from "../errors.js";
 
 export function toStatus(e: unknown): Partial<grpc.StatusObject> {
   if (e instanceof BrokerError) return { code: grpc.status[e.code], details: e.message };
@@ -16,7 +17,11 @@ export function unary<I, O>(
 ): grpc.handleUnaryCall<I, O> {
   return (call, callback) => {
     Promise.resolve()
-      .then(() => fn(call.request, call))
+      .then(() => {
+        // Bytes that are not the request protobuf: INVALID_ARGUMENT, as the API promises.
+        if (isUndecodable(call.request)) throw invalid(call.request.message, "undecodable");
+        return fn(call.request, call);
+      })
       .then(
         (res) => callback(null, res),
         (e) => callback(toStatus(e) as grpc.ServiceError),

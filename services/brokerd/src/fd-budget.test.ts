@@ -1,0 +1,38 @@
+// planFdBudget: caps that fit are kept; caps that do not are lowered until clients can never take
+// the reserve, whatever the limit.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import fc from "fast-check";
+import { clientFds, nofileLimit, planFdBudget, RESERVE_FDS } from "./fd-budget.js";
+
+test("planFdBudget: the defaults fit in 20000 fds unchanged", () => {
+  const b = planFdBudget(20000, { sessions: 1024, fdConnections: 1024, pendingMappings: 1024 });
+  assert.deepEqual(b.caps, { sessions: 1024, fdConnections: 1024, pendingMappings: 1024 });
+  assert.equal(b.warning, "");
+});
+
+test("planFdBudget: at 1024 fds the caps shrink and the reserve stays free", () => {
+  const b = planFdBudget(1024, { sessions: 1024, fdConnections: 1024, pendingMappings: 1024 });
+  assert.ok(b.clientFds + RESERVE_FDS <= 1024, `clients may take ${b.clientFds}`);
+  assert.match(b.warning, /RLIMIT_NOFILE is 1024/);
+});
+
+test("planFdBudget: for any limit with room, clients never reach the reserve", () => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 2048, max: 1 << 20 }),
+      fc.integer({ min: 1, max: 100000 }),
+      fc.integer({ min: 1, max: 100000 }),
+      fc.integer({ min: 1, max: 100000 }),
+      (nofile, sessions, fdConnections, pendingMappings) => {
+        const b = planFdBudget(nofile, { sessions, fdConnections, pendingMappings });
+        assert.ok(clientFds(b.caps) + RESERVE_FDS <= nofile);
+        assert.ok(b.caps.sessions <= sessions && b.caps.fdConnections <= fdConnections);
+      },
+    ),
+  );
+});
+
+test("nofileLimit reads this process's soft limit", () => {
+  assert.ok(nofileLimit() >= 1024);
+});
