@@ -1,0 +1,79 @@
+// Attacks on the fd channel (fd.sock), as uid 65534, while a victim of another uid keeps granting:
+// - close mid-reply: an FdRequest, then a reset before brokerd's reply (EPIPE/ECONNRESET). It used
+//   to kill brokerd (6/10 runs with one connection, 5/5 with 20).
+// - malformed frames: fds pushed at brokerd, a 2 GiB length, an oversize frame, junk protobuf, half
+//   a prefix: each gets FD_STATUS_BAD_REQUEST (when a reply is possible) and the connection closes.
+// - idle connections held by the thousand: the uid gets its fdConnections quota (BUSY for the
+//   rest), other uids are served.
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { type BrokerProcess, startBrokerd, until } from "../lib/brokerd.js";
+import {
+  assertAlive,
+  assertVictim,
+  attacker,
+  report,
+  sample,
+  startVictim,
+  watch,
+} from "./support/harness.js";
+
+describe("hostile: fd channel", () => {
+  let b: BrokerProcess;
+  let baseline = 0;
+  before(async () => {
+    b = await startBrokerd();
+    await new Promise((r) => setTimeout(r, 200));
+    baseline = b.fdCount();
+  });
+  after(async () => {
+    await b?.stop();
+  });
+
+  it("a client closing before the reply (20 connections in a loop) never stops brokerd", async () => {
+    const victim = startVictim(b);
+    const peaks = watch(b);
+    const a = attacker("fd-flood", ["close-mid-reply", b.fdSocket, "20", "4000"]);
+    const r = (await a.result()) as { sent: number; errors: number };
+    const v = await victim.stop();
+    const p = peaks.stop();
+    assertAlive(b);
+    report("fd close mid-reply", { requests: r.sent, victim: v, brokerdPeak: p, after: sample(b) });
+    assert.ok(r.sent > 100, `the attack sent only ${r.sent} requests`);
+    assertVictim(v);
+    await until("brokerd's fds back to baseline", () => b.fdCount() <= baseline + 2, 5000);
+  });
+
+  it("malformed frames get FD_STATUS_BAD_REQUEST and the connection closes; brokerd serves on", async () => {
+    const a = attacker("fd-flood", ["bad-frames", b.fdSocket]);
+    const r = (await a.result()) as Record<string, string>;
+    report("fd bad frames", { replies: r });
+    assertAlive(b);
+    assert.equal(r.fdsPushed, "BAD_REQUEST+closed");
+    assert.equal(r.hugePrefix, "BAD_REQUEST+closed");
+    assert.equal(r.oversizeFrame, "BAD_REQUEST+closed");
+    // A well-framed message that is not an FdRequest: BAD_REQUEST, and the connection stays usable.
+    assert.equal(r.junkProtobuf, "BAD_REQUEST+open");
+    assert.equal(r.halfPrefixThenEof, "closed");
+    await until("brokerd's fds back to baseline", () => b.fdCount() <= baseline + 2, 5000);
+  });
+
+  it("1024 idle fd-channel connections of one uid: it gets its quota, other uids are served", async () => {
+    const victim = startVictim(b);
+    const peaks = watch(b);
+    const a = attacker("hold-connections", [b.fdSocket, "1024", "5000"]);
+    const r = (await a.result()) as { opened: number; closedByBroker: number; heldAtEnd: number };
+    const v = await victim.stop();
+    const p = peaks.stop();
+    assertAlive(b);
+    report("fd idle connections", { attacker: r, victim: v, brokerdPeak: p, baselineFds: baseline });
+    assertVictim(v);
+    // The uid's quota (64 by default) is all brokerd kept open for it; the rest were refused.
+    assert.ok(p.maxFds <= baseline + 64 + 40, `brokerd held ${p.maxFds} fds (baseline ${baseline})`);
+    assert.ok(
+      r.closedByBroker >= 1024 - 64,
+      `brokerd closed only ${r.closedByBroker} of the extra connections`,
+    );
+    await until("brokerd's fds back to baseline", () => b.fdCount() <= baseline + 2, 5000);
+  });
+});

@@ -1,0 +1,71 @@
+// An HTTP/2 peer that stops reading: it sets SETTINGS_INITIAL_WINDOW_SIZE=0 and pipelines
+// ReadRegion calls, so brokerd can send none of the responses. brokerd used to queue every one
+// (5.44 GB RSS after ~48 MB of requests). Now each connection has at most 32 calls in flight and
+// 4 MiB of HTTP/2 session memory, so one attacking connection may grow brokerd's RSS by < 64 MB,
+// which comes back when it leaves; a victim of another uid keeps granting throughout.
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { type BrokerProcess, startBrokerd, until } from "../lib/brokerd.js";
+import {
+  assertAlive,
+  assertVictim,
+  attacker,
+  report,
+  sample,
+  startVictim,
+  watch,
+} from "./support/harness.js";
+
+describe("hostile: HTTP/2 flow control", () => {
+  let b: BrokerProcess;
+  before(async () => {
+    b = await startBrokerd();
+  });
+  after(async () => {
+    await b?.stop();
+  });
+
+  it("a window-0 peer pipelining ReadRegion grows brokerd's RSS < 64 MB, and it comes back", async () => {
+    // Memory, measured with the attacker alone (an honest client's own churn moves RSS too).
+    await new Promise((r) => setTimeout(r, 500));
+    const before = sample(b);
+    const peaks = watch(b);
+    const a = attacker("h2-stall", [b.socket, "5000"]);
+    await a.phase("holding");
+    const during = sample(b);
+    a.kill("SIGTERM");
+    const r = (await a.result()) as { sent: number; accepted: number; requestBytes: number };
+    const p = peaks.stop();
+    assertAlive(b);
+    let afterRss = sample(b).rssMB;
+    await until(
+      "brokerd's RSS to come back",
+      () => {
+        afterRss = sample(b).rssMB;
+        return afterRss - before.rssMB < 32;
+      },
+      15_000,
+      250,
+    ).catch(() => {});
+    // Availability: the same attack again, with a victim of another uid granting throughout.
+    const victim = startVictim(b);
+    const again = attacker("h2-stall", [b.socket, "5000"]);
+    await again.phase("holding");
+    again.kill("SIGTERM");
+    await again.result();
+    const v = await victim.stop();
+    assertAlive(b);
+    report("http2 window 0", {
+      attacker: r,
+      victim: v,
+      rssMB: { before: before.rssMB, during: during.rssMB, peak: p.maxRssMB, after: afterRss },
+    });
+    assert.ok(r.sent >= 1000, `the attacker offered only ${r.sent} calls`);
+    assert.ok(p.maxRssMB - before.rssMB < 64, `RSS grew by ${p.maxRssMB - before.rssMB} MB`);
+    assert.ok(
+      afterRss - before.rssMB < 32,
+      `RSS stayed ${afterRss - before.rssMB} MB above where it started`,
+    );
+    assertVictim(v);
+  });
+});

@@ -1,0 +1,160 @@
+// What every hostile test shares: the victim (an honest client of another uid that keeps granting
+// during the attack), brokerd's resource figures (fds against its limit, RSS), attacker agents run
+// as uid 65534, and one line of measured figures per test ("hostile: {...}") so the numbers in
+// docs/security.md come from a run anyone can repeat.
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { BrokerProcess } from "../../lib/brokerd.js";
+
+export const ATTACKER = 65534;
+/** The victim's uid: not the attacker's, not root (the sim policy lets any local uid in). */
+export const VICTIM = 4242;
+const AGENTS = join(dirname(fileURLToPath(import.meta.url)), "..", "agents");
+
+export interface VictimResult {
+  attempts: number;
+  ok: number;
+  failures: number;
+  errors: string[];
+  p50Ms: number;
+  p99Ms: number;
+}
+
+/** Starts the victim loop as VICTIM; stop() ends it and returns what it saw. */
+export function startVictim(b: BrokerProcess, slot = 0): { stop(): Promise<VictimResult> } {
+  const child = spawn(process.execPath, [join(AGENTS, "victim.js"), b.socket, String(slot)], {
+    uid: VICTIM,
+    gid: VICTIM,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  let err = "";
+  child.stdout!.on("data", (d: Buffer) => {
+    out += d.toString();
+  });
+  child.stderr!.on("data", (d: Buffer) => {
+    err += d.toString();
+  });
+  return {
+    async stop() {
+      const exited = new Promise((r) => child.once("exit", r));
+      child.kill("SIGTERM");
+      const t = setTimeout(() => child.kill("SIGKILL"), 15_000);
+      await exited;
+      clearTimeout(t);
+      const line = out.trim().split("\n").pop() ?? "";
+      try {
+        return JSON.parse(line) as VictimResult;
+      } catch {
+        throw new Error(`the victim printed no result: ${out}\n${err}`);
+      }
+    },
+  };
+}
+
+/** The victim kept working: at least `min` of its cycles succeeded (and there were some). */
+export function assertVictim(r: VictimResult, min = 0.99): void {
+  assert.ok(r.attempts >= 5, `the victim made only ${r.attempts} attempts: ${r.errors.join("; ")}`);
+  assert.ok(
+    r.ok / r.attempts >= min,
+    `the victim succeeded in ${r.ok}/${r.attempts} cycles (< ${min * 100} %): ${r.errors.join("; ")}`,
+  );
+}
+
+export interface Sample {
+  fds: number;
+  fdLimit: number;
+  rssMB: number;
+}
+
+export function sample(b: BrokerProcess): Sample {
+  const status = readFileSync(`/proc/${b.pid}/status`, "utf8");
+  const rss = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+  const limits = readFileSync(`/proc/${b.pid}/limits`, "utf8");
+  const fdLimit = Number(/Max open files\s+(\d+)/.exec(limits)?.[1] ?? 0);
+  return { fds: b.fdCount(), fdLimit, rssMB: Math.round((rss / 1024) * 10) / 10 };
+}
+
+/** Samples brokerd every everyMs until stop(); returns the peaks. */
+export function watch(b: BrokerProcess, everyMs = 100): { stop(): { maxFds: number; maxRssMB: number } } {
+  let maxFds = 0;
+  let maxRssMB = 0;
+  const t = setInterval(() => {
+    try {
+      const s = sample(b);
+      maxFds = Math.max(maxFds, s.fds);
+      maxRssMB = Math.max(maxRssMB, s.rssMB);
+    } catch {
+      /* brokerd gone: the test's alive check says so */
+    }
+  }, everyMs);
+  return {
+    stop() {
+      clearInterval(t);
+      return { maxFds, maxRssMB };
+    },
+  };
+}
+
+/** brokerd is still running (not exited, not killed). */
+export function assertAlive(b: BrokerProcess): void {
+  assert.equal(b.proc.exitCode, null, `brokerd exited with ${b.proc.exitCode}:\n${b.stderr().slice(-2000)}`);
+  assert.equal(b.proc.signalCode, null, `brokerd was killed by ${b.proc.signalCode}`);
+}
+
+export type Attacker = ChildProcess & {
+  /** The agent's last JSON line once it exits. */
+  result(): Promise<unknown>;
+  /** Resolves when the agent prints {"phase": name} (e.g. "holding": the attack is in place). */
+  phase(name: string): Promise<void>;
+};
+
+/** Runs an attacker agent (test/hostile/agents/NAME.js) as uid 65534. */
+export function attacker(name: string, args: string[]): Attacker {
+  const child = spawn(process.execPath, [join(AGENTS, `${name}.js`), ...args], {
+    uid: ATTACKER,
+    gid: ATTACKER,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  let err = "";
+  const waiting: { name: string; resolve(): void }[] = [];
+  child.stdout!.on("data", (d: Buffer) => {
+    out += d.toString();
+    for (const w of [...waiting])
+      if (out.includes(`"phase":"${w.name}"`)) {
+        waiting.splice(waiting.indexOf(w), 1);
+        w.resolve();
+      }
+  });
+  child.stderr!.on("data", (d: Buffer) => {
+    err += d.toString();
+  });
+  const phase = (name: string) =>
+    new Promise<void>((resolve, reject) => {
+      if (out.includes(`"phase":"${name}"`)) return resolve();
+      waiting.push({ name, resolve });
+      child.once("exit", (code) =>
+        reject(new Error(`attacker ${name} exited ${code} before "${name}":\n${err.slice(-2000)}`)),
+      );
+    });
+  const done = new Promise<unknown>((resolve, reject) => {
+    child.once("exit", (code) => {
+      const line = out.trim().split("\n").pop() ?? "";
+      try {
+        resolve(JSON.parse(line));
+      } catch {
+        reject(new Error(`attacker ${name} exited ${code} with no result:\n${out}\n${err.slice(-2000)}`));
+      }
+    });
+  });
+  return Object.assign(child, { result: () => done, phase });
+}
+
+/** Prints one line of measured figures for this test. */
+export function report(test: string, figures: Record<string, unknown>): void {
+  console.log(`hostile: ${JSON.stringify({ test, ...figures })}`);
+}
