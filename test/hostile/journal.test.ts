@@ -21,7 +21,7 @@ import {
   sleep,
   VICTIM,
   type VictimResult,
-} from "./support.js";
+} from "./journal-support.js";
 
 // Overridable to reproduce other figures, e.g. HOSTILE_FLOOD_CONNECTIONS=1 for one connection.
 const FLOOD_SECONDS = Number(process.env.HOSTILE_FLOOD_SECONDS ?? 12);
@@ -68,11 +68,11 @@ describe("hostile: the audit journal", () => {
     writeFileSync(filler, Buffer.alloc(Math.max(0, st.bavail * st.bsize - 24 * 1024)));
     const rssBefore = rssKiB(b.pid);
     const flood = agent<FloodResult>(
-      "flood",
+      "journal-flood",
       [b.fdSocket, String(FLOOD_SECONDS), String(FLOOD_CONNECTIONS)],
       NOBODY,
     );
-    const victim = agent<VictimResult>("victim", [b.socket, String(FLOOD_SECONDS)], VICTIM);
+    const victim = agent<VictimResult>("journal-victim", [b.socket, String(FLOOD_SECONDS)], VICTIM);
     const cli: boolean[] = [];
     for (let i = 0; i < 3; i++) {
       await sleep(2500);
@@ -153,7 +153,7 @@ describe("hostile: the audit journal", () => {
       () => b.proc.exitCode !== null || b.stderr().includes("policy reloaded"),
     );
     assertAlive(b);
-    const v = await agent<VictimResult>("victim", [b.socket, "3"], VICTIM);
+    const v = await agent<VictimResult>("journal-victim", [b.socket, "3"], VICTIM);
     assertAlive(b);
     const dropped = await metric(port, "vfio_broker_journal_lines_dropped_total");
     console.log(
@@ -196,7 +196,7 @@ describe("hostile: the audit journal", () => {
     assert.ok(await cliMap(b));
     const limit = b.fdCount() + 16;
     execFileSync("prlimit", ["--pid", String(b.pid), `--nofile=${limit}:${limit}`]);
-    const holder = spawn(process.execPath, [join(AGENTS, "hold.js"), b.fdSocket, "64", "60"], {
+    const holder = spawn(process.execPath, [join(AGENTS, "journal-hold.js"), b.fdSocket, "64", "60"], {
       uid: NOBODY,
       gid: NOBODY,
       stdio: ["ignore", "pipe", "inherit"],
@@ -261,7 +261,7 @@ describe("hostile: the audit journal", () => {
     const rss0 = rssKiB(b.pid);
     const t0 = performance.now();
     const f = await agent<FloodResult>(
-      "flood",
+      "journal-flood",
       [b.fdSocket, String(FLOOD_SECONDS), String(FLOOD_CONNECTIONS)],
       NOBODY,
     );
