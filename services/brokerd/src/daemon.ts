@@ -48,15 +48,15 @@ export interface Daemon {
   reloadPolicy(): { ok: boolean; errors: string[]; revoked?: RevokeCounts };
   /** Reopens the audit journal file (log rotation). */
   reopenJournal(): void;
-  /** Stops accepting, ends every session, closes every socket and fd. */
-  close(): Promise<void>;
+  /** Stops accepting, ends every session, closes every socket and fd; the journal records `reason`. */
+  close(reason?: string): Promise<void>;
 }
 
 export interface DaemonExtras {
   /** Extra backends (sysfs, vfio) next to or instead of sim. */
   backends?: Backend[];
-  /** Attaches metrics; returns a closer. */
-  metrics?: (broker: Broker, config: Config) => Promise<{ close(): Promise<void> }>;
+  /** Attaches metrics (the journal's own series included); returns a closer. */
+  metrics?: (broker: Broker, config: Config, journal: Journal) => Promise<{ close(): Promise<void> }>;
 }
 
 export async function startDaemon(config: Config, extras: DaemonExtras = {}): Promise<Daemon> {
@@ -186,14 +186,15 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
     mode: 0o666,
     maxConnections: budget.caps.fdConnections,
   });
-  const metrics = extras.metrics ? await extras.metrics(broker, config) : undefined;
+  const metrics = extras.metrics ? await extras.metrics(broker, config, journal) : undefined;
+  journal.started(broker);
 
   return {
     broker,
     config,
     reloadPolicy,
     reopenJournal: () => journal.reopen(),
-    async close() {
+    async close(reason = "close") {
       draining = true;
       health.setAll(HealthCheckResponse_ServingStatus.NOT_SERVING);
       fdChannel.close();
@@ -204,6 +205,7 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
       brokerServer.forceShutdown();
       adminServer.forceShutdown();
       for (const b of backends) b.close();
+      journal.close(reason);
       lock.release();
     },
   };

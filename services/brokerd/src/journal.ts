@@ -1,32 +1,149 @@
-// The audit journal: one JSON line per security-relevant event (sessions, device files,
-// mappings, deliveries, denials, revocations, policy reloads), to a file or stderr. It subscribes
-// to the Broker's events; it never changes state. Field names use DESIGN.md's vocabulary.
-import { closeSync, openSync, writeSync } from "node:fs";
-import type { Broker } from "./broker.js";
+// The audit journal: one JSON line per security-relevant event (daemon start and stop, sessions,
+// device files, mappings, deliveries, denials, refused connections, revocations, policy reloads),
+// to a file or stderr. It subscribes to the Broker's events; it never changes state, and it never
+// stops brokerd (DESIGN.md §8): a line that cannot be written is dropped and counted (journal/
+// sink.ts), and failures a client can repeat at will are aggregated per identity (journal/
+// aggregate.ts) so that no client can fill the disk through us. Field names use DESIGN.md's
+// vocabulary. What it guarantees is written down in docs/security-journal.md.
+import { type Broker, type BrokerEvents, type FdPeer, VERSION } from "./broker.js";
 import type { Mapping } from "./grants/device-file.js";
+import { type KeyFields, Repeats, type Summary } from "./journal/aggregate.js";
+import { JournalSink } from "./journal/sink.js";
+import { fsWriter, type JournalWriter } from "./journal/writer.js";
+import { logLimited } from "./log.js";
+import { bounded, DENY_REASONS, FD_RESULTS } from "./metrics/labels.js";
+
+export interface JournalOptions {
+  /** The filesystem layer (tests inject failures). */
+  writer?: JournalWriter;
+  clock?: () => number;
+  /** Operator notices (stderr by default). */
+  notify?: (line: string) => void;
+  /** Aggregation window per identity and result, ms (default 10 s). */
+  windowMs?: number;
+  /** Identities x results tracked at once (default 1024); beyond, one "other" bucket. */
+  maxKeys?: number;
+  /** Wait between attempts after a failed write or open, ms (default 1 s). */
+  retryMs?: number;
+  /** At most one stderr notice about dropped lines per this many ms (default 60 s). */
+  noticeMs?: number;
+  /** Run tick() every tickMs from an unref'd timer (default 1000; 0: never, tests call tick()). */
+  tickMs?: number;
+}
+
+/** What the metrics read at scrape time (metrics/journal.ts). */
+export interface JournalStats {
+  linesWritten: number;
+  bytesWritten: number;
+  /** By reason (JOURNAL_DROP_REASONS). */
+  dropped: ReadonlyMap<string, number>;
+  /** By errno. */
+  reopenFailures: ReadonlyMap<string, number>;
+  /** Events counted into summaries instead of written, by event (JOURNAL_AGGREGATED_EVENTS). */
+  suppressed: ReadonlyMap<string, number>;
+  writable: boolean;
+  aggregationKeys: number;
+}
+
+const bigintSafe = (_k: string, v: unknown) => (typeof v === "bigint" ? v.toString() : v);
+const SOCKETS = ["broker", "fd", "admin"] as const;
 
 export class Journal {
-  /** Opened once (O_APPEND): one write per event, no open/close on the grant path. */
-  private fd: number | undefined;
+  private readonly sink: JournalSink;
+  private readonly repeats: Repeats;
+  private readonly clock: () => number;
+  private readonly timer: NodeJS.Timeout | undefined;
+  private detach: (() => void) | undefined;
+  private closed = false;
 
-  constructor(private readonly path: string | undefined) {
-    this.fd = path ? openSync(path, "a", 0o600) : undefined;
+  constructor(
+    private readonly path: string | undefined,
+    opts: JournalOptions = {},
+  ) {
+    this.clock = opts.clock ?? Date.now;
+    this.sink = new JournalSink({
+      path,
+      writer: opts.writer ?? fsWriter,
+      clock: this.clock,
+      notify: opts.notify ?? ((line) => logLimited("journal", line)),
+      retryMs: opts.retryMs ?? 1000,
+      noticeMs: opts.noticeMs ?? 60_000,
+    });
+    this.repeats = new Repeats({ windowMs: opts.windowMs ?? 10_000, maxKeys: opts.maxKeys ?? 1024 });
+    const tickMs = opts.tickMs ?? 1000;
+    if (tickMs > 0) {
+      this.timer = setInterval(() => this.tick(), tickMs);
+      this.timer.unref();
+    }
   }
 
-  /** Opens the file again (after logrotate moved it away); brokerd does this on SIGHUP. */
+  get stats(): JournalStats {
+    const c = this.sink.counts;
+    return {
+      linesWritten: c.lines,
+      bytesWritten: c.bytes,
+      dropped: c.dropped,
+      reopenFailures: c.reopenFailures,
+      suppressed: this.repeats.suppressed,
+      writable: this.sink.writable,
+      aggregationKeys: this.repeats.size,
+    };
+  }
+
+  /** Opens the file again (after logrotate moved it away); brokerd does this on SIGHUP. Never throws. */
   reopen(): void {
-    if (!this.path) return;
-    const old = this.fd;
-    this.fd = openSync(this.path, "a", 0o600);
-    if (old !== undefined) closeSync(old);
+    this.sink.reopen();
   }
 
+  /** Writes one event line, or drops and counts it. Never throws. */
   write(event: string, fields: Record<string, unknown>): void {
-    const line = `${JSON.stringify({ ts: new Date().toISOString(), event, ...fields }, (_k, v) =>
-      typeof v === "bigint" ? v.toString() : v,
-    )}\n`;
-    if (this.fd !== undefined) writeSync(this.fd, line);
-    else process.stderr.write(line);
+    if (this.closed || this.sink.dropIfWaiting()) return;
+    let line: string;
+    try {
+      line = `${JSON.stringify({ ts: new Date(this.clock()).toISOString(), event, ...fields }, bigintSafe)}\n`;
+    } catch {
+      this.sink.dropUnwritable();
+      return;
+    }
+    this.sink.write(line);
+  }
+
+  /** Closes aggregation windows that are over, and lets the sink retry and notify. Never throws. */
+  tick(): void {
+    try {
+      for (const s of this.repeats.flush(this.clock())) this.writeSummary(s);
+      this.sink.tick();
+    } catch (e) {
+      logLimited("journal.tick", `vfio-brokerd: audit journal upkeep failed: ${(e as Error).message}`);
+    }
+  }
+
+  /** The "daemon.start" line: what is running, with which policy, serving which devices. */
+  started(broker: Broker, extra: Record<string, unknown> = {}): void {
+    this.write("daemon.start", {
+      version: VERSION,
+      pid: process.pid,
+      node: process.version,
+      digest: broker.policy.digest,
+      source: broker.policy.source,
+      devices: broker.allDevices().map((d) => ({ id: d.info.id, backend: d.info.backend })),
+      journal: this.path ?? "stderr",
+      ...extra,
+    });
+  }
+
+  /**
+   * Writes what aggregation still holds and the "daemon.stop" line, then closes the file. Events
+   * after this are ignored (brokerd is going away).
+   */
+  close(reason: string): void {
+    if (this.closed) return;
+    if (this.timer) clearInterval(this.timer);
+    this.detach?.();
+    for (const s of this.repeats.flush(this.clock(), true)) this.writeSummary(s);
+    this.write("daemon.stop", { reason, pid: process.pid, ...this.dropSummary() });
+    this.closed = true;
+    this.sink.close();
   }
 
   attach(broker: Broker): void {
@@ -45,33 +162,97 @@ export class Journal {
       deviceFd: m.backing.kind === "vfio-device-fd",
       rule: m.rule,
     });
-    broker.on("session.open", (s) =>
-      this.write("session.open", { session: s.id, ...s.identity, pidfd: undefined, groups: undefined }),
-    );
-    broker.on("session.end", (s, reason, ms) =>
-      this.write("session.end", { session: s.id, reason, cleanupMs: ms }),
-    );
-    broker.on("devicefile.open", (df) =>
-      this.write("devicefile.open", {
-        session: df.sessionId,
-        deviceFile: df.id,
-        device: df.device.id,
-        layout: df.layout,
-      }),
-    );
-    broker.on("devicefile.close", (df, reason) =>
-      this.write("devicefile.close", { session: df.sessionId, deviceFile: df.id, reason }),
-    );
-    broker.on("mapping.create", (m) => this.write("mapping.create", mapping(m)));
-    broker.on("mapping.release", (m, reason) => this.write("mapping.release", { ...mapping(m), reason }));
-    broker.on("fd.delivery", (result, m) => this.write("fd.delivery", { result, ...(m ? mapping(m) : {}) }));
-    broker.on("denied", (s, reason, message) =>
-      this.write("denied", { session: s?.id, uid: s?.identity.uid, pid: s?.identity.pid, reason, message }),
-    );
-    broker.on("revocation", (reason, count) => this.write("revocation", { reason, mappings: count }));
-    broker.on("policy.reload", (ok, errors) =>
-      this.write("policy.reload", { ok, errors, digest: broker.policy.digest, source: broker.policy.source }),
-    );
-    broker.on("device.health", (device, health) => this.write("device.health", { device, health }));
+    const peerFields = (p: FdPeer | undefined) => (p ? { uid: p.uid, pid: p.pid } : {});
+    const on: Partial<Handlers> = {
+      "session.open": (s) =>
+        this.write("session.open", { session: s.id, ...s.identity, pidfd: undefined, groups: undefined }),
+      "session.end": (s, reason, ms) => this.write("session.end", { session: s.id, reason, cleanupMs: ms }),
+      "devicefile.open": (df) =>
+        this.write("devicefile.open", {
+          session: df.sessionId,
+          deviceFile: df.id,
+          device: df.device.id,
+          layout: df.layout,
+        }),
+      "devicefile.close": (df, reason) =>
+        this.write("devicefile.close", { session: df.sessionId, deviceFile: df.id, reason }),
+      "mapping.create": (m) => this.write("mapping.create", mapping(m)),
+      "mapping.release": (m, reason) => this.write("mapping.release", { ...mapping(m), reason }),
+      "fd.delivery": (result, m, _ms, peer) => {
+        const full = { result, ...peerFields(peer), ...(m ? mapping(m) : {}) };
+        // Every delivered fd is written; failures are what a client can repeat at will.
+        if (result === "ok") this.write("fd.delivery", full);
+        else
+          this.repeated(
+            "fd.delivery",
+            { uid: peer?.uid ?? "unknown", result: bounded(FD_RESULTS, result) },
+            peer?.pid,
+            full,
+          );
+      },
+      "connection.refused": (socket, peer, reason) =>
+        this.repeated(
+          "connection.refused",
+          { uid: peer.uid, socket: bounded(SOCKETS, socket), reason: reason.slice(0, 64) },
+          peer.pid,
+          { socket, uid: peer.uid, pid: peer.pid, reason },
+        ),
+      denied: (s, reason, message) =>
+        this.repeated(
+          "denied",
+          { uid: s?.identity.uid ?? "unknown", reason: bounded(DENY_REASONS, reason) },
+          s?.identity.pid,
+          { session: s?.id, uid: s?.identity.uid, pid: s?.identity.pid, reason, message },
+        ),
+      revocation: (reason, count) => this.write("revocation", { reason, mappings: count }),
+      "policy.reload": (ok, errors) =>
+        this.write("policy.reload", {
+          ok,
+          errors,
+          digest: broker.policy.digest,
+          source: broker.policy.source,
+        }),
+      "device.health": (device, health) => this.write("device.health", { device, health }),
+    };
+    // A journal handler runs inside the emitter's caller (a request path): it must never throw.
+    const guarded = Object.entries(on).map(([event, fn]) => {
+      const g = (...args: unknown[]) => {
+        try {
+          (fn as (...a: unknown[]) => void)(...args);
+        } catch (e) {
+          this.sink.dropUnwritable();
+          logLimited("journal.handler", `vfio-brokerd: audit journal: ${event}: ${(e as Error).message}`);
+        }
+      };
+      broker.on(event as keyof Handlers, g as never);
+      return [event, g] as const;
+    });
+    this.detach = () => {
+      for (const [event, g] of guarded) broker.off(event as keyof Handlers, g as never);
+    };
+  }
+
+  /** An event a client can repeat: the first per identity and result per window in full, then counts. */
+  private repeated(
+    event: string,
+    key: KeyFields,
+    pid: number | undefined,
+    full: Record<string, unknown>,
+  ): void {
+    const r = this.repeats.see(event, key, pid, this.clock());
+    if (r.closed) this.writeSummary(r.closed);
+    if (r.full) this.write(event, full);
+  }
+
+  private writeSummary(s: Summary): void {
+    const { event, ...rest } = s;
+    this.write(event, rest);
+  }
+
+  private dropSummary(): Record<string, unknown> {
+    const dropped = [...this.sink.counts.dropped.values()].reduce((a, b) => a + b, 0);
+    return dropped ? { linesDropped: dropped } : {};
   }
 }
+
+type Handlers = { [K in keyof BrokerEvents]: (...args: BrokerEvents[K]) => void };

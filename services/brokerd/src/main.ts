@@ -6,6 +6,7 @@ import { sdNotify } from "@vfio-broker/native";
 import { HELP, parseConfig } from "./config.js";
 import { startDaemon } from "./daemon.js";
 import { BrokerError } from "./errors.js";
+import { logLimited } from "./log.js";
 import { startMetrics } from "./metrics.js";
 import { PolicyError } from "./policy/index.js";
 
@@ -37,8 +38,14 @@ async function main(): Promise<void> {
   );
   sdNotify(`READY=1\nSTATUS=serving ${devices.length} devices\nMAINPID=${process.pid}`);
   // SIGHUP: re-read the policy and reopen the journal (logrotate moves it, then signals us).
+  // Neither may throw here: an exception in a signal handler would end brokerd. The journal keeps
+  // its old fd (or drops and counts lines) when the reopen fails, and says so on stderr.
   process.on("SIGHUP", () => {
-    daemon.reopenJournal();
+    try {
+      daemon.reopenJournal();
+    } catch (e) {
+      logLimited("sighup.journal", `vfio-brokerd: reopening the journal failed: ${(e as Error).message}`);
+    }
     const r = daemon.reloadPolicy();
     console.error(
       r.ok
@@ -52,7 +59,7 @@ async function main(): Promise<void> {
     stopping = true;
     sdNotify("STOPPING=1");
     console.error(`vfio-brokerd: ${sig}: draining`);
-    void daemon.close().then(() => process.exit(0));
+    void daemon.close(sig).then(() => process.exit(0));
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));

@@ -6,6 +6,7 @@ import { createServer, type Server } from "node:http";
 import type { Broker } from "./broker.js";
 import type { Config } from "./config.js";
 import { invalid } from "./errors.js";
+import type { JournalStats } from "./journal.js";
 import { createBrokerMetrics } from "./metrics/collectors.js";
 
 /** "127.0.0.1:9464", "[::1]:9464", "localhost:9464" -> host and port; throws with what to write. */
@@ -19,14 +20,18 @@ export function parseListenAddress(value: string): { host: string; port: number 
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
 
-export async function startMetrics(broker: Broker, config: Config): Promise<{ close(): Promise<void> }> {
+export async function startMetrics(
+  broker: Broker,
+  config: Config,
+  journal?: { readonly stats: JournalStats },
+): Promise<{ close(): Promise<void> }> {
   if (!config.metrics) return { close: async () => {} };
   const { host, port } = parseListenAddress(config.metrics);
   if (!LOOPBACK.test(host))
     process.stderr.write(
       `vfio-brokerd: warning: /metrics listens on ${host}, not loopback; anyone who can reach it sees device ids and counts\n`,
     );
-  const metrics = createBrokerMetrics(broker);
+  const metrics = createBrokerMetrics(broker, { journal });
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? "/").split("?", 1)[0];
     if (path !== "/metrics") {

@@ -5,6 +5,8 @@
 // id, cookie, pid, uid or anything a client chooses (see labels.ts).
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import { type Broker, type BrokerEvents, VERSION } from "../broker.js";
+import type { JournalStats } from "../journal.js";
+import { registerJournalMetrics } from "./journal.js";
 import {
   ATTRIBUTES,
   bounded,
@@ -32,8 +34,12 @@ export interface BrokerMetrics {
   detach(): void;
 }
 
-export function createBrokerMetrics(broker: Broker, opts: { processMetrics?: boolean } = {}): BrokerMetrics {
+export function createBrokerMetrics(
+  broker: Broker,
+  opts: { processMetrics?: boolean; journal?: { readonly stats: JournalStats } } = {},
+): BrokerMetrics {
   const registry = new Registry();
+  if (opts.journal) registerJournalMetrics(registry, opts.journal);
   const registers = [registry];
   if (opts.processMetrics !== false) {
     collectDefaultMetrics({ register: registry });

@@ -104,3 +104,30 @@ export function bounded(known: readonly string[], value: string): string {
   const head = value.split(":", 1)[0] ?? "";
   return known.includes(head) ? head : "other";
 }
+
+/**
+ * Why the audit journal dropped a line: the errno of the failed write or open (a full or read-only
+ * filesystem, no fds left, the directory gone, an I/O error), or "format" for an event that could
+ * not be serialised. Anything else is "other".
+ */
+export const JOURNAL_DROP_REASONS = [
+  "ENOSPC",
+  "EDQUOT",
+  "EFBIG",
+  "EMFILE",
+  "ENFILE",
+  "EIO",
+  "ENOENT",
+  "ENOTDIR",
+  "EACCES",
+  "EPERM",
+  "EROFS",
+  "EAGAIN",
+  "EBADF",
+  "ESTALE",
+  "EPIPE",
+  "format",
+] as const;
+
+/** The events the journal aggregates per identity ("other": the bounded table was full). */
+export const JOURNAL_AGGREGATED_EVENTS = ["fd.delivery", "connection.refused", "denied", "other"] as const;

@@ -1,13 +1,15 @@
 // BrokerError -> gRPC status, and the async-handler adapter every service uses. Unexpected
-// exceptions become INTERNAL with the message logged: a client can never crash brokerd.
+// exceptions become INTERNAL with the message logged (rate-limited: a client that can trigger one
+// must not be able to flood stderr with stacks): a client can never crash brokerd.
 import * as grpc from "@grpc/grpc-js";
 import { isUndecodable } from "@vfio-broker/proto";
 import { BrokerError, invalid } from "../errors.js";
+import { logLimited } from "../log.js";
 
 export function toStatus(e: unknown): Partial<grpc.StatusObject> {
   if (e instanceof BrokerError) return { code: grpc.status[e.code], details: e.message };
   const msg = e instanceof Error ? e.message : String(e);
-  console.error(`brokerd: internal error: ${e instanceof Error ? e.stack : msg}`);
+  logLimited("rpc.internal-error", `brokerd: internal error: ${e instanceof Error ? e.stack : msg}`);
   return { code: grpc.status.INTERNAL, details: `internal error in brokerd: ${msg}` };
 }
 

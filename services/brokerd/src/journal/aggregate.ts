@@ -1,0 +1,123 @@
+// Aggregation of repetitive events, so that a client cannot fill the journal's disk through us by
+// repeating a failure (unknown tickets, refused connections, denials) as fast as brokerd answers.
+// Per key (the event, its low-cardinality result fields and the kernel-verified uid) the first
+// occurrence in a window is written in full; later ones in that window are only counted, and when
+// the window is over one summary line carries the count. The table of keys is bounded: once it is
+// full, new keys share one "other" bucket, so many uids cannot grow memory either. Pure: the
+// caller passes the time; nothing here does I/O.
+
+export interface RepeatsOptions {
+  /** How long a window lasts, ms: the first event of a key in a window is written in full. */
+  windowMs: number;
+  /** Most keys tracked at once; beyond it events go to the "other" bucket. */
+  maxKeys: number;
+}
+
+/** The fields that make two events "the same" (uid, result, reason, socket). */
+export type KeyFields = Record<string, string | number>;
+
+interface Window {
+  event: string;
+  fields: KeyFields;
+  since: number;
+  /** Occurrences after the first (the ones not written). */
+  count: number;
+  lastPid: number | undefined;
+}
+
+/** A line to write when a window closes: `${event}.suppressed` with the key fields and the count. */
+export type Summary = Record<string, unknown> & { event: string; count: number };
+
+export class Repeats {
+  private readonly windows = new Map<string, Window>();
+  private other: { since: number; count: number; events: Map<string, number> } | undefined;
+  /** Occurrences counted instead of written, by event ("other" for the overflow bucket). */
+  readonly suppressed = new Map<string, number>();
+
+  constructor(private readonly opts: RepeatsOptions) {}
+
+  /** Keys tracked now (for the gauge; at most maxKeys). */
+  get size(): number {
+    return this.windows.size;
+  }
+
+  /**
+   * Records one occurrence. `full`: write it in full (the first of its key in a window); else it
+   * was counted and will appear in a summary. `closed`: the summary of this key's previous window,
+   * which was over (write it first).
+   */
+  see(
+    event: string,
+    fields: KeyFields,
+    pid: number | undefined,
+    now: number,
+  ): { full: boolean; closed?: Summary } {
+    const key = `${event}\u0000${JSON.stringify(fields)}`;
+    const w = this.windows.get(key);
+    if (w && now - w.since < this.opts.windowMs) {
+      w.count++;
+      w.lastPid = pid;
+      this.bump(event);
+      return { full: false };
+    }
+    let closed: Summary | undefined;
+    if (w) {
+      this.windows.delete(key);
+      closed = summary(w, now);
+    } else if (this.windows.size >= this.opts.maxKeys) {
+      this.other ??= { since: now, count: 0, events: new Map() };
+      this.other.count++;
+      this.other.events.set(event, (this.other.events.get(event) ?? 0) + 1);
+      this.bump("other");
+      return { full: false };
+    }
+    this.windows.set(key, { event, fields, since: now, count: 0, lastPid: pid });
+    return closed ? { full: true, closed } : { full: true };
+  }
+
+  /**
+   * Closes the windows that are over (all of them with `all`, at shutdown) and returns one
+   * summary per window that counted something. Keys whose window closes are forgotten.
+   */
+  flush(now: number, all = false): Summary[] {
+    const out: Summary[] = [];
+    for (const [key, w] of this.windows) {
+      if (!all && now - w.since < this.opts.windowMs) continue;
+      this.windows.delete(key);
+      const s = summary(w, now);
+      if (s) out.push(s);
+    }
+    const o = this.other;
+    if (o && (all || now - o.since >= this.opts.windowMs)) {
+      this.other = undefined;
+      if (o.count > 0)
+        out.push({
+          event: "suppressed.other",
+          uid: "other",
+          count: o.count,
+          events: Object.fromEntries(o.events),
+          since: new Date(o.since).toISOString(),
+          windowMs: now - o.since,
+          note: `more than ${this.opts.maxKeys} identities/results repeated at once; counted together`,
+        });
+    }
+    return out;
+  }
+
+  private bump(event: string): void {
+    this.suppressed.set(event, (this.suppressed.get(event) ?? 0) + 1);
+  }
+}
+
+/** The summary of a closed window, or undefined when nothing was counted in it. */
+function summary(w: Window, now: number): Summary | undefined {
+  if (w.count === 0) return undefined;
+  return {
+    event: `${w.event}.suppressed`,
+    ...w.fields,
+    count: w.count,
+    since: new Date(w.since).toISOString(),
+    windowMs: now - w.since,
+    ...(w.lastPid !== undefined ? { lastPid: w.lastPid } : {}),
+  };
+}
