@@ -1,17 +1,20 @@
 // The admin service's fastify application, wired in one place: OpenAPI (/openapi.json, /docs),
-// bearer-token auth on /api, one plugin per resource under /api/v1, the console's static files,
-// and one error format ({statusCode, error, message}) for every failure. It holds no device
-// state: every answer comes from brokerd's AdminService at the time of the request.
+// the request guards (guard/: Host, Origin, and the token on every route not declared public),
+// one plugin per resource under /api/v1, the console's static files, and one error format
+// ({statusCode, error, message}) for every failure. It holds no device state: every answer comes
+// from brokerd's AdminService at the time of the request.
 import swagger from "@fastify/swagger";
-import Fastify, { type FastifyError, type FastifyInstance } from "fastify";
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from "fastify";
 import { type Brokerd, HttpError } from "./brokerd.js";
+import { type Authority, HostPolicy } from "./guard/hosts.js";
+import { installGuards } from "./guard/index.js";
+import { bounded, quoted } from "./quote.js";
 import { deviceFilesRoutes } from "./routes/device-files.js";
 import { devicesRoutes } from "./routes/devices.js";
 import { healthRoutes, probeRoutes } from "./routes/health.js";
 import { policyRoutes } from "./routes/policy.js";
 import { sessionsRoutes } from "./routes/sessions.js";
 import { staticRoutes } from "./static.js";
-import { tokenMatches } from "./token.js";
 
 export const VERSION = "0.1.0";
 
@@ -22,6 +25,8 @@ export interface AppOptions {
   tokenFile: string;
   /** The console's files (services/admin/public). */
   publicDir: string;
+  /** Names besides loopback that the console answers to (--allowed-host); see guard/hosts.ts. */
+  allowedHosts?: readonly Authority[];
   logger?: boolean;
 }
 
@@ -40,6 +45,19 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     bodyLimit: 16 * 1024,
     // Reject unknown fields instead of silently dropping them; never coerce ids between types.
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+    // A path the router cannot decode (bad %-escape) or with an over-long parameter: fastify's own
+    // answer would echo the whole path; ours quotes and cuts it. No route ran, nothing to guard.
+    frameworkErrors: (err, req, reply) => {
+      const code = err.statusCode ?? 400;
+      const message = `the path ${quoted(req.url.split("?")[0] ?? "")} is malformed (bad %-escape or a parameter too long)`;
+      void (reply as FastifyReply).code(code).send({ statusCode: code, error: httpReason(code), message });
+    },
+  });
+
+  installGuards(app, {
+    hosts: new HostPolicy(opts.allowedHosts ?? []),
+    token: opts.token,
+    tokenFile: opts.tokenFile,
   });
 
   await app.register(swagger, {
@@ -65,21 +83,6 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     return payload;
   });
 
-  // Auth runs first (onRequest: before parsing and validation), so nothing about the API is
-  // revealed without the token, not even which inputs are valid.
-  app.addHook("onRequest", async (req, reply) => {
-    if (!req.url.startsWith("/api/")) return;
-    const r = tokenMatches(req.headers.authorization, opts.token);
-    if (r === "ok") return;
-    reply.header("www-authenticate", 'Bearer realm="vfio-broker-admin"');
-    throw new HttpError(
-      401,
-      r === "missing"
-        ? `send the admin token as "Authorization: Bearer TOKEN"; it is in ${opts.tokenFile} on the admin host`
-        : `wrong token; use the one in ${opts.tokenFile} (it changes only if that file is deleted)`,
-    );
-  });
-
   // POSTs without a body (revoke, drain, reload) mean "no options": validate them as {}.
   app.addHook("preValidation", async (req) => {
     if (req.method === "POST" && req.body === undefined) req.body = {};
@@ -103,11 +106,13 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
         "";
       const extra = (v?.params as { additionalProperty?: string })?.additionalProperty;
       const hint = extra
-        ? `: "${extra}" is not one of its fields (see /openapi.json)`
+        ? `: ${quoted(extra)} is not one of its fields (see /openapi.json)`
         : HINTS[field]
           ? `; expected ${HINTS[field]}`
           : "";
-      return reply.code(400).send({ statusCode: 400, error: "Bad Request", message: `${fe.message}${hint}` });
+      return reply
+        .code(400)
+        .send({ statusCode: 400, error: "Bad Request", message: `${bounded(fe.message)}${hint}` });
     }
     const code = fe.statusCode && fe.statusCode >= 400 && fe.statusCode < 500 ? fe.statusCode : 500;
     if (code === 500) req.log.error(err);
@@ -116,7 +121,8 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     return reply.code(code).send({
       statusCode: code,
       error: httpReason(code),
-      message: code === 500 ? "internal error in vfio-broker-admin; see its log" : fe.message,
+      // fastify's and the JSON parser's messages may quote the request: cut them.
+      message: code === 500 ? "internal error in vfio-broker-admin; see its log" : bounded(fe.message),
     });
   });
 
@@ -124,11 +130,13 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     reply.code(404).send({
       statusCode: 404,
       error: "Not Found",
-      message: `no route ${req.method} ${req.url.split("?")[0]}; the API is described at /openapi.json and /docs`,
+      message: `no route ${req.method} ${quoted(req.url.split("?")[0] ?? "")}; the API is described at /openapi.json and /docs`,
     });
   });
 
-  app.get("/openapi.json", { schema: { hide: true } }, async () => app.swagger());
+  app.get("/openapi.json", { schema: { hide: true }, config: { access: "public" } }, async () =>
+    app.swagger(),
+  );
   await app.register(probeRoutes, { brokerd: opts.brokerd });
   await app.register(
     async (api) => {
@@ -150,8 +158,11 @@ function httpReason(code: number): string {
     401: "Unauthorized",
     403: "Forbidden",
     404: "Not Found",
+    405: "Method Not Allowed",
     409: "Conflict",
+    414: "URI Too Long",
     415: "Unsupported Media Type",
+    421: "Misdirected Request",
     422: "Unprocessable Entity",
     429: "Too Many Requests",
     500: "Internal Server Error",

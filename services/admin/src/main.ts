@@ -7,6 +7,7 @@ import { fileURLToPath } from "node:url";
 import { buildApp } from "./app.js";
 import { connectBrokerd } from "./brokerd.js";
 import { ConfigError, HELP, parseConfig } from "./config.js";
+import { isLoopbackListen } from "./guard/hosts.js";
 import { loadOrCreateToken } from "./token.js";
 
 const PUBLIC_DIR = fileURLToPath(new URL("../public/", import.meta.url));
@@ -31,9 +32,13 @@ async function main(): Promise<void> {
     console.error(`vfio-broker-admin: token file ${config.tokenFile}: ${(e as Error).message}`);
     process.exit(1);
   }
-  if (!/^(127\.\d+\.\d+\.\d+|::1|localhost)$/.test(config.host))
+  // parseConfig refused a non-loopback address without --allow-remote; with it, say what it costs.
+  if (!isLoopbackListen(config.host))
     console.error(
-      `vfio-broker-admin: warning: listening on ${config.host}, not loopback; put TLS in front of it`,
+      `vfio-broker-admin: warning: --allow-remote: listening on ${config.host}, not loopback. The API and ` +
+        "console are reachable from the network over plain HTTP: the admin token crosses it in clear text, " +
+        "and whoever reads it can drain devices, revoke sessions and reload the policy. Put a TLS proxy in " +
+        "front or firewall the port; browsers may use only the names in --allowed-host or this address",
     );
 
   const brokerd = connectBrokerd(config.adminSocket);
@@ -42,6 +47,7 @@ async function main(): Promise<void> {
     token: token.token,
     tokenFile: config.tokenFile,
     publicDir: PUBLIC_DIR,
+    allowedHosts: config.allowedHosts,
     logger: config.log,
   });
   await app.listen({ host: config.host, port: config.port });

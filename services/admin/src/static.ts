@@ -1,7 +1,8 @@
 // Serves the web console (services/admin/public: plain HTML, CSS and ES modules, no build step).
 // The file list is read once at start and served from memory: a request path can only ever name
-// one of those files, so there is no path to traverse. No token is needed for these files; the
-// console asks for the token and sends it on every /api call.
+// one of those files, so there is no path to traverse. No token is needed for these files
+// (`access: "public"`, see guard/index.ts); the console asks for the token and sends it on every
+// /api call.
 import { readdirSync, readFileSync } from "node:fs";
 import { extname, join } from "node:path";
 import type { FastifyInstance } from "fastify";
@@ -29,7 +30,7 @@ export async function staticRoutes(app: FastifyInstance, opts: { dir: string }):
   const paths = [...files.keys(), ...Object.keys(alias).filter((a) => files.has(alias[a]!))];
   for (const path of paths) {
     const file = files.get(alias[path] ?? path)!;
-    app.get(path, { schema: { hide: true } }, async (_req, reply) => {
+    app.get(path, { schema: { hide: true }, config: { access: "public" } }, async (_req, reply) => {
       reply
         .header("content-type", file.type)
         .header("cache-control", "no-cache")

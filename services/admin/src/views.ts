@@ -21,6 +21,7 @@ import {
   type TreeEntry,
 } from "@vfio-broker/proto";
 import { HttpError } from "./brokerd.js";
+import { quoted } from "./quote.js";
 
 // ---- shared pieces -------------------------------------------------------------------------------
 
@@ -88,7 +89,7 @@ export function parseU64(name: string, value: string): bigint {
   if (v > 0xffff_ffff_ffff_ffffn)
     throw new HttpError(
       400,
-      `${name} ${value} does not fit in 64 bits; the largest uint64 is 18446744073709551615`,
+      `${name} ${quoted(value)} does not fit in 64 bits; the largest uint64 is 18446744073709551615`,
     );
   return v;
 }

@@ -4,6 +4,7 @@
 import type { FastifyInstance } from "fastify";
 import type { Brokerd } from "../brokerd.js";
 import { HttpError } from "../brokerd.js";
+import { quoted } from "../quote.js";
 import {
   DEVICE,
   DEVICE_ID,
@@ -53,7 +54,7 @@ export async function devicesRoutes(app: FastifyInstance, opts: { brokerd: Broke
       if (!d)
         throw new HttpError(
           404,
-          `no device "${req.params.deviceId}"; GET /api/v1/devices lists them (${r.devices.map((x) => x.id).join(", ") || "none"})`,
+          `no device ${quoted(req.params.deviceId)}; GET /api/v1/devices lists them (${r.devices.map((x) => x.id).join(", ") || "none"})`,
         );
       return { device: deviceView(d) };
     },

@@ -26,6 +26,7 @@ export async function probeRoutes(app: FastifyInstance, opts: { brokerd: Brokerd
   app.get(
     "/healthz",
     {
+      config: { access: "public" },
       schema: {
         tags: ["health"],
         summary: "Liveness probe (no token): is brokerd reachable",

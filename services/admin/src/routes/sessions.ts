@@ -3,6 +3,7 @@
 import type { FastifyInstance } from "fastify";
 import type { Brokerd } from "../brokerd.js";
 import { HttpError } from "../brokerd.js";
+import { quoted } from "../quote.js";
 import { REASON_BODY, REVOKED, responses, revokedView, SESSION, SESSION_ID, sessionView } from "../views.js";
 
 const TAGS = ["sessions"];
@@ -42,7 +43,7 @@ export async function sessionsRoutes(app: FastifyInstance, opts: { brokerd: Brok
       if (!s)
         throw new HttpError(
           404,
-          `no session ${req.params.sessionId}; GET /api/v1/sessions lists the live ones`,
+          `no session ${quoted(req.params.sessionId)}; GET /api/v1/sessions lists the live ones`,
         );
       return { session: sessionView(s) };
     },
