@@ -368,6 +368,8 @@ export class FdServer {
   #closed = false;
   #ino: number | null = null;
   #backoff: NodeJS.Timeout | null = null;
+  #warnedAt = 0;
+  #pauses = 0;
 
   private constructor(path: string, fd: number) {
     this.path = path;
@@ -451,7 +453,16 @@ export class FdServer {
         fd = raw.accept(this.#fd);
       } catch (err) {
         // EMFILE and friends: stop polling for a moment instead of spinning on a ready listener.
-        process.emitWarning(`FdServer(${this.path}): ${(err as Error).message}; pausing accept for 100 ms`);
+        // Clients can cause this at will, so it is said at most once per 10 s.
+        const now = Date.now();
+        this.#pauses++;
+        if (now - this.#warnedAt >= 10_000) {
+          process.emitWarning(
+            `FdServer(${this.path}): ${(err as Error).message}; pausing accept for 100 ms (${this.#pauses} pauses since the last warning)`,
+          );
+          this.#warnedAt = now;
+          this.#pauses = 0;
+        }
         this.#poller?.stop();
         this.#backoff = setTimeout(() => {
           this.#backoff = null;

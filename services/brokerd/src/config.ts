@@ -25,6 +25,8 @@ export interface Config {
   maxPendingMappings: number;
   /** A session with no lease and no mapping ends after this long without a call. */
   idleTimeoutMs: number;
+  /** The keepalive interval granted to leases; three missed intervals end the session. */
+  leaseKeepaliveMs: number;
   maxAccessBytes: number;
   journal: string | undefined;
   /** PCI functions (BDFs) served by the sysfs backend. */
@@ -50,6 +52,7 @@ const HELP = `usage: vfio-brokerd [options]
   --max-fd-connections N  open fd-channel connections, all identities (default 1024)
   --max-pending-mappings N  mappings waiting for their fd, all identities (default 1024)
   --idle-timeout-ms N   end a session that holds nothing and has no lease after N ms idle (default 30000)
+  --lease-keepalive-ms N  keepalive interval granted to leases; 3 missed intervals end the session (default 5000)
                         (brokerd lowers these caps to fit its RLIMIT_NOFILE, keeping a reserve of fds
                         for the admin socket, metrics and journal; per-identity quotas are in the policy)
   --journal FILE        audit journal (JSON lines)     (default stderr)
@@ -89,6 +92,7 @@ const KNOWN = new Set([
   "max-fd-connections",
   "max-pending-mappings",
   "idle-timeout-ms",
+  "lease-keepalive-ms",
   "max-access-bytes",
   "journal",
   "config",
@@ -182,6 +186,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     maxFdConnections: int("max-fd-connections", str("max-fd-connections", "1024"), 1, 1_000_000),
     maxPendingMappings: int("max-pending-mappings", str("max-pending-mappings", "1024"), 1, 1_000_000),
     idleTimeoutMs: int("idle-timeout-ms", str("idle-timeout-ms", "30000"), 100, 86_400_000),
+    leaseKeepaliveMs: int("lease-keepalive-ms", str("lease-keepalive-ms", "5000"), 100, 3_600_000),
     maxAccessBytes: int("max-access-bytes", str("max-access-bytes", "4096"), 1, 1 << 20),
     journal: raw.journal === undefined ? undefined : String(raw.journal),
     sysfs: bdfList(raw.sysfs),

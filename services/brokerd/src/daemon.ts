@@ -118,7 +118,7 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
   };
   brokerServer.addService(
     serviceDefinition(BrokerService),
-    brokerServiceImpl(broker, (call) => sessionsByConn.contextOf(call)),
+    brokerServiceImpl(broker, (call) => sessionsByConn.contextOf(call), config.leaseKeepaliveMs),
   );
   brokerServer.addService(serviceDefinition(Health), health.impl());
   const brokerListener = await serveUnix<Session>(

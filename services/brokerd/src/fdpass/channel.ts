@@ -34,6 +34,8 @@ const STATUS: Record<string, FdStatus> = {
 export const MAX_REQUEST_BYTES = 1024;
 export const DEFAULT_IDLE_MS = 30_000;
 export const DEFAULT_MAX_CONNECTIONS = 1024;
+/** Refusals answered at once; more connections over quota are closed without a word. */
+const MAX_REFUSING = 32;
 /** A reply not taken by the client within this long: the client is not reading, drop it. */
 const SEND_TIMEOUT_MS = 5000;
 
@@ -58,6 +60,8 @@ function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 export class FdChannel {
   private readonly server: FdServer;
   private readonly conns = new Set<FdSocket>();
+  /** Connections being told FD_STATUS_BUSY right now. */
+  private refusing = 0;
 
   constructor(
     private readonly broker: Broker,
@@ -79,6 +83,9 @@ export class FdChannel {
       } catch {
         return; // the peer is gone already
       }
+      // Refusals in flight hold an fd each too; a client reconnecting in a tight loop must not
+      // turn them into an unbounded number: past a few, a refused connection is just closed.
+      if (this.refusing >= MAX_REFUSING) return;
       const max = this.opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
       if (this.conns.size >= max) {
         await this.refuse(
@@ -126,7 +133,12 @@ export class FdChannel {
   ): Promise<void> {
     this.broker.emit("connection.refused", "fd", { uid: peer.uid, pid: peer.pid }, reason);
     this.broker.emit("fd.delivery", "refused_busy", undefined, 0, { uid: peer.uid, pid: peer.pid });
-    await this.reply(sock, { status: FdStatus.BUSY, message }).catch(() => {});
+    this.refusing++;
+    try {
+      await this.reply(sock, { status: FdStatus.BUSY, message }).catch(() => {});
+    } finally {
+      this.refusing--;
+    }
   }
 
   private async reply(

@@ -1,0 +1,103 @@
+// Quotas per identity, across all of its sessions. brokerd used to count limits per session, so
+// one uid with 4 sessions mapped 4 GiB against a `bytes: 1GiB` rule, and its connections were
+// bounded only by the global cap (1024 idle connections locked every other user out). Now the
+// policy's limits are the uid's (and its container's) whatever the number of sessions, and a
+// session that holds nothing and has no lease is closed when idle.
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { type BrokerProcess, startBrokerd } from "../lib/brokerd.js";
+import {
+  assertAlive,
+  assertVictim,
+  attacker,
+  report,
+  sample,
+  startVictim,
+  watch,
+} from "./support/harness.js";
+
+const POLICY = `version: 1
+rules:
+  - name: attacker
+    match: { uids: [65534] }
+    devices: ["sim*"]
+    regions: ["*"]
+    attributes: [UC, WC]
+    prot: [r, rw]
+    readWrite: true
+    limits: { sessions: 6, deviceFiles: 3, bytes: 32MiB }
+  - name: everyone-else
+    match: { any: true }
+    devices: ["sim*"]
+    regions: ["*"]
+    attributes: [UC, WC]
+    prot: [r, rw]
+    readWrite: true
+`;
+
+describe("hostile: quotas per identity", () => {
+  let b: BrokerProcess;
+  before(async () => {
+    b = await startBrokerd({ policyText: POLICY, args: ["--idle-timeout-ms", "1500"] });
+  });
+  after(async () => {
+    await b?.stop();
+  });
+
+  it("bytes, device files and sessions count across all of a uid's sessions", async () => {
+    const victim = startVictim(b);
+    // 4 sessions x 16 MiB against 32 MiB: two fit, the other two are refused.
+    const a = attacker("sessions", [b.socket, "4", String(16 << 20)]);
+    await a.phase("holding");
+    a.kill("SIGTERM");
+    const bytes = (await a.result()) as { map: Record<string, number>; messages: string[] };
+    // 8 sessions against sessions: 6 (and device files: 3): the rest are refused, with reasons.
+    const s = attacker("sessions", [b.socket, "8", "4096"]);
+    await s.phase("holding");
+    s.kill("SIGTERM");
+    const sessions = (await s.result()) as {
+      hello: Record<string, number>;
+      open: Record<string, number>;
+      messages: string[];
+    };
+    const v = await victim.stop();
+    assertAlive(b);
+    report("quotas across sessions", { bytes, sessions, victim: v });
+    assert.deepEqual(bytes.map, { OK: 2, RESOURCE_EXHAUSTED: 2 });
+    assert.ok(bytes.messages.some((m) => /32 MiB its quota allows.*across all of its sessions/.test(m)));
+    assert.deepEqual(sessions.hello, { OK: 6, RESOURCE_EXHAUSTED: 2 });
+    assert.deepEqual(sessions.open, { OK: 3, RESOURCE_EXHAUSTED: 3 });
+    assert.ok(
+      sessions.messages.some((m) => /uid 65534 has 6 sessions of the 6/.test(m)),
+      sessions.messages.join("\n"),
+    );
+    assert.ok(sessions.messages.some((m) => /3 open device files of the 3/.test(m)));
+    assertVictim(v);
+  });
+
+  it("1024 idle connections of one uid on broker.sock: others are served, idle sessions are closed", async () => {
+    await new Promise((r) => setTimeout(r, 300));
+    const baseline = b.fdCount();
+    const victim = startVictim(b);
+    const peaks = watch(b);
+    const a = attacker("hold-connections", [b.socket, "1024", "6000"]);
+    const r = (await a.result()) as { opened: number; closedByBroker: number; heldAtEnd: number };
+    const v = await victim.stop();
+    const p = peaks.stop();
+    assertAlive(b);
+    report("broker.sock idle connections", {
+      attacker: r,
+      victim: v,
+      baselineFds: baseline,
+      brokerdPeak: p,
+      after: sample(b),
+    });
+    assertVictim(v);
+    // The uid's 6 sessions (socket + pidfd) and at most 8 refused ones lingering to say why.
+    assert.ok(
+      p.maxFds <= baseline + 2 * 6 + 8 + 40,
+      `brokerd held up to ${p.maxFds} fds (baseline ${baseline})`,
+    );
+    assert.ok(r.closedByBroker >= 1024, `brokerd closed only ${r.closedByBroker} connections`);
+  });
+});
