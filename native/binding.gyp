@@ -6,6 +6,7 @@
         "src/addon.c",
         "src/errors.c",
         "src/fdpass.c",
+        "src/fdmsg.c",
         "src/sock.c",
         "src/peer.c",
         "src/pidfd.c",

@@ -1,7 +1,8 @@
 // addon.c: owns registration only: the per-env state (instance data + cleanup hook) and the export
 // table, one register_* call per concept file. No syscalls live here.
 //   errors.c  NativeError construction, argument validation
-//   fdpass.c  sendmsg/recvmsg with SCM_RIGHTS
+//   fdpass.c  sendmsg/recvmsg with SCM_RIGHTS (JS arguments and errors)
+//   fdmsg.c   the Node-free part: SCM_RIGHTS building, recvmsg + cmsg walk (also in native/fuzz)
 //   sock.c    socketpair/connect/listen/accept, close/dup
 //   peer.c    SO_PEERCRED, SO_PEERPIDFD
 //   pidfd.c   pidfd_open, liveness

@@ -12,7 +12,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#define MAX_FDS_PER_MESSAGE 253 /* SCM_MAX_FD in the kernel */
+#include "fdmsg.h" /* MAX_FDS_PER_MESSAGE, rights_buffer, attach_rights, fdrecv: the Node-free part */
 
 typedef struct poller poller;
 
@@ -49,14 +49,6 @@ bool arg_string(napi_env env, napi_value v, const char* fn, const char* what, ch
 bool arg_bytes(napi_env env, napi_value v, const char* fn, const char* what, void** data, size_t* len);
 // array of fds (length <= max)
 bool arg_fd_array(napi_env env, napi_value v, const char* fn, int* fds, uint32_t max, uint32_t* count);
-
-// Control buffer big enough for one SCM_RIGHTS message of MAX_FDS_PER_MESSAGE fds, aligned for cmsghdr.
-typedef union {
-  struct cmsghdr align;
-  char buf[CMSG_SPACE(sizeof(int) * MAX_FDS_PER_MESSAGE)];
-} rights_buffer;
-// Attaches fds[0..nfds) to msg as one SCM_RIGHTS control message in control (no-op when nfds is 0).
-void attach_rights(struct msghdr* msg, rights_buffer* control, const int* fds, uint32_t nfds);
 
 bool fd_is_open(int fd);
 napi_value make_int(napi_env env, int64_t v);

@@ -1,8 +1,10 @@
-// fdpass.c: owns sendmsg/recvmsg with SCM_RIGHTS on non-blocking Unix sockets. It never blocks
-// (EAGAIN is returned as -1, never waited on) and never leaks a received fd: every fd that arrived
-// in a message whose control data was truncated (MSG_CTRUNC) is closed before the error is thrown.
-// Receives always use MSG_CMSG_CLOEXEC; sends always use MSG_NOSIGNAL (EPIPE, never SIGPIPE).
-// Framing (length prefix, which frame the fds belong to) is index.ts's job, not this file's.
+// fdpass.c: owns the JS face of sendmsg/recvmsg with SCM_RIGHTS on non-blocking Unix sockets. It
+// never blocks (EAGAIN is returned as -1, never waited on) and never leaks a received fd: every fd
+// that arrived in a message whose control data was truncated (MSG_CTRUNC) is closed before the
+// error is thrown. Receives always use MSG_CMSG_CLOEXEC; sends always use MSG_NOSIGNAL (EPIPE,
+// never SIGPIPE). The receive itself and the cmsg walk live in fdmsg.c (no Node there), so the
+// fuzzer in native/fuzz runs exactly this code. Framing (length prefix, which frame the fds belong
+// to) is frames.ts's job, not this file's.
 #include "common.h"
 
 #include <errno.h>
@@ -93,7 +95,6 @@ static napi_value js_recvmsg(napi_env env, napi_callback_info info) {
   if (!arg_int(env, argv[3], "recvmsg", "length", 1, (int64_t)blen - off, &len)) return NULL;
   if (!arg_int(env, argv[4], "recvmsg", "maxFds", 0, MAX_FDS_PER_MESSAGE, &maxfds)) return NULL;
   void* outp;
-  size_t outlen;
   bool is_ta = false;
   napi_is_typedarray(env, argv[5], &is_ta);
   napi_typedarray_type tt = napi_uint8_array;
@@ -106,80 +107,35 @@ static napi_value js_recvmsg(napi_env env, napi_callback_info info) {
   if (!is_ta || tt != napi_int32_array || outcount < (size_t)maxfds + 1)
     return throw_inval(env, "recvmsg", "fdsOut must be an Int32Array of at least maxFds + 1 = %d elements",
                        (int)maxfds + 1);
-  outlen = outcount;
   int32_t* out = outp;
 
-  union {
-    struct cmsghdr align;
-    char buf[CMSG_SPACE(sizeof(int) * MAX_FDS_PER_MESSAGE)];
-  } control;
-  struct iovec iov = {.iov_base = (char*)base + off, .iov_len = (size_t)len};
-  struct msghdr msg;
-  memset(&msg, 0, sizeof msg);
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  if (maxfds > 0) {
-    msg.msg_control = control.buf;
-    msg.msg_controllen = CMSG_SPACE(sizeof(int) * maxfds);
-  }
-  ssize_t r;
-  do r = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-  while (r < 0 && errno == EINTR);
-  out[0] = 0;
-  if (r < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK) return make_int(env, -1);
-    return throw_errno(env, errno, "recvmsg", "fd %d", fd);
-  }
   int got[MAX_FDS_PER_MESSAGE];
-  size_t ngot = 0;
-  bool overflow = false;
-  if (msg.msg_controllen > 0) {
-    for (struct cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-      if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-      size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      int* p = (int*)CMSG_DATA(c);
-      for (size_t i = 0; i < n; i++) {
-        int one;
-        memcpy(&one, p + i, sizeof one);
-        if (ngot < MAX_FDS_PER_MESSAGE) got[ngot++] = one;
-        else {
-          close(one);
-          overflow = true;
-        }
-      }
-    }
-  }
-  if ((msg.msg_flags & MSG_CTRUNC) || overflow || ngot > (size_t)maxfds || ngot + 1 > outlen) {
-    size_t closed = ngot;
-    for (size_t i = 0; i < ngot; i++) close(got[i]);
-    if (ngot >= (size_t)maxfds)
+  fdrecv_result r = fdrecv(fd, (char*)base + off, (size_t)len, (size_t)maxfds, got);
+  out[0] = 0;
+  switch (r.status) {
+    case FDRECV_AGAIN:
+      return make_int(env, -1);
+    case FDRECV_ERRNO:
+      return throw_errno(env, r.err, "recvmsg", "fd %d", fd);
+    case FDRECV_TOO_MANY:
       return throw_code(env, "EMSGSIZE", EMSGSIZE, "recvmsg",
                         "recvmsg(fd %d): the peer sent more fds than the limit of %d in one message; the %zu "
                         "that arrived were closed and the rest discarded by the kernel",
-                        fd, (int)maxfds, closed);
-    return throw_code(env, "ECTRUNC", EMSGSIZE, "recvmsg",
-                      "recvmsg(fd %d): control data truncated (MSG_CTRUNC; out of fds?); closed the %zu fds "
-                      "that arrived",
-                      fd, closed);
+                        fd, (int)maxfds, r.nfds);
+    case FDRECV_TRUNCATED:
+      return throw_code(env, "ECTRUNC", EMSGSIZE, "recvmsg",
+                        "recvmsg(fd %d): control data truncated (MSG_CTRUNC; out of fds?); closed the %zu fds "
+                        "that arrived",
+                        fd, r.nfds);
+    case FDRECV_OK:
+      break;
   }
-  out[0] = (int32_t)ngot;
-  for (size_t i = 0; i < ngot; i++) out[i + 1] = got[i];
-  return make_int(env, r);
+  out[0] = (int32_t)r.nfds;
+  for (size_t i = 0; i < r.nfds; i++) out[i + 1] = got[i];
+  return make_int(env, r.n);
 }
 
 void register_fdpass(napi_env env, napi_value exports) {
   export_fn(env, exports, "sendmsg", js_sendmsg);
   export_fn(env, exports, "recvmsg", js_recvmsg);
-}
-
-void attach_rights(struct msghdr* msg, rights_buffer* control, const int* fds, uint32_t nfds) {
-  if (nfds == 0) return;
-  memset(control, 0, sizeof *control);
-  msg->msg_control = control->buf;
-  msg->msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-  struct cmsghdr* c = CMSG_FIRSTHDR(msg);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-  memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
 }

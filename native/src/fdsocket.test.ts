@@ -129,6 +129,19 @@ test("orderly EOF is null; EOF in the middle of a frame is ECONNRESET", async ()
   });
 });
 
+test("frames that arrived before the peer reset the connection are still delivered, then ECONNRESET", async () => {
+  const [a, b] = FdSocket.pair();
+  await b.send(Buffer.from("never read")); // a closes with unread data: the kernel resets b
+  const pending = b.recv(); // waits on the poller, which then sees POLLIN and POLLERR at once
+  await a.send(Buffer.from("first"));
+  await a.send(Buffer.from("second"));
+  a.close();
+  assert.equal((await pending)!.data.toString(), "first");
+  assert.equal((await b.recv())!.data.toString(), "second");
+  await assert.rejects(b.recv(), { code: "ECONNRESET" });
+  b.close();
+});
+
 test("fds that arrive in the middle of a frame are a protocol error and are closed", async () => {
   const [a, b] = FdSocket.pair();
   const fd = memfdCreate("mid-frame", 1);

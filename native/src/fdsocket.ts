@@ -352,7 +352,15 @@ export class FdSocket {
   #onReady(errno: number, events: number): void {
     if (this.#closed) return;
     if (errno !== 0) {
-      this.#shutdown(NativeError.fromErrno(errno, "uv_poll", `fd ${this.fd}`));
+      // libuv reports POLLERR as UV_EBADF and stops watching. On a socket POLLERR is a pending
+      // error (ECONNRESET: the peer closed with our bytes unread) with the frames that arrived
+      // before it still queued: deliver those and let recvmsg/sendmsg report the real error. Only
+      // if neither settles what is pending does libuv's error close the socket.
+      const pollError = NativeError.fromErrno(errno, "uv_poll", `fd ${this.fd}`);
+      this.#events = 0;
+      if (this.#sends.length > 0) this.#flush();
+      if (this.#recvs.length > 0) this.#pump();
+      if (!this.#closed && (this.#recvs.length > 0 || this.#sends.length > 0)) this.#shutdown(pollError);
       return;
     }
     if (events & WRITABLE) this.#flush();

@@ -1,0 +1,116 @@
+// target.ts: the live brokerd under fuzz. Starts it with startBrokerd (its own process, temp
+// sockets, the sim backend), takes its fd baseline once it has served a normal client, notices when
+// it died (a crash: recorded with its stderr and the last cases sent, then restarted so one bug does
+// not hide the next), and runs the end-of-run health checks a normal client would notice.
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { BrokerService, createClient } from "@vfio-broker/proto";
+import { type BrokerProcess, REPO, startBrokerd, until } from "../lib/brokerd.js";
+
+/** Where crash reproducers go (ignored by git: test-output/). */
+export const OUTPUT_DIR = join(REPO, "test-output", "fuzz");
+
+/** JSON with bigints as strings and Buffers as hex (Buffer.toJSON runs before a replacer sees it). */
+export function toJson(v: unknown): string {
+  return JSON.stringify(
+    v,
+    (_k, x) => {
+      if (typeof x === "bigint") return x.toString();
+      if (x && x.type === "Buffer" && Array.isArray(x.data)) return Buffer.from(x.data).toString("hex");
+      return x;
+    },
+    2,
+  );
+}
+
+export interface Crash {
+  phase: string;
+  iteration: number;
+  exit: string;
+  stderr: string;
+  file: string;
+}
+
+/** A normal client's Hello + ListDevices on its own connection; throws if either fails. */
+export async function normalClientWorks(socket: string): Promise<{ devices: number }> {
+  const c = createClient(BrokerService, `unix:${socket}`, undefined, { "grpc.use_local_subchannel_pool": 1 });
+  try {
+    await c.hello({ clientName: "fuzz-health", clientVersion: "0" }, { timeoutMs: 5000 });
+    const list = await c.listDevices({}, { timeoutMs: 5000 });
+    if (list.devices.length === 0) throw new Error("ListDevices returned no devices");
+    return { devices: list.devices.length };
+  } finally {
+    c.close();
+  }
+}
+
+export class Target {
+  broker!: BrokerProcess;
+  baselineFds = 0;
+  readonly crashes: Crash[] = [];
+  restarts = 0;
+
+  constructor(readonly phase: string) {}
+
+  async start(): Promise<void> {
+    this.broker = await startBrokerd();
+    // The baseline is taken after one full normal round trip, so fds brokerd opens lazily on first
+    // use are not mistaken for leaks.
+    await normalClientWorks(this.broker.socket);
+    await new Promise((r) => setTimeout(r, 200));
+    this.baselineFds = this.broker.fdCount();
+  }
+
+  alive(): boolean {
+    return this.broker.proc.exitCode === null && this.broker.proc.signalCode === null;
+  }
+
+  /** If brokerd died, records a crash with the cases that led to it and starts a fresh one. */
+  async checkCrash(iteration: number, recent: readonly unknown[]): Promise<Crash | null> {
+    if (this.alive()) {
+      // An exit is reported asynchronously; give a just-killed process a moment to be seen as dead.
+      await new Promise((r) => setImmediate(r));
+      if (this.alive()) return null;
+    }
+    const p = this.broker.proc;
+    const exit = p.signalCode ? `signal ${p.signalCode}` : `exit code ${p.exitCode}`;
+    mkdirSync(OUTPUT_DIR, { recursive: true });
+    const file = join(OUTPUT_DIR, `crash-${this.phase}-${process.pid}-${iteration}.json`);
+    const crash: Crash = {
+      phase: this.phase,
+      iteration,
+      exit,
+      stderr: this.broker.stderr().slice(-4000),
+      file,
+    };
+    writeFileSync(file, `${toJson({ ...crash, recent })}\n`);
+    this.crashes.push(crash);
+    await this.broker.stop();
+    await this.start();
+    this.restarts++;
+    return crash;
+  }
+
+  /** Waits (up to 10 s) for brokerd's fd count to come back within slack of the baseline. */
+  async fdsSettle(slack: number): Promise<{ baseline: number; now: number; ok: boolean }> {
+    let now = this.broker.fdCount();
+    try {
+      await until(
+        "brokerd's fd count back near its baseline",
+        () => {
+          now = this.broker.fdCount();
+          return now <= this.baselineFds + slack;
+        },
+        10_000,
+        100,
+      );
+      return { baseline: this.baselineFds, now, ok: true };
+    } catch {
+      return { baseline: this.baselineFds, now, ok: false };
+    }
+  }
+
+  async stop(): Promise<void> {
+    await this.broker.stop();
+  }
+}
