@@ -68,8 +68,9 @@ describe("hostile: fd channel", () => {
     assertAlive(b);
     report("fd idle connections", { attacker: r, victim: v, brokerdPeak: p, baselineFds: baseline });
     assertVictim(v);
-    // The uid's quota (64 by default) is all brokerd kept open for it; the rest were refused.
-    assert.ok(p.maxFds <= baseline + 64 + 40, `brokerd held ${p.maxFds} fds (baseline ${baseline})`);
+    // The uid's quota (64 by default) is all brokerd keeps open for it; the rest are refused. At
+    // a peak, one accept batch (128 connections) is in brokerd's hands before being turned away.
+    assert.ok(p.maxFds <= baseline + 64 + 128 + 40, `brokerd held ${p.maxFds} fds (baseline ${baseline})`);
     assert.ok(
       r.closedByBroker >= 1024 - 64,
       `brokerd closed only ${r.closedByBroker} of the extra connections`,

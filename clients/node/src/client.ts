@@ -292,35 +292,43 @@ export async function connect(opts: ConnectOptions = {}): Promise<BrokerClient> 
   const missing = socketMissing(socket);
   if (missing) throw missing;
   const timeoutMs = opts.timeoutMs ?? 10_000;
-  // One BrokerClient = one connection = one brokerd session. grpc-js would otherwise share one
-  // subchannel between clients with the same target, merging their sessions (and leases).
-  const rpc = createClient(BrokerService, `unix:${socket}`, undefined, {
-    "grpc.use_local_subchannel_pool": 1,
-  });
+  const deadline = Date.now() + timeoutMs;
+  let rpc: PromiseClient<typeof BrokerService>;
   let hello: HelloResponse;
-  try {
-    hello = await rpc.hello(
-      { clientName: opts.clientName ?? "vfio-broker-node", clientVersion: "0.1.0" },
-      { timeoutMs },
-    );
-  } catch (e) {
-    rpc.close();
-    const err = toClientError(e, "Hello");
-    if (err instanceof BrokerClientError && err.code === "UNAVAILABLE") {
-      // grpc-js: "No connection established. Last error: Error: connect ECONNREFUSED /path. Resolution note: "
-      const errno = /connect (E[A-Z]+)/.exec(err.details)?.[1];
-      const why =
-        errno === "ECONNREFUSED"
-          ? "connect ECONNREFUSED: a stale socket file, nothing accepts on it"
-          : errno
-            ? `connect ${errno}`
-            : err.details;
-      throw new BrokerClientError("UNAVAILABLE", `brokerd is not answering at ${socket} (${why})`, {
-        method: "Hello",
-        cause: e,
-      });
+  for (let backoffMs = 10; ; backoffMs = Math.min(backoffMs * 2, 250)) {
+    // One BrokerClient = one connection = one brokerd session. grpc-js would otherwise share one
+    // subchannel between clients with the same target, merging their sessions (and leases).
+    rpc = createClient(BrokerService, `unix:${socket}`, undefined, { "grpc.use_local_subchannel_pool": 1 });
+    try {
+      hello = await rpc.hello(
+        { clientName: opts.clientName ?? "vfio-broker-node", clientVersion: "0.1.0" },
+        { timeoutMs: Math.max(1, deadline - Date.now()) },
+      );
+      break;
+    } catch (e) {
+      rpc.close();
+      const err = toClientError(e, "Hello");
+      if (err instanceof BrokerClientError && err.code === "UNAVAILABLE") {
+        // grpc-js: "No connection established. Last error: Error: connect ECONNREFUSED /path. Resolution note: "
+        const errno = /connect (E[A-Z]+)/.exec(err.details)?.[1];
+        // EAGAIN: brokerd's accept queue is full for a moment (someone floods it); try again.
+        if (errno === "EAGAIN" && Date.now() + backoffMs < deadline) {
+          await new Promise((r) => setTimeout(r, backoffMs));
+          continue;
+        }
+        const why =
+          errno === "ECONNREFUSED"
+            ? "connect ECONNREFUSED: a stale socket file, nothing accepts on it"
+            : errno
+              ? `connect ${errno}`
+              : err.details;
+        throw new BrokerClientError("UNAVAILABLE", `brokerd is not answering at ${socket} (${why})`, {
+          method: "Hello",
+          cause: e,
+        });
+      }
+      throw err;
     }
-    throw err;
   }
   const client = new BrokerClient(rpc, socket, hello, opts.fdSocket);
   if (opts.lease !== false) {

@@ -46,6 +46,7 @@ import {
   limitsFor,
   type Policy,
   type Rule,
+  UNNAMED_LIMITS,
 } from "./policy/index.js";
 
 export const VERSION = "0.1.0";
@@ -280,6 +281,18 @@ export class Broker extends EventEmitter<BrokerEvents> {
     s.lease = undefined;
     this.emit("session.end", s, reason, performance.now() - t0);
     this.onSessionEnded(s, flushed);
+  }
+
+  /**
+   * uid already holds as many sessions as any rule could allow it (gid and cgroup unknown yet),
+   * so no connection of it can be admitted now.
+   */
+  sessionsExhausted(uid: number): boolean {
+    let most = UNNAMED_LIMITS.sessions;
+    for (const r of this.policy.rules)
+      if (r.match.any || !r.match.uids || r.match.uids.includes(uid))
+        most = Math.max(most, r.limits.sessions);
+    return this.quotas.usage(`uid:${uid}`).sessions >= most;
   }
 
   /** The session's connection closed: its identity may use the slot again. Idempotent. */

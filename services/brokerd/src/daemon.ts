@@ -136,6 +136,7 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
         broker.releaseSlot(s);
       },
       refused: (peer, reason) => broker.emit("connection.refused", "broker", peer, reason),
+      hopeless: (uid) => broker.sessionsExhausted(uid),
     },
   );
   sessionsByConn.contextOf = brokerListener.contextOf;

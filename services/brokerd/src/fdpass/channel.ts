@@ -83,9 +83,6 @@ export class FdChannel {
       } catch {
         return; // the peer is gone already
       }
-      // Refusals in flight hold an fd each too; a client reconnecting in a tight loop must not
-      // turn them into an unbounded number: past a few, a refused connection is just closed.
-      if (this.refusing >= MAX_REFUSING) return;
       const max = this.opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
       if (this.conns.size >= max) {
         await this.refuse(
@@ -133,6 +130,9 @@ export class FdChannel {
   ): Promise<void> {
     this.broker.emit("connection.refused", "fd", { uid: peer.uid, pid: peer.pid }, reason);
     this.broker.emit("fd.delivery", "refused_busy", undefined, 0, { uid: peer.uid, pid: peer.pid });
+    // Refusals in flight hold an fd each too; a client reconnecting in a tight loop must not turn
+    // them into an unbounded number: past a few, a refused connection is just closed.
+    if (this.refusing >= MAX_REFUSING) return;
     this.refusing++;
     try {
       await this.reply(sock, { status: FdStatus.BUSY, message }).catch(() => {});

@@ -6,7 +6,7 @@
 import { chmodSync, chownSync, existsSync, unlinkSync } from "node:fs";
 import { connect, createServer, type Server as NetServer, type Socket } from "node:net";
 import * as grpc from "@grpc/grpc-js";
-import { closeFd } from "@vfio-broker/native";
+import { closeFd, peerCred } from "@vfio-broker/native";
 import { BrokerError } from "../errors.js";
 import { identityOfSocket, type PeerIdentity } from "../identity/peer.js";
 import { logLimited } from "../log.js";
@@ -22,6 +22,12 @@ export interface ConnectionHooks<C> {
   closed(ctx: C): void;
   /** A connection was refused (for the journal and metrics): the peer and the error's reason. */
   refused?(peer: { uid: number; pid: number }, reason: string): void;
+  /**
+   * Cheap early check from SO_PEERCRED alone: the uid cannot be admitted whatever else is true of
+   * it (e.g. it already holds the most sessions any rule could give it). Lets a uid that
+   * reconnects in a tight loop be turned away before the /proc reads of a full identity.
+   */
+  hopeless?(uid: number): boolean;
 }
 
 export interface ServeOptions {
@@ -90,7 +96,16 @@ export async function serveUnix<C>(
     socket.on("error", () => {});
     let identity: PeerIdentity;
     try {
-      identity = identityOfSocket(socketFd(socket));
+      const fd = socketFd(socket);
+      if (hooks.hopeless) {
+        const cred = peerCred(fd);
+        if ((refusedByUid.get(cred.uid) ?? 0) >= maxRefusedPerUid && hooks.hopeless(cred.uid)) {
+          hooks.refused?.({ uid: cred.uid, pid: cred.pid }, "limit:sessions");
+          socket.destroy();
+          return;
+        }
+      }
+      identity = identityOfSocket(fd);
     } catch (e) {
       logLimited(`refuse:${path}`, `brokerd: ${path}: refusing a connection: ${(e as Error).message}`);
       socket.destroy();
@@ -159,7 +174,9 @@ export async function serveUnix<C>(
   }
   await new Promise<void>((resolve, reject) => {
     net.once("error", reject);
-    net.listen(path, () => resolve());
+    // A deep accept queue (the kernel caps it at somaxconn): a uid that floods connect() must not
+    // fill the queue for everyone before brokerd gets to turn it away.
+    net.listen({ path, backlog: 4096 }, () => resolve());
   });
   chmodSync(path, opts.mode);
   if (opts.gid !== undefined) chownSync(path, process.getuid?.() ?? 0, opts.gid);
