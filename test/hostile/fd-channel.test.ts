@@ -30,7 +30,9 @@ describe("hostile: fd channel", () => {
     await b?.stop();
   });
 
-  it("a client closing before the reply (20 connections in a loop) never stops brokerd", async () => {
+  it("a client closing before the reply (20 connections in a loop) never stops brokerd", {
+    timeout: 120_000,
+  }, async () => {
     const victim = startVictim(b);
     const peaks = watch(b);
     const a = attacker("fd-flood", ["close-mid-reply", b.fdSocket, "20", "4000"]);
@@ -44,7 +46,9 @@ describe("hostile: fd channel", () => {
     await until("brokerd's fds back to baseline", () => b.fdCount() <= baseline + 2, 5000);
   });
 
-  it("malformed frames get FD_STATUS_BAD_REQUEST and the connection closes; brokerd serves on", async () => {
+  it("malformed frames get FD_STATUS_BAD_REQUEST and the connection closes; brokerd serves on", {
+    timeout: 120_000,
+  }, async () => {
     const a = attacker("fd-flood", ["bad-frames", b.fdSocket]);
     const r = (await a.result()) as Record<string, string>;
     report("fd bad frames", { replies: r });
@@ -58,7 +62,9 @@ describe("hostile: fd channel", () => {
     await until("brokerd's fds back to baseline", () => b.fdCount() <= baseline + 2, 5000);
   });
 
-  it("1024 idle fd-channel connections of one uid: it gets its quota, other uids are served", async () => {
+  it("1024 idle fd-channel connections of one uid: it gets its quota, other uids are served", {
+    timeout: 120_000,
+  }, async () => {
     const victim = startVictim(b);
     const peaks = watch(b);
     const a = attacker("hold-connections", [b.fdSocket, "1024", "5000"]);

@@ -25,7 +25,9 @@ describe("hostile: HTTP/2 flow control", () => {
     await b?.stop();
   });
 
-  it("a window-0 peer pipelining ReadRegion grows brokerd's RSS < 64 MB, and it comes back", async () => {
+  it("a window-0 peer pipelining ReadRegion grows brokerd's RSS < 64 MB, and it comes back", {
+    timeout: 120_000,
+  }, async () => {
     // Memory, measured with the attacker alone (an honest client's own churn moves RSS too).
     await new Promise((r) => setTimeout(r, 500));
     const before = sample(b);

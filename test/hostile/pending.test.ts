@@ -30,7 +30,9 @@ describe("hostile: pending mappings", () => {
     await b?.stop();
   });
 
-  it("45 sessions of one uid hoarding unfetched mappings get its quota; operators and other uids get in", async () => {
+  it("45 sessions of one uid hoarding unfetched mappings get its quota; operators and other uids get in", {
+    timeout: 120_000,
+  }, async () => {
     const victim = startVictim(b);
     const peaks = watch(b);
     const stderrBefore = b.stderr().length;

@@ -45,7 +45,9 @@ describe("hostile: quotas per identity", () => {
     await b?.stop();
   });
 
-  it("bytes, device files and sessions count across all of a uid's sessions", async () => {
+  it("bytes, device files and sessions count across all of a uid's sessions", {
+    timeout: 120_000,
+  }, async () => {
     const victim = startVictim(b);
     // 4 sessions x 16 MiB against 32 MiB: two fit, the other two are refused.
     const a = attacker("sessions", [b.socket, "4", String(16 << 20)]);
@@ -86,7 +88,9 @@ describe("hostile: quotas per identity", () => {
     assertVictim(v);
   });
 
-  it("1024 idle connections of one uid on broker.sock: others are served, idle sessions are closed", async () => {
+  it("1024 idle connections of one uid on broker.sock: others are served, idle sessions are closed", {
+    timeout: 120_000,
+  }, async () => {
     await new Promise((r) => setTimeout(r, 300));
     const baseline = b.fdCount();
     const victim = startVictim(b);

@@ -8,7 +8,9 @@ import { CLI, startBrokerd, until } from "../lib/brokerd.js";
 import { ATTACKER, report } from "./support/harness.js";
 
 describe("hostile: shutdown is announced", () => {
-  it("10 leased CLI holders all receive the shutdown revocation and exit 3", async () => {
+  it("10 leased CLI holders all receive the shutdown revocation and exit 3", {
+    timeout: 120_000,
+  }, async () => {
     const b = await startBrokerd();
     try {
       const holders = Array.from({ length: 10 }, (_, i) => {

@@ -10,7 +10,9 @@ import { BROKERD, run, startBrokerd } from "../lib/brokerd.js";
 import { report } from "./support/harness.js";
 
 describe("hostile: one brokerd per runtime dir", () => {
-  it("a second brokerd refuses and leaves the first one's sockets alone; a killed one leaves no lock", async () => {
+  it("a second brokerd refuses and leaves the first one's sockets alone; a killed one leaves no lock", {
+    timeout: 120_000,
+  }, async () => {
     const first = await startBrokerd();
     let dirKept = false;
     try {

@@ -8,7 +8,7 @@ import { after, before, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import { BrokerService, createClient, type LeaseResponse } from "@vfio-broker/proto";
 import { type BrokerProcess, startBrokerd } from "../lib/brokerd.js";
-import { report } from "./support/harness.js";
+import { assertAlive, assertVictim, report, startVictim } from "./support/harness.js";
 
 const KEEPALIVE_MS = 400;
 // Bytes no protobuf decoder accepts: a field tag with wire type 7.
@@ -42,7 +42,10 @@ describe("hostile: status codes", () => {
     await b?.stop();
   });
 
-  it("undecodable bytes on every unary RPC and on the Lease get INVALID_ARGUMENT", async () => {
+  it("undecodable bytes on every unary RPC and on the Lease get INVALID_ARGUMENT", {
+    timeout: 120_000,
+  }, async () => {
+    const victim = startVictim(b);
     const c = rawClient(b.socket);
     const codes: Record<string, string> = {};
     for (const m of BrokerService.methods) {
@@ -61,12 +64,17 @@ describe("hostile: status codes", () => {
       lease.write(GARBAGE);
     });
     c.close();
-    report("undecodable requests", { codes, lease: leaseCode });
+    const v = await victim.stop();
+    assertAlive(b);
+    report("undecodable requests", { codes, lease: leaseCode, victim: v });
+    assertVictim(v, 0.99);
     for (const [name, code] of Object.entries(codes)) assert.equal(code, "INVALID_ARGUMENT", name);
     assert.equal(leaseCode, "INVALID_ARGUMENT");
   });
 
-  it("a lease with no keepalive ends after three intervals, with LeaseEnded{lease-expired}", async () => {
+  it("a lease with no keepalive ends after three intervals, with LeaseEnded{lease-expired}", {
+    timeout: 120_000,
+  }, async () => {
     const c = createClient(BrokerService, `unix:${b.socket}`, undefined, {
       "grpc.use_local_subchannel_pool": 1,
     });
@@ -94,7 +102,9 @@ describe("hostile: status codes", () => {
     assert.ok(ended.ms < 4 * KEEPALIVE_MS + 200, `ended after ${ended.ms} ms`);
   });
 
-  it("a client that closes its Lease gets LeaseEnded{lease-closed} and status OK", async () => {
+  it("a client that closes its Lease gets LeaseEnded{lease-closed} and status OK", {
+    timeout: 120_000,
+  }, async () => {
     const c = createClient(BrokerService, `unix:${b.socket}`, undefined, {
       "grpc.use_local_subchannel_pool": 1,
     });

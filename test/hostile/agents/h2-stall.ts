@@ -82,7 +82,7 @@ const end = Date.now() + Number(msArg);
 while (Date.now() < end) {
   // Node queues streams over the server's SETTINGS_MAX_CONCURRENT_STREAMS on our side; keep that
   // queue short (our own memory), and keep offering brokerd new calls as slots free up.
-  for (let i = 0; i < 64 && open < 2048; i++) {
+  for (let i = 0; i < 64 && open < 10_000; i++) {
     let req: http2.ClientHttp2Stream;
     try {
       req = session.request({

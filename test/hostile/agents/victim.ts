@@ -53,6 +53,8 @@ for (let k = 0; !stopping && Date.now() < end; k++) {
     const msg = (e as Error).message.slice(0, 160);
     errors.set(msg, (errors.get(msg) ?? 0) + 1);
   }
+  // The test's stop() waits for this, so every result has a few cycles in it.
+  if (attempts === 5) process.stdout.write(`${JSON.stringify({ phase: "running" })}\n`);
   // A client doing real work, not a flood of its own.
   await new Promise((r) => setTimeout(r, 10));
 }

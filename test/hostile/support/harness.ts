@@ -40,6 +40,10 @@ export function startVictim(b: BrokerProcess, slot = 0): { stop(): Promise<Victi
   });
   return {
     async stop() {
+      // At least 5 cycles first (a quick attack must not end the victim before it started).
+      const t0 = Date.now();
+      while (!out.includes('"phase":"running"') && child.exitCode === null && Date.now() - t0 < 60_000)
+        await new Promise((r) => setTimeout(r, 20));
       const exited = new Promise((r) => child.once("exit", r));
       child.kill("SIGTERM");
       const t = setTimeout(() => child.kill("SIGKILL"), 15_000);
