@@ -6,40 +6,29 @@
 // - idle connections held by the thousand: the uid gets its fdConnections quota (BUSY for the
 //   rest), other uids are served.
 import assert from "node:assert/strict";
-import { after, before, describe, it } from "node:test";
-import { type BrokerProcess, startBrokerd, until } from "../lib/brokerd.js";
+import { describe, it } from "node:test";
+import { until } from "../lib/brokerd.js";
 import {
   assertAlive,
   assertVictim,
   attacker,
+  observe,
   report,
   sample,
-  startVictim,
-  watch,
+  suiteBrokerd,
 } from "./support/harness.js";
 
 describe("hostile: fd channel", () => {
-  let b: BrokerProcess;
-  let baseline = 0;
-  before(async () => {
-    b = await startBrokerd();
-    await new Promise((r) => setTimeout(r, 200));
-    baseline = b.fdCount();
-  });
-  after(async () => {
-    await b?.stop();
-  });
+  const suite = suiteBrokerd();
 
   it("a client closing before the reply (20 connections in a loop) never stops brokerd", {
     timeout: 120_000,
   }, async () => {
-    const victim = startVictim(b);
-    const peaks = watch(b);
+    const { b, baseline } = suite;
+    const watching = observe(b);
     const a = attacker("fd-flood", ["close-mid-reply", b.fdSocket, "20", "4000"]);
     const r = (await a.result()) as { sent: number; errors: number };
-    const v = await victim.stop();
-    const p = peaks.stop();
-    assertAlive(b);
+    const { victim: v, peak: p } = await watching.stop();
     report("fd close mid-reply", { requests: r.sent, victim: v, brokerdPeak: p, after: sample(b) });
     assert.ok(r.sent > 100, `the attack sent only ${r.sent} requests`);
     assertVictim(v);
@@ -49,6 +38,7 @@ describe("hostile: fd channel", () => {
   it("malformed frames get FD_STATUS_BAD_REQUEST and the connection closes; brokerd serves on", {
     timeout: 120_000,
   }, async () => {
+    const { b, baseline } = suite;
     const a = attacker("fd-flood", ["bad-frames", b.fdSocket]);
     const r = (await a.result()) as Record<string, string>;
     report("fd bad frames", { replies: r });
@@ -65,13 +55,11 @@ describe("hostile: fd channel", () => {
   it("1024 idle fd-channel connections of one uid: it gets its quota, other uids are served", {
     timeout: 120_000,
   }, async () => {
-    const victim = startVictim(b);
-    const peaks = watch(b);
+    const { b, baseline } = suite;
+    const watching = observe(b);
     const a = attacker("hold-connections", [b.fdSocket, "1024", "5000"]);
     const r = (await a.result()) as { opened: number; closedByBroker: number; heldAtEnd: number };
-    const v = await victim.stop();
-    const p = peaks.stop();
-    assertAlive(b);
+    const { victim: v, peak: p } = await watching.stop();
     report("fd idle connections", { attacker: r, victim: v, brokerdPeak: p, baselineFds: baseline });
     assertVictim(v);
     // The uid's quota (64 by default) is all brokerd keeps open for it; the rest are refused. At

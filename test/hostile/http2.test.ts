@@ -4,8 +4,8 @@
 // 4 MiB of HTTP/2 session memory, so one attacking connection may grow brokerd's RSS by < 64 MB,
 // which comes back when it leaves; a victim of another uid keeps granting throughout.
 import assert from "node:assert/strict";
-import { after, before, describe, it } from "node:test";
-import { type BrokerProcess, startBrokerd, until } from "../lib/brokerd.js";
+import { describe, it } from "node:test";
+import { until } from "../lib/brokerd.js";
 import {
   assertAlive,
   assertVictim,
@@ -13,21 +13,17 @@ import {
   report,
   sample,
   startVictim,
+  suiteBrokerd,
   watch,
 } from "./support/harness.js";
 
 describe("hostile: HTTP/2 flow control", () => {
-  let b: BrokerProcess;
-  before(async () => {
-    b = await startBrokerd();
-  });
-  after(async () => {
-    await b?.stop();
-  });
+  const suite = suiteBrokerd();
 
   it("a window-0 peer pipelining ReadRegion grows brokerd's RSS < 64 MB, and it comes back", {
     timeout: 120_000,
   }, async () => {
+    const { b } = suite;
     // Memory, measured with the attacker alone (an honest client's own churn moves RSS too).
     await new Promise((r) => setTimeout(r, 500));
     const before = sample(b);

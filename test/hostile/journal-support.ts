@@ -82,11 +82,6 @@ export interface FloodResult {
   errors: string[];
 }
 
-export interface VictimResult {
-  attempts: number;
-  successes: number;
-  slowestMs: number;
-  errors: string[];
-}
+export type { VictimResult } from "./support/harness.js";
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -5,36 +5,26 @@
 // default) under a global cap, and a delivered mapping keeps no fd in brokerd at all.
 import assert from "node:assert/strict";
 import { statSync } from "node:fs";
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import { AdminService, createClient } from "@vfio-broker/proto";
-import { type BrokerProcess, startBrokerd } from "../lib/brokerd.js";
 import {
   assertAlive,
   assertVictim,
   attacker,
+  observe,
   report,
   sample,
-  startVictim,
-  watch,
+  suiteBrokerd,
 } from "./support/harness.js";
 
 describe("hostile: pending mappings", () => {
-  let b: BrokerProcess;
-  let baseline = 0;
-  before(async () => {
-    b = await startBrokerd();
-    await new Promise((r) => setTimeout(r, 200));
-    baseline = b.fdCount();
-  });
-  after(async () => {
-    await b?.stop();
-  });
+  const suite = suiteBrokerd();
 
   it("45 sessions of one uid hoarding unfetched mappings get its quota; operators and other uids get in", {
     timeout: 120_000,
   }, async () => {
-    const victim = startVictim(b);
-    const peaks = watch(b);
+    const { b, baseline } = suite;
+    const watching = observe(b);
     const stderrBefore = b.stderr().length;
     const a = attacker("pending", [b.socket, "45", "200"]);
     await a.phase("holding");
@@ -49,9 +39,7 @@ describe("hostile: pending mappings", () => {
     admin.close();
     a.kill("SIGTERM");
     const r = (await a.result()) as { granted: number; refused: Record<string, number>; messages: string[] };
-    const v = await victim.stop();
-    const p = peaks.stop();
-    assertAlive(b);
+    const { victim: v, peak: p } = await watching.stop();
     const stderrBytes = b.stderr().length - stderrBefore;
     report("pending mappings hoard", {
       attacker: r,

@@ -5,10 +5,10 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { chmodSync, writeFileSync } from "node:fs";
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import { AdminService, createClient } from "@vfio-broker/proto";
-import { type BrokerProcess, CLI, startBrokerd, until } from "../lib/brokerd.js";
-import { ATTACKER, assertAlive, assertVictim, report, startVictim } from "./support/harness.js";
+import { type BrokerProcess, CLI, until } from "../lib/brokerd.js";
+import { ATTACKER, assertAlive, report, suiteBrokerd } from "./support/harness.js";
 
 // The victim (uid 4242) keeps its own rule through every reload: what the reload takes from the
 // workload must not touch it.
@@ -60,22 +60,17 @@ function hold(b: BrokerProcess, region: string, attr: string) {
 }
 
 describe("hostile: policy reload revokes", () => {
-  let b: BrokerProcess;
-  const admin = () => createClient(AdminService, `unix:${b.adminSocket}`);
+  const suite = suiteBrokerd({ policyText: rule("[UC, WC]") });
+  const admin = () => createClient(AdminService, `unix:${suite.b.adminSocket}`);
   const setPolicy = (text: string) => {
-    writeFileSync(b.policyPath, text);
-    chmodSync(b.policyPath, 0o644);
+    writeFileSync(suite.b.policyPath, text);
+    chmodSync(suite.b.policyPath, 0o644);
   };
-  before(async () => {
-    b = await startBrokerd({ policyText: rule("[UC, WC]") });
-  });
-  after(async () => {
-    await b?.stop();
-  });
 
   it("a reload that drops WC revokes the WC mapping (reason policy), keeps the UC one, and release works", {
     timeout: 120_000,
   }, async () => {
+    const { b } = suite;
     const wc = hold(b, "BAR2", "wc");
     const uc = hold(b, "BAR0", "uc");
     await wc.mapped();
@@ -107,6 +102,7 @@ describe("hostile: policy reload revokes", () => {
   it("a reload that no longer names the uid ends its session (LeaseEnded policy) and releases everything", {
     timeout: 120_000,
   }, async () => {
+    const { b } = suite;
     setPolicy(rule("[UC, WC]"));
     process.kill(b.pid, "SIGHUP");
     await new Promise((r) => setTimeout(r, 300));

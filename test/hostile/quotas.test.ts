@@ -4,17 +4,18 @@
 // policy's limits are the uid's (and its container's) whatever the number of sessions, and a
 // session that holds nothing and has no lease is closed when idle.
 import assert from "node:assert/strict";
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import { AdminService, createClient } from "@vfio-broker/proto";
-import { type BrokerProcess, startBrokerd, until } from "../lib/brokerd.js";
+import { until } from "../lib/brokerd.js";
 import {
   assertAlive,
   assertVictim,
   attacker,
+  observe,
   report,
   sample,
   startVictim,
-  watch,
+  suiteBrokerd,
 } from "./support/harness.js";
 
 const POLICY = `version: 1
@@ -37,17 +38,12 @@ rules:
 `;
 
 describe("hostile: quotas per identity", () => {
-  let b: BrokerProcess;
-  before(async () => {
-    b = await startBrokerd({ policyText: POLICY, args: ["--idle-timeout-ms", "1500"] });
-  });
-  after(async () => {
-    await b?.stop();
-  });
+  const suite = suiteBrokerd({ policyText: POLICY, args: ["--idle-timeout-ms", "1500"] });
 
   it("bytes, device files and sessions count across all of a uid's sessions", {
     timeout: 120_000,
   }, async () => {
+    const { b } = suite;
     const victim = startVictim(b);
     // 4 sessions x 16 MiB against 32 MiB: two fit, the other two are refused.
     const a = attacker("sessions", [b.socket, "4", String(16 << 20)]);
@@ -91,15 +87,13 @@ describe("hostile: quotas per identity", () => {
   it("1024 idle connections of one uid on broker.sock: others are served, idle sessions are closed", {
     timeout: 120_000,
   }, async () => {
+    const { b } = suite;
     await new Promise((r) => setTimeout(r, 300));
     const baseline = b.fdCount();
-    const victim = startVictim(b);
-    const peaks = watch(b);
+    const watching = observe(b);
     const a = attacker("hold-connections", [b.socket, "1024", "6000"]);
     const r = (await a.result()) as { opened: number; closedByBroker: number; heldAtEnd: number };
-    const v = await victim.stop();
-    const p = peaks.stop();
-    assertAlive(b);
+    const { victim: v, peak: p } = await watching.stop();
     report("broker.sock idle connections", {
       attacker: r,
       victim: v,

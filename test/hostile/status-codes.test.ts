@@ -4,11 +4,10 @@
 // lease expiry after exactly three missed intervals with LeaseEnded{lease-expired}, and a client
 // that closes its Lease gets LeaseEnded{lease-closed} and status OK.
 import assert from "node:assert/strict";
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import { BrokerService, createClient, type LeaseResponse } from "@vfio-broker/proto";
-import { type BrokerProcess, startBrokerd } from "../lib/brokerd.js";
-import { assertAlive, assertVictim, report, startVictim } from "./support/harness.js";
+import { assertAlive, assertVictim, report, startVictim, suiteBrokerd } from "./support/harness.js";
 
 const KEEPALIVE_MS = 400;
 // Bytes no protobuf decoder accepts: a field tag with wire type 7.
@@ -34,17 +33,12 @@ function rawClient(socket: string) {
 }
 
 describe("hostile: status codes", () => {
-  let b: BrokerProcess;
-  before(async () => {
-    b = await startBrokerd({ args: ["--lease-keepalive-ms", String(KEEPALIVE_MS)] });
-  });
-  after(async () => {
-    await b?.stop();
-  });
+  const suite = suiteBrokerd({ args: ["--lease-keepalive-ms", String(KEEPALIVE_MS)] });
 
   it("undecodable bytes on every unary RPC and on the Lease get INVALID_ARGUMENT", {
     timeout: 120_000,
   }, async () => {
+    const { b } = suite;
     const victim = startVictim(b);
     const c = rawClient(b.socket);
     const codes: Record<string, string> = {};
@@ -75,6 +69,7 @@ describe("hostile: status codes", () => {
   it("a lease with no keepalive ends after three intervals, with LeaseEnded{lease-expired}", {
     timeout: 120_000,
   }, async () => {
+    const { b } = suite;
     const c = createClient(BrokerService, `unix:${b.socket}`, undefined, {
       "grpc.use_local_subchannel_pool": 1,
     });
@@ -105,6 +100,7 @@ describe("hostile: status codes", () => {
   it("a client that closes its Lease gets LeaseEnded{lease-closed} and status OK", {
     timeout: 120_000,
   }, async () => {
+    const { b } = suite;
     const c = createClient(BrokerService, `unix:${b.socket}`, undefined, {
       "grpc.use_local_subchannel_pool": 1,
     });

@@ -6,8 +6,9 @@ import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
+import { after, before } from "node:test";
 import { fileURLToPath } from "node:url";
-import type { BrokerProcess } from "../../lib/brokerd.js";
+import { type BrokerProcess, type StartOptions, startBrokerd } from "../../lib/brokerd.js";
 
 export const ATTACKER = 65534;
 /** The victim's uid: not the attacker's, not root (the sim policy lets any local uid in). */
@@ -161,4 +162,43 @@ export function attacker(name: string, args: string[]): Attacker {
 /** Prints one line of measured figures for this test. */
 export function report(test: string, figures: Record<string, unknown>): void {
   console.log(`hostile: ${JSON.stringify({ test, ...figures })}`);
+}
+
+/**
+ * One brokerd for a suite: started before its tests, stopped after. `baseline` is its fd count
+ * once it has settled, what "no fd leaked" is measured against.
+ */
+export function suiteBrokerd(opts: StartOptions = {}): {
+  readonly b: BrokerProcess;
+  readonly baseline: number;
+} {
+  const suite = { b: undefined as unknown as BrokerProcess, baseline: 0 };
+  before(async () => {
+    suite.b = await startBrokerd(opts);
+    await new Promise((r) => setTimeout(r, 200));
+    suite.baseline = suite.b.fdCount();
+  });
+  after(async () => {
+    await suite.b?.stop();
+  });
+  return suite;
+}
+
+/**
+ * An attack's observers: the victim granting and brokerd's peaks sampled, from now until stop(),
+ * which also checks that brokerd is still up.
+ */
+export function observe(b: BrokerProcess): {
+  stop(): Promise<{ victim: VictimResult; peak: { maxFds: number; maxRssMB: number } }>;
+} {
+  const victim = startVictim(b);
+  const peaks = watch(b);
+  return {
+    async stop() {
+      const v = await victim.stop();
+      const peak = peaks.stop();
+      assertAlive(b);
+      return { victim: v, peak };
+    },
+  };
 }
