@@ -2,7 +2,7 @@
 // availability"). The attacker is uid 65534 flooding the fd channel with tickets that were never
 // issued; the victim is uid 1000 mapping through the client library and the CLI. brokerd runs as
 // its own process. Each test prints what it measured (console.log) so the figures in
-// docs/security-journal.md can be reproduced with `node scripts/run-tests.mjs hostile`.
+// docs/security.md (section 4) can be reproduced with `node scripts/run-tests.mjs hostile`.
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdirSync, renameSync, rmSync, statfsSync, writeFileSync } from "node:fs";

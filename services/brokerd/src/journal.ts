@@ -4,7 +4,7 @@
 // stops brokerd (DESIGN.md §8): a line that cannot be written is dropped and counted (journal/
 // sink.ts), and failures a client can repeat at will are aggregated per identity (journal/
 // aggregate.ts) so that no client can fill the disk through us. Field names use DESIGN.md's
-// vocabulary. What it guarantees is written down in docs/security-journal.md.
+// vocabulary. What it guarantees is written down in docs/security.md (section 4).
 import { type Broker, type BrokerEvents, type FdPeer, VERSION } from "./broker.js";
 import type { Mapping } from "./grants/device-file.js";
 import { type KeyFields, Repeats, type Summary } from "./journal/aggregate.js";
