@@ -19,6 +19,8 @@ export function parseListenAddress(value: string): { host: string; port: number 
 }
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
+/** Scrapers are few; this is a bound on what anyone else can make brokerd hold. */
+export const MAX_METRICS_CONNECTIONS = 128;
 
 export async function startMetrics(
   broker: Broker,
@@ -53,6 +55,11 @@ export async function startMetrics(
   });
   server.requestTimeout = 10_000;
   server.headersTimeout = 5_000;
+  // Any local user can connect to this port: cap the connections (each is an fd in brokerd) and
+  // close idle keep-alive ones soon, so /metrics can never eat the fds brokerd's clients need.
+  server.maxConnections = MAX_METRICS_CONNECTIONS;
+  server.keepAliveTimeout = 5_000;
+  server.timeout = 10_000; // a connection silent this long is closed, whatever state it is in
   await new Promise<void>((resolve, reject) => {
     server.once("error", (e) =>
       reject(

@@ -1,5 +1,6 @@
-// Attacker agent: holds COUNT idle connections on a Unix socket (never says a word), reopening each
-// one brokerd closes, until SIGTERM or MS pass. Prints {opened, closedByBroker, heldAtEnd}.
+// Attacker agent: holds COUNT idle connections on a Unix socket, or on TCP with "tcp:HOST:PORT"
+// (never says a word), reopening each one brokerd closes, until SIGTERM or MS pass. Prints
+// {opened, closedByBroker, heldAtEnd}.
 import { connect, type Socket } from "node:net";
 
 const [socket, countArg = "1024", msArg = "600000"] = process.argv.slice(2);
@@ -11,7 +12,8 @@ const live = new Set<Socket>();
 
 function open(): void {
   if (stopping || Date.now() > end) return;
-  const c = connect(socket!);
+  const tcp = /^tcp:(.+):(\d+)$/.exec(socket!);
+  const c = tcp ? connect(Number(tcp[2]), tcp[1]!) : connect(socket!);
   opened++;
   live.add(c);
   c.on("error", () => {});
