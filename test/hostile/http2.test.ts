@@ -4,12 +4,14 @@
 // 4 MiB of HTTP/2 session memory, so one attacking connection may grow brokerd's RSS by < 64 MB,
 // which comes back when it leaves; a victim of another uid keeps granting throughout.
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
 import { until } from "../lib/brokerd.js";
 import {
   assertAlive,
   assertVictim,
   attacker,
+  observe,
   report,
   sample,
   startVictim,
@@ -65,5 +67,31 @@ describe("hostile: HTTP/2 flow control", () => {
       `RSS stayed ${afterRss - before.rssMB} MB above where it started`,
     );
     assertVictim(v);
+  });
+});
+
+describe("hostile: a lease that is never read", () => {
+  const suite = suiteBrokerd();
+
+  it("keepalives whose acks are never read: brokerd ends the session (lease-stalled) and drops the peer", {
+    timeout: 120_000,
+  }, async () => {
+    const { b } = suite;
+    const before = sample(b);
+    const watching = observe(b);
+    const a = attacker("lease-stall", [b.socket, "15000"]);
+    const r = (await a.result()) as { keepalives: number; closedByBroker: boolean; ms: number };
+    const { victim, peak } = await watching.stop();
+    const stalled = readFileSync(b.journal, "utf8").includes('"reason":"lease-stalled"');
+    report("lease never read", {
+      attacker: r,
+      stalledInJournal: stalled,
+      victim,
+      rssMB: { before: before.rssMB, peak: peak.maxRssMB },
+    });
+    assert.ok(r.closedByBroker, `brokerd kept the connection for ${r.ms} ms and ${r.keepalives} keepalives`);
+    assert.ok(stalled, "the journal says why the session ended");
+    assert.ok(peak.maxRssMB - before.rssMB < 64, `RSS grew by ${peak.maxRssMB - before.rssMB} MB`);
+    assertVictim(victim);
   });
 });
