@@ -9,7 +9,7 @@ import * as grpc from "@grpc/grpc-js";
 import { BrokerService, createClient, type LeaseResponse } from "@vfio-broker/proto";
 import { assertAlive, assertVictim, report, startVictim, suiteBrokerd } from "./support/harness.js";
 
-const KEEPALIVE_MS = 400;
+const KEEPALIVE_MS = 1000;
 // Bytes no protobuf decoder accepts: a field tag with wire type 7.
 const GARBAGE = Buffer.from([0x0f, 0xff, 0xff, 0xff, 0xff]);
 
