@@ -1,6 +1,6 @@
 // Agent: a workload that sees brokerd's socket directory at another path (a container's bind mount).
 // argv: socket path. Connects with no VFIO_BROKER_FD_SOCKET, maps sim0 BAR0, writes and reads back
-// a word through the mapping, and prints {ok, fdSocketPath, fdSocketName, advertised, value}.
+// a word through the mapping, and prints {ok, fdSocketPath, fdSocketName, advertised, identity, value}.
 import { connect } from "@vfio-broker/client";
 import { print } from "./raw.js";
 
@@ -17,9 +17,10 @@ try {
     fdSocketPath: c.fdSocketPath,
     fdSocketName: c.capabilities.fdSocketName,
     advertised: c.capabilities.fdSocketPath,
+    identity: c.identity,
     value,
   });
   await c.close();
 } catch (e) {
-  print({ ok: false, message: (e as Error).message });
+  print({ ok: false, code: (e as { code?: string }).code, message: (e as Error).message });
 }
