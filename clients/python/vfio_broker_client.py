@@ -95,16 +95,58 @@ def _close_all(fds):
             pass
 
 
-def fetch_fd(pb: Proto, fd_socket_path: str, ticket: str, timeout: float = 10.0):
-    """Presents `ticket` on the fd channel; returns (FdReply, fd). The caller closes fd."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
+def fd_socket_candidates(broker_socket: str, fd_socket_name: str, fd_socket_path: str) -> list[str]:
+    """Where to look for the fd channel, in order. The socket directory may be mounted anywhere (a
+    container's bind mount), so fd_socket_name next to the broker socket comes first, then the path
+    brokerd advertised (its own host path). With no name (sockets in different directories, or an
+    older brokerd) the advertised path comes first and "fd.sock" beside the broker socket last."""
+    here = os.path.dirname(broker_socket)
+    if fd_socket_name and "/" not in fd_socket_name:
+        order = [os.path.join(here, fd_socket_name), fd_socket_path]
+    else:
+        order = [fd_socket_path, os.path.join(here, "fd.sock")]
+    out: list[str] = []
+    for p in order:
+        if p and p not in out:
+            out.append(p)
+    return out
+
+
+def _connect_first(paths: list[str], timeout: float):
+    """A socket connected to the first of `paths` that accepts, and that path."""
+    failures = []
+    for path in paths:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        try:
+            s.connect(path)
+            return s, path
+        except OSError as e:
+            s.close()
+            failures.append((path, e))
+    if len(failures) == 1:
+        path, e = failures[0]
+        raise FdChannelError("CONNECT", f"cannot connect to {path}: {e.strerror}") from e
+    tried = "; ".join(f"{p}: {e.strerror}" for p, e in failures)
+    raise FdChannelError(
+        "CONNECT",
+        f"cannot reach the fd channel ({tried}); is its whole socket directory mounted here? (or set VFIO_BROKER_FD_SOCKET)",
+    ) from failures[-1][1]
+
+
+def fetch_fd(pb: Proto, fd_socket_path, ticket: str, timeout: float = 10.0):
+    """Presents `ticket` on the fd channel; returns (FdReply, fd). The caller closes fd.
+    fd_socket_path: one path, or candidates (fd_socket_candidates) tried in order."""
+    paths = [fd_socket_path] if isinstance(fd_socket_path, str) else list(fd_socket_path)
+    reply, fd, _ = _fetch_fd(pb, paths, ticket, timeout)
+    return reply, fd
+
+
+def _fetch_fd(pb: Proto, paths: list[str], ticket: str, timeout: float = 10.0):
+    """fetch_fd, also returning the path that accepted."""
+    s, fd_socket_path = _connect_first(paths, timeout)
     received: list[int] = []
     try:
-        try:
-            s.connect(fd_socket_path)
-        except OSError as e:
-            raise FdChannelError("CONNECT", f"cannot connect to {fd_socket_path}: {e.strerror}") from e
         payload = pb.fdchannel.FdRequest(ticket=ticket).SerializeToString()
         s.sendall(struct.pack(">I", len(payload)) + payload)
         buf = b""
@@ -135,7 +177,7 @@ def fetch_fd(pb: Proto, fd_socket_path: str, ticket: str, timeout: float = 10.0)
         if len(received) != 1:
             raise FdChannelError("PROTOCOL", f"an OK reply must carry exactly one fd, it carried {len(received)}")
         fd = received.pop()
-        return reply, fd
+        return reply, fd, fd_socket_path
     except socket.timeout as e:
         raise FdChannelError("TIMEOUT", f"no reply from {fd_socket_path} within {timeout} s") from e
     finally:
@@ -166,12 +208,20 @@ class BrokerClient:
         self.channel = grpc.insecure_channel(f"unix:{socket_path}")
         self.stub = pb.broker_grpc.BrokerServiceStub(self.channel)
         self.hello = self.stub.Hello(pb.broker.HelloRequest(client_name=PROG, client_version="0.1.0"), timeout=10)
-        self.fd_socket = (
-            fd_socket
-            or os.environ.get("VFIO_BROKER_FD_SOCKET")
-            or self.hello.capabilities.fd_socket_path
-            or os.path.join(os.path.dirname(socket_path), "fd.sock")
+        explicit = fd_socket or os.environ.get("VFIO_BROKER_FD_SOCKET")
+        caps = self.hello.capabilities
+        # Where the fd channel may be: the explicit path only, else next to socket_path first.
+        self.fd_sockets = [explicit] if explicit else fd_socket_candidates(
+            socket_path, getattr(caps, "fd_socket_name", ""), caps.fd_socket_path
         )
+        self.fd_socket = self.fd_sockets[0]
+
+    def fetch_fd(self, ticket: str):
+        """fetch_fd on this client's fd channel; sticks to the first candidate that accepted."""
+        reply, fd, used = _fetch_fd(self.pb, self.fd_sockets, ticket)
+        self.fd_socket = used
+        self.fd_sockets = [used]
+        return reply, fd
 
     def list_devices(self):
         return list(self.stub.ListDevices(self.pb.broker.ListDevicesRequest(), timeout=10).devices)
@@ -294,7 +344,7 @@ def cmd_map(client: BrokerClient, pb: Proto, args) -> dict:
         res = client.create_mapping(dfid, rc.region.index, offset, length, args.attr, args.prot, args.allow_fallback)
         m = res.mapping
         try:
-            reply, fd = fetch_fd(pb, client.fd_socket, res.ticket)
+            reply, fd = client.fetch_fd(res.ticket)
             mm = map_fd(fd, reply.mmap_offset, reply.length, args.prot)
         except BaseException:
             client.release_mapping(dfid, m.cookie)
@@ -314,7 +364,16 @@ def cmd_map(client: BrokerClient, pb: Proto, args) -> dict:
         return {
             "client": "python",
             "sessionId": client.hello.session_id,
-            "identity": {"uid": ident.uid, "gid": ident.gid, "pid": ident.pid},
+            "identity": {
+                "uid": ident.uid,
+                "gid": ident.gid,
+                "pid": ident.pid,
+                "containerId": getattr(ident, "container_id", ""),
+                "containerRuntime": getattr(ident, "container_runtime", ""),
+                "podUid": getattr(ident, "pod_uid", ""),
+                "qosClass": getattr(ident, "qos_class", ""),
+            },
+            "fdSocket": client.fd_socket,
             "deviceId": args.device,
             "deviceFileId": str(dfid),
             "cookie": str(m.cookie),

@@ -134,6 +134,9 @@ test("a mapping made by the CLI appears with its cookie space, and revoking it r
   const sessions = await shown(p.locator("#sessions-body"));
   assert.match(sessions, /Revoke session/);
   if (pid) assert.match(sessions, new RegExp(`\\b${pid}\\b`));
+  // Container and pod columns (this CLI runs in no container: a dash in each).
+  assert.match(sessions, /Container/);
+  assert.match(sessions, /Pod/);
   // The cookie space picture of its device file: regions, the WC alias, gaps.
   await p.locator("#cookie-space svg g[data-kind=mapping]").waitFor();
   assert.ok((await p.locator("#cookie-space svg g[data-kind=region]").count()) >= 2);

@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { chmodSync, copyFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import { parseCgroup } from "@vfio-broker/brokerd/identity/container";
 import {
   type Admin,
   type Brokerd,
@@ -269,7 +270,16 @@ test("sessions, device files and mappings list what a client holds; revoke one m
   const { client, m } = await newMapping();
   const sessions = (await call("GET", "/api/v1/sessions")).body.sessions as {
     sessionId: string;
-    identity: { uid: number; pid: number; gid: number; cgroup: string };
+    identity: {
+      uid: number;
+      pid: number;
+      gid: number;
+      cgroup: string;
+      containerId: string;
+      containerRuntime: string;
+      podUid: string;
+      qosClass: string;
+    };
     mappings: number;
     bytesMapped: string;
   }[];
@@ -277,6 +287,12 @@ test("sessions, device files and mappings list what a client holds; revoke one m
   assert.ok(s, "the client's session is listed");
   assert.equal(s.identity.pid, process.pid);
   assert.equal(s.identity.uid, process.getuid!());
+  // The container fields are what brokerd reads from this process's cgroup path ("" when none).
+  const c = parseCgroup(s.identity.cgroup);
+  assert.equal(s.identity.containerId, c.containerId ?? "");
+  assert.equal(s.identity.containerRuntime, c.containerRuntime ?? "");
+  assert.equal(s.identity.podUid, c.podUid ?? "");
+  assert.equal(s.identity.qosClass, c.qosClass ?? "");
   assert.equal(s.mappings, 1);
   assert.equal(s.bytesMapped, "4096");
   const one = await call("GET", `/api/v1/sessions/${client.sessionId}`);

@@ -52,3 +52,47 @@ test("the console's unit points at the admin socket brokerd's unit creates", asy
   for (const flag of args.filter((a) => a.startsWith("--")))
     assert.match(help.stdout + help.stderr, new RegExp(flag));
 });
+
+// The hardening budget: brokerd at most 3.5 (it must stay root with CAP_CHOWN, CAP_SYS_ADMIN and
+// CAP_SYS_RAWIO, reach /dev/vfio and write /sys), the console at most 2.0. `--threshold` is on
+// systemd-analyze's 0..100 scale (the printed score times ten); exit status 1 means over budget.
+for (const [unit, threshold] of [
+  ["vfio-brokerd.service", 35],
+  ["vfio-broker-admin.service", 20],
+] as const) {
+  test(`systemd-analyze security scores ${unit} at most ${threshold / 10}`, async () => {
+    const r = await run("systemd-analyze", [
+      "security",
+      "--offline=yes",
+      `--threshold=${threshold}`,
+      "--no-pager",
+      join(UNITS, unit),
+    ]);
+    const score = /Overall exposure level for \S+: (\d+\.\d)/.exec(r.stdout)?.[1];
+    assert.ok(score, `no score in:\n${r.stdout}${r.stderr}`);
+    assert.equal(r.code, 0, `${unit} scores ${score}, over ${threshold / 10}:\n${r.stdout}`);
+    assert.ok(Number(score) <= threshold / 10, `${unit} scores ${score}`);
+  });
+}
+
+test("brokerd's unit keeps what brokerd needs: /dev/vfio, writable /sys, its directories, the fdstore", () => {
+  const text = readFileSync(join(UNITS, "vfio-brokerd.service"), "utf8");
+  const set = (key: string) => [...text.matchAll(new RegExp(`^${key}=(.*)$`, "gm"))].map((m) => m[1]!.trim());
+  // PrivateDevices= would hide /dev/vfio; ProtectKernelTunables= would make driver_override read-only.
+  assert.deepEqual(set("PrivateDevices"), []);
+  assert.deepEqual(set("ProtectKernelTunables"), ["no"]);
+  assert.ok(set("DeviceAllow").includes("char-vfio rw"));
+  assert.ok(set("DeviceAllow").includes("/dev/iommu rw"));
+  // No user namespace and no hidepid: client /proc/<pid>/cgroup must stay readable.
+  assert.deepEqual(set("PrivateUsers"), []);
+  assert.deepEqual(set("ProtectProc"), []);
+  assert.deepEqual(set("User"), []);
+  assert.deepEqual(set("MemoryDenyWriteExecute"), []);
+  assert.deepEqual(set("RuntimeDirectory"), ["vfio-broker"]);
+  assert.deepEqual(set("StateDirectory"), ["vfio-broker"]);
+  assert.deepEqual(set("LogsDirectory"), ["vfio-broker"]);
+  assert.ok(Number(set("FileDescriptorStoreMax")[0]) > 0);
+  const caps = set("CapabilityBoundingSet")[0]!.split(/\s+/);
+  assert.deepEqual(caps.sort(), ["CAP_CHOWN", "CAP_SYS_ADMIN", "CAP_SYS_RAWIO"]);
+  assert.deepEqual(set("SystemCallErrorNumber"), ["EPERM"]);
+});

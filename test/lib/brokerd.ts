@@ -170,6 +170,8 @@ export function run(
       clearTimeout(t);
       resolve({ code, signal, stdout, stderr });
     });
+    // A child that exits (or closes stdin) before reading it must not fail the caller with EPIPE.
+    child.stdin.on("error", () => {});
     child.stdin.end(opts.input ?? "");
   });
 }

@@ -4,7 +4,6 @@
 // touch revoked memory; on losing the lease it unmaps everything (the broker ended the session).
 import { EventEmitter } from "node:events";
 import { statSync } from "node:fs";
-import { dirname, join } from "node:path";
 import {
   BrokerService,
   createClient,
@@ -27,7 +26,7 @@ import {
 } from "./convert.js";
 import { DeviceFile, type DeviceFileHost } from "./device-file.js";
 import { BrokerClientError, toClientError } from "./errors.js";
-import { FdChannelConnection, type FetchedFd } from "./fd-channel.js";
+import { FdChannelConnection, type FetchedFd, fdSocketCandidates } from "./fd-channel.js";
 import { Lease } from "./lease.js";
 import type { Mapping } from "./mapping.js";
 
@@ -36,7 +35,10 @@ export const DEFAULT_SOCKET = "/run/vfio-broker/broker.sock";
 export interface ConnectOptions {
   /** brokerd's gRPC socket. Default: $VFIO_BROKER_SOCKET, else /run/vfio-broker/broker.sock. */
   socket?: string;
-  /** The fd channel socket. Default: $VFIO_BROKER_FD_SOCKET, else what Hello says. */
+  /**
+   * The fd channel socket. Default: $VFIO_BROKER_FD_SOCKET, else found by itself: Hello's
+   * fd_socket_name next to `socket` (wherever its directory is mounted), then Hello's fd_socket_path.
+   */
   fdSocket?: string;
   /** Shown to operators (admin API, audit log). Default "vfio-broker-node". */
   clientName?: string;
@@ -52,6 +54,13 @@ export interface Identity {
   pid: number;
   cgroup: string;
   pidfdSource: string;
+  /** From the cgroup path, "" when it names none: the 64-hex container id, */
+  containerId: string;
+  /** "docker", "podman", "containerd", "cri-o" or "kubepods", */
+  containerRuntime: string;
+  /** the Kubernetes pod UID and the pod's QoS class. */
+  podUid: string;
+  qosClass: string;
 }
 
 export interface Capabilities {
@@ -62,6 +71,8 @@ export interface Capabilities {
   ticketTtlMs: number;
   maxAccessBytes: number;
   fdSocketPath: string;
+  /** The fd socket's name relative to the broker socket's directory ("" if elsewhere). */
+  fdSocketName: string;
   pageSize: number;
 }
 
@@ -117,8 +128,13 @@ function socketMissing(path: string): BrokerClientError | undefined {
 export class BrokerClient extends EventEmitter<BrokerClientEvents> implements DeviceFileHost {
   /** The gRPC socket path this client is connected to. */
   readonly socket: string;
-  /** The fd channel socket path tickets are presented on. */
-  readonly fdSocketPath: string;
+  /**
+   * The fd channel socket path tickets are presented on: the first candidate until the first
+   * fetch connects, then the one that accepted.
+   */
+  get fdSocketPath(): string {
+    return this.#fdChannel.path;
+  }
   readonly serverVersion: string;
   readonly apiVersion: string;
   /** Who the kernel says this process is (as brokerd sees it). */
@@ -153,6 +169,10 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
       pid: id?.pid ?? 0,
       cgroup: id?.cgroup ?? "",
       pidfdSource: id?.pidfdSource ?? "",
+      containerId: id?.containerId ?? "",
+      containerRuntime: id?.containerRuntime ?? "",
+      podUid: id?.podUid ?? "",
+      qosClass: id?.qosClass ?? "",
     };
     const c = hello.capabilities;
     this.capabilities = {
@@ -165,14 +185,13 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
       ticketTtlMs: c?.ticketTtlMs ?? 0,
       maxAccessBytes: c?.maxAccessBytes ?? 0,
       fdSocketPath: c?.fdSocketPath ?? "",
+      fdSocketName: c?.fdSocketName ?? "",
       pageSize: c?.pageSize ?? 4096,
     };
-    this.fdSocketPath =
-      fdSocket ||
-      process.env.VFIO_BROKER_FD_SOCKET ||
-      this.capabilities.fdSocketPath ||
-      join(dirname(socket), "fd.sock");
-    this.#fdChannel = new FdChannelConnection(this.fdSocketPath);
+    const explicit = fdSocket || process.env.VFIO_BROKER_FD_SOCKET;
+    this.#fdChannel = new FdChannelConnection(
+      explicit || fdSocketCandidates(socket, this.capabilities.fdSocketName, this.capabilities.fdSocketPath),
+    );
   }
 
   /** @internal DeviceFileHost: presents a ticket on this client's fd-channel connection. */

@@ -4,13 +4,13 @@
 import assert from "node:assert/strict";
 import { readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { after, beforeEach, test } from "node:test";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { closeFd, FdServer, memfdCreate } from "@vfio-broker/native";
 import { FdReplySchema, FdRequestSchema, FdStatus } from "@vfio-broker/proto";
 import { FdChannelError } from "./errors.js";
-import { FdChannelConnection } from "./fd-channel.js";
+import { FdChannelConnection, fdSocketCandidates } from "./fd-channel.js";
 
 const path = join(tmpdir(), `vb-client-fdconn-${process.pid}.sock`);
 let connections = 0;
@@ -84,4 +84,42 @@ test("a connection the broker closed while idle is replaced without failing the 
   } finally {
     c.close();
   }
+});
+
+test("fdSocketCandidates: next to the broker socket first, then the advertised path", () => {
+  assert.deepEqual(fdSocketCandidates("/mnt/vfio/broker.sock", "fd.sock", "/run/vfio-broker/fd.sock"), [
+    "/mnt/vfio/fd.sock",
+    "/run/vfio-broker/fd.sock",
+  ]);
+  // the same directory: one candidate
+  assert.deepEqual(
+    fdSocketCandidates("/run/vfio-broker/broker.sock", "fd.sock", "/run/vfio-broker/fd.sock"),
+    ["/run/vfio-broker/fd.sock"],
+  );
+  // no name (different directories, or an older brokerd): the advertised path, then fd.sock beside
+  assert.deepEqual(fdSocketCandidates("/mnt/broker.sock", "", "/srv/fd/fd.sock"), [
+    "/srv/fd/fd.sock",
+    "/mnt/fd.sock",
+  ]);
+  assert.deepEqual(fdSocketCandidates("/mnt/broker.sock", "", ""), ["/mnt/fd.sock"]);
+  // a name with a slash is not a name: ignored
+  assert.deepEqual(fdSocketCandidates("/mnt/broker.sock", "../etc/x", "/run/fd.sock"), [
+    "/run/fd.sock",
+    "/mnt/fd.sock",
+  ]);
+});
+
+test("FdChannelConnection tries its candidates in order and sticks to the one that accepted", async () => {
+  const c = new FdChannelConnection([join(dirname(path), "absent.sock"), path]);
+  assert.equal(c.path, join(dirname(path), "absent.sock"));
+  const { fd } = await c.fetch("t1");
+  closeFd(fd);
+  assert.equal(c.path, path);
+  c.close();
+  const none = new FdChannelConnection(["/nonexistent/a.sock", "/nonexistent/b.sock"]);
+  await assert.rejects(
+    none.fetch("t"),
+    /cannot reach the fd channel \(\/nonexistent\/a\.sock: ENOENT; \/nonexistent\/b\.sock: ENOENT\)/,
+  );
+  none.close();
 });

@@ -3,6 +3,7 @@
 // is OK. It never leaks a received fd: on every failure path (a refusal that still carried fds, a
 // truncated or oversize message, a timeout) every fd received is closed before the error is thrown.
 // The ticket must be presented by the same process that called CreateMapping.
+import { dirname, join } from "node:path";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { closeFd, FdSocket, type NativeError } from "@vfio-broker/native";
 import { type FdReply, FdReplySchema, FdRequestSchema, FdStatus } from "@vfio-broker/proto";
@@ -57,6 +58,45 @@ export async function fetchFd(
   }
 }
 
+/**
+ * Where to look for the fd channel, in order, given the broker socket this client connected to and
+ * what Hello said. The socket directory may be mounted anywhere (a container's bind mount, a CDI
+ * spec, a symlink), so the fd socket next to the broker socket comes first, then the path brokerd
+ * advertised (its own, host-side path). fdSocketName is "" when brokerd serves the two sockets from
+ * different directories, or is older than the field: then the advertised path comes first and
+ * "fd.sock" next to the broker socket is the last resort.
+ */
+export function fdSocketCandidates(
+  brokerSocket: string,
+  fdSocketName: string,
+  fdSocketPath: string,
+): string[] {
+  const dir = dirname(brokerSocket);
+  const sibling = fdSocketName !== "" && !fdSocketName.includes("/") ? join(dir, fdSocketName) : undefined;
+  const list = sibling ? [sibling, fdSocketPath] : [fdSocketPath, join(dir, "fd.sock")];
+  return [...new Set(list.filter((p) => p !== ""))];
+}
+
+/** Connects to the first of `paths` that accepts; the error names every path tried. */
+async function connectFirst(paths: readonly string[]): Promise<{ sock: FdSocket; path: string }> {
+  if (paths.length === 1) return { sock: await connectFdChannel(paths[0]!), path: paths[0]! };
+  const failures: string[] = [];
+  let last: unknown;
+  for (const path of paths) {
+    try {
+      return { sock: await FdSocket.connect(path), path };
+    } catch (e) {
+      last = e;
+      failures.push(`${path}: ${(e as NativeError).code ?? (e as Error).message}`);
+    }
+  }
+  throw new FdChannelError(
+    "CONNECT",
+    `cannot reach the fd channel (${failures.join("; ")}); is brokerd running, and is its whole socket directory mounted here? (or set VFIO_BROKER_FD_SOCKET)`,
+    { cause: last },
+  );
+}
+
 async function connectFdChannel(fdSocketPath: string): Promise<FdSocket> {
   try {
     return await FdSocket.connect(fdSocketPath);
@@ -83,8 +123,26 @@ export class FdChannelConnection {
   #sock: FdSocket | undefined;
   #queue: Promise<unknown> = Promise.resolve();
   #closed = false;
+  #paths: readonly string[];
+  /** The fd socket path in use: the first candidate until one accepted, then that one. */
+  path: string;
 
-  constructor(readonly path: string) {}
+  /** `paths`: one fd socket path, or candidates tried in order (fdSocketCandidates) until one accepts. */
+  constructor(paths: string | readonly string[]) {
+    this.#paths = typeof paths === "string" ? [paths] : paths;
+    if (this.#paths.length === 0) throw new Error("FdChannelConnection: no fd socket path");
+    this.path = this.#paths[0]!;
+  }
+
+  async #connect(): Promise<FdSocket> {
+    const { sock, path } = await connectFirst(this.#paths);
+    // Stick to the path that worked (a later reconnect goes straight there).
+    if (path !== this.path || this.#paths.length > 1) {
+      this.path = path;
+      this.#paths = [path];
+    }
+    return sock;
+  }
 
   fetch(ticket: string, opts: FetchFdOptions = {}): Promise<FetchedFd> {
     const run = () => this.#fetch(ticket, opts);
@@ -96,14 +154,14 @@ export class FdChannelConnection {
   async #fetch(ticket: string, opts: FetchFdOptions): Promise<FetchedFd> {
     if (this.#closed) throw new FdChannelError("CONNECT", "the client was closed");
     const reused = this.#sock !== undefined;
-    this.#sock ??= await connectFdChannel(this.path);
+    this.#sock ??= await this.#connect();
     try {
       return await exchange(this.#sock, this.path, ticket, opts);
     } catch (e) {
       const stale = reused && e instanceof FdChannelError && e.status === "PROTOCOL" && isClosedByPeer(e);
       if (!(e instanceof FdChannelError) || e.status === "PROTOCOL" || e.status === "TIMEOUT") this.#drop();
       if (!stale) throw e;
-      this.#sock = await connectFdChannel(this.path);
+      this.#sock = await this.#connect();
       try {
         return await exchange(this.#sock, this.path, ticket, opts);
       } catch (e2) {

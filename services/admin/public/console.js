@@ -156,6 +156,28 @@ function devicesView({ devices }) {
   return frag;
 }
 
+// Container and pod as brokerd read them from the cgroup path: the runtime and the short id (the
+// full id on hover, as `docker ps` shows it), the pod UID and its QoS class.
+function containerCell(id) {
+  if (!id?.containerId) return "—";
+  return h(
+    "span",
+    { title: id.containerId, "data-container-id": id.containerId },
+    `${id.containerRuntime || "container"} `,
+    h("code", {}, id.containerId.slice(0, 12)),
+  );
+}
+
+function podCell(id) {
+  if (!id?.podUid) return "—";
+  return h(
+    "span",
+    { "data-pod-uid": id.podUid },
+    h("code", {}, id.podUid),
+    id.qosClass ? ` (${id.qosClass})` : "",
+  );
+}
+
 function sessionsView({ sessions }) {
   if (!sessions.length) return h("p", { class: "empty" }, "No client is connected.");
   return table(
@@ -167,6 +189,8 @@ function sessionsView({ sessions }) {
       { label: "gid", num: true },
       { label: "pid", num: true },
       { label: "cgroup" },
+      { label: "Container" },
+      { label: "Pod" },
       { label: "Device files", num: true },
       { label: "Mappings", num: true },
       { label: "Mapped", num: true },
@@ -182,6 +206,8 @@ function sessionsView({ sessions }) {
         s.identity?.gid ?? "",
         s.identity?.pid ?? "",
         h("code", {}, s.identity?.cgroup || "—"),
+        containerCell(s.identity),
+        podCell(s.identity),
         s.deviceFiles,
         s.mappings,
         formatBytes(s.bytesMapped),

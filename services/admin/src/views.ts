@@ -189,11 +189,33 @@ export const IDENTITY = {
     pid: { type: "integer" },
     cgroup: { type: "string" },
     pidfdSource: { type: "string" },
+    containerId: { type: "string", description: "64-hex container id read from the cgroup path, or empty" },
+    containerRuntime: {
+      type: "string",
+      description: "docker, podman, containerd, cri-o, kubepods (a bare id under a pod), or empty",
+    },
+    podUid: { type: "string", description: "Kubernetes pod UID read from the cgroup path, or empty" },
+    qosClass: {
+      type: "string",
+      description: "the pod's QoS class: guaranteed, burstable, besteffort, or empty",
+    },
   },
 } as const;
 
 export const identityView = (i: Identity | undefined) =>
-  i ? { uid: i.uid, gid: i.gid, pid: i.pid, cgroup: i.cgroup, pidfdSource: i.pidfdSource } : undefined;
+  i
+    ? {
+        uid: i.uid,
+        gid: i.gid,
+        pid: i.pid,
+        cgroup: i.cgroup,
+        pidfdSource: i.pidfdSource,
+        containerId: i.containerId,
+        containerRuntime: i.containerRuntime,
+        podUid: i.podUid,
+        qosClass: i.qosClass,
+      }
+    : undefined;
 
 export const SESSION = {
   type: "object",

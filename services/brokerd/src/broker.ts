@@ -64,6 +64,11 @@ export interface BrokerOptions {
   idleTimeoutMs?: number;
   maxAccessBytes: number;
   fdSocketPath: string;
+  /**
+   * The fd socket's file name relative to the broker socket's directory ("" when they are in
+   * different directories): a client in a container finds it next to the broker socket it mounted.
+   */
+  fdSocketName?: string;
   /** How often the sweep (expired tickets, idle sessions) runs. */
   sweepIntervalMs?: number;
 }

@@ -2,6 +2,7 @@
 // admin sockets, the fd channel, metrics and the journal. main.ts adds process concerns
 // (signals, sd_notify); tests and tools can start a daemon in-process with startDaemon().
 import { mkdirSync } from "node:fs";
+import { basename, dirname, resolve } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { closeFd, PAGE_SIZE } from "@vfio-broker/native";
 import {
@@ -41,6 +42,15 @@ const GRPC_SERVER_OPTIONS: grpc.ServerOptions = {
 };
 /** The admin socket is for operators: a few connections, outside the clients' budget. */
 const MAX_ADMIN_CONNECTIONS = 64;
+
+/**
+ * The fd socket's name relative to the broker socket's directory, for Hello's fd_socket_name: a
+ * client that mounted the socket directory anywhere finds fd.sock next to broker.sock. "" when the
+ * two sockets are in different directories (then only the host path, fd_socket_path, is known).
+ */
+export function fdSocketName(socket: string, fdSocket: string): string {
+  return dirname(resolve(socket)) === dirname(resolve(fdSocket)) ? basename(fdSocket) : "";
+}
 
 export interface Daemon {
   broker: Broker;
@@ -91,6 +101,7 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
     idleTimeoutMs: config.idleTimeoutMs,
     maxAccessBytes: config.maxAccessBytes,
     fdSocketPath: config.fdSocket,
+    fdSocketName: fdSocketName(config.socket, config.fdSocket),
   });
   const journal = new Journal(config.journal);
   journal.attach(broker);

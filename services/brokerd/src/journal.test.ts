@@ -557,3 +557,42 @@ describe("daemon start and stop", () => {
     assert.equal(fs.lines().length, 4, "nothing after daemon.stop");
   });
 });
+
+describe("container identity", () => {
+  test("session.open names the container id, runtime, pod UID and QoS class read from the cgroup", () => {
+    const { fs, journal } = setup();
+    const broker = fakeBroker();
+    journal.attach(broker);
+    const id = "4f3c2b1a".repeat(8);
+    const pod = "0c4f2a9e-1111-2222-3333-444455556666";
+    const identity = (cgroup: string) => ({
+      uid: 1000,
+      gid: 1000,
+      pid: 42,
+      cgroup,
+      pidfd: 7,
+      pidfdSource: "SO_PEERPIDFD",
+      groups: [],
+    });
+    broker.emit("session.open", {
+      id: "s1",
+      identity: identity(
+        `/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${pod.replaceAll("-", "_")}.slice/cri-containerd-${id}.scope`,
+      ),
+    } as never);
+    broker.emit("session.open", {
+      id: "s2",
+      identity: identity("/user.slice/user-1000.slice/session-1.scope"),
+    } as never);
+    const [k8s, host] = fs.lines().filter((l) => l.event === "session.open");
+    assert.equal(k8s!.session, "s1");
+    assert.equal(k8s!.containerId, id);
+    assert.equal(k8s!.containerRuntime, "containerd");
+    assert.equal(k8s!.podUid, pod);
+    assert.equal(k8s!.qosClass, "burstable");
+    assert.equal(k8s!.pidfd, undefined);
+    assert.equal(host!.session, "s2");
+    assert.equal(host!.containerId, undefined);
+    assert.equal(host!.podUid, undefined);
+  });
+});

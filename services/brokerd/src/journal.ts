@@ -7,6 +7,7 @@
 // vocabulary. What it guarantees is written down in docs/security.md (section 4).
 import { type Broker, type BrokerEvents, type FdPeer, VERSION } from "./broker.js";
 import type { Mapping } from "./grants/device-file.js";
+import { parseCgroup } from "./identity/container.js";
 import { type KeyFields, Repeats, type Summary } from "./journal/aggregate.js";
 import { JournalSink } from "./journal/sink.js";
 import { fsWriter, type JournalWriter } from "./journal/writer.js";
@@ -165,7 +166,13 @@ export class Journal {
     const peerFields = (p: FdPeer | undefined) => (p ? { uid: p.uid, pid: p.pid } : {});
     const on: Partial<Handlers> = {
       "session.open": (s) =>
-        this.write("session.open", { session: s.id, ...s.identity, pidfd: undefined, groups: undefined }),
+        this.write("session.open", {
+          session: s.id,
+          ...s.identity,
+          ...parseCgroup(s.identity.cgroup),
+          pidfd: undefined,
+          groups: undefined,
+        }),
       "session.end": (s, reason, ms) => this.write("session.end", { session: s.id, reason, cleanupMs: ms }),
       "devicefile.open": (df) =>
         this.write("devicefile.open", {

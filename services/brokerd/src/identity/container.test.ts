@@ -1,7 +1,7 @@
 // containerOf on the cgroup shapes real engines produce, and quotaKeys built from it.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { containerOf, quotaKeys } from "./container.js";
+import { containerOf, parseCgroup, quotaKeys } from "./container.js";
 
 const ID = "4f3c2b1a".repeat(8);
 
@@ -37,4 +37,139 @@ test("quotaKeys: the uid always, the container when there is one", () => {
     "uid:100999",
     `container:${ID}`,
   ]);
+});
+
+const ID2 = "a1b2c3d4".repeat(8);
+const POD = "0c4f2a9e-1111-2222-3333-444455556666";
+const POD_ = POD.replaceAll("-", "_");
+
+test("parseCgroup: Kubernetes pod UID and QoS class, systemd and cgroupfs drivers", () => {
+  const cases: [string, ReturnType<typeof parseCgroup>][] = [
+    // systemd driver (kubelet --cgroup-driver=systemd), containerd and CRI-O
+    [
+      `/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${POD_}.slice/cri-containerd-${ID}.scope`,
+      { containerId: ID, containerRuntime: "containerd", podUid: POD, qosClass: "besteffort" },
+    ],
+    [
+      `/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${POD_}.slice/crio-${ID}.scope`,
+      { containerId: ID, containerRuntime: "cri-o", podUid: POD, qosClass: "burstable" },
+    ],
+    [
+      `/kubepods.slice/kubepods-pod${POD_}.slice/cri-containerd-${ID}.scope`,
+      { containerId: ID, containerRuntime: "containerd", podUid: POD, qosClass: "guaranteed" },
+    ],
+    // cgroupfs driver: containerd writes the bare id, CRI-O "crio-<id>", podman "libpod-<id>"
+    [
+      `/kubepods/besteffort/pod${POD}/${ID}`,
+      { containerId: ID, containerRuntime: "kubepods", podUid: POD, qosClass: "besteffort" },
+    ],
+    [
+      `/kubepods/burstable/pod${POD}/crio-${ID}`,
+      { containerId: ID, containerRuntime: "cri-o", podUid: POD, qosClass: "burstable" },
+    ],
+    [
+      `/kubepods/pod${POD}/${ID}`,
+      { containerId: ID, containerRuntime: "kubepods", podUid: POD, qosClass: "guaranteed" },
+    ],
+    [
+      `/kubepods/besteffort/pod${POD}/libpod-${ID}`,
+      { containerId: ID, containerRuntime: "podman", podUid: POD, qosClass: "besteffort" },
+    ],
+    // static pods: the UID is a 32-hex hash
+    [
+      `/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${"e".repeat(32)}.slice/cri-containerd-${ID}.scope`,
+      { containerId: ID, containerRuntime: "containerd", podUid: "e".repeat(32), qosClass: "burstable" },
+    ],
+    // the pod's own cgroup (no container), and CRI-O's conmon: the pod without a container
+    [
+      `/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${POD_}.slice`,
+      { podUid: POD, qosClass: "besteffort" },
+    ],
+    [
+      `/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${POD_}.slice/crio-conmon-${ID}.scope`,
+      { podUid: POD, qosClass: "besteffort" },
+    ],
+    [`/kubepods/burstable/pod${POD}/crio-conmon-${ID}`, { podUid: POD, qosClass: "burstable" }],
+    // nested sub-cgroups inside the container
+    [
+      `/kubepods.slice/kubepods-pod${POD_}.slice/cri-containerd-${ID}.scope/container`,
+      { containerId: ID, containerRuntime: "containerd", podUid: POD, qosClass: "guaranteed" },
+    ],
+    [
+      `/kubepods/besteffort/pod${POD}/${ID}/app/worker`,
+      { containerId: ID, containerRuntime: "kubepods", podUid: POD, qosClass: "besteffort" },
+    ],
+    // not Kubernetes shapes: no pod
+    [`/kubepods.slice/kubepods-besteffort.slice/kubepods-burstable-pod${POD_}.slice`, {}],
+    [`/kubepods/besteffort/pod-not-a-uid/${ID}`, {}],
+    [`/kubepods/besteffort/${ID}`, {}],
+    [`/system.slice/kubepods-pod${POD_}.slice`, {}],
+    [`/user.slice/${ID}`, {}],
+  ];
+  for (const [path, want] of cases) assert.deepEqual(parseCgroup(path), want, path);
+});
+
+test("parseCgroup: docker, podman (rootful, rootless, cgroupfs) and their monitors", () => {
+  const cases: [string, ReturnType<typeof parseCgroup>][] = [
+    [`/system.slice/docker-${ID}.scope`, { containerId: ID, containerRuntime: "docker" }],
+    [`/docker/${ID}`, { containerId: ID, containerRuntime: "docker" }],
+    [`/docker/${ID}/init.scope`, { containerId: ID, containerRuntime: "docker" }],
+    [`/machine.slice/libpod-${ID}.scope`, { containerId: ID, containerRuntime: "podman" }],
+    [`/machine.slice/libpod-${ID}.scope/container`, { containerId: ID, containerRuntime: "podman" }],
+    [
+      `/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-${ID}.scope/container`,
+      { containerId: ID, containerRuntime: "podman" },
+    ],
+    [
+      `/user.slice/user-1000.slice/user@1000.service/app.slice/docker-${ID}.scope`,
+      { containerId: ID, containerRuntime: "docker" },
+    ],
+    [`/libpod_parent/libpod-${ID}`, { containerId: ID, containerRuntime: "podman" }],
+    [`/machine.slice/libpod-conmon-${ID}.scope`, {}],
+    [`/system.slice/crio-conmon-${ID}.scope`, {}],
+    [`/system.slice/crio-${ID}.scope`, { containerId: ID, containerRuntime: "cri-o" }],
+    [`/system.slice/docker-${ID.toUpperCase()}.scope`, {}],
+    [`/system.slice/docker-${ID.slice(0, 12)}.scope`, {}],
+    [`/system.slice/docker.service`, {}],
+    [`/init.scope`, {}],
+  ];
+  for (const [path, want] of cases) assert.deepEqual(parseCgroup(path), want, path);
+});
+
+test("parseCgroup: the outermost container wins; a container cannot name itself another one", () => {
+  // A process in container ID made a sub-cgroup named like container ID2 (delegated cgroupns).
+  assert.deepEqual(parseCgroup(`/system.slice/docker-${ID}.scope/docker-${ID2}.scope`), {
+    containerId: ID,
+    containerRuntime: "docker",
+  });
+  assert.deepEqual(parseCgroup(`/docker/${ID}/docker/${ID2}`), {
+    containerId: ID,
+    containerRuntime: "docker",
+  });
+  // ...or like a pod: pods are only read above the container.
+  assert.deepEqual(parseCgroup(`/machine.slice/libpod-${ID}.scope/kubepods/besteffort/pod${POD}/${ID2}`), {
+    containerId: ID,
+    containerRuntime: "podman",
+  });
+  // kind / Kubernetes in a container: the node's container is what the host can vouch for.
+  assert.deepEqual(parseCgroup(`/system.slice/docker-${ID}.scope/kubepods/besteffort/pod${POD}/${ID2}`), {
+    containerId: ID,
+    containerRuntime: "docker",
+  });
+  assert.equal(containerOf(`/system.slice/docker-${ID}.scope/docker-${ID2}.scope`)?.id, ID);
+});
+
+test("containerOf carries the pod; quotaKeys stay uid and container", () => {
+  assert.deepEqual(containerOf(`/kubepods/burstable/pod${POD}/${ID}`), {
+    runtime: "kubepods",
+    id: ID,
+    podUid: POD,
+    qosClass: "burstable",
+  });
+  assert.equal(containerOf(`/kubepods/burstable/pod${POD}`), undefined);
+  assert.deepEqual(quotaKeys({ uid: 0, cgroup: `/kubepods/burstable/pod${POD}/${ID}/container` }), [
+    "uid:0",
+    `container:${ID}`,
+  ]);
+  assert.deepEqual(quotaKeys({ uid: 7, cgroup: `/kubepods/burstable/pod${POD}` }), ["uid:7"]);
 });

@@ -11,12 +11,28 @@ export interface PeerIdentity extends Identity {
   groups: number[];
 }
 
-/** The cgroup v2 path of pid ("" if it cannot be read, e.g. the process already exited). */
+/**
+ * The cgroup path in the text of /proc/<pid>/cgroup: the v2 ("0::") path. On a cgroup v1 host
+ * (no unified hierarchy mounted) that line says "/" for every process, so there the path of the
+ * name=systemd hierarchy is used instead: engines place a container there under the same name
+ * (docker-<id>.scope, /docker/<id>, /kubepods/...) as in v2. Pure.
+ */
+export function cgroupFromProcText(text: string): string {
+  const lines = text.split("\n");
+  const v2 = lines.find((l) => l.startsWith("0::"))?.slice(3);
+  if (v2 !== undefined && v2 !== "/") return v2;
+  const v1 = lines.find((l) => /^\d+:name=systemd:/.test(l));
+  if (v1 !== undefined) {
+    const path = v1.slice(v1.indexOf(":name=systemd:") + ":name=systemd:".length);
+    if (path !== "" && path !== "/") return path;
+  }
+  return v2 ?? "";
+}
+
+/** The cgroup path of pid ("" if it cannot be read, e.g. the process already exited). */
 export function cgroupOf(pid: number): string {
   try {
-    const text = readFileSync(`/proc/${pid}/cgroup`, "utf8");
-    const v2 = text.split("\n").find((l) => l.startsWith("0::"));
-    return v2 ? v2.slice(3) : "";
+    return cgroupFromProcText(readFileSync(`/proc/${pid}/cgroup`, "utf8"));
   } catch {
     return "";
   }

@@ -272,3 +272,62 @@ rules:
   assert.equal(limitsFor(second, user, "sim1").mappings, 5);
   assert.equal(limitsFor(second, user).mappings, 1024);
 });
+
+test("containers and pods: matched on what the cgroup path says, outermost container first", () => {
+  const cid = "4f3c2b1a".repeat(8);
+  const other = "a1b2c3d4".repeat(8);
+  const podUid = "0c4f2a9e-1111-2222-3333-444455556666";
+  const p = parsePolicy(
+    `version: 1
+rules:
+  - name: one-container
+    match: { containers: ["${cid}"] }
+    devices: [sim0]
+    regions: [BAR0]
+    attributes: [UC]
+    prot: [r]
+  - name: by-prefix-in-pod
+    match: { containers: ["a1b2*"], pods: ["${podUid}"] }
+    devices: [sim1]
+    regions: [BAR0]
+    attributes: [UC]
+    prot: [r]
+  - name: whole-pod
+    match: { pods: ["${podUid}"], uids: [0] }
+    devices: [sim2]
+    regions: [BAR0]
+    attributes: [UC]
+    prot: [r]
+`,
+    "policy.yaml",
+  );
+  const id = (cgroup: string, uid = 0): Identity => ({ uid, gid: 0, pid: 1, cgroup });
+  const rule = (cgroup: string, uid = 0) => {
+    const d = authorizeIdentity(p, id(cgroup, uid));
+    return d.allow ? d.rule.name : d.reason;
+  };
+  const pod_ = podUid.replaceAll("-", "_");
+  assert.equal(rule(`/system.slice/docker-${cid}.scope`), "one-container");
+  assert.equal(rule(`/machine.slice/libpod-${cid}.scope/container`), "one-container");
+  assert.equal(rule(`/system.slice/docker-${other}.scope`), "no_rule");
+  // a container in the pod: by prefix
+  assert.equal(
+    rule(
+      `/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${pod_}.slice/cri-containerd-${other}.scope`,
+    ),
+    "by-prefix-in-pod",
+  );
+  assert.equal(rule(`/kubepods/besteffort/pod${podUid}/${other}`), "by-prefix-in-pod");
+  // the same id outside the pod does not match the pod rule
+  assert.equal(rule(`/system.slice/docker-${other}.scope`), "no_rule");
+  // any process of the pod as uid 0 (e.g. another container of it); as another uid, no rule
+  assert.equal(rule(`/kubepods/besteffort/pod${podUid}/${"9".repeat(64)}`), "whole-pod");
+  assert.equal(rule(`/kubepods/besteffort/pod${podUid}/${"9".repeat(64)}`, 1000), "no_rule");
+  // a process in container `other` that names its sub-cgroup like `cid` is still `other`
+  assert.equal(rule(`/system.slice/docker-${other}.scope/docker-${cid}.scope`), "no_rule");
+  // no container, unknown cgroup: no containers or pods entry matches
+  assert.equal(rule("/user.slice/user-0.slice/session-1.scope"), "no_rule");
+  assert.equal(rule(""), "no_rule");
+  // a uuid-looking path outside kubepods is no pod
+  assert.equal(rule(`/system.slice/pod${podUid}/${"9".repeat(64)}`), "no_rule");
+});

@@ -5,6 +5,7 @@
 // the most specific reason and what to change. Never widens a rule: the first rule in file order
 // that matches the whole request decides it.
 
+import { parseCgroup } from "../identity/container.js";
 import { type CompiledGlob, compileGlob, matchCompiled } from "./glob.js";
 import type { Attribute, Identity, IdentityMatch, Limits, Policy, Prot, Rule } from "./schema.js";
 import { UNNAMED_LIMITS } from "./schema.js";
@@ -40,13 +41,30 @@ function compiled(pattern: string): CompiledGlob {
 /** Does the rule's match select this identity? All given matchers must match; nothing given matches nobody. */
 export function matchesIdentity(match: IdentityMatch, id: Identity): boolean {
   if (match.any) return true;
-  if (match.uids === undefined && match.gids === undefined && match.cgroups === undefined) return false;
+  if (
+    match.uids === undefined &&
+    match.gids === undefined &&
+    match.cgroups === undefined &&
+    match.containers === undefined &&
+    match.pods === undefined
+  )
+    return false;
   if (match.uids !== undefined && !match.uids.includes(id.uid)) return false;
   if (match.gids !== undefined && !match.gids.includes(id.gid)) return false;
   if (match.cgroups !== undefined) {
     // An unknown cgroup ("") matches no cgroup glob, not even "**".
     if (id.cgroup === "") return false;
     if (!match.cgroups.some((g) => matchCompiled(compiled(g), id.cgroup, true))) return false;
+  }
+  if (match.containers !== undefined || match.pods !== undefined) {
+    // Read from the same kernel-reported cgroup path; outermost container wins (container.ts).
+    const c = parseCgroup(id.cgroup);
+    if (match.containers !== undefined) {
+      const cid = c.containerId;
+      if (cid === undefined || !match.containers.some((g) => matchCompiled(compiled(g), cid, false)))
+        return false;
+    }
+    if (match.pods !== undefined && (c.podUid === undefined || !match.pods.includes(c.podUid))) return false;
   }
   return true;
 }

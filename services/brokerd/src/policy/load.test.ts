@@ -89,6 +89,17 @@ test("production-example.yaml: tight limits, WC on one BDF for the container, no
     false,
   );
   assert.equal(strangerMayMap(p), false);
+  // The pod rule: that pod's containers, by the UID in their cgroup path; not another pod's.
+  const inPod = (uid: string) => ({
+    uid: 0,
+    gid: 0,
+    pid: 1,
+    cgroup: `/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${uid.replaceAll("-", "_")}.slice/cri-containerd-${"4f3c2b1a".repeat(8)}.scope`,
+  });
+  const wc = { device: "0000:af:00.0", region: "BAR2", attribute: "WC", prot: "rw" } as const;
+  const pod = authorizeMapping(p, inPod("0c4f2a9e-1111-2222-3333-444455556666"), wc);
+  assert.equal(pod.allow && pod.rule.name, "inference-pod-wc");
+  assert.equal(authorizeMapping(p, inPod("0c4f2a9e-1111-2222-3333-444455556667"), wc).allow, false);
 });
 
 function strangerMayMap(p: ReturnType<typeof loadPolicyFile>): boolean {

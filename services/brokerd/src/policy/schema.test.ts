@@ -180,19 +180,19 @@ const REST = 'devices: ["sim*"]\nregions: ["*"]\nattributes: [UC]\nprot: [r]';
 
 test("a match that would match nobody is an error", () => {
   assert.deepEqual(errorsOf(rule(REST)), [
-    "policy.yaml:3:5: rules[0].match: required but missing; a rule without match would match nobody: write match: { any: true } to match every identity, or list uids, gids or cgroups",
+    "policy.yaml:3:5: rules[0].match: required but missing; a rule without match would match nobody: write match: { any: true } to match every identity, or list uids, gids, cgroups, containers or pods",
   ]);
   assert.deepEqual(errorsOf(rule(`match: {}\n${REST}`)), [
-    "policy.yaml:4:12: rules[0].match: matches nobody; write match: { any: true } to match every identity, or list uids, gids or cgroups",
+    "policy.yaml:4:12: rules[0].match: matches nobody; write match: { any: true } to match every identity, or list uids, gids, cgroups, containers or pods",
   ]);
   assert.deepEqual(errorsOf(rule(`match: { any: false }\n${REST}`)), [
-    "policy.yaml:4:12: rules[0].match: matches nobody; write match: { any: true } to match every identity, or list uids, gids or cgroups",
+    "policy.yaml:4:12: rules[0].match: matches nobody; write match: { any: true } to match every identity, or list uids, gids, cgroups, containers or pods",
   ]);
   assert.deepEqual(errorsOf(rule(`match: { uids: [] }\n${REST}`)), [
     "policy.yaml:4:20: rules[0].match.uids: is empty, so it allows nothing; list the uids, e.g. [1000]",
   ]);
   assert.deepEqual(errorsOf(rule(`match: { any: true, uids: [1] }\n${REST}`)), [
-    "policy.yaml:4:19: rules[0].match.any: any: true cannot be combined with uids, gids or cgroups (all given matchers must match, so it would add nothing); remove any, or the other matchers to match everyone",
+    "policy.yaml:4:19: rules[0].match.any: any: true cannot be combined with uids, gids, cgroups, containers or pods (all given matchers must match, so it would add nothing); remove any, or the other matchers to match everyone",
   ]);
 });
 
@@ -316,4 +316,60 @@ rules:
     prot: [r]
 `;
   assert.deepEqual(parsePolicy(text, "p").rules[1]!.devices, ["0000:3b:00.0", "0000:3b:00.1"]);
+});
+
+const CID = "4f3c2b1a".repeat(8);
+const PUID = "0c4f2a9e-1111-2222-3333-444455556666";
+
+test("containers and pods matchers parse, alone or with the others", () => {
+  const p = parsePolicy(
+    rule(
+      `match:\n  containers: ["${CID}", "a1b2*"]\n  pods: ["${PUID}", "${"e".repeat(32)}"]\n  uids: [0]\n${REST}`,
+    ),
+    "policy.yaml",
+  );
+  assert.deepEqual(p.rules[0]!.match, {
+    any: false,
+    uids: [0],
+    containers: [CID, "a1b2*"],
+    pods: [PUID, "e".repeat(32)],
+  });
+  assert.ok(Object.isFrozen(p.rules[0]!.match.containers) && Object.isFrozen(p.rules[0]!.match.pods));
+  assert.deepEqual(parsePolicy(rule(`match: { pods: ["${PUID}"] }\n${REST}`), "p").rules[0]!.match, {
+    any: false,
+    pods: [PUID],
+  });
+});
+
+test("container ids and pod UIDs that could never match are errors, at their line:col", () => {
+  const text = rule(
+    [
+      "match:",
+      `  containers: ["${CID.slice(0, 12)}", "${CID.toUpperCase()}", "web-1", "*", "${CID}", "${CID}"]`,
+      `  pods: ["${PUID.replaceAll("-", "_")}", "${PUID.toUpperCase()}", "pod-*", "nginx", 7]`,
+      REST,
+    ].join("\n"),
+  );
+  assert.deepEqual(errorsOf(text), [
+    `policy.yaml:5:20: rules[0].match.containers[0]: "${CID.slice(0, 12)}" has 12 hex digits and would match nothing: container ids have 64; write the full id, or "${CID.slice(0, 12)}*" to match by prefix`,
+    `policy.yaml:5:36: rules[0].match.containers[1]: "${CID.toUpperCase()}" would match nothing: container ids are lowercase hex; write "${CID}"`,
+    `policy.yaml:5:104: rules[0].match.containers[2]: "web-1" is not a container id; write the full 64-hex id (docker inspect --format '{{.Id}}', crictl ps --no-trunc) or a glob like "4f3c2b1a*"`,
+    `policy.yaml:5:113: rules[0].match.containers[3]: "*" matches every container but no process outside one; to say so, write cgroups: ["**"] or list the ids`,
+    `policy.yaml:5:186: rules[0].match.containers[5]: "${CID}" is listed twice; remove one`,
+    `policy.yaml:6:14: rules[0].match.pods[0]: "${PUID.replaceAll("-", "_")}" would match nothing: pod UIDs are lowercase with dashes (kubectl get pod -o jsonpath='{.metadata.uid}'); write "${PUID}"`,
+    `policy.yaml:6:54: rules[0].match.pods[1]: "${PUID.toUpperCase()}" would match nothing: pod UIDs are lowercase with dashes (kubectl get pod -o jsonpath='{.metadata.uid}'); write "${PUID}"`,
+    `policy.yaml:6:94: rules[0].match.pods[2]: "pod-*": pods takes exact pod UIDs, not globs; list each UID, or match by cgroups: ["/kubepods.slice/**"]`,
+    `policy.yaml:6:103: rules[0].match.pods[3]: "nginx" is not a pod UID; write the pod's metadata.uid, e.g. "0c4f2a9e-1111-2222-3333-444455556666" (kubectl get pod NAME -o jsonpath='{.metadata.uid}')`,
+    "policy.yaml:6:112: rules[0].match.pods[4]: 7 is not one of the pod UIDs; write a string",
+  ]);
+  assert.deepEqual(errorsOf(rule(`match: { containers: [] }\n${REST}`)), [
+    `policy.yaml:4:26: rules[0].match.containers: is empty, so it allows nothing; list the container ids, e.g. ["${CID}"]`,
+  ]);
+  assert.deepEqual(errorsOf(rule(`match: { any: true, pods: ["${PUID}"] }\n${REST}`)), [
+    "policy.yaml:4:19: rules[0].match.any: any: true cannot be combined with uids, gids, cgroups, containers or pods (all given matchers must match, so it would add nothing); remove any, or the other matchers to match everyone",
+  ]);
+  assert.deepEqual(errorsOf(rule(`match: { container: ["${CID}"] }\n${REST}`)), [
+    "policy.yaml:4:12: rules[0].match: matches nobody; write match: { any: true } to match every identity, or list uids, gids, cgroups, containers or pods",
+    'policy.yaml:4:14: rules[0].match: unknown key "container"; did you mean "containers"? allowed keys: any, uids, gids, cgroups, containers, pods',
+  ]);
 });

@@ -23,6 +23,14 @@
  *                                    # optional globs over the cgroup v2 path, starting with "/" or
  *                                    # "**"; * = within one path segment, ** = across segments. An
  *                                    # identity whose cgroup is unknown ("") matches no cgroup glob.
+ *         containers: ["4f3c2b1a...", "4f3c*"]   # optional container ids (64 lowercase hex, as
+ *                                    # `docker inspect`/`crictl ps --no-trunc` print them) or globs
+ *                                    # over them ("4f3c*" for a short id). The id is read from the
+ *                                    # cgroup path (identity/container.ts); a process in no
+ *                                    # container matches no containers entry.
+ *         pods: ["0c4f2a9e-1111-2222-3333-444455556666"]   # optional Kubernetes pod UIDs
+ *                                    # (metadata.uid, with dashes), read from the cgroup's kubepods
+ *                                    # path; a process in no pod matches no pods entry.
  *       devices: ["sim*"]            # required; globs over device ids ("sim0", "0000:00:01.0"); BDFs
  *                                    # need their domain and lowercase hex, as in sysfs
  *       regions: [BAR0, BAR2, CONFIG]   # required; BAR0..BAR5, ROM, CONFIG, VGA, or "*" for all
@@ -124,6 +132,10 @@ export interface IdentityMatch {
   gids?: number[];
   /** globs over the cgroup v2 path, matched with segments (`*` stays within one segment) */
   cgroups?: string[];
+  /** container ids (64 hex) or globs over them, read from the cgroup path */
+  containers?: string[];
+  /** Kubernetes pod UIDs (with dashes), read from the cgroup path */
+  pods?: string[];
 }
 
 export interface Rule {
@@ -179,7 +191,7 @@ const RULE_KEYS = [
   "allowDeviceFd",
   "limits",
 ] as const;
-const MATCH_KEYS = ["any", "uids", "gids", "cgroups"] as const;
+const MATCH_KEYS = ["any", "uids", "gids", "cgroups", "containers", "pods"] as const;
 const LIMIT_KEYS = [
   "sessions",
   "fdConnections",
@@ -497,6 +509,40 @@ function checkCgroupGlob(s: string): string | undefined {
   return undefined;
 }
 
+const CONTAINER_ID = /^[0-9a-f]{64}$/;
+const CONTAINER_GLOB = /^[0-9a-f*]{1,64}$/;
+const POD_UID = /^(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32})$/;
+
+function checkContainer(s: string): string | undefined {
+  const q = JSON.stringify(s);
+  const lower = s.toLowerCase();
+  if (s !== lower && CONTAINER_GLOB.test(lower))
+    return `${q} would match nothing: container ids are lowercase hex; write "${lower}"`;
+  if (!CONTAINER_GLOB.test(s)) {
+    return `${q} is not a container id; write the full 64-hex id (docker inspect --format '{{.Id}}', crictl ps --no-trunc) or a glob like "4f3c2b1a*"`;
+  }
+  if (s.includes("*")) {
+    if (/^\*+$/.test(s))
+      return `${q} matches every container but no process outside one; to say so, write cgroups: ["**"] or list the ids`;
+    return undefined;
+  }
+  if (!CONTAINER_ID.test(s)) {
+    return `${q} has ${s.length} hex digits and would match nothing: container ids have 64; write the full id, or "${s}*" to match by prefix`;
+  }
+  return undefined;
+}
+
+function checkPod(s: string): string | undefined {
+  const q = JSON.stringify(s);
+  if (POD_UID.test(s)) return undefined;
+  const fixed = s.toLowerCase().replaceAll("_", "-");
+  if (POD_UID.test(fixed))
+    return `${q} would match nothing: pod UIDs are lowercase with dashes (kubectl get pod -o jsonpath='{.metadata.uid}'); write "${fixed}"`;
+  if (s.includes("*"))
+    return `${q}: pods takes exact pod UIDs, not globs; list each UID, or match by cgroups: ["/kubepods.slice/**"]`;
+  return `${q} is not a pod UID; write the pod's metadata.uid, e.g. "0c4f2a9e-1111-2222-3333-444455556666" (kubectl get pod NAME -o jsonpath='{.metadata.uid}')`;
+}
+
 function checkDeviceGlob(s: string): string | undefined {
   const q = JSON.stringify(s);
   if (!DEVICE_GLOB.test(s)) {
@@ -537,7 +583,8 @@ function checkProt(s: string): string | undefined {
 
 function readMatch(ck: Checker, field: Field | undefined, ruleOffset: number, path: string): IdentityMatch {
   const match: IdentityMatch = { any: false };
-  const example = "match: { any: true } to match every identity, or list uids, gids or cgroups";
+  const example =
+    "match: { any: true } to match every identity, or list uids, gids, cgroups, containers or pods";
   if (field === undefined) {
     ck.error(
       ruleOffset,
@@ -566,12 +613,41 @@ function readMatch(ck: Checker, field: Field | undefined, ruleOffset: number, pa
       checkCgroupGlob,
     );
   }
-  const narrowed = uids !== undefined || gids !== undefined || cgroups !== undefined;
+  const containers = fields.get("containers");
+  if (containers) {
+    match.containers = readStrings(
+      ck,
+      containers,
+      field.offset,
+      join(path, "containers"),
+      "container ids",
+      `["${"4f3c2b1a".repeat(8)}"]`,
+      checkContainer,
+    );
+  }
+  const pods = fields.get("pods");
+  if (pods) {
+    match.pods = readStrings(
+      ck,
+      pods,
+      field.offset,
+      join(path, "pods"),
+      "pod UIDs",
+      '["0c4f2a9e-1111-2222-3333-444455556666"]',
+      checkPod,
+    );
+  }
+  const narrowed =
+    uids !== undefined ||
+    gids !== undefined ||
+    cgroups !== undefined ||
+    containers !== undefined ||
+    pods !== undefined;
   if (match.any && narrowed) {
     ck.error(
       any!.offset,
       join(path, "any"),
-      "any: true cannot be combined with uids, gids or cgroups (all given matchers must match, so it would add nothing); remove any, or the other matchers to match everyone",
+      "any: true cannot be combined with uids, gids, cgroups, containers or pods (all given matchers must match, so it would add nothing); remove any, or the other matchers to match everyone",
     );
   } else if (!match.any && !narrowed) {
     ck.error(field.offset, path, `matches nobody; write ${example}`);
@@ -679,7 +755,17 @@ function readRule(
 function freezePolicy(policy: Policy): Policy {
   for (const rule of policy.rules) {
     const m = rule.match;
-    for (const list of [m.uids, m.gids, m.cgroups, rule.devices, rule.regions, rule.attributes, rule.prot]) {
+    for (const list of [
+      m.uids,
+      m.gids,
+      m.cgroups,
+      m.containers,
+      m.pods,
+      rule.devices,
+      rule.regions,
+      rule.attributes,
+      rule.prot,
+    ]) {
       if (list) Object.freeze(list);
     }
     Object.freeze(m);

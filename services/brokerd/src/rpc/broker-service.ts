@@ -54,6 +54,7 @@ export function brokerServiceImpl(
           ticketTtlMs: broker.opts.ticketTtlMs,
           maxAccessBytes: broker.opts.maxAccessBytes,
           fdSocketPath: broker.opts.fdSocketPath,
+          fdSocketName: broker.opts.fdSocketName ?? "",
           pageSize: Number(broker.opts.pageSize),
         },
       };

@@ -22,6 +22,7 @@ import type {
 import { invalid } from "../errors.js";
 import type { Mapping } from "../grants/device-file.js";
 import type { Layout } from "../grants/layout.js";
+import { parseCgroup } from "../identity/container.js";
 import type { PeerIdentity } from "../identity/peer.js";
 
 const ATTR: Record<Attribute, PbAttribute> = { UC: PbAttribute.UC, WC: PbAttribute.WC, WB: PbAttribute.WB };
@@ -115,7 +116,18 @@ export function deviceToPb(d: DeviceInfo, health: DeviceHealth): MessageInitShap
 }
 
 export function identityToPb(id: PeerIdentity): MessageInitShape<typeof IdentitySchema> {
-  return { uid: id.uid, gid: id.gid, pid: id.pid, cgroup: id.cgroup, pidfdSource: id.pidfdSource };
+  const c = parseCgroup(id.cgroup);
+  return {
+    uid: id.uid,
+    gid: id.gid,
+    pid: id.pid,
+    cgroup: id.cgroup,
+    pidfdSource: id.pidfdSource,
+    containerId: c.containerId ?? "",
+    containerRuntime: c.containerRuntime ?? "",
+    podUid: c.podUid ?? "",
+    qosClass: c.qosClass ?? "",
+  };
 }
 
 export function mappingToPb(m: Mapping): MessageInitShape<typeof MappingSchema> {
