@@ -111,7 +111,8 @@ export class SimBackend implements Backend {
 
   addDevice(spec: SimDeviceSpec): DeviceInfo {
     validateSpec(spec);
-    if (this.devs.has(spec.id)) throw invalid(`sim device ${quoted(spec.id)} already exists; remove it first`);
+    if (this.devs.has(spec.id))
+      throw invalid(`sim device ${quoted(spec.id)} already exists; remove it first`);
     const regions = new Map<number, SimRegion>();
     try {
       for (const r of [...spec.regions].sort((a, b) => a.index - b.index)) {
