@@ -594,11 +594,18 @@ async function vfioPhase(fn: PciFunction, policy: string): Promise<void> {
       const swc = await a.expect("map");
       check(
         "vfio 7.x: WC without fallback is refused with INVALID_ARGUMENT (BAR2 offers only UC through this backend)",
-        swc.ok === false && swc.code === "INVALID_ARGUMENT" && /cannot be mapped WC: it allows UC/.test(String(swc.message)),
+        swc.ok === false &&
+          swc.code === "INVALID_ARGUMENT" &&
+          /cannot be mapped WC: it allows UC/.test(String(swc.message)),
         JSON.stringify(swc),
       );
       const suc = await a.expect("map");
-      mapOk(suc, "vfio 7.x backend BAR2 UC goes through the device fd (sysfs refused by the kernel)", "VFIO_DEVICE_FD", "UC");
+      mapOk(
+        suc,
+        "vfio 7.x backend BAR2 UC goes through the device fd (sysfs refused by the kernel)",
+        "VFIO_DEVICE_FD",
+        "UC",
+      );
       await a.expect("pause");
       patCheck(fn, "vfio 7.x backend BAR2 UC via the device fd", 0x30000, 0x1000, ["uncached-minus"]);
       a.resume();
@@ -714,7 +721,11 @@ async function dmabufPhase(fn: PciFunction): Promise<void> {
       } catch (e) {
         code = (e as { code?: string }).code ?? String(e);
       }
-      check("dmabuf 6.1: exportDmabuf is refused with FAILED_PRECONDITION", code === "FAILED_PRECONDITION", code);
+      check(
+        "dmabuf 6.1: exportDmabuf is refused with FAILED_PRECONDITION",
+        code === "FAILED_PRECONDITION",
+        code,
+      );
       return;
     }
     check("dmabuf 7.x: the probe finds DMABUF export", f.dmabuf === true, JSON.stringify(f));
@@ -730,7 +741,11 @@ async function dmabufPhase(fn: PciFunction): Promise<void> {
     const link = readlinkSync(`/proc/self/fd/${fd}`);
     const info = readFileSync(`/proc/self/fdinfo/${fd}`, "utf8");
     log(`dma-buf fd ${fd}: ${link}; fdinfo ${info.replace(/\n/g, " | ")}`);
-    check("dmabuf 7.x: the exported fd is a dma-buf (/proc/self/fd link /dmabuf:)", /^\/dmabuf:/.test(link), link);
+    check(
+      "dmabuf 7.x: the exported fd is a dma-buf (/proc/self/fd link /dmabuf:)",
+      /^\/dmabuf:/.test(link),
+      link,
+    );
     check(
       "dmabuf 7.x: fdinfo names the exporter vfio_pci_core",
       /exp_name:\s*vfio_pci_core/.test(info),
@@ -748,7 +763,11 @@ async function dmabufPhase(fn: PciFunction): Promise<void> {
     } catch (e) {
       mm = (e as { code?: string }).code ?? String(e);
     }
-    check("dmabuf 7.x: a CPU mmap of the dma-buf fails cleanly (an errno, no crash)", /^E[A-Z]+$/.test(mm), mm);
+    check(
+      "dmabuf 7.x: a CPU mmap of the dma-buf fails cleanly (an errno, no crash)",
+      /^E[A-Z]+$/.test(mm),
+      mm,
+    );
     const refused: string[] = [];
     for (const [o, l] of [
       [0x10001n, 0x1000n],

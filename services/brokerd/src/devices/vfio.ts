@@ -371,7 +371,9 @@ export class VfioBackend implements Backend {
       );
       // the largest memory BAR with a resource file (a sub-page BAR cannot take a one-page probe)
       const probeBar = [...vfioRegions.entries()]
-        .filter(([i, r]) => i <= 5 && fn.bar(i)?.mem && fn.hasResourceFile(i, false) && r.size >= BigInt(PAGE_SIZE))
+        .filter(
+          ([i, r]) => i <= 5 && fn.bar(i)?.mem && fn.hasResourceFile(i, false) && r.size >= BigInt(PAGE_SIZE),
+        )
         .sort((a, b) => (a[1].size < b[1].size ? 1 : -1))[0]?.[0];
       const sysfsWhileOpen = probeBar === undefined ? true : this.probeSysfsMmap(fn, probeBar);
       if (!sysfsWhileOpen)
@@ -381,7 +383,9 @@ export class VfioBackend implements Backend {
         );
       let dmabufMmap: boolean | undefined = false;
       if (dmabuf) {
-        const mbar = [...vfioRegions.entries()].find(([i, r]) => i <= 5 && fn.bar(i)?.mem && r.size >= BigInt(PAGE_SIZE));
+        const mbar = [...vfioRegions.entries()].find(
+          ([i, r]) => i <= 5 && fn.bar(i)?.mem && r.size >= BigInt(PAGE_SIZE),
+        );
         dmabufMmap = mbar ? this.probeDmabufMmap(fd, mbar[0]) : undefined;
         if (dmabufMmap === false)
           notes.push(
@@ -453,7 +457,11 @@ export class VfioBackend implements Backend {
       fd = ioctl(
         devFd,
         uapi.VFIO_DEVICE_FEATURE,
-        uapi.packDmaBufExport(bar, [{ offset: 0n, length: BigInt(PAGE_SIZE) }], constants.O_RDONLY | O_CLOEXEC),
+        uapi.packDmaBufExport(
+          bar,
+          [{ offset: 0n, length: BigInt(PAGE_SIZE) }],
+          constants.O_RDONLY | O_CLOEXEC,
+        ),
       );
     } catch (e) {
       this.lastProbeError = `export: ${errno(e)}`;
@@ -475,21 +483,45 @@ export class VfioBackend implements Backend {
    * VfioFeatures.dmabufMmap). One range, page-aligned, inside the BAR; the caller owns the fd. The
    * kernel revokes it on device reset, on close of the device and when memory decode is disabled.
    */
-  exportDmabuf(deviceId: string, regionIndex: number, offset: bigint, length: bigint, prot: "r" | "rw" = "rw"): number {
+  exportDmabuf(
+    deviceId: string,
+    regionIndex: number,
+    offset: bigint,
+    length: bigint,
+    prot: "r" | "rw" = "rw",
+  ): number {
     const d = this.dev(deviceId);
     if (!d.features.dmabuf)
-      throw precondition(`${deviceId}: the kernel has no VFIO DMABUF export (VFIO_DEVICE_FEATURE_DMA_BUF, Linux 6.19+)`, "dmabuf_unsupported");
+      throw precondition(
+        `${deviceId}: the kernel has no VFIO DMABUF export (VFIO_DEVICE_FEATURE_DMA_BUF, Linux 6.19+)`,
+        "dmabuf_unsupported",
+      );
     const r = d.vfioRegions.get(regionIndex);
     if (regionIndex > 5 || !r || !d.fn.bar(regionIndex)?.mem)
       throw invalid(`${deviceId} ${regionName(regionIndex)} is not a memory BAR`);
     const page = BigInt(PAGE_SIZE);
-    if (length <= 0n || offset < 0n || offset % page !== 0n || length % page !== 0n || offset + length > r.size)
-      throw invalid(`${deviceId} ${regionName(regionIndex)}: [${offset}, +${length}) is not a page-aligned range inside the BAR`);
+    if (
+      length <= 0n ||
+      offset < 0n ||
+      offset % page !== 0n ||
+      length % page !== 0n ||
+      offset + length > r.size
+    )
+      throw invalid(
+        `${deviceId} ${regionName(regionIndex)}: [${offset}, +${length}) is not a page-aligned range inside the BAR`,
+      );
     const flags = (prot === "rw" ? constants.O_RDWR : constants.O_RDONLY) | O_CLOEXEC;
     try {
-      return ioctl(d.fd, uapi.VFIO_DEVICE_FEATURE, uapi.packDmaBufExport(regionIndex, [{ offset, length }], flags));
+      return ioctl(
+        d.fd,
+        uapi.VFIO_DEVICE_FEATURE,
+        uapi.packDmaBufExport(regionIndex, [{ offset, length }], flags),
+      );
     } catch (e) {
-      throw precondition(`${deviceId}: VFIO DMABUF export of ${regionName(regionIndex)} failed: ${errno(e)}`, "dmabuf_export");
+      throw precondition(
+        `${deviceId}: VFIO DMABUF export of ${regionName(regionIndex)} failed: ${errno(e)}`,
+        "dmabuf_export",
+      );
     }
   }
 
@@ -499,7 +531,10 @@ export class VfioBackend implements Backend {
     try {
       ioctl(d.fd, uapi.VFIO_DEVICE_RESET);
     } catch (e) {
-      throw precondition(`${deviceId}: VFIO_DEVICE_RESET failed: ${errno(e)} (no FLR/PM/bus reset for this function?)`, "reset");
+      throw precondition(
+        `${deviceId}: VFIO_DEVICE_RESET failed: ${errno(e)} (no FLR/PM/bus reset for this function?)`,
+        "reset",
+      );
     }
   }
 
