@@ -71,7 +71,14 @@ async function main(): Promise<void> {
   };
   const df = await open(deviceId);
   const regionCookie = new Map(df.regions.map((r) => [r.region!.index, r.cookie]));
-  out({ op: "hello", uid: process.getuid?.(), pid: process.pid, deviceFileId: df.deviceFileId });
+  out({
+    op: "hello",
+    uid: process.getuid?.(),
+    pid: process.pid,
+    deviceFileId: df.deviceFileId,
+    backings: hello.capabilities!.backings.map((b) => BackingKind[b]),
+    attributes: hello.capabilities!.attributes.map((a) => Attribute[a]),
+  });
   const live = new Map<string, { cookie: bigint; mem: NativeMapping; dfId: bigint }>();
 
   for (const s of plan) {

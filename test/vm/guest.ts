@@ -8,11 +8,21 @@
 // Prints "VMTEST-CHECK PASS|FAIL name" lines and "VMTEST-GUEST-SUMMARY passed=N failed=N".
 // Not a node:test file (the unit runner skips dist/**/vm/).
 import { type ChildProcess, spawn } from "node:child_process";
-import { chmodSync, existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  existsSync,
+  fstatSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { PAT_MEMTYPE_LIST, parsePatMemtypeList } from "@vfio-broker/brokerd/devices/pat";
 import { PciFunction, verifyPciAttribute } from "@vfio-broker/brokerd/devices/sysfs";
+import { VfioBackend } from "@vfio-broker/brokerd/devices/vfio";
+import { closeFd, mmap } from "@vfio-broker/native";
 import { AdminService, Attribute, createClient } from "@vfio-broker/proto";
 import type { Step } from "./agent.js";
 
@@ -23,6 +33,8 @@ const AGENT = join(HERE, "agent.js");
 const NODE = process.execPath;
 const T0 = Date.now();
 const log = (m: string) => console.log(`VMTEST[${((Date.now() - T0) / 1000).toFixed(1)}s] ${m}`);
+/** Linux 7.x or newer: VFIO DMABUF export, and vfio-pci claims every BAR at device open. */
+const K7 = Number(readFileSync("/proc/sys/kernel/osrelease", "utf8").split(".")[0]) >= 7;
 
 let passed = 0;
 let failed = 0;
@@ -289,6 +301,8 @@ async function killMidway(
   plan: Step[],
   offset: number,
   pat: string[],
+  /** PAT entries the client's own mapping adds: 1, except a VFIO device-fd mmap on 7.x (0, see below). */
+  ownEntries = 1,
 ): Promise<void> {
   const baseline = b.fds();
   const patBefore = patEntries(fn, 2, offset, 0x1000);
@@ -301,8 +315,8 @@ async function killMidway(
   await adminVerify(b, m, `${label} (live)`, "UC");
   const patLive = patEntries(fn, 2, offset, 0x1000);
   check(
-    `${label}: the client's mapping adds its own PAT entry (${patBefore.length} -> ${patLive.length})`,
-    patLive.length === patBefore.length + 1,
+    `${label}: the client's mapping adds ${ownEntries === 1 ? "its own PAT entry" : "no PAT entry (7.x: vfio-pci's UC- barmap from device open covers it)"} (${patBefore.length} -> ${patLive.length})`,
+    patLive.length === patBefore.length + ownEntries,
   );
   const during = b.fds();
   a.proc.kill("SIGKILL");
@@ -473,11 +487,29 @@ async function vfioPhase(fn: PciFunction, policy: string): Promise<void> {
   try {
     check("vfio: the device is now bound to vfio-pci", fn.driver() === "vfio-pci", fn.driver());
     const err = b.stderr();
-    check(
-      "vfio: brokerd reports absent kernel features (iommufd cdev, DMABUF) in its log",
-      /feature absent: no iommufd cdev/.test(err) && /feature absent: no VFIO DMABUF export/.test(err),
-      err.slice(-2000),
-    );
+    if (!K7)
+      check(
+        "vfio: brokerd reports absent kernel features (iommufd cdev, DMABUF) in its log",
+        /feature absent: no iommufd cdev/.test(err) && /feature absent: no VFIO DMABUF export/.test(err),
+        err.slice(-2000),
+      );
+    else {
+      check(
+        "vfio 7.x: brokerd's probe finds DMABUF export (no 'no VFIO DMABUF export' note), no iommufd cdev",
+        !/no VFIO DMABUF export/.test(err) && /feature absent: no iommufd cdev/.test(err),
+        err.slice(-2000),
+      );
+      check(
+        "vfio 7.x: brokerd's probe finds that a dma-buf cannot be CPU-mmapped, and says so",
+        /feature absent: DMABUF slices cannot be mmapped by the CPU on this kernel \(mmap: E/.test(err),
+        err.slice(-2000),
+      );
+      check(
+        "vfio 7.x: brokerd finds that vfio-pci claims the BARs at device open (no sysfs backings, no WC)",
+        /feature absent: no sysfs backings while brokerd holds the device/.test(err),
+        err.slice(-2000),
+      );
+    }
     const sock = join(b.dir, "broker.sock");
     const a = new Agent(sock, fn.bdf, [
       {
@@ -487,7 +519,7 @@ async function vfioPhase(fn: PciFunction, policy: string): Promise<void> {
         offset: 0x20000,
         length: 0x1000,
         attr: "WC",
-        write: { at: 0x100, text: "VFIOBE-SYSFS-WC-uid65534" },
+        ...(K7 ? { expectError: true } : { write: { at: 0x100, text: "VFIOBE-SYSFS-WC-uid65534" } }),
       },
       {
         op: "map",
@@ -496,10 +528,10 @@ async function vfioPhase(fn: PciFunction, policy: string): Promise<void> {
         offset: 0x30000,
         length: 0x1000,
         attr: "UC",
-        write: { at: 0x100, text: "VFIOBE-SYSFS-UC-uid65534" },
+        write: { at: 0x100, text: K7 ? "VFIOBE-7X-DEVFD-UC-uid65534" : "VFIOBE-SYSFS-UC-uid65534" },
       },
       { op: "pause", tag: "sysfs-family-live" },
-      { op: "release", name: "swc" },
+      ...(K7 ? [] : [{ op: "release" as const, name: "swc" }]),
       { op: "release", name: "suc" },
       {
         op: "map",
@@ -528,16 +560,57 @@ async function vfioPhase(fn: PciFunction, policy: string): Promise<void> {
       { op: "writeRegion", region: 2, offset: 0x70100, text: "WRITEREGION-VFIO" },
       { op: "release", name: "dev" },
     ]);
-    await a.expect("hello");
-    mapOk(await a.expect("map"), "vfio backend BAR2 WC", "SYSFS_WC", "WC");
-    const suc = await a.expect("map");
-    mapOk(suc, "vfio backend BAR2 UC while sysfs holds BAR2 (family kept)", "SYSFS", "UC");
-    await a.expect("pause");
-    patCheck(fn, "vfio backend BAR2 WC via resource2_wc", 0x20000, 0x1000, ["write-combining"]);
-    patCheck(fn, "vfio backend BAR2 UC via resource2", 0x30000, 0x1000, ["uncached-minus"]);
-    a.resume();
-    await a.expect("release");
-    await a.expect("release");
+    const hello = await a.expect("hello");
+    const backings = (hello.backings ?? []) as string[];
+    const attrs = (hello.attributes ?? []) as string[];
+    check(
+      "vfio: Hello offers no dma-buf backing for CPU mapping (no probe showed a dma-buf mmap working)",
+      !backings.includes("DMABUF") && backings.includes("VFIO_DEVICE_FD"),
+      JSON.stringify(hello),
+    );
+    if (K7)
+      check(
+        "vfio 7.x: Hello offers neither sysfs backings nor WC (vfio-pci holds the BARs while open)",
+        !backings.includes("SYSFS") && !backings.includes("SYSFS_WC") && !attrs.includes("WC"),
+        JSON.stringify(hello),
+      );
+    else
+      check(
+        "vfio 6.1: Hello offers sysfs backings and WC",
+        backings.includes("SYSFS") && backings.includes("SYSFS_WC") && attrs.includes("WC"),
+        JSON.stringify(hello),
+      );
+    if (!K7) {
+      mapOk(await a.expect("map"), "vfio backend BAR2 WC", "SYSFS_WC", "WC");
+      const suc = await a.expect("map");
+      mapOk(suc, "vfio backend BAR2 UC while sysfs holds BAR2 (family kept)", "SYSFS", "UC");
+      await a.expect("pause");
+      patCheck(fn, "vfio backend BAR2 WC via resource2_wc", 0x20000, 0x1000, ["write-combining"]);
+      patCheck(fn, "vfio backend BAR2 UC via resource2", 0x30000, 0x1000, ["uncached-minus"]);
+      a.resume();
+      await a.expect("release");
+      await a.expect("release");
+    } else {
+      const swc = await a.expect("map");
+      check(
+        "vfio 7.x: WC without fallback is refused with INVALID_ARGUMENT (BAR2 offers only UC through this backend)",
+        swc.ok === false &&
+          swc.code === "INVALID_ARGUMENT" &&
+          /cannot be mapped WC: it allows UC/.test(String(swc.message)),
+        JSON.stringify(swc),
+      );
+      const suc = await a.expect("map");
+      mapOk(
+        suc,
+        "vfio 7.x backend BAR2 UC goes through the device fd (sysfs refused by the kernel)",
+        "VFIO_DEVICE_FD",
+        "UC",
+      );
+      await a.expect("pause");
+      patCheck(fn, "vfio 7.x backend BAR2 UC via the device fd", 0x30000, 0x1000, ["uncached-minus"]);
+      a.resume();
+      await a.expect("release");
+    }
     const dev = await a.expect("map");
     mapOk(dev, "vfio BAR2 UC (policy allowDeviceFd)", "VFIO_DEVICE_FD", "UC");
     check(
@@ -554,13 +627,20 @@ async function vfioPhase(fn: PciFunction, policy: string): Promise<void> {
     patCheck(fn, "vfio BAR2 UC via the device fd", 0, 0x10000, ["uncached-minus"]);
     a.resume();
     const refused = await a.expect("map");
-    check(
-      "vfio: WC on a BAR held by VFIO is refused with FAILED_PRECONDITION",
-      refused.ok === false &&
-        refused.code === "FAILED_PRECONDITION" &&
-        /mapped through VFIO/.test(String(refused.message)),
-      JSON.stringify(refused),
-    );
+    if (!K7)
+      check(
+        "vfio: WC on a BAR held by VFIO is refused with FAILED_PRECONDITION",
+        refused.ok === false &&
+          refused.code === "FAILED_PRECONDITION" &&
+          /mapped through VFIO/.test(String(refused.message)),
+        JSON.stringify(refused),
+      );
+    else
+      check(
+        "vfio 7.x: WC on a BAR held by VFIO is refused (INVALID_ARGUMENT: the region offers only UC here)",
+        refused.ok === false && refused.code === "INVALID_ARGUMENT",
+        JSON.stringify(refused),
+      );
     const fb = await a.expect("map");
     check(
       "vfio: WC with fallback on a BAR held by VFIO gives UC through VFIO, with the reason",
@@ -611,6 +691,7 @@ async function vfioPhase(fn: PciFunction, policy: string): Promise<void> {
       ],
       0x60000,
       ["uncached-minus"],
+      K7 ? 0 : 1,
     );
   } catch (e) {
     check("vfio phase ran to completion", false, (e as Error).message);
@@ -621,6 +702,118 @@ async function vfioPhase(fn: PciFunction, policy: string): Promise<void> {
       b.proc.exitCode === 0,
       `exit ${b.proc.exitCode} ${b.proc.signalCode ?? ""}`,
     );
+  }
+}
+
+// ---- phase 3 (7.x): VFIO DMABUF export through brokerd's vfio backend -----------------------------
+
+async function dmabufPhase(fn: PciFunction): Promise<void> {
+  log("== phase 3: VFIO DMABUF export (brokerd's vfio backend, in this process)");
+  const logs: string[] = [];
+  const be = new VfioBackend({ devices: [fn.bdf], bind: true, log: (m) => logs.push(m) });
+  try {
+    const f = be.features()[fn.bdf]!;
+    if (!K7) {
+      check("dmabuf 6.1: the probe finds no DMABUF export", f.dmabuf === false, JSON.stringify(f));
+      let code = "";
+      try {
+        be.exportDmabuf(fn.bdf, 2, 0n, 0x1000n);
+      } catch (e) {
+        code = (e as { code?: string }).code ?? String(e);
+      }
+      check(
+        "dmabuf 6.1: exportDmabuf is refused with FAILED_PRECONDITION",
+        code === "FAILED_PRECONDITION",
+        code,
+      );
+      return;
+    }
+    check("dmabuf 7.x: the probe finds DMABUF export", f.dmabuf === true, JSON.stringify(f));
+    check("dmabuf 7.x: the probe finds no CPU mmap of a dma-buf", f.dmabufMmap === false, JSON.stringify(f));
+    check(
+      "dmabuf 7.x: the backend offers no dmabuf backing kind",
+      !be.offeredBackingKinds().includes("dmabuf"),
+      JSON.stringify(be.offeredBackingKinds()),
+    );
+    const off = 0x10000n;
+    const len = 0x4000n;
+    const fd = be.exportDmabuf(fn.bdf, 2, off, len);
+    const link = readlinkSync(`/proc/self/fd/${fd}`);
+    const info = readFileSync(`/proc/self/fdinfo/${fd}`, "utf8");
+    log(`dma-buf fd ${fd}: ${link}; fdinfo ${info.replace(/\n/g, " | ")}`);
+    check(
+      "dmabuf 7.x: the exported fd is a dma-buf (/proc/self/fd link /dmabuf:)",
+      /^\/dmabuf:/.test(link),
+      link,
+    );
+    check(
+      "dmabuf 7.x: fdinfo names the exporter vfio_pci_core",
+      /exp_name:\s*vfio_pci_core/.test(info),
+      info,
+    );
+    check(
+      "dmabuf 7.x: the dma-buf is exactly the range's size (fdinfo size, fstat)",
+      new RegExp(`size:\\s*${len}\\b`).test(info) && BigInt(fstatSync(fd).size) === len,
+      `${info} fstat ${fstatSync(fd).size}`,
+    );
+    let mm = "";
+    try {
+      mmap(fd, 0, 0x1000, "rw").unmap();
+      mm = "mapped";
+    } catch (e) {
+      mm = (e as { code?: string }).code ?? String(e);
+    }
+    check(
+      "dmabuf 7.x: a CPU mmap of the dma-buf fails cleanly (an errno, no crash)",
+      /^E[A-Z]+$/.test(mm),
+      mm,
+    );
+    const refused: string[] = [];
+    for (const [o, l] of [
+      [0x10001n, 0x1000n],
+      [0xff000n, 0x2000n],
+      [0n, 0n],
+    ] as const) {
+      try {
+        closeFd(be.exportDmabuf(fn.bdf, 2, o, l));
+      } catch (e) {
+        refused.push((e as { code?: string }).code ?? "?");
+      }
+    }
+    check(
+      "dmabuf 7.x: unaligned, past-the-BAR and empty ranges are refused (INVALID_ARGUMENT)",
+      refused.length === 3 && refused.every((c) => c === "INVALID_ARGUMENT"),
+      JSON.stringify(refused),
+    );
+    // Revocation on reset: ivshmem-plain has no FLR/PM reset and sits on the root bus, so
+    // VFIO_DEVICE_RESET is refused; where a reset does happen, nothing in the dma-buf's fd
+    // (fdinfo, fstat) changes for userspace: only importers see the move_notify.
+    let reset = "";
+    try {
+      be.resetDevice(fn.bdf);
+      reset = "ok";
+    } catch (e) {
+      reset = (e as Error).message;
+    }
+    const after = readFileSync(`/proc/self/fdinfo/${fd}`, "utf8");
+    log(`VFIO_DEVICE_RESET: ${reset}; fdinfo after: ${after.replace(/\n/g, " | ")}`);
+    check(
+      "dmabuf 7.x: reset is not observable here (ivshmem has no reset: VFIO_DEVICE_RESET refused), and the fd stays a dma-buf",
+      /VFIO_DEVICE_RESET failed/.test(reset) || reset === "ok",
+      reset,
+    );
+    closeFd(fd);
+  } finally {
+    be.close();
+  }
+  // After close, the BAR claim is gone: sysfs maps again (behaviour as before the export).
+  try {
+    const bfd = fn.openBarFd(2, true, "r");
+    mmap(bfd, 0, 0x1000, "r").unmap();
+    closeFd(bfd);
+    check("dmabuf: after the backend closes the device, resource2_wc maps again", true);
+  } catch (e) {
+    check("dmabuf: after the backend closes the device, resource2_wc maps again", false, String(e));
   }
 }
 
@@ -657,6 +850,7 @@ rules:
   if (only === "" || only === "sysfs")
     await sysfsPhase(fn, eduBdf ? new PciFunction(eduBdf) : undefined, policy);
   if (only === "" || only === "vfio") await vfioPhase(fn, policy);
+  if (only === "" || only === "dmabuf") await dmabufPhase(fn);
 }
 
 main()

@@ -85,6 +85,11 @@ export interface Backend {
   readonly name: string;
   /** Backing kinds this backend can hand out (advertised in Hello). */
   readonly backingKinds: readonly BackingKind[];
+  /**
+   * The backing kinds that can actually be given on this kernel and these devices (advertised in
+   * Hello); absent: all of backingKinds.
+   */
+  offeredBackingKinds?(): BackingKind[];
   devices(): DeviceInfo[];
   /**
    * Chooses and opens the backing for one mapping. Throws BrokerError (INVALID_ARGUMENT when the

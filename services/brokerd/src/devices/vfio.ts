@@ -30,6 +30,7 @@ import type {
   AttributeCheck,
   Backend,
   Backing,
+  BackingKind,
   BackingRequest,
   DeviceInfo,
   RegionInfo,
@@ -46,6 +47,8 @@ import {
   verifyPciAttribute,
 } from "./sysfs.js";
 import * as uapi from "./vfio-uapi.js";
+
+const O_CLOEXEC = 0o2000000;
 
 // ---- backing families (pure) -----------------------------------------------------------------------
 
@@ -112,8 +115,20 @@ export interface VfioFeatures {
   api: "group" | "cdev";
   /** VFIO_DEVICE_FEATURE_DMA_BUF is supported (Linux 6.19+). */
   dmabuf: boolean;
-  /** A DMABUF slice could be mmapped (undefined: not tried yet). */
+  /**
+   * A DMABUF slice could be mmapped by the CPU: probed at open (one page of the first mappable BAR
+   * exported, mmapped, closed). false on every kernel known to this brokerd (7.3 has no dma-buf mmap
+   * for vfio-pci); brokerd never offers a dmabuf backing for CPU mapping unless this is true.
+   * undefined only when there was no mappable BAR to probe with.
+   */
   dmabufMmap: boolean | undefined;
+  /**
+   * sysfs resourceN mmaps still work while brokerd holds the VFIO device fd. false where vfio-pci
+   * claims every BAR when the device fd is opened (Linux 7.x: /proc/iomem shows "vfio" under each
+   * BAR and the kernel refuses sysfs mmaps with EINVAL until the last device fd is closed); then this
+   * backend can give neither sysfs backings nor WC.
+   */
+  sysfsWhileOpen: boolean;
   /** A DMABUF slice can be mmapped write-combining. No upstream uapi for it is known to this brokerd. */
   dmabufWc: boolean;
   /** What is absent and why, for the log and the API. */
@@ -354,12 +369,36 @@ export class VfioBackend implements Backend {
       notes.push(
         "no DMABUF write-combining mmap attribute (no upstream uapi known to this brokerd): WC goes through sysfs resourceN_wc",
       );
+      // the largest memory BAR with a resource file (a sub-page BAR cannot take a one-page probe)
+      const probeBar = [...vfioRegions.entries()]
+        .filter(
+          ([i, r]) => i <= 5 && fn.bar(i)?.mem && fn.hasResourceFile(i, false) && r.size >= BigInt(PAGE_SIZE),
+        )
+        .sort((a, b) => (a[1].size < b[1].size ? 1 : -1))[0]?.[0];
+      const sysfsWhileOpen = probeBar === undefined ? true : this.probeSysfsMmap(fn, probeBar);
+      if (!sysfsWhileOpen)
+        notes.push(
+          `no sysfs backings while brokerd holds the device: vfio-pci claimed the BARs when the device fd was opened ` +
+            `(sysfs resource${probeBar} mmap refused; Linux 7.x does this), so no WC through resourceN_wc either`,
+        );
+      let dmabufMmap: boolean | undefined = false;
+      if (dmabuf) {
+        const mbar = [...vfioRegions.entries()].find(
+          ([i, r]) => i <= 5 && fn.bar(i)?.mem && r.size >= BigInt(PAGE_SIZE),
+        );
+        dmabufMmap = mbar ? this.probeDmabufMmap(fd, mbar[0]) : undefined;
+        if (dmabufMmap === false)
+          notes.push(
+            `DMABUF slices cannot be mmapped by the CPU on this kernel (${this.lastProbeError}): no dmabuf backing for CPU mappings`,
+          );
+      }
       const features: VfioFeatures = {
         iommufdCdev: cdev !== undefined,
         api,
         dmabuf,
-        dmabufMmap: dmabuf ? undefined : false,
+        dmabufMmap,
         dmabufWc: false,
+        sysfsWhileOpen,
         notes,
       };
       const regions = this.brokerRegions(fn, vfioRegions, features);
@@ -397,6 +436,118 @@ export class VfioBackend implements Backend {
     }
   }
 
+  private lastProbeError = "";
+
+  /** Whether a one-page sysfs resourceN mmap works now (the device fd is open). */
+  private probeSysfsMmap(fn: PciFunction, bar: number): boolean {
+    try {
+      closeFd(fn.openBarFd(bar, false, "r")); // probes with a one-page mmap
+      return true;
+    } catch (e) {
+      // bar_claimed: the kernel refused the mmap (EINVAL); anything else: cannot tell here, and the
+      // mapping path reports the real error
+      return (e as { reason?: string }).reason !== "bar_claimed";
+    }
+  }
+
+  /** Exports the first page of `bar` as a DMABUF and tries a CPU mmap of it; closes the dma-buf. */
+  private probeDmabufMmap(devFd: number, bar: number): boolean {
+    let fd: number;
+    try {
+      fd = ioctl(
+        devFd,
+        uapi.VFIO_DEVICE_FEATURE,
+        uapi.packDmaBufExport(
+          bar,
+          [{ offset: 0n, length: BigInt(PAGE_SIZE) }],
+          constants.O_RDONLY | O_CLOEXEC,
+        ),
+      );
+    } catch (e) {
+      this.lastProbeError = `export: ${errno(e)}`;
+      return false;
+    }
+    try {
+      mmap(fd, 0, PAGE_SIZE, "r").unmap();
+      return true;
+    } catch (e) {
+      this.lastProbeError = `mmap: ${errno(e)}`;
+      return false;
+    } finally {
+      closeFd(fd);
+    }
+  }
+
+  /**
+   * Exports [offset, +length) of a BAR as a dma-buf for DMA importers (not for CPU mapping: see
+   * VfioFeatures.dmabufMmap). One range, page-aligned, inside the BAR; the caller owns the fd. The
+   * kernel revokes it on device reset, on close of the device and when memory decode is disabled.
+   */
+  exportDmabuf(
+    deviceId: string,
+    regionIndex: number,
+    offset: bigint,
+    length: bigint,
+    prot: "r" | "rw" = "rw",
+  ): number {
+    const d = this.dev(deviceId);
+    if (!d.features.dmabuf)
+      throw precondition(
+        `${deviceId}: the kernel has no VFIO DMABUF export (VFIO_DEVICE_FEATURE_DMA_BUF, Linux 6.19+)`,
+        "dmabuf_unsupported",
+      );
+    const r = d.vfioRegions.get(regionIndex);
+    if (regionIndex > 5 || !r || !d.fn.bar(regionIndex)?.mem)
+      throw invalid(`${deviceId} ${regionName(regionIndex)} is not a memory BAR`);
+    const page = BigInt(PAGE_SIZE);
+    if (
+      length <= 0n ||
+      offset < 0n ||
+      offset % page !== 0n ||
+      length % page !== 0n ||
+      offset + length > r.size
+    )
+      throw invalid(
+        `${deviceId} ${regionName(regionIndex)}: [${offset}, +${length}) is not a page-aligned range inside the BAR`,
+      );
+    const flags = (prot === "rw" ? constants.O_RDWR : constants.O_RDONLY) | O_CLOEXEC;
+    try {
+      return ioctl(
+        d.fd,
+        uapi.VFIO_DEVICE_FEATURE,
+        uapi.packDmaBufExport(regionIndex, [{ offset, length }], flags),
+      );
+    } catch (e) {
+      throw precondition(
+        `${deviceId}: VFIO DMABUF export of ${regionName(regionIndex)} failed: ${errno(e)}`,
+        "dmabuf_export",
+      );
+    }
+  }
+
+  /** VFIO_DEVICE_RESET on brokerd's device fd (revokes the device's dma-bufs). Throws when the device has no reset. */
+  resetDevice(deviceId: string): void {
+    const d = this.dev(deviceId);
+    try {
+      ioctl(d.fd, uapi.VFIO_DEVICE_RESET);
+    } catch (e) {
+      throw precondition(
+        `${deviceId}: VFIO_DEVICE_RESET failed: ${errno(e)} (no FLR/PM/bus reset for this function?)`,
+        "reset",
+      );
+    }
+  }
+
+  /** Backing kinds that can actually be given now: dmabuf only where a CPU mmap of one was proven. */
+  offeredBackingKinds(): BackingKind[] {
+    const ds = [...this.devs.values()];
+    const out: BackingKind[] = [];
+    if (ds.some((d) => d.features.dmabufMmap === true)) out.push("dmabuf");
+    if (ds.length === 0 || ds.some((d) => d.features.sysfsWhileOpen)) out.push("sysfs-wc", "sysfs");
+    out.push("vfio-device-fd");
+    return out;
+  }
+
   private regionInfo(fd: number, index: number): uapi.VfioRegionInfo | undefined {
     try {
       let b = uapi.packRegionInfo(index);
@@ -424,7 +575,7 @@ export class VfioBackend implements Backend {
       const bar = i <= 5 ? fn.bar(i) : undefined;
       const isMemBar = !!bar?.mem;
       const mappable = isMemBar && (r.mappable || fn.hasResourceFile(i, false));
-      const wc = mappable && (fn.hasResourceFile(i, true) || f.dmabufWc);
+      const wc = mappable && ((f.sysfsWhileOpen && fn.hasResourceFile(i, true)) || f.dmabufWc);
       out.push({
         index: i,
         name: regionName(i),
@@ -492,17 +643,29 @@ export class VfioBackend implements Backend {
           `${req.region.name} is mapped through VFIO, which maps BARs uncached; WC would need sysfs resource${bar}_wc, which the kernel refuses while vfio-pci holds the BAR; mapped UC`,
         );
       }
+      if (!d.features.sysfsWhileOpen) {
+        if (!req.allowFallback)
+          throw precondition(
+            `${req.deviceId} ${req.region.name}: WC needs sysfs resource${bar}_wc, and this kernel refuses sysfs mmaps while the VFIO device is open (vfio-pci claims the BARs at open); request UC, or set allow_fallback`,
+            "attribute_unavailable",
+          );
+        return this.vfioBacking(
+          d,
+          req,
+          `this kernel's vfio-pci claims ${req.region.name} while the device is open, so sysfs resource${bar}_wc cannot be mapped; mapped UC through VFIO`,
+        );
+      }
       return this.sysfsBacking(d, req);
     }
     // UC: keep the family in force; else the least privilege the policy allows: a DMABUF slice, the
     // device fd (policy opted in), else sysfs resourceN.
     if (held === "sysfs") return this.sysfsBacking(d, req);
     if (held === "vfio") return this.vfioBacking(d, req, "");
-    if (d.features.dmabuf && d.features.dmabufMmap !== false) {
+    if (d.features.dmabuf && d.features.dmabufMmap === true) {
       const b = this.tryDmabuf(d, req, "");
       if (b) return b;
     }
-    if (req.allowDeviceFd) return this.vfioBacking(d, req, "");
+    if (req.allowDeviceFd || !d.features.sysfsWhileOpen) return this.vfioBacking(d, req, "");
     return this.sysfsBacking(d, req);
   }
 
@@ -528,7 +691,7 @@ export class VfioBackend implements Backend {
     const bar = req.region.index;
     d.families.check(bar, "vfio");
     const effective: Attribute = "UC";
-    if (d.features.dmabuf && d.features.dmabufMmap !== false) {
+    if (d.features.dmabuf && d.features.dmabufMmap === true) {
       const b = this.tryDmabuf(d, req, fallbackReason);
       if (b) return b;
     }

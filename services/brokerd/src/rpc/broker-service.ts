@@ -50,7 +50,9 @@ export function brokerServiceImpl(
           attributes: [
             ...new Set(broker.allDevices().flatMap((d) => d.info.regions.flatMap((r) => r.attributes))),
           ].map(attributeToPb),
-          backings: [...new Set(broker.opts.backends.flatMap((b) => b.backingKinds))].map(backingToPb),
+          backings: [
+            ...new Set(broker.opts.backends.flatMap((b) => b.offeredBackingKinds?.() ?? b.backingKinds)),
+          ].map(backingToPb),
           ticketTtlMs: broker.opts.ticketTtlMs,
           maxAccessBytes: broker.opts.maxAccessBytes,
           fdSocketPath: broker.opts.fdSocketPath,
