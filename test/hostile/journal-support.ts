@@ -1,7 +1,6 @@
 // Support for the hostile-client suites: Prometheus scraping, process memory, journal parsing and
 // running agents as other uids. Everything here observes brokerd from outside, as an operator would.
 import { existsSync, readFileSync, statSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { REPO, run } from "../lib/brokerd.js";
 
@@ -9,14 +8,7 @@ export const AGENTS = join(REPO, "test/dist/hostile/agents");
 /** The victim: a uid other than the attacker's (the sim policy admits any local uid). */
 export const VICTIM = 1000;
 
-export async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((resolve) => srv.listen(0, "127.0.0.1", resolve));
-  const addr = srv.address();
-  await new Promise<void>((resolve) => srv.close(() => resolve()));
-  if (!addr || typeof addr === "string") throw new Error("no port");
-  return addr.port;
-}
+export { freePort } from "../observability/support/processes.js";
 
 /** Sums every series of `name` whose labels include `labels` (e.g. `reason="ENOSPC"`). */
 export async function metric(port: number, name: string, labels = ""): Promise<number> {
