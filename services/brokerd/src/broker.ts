@@ -179,14 +179,13 @@ export class Broker extends EventEmitter<BrokerEvents> {
       for (const df of [...s.deviceFiles.values()]) {
         const dev = authorizeDevice(p, s.identity, df.device.id);
         if (!dev.allow) {
-          this.notify(s, {
-            kind: "revocation",
-            deviceFileId: df.id,
-            cookie: 0n,
-            deviceId: df.device.id,
-            reason: "policy",
-            message: `the reloaded policy no longer allows device ${df.device.id}: ${dev.message}`,
-          });
+          this.notifyRevocation(
+            s,
+            df,
+            0n,
+            "policy",
+            `the reloaded policy no longer allows device ${df.device.id}: ${dev.message}`,
+          );
           counts.mappingsRevoked += this.closeDeviceFile(s, df, "policy");
           counts.deviceFilesClosed++;
           continue;
@@ -200,14 +199,13 @@ export class Broker extends EventEmitter<BrokerEvents> {
           });
           if (d.allow) continue;
           this.dropMapping(s, m, "policy");
-          this.notify(s, {
-            kind: "revocation",
-            deviceFileId: df.id,
-            cookie: m.cookie,
-            deviceId: df.device.id,
-            reason: "policy",
-            message: `the reloaded policy no longer allows this mapping: ${d.message}`,
-          });
+          this.notifyRevocation(
+            s,
+            df,
+            m.cookie,
+            "policy",
+            `the reloaded policy no longer allows this mapping: ${d.message}`,
+          );
           counts.mappingsRevoked++;
         }
       }
@@ -369,13 +367,14 @@ export class Broker extends EventEmitter<BrokerEvents> {
   private ownDeviceFile(s: Session, id: bigint): DeviceFile {
     this.live(s);
     const df = s.deviceFiles.get(id);
-    // Holding nothing by that id: an identity the policy does not name hears that first.
-    if (!df) this.authorize(s);
-    if (!df)
+    if (!df) {
+      // Holding nothing by that id: an identity the policy does not name hears that first.
+      this.authorize(s);
       throw notFound(
         `no device file ${id} in this session; OpenDevice returns the id to use`,
         "unknown_device_file",
       );
+    }
     return df;
   }
 
@@ -510,7 +509,6 @@ export class Broker extends EventEmitter<BrokerEvents> {
         throw e;
       }
     });
-    s.bytesMapped += a.length;
     this.emit("mapping.create", m, performance.now() - t0);
     return { mapping: m, ticket: issued.ticket, expiresAt: issued.expiresAt };
   }
@@ -601,7 +599,6 @@ export class Broker extends EventEmitter<BrokerEvents> {
     m.backing.release();
     this.attributeMap(df.device.id).release(m.region.index, m.regionOffset, m.length);
     if (s) {
-      s.bytesMapped -= m.length;
       this.quotas.refund(s.quotaKeys, "mappings", 1);
       this.quotas.refund(s.quotaKeys, "bytes", m.length);
     }
@@ -750,14 +747,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     const { session, df } = this.findDeviceFile(dfId);
     const m = df.mapping(cookie);
     this.dropMapping(session, m, "operator");
-    this.notify(session, {
-      kind: "revocation",
-      deviceFileId: df.id,
-      cookie,
-      deviceId: df.device.id,
-      reason: "operator",
-      message: reason || "revoked by an operator",
-    });
+    this.notifyRevocation(session, df, cookie, "operator", reason || "revoked by an operator");
     this.emit("revocation", "operator", 1);
     return { mappingsRevoked: 1, deviceFilesClosed: 0, sessionsEnded: 0 };
   }
@@ -785,7 +775,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     for (const s of this.sessions.values()) {
       for (const df of [...s.deviceFiles.values()]) {
         if (df.device.id !== deviceId) continue;
-        this.notify(s, { kind: "revocation", deviceFileId: df.id, cookie: 0n, deviceId, reason, message });
+        this.notifyRevocation(s, df, 0n, reason, message);
         counts.mappingsRevoked += this.closeDeviceFile(s, df, reason);
         counts.deviceFilesClosed++;
       }
@@ -818,17 +808,27 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.attributeMaps.delete(deviceId);
   }
 
+  /** Tells the session's lease that a mapping of df (cookie), or all of df (cookie 0), is revoked. */
+  private notifyRevocation(
+    s: Session,
+    df: DeviceFile,
+    cookie: bigint,
+    reason: string,
+    message: string,
+  ): void {
+    this.notify(s, {
+      kind: "revocation",
+      deviceFileId: df.id,
+      cookie,
+      deviceId: df.device.id,
+      reason,
+      message,
+    });
+  }
+
   /** Tells the session's lease that each of its device files is revoked, with reason. */
   private revokeAllOf(s: Session, reason: string, message: string): void {
-    for (const df of s.deviceFiles.values())
-      this.notify(s, {
-        kind: "revocation",
-        deviceFileId: df.id,
-        cookie: 0n,
-        deviceId: df.device.id,
-        reason,
-        message,
-      });
+    for (const df of s.deviceFiles.values()) this.notifyRevocation(s, df, 0n, reason, message);
   }
 
   /**

@@ -19,7 +19,7 @@ import { SimBackend } from "./devices/sim.js";
 import { SysfsBackend } from "./devices/sysfs.js";
 import { VfioBackend } from "./devices/vfio.js";
 import { BrokerError, denied } from "./errors.js";
-import { nofileLimit, planFdBudget } from "./fd-budget.js";
+import { nofileLimit, planFdBudget, REFUSED_LINGER_FDS } from "./fd-budget.js";
 import { FdChannel } from "./fdpass/channel.js";
 import type { PeerIdentity } from "./identity/peer.js";
 import type { Session } from "./identity/session.js";
@@ -136,7 +136,11 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
     brokerServer,
     config.socket,
     // Admitted sessions plus refused connections lingering to say why: every fd here is capped.
-    { mode: 0o666, maxConnections: budget.caps.sessions + 64, maxRefused: 64 },
+    {
+      mode: 0o666,
+      maxConnections: budget.caps.sessions + REFUSED_LINGER_FDS,
+      maxRefused: REFUSED_LINGER_FDS,
+    },
     {
       admit: (id: PeerIdentity) => {
         if (draining) throw new BrokerError("UNAVAILABLE", "brokerd is shutting down", "draining");

@@ -32,7 +32,6 @@ export class Session {
   readonly deviceFiles = new Map<bigint, DeviceFile>();
   readonly connectedAt = Date.now();
   clientName = "";
-  bytesMapped = 0n;
   lease: LeaseSink | undefined;
   ended = false;
   pidWatch: Watch | undefined;

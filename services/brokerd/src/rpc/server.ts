@@ -80,7 +80,6 @@ export async function serveUnix<C>(
 ): Promise<{
   listener: Listener;
   contextOf: (call: { getPeer(): string }) => C;
-  socketOf: (ctx: C) => Socket | undefined;
   /** Closes ctx's connection once `flushed` settles (its last lease event is out), bounded. */
   closeAfter: (ctx: C, flushed: Promise<void>) => void;
 }> {
@@ -97,7 +96,9 @@ export async function serveUnix<C>(
     let identity: PeerIdentity;
     try {
       const fd = socketFd(socket);
-      if (hooks.hopeless) {
+      // Only a uid already lingering at its refusal cap can be hopeless: for everyone else this
+      // costs no extra syscall (identityOfSocket reads SO_PEERCRED itself).
+      if (hooks.hopeless && refusedByUid.size > 0) {
         const cred = peerCred(fd);
         if ((refusedByUid.get(cred.uid) ?? 0) >= maxRefusedPerUid && hooks.hopeless(cred.uid)) {
           hooks.refused?.({ uid: cred.uid, pid: cred.pid }, "limit:sessions");
@@ -197,7 +198,6 @@ export async function serveUnix<C>(
         throw new BrokerError("UNAUTHENTICATED", "this call's connection has no verified identity");
       return ctx;
     },
-    socketOf: (ctx) => sockets.get(ctx),
     closeAfter: (ctx, flushed) => {
       const socket = sockets.get(ctx);
       if (!socket) return;
