@@ -3,12 +3,11 @@
 // reload revokes, with reason "policy" on the lease, every mapping, device file and session the
 // new policy no longer allows, and what is left can always be released.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { chmodSync, writeFileSync } from "node:fs";
 import { describe, it } from "node:test";
 import { AdminService, createClient } from "@vfio-broker/proto";
 import { type BrokerProcess, CLI, until } from "../lib/brokerd.js";
-import { ATTACKER, assertAlive, report, suiteBrokerd } from "./support/harness.js";
+import { ATTACKER, assertAlive, report, spawnAs, suiteBrokerd } from "./support/harness.js";
 
 // The victim (uid 4242) keeps its own rule through every reload: what the reload takes from the
 // workload must not touch it.
@@ -29,34 +28,14 @@ rules:
     readWrite: true
 `;
 
-/** A CLI --hold mapping as uid 65534: resolves with its exit code and output. */
+/** A CLI --hold mapping as uid 65534: its output, exit code, and a wait for it to have mapped. */
 function hold(b: BrokerProcess, region: string, attr: string) {
-  const child = spawn(
-    process.execPath,
+  const p = spawnAs(
+    ATTACKER,
     [CLI, "map", "sim0", region, "--offset", "0", "--length", "4K", "--attr", attr, "--hold", "--json"],
-    {
-      uid: ATTACKER,
-      gid: ATTACKER,
-      env: { ...process.env, VFIO_BROKER_SOCKET: b.socket },
-      stdio: ["ignore", "pipe", "pipe"],
-    },
+    { ...process.env, VFIO_BROKER_SOCKET: b.socket },
   );
-  let out = "";
-  let err = "";
-  child.stdout!.on("data", (d: Buffer) => {
-    out += d.toString();
-  });
-  child.stderr!.on("data", (d: Buffer) => {
-    err += d.toString();
-  });
-  const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
-  return {
-    child,
-    out: () => out,
-    err: () => err,
-    exited,
-    mapped: () => until("the CLI to map", () => out.includes('"cookie"'), 15_000),
-  };
+  return { ...p, mapped: () => until("the CLI to map", () => p.out().includes('"cookie"'), 15_000) };
 }
 
 describe("hostile: policy reload revokes", () => {

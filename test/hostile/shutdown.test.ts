@@ -2,10 +2,9 @@
 // clients heard why their mappings went away. Now each gets its "shutdown" revocation and
 // LeaseEnded before the connection closes (bounded wait, about 1 s), and the CLI exits 3.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { describe, it } from "node:test";
 import { CLI, startBrokerd, until } from "../lib/brokerd.js";
-import { ATTACKER, report } from "./support/harness.js";
+import { ATTACKER, report, spawnAs } from "./support/harness.js";
 
 describe("hostile: shutdown is announced", () => {
   it("10 leased CLI holders all receive the shutdown revocation and exit 3", {
@@ -13,9 +12,9 @@ describe("hostile: shutdown is announced", () => {
   }, async () => {
     const b = await startBrokerd();
     try {
-      const holders = Array.from({ length: 10 }, (_, i) => {
-        const child = spawn(
-          process.execPath,
+      const holders = Array.from({ length: 10 }, (_, i) =>
+        spawnAs(
+          ATTACKER,
           [
             CLI,
             "map",
@@ -29,20 +28,9 @@ describe("hostile: shutdown is announced", () => {
             "wc",
             "--hold",
           ],
-          {
-            uid: ATTACKER,
-            gid: ATTACKER,
-            env: { ...process.env, VFIO_BROKER_SOCKET: b.socket },
-            stdio: ["ignore", "pipe", "pipe"],
-          },
-        );
-        let out = "";
-        child.stdout!.on("data", (d: Buffer) => {
-          out += d.toString();
-        });
-        const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
-        return { out: () => out, exited };
-      });
+          { ...process.env, VFIO_BROKER_SOCKET: b.socket },
+        ),
+      );
       await until("all 10 to hold their mapping", () => holders.every((h) => /cookie/.test(h.out())), 20_000);
       const t0 = Date.now();
       b.proc.kill("SIGTERM");

@@ -24,13 +24,18 @@ export interface VictimResult {
   p99Ms: number;
 }
 
-/** Starts the victim loop as VICTIM; stop() ends it and returns what it saw. */
-export function startVictim(b: BrokerProcess, slot = 0): { stop(): Promise<VictimResult> } {
-  const child = spawn(process.execPath, [join(AGENTS, "victim.js"), b.socket, String(slot)], {
-    uid: VICTIM,
-    gid: VICTIM,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+export interface Spawned {
+  child: ChildProcess;
+  /** stdout and stderr so far. */
+  out(): string;
+  err(): string;
+  /** Resolves with the exit code. */
+  exited: Promise<number | null>;
+}
+
+/** Runs `args` under node as uid (and gid uid), collecting its output. */
+export function spawnAs(uid: number, args: string[], env: NodeJS.ProcessEnv = process.env): Spawned {
+  const child = spawn(process.execPath, args, { uid, gid: uid, env, stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
   let err = "";
   child.stdout!.on("data", (d: Buffer) => {
@@ -39,22 +44,28 @@ export function startVictim(b: BrokerProcess, slot = 0): { stop(): Promise<Victi
   child.stderr!.on("data", (d: Buffer) => {
     err += d.toString();
   });
+  const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+  return { child, out: () => out, err: () => err, exited };
+}
+
+/** Starts the victim loop as VICTIM; stop() ends it and returns what it saw. */
+export function startVictim(b: BrokerProcess, slot = 0): { stop(): Promise<VictimResult> } {
+  const { child, out, err, exited } = spawnAs(VICTIM, [join(AGENTS, "victim.js"), b.socket, String(slot)]);
   return {
     async stop() {
       // At least 5 cycles first (a quick attack must not end the victim before it started).
       const t0 = Date.now();
-      while (!out.includes('"phase":"running"') && child.exitCode === null && Date.now() - t0 < 60_000)
+      while (!out().includes('"phase":"running"') && child.exitCode === null && Date.now() - t0 < 60_000)
         await new Promise((r) => setTimeout(r, 20));
-      const exited = new Promise((r) => child.once("exit", r));
       child.kill("SIGTERM");
       const t = setTimeout(() => child.kill("SIGKILL"), 15_000);
       await exited;
       clearTimeout(t);
-      const line = out.trim().split("\n").pop() ?? "";
+      const line = out().trim().split("\n").pop() ?? "";
       try {
         return JSON.parse(line) as VictimResult;
       } catch {
-        throw new Error(`the victim printed no result: ${out}\n${err}`);
+        throw new Error(`the victim printed no result: ${out()}\n${err()}`);
       }
     },
   };
@@ -119,42 +130,30 @@ export type Attacker = ChildProcess & {
 
 /** Runs an attacker agent (test/hostile/agents/NAME.js) as uid 65534. */
 export function attacker(name: string, args: string[]): Attacker {
-  const child = spawn(process.execPath, [join(AGENTS, `${name}.js`), ...args], {
-    uid: ATTACKER,
-    gid: ATTACKER,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let out = "";
-  let err = "";
+  const { child, out, err, exited } = spawnAs(ATTACKER, [join(AGENTS, `${name}.js`), ...args]);
   const waiting: { name: string; resolve(): void }[] = [];
-  child.stdout!.on("data", (d: Buffer) => {
-    out += d.toString();
+  child.stdout!.on("data", () => {
     for (const w of [...waiting])
-      if (out.includes(`"phase":"${w.name}"`)) {
+      if (out().includes(`"phase":"${w.name}"`)) {
         waiting.splice(waiting.indexOf(w), 1);
         w.resolve();
       }
   });
-  child.stderr!.on("data", (d: Buffer) => {
-    err += d.toString();
-  });
   const phase = (name: string) =>
     new Promise<void>((resolve, reject) => {
-      if (out.includes(`"phase":"${name}"`)) return resolve();
+      if (out().includes(`"phase":"${name}"`)) return resolve();
       waiting.push({ name, resolve });
-      child.once("exit", (code) =>
-        reject(new Error(`attacker ${name} exited ${code} before "${name}":\n${err.slice(-2000)}`)),
+      void exited.then((code) =>
+        reject(new Error(`attacker ${name} exited ${code} before "${name}":\n${err().slice(-2000)}`)),
       );
     });
-  const done = new Promise<unknown>((resolve, reject) => {
-    child.once("exit", (code) => {
-      const line = out.trim().split("\n").pop() ?? "";
-      try {
-        resolve(JSON.parse(line));
-      } catch {
-        reject(new Error(`attacker ${name} exited ${code} with no result:\n${out}\n${err.slice(-2000)}`));
-      }
-    });
+  const done = exited.then((code) => {
+    const line = out().trim().split("\n").pop() ?? "";
+    try {
+      return JSON.parse(line) as unknown;
+    } catch {
+      throw new Error(`attacker ${name} exited ${code} with no result:\n${out()}\n${err().slice(-2000)}`);
+    }
   });
   return Object.assign(child, { result: () => done, phase });
 }
