@@ -6,10 +6,11 @@
 // test-output/console/. Everything started here is stopped in after().
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, mkdirSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { type Browser, chromium, type Locator, type Page } from "playwright-core";
+import type { Browser, Locator, Page } from "playwright-core";
+import { launchChromium } from "../lib/browser.js";
 import {
   type Admin,
   type Brokerd,
@@ -20,7 +21,6 @@ import {
   tempDir,
 } from "../observability/support/processes.js";
 
-const CHROMIUM = "/usr/bin/chromium";
 const OUT = join(REPO, "test-output/console");
 const tmp = tempDir("vfio-console-");
 let brokerd: Brokerd | undefined;
@@ -30,23 +30,10 @@ let page: Page | undefined;
 const children: ChildProcess[] = [];
 
 before(async () => {
-  if (!existsSync(CHROMIUM))
-    assert.fail(`${CHROMIUM} is missing; install it: apt-get install -y --no-install-recommends chromium`);
   mkdirSync(OUT, { recursive: true });
   brokerd = await startBrokerd(tmp.path);
   admin = await startAdmin(brokerd.adminSocket, tmp.path);
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--no-first-run",
-    ],
-    headless: true,
-  });
+  browser = await launchChromium();
   page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
   page.setDefaultTimeout(20_000);
 });

@@ -15,10 +15,10 @@
 // reloaded, the admin log shows the attack arrived and was refused (403/421/401/404), and the
 // operator's polls succeed >= 99 %. The console itself (same origin) can still drain and undrain.
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import { after, before, test } from "node:test";
-import { type Browser, chromium } from "playwright-core";
+import type { Browser } from "playwright-core";
+import { launchChromium } from "../lib/browser.js";
 import {
   api,
   assertUnchanged,
@@ -30,7 +30,6 @@ import {
 } from "./support/admin-stack.js";
 import { type AttackConfig, attackPage } from "./support/attack-page.js";
 
-const CHROMIUM = "/usr/bin/chromium";
 const ATTACK_MS = 5000;
 let s: Stack;
 let browser: Browser | undefined;
@@ -38,8 +37,6 @@ let attacker: Server | undefined;
 let attackerPort = 0;
 
 before(async () => {
-  if (!existsSync(CHROMIUM))
-    assert.fail(`${CHROMIUM} is missing; install it: apt-get install -y --no-install-recommends chromium`);
   // --log: fastify logs every request with its Host and status, so the test can see the attack arrive.
   s = await startStack("vfio-hostile-browser-", ["--log"]);
   attacker = createServer((req, res) => {
@@ -54,20 +51,10 @@ before(async () => {
   });
   await new Promise<void>((resolve) => attacker!.listen(0, "127.0.0.1", resolve));
   attackerPort = (attacker.address() as { port: number }).port;
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--no-first-run",
-      // attacker.test and rebind.test are the attacker's names; both "resolve" to this host.
-      "--host-resolver-rules=MAP attacker.test 127.0.0.1, MAP rebind.test 127.0.0.1",
-    ],
-    headless: true,
-  });
+  // attacker.test and rebind.test are the attacker's names; both "resolve" to this host.
+  browser = await launchChromium([
+    "--host-resolver-rules=MAP attacker.test 127.0.0.1, MAP rebind.test 127.0.0.1",
+  ]);
 });
 
 after(async () => {
