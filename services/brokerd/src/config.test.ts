@@ -43,6 +43,23 @@ test("bad flags say what to do", () => {
     /--ticket-ttl-ms 5: expected an integer from 100 to 3600000/,
   );
   assert.throws(() => parse(["--max-sessions", "lots"]), /expected an integer/);
+  // The caps and timers added for hostile clients: zero, negative and absurd values are refused.
+  assert.throws(
+    () => parse(["--max-fd-connections", "0"]),
+    /--max-fd-connections 0: expected an integer from 1/,
+  );
+  assert.throws(
+    () => parse(["--max-pending-mappings", "-5"]),
+    /--max-pending-mappings -5: expected an integer/,
+  );
+  assert.throws(
+    () => parse(["--idle-timeout-ms", "10"]),
+    /--idle-timeout-ms 10: expected an integer from 100/,
+  );
+  assert.throws(
+    () => parse(["--lease-keepalive-ms", "1e9"]),
+    /--lease-keepalive-ms 1e9: expected an integer/,
+  );
   assert.throws(() => parse(["--policy"]), /--policy needs a value/);
   assert.throws(() => parse(["stray"]), /unexpected argument "stray"/);
   assert.throws(() => parse(["--sim-devices", "[oops"]), /--sim-devices \[oops/);

@@ -238,6 +238,26 @@ test("regions, prot, booleans and list shapes", () => {
   );
 });
 
+test("limits: the per-identity quota keys are checked like the others", () => {
+  const text = [
+    "version: 1",
+    "rules:",
+    "  - name: r",
+    "    match: { any: true }",
+    '    devices: ["sim*"]',
+    "    regions: [BAR0]",
+    "    attributes: [UC]",
+    "    prot: [r]",
+    "    limits: { sessions: -1, fdConnections: many, pendingMappings: 1.5 }",
+    "",
+  ].join("\n");
+  const errors = errorsOf(text);
+  assert.equal(errors.length, 3, errors.join("\n"));
+  assert.match(errors[0]!, /rules\[0\]\.limits\.sessions: -1 is negative; a limit is a count of 0 or more/);
+  assert.match(errors[1]!, /rules\[0\]\.limits\.fdConnections: .*many.* is not a count/);
+  assert.match(errors[2]!, /rules\[0\]\.limits\.pendingMappings: 1\.5 is not a count/);
+});
+
 test("limits: defaults, per-rule overrides, sizes", () => {
   const text = `version: 1
 defaults:
