@@ -2,6 +2,7 @@
 // session), Hello, the automatic Lease, the DeviceFiles opened through it, and the events the lease
 // carries. On a revocation it unmaps the revoked mappings BEFORE telling anyone, so no listener can
 // touch revoked memory; on losing the lease it unmaps everything (the broker ended the session).
+import { randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { statSync } from "node:fs";
 import {
@@ -25,10 +26,11 @@ import {
   layoutToPb,
 } from "./convert.js";
 import { DeviceFile, type DeviceFileHost } from "./device-file.js";
-import { BrokerClientError, toClientError } from "./errors.js";
+import { BrokerClientError, FdChannelError, toClientError } from "./errors.js";
 import { FdChannelConnection, type FetchedFd, fdSocketCandidates } from "./fd-channel.js";
 import { Lease } from "./lease.js";
 import type { Mapping } from "./mapping.js";
+import { backoffMs, isRestart, leaseLossIsRestart, sessionBound, sleep } from "./resume.js";
 
 export const DEFAULT_SOCKET = "/run/vfio-broker/broker.sock";
 
@@ -46,6 +48,14 @@ export interface ConnectOptions {
   lease?: boolean;
   /** Deadline for Hello and the lease grant, milliseconds. Default 10000. */
   timeoutMs?: number;
+  /**
+   * When brokerd restarts (upgrade, crash, kill -9), reconnect with backoff and resume the session:
+   * device files and mappings stay (mappings stay mapped), the lease is reopened, calls in flight
+   * are retried (each state change carries a request id, so none is doubled). Default true.
+   */
+  autoResume?: boolean;
+  /** How long to keep trying to resume before giving up (then "leaseLost"), ms. Default 60000. */
+  resumeTimeoutMs?: number;
 }
 
 export interface Identity {
@@ -100,10 +110,20 @@ export interface LeaseLostEvent {
   mappings: Mapping[];
 }
 
+export interface ResumedEvent {
+  sessionId: string;
+  /** From noticing brokerd was gone to having the session back, ms. */
+  downtimeMs: number;
+  /** Attempts it took (each a fresh connection and Hello). */
+  attempts: number;
+}
+
 export type BrokerClientEvents = {
   revocation: [RevocationEvent];
   deviceHealth: [DeviceHealthEvent];
   leaseLost: [LeaseLostEvent];
+  /** brokerd restarted and this client has its session back (mappings never left). */
+  resumed: [ResumedEvent];
 };
 
 function socketMissing(path: string): BrokerClientError | undefined {
@@ -141,8 +161,12 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
   readonly identity: Identity;
   readonly sessionId: string;
   readonly capabilities: Capabilities;
-  /** @internal */
-  readonly rpc: PromiseClient<typeof BrokerService>;
+  /** @internal Session-bound: every call names this client's session (resume.ts). */
+  rpc: PromiseClient<typeof BrokerService>;
+  #raw: PromiseClient<typeof BrokerService>;
+  readonly #token: string;
+  readonly #opts: ConnectOptions;
+  #resuming: Promise<void> | undefined;
   readonly #deviceFiles = new Map<bigint, DeviceFile>();
   #lease: Lease | undefined;
   #closed = false;
@@ -154,10 +178,14 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
     rpc: PromiseClient<typeof BrokerService>,
     socket: string,
     hello: HelloResponse,
-    fdSocket?: string,
+    opts: ConnectOptions = {},
   ) {
     super();
-    this.rpc = rpc;
+    this.#raw = rpc;
+    this.rpc = sessionBound(rpc, () => this.sessionId);
+    this.#token = hello.resumeToken;
+    this.#opts = opts;
+    const fdSocket = opts.fdSocket;
     this.socket = socket;
     this.serverVersion = hello.serverVersion;
     this.apiVersion = hello.apiVersion;
@@ -194,9 +222,26 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
     );
   }
 
-  /** @internal DeviceFileHost: presents a ticket on this client's fd-channel connection. */
-  fetchFd(ticket: string): Promise<FetchedFd> {
-    return this.#fdChannel.fetch(ticket);
+  /**
+   * @internal DeviceFileHost: presents a ticket on this client's fd-channel connection. If brokerd
+   * restarts meanwhile, the ticket (kept in its state store) is presented again to the new one.
+   */
+  async fetchFd(ticket: string): Promise<FetchedFd> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.#fdChannel.fetch(ticket);
+      } catch (e) {
+        const gone =
+          e instanceof FdChannelError &&
+          (e.status === "CONNECT" || (e.status === "PROTOCOL" && e.closedByPeer));
+        if (!gone || !this.#autoResume || attempt >= 3) throw e;
+        await this.resume(e);
+      }
+    }
+  }
+
+  get #autoResume(): boolean {
+    return this.#opts.autoResume !== false && this.#token !== "";
   }
 
   get maxAccessBytes(): number {
@@ -217,14 +262,128 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
     return [...this.#deviceFiles.values()];
   }
 
-  /** @internal Runs one BrokerService call, translating its error. */
-  async call<T>(method: string, fn: () => Promise<T>): Promise<T> {
-    if (this.#closed) throw new Error(`${method}: the client is closed; connect() again`);
-    try {
-      return await fn();
-    } catch (e) {
-      throw toClientError(e, method);
+  /**
+   * @internal Runs one BrokerService call, translating its error. If brokerd restarted under it,
+   * resumes the session and runs it again (at most 3 times). `idempotent`: a NOT_FOUND on a retry
+   * means the first try did it (a release whose reply was lost), so it counts as done.
+   */
+  async call<T>(method: string, fn: () => Promise<T>, opts: { idempotent?: boolean } = {}): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      if (this.#closed) throw new Error(`${method}: the client is closed; connect() again`);
+      if (this.#resuming) await this.#resuming;
+      try {
+        return await fn();
+      } catch (e) {
+        const err = toClientError(e, method);
+        if (attempt > 0 && opts.idempotent && err instanceof BrokerClientError && err.code === "NOT_FOUND")
+          return undefined as T;
+        if (!this.#autoResume || attempt >= 3 || !isRestart(err)) throw err;
+        await this.resume(err);
+      }
     }
+  }
+
+  /**
+   * Gets the session back after brokerd restarted: reconnects with backoff (a fresh connection
+   * each try), Hello with the resume token, drops locally what brokerd no longer holds, reopens
+   * the lease. Single flight: concurrent callers share one resume. Rejects (and the client loses
+   * its session: "leaseLost") when brokerd refuses or does not come back in resumeTimeoutMs.
+   */
+  resume(cause?: unknown): Promise<void> {
+    this.#resuming ??= this.#resume(cause).finally(() => {
+      this.#resuming = undefined;
+    });
+    return this.#resuming;
+  }
+
+  async #resume(cause: unknown): Promise<void> {
+    const t0 = Date.now();
+    const deadline = t0 + (this.#opts.resumeTimeoutMs ?? 60_000);
+    this.#lease?.end();
+    this.#lease = undefined;
+    for (let attempt = 1; ; attempt++) {
+      if (this.#closed) throw new Error("the client was closed while resuming");
+      this.#raw.close();
+      this.#raw = createClient(BrokerService, `unix:${this.socket}`, undefined, {
+        "grpc.use_local_subchannel_pool": 1,
+      });
+      this.rpc = sessionBound(this.#raw, () => this.sessionId);
+      let hello: HelloResponse;
+      try {
+        hello = await this.#raw.hello(
+          {
+            clientName: this.#opts.clientName ?? "vfio-broker-node",
+            clientVersion: "0.1.0",
+            resumeToken: this.#token,
+          },
+          { timeoutMs: Math.max(1, Math.min(2000, deadline - Date.now())) },
+        );
+      } catch (e) {
+        const err = toClientError(e, "Hello");
+        if (
+          Date.now() + backoffMs(attempt) < deadline &&
+          (isRestart(err) || (err instanceof BrokerClientError && err.code === "DEADLINE_EXCEEDED"))
+        ) {
+          await sleep(backoffMs(attempt));
+          continue;
+        }
+        this.#lose("resume-failed", err);
+        throw err;
+      }
+      if (!hello.resumed) {
+        const err = new BrokerClientError(
+          "FAILED_PRECONDITION",
+          `brokerd restarted and no longer has session ${this.sessionId} (its grants were released); connect() again`,
+          { method: "Hello", cause },
+        );
+        this.#lose("resume-refused", err);
+        throw err;
+      }
+      this.#dropWhatIsNotHeld(hello);
+      if (this.#opts.lease !== false) await this.#openLease(this.#opts.timeoutMs ?? 10_000);
+      this.emit("resumed", { sessionId: this.sessionId, downtimeMs: Date.now() - t0, attempts: attempt });
+      return;
+    }
+  }
+
+  /** After a resume: what brokerd released while we were away is unmapped here too. */
+  #dropWhatIsNotHeld(hello: HelloResponse): void {
+    const held = new Map(hello.held.map((h) => [h.deviceFileId, new Set(h.cookies)]));
+    for (const df of [...this.#deviceFiles.values()]) {
+      const cookies = held.get(df.id);
+      const gone = cookies ? df.mappings.filter((m) => !cookies.has(m.cookie)).map((m) => m.cookie) : [0n];
+      for (const cookie of gone) {
+        const mappings = df.revoke(cookie, "restart");
+        this.emit("revocation", {
+          deviceFileId: df.id,
+          cookie,
+          deviceId: df.deviceId,
+          reason: "restart",
+          message: "brokerd released this while it restarted",
+          mappings,
+        });
+      }
+    }
+  }
+
+  /** @internal Opens the lease on the current connection (connect, resume). */
+  async #openLease(timeoutMs: number): Promise<void> {
+    const { lease } = await Lease.open(
+      this.rpc,
+      {
+        revocation: (r) => this.onRevocation(r),
+        deviceHealth: (deviceId, health) =>
+          this.emit("deviceHealth", { deviceId, health: healthFromPb(health) }),
+        lost: (reason, error, endedReason) => this.onLeaseLost(reason, error, endedReason),
+      },
+      timeoutMs,
+    );
+    this.#lease = lease;
+  }
+
+  /** @internal connect(): the first lease. */
+  openLease(timeoutMs: number): Promise<void> {
+    return this.#openLease(timeoutMs);
   }
 
   /** Devices this identity may open under the broker's policy. */
@@ -241,8 +400,9 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
 
   /** OpenDevice: a DeviceFile (this client's own view of the device, with its own cookie space). */
   async open(deviceId: string, opts: { layout?: LayoutName } = {}): Promise<DeviceFile> {
+    const requestId = randomUUID();
     const res = await this.call("OpenDevice", () =>
-      this.rpc.openDevice({ deviceId, layout: layoutToPb(opts.layout) }),
+      this.rpc.openDevice({ deviceId, layout: layoutToPb(opts.layout), requestId }),
     );
     const df = new DeviceFile(this, res);
     this.#deviceFiles.set(df.id, df);
@@ -267,7 +427,7 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
     this.#closed = true;
     this.#lease?.end();
     this.#fdChannel.close();
-    this.rpc.close();
+    this.#raw.close();
     if (errors.length > 0 && !(errors[0] instanceof BrokerClientError && errors[0].code === "UNAVAILABLE"))
       throw errors[0];
   }
@@ -275,11 +435,6 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
   /** @internal DeviceFileHost */
   deviceFileClosed(df: DeviceFile): void {
     this.#deviceFiles.delete(df.id);
-  }
-
-  /** @internal */
-  attachLease(lease: Lease): void {
-    this.#lease = lease;
   }
 
   /** @internal A Revocation came down the lease: unmap first, then tell listeners. */
@@ -296,8 +451,21 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
     });
   }
 
-  /** @internal The lease is gone: so is the session and every grant in it. */
-  onLeaseLost(reason: string, error: Error | undefined): void {
+  /**
+   * @internal The lease is gone. If brokerd is restarting (LeaseEnded "restart", or the connection
+   * dropped), the session is resumed and nothing is unmapped; else the session and every grant in
+   * it are gone.
+   */
+  onLeaseLost(reason: string, error: Error | undefined, endedReason?: string): void {
+    if (this.#closed || this.#closing) return;
+    if (this.#autoResume && leaseLossIsRestart(endedReason, error)) {
+      this.resume(error).catch(() => {}); // a failed resume reports leaseLost itself
+      return;
+    }
+    this.#lose(reason, error);
+  }
+
+  #lose(reason: string, error: Error | undefined): void {
     if (this.#closed || this.#closing) return;
     const mappings: Mapping[] = [];
     for (const df of [...this.#deviceFiles.values()]) mappings.push(...df.revokeAll("lease-lost"));
@@ -349,20 +517,10 @@ export async function connect(opts: ConnectOptions = {}): Promise<BrokerClient> 
       throw err;
     }
   }
-  const client = new BrokerClient(rpc, socket, hello, opts.fdSocket);
+  const client = new BrokerClient(rpc, socket, hello, opts);
   if (opts.lease !== false) {
     try {
-      const { lease } = await Lease.open(
-        rpc,
-        {
-          revocation: (r) => client.onRevocation(r),
-          deviceHealth: (deviceId, health) =>
-            client.emit("deviceHealth", { deviceId, health: healthFromPb(health) }),
-          lost: (reason, error) => client.onLeaseLost(reason, error),
-        },
-        timeoutMs,
-      );
-      client.attachLease(lease);
+      await client.openLease(timeoutMs);
     } catch (e) {
       rpc.close();
       throw toClientError(e, "Lease");

@@ -2,6 +2,7 @@
 // (OpenDevice), the regions with their compat cookies, the mappings created through it, and
 // ReadRegion/WriteRegion. It never keeps a Mapping the broker failed to deliver: if the fd channel
 // or mmap fails after CreateMapping, the cookie is released again before the error is thrown.
+import { randomUUID } from "node:crypto";
 import { closeFd } from "@vfio-broker/native";
 import type { BrokerService, OpenDeviceResponse, PromiseClient } from "@vfio-broker/proto";
 import {
@@ -31,7 +32,7 @@ export interface DeviceFileHost {
   /** Presents a ticket on the client's fd-channel connection. */
   fetchFd(ticket: string): Promise<FetchedFd>;
   /** Runs a BrokerService call and turns its ServiceError into a BrokerClientError. */
-  call<T>(method: string, fn: () => Promise<T>): Promise<T>;
+  call<T>(method: string, fn: () => Promise<T>, opts?: { idempotent?: boolean }): Promise<T>;
   deviceFileClosed(df: DeviceFile): void;
 }
 
@@ -118,6 +119,7 @@ export class DeviceFile implements MappingOwner {
     const attr = opts.attr ?? "uc";
     const prot = opts.prot ?? "rw";
     const host = this.#host;
+    const requestId = randomUUID();
     const res = await host.call("CreateMapping", () =>
       host.rpc.createMapping({
         deviceFileId: this.id,
@@ -127,6 +129,8 @@ export class DeviceFile implements MappingOwner {
         attribute: attributeToPb(attr),
         prot: protToPb(prot),
         allowFallback: opts.allowFallback ?? false,
+        // The same id on every retry (brokerd restarted before replying): one mapping, not two.
+        requestId,
       }),
     );
     const m = res.mapping;
@@ -214,7 +218,9 @@ export class DeviceFile implements MappingOwner {
     this.#host.deviceFileClosed(this);
     if (this.#revoked) return;
     const host = this.#host;
-    await host.call("CloseDevice", () => host.rpc.closeDevice({ deviceFileId: this.id }));
+    await host.call("CloseDevice", () => host.rpc.closeDevice({ deviceFileId: this.id }), {
+      idempotent: true,
+    });
   }
 
   /** @internal MappingOwner: ReleaseMapping for a mapping the client released. */
@@ -222,8 +228,10 @@ export class DeviceFile implements MappingOwner {
     this.#mappings.delete(mapping.cookie);
     if (this.#closed) return;
     const host = this.#host;
-    await host.call("ReleaseMapping", () =>
-      host.rpc.releaseMapping({ deviceFileId: this.id, cookie: mapping.cookie }),
+    await host.call(
+      "ReleaseMapping",
+      () => host.rpc.releaseMapping({ deviceFileId: this.id, cookie: mapping.cookie }),
+      { idempotent: true },
     );
   }
 

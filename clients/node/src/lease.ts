@@ -14,8 +14,11 @@ import { BrokerClientError, toClientError } from "./errors.js";
 export interface LeaseHandlers {
   revocation(r: Revocation): void;
   deviceHealth(deviceId: string, health: PbDeviceHealth): void;
-  /** The stream ended or failed without end() being called: the broker ended the session. */
-  lost(reason: string, error: Error | undefined): void;
+  /**
+   * The stream ended or failed without end() being called. endedReason: LeaseEnded's reason when
+   * the broker said why ("restart": it keeps the session for a resume); undefined on transport loss.
+   */
+  lost(reason: string, error: Error | undefined, endedReason?: string): void;
 }
 
 export interface LeaseGrant {
@@ -105,7 +108,7 @@ export class Lease {
 
   #start(onGranted: (g: LeaseGrant) => void, onEarlyError: (e: Error) => boolean): void {
     const call = this.#stream.call;
-    const fail = (reason: string, err: Error | undefined) => {
+    const fail = (reason: string, err: Error | undefined, endedReason?: string) => {
       clearInterval(this.#timer);
       if (this.#ended || this.#lost) return;
       this.#lost = true;
@@ -114,7 +117,7 @@ export class Lease {
         onEarlyError(err ?? new BrokerClientError("UNAVAILABLE", `the lease ended: ${reason}`))
       )
         return;
-      this.#handlers.lost(reason, err);
+      this.#handlers.lost(reason, err, endedReason);
     };
     call.on("data", (res: LeaseResponse) => {
       const k = res.kind;
@@ -140,7 +143,7 @@ export class Lease {
         case "ended": {
           // The broker's last word: why the session ended (the call then ends with status OK).
           const why = `the broker ended the session (${k.value.reason})${k.value.message ? `: ${k.value.message}` : ""}`;
-          fail(why, new BrokerClientError("UNAVAILABLE", why));
+          fail(why, new BrokerClientError("UNAVAILABLE", why), k.value.reason);
           break;
         }
         default:

@@ -3,7 +3,7 @@
 // or sockets: the rpc/ and fdpass/ layers call it with a Session (a kernel-verified identity) and
 // translate BrokerError into gRPC statuses. It emits events for metrics and the audit journal.
 
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { closeFd, pidfdAlive, watchPidfd } from "@vfio-broker/native";
 import type {
@@ -36,7 +36,7 @@ import { type RedeemFailure, TicketBook } from "./grants/tickets.js";
 import { quotaKeys } from "./identity/container.js";
 import type { PeerIdentity } from "./identity/peer.js";
 import { describeIdentity } from "./identity/peer.js";
-import { type LeaseEvent, Session } from "./identity/session.js";
+import { type LeaseEvent, MAX_MISSED_EVENTS, Session } from "./identity/session.js";
 import {
   authorizeAccess,
   authorizeDevice,
@@ -71,6 +71,15 @@ export interface BrokerOptions {
   fdSocketName?: string;
   /** How often the sweep (expired tickets, idle sessions) runs. */
   sweepIntervalMs?: number;
+  /** How long a session restored after a restart waits for its client to resume it (ms). */
+  resumeGraceMs?: number;
+}
+
+export const DEFAULT_RESUME_GRACE_MS = 30_000;
+
+/** sha256 of a resume token: what the state store and the session keep instead of the token. */
+export function tokenHash(token: string): string {
+  return createHash("sha256").update(token).digest("hex");
 }
 
 export const DEFAULT_MAX_PENDING_MAPPINGS = 1024;
@@ -82,6 +91,10 @@ export interface BrokerEvents {
   "devicefile.open": [DeviceFile];
   "devicefile.close": [DeviceFile, string];
   "mapping.create": [Mapping, number];
+  /** SetMappingAttribute changed a pending mapping's attribute (and its backing). */
+  "mapping.update": [Mapping];
+  /** A session restored after a restart was taken up again by its process (the fresh one it replaced). */
+  "session.resume": [Session, Session];
   "mapping.release": [Mapping, string];
   /** CreateMapping failed: gRPC code name and the error's low-cardinality reason. */
   "mapping.refused": [string, string];
@@ -113,6 +126,18 @@ export interface CreateMappingArgs {
   attribute: Attribute | undefined;
   prot: Prot | undefined;
   allowFallback: boolean;
+  /** The client's id for this call: a retry with the same id returns the same mapping. */
+  requestId?: string;
+}
+
+/** A state-store write failed: the change was undone, and the client is told why. */
+function storeFailed(e: unknown): BrokerError {
+  if (e instanceof BrokerError) return e;
+  return unavailable(
+    `brokerd cannot record this in its state store (${(e as Error).message}); nothing was granted. ` +
+      "An operator must free space under the state directory",
+    "store_failed",
+  );
 }
 
 export type Delivery =
@@ -134,9 +159,17 @@ export class Broker extends EventEmitter<BrokerEvents> {
   /** Mappings created and not yet delivered, over all sessions (each holds a backing fd). */
   pendingMappings = 0;
   private policyValue: Policy;
-  private readonly deviceHealth = new Map<string, DeviceHealth>();
+  readonly deviceHealth = new Map<string, DeviceHealth>();
   private readonly attributeMaps = new Map<string, AttributeMap>();
-  private nextDeviceFileId = 1n;
+  /** Device-file ids continue across runs (the state store keeps the counter). */
+  nextDeviceFileId = 1n;
+  /** Sessions restored after a restart and not resumed yet (not counted against --max-sessions). */
+  detachedCount = 0;
+  /**
+   * Set while brokerd hands over to its successor or stops keeping grants: the state is final,
+   * so every call is refused (UNAVAILABLE, reason "restarting") and the client retries there.
+   */
+  frozen = false;
   private readonly sweepTimer: NodeJS.Timeout;
   /**
    * Called when a session ends, so the transport can close the connection; `flushed` settles once
@@ -226,7 +259,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     return out;
   }
 
-  private device(id: string): { info: DeviceInfo; backend: Backend; health: DeviceHealth } {
+  device(id: string): { info: DeviceInfo; backend: Backend; health: DeviceHealth } {
     const d = this.allDevices().find((x) => x.info.id === id);
     if (!d)
       throw notFound(`no device ${quoted(id)}; ListDevices shows the devices you may open`, "unknown_device");
@@ -237,7 +270,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     return this.deviceHealth.get(id) ?? "healthy";
   }
 
-  private attributeMap(deviceId: string): AttributeMap {
+  attributeMap(deviceId: string): AttributeMap {
     let m = this.attributeMaps.get(deviceId);
     if (!m) {
       m = new AttributeMap(deviceId, this.opts.pageSize);
@@ -250,7 +283,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
   openSession(identity: PeerIdentity): Session {
     // On refusal the caller still owns identity.pidfd (and closes it).
-    if (this.sessions.size >= this.opts.maxSessions)
+    if (this.sessions.size - this.detachedCount >= this.opts.maxSessions)
       throw exhausted(
         `brokerd has ${this.sessions.size} sessions, its global limit; try again later`,
         "limit:global_sessions",
@@ -258,11 +291,19 @@ export class Broker extends EventEmitter<BrokerEvents> {
     const keys = quotaKeys(identity);
     // The identity's slot: its first matching rule's sessions quota (a few for identities no rule names).
     this.quotas.charge(keys, "sessions", 1, limitsFor(this.policy, identity).sessions, `uid ${identity.uid}`);
-    const s = new Session(randomBytes(8).toString("hex"), identity, keys);
+    const token = randomBytes(16).toString("hex");
+    const s = new Session(randomBytes(8).toString("hex"), identity, keys, tokenHash(token), token);
     this.sessions.set(s.id, s);
+    try {
+      // Listeners record it first (state store): a failed write refuses the connection.
+      this.emit("session.open", s);
+    } catch (e) {
+      this.sessions.delete(s.id);
+      this.quotas.refund(keys, "sessions", 1);
+      throw storeFailed(e);
+    }
     // The process exiting ends the session even if the connection lingers (e.g. inherited by a child).
     s.pidWatch = watchPidfd(identity.pidfd, () => this.endSession(s, "process-exit"));
-    this.emit("session.open", s);
     return s;
   }
 
@@ -274,6 +315,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
     if (s.ended) return;
     const t0 = performance.now();
     s.ended = true;
+    if (s.detached) {
+      s.detachedSince = 0;
+      this.detachedCount--;
+    }
     for (const df of [...s.deviceFiles.values()]) this.closeDeviceFile(s, df, reason);
     s.pidWatch?.close();
     closeFd(s.identity.pidfd);
@@ -314,6 +359,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
   /** The session must be alive; every call counts as activity for the idle timeout. */
   private live(s: Session): void {
+    if (this.frozen)
+      throw unavailable(
+        "brokerd is restarting and keeps your grants; resume with Hello and retry",
+        "restarting",
+      );
     if (s.ended) throw unavailable("this session has ended; reconnect", "session_ended");
     s.lastActiveAt = Date.now();
   }
@@ -338,8 +388,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
     return d;
   }
 
-  openDevice(s: Session, deviceId: string, layout: Layout): DeviceFile {
+  openDevice(s: Session, deviceId: string, layout: Layout, requestId = ""): DeviceFile {
     this.authorize(s);
+    const again = s.requests.get(requestId)?.deviceFile;
+    if (again && s.deviceFiles.get(again.id) === again) return again;
     const d = this.device(deviceId);
     this.decide(s, authorizeDevice(this.policy, s.identity, deviceId));
     if (d.health !== "healthy")
@@ -350,8 +402,16 @@ export class Broker extends EventEmitter<BrokerEvents> {
     const limits = limitsFor(this.policy, s.identity, deviceId);
     this.quotas.charge(s.quotaKeys, "deviceFiles", 1, limits.deviceFiles, s.who);
     const df = new DeviceFile(this.nextDeviceFileId++, s.id, d.info, layout, this.opts.pageSize);
+    df.requestId = requestId;
     s.deviceFiles.set(df.id, df);
-    this.emit("devicefile.open", df);
+    try {
+      this.emit("devicefile.open", df);
+    } catch (e) {
+      s.deviceFiles.delete(df.id);
+      this.quotas.refund(s.quotaKeys, "deviceFiles", 1);
+      throw storeFailed(e);
+    }
+    s.remember(requestId, { deviceFile: df });
     return df;
   }
 
@@ -385,11 +445,26 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
   createMapping(s: Session, a: CreateMappingArgs): { mapping: Mapping; ticket: string; expiresAt: number } {
     try {
+      const again = this.retried(s, a);
+      if (again) return again;
       return this.grant(s, a);
     } catch (e) {
       if (e instanceof BrokerError) this.emit("mapping.refused", e.code, e.reason);
       throw e;
     }
+  }
+
+  /** The mapping an earlier try of this CreateMapping (same request id) made, if it is still held. */
+  private retried(
+    s: Session,
+    a: CreateMappingArgs,
+  ): { mapping: Mapping; ticket: string; expiresAt: number } | undefined {
+    const made = a.requestId ? s.requests.get(a.requestId) : undefined;
+    if (made?.cookie === undefined) return undefined;
+    const df = this.deviceFile(s, a.deviceFileId);
+    const m = df.mappings.get(made.cookie);
+    if (!m) return undefined;
+    return { mapping: m, ticket: m.state === "pending" ? m.ticket : "", expiresAt: m.ticketExpiresAt };
   }
 
   /** The region can have `attribute` at all (or UC instead, when fallback is allowed). */
@@ -497,9 +572,12 @@ export class Broker extends EventEmitter<BrokerEvents> {
             ticket: "",
             rule: rule.name,
             createdAt: Date.now(),
+            requestId: a.requestId ?? "",
+            ticketExpiresAt: 0,
           };
           issued = this.tickets.issue(mapping, { sessionId: s.id, uid: s.identity.uid, pid: s.identity.pid });
           mapping.ticket = issued.ticket;
+          mapping.ticketExpiresAt = issued.expiresAt;
           return mapping;
         }, a.length);
       } catch (e) {
@@ -509,7 +587,14 @@ export class Broker extends EventEmitter<BrokerEvents> {
         throw e;
       }
     });
-    this.emit("mapping.create", m, performance.now() - t0);
+    try {
+      // The state store records it here, before the reply carries the ticket.
+      this.emit("mapping.create", m, performance.now() - t0);
+    } catch (e) {
+      this.dropMapping(s, m, "store-failed");
+      throw storeFailed(e);
+    }
+    s.remember(a.requestId ?? "", { cookie: m.cookie });
     return { mapping: m, ticket: issued.ticket, expiresAt: issued.expiresAt };
   }
 
@@ -580,6 +665,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     m.effectiveAttribute = backing.effectiveAttribute;
     m.fallbackReason = backing.fallbackReason;
     m.rule = rule.name;
+    this.emit("mapping.update", m);
     return m;
   }
 
@@ -696,6 +782,49 @@ export class Broker extends EventEmitter<BrokerEvents> {
     return out;
   }
 
+  /**
+   * Hello with a resume token on a fresh connection: gives the connection back the restored
+   * session the token names, if the kernel says the caller is that session's very process (same
+   * uid, pid and start time). The fresh session ends quietly and its quota slot moves over.
+   * Returns undefined when nothing can be resumed (the caller keeps its fresh session).
+   */
+  resume(fresh: Session, token: string, attach: (s: Session) => void): Session | undefined {
+    this.live(fresh);
+    if (!/^[0-9a-f]{32}$/.test(token)) return undefined;
+    const h = tokenHash(token);
+    let found: Session | undefined;
+    for (const s of this.sessions.values()) if (s.tokenHash === h) found = s;
+    if (!found || found === fresh || !found.detached || found.ended) return undefined;
+    const a = found.identity;
+    const b = fresh.identity;
+    if (a.uid !== b.uid || a.pid !== b.pid || a.startTime === "" || a.startTime !== b.startTime) {
+      this.emit(
+        "denied",
+        fresh,
+        "resume_identity",
+        `resume token of session ${found.id} from another process`,
+      );
+      return undefined;
+    }
+    found.detachedSince = 0;
+    this.detachedCount--;
+    found.lastActiveAt = Date.now();
+    found.slotHeld = fresh.slotHeld;
+    fresh.slotHeld = false;
+    found.clientName = fresh.clientName;
+    // The connection moves to the resumed session before the fresh one ends (ending it would
+    // otherwise close the connection).
+    attach(found);
+    this.endSession(fresh, "resumed", `resumed session ${found.id}`);
+    this.emit("session.resume", found, fresh);
+    return found;
+  }
+
+  /** A lease opened on s: the events it missed while detached come first. */
+  leaseOpened(s: Session): void {
+    for (const e of s.missed.splice(0)) s.lease?.send(e);
+  }
+
   private sweep(): void {
     for (const m of this.tickets.sweep()) {
       const s = this.sessions.get(m.deviceFile.sessionId);
@@ -703,8 +832,16 @@ export class Broker extends EventEmitter<BrokerEvents> {
     }
     const idleMs = this.opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
     const now = Date.now();
+    const graceMs = this.opts.resumeGraceMs ?? DEFAULT_RESUME_GRACE_MS;
+    for (const s of [...this.sessions.values()]) {
+      if (!s.detached || now - s.detachedSince < graceMs) continue;
+      // Not resumed in time. What its process may still have mapped stays booked until it exits
+      // (the pidfd watch ends the session then); a session holding nothing ends now.
+      if (s.mappingCount === 0)
+        this.endSession(s, "resume-timeout", `not resumed within ${graceMs} ms of brokerd's restart`);
+    }
     for (const s of [...this.sessions.values()])
-      if (!s.lease && now - s.lastActiveAt > idleMs && s.mappingCount === 0)
+      if (!s.lease && !s.detached && now - s.lastActiveAt > idleMs && s.mappingCount === 0)
         this.endSession(
           s,
           "idle",
@@ -722,8 +859,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
     throw notFound(`no device file ${id}; ListDeviceFiles shows the open ones`, "unknown_device_file");
   }
 
-  private notify(s: Session, e: LeaseEvent): void {
-    s.lease?.send(e);
+  /** Sends a lease event, or queues it (bounded) while the session waits to be resumed. */
+  notify(s: Session, e: LeaseEvent): void {
+    if (s.lease) s.lease.send(e);
+    else if (s.detached && e.kind !== "keepalive_ack" && s.missed.length < MAX_MISSED_EVENTS)
+      s.missed.push(e);
   }
 
   /** The kernel's view of a live mapping's memory type (real devices), next to what we reported. */
@@ -836,8 +976,21 @@ export class Broker extends EventEmitter<BrokerEvents> {
    * LeaseEnded, before its connection closes. Resolves when every lease has flushed that (each
    * wait is bounded by the lease itself, about 1 s).
    */
-  async close(): Promise<void> {
+  async close(keepGrants = false): Promise<void> {
     clearInterval(this.sweepTimer);
+    if (keepGrants) {
+      // The state store is final (frozen before this): every lease hears "restart" and resumes
+      // with the next brokerd; nothing is released.
+      this.frozen = true;
+      await Promise.all(
+        [...this.sessions.values()].map((s) =>
+          s.lease
+            ? s.lease.end("restart", "brokerd is restarting; your grants are kept: resume with Hello")
+            : Promise.resolve(),
+        ),
+      );
+      return;
+    }
     const flushed: Promise<void>[] = [];
     const prev = this.onSessionEnded;
     this.onSessionEnded = (s, f) => {

@@ -35,6 +35,12 @@ export interface Config {
   vfio: string[];
   /** Bind --vfio functions to vfio-pci through driver_override when they are not yet. */
   vfioBind: boolean;
+  /** The grant state store and the sim devices' memory (default DIR/state, mode 0700). */
+  stateDir: string;
+  /** How long a session restored after a restart waits to be resumed before what it holds is reviewed. */
+  resumeGraceMs: number;
+  /** On SIGTERM/SIGINT: "keep" every grant for the next brokerd (default), or "release" them all. */
+  onStop: "keep" | "release";
 }
 
 const HELP = `usage: vfio-brokerd [options]
@@ -56,6 +62,11 @@ const HELP = `usage: vfio-brokerd [options]
                         (brokerd lowers these caps to fit its RLIMIT_NOFILE, keeping a reserve of fds
                         for the admin socket, metrics and journal; per-identity quotas are in the policy)
   --journal FILE        audit journal (JSON lines)     (default stderr)
+  --state-dir DIR       grant state store + sim BAR memory, kept across restarts (default RUNTIME-DIR/state)
+  --resume-grace-ms N   a session restored after a restart waits N ms to be resumed (default 30000); then
+                        it ends if it holds nothing, else its mappings stay booked until its process exits
+  --on-stop keep|release  SIGTERM/SIGINT: keep every grant for the next brokerd (default: clients resume),
+                        or release them all (clients hear "shutdown" revocations)
   --sysfs BDF[,BDF]     serve these PCI functions through sysfs resourceN/resourceN_wc (docs/real-hardware.md)
   --vfio BDF[,BDF]      serve these PCI functions through vfio-pci (group/container or iommufd cdev)
   --vfio-bind           bind --vfio functions to vfio-pci (driver_override + drivers_probe) if they are not
@@ -99,6 +110,9 @@ const KNOWN = new Set([
   "sysfs",
   "vfio",
   "vfio-bind",
+  "state-dir",
+  "resume-grace-ms",
+  "on-stop",
 ]);
 
 /** A gid, or a group name looked up in /etc/group (systemd units cannot resolve names in arguments). */
@@ -171,6 +185,9 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     if (!Array.isArray(simDevices)) throw invalid(`--sim-devices must be a JSON list of devices`);
   }
   const metrics = str("metrics", "127.0.0.1:9464");
+  const onStop = str("on-stop", "keep");
+  if (onStop !== "keep" && onStop !== "release")
+    throw invalid(`--on-stop ${onStop}: expected "keep" (grants survive the restart) or "release"`);
   return {
     runtimeDir: dir,
     socket: str("socket", join(dir, "broker.sock")),
@@ -192,6 +209,9 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     sysfs: bdfList(raw.sysfs),
     vfio: bdfList(raw.vfio),
     vfioBind: raw["vfio-bind"] === true || raw["vfio-bind"] === "true" || raw["vfio-bind"] === "1",
+    stateDir: str("state-dir", join(dir, "state")),
+    resumeGraceMs: int("resume-grace-ms", str("resume-grace-ms", "30000"), 100, 86_400_000),
+    onStop,
   };
 }
 

@@ -2,7 +2,7 @@
 // admin sockets, the fd channel, metrics and the journal. main.ts adds process concerns
 // (signals, sd_notify); tests and tools can start a daemon in-process with startDaemon().
 import { mkdirSync } from "node:fs";
-import { basename, dirname, resolve } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { closeFd, PAGE_SIZE } from "@vfio-broker/native";
 import {
@@ -30,6 +30,9 @@ import { brokerServiceImpl } from "./rpc/broker-service.js";
 import { HealthState } from "./rpc/health-service.js";
 import { serveUnix } from "./rpc/server.js";
 import { lockRuntimeDir } from "./runtime-lock.js";
+import { Persister } from "./state/persist.js";
+import { type RestoreReport, restoreState } from "./state/restore.js";
+import { currentBootId, StateStore } from "./state/store.js";
 
 /**
  * HTTP/2 limits per connection, so no peer can make brokerd buffer without bound: at most 32
@@ -55,11 +58,18 @@ export function fdSocketName(socket: string, fdSocket: string): string {
 export interface Daemon {
   broker: Broker;
   config: Config;
+  /** What the start found in the state store and decided (restart metrics, journal). */
+  restore: RestoreReport & { run: number; torn: string; discarded: string };
+  persister: Persister;
   reloadPolicy(): { ok: boolean; errors: string[]; revoked?: RevokeCounts };
   /** Reopens the audit journal file (log rotation). */
   reopenJournal(): void;
-  /** Stops accepting, ends every session, closes every socket and fd; the journal records `reason`. */
-  close(reason?: string): Promise<void>;
+  /**
+   * Stops accepting and closes every socket and fd; the journal records `reason`. keepGrants:
+   * the state store is frozen first, every lease hears "restart", and the next brokerd restores
+   * and resumes every session; else every session ends and its grants are released.
+   */
+  close(reason?: string, keepGrants?: boolean): Promise<void>;
 }
 
 export interface DaemonExtras {
@@ -80,13 +90,17 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
     pendingMappings: config.maxPendingMappings,
   });
   if (budget.warning) console.error(`vfio-brokerd: ${budget.warning}`);
-  const sim = config.sim ? new SimBackend(config.simDevices) : undefined;
+  // The state store, before any backend: a damaged one stops the start here, with what to do.
+  const opened = StateStore.open(config.stateDir, currentBootId());
+  const store = opened.store;
+  const sim = config.sim ? new SimBackend(config.simDevices, join(config.stateDir, "sim")) : undefined;
   const real: Backend[] = [];
   try {
     if (config.sysfs.length > 0) real.push(new SysfsBackend({ devices: config.sysfs }));
     if (config.vfio.length > 0) real.push(new VfioBackend({ devices: config.vfio, bind: config.vfioBind }));
   } catch (e) {
     for (const b of [...real, ...(sim ? [sim] : [])]) b.close();
+    store.close();
     throw e;
   }
   const backends: Backend[] = [...(sim ? [sim] : []), ...real, ...(extras.backends ?? [])];
@@ -102,9 +116,19 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
     maxAccessBytes: config.maxAccessBytes,
     fdSocketPath: config.fdSocket,
     fdSocketName: fdSocketName(config.socket, config.fdSocket),
+    resumeGraceMs: config.resumeGraceMs,
   });
+  broker.nextDeviceFileId = opened.model.nextDeviceFileId;
+  // The persister listens first: a change is on disk before the journal or a reply sees it.
+  const persister = new Persister(store, broker);
   const journal = new Journal(config.journal);
   journal.attach(broker);
+  const run = opened.model.run + 1;
+  store.append({ t: "run", run, pid: process.pid, at: Date.now(), bootId: currentBootId() });
+  const restored = restoreState(broker, store);
+  for (const d of restored.decisions) journal.write("reconcile", { ...d });
+  if (opened.torn !== "") journal.write("state.torn", { bytes: opened.torn.length, dir: config.stateDir });
+  if (opened.discarded !== "") journal.write("state.discarded", { why: opened.discarded });
 
   const reloadPolicy = () => {
     try {
@@ -126,10 +150,20 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
     contextOf: (_c: { getPeer(): string }): Session => {
       throw new Error("not ready");
     },
+    rebind: (_c: { getPeer(): string }, _s: Session): void => {
+      throw new Error("not ready");
+    },
   };
   brokerServer.addService(
     serviceDefinition(BrokerService),
-    brokerServiceImpl(broker, (call) => sessionsByConn.contextOf(call), config.leaseKeepaliveMs),
+    brokerServiceImpl(
+      broker,
+      {
+        sessionOf: (call) => sessionsByConn.contextOf(call),
+        rebind: (call, s) => sessionsByConn.rebind(call, s),
+      },
+      config.leaseKeepaliveMs,
+    ),
   );
   brokerServer.addService(serviceDefinition(Health), health.impl());
   const brokerListener = await serveUnix<Session>(
@@ -155,6 +189,7 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
     },
   );
   sessionsByConn.contextOf = brokerListener.contextOf;
+  sessionsByConn.rebind = brokerListener.rebind;
   broker.onSessionEnded = (s, flushed) => brokerListener.closeAfter(s, flushed);
 
   // Admin socket: root, or the admin group (file mode, and the peer's identity on every call).
@@ -203,25 +238,37 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
     maxConnections: budget.caps.fdConnections,
   });
   const metrics = extras.metrics ? await extras.metrics(broker, config, journal) : undefined;
-  journal.started(broker);
+  journal.started(broker, {
+    run,
+    stateDir: config.stateDir,
+    restored: restored.decisions.filter((d) => d.action === "detached").length,
+    released: restored.decisions.filter((d) => d.action === "released").length,
+    reconcileMs: Math.round(restored.ms * 1000) / 1000,
+  });
 
   return {
     broker,
     config,
+    persister,
+    restore: { ...restored, run, torn: opened.torn, discarded: opened.discarded },
     reloadPolicy,
     reopenJournal: () => journal.reopen(),
-    async close(reason = "close") {
+    async close(reason = "close", keepGrants = false) {
       draining = true;
       health.setAll(HealthCheckResponse_ServingStatus.NOT_SERVING);
+      if (keepGrants) persister.freeze();
       fdChannel.close();
       // Every leased client hears "shutdown" (revocations, then LeaseEnded) before its connection
-      // closes; broker.close() waits for that, about 1 s at most.
-      await broker.close();
+      // closes; broker.close() waits for that, about 1 s at most. Keeping grants, it hears
+      // "restart" instead, and no session ends.
+      await broker.close(keepGrants);
+      if (keepGrants) brokerListener.dropAll();
       await Promise.all([brokerListener.listener.close(), adminListener.listener.close(), metrics?.close()]);
       brokerServer.forceShutdown();
       adminServer.forceShutdown();
       for (const b of backends) b.close();
-      journal.close(reason);
+      store.close();
+      journal.close(keepGrants ? `${reason} (grants kept for the next brokerd)` : reason);
       lock.release();
     },
   };

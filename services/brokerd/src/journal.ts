@@ -173,6 +173,15 @@ export class Journal {
           pidfd: undefined,
           groups: undefined,
         }),
+      "session.resume": (s, fresh) =>
+        this.write("session.resume", {
+          session: s.id,
+          connection: fresh.id,
+          uid: s.identity.uid,
+          pid: s.identity.pid,
+          deviceFiles: s.deviceFiles.size,
+          mappings: s.mappingCount,
+        }),
       "session.end": (s, reason, ms) => this.write("session.end", { session: s.id, reason, cleanupMs: ms }),
       "devicefile.open": (df) =>
         this.write("devicefile.open", {

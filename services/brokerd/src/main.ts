@@ -59,7 +59,7 @@ async function main(): Promise<void> {
     stopping = true;
     sdNotify("STOPPING=1");
     console.error(`vfio-brokerd: ${sig}: draining`);
-    void daemon.close(sig).then(() => process.exit(0));
+    void daemon.close(sig, config.onStop === "keep").then(() => process.exit(0));
   };
   process.on("SIGTERM", () => stop("SIGTERM"));
   process.on("SIGINT", () => stop("SIGINT"));

@@ -4,10 +4,25 @@
 // through /proc/self/fd with the granted access mode, so a read-only grant cannot be mmapped
 // writable and releasing one mapping closes exactly its fd.
 //
+// With a memory directory (the state directory's sim/), each region's memory is a file there
+// instead of an anonymous memfd, so a restarted brokerd (kill -9 included) finds the bytes its
+// clients wrote, as a real device keeps its BAR contents while the driver restarts.
+//
 // Limits of simulation: a memfd is ordinary memory, so "UC" and "WC" are reported as granted but
 // not enforced by hardware; and a client holding a memfd can map the whole simulated BAR (as a
 // sysfs resourceN fd grants the whole BAR). Only a kernel DMABUF slice can be narrower.
-import { closeSync, constants, openSync, readSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  constants,
+  fstatSync,
+  ftruncateSync,
+  mkdirSync,
+  openSync,
+  readSync,
+  unlinkSync,
+  writeSync,
+} from "node:fs";
+import { join } from "node:path";
 import { memfdCreate } from "@vfio-broker/native";
 import { invalid, notFound, quoted } from "../errors.js";
 import type { Attribute, Backend, Backing, BackingRequest, DeviceInfo, RegionInfo } from "./backend.js";
@@ -101,8 +116,28 @@ export class SimBackend implements Backend {
   private readonly devs = new Map<string, SimDevice>();
   private readonly goneCallbacks: ((id: string) => void)[] = [];
 
-  constructor(specs: SimDeviceSpec[] = DEFAULT_SIM_DEVICES) {
+  /** memoryDir: keep region memory in files there (surviving brokerd restarts); else memfds. */
+  constructor(
+    specs: SimDeviceSpec[] = DEFAULT_SIM_DEVICES,
+    private readonly memoryDir?: string,
+  ) {
+    if (memoryDir) mkdirSync(memoryDir, { recursive: true, mode: 0o700 });
     for (const s of specs) this.addDevice(s);
+  }
+
+  /** The region's memory: its file under memoryDir (kept if it has the right size), or a memfd. */
+  private memory(deviceId: string, region: string, size: bigint): number {
+    if (!this.memoryDir) return memfdCreate(`vfio-broker-${deviceId}-${region}`, size);
+    const fd = openSync(
+      join(this.memoryDir, `${deviceId}.${region}`),
+      constants.O_RDWR | constants.O_CREAT,
+      0o600,
+    );
+    if (BigInt(fstatSync(fd).size) !== size) {
+      ftruncateSync(fd, 0);
+      ftruncateSync(fd, Number(size));
+    }
+    return fd;
   }
 
   devices(): DeviceInfo[] {
@@ -128,9 +163,9 @@ export class SimBackend implements Backend {
           attributes: r.prefetchable ? ["UC", "WC", "WB"] : ["UC"],
           sparseAreas: [],
         };
-        regions.set(r.index, { info, memfd: memfdCreate(`vfio-broker-${spec.id}-${info.name}`, size) });
+        regions.set(r.index, { info, memfd: this.memory(spec.id, info.name, size) });
       }
-      const cfgFd = memfdCreate(`vfio-broker-${spec.id}-CONFIG`, CONFIG_SIZE);
+      const cfgFd = this.memory(spec.id, "CONFIG", CONFIG_SIZE);
       regions.set(CONFIG_REGION_INDEX, {
         memfd: cfgFd,
         info: configRegionInfo(CONFIG_SIZE),
@@ -158,7 +193,15 @@ export class SimBackend implements Backend {
     if (!dev) throw notFound(`sim device ${id} does not exist`);
     for (const cb of this.goneCallbacks) cb(id);
     this.devs.delete(id);
-    for (const r of dev.regions.values()) closeSync(r.memfd);
+    for (const r of dev.regions.values()) {
+      closeSync(r.memfd);
+      if (this.memoryDir)
+        try {
+          unlinkSync(join(this.memoryDir, `${id}.${r.info.name}`));
+        } catch {
+          /* already gone */
+        }
+    }
   }
 
   private region(deviceId: string, index: number): SimRegion {

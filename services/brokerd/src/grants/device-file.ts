@@ -23,9 +23,13 @@ export interface Mapping {
   backing: Backing;
   state: MappingState;
   ticket: string;
+  /** When the ticket expires (ms since the epoch). */
+  ticketExpiresAt: number;
   /** Name of the policy rule that allowed it (audit). */
   rule: string;
   createdAt: number;
+  /** The CreateMapping request id ("" if none): a retry of that call gets this mapping back. */
+  requestId: string;
 }
 
 export type TreeEntry = { kind: "region"; region: RegionInfo } | { kind: "mapping"; mapping: Mapping };
@@ -45,7 +49,9 @@ export class DeviceFile {
   readonly mappings = new Map<bigint, Mapping>();
   readonly regionCookies = new Map<number, bigint>();
   readonly aliasBase: bigint;
-  readonly openedAt = Date.now();
+  openedAt = Date.now();
+  /** The OpenDevice request id ("" if none). */
+  requestId = "";
 
   constructor(
     readonly id: bigint,
@@ -95,6 +101,14 @@ export class DeviceFile {
     this.tree.insert(cookie, cookie + length - 1n, { kind: "mapping", mapping: m });
     this.mappings.set(cookie, m);
     return m;
+  }
+
+  /** Puts back a mapping recorded before a restart at its own cookie (restore.ts). */
+  restoreMapping(m: Mapping): void {
+    if (m.cookie < this.aliasBase || this.tree.find(m.cookie, m.cookie + m.length - 1n))
+      throw invalid(`cookie ${hex(m.cookie)} of device file ${this.id} is not free`, "restore");
+    this.tree.insert(m.cookie, m.cookie + m.length - 1n, { kind: "mapping", mapping: m });
+    this.mappings.set(m.cookie, m);
   }
 
   mapping(cookie: bigint): Mapping {

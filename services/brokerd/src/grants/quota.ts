@@ -88,6 +88,18 @@ export class QuotaBook {
     this.add(keys, resource, amount);
   }
 
+  /**
+   * Books what is already granted, with no limit: a restarted brokerd finds it in its state store
+   * (a lowered quota never takes back what was given).
+   */
+  restore<R extends QuotaResource>(
+    keys: readonly string[],
+    resource: R,
+    amount: R extends "bytes" ? bigint : number,
+  ): void {
+    this.add(keys, resource, amount);
+  }
+
   /** Gives back what charge() took. Never goes below zero. */
   refund<R extends QuotaResource>(
     keys: readonly string[],

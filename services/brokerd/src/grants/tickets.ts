@@ -37,6 +37,11 @@ export class TicketBook<M> {
     return { ticket: id, expiresAt };
   }
 
+  /** Puts back a live ticket recorded before a restart (same id, same expiry). */
+  restore(id: string, mapping: M, holder: TicketHolder, expiresAt: number): void {
+    this.tickets.set(id, { id, mapping, holder, expiresAt, state: "live" });
+  }
+
   /** Redeems a ticket for `peer`; the peer check is the caller's (it knows pidfds). */
   redeem(
     id: string,

@@ -9,6 +9,29 @@ export interface PeerIdentity extends Identity {
   pidfdSource: "SO_PEERPIDFD" | "pidfd_open";
   /** Supplementary groups (from /proc/<pid>/status), for the admin-group check. */
   groups: number[];
+  /**
+   * The process's start time (/proc/<pid>/stat field 22, clock ticks since boot; "" if unread):
+   * with the pid it names one process across pid reuse, so a restarted brokerd (which has no
+   * pidfd from before) can tell whether a recorded session's process still lives.
+   */
+  startTime: string;
+}
+
+/** Field 22 (starttime) of /proc/<pid>/stat text. Pure. The command name may hold spaces and ')'. */
+export function startTimeFromStat(text: string): string {
+  const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
+  // After "pid (comm) ", fields[0] is field 3 (state): starttime, field 22, is fields[19].
+  const v = fields[19];
+  return v !== undefined && /^\d+$/.test(v) ? v : "";
+}
+
+/** pid's start time, "" when it cannot be read (the process is gone). */
+export function processStartTime(pid: number): string {
+  try {
+    return startTimeFromStat(readFileSync(`/proc/${pid}/stat`, "utf8"));
+  } catch {
+    return "";
+  }
 }
 
 /**
@@ -58,11 +81,21 @@ export function identityOfSocket(fd: number): PeerIdentity {
   const p = peerIdentity(fd);
   const cgroup = cgroupOf(p.pid);
   const groups = groupsOf(p.pid);
+  const startTime = processStartTime(p.pid);
   if (!pidfdAlive(p.pidfd)) {
     closeFd(p.pidfd);
     throw new Error(`peer pid ${p.pid} exited while connecting`);
   }
-  return { uid: p.uid, gid: p.gid, pid: p.pid, cgroup, pidfd: p.pidfd, pidfdSource: p.pidfdSource, groups };
+  return {
+    uid: p.uid,
+    gid: p.gid,
+    pid: p.pid,
+    cgroup,
+    pidfd: p.pidfd,
+    pidfdSource: p.pidfdSource,
+    groups,
+    startTime,
+  };
 }
 
 export function describeIdentity(id: Identity): string {

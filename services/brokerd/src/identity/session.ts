@@ -28,6 +28,11 @@ export interface LeaseSink {
   end(reason: string, message: string): Promise<void>;
 }
 
+/** Request ids remembered per session: a client retries only its few calls in flight. */
+const MAX_REMEMBERED_REQUESTS = 256;
+/** Lease events queued for a detached session; more are dropped (the resume reply lists what is held). */
+export const MAX_MISSED_EVENTS = 256;
+
 export class Session {
   readonly deviceFiles = new Map<bigint, DeviceFile>();
   readonly connectedAt = Date.now();
@@ -39,13 +44,38 @@ export class Session {
   lastActiveAt = Date.now();
   /** The session's slot in its identity's sessions quota, held until its connection closes. */
   slotHeld = true;
+  /**
+   * Restored from the state store with no connection yet (brokerd restarted): it waits for its
+   * process to resume it (Hello with the resume token), since when (ms), and queues the lease
+   * events it misses meanwhile.
+   */
+  detachedSince = 0;
+  readonly missed: LeaseEvent[] = [];
+  /** Recent OpenDevice/CreateMapping request ids and what they made, so a retry gets the same. */
+  readonly requests = new Map<string, { deviceFile?: DeviceFile; cookie?: bigint }>();
 
   constructor(
     readonly id: string,
     readonly identity: PeerIdentity,
     /** The QuotaBook keys this session's holdings are charged to (identity/container.ts). */
     readonly quotaKeys: readonly string[],
+    /** sha256 (hex) of the resume token; the token itself is given once, in Hello's reply. */
+    readonly tokenHash: string,
+    /** The token, kept only until Hello has returned it ("" for restored sessions). */
+    public resumeToken = "",
   ) {}
+
+  get detached(): boolean {
+    return this.detachedSince !== 0;
+  }
+
+  /** Remembers what a request id made (bounded: the oldest is forgotten). */
+  remember(requestId: string, made: { deviceFile?: DeviceFile; cookie?: bigint }): void {
+    if (requestId === "") return;
+    this.requests.set(requestId, made);
+    if (this.requests.size > MAX_REMEMBERED_REQUESTS)
+      this.requests.delete(this.requests.keys().next().value!);
+  }
 
   /** How quota messages name this session's identity. */
   get who(): string {

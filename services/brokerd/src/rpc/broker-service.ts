@@ -26,19 +26,58 @@ import { toStatus, unary } from "./status.js";
 
 export const KEEPALIVE_INTERVAL_MS = 5000;
 
+/** Call metadata naming the session the client believes this connection has. */
+export const SESSION_METADATA = "vfio-broker-session";
+
+/**
+ * The call's session, checked against the session the client names in its metadata (if any): after
+ * brokerd restarted under a client, its channel reconnects to a fresh session; the call is then
+ * refused with nothing done, so the client resumes and retries it without doubling anything.
+ */
+function expectedSession(call: { metadata?: grpc.Metadata }, s: Session): Session {
+  const want = call.metadata?.get(SESSION_METADATA)[0];
+  if (typeof want === "string" && want !== "" && want !== s.id)
+    throw precondition(
+      `this connection has session ${s.id}, not ${want.slice(0, 32)} (brokerd restarted); resume with Hello{resume_token} and retry`,
+      "session_changed",
+    );
+  return s;
+}
+
+export interface SessionBinding {
+  sessionOf(call: { getPeer(): string }): Session;
+  /** The call's connection has session s from now on (resume). */
+  rebind(call: { getPeer(): string }, s: Session): void;
+}
+
 export function brokerServiceImpl(
   broker: Broker,
-  sessionOf: (call: { getPeer(): string }) => Session,
+  binding: SessionBinding,
   keepaliveIntervalMs = KEEPALIVE_INTERVAL_MS,
 ): grpc.UntypedServiceImplementation {
   // biome-ignore lint/suspicious/noExplicitAny: requests are typed by the generated schemas at the call sites
   type Any = any;
-  const h = <O>(fn: (req: Any, s: Session) => O) => unary<Any, O>((req, call) => fn(req, sessionOf(call)));
+  const sessionOf = (call: { getPeer(): string }) => binding.sessionOf(call);
+  const h = <O>(fn: (req: Any, s: Session) => O) =>
+    unary<Any, O>((req, call) => fn(req, expectedSession(call, sessionOf(call))));
   return {
-    hello: h((req, s) => {
+    hello: unary<Any, unknown>((req, call) => {
+      let s = sessionOf(call);
       broker.authorize(s);
       s.clientName = String(req.clientName ?? "").slice(0, 128);
+      const token = String(req.resumeToken ?? "");
+      const resumed = token !== "" ? broker.resume(s, token, (r) => binding.rebind(call, r)) : undefined;
+      if (resumed) s = resumed;
       return {
+        resumeToken: resumed ? token : s.resumeToken,
+        resumed: !!resumed,
+        held: resumed
+          ? [...s.deviceFiles.values()].map((df) => ({
+              deviceFileId: df.id,
+              deviceId: df.device.id,
+              cookies: [...df.mappings.keys()],
+            }))
+          : [],
         serverVersion: VERSION,
         apiVersion: "vfiobroker.v1",
         sessionId: s.id,
@@ -69,7 +108,7 @@ export function brokerServiceImpl(
       return { device: deviceToPb(d.info, d.health) };
     }),
     openDevice: h((req, s) => {
-      const df = broker.openDevice(s, req.deviceId, layoutFromPb(req.layout));
+      const df = broker.openDevice(s, req.deviceId, layoutFromPb(req.layout), String(req.requestId ?? ""));
       return {
         deviceFileId: df.id,
         layout: layoutToPb(df.layout),
@@ -90,6 +129,7 @@ export function brokerServiceImpl(
         attribute: attributeFromPb(req.attribute),
         prot: protFromPb(req.prot),
         allowFallback: req.allowFallback,
+        requestId: String(req.requestId ?? ""),
       });
       return { mapping: mappingToPb(r.mapping), ticket: r.ticket, ticketExpiresUnixMs: BigInt(r.expiresAt) };
     }),
@@ -114,7 +154,7 @@ export function brokerServiceImpl(
     lease: (call: grpc.ServerDuplexStream<LeaseRequest, MessageInitShape<typeof LeaseResponseSchema>>) => {
       let s: Session;
       try {
-        s = sessionOf(call);
+        s = expectedSession(call, sessionOf(call));
         broker.authorize(s);
         if (s.lease)
           throw precondition("this connection already has a lease; open one Lease per connection", "lease");
@@ -123,6 +163,8 @@ export function brokerServiceImpl(
         return;
       }
       s.lease = leaseSink(call, (why) => broker.endSession(s, why.reason, why.message));
+      // Events missed while brokerd restarted (revocations made meanwhile) come first.
+      broker.leaseOpened(s);
       // Exactly three missed intervals end the session, with LeaseEnded saying so.
       const expiry = setTimeout(() => {
         broker.endSession(

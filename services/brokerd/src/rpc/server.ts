@@ -82,6 +82,10 @@ export async function serveUnix<C>(
   contextOf: (call: { getPeer(): string }) => C;
   /** Closes ctx's connection once `flushed` settles (its last lease event is out), bounded. */
   closeAfter: (ctx: C, flushed: Promise<void>) => void;
+  /** The call's connection has another context from now on (a resumed session). */
+  rebind: (call: { getPeer(): string }, ctx: C) => void;
+  /** Closes every connection now, without the hooks' `closed` (brokerd hands its state on). */
+  dropAll: () => void;
 }> {
   const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
   const contexts = new Map<string, C>();
@@ -90,6 +94,7 @@ export async function serveUnix<C>(
   const sockets = new Map<C, Socket>();
   const maxRefusedPerUid = opts.maxRefusedPerUid ?? 8;
   const maxRefused = opts.maxRefused ?? 64;
+  let dropping = false;
   const net: NetServer = createServer((socket) => {
     // Any failure here is this connection's alone: it is closed, brokerd goes on.
     socket.on("error", () => {});
@@ -154,9 +159,12 @@ export async function serveUnix<C>(
     contexts.set(key, ctx);
     sockets.set(ctx, socket);
     socket.on("close", () => {
+      // The context may have changed since accept (rebind: a resumed session).
+      const cur = contexts.get(key);
       contexts.delete(key);
-      sockets.delete(ctx);
-      hooks.closed(ctx);
+      if (cur === undefined || dropping) return;
+      sockets.delete(cur);
+      hooks.closed(cur);
     });
     injector.injectConnection(socket);
   });
@@ -197,6 +205,21 @@ export async function serveUnix<C>(
       if (ctx === undefined)
         throw new BrokerError("UNAUTHENTICATED", "this call's connection has no verified identity");
       return ctx;
+    },
+    rebind: (call, ctx) => {
+      const key = call.getPeer();
+      const old = contexts.get(key);
+      if (old === undefined)
+        throw new BrokerError("UNAUTHENTICATED", "this call's connection has no verified identity");
+      const socket = sockets.get(old)!;
+      sockets.delete(old);
+      contexts.set(key, ctx);
+      sockets.set(ctx, socket);
+    },
+    dropAll: () => {
+      dropping = true;
+      net.close();
+      for (const s of sockets.values()) s.destroy();
     },
     closeAfter: (ctx, flushed) => {
       const socket = sockets.get(ctx);

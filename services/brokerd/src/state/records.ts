@@ -1,0 +1,136 @@
+// State records: the durable facts about grants (DESIGN.md §5 vocabulary), one per change, and
+// their on-disk encoding. A record is one line: 8 hex digits of CRC-32 over the JSON, a space, the
+// JSON, "\n". bigints (ids, cookies, offsets) are decimal strings. Pure: no I/O.
+import { crc32 } from "node:zlib";
+import type { Attribute, BackingKind, DeviceHealth, Prot } from "../devices/backend.js";
+
+/** A session as recorded: enough to recognise its process again after a restart. */
+export interface SessionRec {
+  id: string;
+  /** sha256 of the resume token (the token itself is only ever in Hello's reply). */
+  tokenHash: string;
+  uid: number;
+  gid: number;
+  pid: number;
+  /** /proc/<pid>/stat starttime (clock ticks since boot): pid + start time name one process. */
+  startTime: string;
+  cgroup: string;
+  groups: number[];
+  pidfdSource: "SO_PEERPIDFD" | "pidfd_open";
+  clientName: string;
+  openedAt: number;
+}
+
+export interface DeviceFileRec {
+  id: string;
+  session: string;
+  device: string;
+  layout: string;
+  openedAt: number;
+  /** The OpenDevice request id it answered ("" if none), so a retried OpenDevice gets it again. */
+  requestId: string;
+}
+
+export interface MappingRec {
+  df: string;
+  cookie: string;
+  region: number;
+  offset: string;
+  length: string;
+  requested: Attribute;
+  effective: Attribute;
+  fallbackReason: string;
+  prot: Prot;
+  kind: BackingKind;
+  state: "pending" | "delivered";
+  /** The ticket while pending (this file is root-only), so a client can redeem it after a restart. */
+  ticket: string;
+  expiresAt: number;
+  rule: string;
+  requestId: string;
+  createdAt: number;
+}
+
+export type StateRecord =
+  | { t: "run"; run: number; pid: number; at: number; bootId: string }
+  | { t: "session.open"; s: SessionRec }
+  | { t: "session.name"; id: string; clientName: string }
+  | { t: "session.end"; id: string }
+  | { t: "df.open"; d: DeviceFileRec }
+  | { t: "df.close"; id: string }
+  | { t: "map.create"; m: MappingRec }
+  | {
+      t: "map.update";
+      df: string;
+      cookie: string;
+      requested: Attribute;
+      effective: Attribute;
+      fallbackReason: string;
+      kind: BackingKind;
+      rule: string;
+    }
+  | { t: "map.deliver"; df: string; cookie: string }
+  | { t: "map.release"; df: string; cookie: string }
+  | { t: "health"; device: string; health: DeviceHealth };
+
+/** Where in which file a record failed to decode, and why. */
+export class RecordError extends Error {}
+
+export function crcHex(text: string): string {
+  return crc32(Buffer.from(text)).toString(16).padStart(8, "0");
+}
+
+export function encodeRecord(r: StateRecord): string {
+  const json = JSON.stringify(r);
+  return `${crcHex(json)} ${json}\n`;
+}
+
+const TYPES = new Set([
+  "run",
+  "session.open",
+  "session.name",
+  "session.end",
+  "df.open",
+  "df.close",
+  "map.create",
+  "map.update",
+  "map.deliver",
+  "map.release",
+  "health",
+]);
+
+/** One line (without its "\n") back to a record; throws RecordError saying what is wrong. */
+export function decodeRecord(line: string): StateRecord {
+  const m = /^([0-9a-f]{8}) (.*)$/s.exec(line);
+  if (!m) throw new RecordError("not a record line (expected 8 hex digits of CRC-32, a space, JSON)");
+  if (crcHex(m[2]!) !== m[1]) throw new RecordError("CRC-32 mismatch (the line was changed or damaged)");
+  let r: unknown;
+  try {
+    r = JSON.parse(m[2]!);
+  } catch (e) {
+    throw new RecordError(`bad JSON: ${(e as Error).message}`);
+  }
+  const t = (r as { t?: unknown } | null)?.t;
+  if (typeof t !== "string" || !TYPES.has(t))
+    throw new RecordError(`unknown record type ${JSON.stringify(t)}`);
+  return r as StateRecord;
+}
+
+/**
+ * Splits a log's text into records. A last line without its "\n" is a write cut short by a crash:
+ * no reply ever depended on it (the reply follows the whole write), so it is returned as `torn`
+ * and dropped. Any other bad line is damage and throws, naming the line.
+ */
+export function decodeLog(text: string): { records: StateRecord[]; torn: string } {
+  const lines = text.split("\n");
+  const torn = lines.pop() ?? "";
+  const records: StateRecord[] = [];
+  lines.forEach((l, i) => {
+    try {
+      records.push(decodeRecord(l));
+    } catch (e) {
+      throw new RecordError(`line ${i + 1}: ${(e as Error).message}`);
+    }
+  });
+  return { records, torn };
+}

@@ -1,0 +1,204 @@
+// StateStore: the crash-consistent store of grant state under the state directory. An append-only
+// log of records (records.ts) over a snapshot; the in-memory StateModel is the replay of both.
+//
+// Why write(2) and no fsync per record: a grant is only meaningful while its client process lives,
+// and no process outlives a reboot. What must survive is brokerd's own death (kill -9, a crash, an
+// upgrade), and a completed write(2) is in the kernel's page cache, which survives the process.
+// So each record is one write(2) before the reply that depends on it; no fsync. A store left by an
+// earlier boot is set aside at start (its boot id differs): nothing in it can be live. Measured
+// cost per record and the choice against SQLite are in BENCHMARKS.md ("state store").
+//
+// Files: state.snap (header line "vfio-broker-state 1 <gen> <crc32> <bytes>", then the snapshot
+// JSON) and state.<gen>.log. Compaction writes a new snapshot with gen+1 (tmp, fsync, rename),
+// then starts state.<gen+1>.log and deletes the old log: a crash at any point leaves either the
+// old snapshot with its log or the new snapshot with an empty or new log, never both applied.
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  unlinkSync,
+  writeSync,
+} from "node:fs";
+import { join } from "node:path";
+import { ModelError, type Snapshot, StateModel } from "./model.js";
+import { crcHex, decodeLog, encodeRecord, RecordError, type StateRecord } from "./records.js";
+
+/** A store brokerd must not start from; says which file and what an operator can do. */
+export class StateError extends Error {
+  constructor(
+    readonly file: string,
+    problem: string,
+  ) {
+    super(
+      `the state store ${file} is unusable: ${problem}. brokerd will not start from a partial view of ` +
+        "the grants (it could book one page twice). If no client of the previous brokerd is still running " +
+        `(e.g. they were all restarted), move the state directory aside (mv ${join(file, "..")} ` +
+        `${join(file, "..")}.bad) and start again; otherwise restore the file from a copy.`,
+    );
+  }
+}
+
+export interface StoreStats {
+  appends: number;
+  bytes: number;
+  compactions: number;
+  lastCompactMs: number;
+}
+
+export interface OpenedStore {
+  store: StateStore;
+  model: StateModel;
+  /** A last record cut short by a crash, dropped ("" if none). */
+  torn: string;
+  /** Why the files found were set aside instead of used ("" if they were used or none existed). */
+  discarded: string;
+}
+
+const SNAP = "state.snap";
+const logName = (gen: number) => `state.${gen}.log`;
+/** Compact when the log holds this many records more than twice what is live. */
+const COMPACT_SLACK = 4096;
+
+function readSnapshot(file: string): { gen: number; snap: Snapshot } {
+  const text = readFileSync(file, "utf8");
+  const nl = text.indexOf("\n");
+  const m = /^vfio-broker-state 1 (\d+) ([0-9a-f]{8}) (\d+)$/.exec(nl < 0 ? text : text.slice(0, nl));
+  if (!m) throw new StateError(file, "its first line is not a vfio-broker-state v1 header");
+  const body = text.slice(nl + 1);
+  if (Buffer.byteLength(body) !== Number(m[3]))
+    throw new StateError(file, `it is truncated (${Buffer.byteLength(body)} of ${m[3]} bytes)`);
+  if (crcHex(body) !== m[2]) throw new StateError(file, "its CRC-32 does not match (the file is damaged)");
+  try {
+    return { gen: Number(m[1]), snap: JSON.parse(body) as Snapshot };
+  } catch (e) {
+    throw new StateError(file, `bad JSON: ${(e as Error).message}`);
+  }
+}
+
+export class StateStore {
+  readonly stats: StoreStats = { appends: 0, bytes: 0, compactions: 0, lastCompactMs: 0 };
+  private fd: number;
+
+  private constructor(
+    readonly dir: string,
+    private gen: number,
+    readonly model: StateModel,
+  ) {
+    this.fd = openSync(join(dir, logName(gen)), "a", 0o600);
+  }
+
+  /**
+   * Opens (or creates) the store in dir and replays it. A store from another boot is moved to
+   * dir/previous-boot/ and a fresh one started. Throws StateError on damage.
+   */
+  static open(dir: string, bootId: string): OpenedStore {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const st = statSync(dir);
+    if ((st.mode & 0o077) !== 0 || (process.getuid && st.uid !== process.getuid()))
+      throw new StateError(
+        dir,
+        `the directory must be ours and mode 0700 (it is ${(st.mode & 0o777).toString(8)})`,
+      );
+    const snapFile = join(dir, SNAP);
+    let gen = 0;
+    let model = new StateModel();
+    let torn = "";
+    try {
+      if (existsSync(snapFile)) {
+        const r = readSnapshot(snapFile);
+        gen = r.gen;
+        model = StateModel.fromSnapshot(r.snap);
+      }
+      const logFile = join(dir, logName(gen));
+      if (existsSync(logFile)) {
+        const log = decodeLog(readFileSync(logFile, "utf8"));
+        torn = log.torn;
+        for (const rec of log.records) model.apply(rec);
+      }
+    } catch (e) {
+      if (e instanceof StateError) throw e;
+      if (e instanceof RecordError || e instanceof ModelError)
+        throw new StateError(join(dir, logName(gen)), e.message);
+      throw e;
+    }
+    let discarded = "";
+    if (model.bootId !== "" && model.bootId !== bootId) {
+      // Every process of that boot is gone, and with them every grant: keep the files for a look.
+      const prev = join(dir, "previous-boot");
+      mkdirSync(prev, { recursive: true, mode: 0o700 });
+      for (const f of readdirSync(dir)) if (f.startsWith("state.")) renameSync(join(dir, f), join(prev, f));
+      discarded = `the state was written during another boot (${model.bootId}); moved to ${prev}`;
+      const fresh = new StateModel();
+      fresh.run = model.run;
+      fresh.nextDeviceFileId = model.nextDeviceFileId;
+      model = fresh;
+      gen = 0;
+      torn = "";
+    }
+    // Other generations' logs are leftovers of a compaction cut short.
+    for (const f of readdirSync(dir))
+      if (/^state\.\d+\.log$/.test(f) && f !== logName(gen)) unlinkSync(join(dir, f));
+    const store = new StateStore(dir, gen, model);
+    // A torn tail is rewritten away by compacting at once, so the next record is not glued to it.
+    if (torn !== "" || discarded !== "") store.compact();
+    return { store, model, torn, discarded };
+  }
+
+  /** Writes one record (one write(2)), then applies it. Throws if the write fails. */
+  append(r: StateRecord): void {
+    const line = Buffer.from(encodeRecord(r));
+    let off = 0;
+    while (off < line.length) off += writeSync(this.fd, line, off);
+    this.model.apply(r);
+    this.stats.appends++;
+    this.stats.bytes += line.length;
+    if (this.model.applied > 2 * this.model.liveCount + COMPACT_SLACK) this.compact();
+  }
+
+  /** Writes the model as a new snapshot and starts an empty log. */
+  compact(): void {
+    const t0 = performance.now();
+    const body = JSON.stringify(this.model.snapshot());
+    const next = this.gen + 1;
+    const tmp = join(this.dir, `${SNAP}.tmp`);
+    const fd = openSync(tmp, "w", 0o600);
+    try {
+      writeSync(fd, `vfio-broker-state 1 ${next} ${crcHex(body)} ${Buffer.byteLength(body)}\n${body}`);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, join(this.dir, SNAP));
+    const old = this.fd;
+    this.fd = openSync(join(this.dir, logName(next)), "a", 0o600);
+    closeSync(old);
+    try {
+      unlinkSync(join(this.dir, logName(this.gen)));
+    } catch {
+      /* already gone */
+    }
+    this.gen = next;
+    this.model.applied = 0;
+    this.stats.compactions++;
+    this.stats.lastCompactMs = performance.now() - t0;
+  }
+
+  close(): void {
+    closeSync(this.fd);
+  }
+}
+
+/** This boot's id (a store from another boot holds no live grant). */
+export function currentBootId(): string {
+  try {
+    return readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
+  } catch {
+    return "";
+  }
+}
