@@ -1,4 +1,4 @@
-// SIGTERM with leased clients: brokerd used to destroy every connection in the same tick, so 0/10
+// SIGTERM (with --on-stop release) with leased clients: brokerd used to destroy every connection in the same tick, so 0/10
 // clients heard why their mappings went away. Now each gets its "shutdown" revocation and
 // LeaseEnded before the connection closes (bounded wait, about 1 s), and the CLI exits 3.
 import assert from "node:assert/strict";
@@ -10,7 +10,8 @@ describe("hostile: shutdown is announced", () => {
   it("10 leased CLI holders all receive the shutdown revocation and exit 3", {
     timeout: 120_000,
   }, async () => {
-    const b = await startBrokerd();
+    // --on-stop release: SIGTERM ends every session (the default, keep, is in test/restart/).
+    const b = await startBrokerd({ args: ["--on-stop", "release"] });
     try {
       const holders = Array.from({ length: 10 }, (_, i) =>
         spawnAs(

@@ -94,6 +94,11 @@ function waitForEnd(client: BrokerClient, m: Mapping, cmd: MapCommand, io: Io): 
       if (!cmd.json && ev.message) io.err(`vfio-broker: ${ev.message}`);
       done(3);
     });
+    // brokerd restarted (upgrade, crash) and the client took its session back: still holding.
+    client.on("resumed", (ev) => {
+      if (cmd.json) io.out(toJson({ resumed: { sessionId: ev.sessionId, downtimeMs: ev.downtimeMs } }));
+      else io.out(`resumed after a brokerd restart (${ev.downtimeMs} ms); still holding`);
+    });
     client.on("leaseLost", (ev) => {
       io.err(
         `vfio-broker: lost the lease to brokerd (${ev.reason}); the mapping is gone, run the command again once brokerd is back`,

@@ -35,7 +35,7 @@ export interface Config {
   vfio: string[];
   /** Bind --vfio functions to vfio-pci through driver_override when they are not yet. */
   vfioBind: boolean;
-  /** The grant state store and the sim devices' memory (default DIR/state, mode 0700). */
+  /** The grant state store and the sim devices' memory (default DIR/brokerd-state, mode 0700). */
   stateDir: string;
   /** How long a session restored after a restart waits to be resumed before what it holds is reviewed. */
   resumeGraceMs: number;
@@ -62,7 +62,8 @@ const HELP = `usage: vfio-brokerd [options]
                         (brokerd lowers these caps to fit its RLIMIT_NOFILE, keeping a reserve of fds
                         for the admin socket, metrics and journal; per-identity quotas are in the policy)
   --journal FILE        audit journal (JSON lines)     (default stderr)
-  --state-dir DIR       grant state store + sim BAR memory, kept across restarts (default RUNTIME-DIR/state)
+  --state-dir DIR       grant state store + sim BAR memory, kept across restarts (default RUNTIME-DIR/brokerd-state;
+                        on /run it lasts until reboot, as grants do: no process outlives a reboot)
   --resume-grace-ms N   a session restored after a restart waits N ms to be resumed (default 30000); then
                         it ends if it holds nothing, else its mappings stay booked until its process exits
   --on-stop keep|release  SIGTERM/SIGINT: keep every grant for the next brokerd (default: clients resume),
@@ -209,7 +210,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     sysfs: bdfList(raw.sysfs),
     vfio: bdfList(raw.vfio),
     vfioBind: raw["vfio-bind"] === true || raw["vfio-bind"] === "true" || raw["vfio-bind"] === "1",
-    stateDir: str("state-dir", join(dir, "state")),
+    stateDir: str("state-dir", join(dir, "brokerd-state")),
     resumeGraceMs: int("resume-grace-ms", str("resume-grace-ms", "30000"), 100, 86_400_000),
     onStop,
   };

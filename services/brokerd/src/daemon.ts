@@ -24,6 +24,7 @@ import { FdChannel } from "./fdpass/channel.js";
 import type { PeerIdentity } from "./identity/peer.js";
 import type { Session } from "./identity/session.js";
 import { Journal } from "./journal.js";
+import type { RestartSource } from "./metrics/restart.js";
 import { loadPolicyFile, type Policy, PolicyError } from "./policy/index.js";
 import { adminServiceImpl } from "./rpc/admin-service.js";
 import { brokerServiceImpl } from "./rpc/broker-service.js";
@@ -76,7 +77,12 @@ export interface DaemonExtras {
   /** Extra backends (sysfs, vfio) next to or instead of sim. */
   backends?: Backend[];
   /** Attaches metrics (the journal's own series included); returns a closer. */
-  metrics?: (broker: Broker, config: Config, journal: Journal) => Promise<{ close(): Promise<void> }>;
+  metrics?: (
+    broker: Broker,
+    config: Config,
+    journal: Journal,
+    restart: RestartSource,
+  ) => Promise<{ close(): Promise<void> }>;
 }
 
 export async function startDaemon(config: Config, extras: DaemonExtras = {}): Promise<Daemon> {
@@ -237,7 +243,9 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
     mode: 0o666,
     maxConnections: budget.caps.fdConnections,
   });
-  const metrics = extras.metrics ? await extras.metrics(broker, config, journal) : undefined;
+  const metrics = extras.metrics
+    ? await extras.metrics(broker, config, journal, { restore: { ...restored, run }, persister })
+    : undefined;
   journal.started(broker, {
     run,
     stateDir: config.stateDir,

@@ -8,6 +8,7 @@ import type { Config } from "./config.js";
 import { invalid } from "./errors.js";
 import type { JournalStats } from "./journal.js";
 import { createBrokerMetrics } from "./metrics/collectors.js";
+import type { RestartSource } from "./metrics/restart.js";
 
 /** "127.0.0.1:9464", "[::1]:9464", "localhost:9464" -> host and port; throws with what to write. */
 export function parseListenAddress(value: string): { host: string; port: number } {
@@ -26,6 +27,7 @@ export async function startMetrics(
   broker: Broker,
   config: Config,
   journal?: { readonly stats: JournalStats },
+  restart?: RestartSource,
 ): Promise<{ close(): Promise<void> }> {
   if (!config.metrics) return { close: async () => {} };
   const { host, port } = parseListenAddress(config.metrics);
@@ -33,7 +35,7 @@ export async function startMetrics(
     process.stderr.write(
       `vfio-brokerd: warning: /metrics listens on ${host}, not loopback; anyone who can reach it sees device ids and counts\n`,
     );
-  const metrics = createBrokerMetrics(broker, { journal });
+  const metrics = createBrokerMetrics(broker, { journal, ...(restart ? { restart } : {}) });
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? "/").split("?", 1)[0];
     if (path !== "/metrics") {

@@ -1,7 +1,7 @@
 // cgroupFromProcText: the cgroup path brokerd uses from /proc/<pid>/cgroup, on cgroup v2, hybrid and v1 hosts.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { cgroupFromProcText } from "./peer.js";
+import { cgroupFromProcText, processStartTime, startTimeFromStat } from "./peer.js";
 
 const ID = "4f3c2b1a".repeat(8);
 
@@ -30,4 +30,14 @@ test("cgroup v1: 0:: says / for everyone, so the name=systemd hierarchy names th
     cgroupFromProcText(`1:name=systemd:/system.slice/a.service\n0::/system.slice/docker-${ID}.scope\n`),
     `/system.slice/docker-${ID}.scope`,
   );
+});
+
+test("start time: field 22 of /proc/<pid>/stat, also when the command name has spaces and ')'", () => {
+  const rest = "S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 987654 20 21";
+  assert.equal(startTimeFromStat(`123 (node) ${rest}`), "987654");
+  assert.equal(startTimeFromStat(`123 (a b) c)) ${rest}`), "987654");
+  assert.equal(startTimeFromStat("123 (x) S 1"), "");
+  // This process's own: a number, and stable.
+  assert.match(processStartTime(process.pid), /^\d+$/);
+  assert.equal(processStartTime(process.pid), processStartTime(process.pid));
 });

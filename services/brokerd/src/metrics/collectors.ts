@@ -20,6 +20,7 @@ import {
   REVOCATION_REASONS,
   SESSION_END_REASONS,
 } from "./labels.js";
+import { type RestartSource, registerRestartMetrics } from "./restart.js";
 
 const P = "vfio_broker_";
 
@@ -36,10 +37,15 @@ export interface BrokerMetrics {
 
 export function createBrokerMetrics(
   broker: Broker,
-  opts: { processMetrics?: boolean; journal?: { readonly stats: JournalStats } } = {},
+  opts: {
+    processMetrics?: boolean;
+    journal?: { readonly stats: JournalStats };
+    restart?: RestartSource;
+  } = {},
 ): BrokerMetrics {
   const registry = new Registry();
   if (opts.journal) registerJournalMetrics(registry, opts.journal);
+  if (opts.restart) registerRestartMetrics(registry, broker, opts.restart);
   const registers = [registry];
   if (opts.processMetrics !== false) {
     collectDefaultMetrics({ register: registry });

@@ -15,6 +15,8 @@ export const SESSION_END_REASONS = [
   "shutdown",
   "idle",
   "policy",
+  "resumed",
+  "resume-timeout",
 ] as const;
 
 /** Why a mapping was released (dropMapping callers: the session end reasons plus these). */
@@ -25,6 +27,7 @@ export const RELEASE_REASONS = [
   "device-drain",
   "device-gone",
   "policy",
+  "store-failed",
   ...SESSION_END_REASONS,
 ] as const;
 

@@ -61,8 +61,8 @@ export class StateModel {
         if (this.deviceFiles.has(r.d.id)) throw new ModelError(`device file ${r.d.id} opened twice`);
         this.deviceFiles.set(r.d.id, r.d);
         this.mappings.set(r.d.id, new Map());
-        let mine = this.bySession.get(r.d.session);
-        if (!mine) this.bySession.set(r.d.session, (mine = new Set()));
+        const mine = this.bySession.get(r.d.session) ?? new Set<string>();
+        this.bySession.set(r.d.session, mine);
         mine.add(r.d.id);
         const id = BigInt(r.d.id);
         if (id >= this.nextDeviceFileId) this.nextDeviceFileId = id + 1n;

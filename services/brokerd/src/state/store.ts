@@ -13,6 +13,7 @@
 // then starts state.<gen+1>.log and deletes the old log: a crash at any point leaves either the
 // old snapshot with its log or the new snapshot with an empty or new log, never both applied.
 import {
+  chmodSync,
   closeSync,
   existsSync,
   fsyncSync,
@@ -99,12 +100,14 @@ export class StateStore {
    */
   static open(dir: string, bootId: string): OpenedStore {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
+    // It holds live tickets: ours alone. Another owner means someone else chose this directory.
     const st = statSync(dir);
-    if ((st.mode & 0o077) !== 0 || (process.getuid && st.uid !== process.getuid()))
+    if (process.getuid && st.uid !== process.getuid())
       throw new StateError(
         dir,
-        `the directory must be ours and mode 0700 (it is ${(st.mode & 0o777).toString(8)})`,
+        `the directory belongs to uid ${st.uid}, not to brokerd's uid ${process.getuid()}`,
       );
+    if ((st.mode & 0o077) !== 0) chmodSync(dir, 0o700);
     const snapFile = join(dir, SNAP);
     let gen = 0;
     let model = new StateModel();

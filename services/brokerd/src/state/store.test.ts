@@ -1,0 +1,173 @@
+// StateStore on real files: replay after reopen, compaction (and a crash between its steps), a torn
+// last record, damage that must stop the start (with the file and what to do), another boot's store.
+import assert from "node:assert/strict";
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, test } from "node:test";
+import type { StateRecord } from "./records.js";
+import { StateError, StateStore } from "./store.js";
+
+const root = mkdtempSync(join(tmpdir(), "vfio-state-"));
+after(() => rmSync(root, { recursive: true, force: true }));
+let n = 0;
+const fresh = () => join(root, `s${++n}`);
+
+const session = (id: string): StateRecord => ({
+  t: "session.open",
+  s: {
+    id,
+    tokenHash: "h",
+    uid: 1000,
+    gid: 1000,
+    pid: 4242,
+    startTime: "77",
+    cgroup: "/",
+    groups: [],
+    pidfdSource: "SO_PEERPIDFD",
+    clientName: "t",
+    openedAt: 1,
+  },
+});
+
+test("records survive a reopen; the directory is made 0700", () => {
+  const dir = fresh();
+  const a = StateStore.open(dir, "boot1");
+  a.store.append({ t: "run", run: 1, pid: 1, at: 0, bootId: "boot1" });
+  a.store.append(session("s1"));
+  a.store.close();
+  const b = StateStore.open(dir, "boot1");
+  assert.deepEqual([...b.model.sessions.keys()], ["s1"]);
+  assert.equal(b.torn, "");
+  b.store.close();
+});
+
+test("compaction keeps the state, and leaves one snapshot and one log", () => {
+  const dir = fresh();
+  const { store } = StateStore.open(dir, "boot1");
+  store.append({ t: "run", run: 1, pid: 1, at: 0, bootId: "boot1" });
+  // Opening and ending sessions churns the log while the live state stays small: it compacts.
+  for (let i = 0; i < 10_000; i++) {
+    store.append(session(`x${i}`));
+    store.append({ t: "session.end", id: `x${i}` });
+  }
+  store.append(session("keep"));
+  assert.ok(store.stats.compactions >= 1, "compacted");
+  store.close();
+  assert.deepEqual(
+    readdirSync(dir)
+      .filter((f) => f.startsWith("state."))
+      .sort().length,
+    2,
+  );
+  const b = StateStore.open(dir, "boot1");
+  assert.deepEqual([...b.model.sessions.keys()], ["keep"]);
+  b.store.close();
+});
+
+test("a crash after the snapshot rename but before the old log is gone: the old log is not applied again", () => {
+  const dir = fresh();
+  const { store } = StateStore.open(dir, "boot1");
+  store.append({ t: "run", run: 1, pid: 1, at: 0, bootId: "boot1" });
+  store.append(session("s1"));
+  const oldLog = readFileSync(join(dir, "state.0.log"));
+  store.compact();
+  store.close();
+  // Put the pre-compaction log back, as if the unlink never happened.
+  writeFileSync(join(dir, "state.0.log"), oldLog);
+  const b = StateStore.open(dir, "boot1");
+  assert.deepEqual([...b.model.sessions.keys()], ["s1"]);
+  assert.equal(existsSync(join(dir, "state.0.log")), false, "the leftover log is removed");
+  b.store.close();
+});
+
+test("a torn last record is dropped and the log rewritten; the next record is readable", () => {
+  const dir = fresh();
+  const { store } = StateStore.open(dir, "boot1");
+  store.append({ t: "run", run: 1, pid: 1, at: 0, bootId: "boot1" });
+  store.append(session("s1"));
+  store.append(session("s2"));
+  store.close();
+  const log = join(dir, "state.0.log");
+  truncateSync(log, readFileSync(log).length - 10);
+  const b = StateStore.open(dir, "boot1");
+  assert.ok(b.torn.length > 0);
+  assert.deepEqual([...b.model.sessions.keys()], ["s1"]);
+  b.store.append(session("s3"));
+  b.store.close();
+  const c = StateStore.open(dir, "boot1");
+  assert.deepEqual([...c.model.sessions.keys()], ["s1", "s3"]);
+  c.store.close();
+});
+
+test("damage stops the start and says which file and what to do", () => {
+  const dir = fresh();
+  const { store } = StateStore.open(dir, "boot1");
+  store.append({ t: "run", run: 1, pid: 1, at: 0, bootId: "boot1" });
+  store.append(session("s1"));
+  store.append(session("s2"));
+  store.close();
+  const log = join(dir, "state.0.log");
+  writeFileSync(log, readFileSync(log, "utf8").replace('"s1"', '"s9"'));
+  assert.throws(
+    () => StateStore.open(dir, "boot1"),
+    (e: unknown) =>
+      e instanceof StateError &&
+      e.file === log &&
+      /line 2: CRC-32 mismatch/.test(e.message) &&
+      /move the state directory aside/.test(e.message),
+  );
+});
+
+test("a truncated snapshot stops the start", () => {
+  const dir = fresh();
+  const { store } = StateStore.open(dir, "boot1");
+  store.append({ t: "run", run: 1, pid: 1, at: 0, bootId: "boot1" });
+  store.append(session("s1"));
+  store.compact();
+  store.close();
+  const snap = join(dir, "state.snap");
+  truncateSync(snap, readFileSync(snap).length - 5);
+  assert.throws(() => StateStore.open(dir, "boot1"), /state\.snap is unusable: it is truncated/);
+});
+
+test("a store from another boot is set aside (no process of that boot lives); ids go on", () => {
+  const dir = fresh();
+  const { store } = StateStore.open(dir, "boot1");
+  store.append({ t: "run", run: 3, pid: 1, at: 0, bootId: "boot1" });
+  store.append(session("s1"));
+  store.append({
+    t: "df.open",
+    d: { id: "41", session: "s1", device: "sim0", layout: "compact", openedAt: 0, requestId: "" },
+  });
+  store.close();
+  const b = StateStore.open(dir, "boot2");
+  assert.match(b.discarded, /another boot \(boot1\)/);
+  assert.equal(b.model.sessions.size, 0);
+  assert.equal(b.model.nextDeviceFileId, 42n);
+  assert.equal(b.model.run, 3);
+  assert.ok(existsSync(join(dir, "previous-boot")));
+  b.store.close();
+});
+
+test("the state directory is made 0700; one owned by another uid is refused", () => {
+  const dir = fresh();
+  StateStore.open(dir, "b").store.close();
+  chmodSync(dir, 0o755);
+  StateStore.open(dir, "b").store.close();
+  assert.equal(statSync(dir).mode & 0o777, 0o700);
+  if (process.getuid?.() !== 0) return;
+  chownSync(dir, 65534, 65534);
+  assert.throws(() => StateStore.open(dir, "b"), /belongs to uid 65534/);
+});
