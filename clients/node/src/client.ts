@@ -167,6 +167,12 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
   readonly #token: string;
   readonly #opts: ConnectOptions;
   #resuming: Promise<void> | undefined;
+  /**
+   * Connection generation: +1 at each resume. An error from an older generation's connection
+   * (a late lease loss, a call that was in flight) means "retry", never "resume again": a second
+   * resume would replace the connection that just got the session back.
+   */
+  #gen = 0;
   readonly #deviceFiles = new Map<bigint, DeviceFile>();
   #lease: Lease | undefined;
   #closed = false;
@@ -228,6 +234,7 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
    */
   async fetchFd(ticket: string): Promise<FetchedFd> {
     for (let attempt = 0; ; attempt++) {
+      const gen = this.#gen;
       try {
         return await this.#fdChannel.fetch(ticket);
       } catch (e) {
@@ -235,7 +242,7 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
           e instanceof FdChannelError &&
           (e.status === "CONNECT" || (e.status === "PROTOCOL" && e.closedByPeer));
         if (!gone || !this.#autoResume || attempt >= 3) throw e;
-        await this.resume(e);
+        await this.resume(e, gen);
       }
     }
   }
@@ -271,6 +278,7 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
     for (let attempt = 0; ; attempt++) {
       if (this.#closed) throw new Error(`${method}: the client is closed; connect() again`);
       if (this.#resuming) await this.#resuming;
+      const gen = this.#gen;
       try {
         return await fn();
       } catch (e) {
@@ -278,7 +286,7 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
         if (attempt > 0 && opts.idempotent && err instanceof BrokerClientError && err.code === "NOT_FOUND")
           return undefined as T;
         if (!this.#autoResume || attempt >= 3 || !isRestart(err)) throw err;
-        await this.resume(err);
+        await this.resume(err, gen);
       }
     }
   }
@@ -289,7 +297,9 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
    * the lease. Single flight: concurrent callers share one resume. Rejects (and the client loses
    * its session: "leaseLost") when brokerd refuses or does not come back in resumeTimeoutMs.
    */
-  resume(cause?: unknown): Promise<void> {
+  resume(cause?: unknown, seenGen = this.#gen): Promise<void> {
+    // Already resumed since the caller's connection failed: it just retries on the new one.
+    if (seenGen !== this.#gen) return Promise.resolve();
     this.#resuming ??= this.#resume(cause).finally(() => {
       this.#resuming = undefined;
     });
@@ -301,13 +311,20 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
     const deadline = t0 + (this.#opts.resumeTimeoutMs ?? 60_000);
     this.#lease?.end();
     this.#lease = undefined;
+    // One new channel for the whole resume: it reconnects by itself (quickly: brokerd restarts in
+    // about a second), and each Hello that fails fast while it cannot connect is tried again. A
+    // channel per attempt would leak connections: grpc-js reconnects a closed channel's subchannel
+    // once its backoff ends, opening sessions nobody uses.
+    this.#raw.close();
+    this.#raw = createClient(BrokerService, `unix:${this.socket}`, undefined, {
+      "grpc.use_local_subchannel_pool": 1,
+      "grpc.initial_reconnect_backoff_ms": 25,
+      "grpc.min_reconnect_backoff_ms": 25,
+      "grpc.max_reconnect_backoff_ms": 1000,
+    });
+    this.rpc = sessionBound(this.#raw, () => this.sessionId);
     for (let attempt = 1; ; attempt++) {
       if (this.#closed) throw new Error("the client was closed while resuming");
-      this.#raw.close();
-      this.#raw = createClient(BrokerService, `unix:${this.socket}`, undefined, {
-        "grpc.use_local_subchannel_pool": 1,
-      });
-      this.rpc = sessionBound(this.#raw, () => this.sessionId);
       let hello: HelloResponse;
       try {
         hello = await this.#raw.hello(
@@ -339,6 +356,7 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
         this.#lose("resume-refused", err);
         throw err;
       }
+      this.#gen++;
       this.#dropWhatIsNotHeld(hello);
       if (this.#opts.lease !== false) await this.#openLease(this.#opts.timeoutMs ?? 10_000);
       this.emit("resumed", { sessionId: this.sessionId, downtimeMs: Date.now() - t0, attempts: attempt });
@@ -368,13 +386,14 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
 
   /** @internal Opens the lease on the current connection (connect, resume). */
   async #openLease(timeoutMs: number): Promise<void> {
+    const gen = this.#gen;
     const { lease } = await Lease.open(
       this.rpc,
       {
         revocation: (r) => this.onRevocation(r),
         deviceHealth: (deviceId, health) =>
           this.emit("deviceHealth", { deviceId, health: healthFromPb(health) }),
-        lost: (reason, error, endedReason) => this.onLeaseLost(reason, error, endedReason),
+        lost: (reason, error, endedReason) => this.onLeaseLost(reason, error, endedReason, gen),
       },
       timeoutMs,
     );
@@ -456,10 +475,10 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
    * dropped), the session is resumed and nothing is unmapped; else the session and every grant in
    * it are gone.
    */
-  onLeaseLost(reason: string, error: Error | undefined, endedReason?: string): void {
-    if (this.#closed || this.#closing) return;
+  onLeaseLost(reason: string, error: Error | undefined, endedReason?: string, gen = this.#gen): void {
+    if (this.#closed || this.#closing || gen !== this.#gen) return;
     if (this.#autoResume && leaseLossIsRestart(endedReason, error)) {
-      this.resume(error).catch(() => {}); // a failed resume reports leaseLost itself
+      this.resume(error, gen).catch(() => {}); // a failed resume reports leaseLost itself
       return;
     }
     this.#lose(reason, error);
