@@ -98,7 +98,41 @@ const commands: Record<string, () => Promise<void>> = {
     });
   },
   closeAll: () => each("closeAll", (me) => me.c.close()),
+  // Every member maps, writes, reads back and releases in a loop until churnStop.
+  churnStart: async () => {
+    churning = true;
+    churn = members.map(async (me, i) => {
+      const errors: string[] = [];
+      let cycles = 0;
+      while (churning) {
+        try {
+          const m = await me.df2.map("BAR2", { offset: extraOffset(i, 0), length: PAGE, attr: "wc" });
+          const v = new DataView(m.buffer);
+          v.setUint32(4, cycles, true);
+          if (v.getUint32(4, true) !== cycles) throw new Error("read back a different value");
+          await m.release();
+          cycles++;
+        } catch (e) {
+          errors.push((e as Error).message);
+          if (errors.length > 20) break;
+        }
+      }
+      return { cycles, errors };
+    });
+    print({ done: "churnStart", errors: [] });
+  },
+  churnStop: async () => {
+    churning = false;
+    const r = await Promise.all(churn);
+    print({
+      done: "churnStop",
+      errors: r.flatMap((x) => x.errors),
+      cycles: r.reduce((n, x) => n + x.cycles, 0),
+    });
+  },
 };
+let churning = false;
+let churn: Promise<{ cycles: number; errors: string[] }>[] = [];
 
 try {
   for (let i = 0; i < N; i++) members.push(await join(i));

@@ -15,6 +15,8 @@ export interface Fleet {
   run(cmd: string, timeoutMs?: number): Promise<string[]>;
   send(cmd: string): void;
   awaitDone(cmd: string, timeoutMs?: number): Promise<string[]>;
+  /** Sends cmd and resolves with its whole "done" line (errors and any figures). */
+  runLine(cmd: string, timeoutMs?: number): Promise<Record<string, unknown>>;
   stats(): Promise<{ resumes: number[]; revoked: string[]; lost: string[]; mappings: number }>;
   kill(): Promise<void>;
   err(): string;
@@ -68,6 +70,10 @@ export async function startFleet(socket: string, n: number, firstPage: number, u
     pid: child.pid!,
     send,
     awaitDone,
+    runLine: (cmd, timeoutMs = 90_000) => {
+      send(cmd);
+      return next((l) => l.done === cmd, `done ${cmd}`, timeoutMs);
+    },
     run: (cmd, timeoutMs) => {
       send(cmd);
       return awaitDone(cmd, timeoutMs);
