@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { REPO, run, until } from "../lib/brokerd.js";
 import { freePort } from "../observability/support/processes.js";
-import { buildBaseImages, must, PODMAN_ENV, requireTools, startPodmanService } from "./support.js";
+import { buildBaseImages, must, PODMAN_ENV, podman, requireTools, startPodmanService } from "./support.js";
 
 const PROJECT = `vfio-broker-ci-${process.pid}`;
 let env: NodeJS.ProcessEnv = {};
@@ -40,7 +40,13 @@ before(async () => {
 });
 
 after(async () => {
-  if (service) await compose(["down", "-v", "--remove-orphans"], 120_000);
+  // docker-compose 1.29 removes the containers in parallel, and podman refuses to remove brokerd
+  // while Prometheus still holds its network namespace: a second `down` finishes the job.
+  for (let i = 0; service && i < 3; i++) {
+    await compose(["down", "-v", "--remove-orphans"], 120_000);
+    const left = await podman(["ps", "-aq", "--filter", `label=com.docker.compose.project=${PROJECT}`]);
+    if (left.stdout.trim() === "") break;
+  }
   await service?.stop();
 });
 
