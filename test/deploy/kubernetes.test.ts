@@ -1,0 +1,178 @@
+// deploy/kubernetes, validated offline (issue 11): the kustomization builds (our emulation, and
+// `kubectl kustomize` too where kubectl is installed: both must agree), every resource passes a
+// strict schema check that also rejects unknown fields (k8s-manifests.ts), the privileges are the
+// documented ones, and brokerd accepts the ConfigMap's policy: its loader parses it, the rule
+// allows the example pod's identity and nothing else, and brokerd starts on it.
+import assert from "node:assert/strict";
+import { chmodSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { test } from "node:test";
+import { parseConfig as parseAdminConfig } from "@vfio-broker/admin/config";
+import { parseConfig } from "@vfio-broker/brokerd/config";
+import { authorizeMapping } from "@vfio-broker/brokerd/policy/evaluate";
+import { parsePolicy } from "@vfio-broker/brokerd/policy/schema";
+import { parseAllDocuments } from "yaml";
+import { REPO, run, startBrokerd, until } from "../lib/brokerd.js";
+import { type Built, kustomize, type Resource, strictCheck } from "./k8s-manifests.js";
+
+const DIR = join(REPO, "deploy/kubernetes");
+// biome-ignore lint/suspicious/noExplicitAny: manifests are untyped YAML, checked field by field
+type Any = any;
+
+const built = kustomize(DIR);
+const find = (kind: string, name: string): Any => {
+  const b = built.find((x) => x.resource.kind === kind && x.resource.metadata.name === name);
+  assert.ok(b, `${kind} ${name} is in the kustomization`);
+  return b.resource;
+};
+const podSpec = (r: Any) => (r.kind === "Pod" ? r.spec : r.spec.template.spec);
+const policyText = (): string => find("ConfigMap", "vfio-broker-policy").data["policy.yaml"];
+
+test("the kustomization builds; kubectl kustomize (where installed) gives the same resources", async (t) => {
+  const kinds = built.map((b) => `${b.resource.kind}/${b.resource.metadata.name}`).sort();
+  assert.deepEqual(kinds, [
+    "ConfigMap/vfio-broker-policy",
+    "DaemonSet/vfio-brokerd",
+    "Deployment/vfio-broker-admin",
+    "Namespace/vfio-broker",
+    "Pod/vfio-broker-example",
+    "Service/vfio-broker-admin",
+    "Service/vfio-brokerd-metrics",
+  ]);
+  for (const b of built)
+    if (b.resource.kind !== "Namespace") assert.equal(b.resource.metadata.namespace, "vfio-broker", b.source);
+  const have = await run("sh", ["-c", "command -v kubectl"]);
+  if (have.code !== 0) {
+    t.diagnostic("kubectl is not installed: the built-in kustomize emulation alone was used");
+    return;
+  }
+  const k = await run("kubectl", ["kustomize", DIR], { timeoutMs: 60_000 });
+  assert.equal(k.code, 0, k.stderr);
+  const key = (r: Resource) => `${r.kind}/${r.metadata.name}`;
+  const theirs = new Map(parseAllDocuments(k.stdout).map((d) => [key(d.toJS()), d.toJS()] as const));
+  assert.deepEqual(new Map(built.map((b) => [key(b.resource), b.resource] as const)), theirs);
+});
+
+test("every resource passes the strict schema check (types, required and unknown fields)", async (t) => {
+  const t0 = Date.now();
+  assert.deepEqual(await strictCheck(built), []);
+  t.diagnostic(`strict check of ${built.length} resources: ${Date.now() - t0} ms`);
+});
+
+test("a misspelled field (hostPid) is rejected, though kubernetes-models' validate() alone accepts it", async () => {
+  const ds = structuredClone(find("DaemonSet", "vfio-brokerd"));
+  const spec = ds.spec.template.spec;
+  spec.hostPid = spec.hostPID;
+  delete spec.hostPID;
+  const { DaemonSet } = await import("kubernetes-models/apps/v1/DaemonSet");
+  assert.doesNotThrow(() => new DaemonSet(ds).validate(), "validate() alone lets unknown fields through");
+  const problems = await strictCheck([{ source: "misspelled", resource: ds } satisfies Built]);
+  assert.equal(problems.length, 1, problems.join("\n"));
+  assert.match(problems[0]!, /'"?hostPid"?' does not exist in type 'IPodSpec'/);
+  // ...and a wrong type deeper down, for good measure.
+  const bad = structuredClone(find("DaemonSet", "vfio-brokerd"));
+  bad.spec.template.spec.containers[0].ports[0].containerPort = "9464";
+  assert.match(
+    (await strictCheck([{ source: "string port", resource: bad }])).join("\n"),
+    /containerPort|number/,
+  );
+});
+
+test("brokerd's DaemonSet: hostPID, the socket hostPath, the policy at 0400, probes, limits, CHOWN only", () => {
+  const ds = find("DaemonSet", "vfio-brokerd");
+  const spec = podSpec(ds);
+  const [c] = spec.containers;
+  assert.equal(spec.hostPID, true);
+  assert.deepEqual(spec.volumes.find((v: Any) => v.name === "run").hostPath, {
+    path: "/run/vfio-broker",
+    type: "DirectoryOrCreate",
+  });
+  const policy = spec.volumes.find((v: Any) => v.name === "policy").configMap;
+  assert.equal(policy.name, "vfio-broker-policy");
+  assert.equal(policy.defaultMode, 0o400);
+  assert.equal(c.readinessProbe.httpGet.port, "metrics");
+  assert.equal(c.livenessProbe.httpGet.path, "/metrics");
+  assert.ok(c.resources.limits.memory && c.resources.limits.cpu && c.resources.requests.memory);
+  assert.deepEqual(c.securityContext.capabilities, { drop: ["ALL"], add: ["CHOWN"] });
+  assert.notEqual(c.securityContext.privileged, true);
+  // brokerd accepts its command line, and the policy lands where --policy says.
+  const [prog, ...args] = c.command;
+  assert.equal(prog, "vfio-brokerd");
+  const config = parseConfig(args, {});
+  assert.ok(config !== "help");
+  assert.equal(config.policy, "/etc/vfio-broker/policy.yaml");
+  assert.equal(config.adminGid, 990);
+  assert.equal(config.metrics, "0.0.0.0:9464");
+  const svc = find("Service", "vfio-brokerd-metrics");
+  assert.equal(svc.metadata.annotations["prometheus.io/scrape"], "true");
+  assert.deepEqual(svc.spec.selector, ds.spec.selector.matchLabels);
+});
+
+test("the console runs unprivileged (990, the admin socket's group) with flags it accepts", () => {
+  const d = find("Deployment", "vfio-broker-admin");
+  const spec = podSpec(d);
+  assert.deepEqual([spec.securityContext.runAsUser, spec.securityContext.runAsGroup], [990, 990]);
+  assert.equal(spec.securityContext.runAsNonRoot, true);
+  assert.deepEqual(spec.containers[0].securityContext.capabilities, { drop: ["ALL"] });
+  const [prog, ...args] = spec.containers[0].command;
+  assert.equal(prog, "vfio-broker-admin");
+  const config = parseAdminConfig(args, {});
+  assert.ok(config !== "help");
+  assert.equal(config.adminSocket, "/run/vfio-broker/admin.sock");
+  assert.deepEqual(find("Service", "vfio-broker-admin").spec.selector, d.spec.selector.matchLabels);
+});
+
+test("the ConfigMap's policy parses, allows the example pod's identity and only it", () => {
+  const policy = parsePolicy(policyText(), "policy-configmap.yaml");
+  const pod = podSpec(find("Pod", "vfio-broker-example"));
+  const { runAsUser: uid, runAsGroup: gid } = pod.securityContext;
+  // Kernel-reported cgroups of a pod container under the cgroupfs and systemd drivers.
+  const cid = "4f3c2b1a".repeat(8);
+  const cgroups = [
+    `/kubepods/besteffort/pod0c4f2a9e-1111-2222-3333-444455556666/${cid}`,
+    `/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0c4f2a9e_1111_2222_3333_444455556666.slice/cri-containerd-${cid}.scope`,
+  ];
+  const req = { device: "sim0", region: "BAR2", attribute: "WC", prot: "rw" } as const;
+  for (const cgroup of cgroups) {
+    const d = authorizeMapping(policy, { uid, gid, pid: 1, cgroup }, req);
+    assert.equal(d.allow, true, `${cgroup}: ${d.allow ? "" : d.message}`);
+    assert.equal(
+      authorizeMapping(policy, { uid, gid: 1000, pid: 1, cgroup }, req).allow,
+      false,
+      "another gid",
+    );
+  }
+  assert.equal(
+    authorizeMapping(policy, { uid, gid, pid: 1, cgroup: "/user.slice" }, req).allow,
+    false,
+    "outside a pod",
+  );
+  assert.equal(
+    authorizeMapping(policy, { uid, gid, pid: 1, cgroup: cgroups[0]! }, { ...req, region: "BAR0" }).allow,
+    false,
+  );
+});
+
+test("brokerd starts on the ConfigMap's policy and reloads it at the volume's mode (0400)", async () => {
+  const b = await startBrokerd({ policyText: policyText() });
+  try {
+    chmodSync(b.policyPath, 0o400);
+    b.proc.kill("SIGHUP");
+    const reload = await until("brokerd's policy.reload journal line", () =>
+      readFileSync(b.journal, "utf8")
+        .split("\n")
+        .find((l) => l.includes('"policy.reload"')),
+    );
+    assert.match(reload ?? "", /"ok":true/);
+    const r = await run(process.execPath, [
+      join(REPO, "clients/node/dist/cli.js"),
+      "devices",
+      "--socket",
+      b.socket,
+    ]);
+    // root is in no rule of this policy: brokerd answers, and denies.
+    assert.match(r.stderr, /PERMISSION_DENIED/);
+  } finally {
+    await b.stop();
+  }
+});
