@@ -3,7 +3,7 @@
 //   errors.c  NativeError construction, argument validation
 //   fdpass.c  sendmsg/recvmsg with SCM_RIGHTS (JS arguments and errors)
 //   fdmsg.c   the Node-free part: SCM_RIGHTS building, recvmsg + cmsg walk (also in native/fuzz)
-//   sock.c    socketpair/connect/listen/accept, close/dup
+//   sock.c    socketpair/connect/listen/accept, close/dup/cloexec
 //   peer.c    SO_PEERCRED, SO_PEERPIDFD
 //   pidfd.c   pidfd_open, liveness
 //   mem.c     memfd_create, mmap/munmap as external ArrayBuffers

@@ -36,6 +36,7 @@ export interface RawBinding {
   adoptSocket(fd: number): void;
   closeFd(fd: number): void;
   dupFd(fd: number): number;
+  setCloexec(fd: number, on: boolean): void;
   peerCred(fd: number): { pid: number; uid: number; gid: number };
   peerPidfd(fd: number): number | null;
   pidfdOpen(pid: number): number;

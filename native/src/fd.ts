@@ -1,10 +1,23 @@
-// fd.ts: owns the plain fd operations of the public API: closeFd, ioctl and flockExclusive (the in/out buffer form
-// VFIO needs). Never closes anything it was not asked to close.
+// fd.ts: owns the plain fd operations of the public API: closeFd, dupFd, setCloexec, ioctl (the in/out
+// buffer form VFIO needs) and flockExclusive. Never closes anything it was not asked to close.
 import { raw } from "./binding.js";
 
 /** close(2). Throws NativeError EBADF for an fd that is not open. */
 export function closeFd(fd: number): void {
   raw.closeFd(fd);
+}
+
+/**
+ * fcntl(F_DUPFD_CLOEXEC, 3): a second fd for the same open file. Holding one keeps the file (e.g. a
+ * listening socket and its backlog) alive while another owner closes its fd.
+ */
+export function dupFd(fd: number): number {
+  return raw.dupFd(fd);
+}
+
+/** Sets (default) or clears FD_CLOEXEC, e.g. on fds inherited across exec such as systemd's LISTEN_FDS. */
+export function setCloexec(fd: number, on = true): void {
+  raw.setCloexec(fd, on);
 }
 
 /**

@@ -368,6 +368,48 @@ export class FdSocket {
   }
 }
 
+/**
+ * Binds and listens on a Unix socket path (or '@abstract' name) and returns the listening fd
+ * (non-blocking, close-on-exec), accepting nothing. A stale socket file (nobody accepting) is
+ * removed first; a live one is EADDRINUSE; a non-socket file is refused. The file gets mode (default
+ * 0o600) before listen(). FdServer.listen is built on it; alone it gives a listener whose owner can
+ * hand the fd on (net.Server.listen({ fd }), the fdstore, a hand-over) and stop accepting without
+ * unlinking the path, which closing a path-bound net.Server or FdServer would do.
+ */
+export function listenUnix(path: string, opts: { mode?: number; backlog?: number } = {}): number {
+  const mode = opts.mode ?? 0o600;
+  const backlog = opts.backlog ?? 511;
+  if (typeof path !== "string" || path.length === 0)
+    throw invalid("listen", "path must be a non-empty string");
+  if (!path.startsWith("@") && existsSync(path)) {
+    const st = lstatSync(path);
+    if (!st.isSocket())
+      throw new NativeError(
+        `listen(${path}): exists and is not a socket; refusing to remove it`,
+        "EEXIST",
+        ERRNO.EEXIST,
+        "listen",
+      );
+    let live = false;
+    try {
+      const fd = raw.connect(path);
+      live = true;
+      if (fd >= 0) raw.closeFd(fd);
+    } catch (err) {
+      if ((err as NativeError).code !== "ECONNREFUSED") throw err;
+    }
+    if (live)
+      throw new NativeError(
+        `listen(${path}): another server is accepting on this socket`,
+        "EADDRINUSE",
+        ERRNO.EADDRINUSE,
+        "listen",
+      );
+    unlinkSync(path);
+  }
+  return raw.listen(path, backlog, mode);
+}
+
 export class FdServer {
   readonly path: string;
   readonly #fd: number;
@@ -391,37 +433,7 @@ export class FdServer {
    * (default 0o600) before listen(), so no client ever connects through looser permissions.
    */
   static listen(path: string, opts: { mode?: number; backlog?: number } = {}): FdServer {
-    const mode = opts.mode ?? 0o600;
-    const backlog = opts.backlog ?? 511;
-    if (typeof path !== "string" || path.length === 0)
-      throw invalid("listen", "path must be a non-empty string");
-    if (!path.startsWith("@") && existsSync(path)) {
-      const st = lstatSync(path);
-      if (!st.isSocket())
-        throw new NativeError(
-          `listen(${path}): exists and is not a socket; refusing to remove it`,
-          "EEXIST",
-          ERRNO.EEXIST,
-          "listen",
-        );
-      let live = false;
-      try {
-        const fd = raw.connect(path);
-        live = true;
-        if (fd >= 0) raw.closeFd(fd);
-      } catch (err) {
-        if ((err as NativeError).code !== "ECONNREFUSED") throw err;
-      }
-      if (live)
-        throw new NativeError(
-          `listen(${path}): another server is accepting on this socket`,
-          "EADDRINUSE",
-          ERRNO.EADDRINUSE,
-          "listen",
-        );
-      unlinkSync(path);
-    }
-    return new FdServer(path, raw.listen(path, backlog, mode));
+    return new FdServer(path, listenUnix(path, opts));
   }
 
   /** Starts accepting (accept4 with SOCK_CLOEXEC | SOCK_NONBLOCK on readiness). Keeps the process alive until close(). */

@@ -3,11 +3,12 @@
 // (identity.ts), memfds and mappings (memory.ts), ioctl and close (fd.ts), sd_notify (notify.ts),
 // all as NativeError-throwing functions. The C side lives in src/*.c (see addon.c for the map).
 export { NativeError } from "./errors.js";
-export { closeFd, flockExclusive, ioctl } from "./fd.js";
+export { closeFd, dupFd, flockExclusive, ioctl, setCloexec } from "./fd.js";
 export {
   type FdMessage,
   FdServer,
   FdSocket,
+  listenUnix,
   MAX_FDS_PER_MESSAGE,
   type RecvLimits,
 } from "./fdsocket.js";

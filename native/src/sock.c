@@ -1,5 +1,6 @@
 // sock.c: owns creating, connecting, listening on and accepting Unix STREAM sockets, always
-// non-blocking and close-on-exec, plus the small fd utilities (close, dup, fd_is_open). Paths that
+// non-blocking and close-on-exec, plus the small fd utilities (close, dup, set close-on-exec,
+// fd_is_open). Paths that
 // start with '@' are Linux abstract names. Nothing here ever blocks: a connect that would block
 // returns -1 so index.ts retries later, and accept returns -1 on EAGAIN.
 #include "common.h"
@@ -166,6 +167,21 @@ static napi_value js_dupfd(napi_env env, napi_callback_info info) {
   return make_int(env, d);
 }
 
+// setCloexec(fd, on): FD_CLOEXEC on or off. Fds inherited across exec (systemd's LISTEN_FDS) arrive
+// without it and would otherwise leak into every child brokerd spawns.
+static napi_value js_set_cloexec(napi_env env, napi_callback_info info) {
+  ARGS(2);
+  int fd;
+  bool on;
+  if (!arg_fd(env, argv[0], "setCloexec", "fd", &fd)) return NULL;
+  if (!arg_bool(env, argv[1], "setCloexec", "on", &on)) return NULL;
+  int fl = fcntl(fd, F_GETFD);
+  if (fl < 0) return throw_errno(env, errno, "fcntl", "fd %d, F_GETFD", fd);
+  int want = on ? (fl | FD_CLOEXEC) : (fl & ~FD_CLOEXEC);
+  if (want != fl && fcntl(fd, F_SETFD, want) < 0) return throw_errno(env, errno, "fcntl", "fd %d, F_SETFD", fd);
+  return make_undefined(env);
+}
+
 void register_sock(napi_env env, napi_value exports) {
   export_fn(env, exports, "socketpair", js_socketpair);
   export_fn(env, exports, "connect", js_connect);
@@ -174,4 +190,5 @@ void register_sock(napi_env env, napi_value exports) {
   export_fn(env, exports, "adoptSocket", js_adopt);
   export_fn(env, exports, "closeFd", js_closefd);
   export_fn(env, exports, "dupFd", js_dupfd);
+  export_fn(env, exports, "setCloexec", js_set_cloexec);
 }
