@@ -81,7 +81,9 @@ function setup(dir: string): StateStore {
 function sqlite(dir: string, sync: "NORMAL" | "OFF"): ((i: number) => void) | undefined {
   const path = process.env.VFIO_BENCH_SQLITE;
   if (!path) return undefined;
-  const Database = createRequire(import.meta.url)(path) as new (f: string) => {
+  const Database = createRequire(import.meta.url)(path) as new (
+    f: string,
+  ) => {
     pragma(s: string): unknown;
     exec(s: string): void;
     prepare(s: string): { run(...a: unknown[]): unknown };
@@ -105,7 +107,9 @@ function run(where: string, base: string): void {
   const dir = mkdtempSync(join(base, "vfio-bench-state-"));
   try {
     console.log(`\n${where} (${dir})`);
-    const lines = Array.from({ length: 4096 }, (_, i) => grantRecords(i).map((r) => Buffer.from(encodeRecord(r))));
+    const lines = Array.from({ length: 4096 }, (_, i) =>
+      grantRecords(i).map((r) => Buffer.from(encodeRecord(r))),
+    );
     const fd = openSync(join(dir, "floor.log"), "a");
     const floor = usPerGrant("baseline: 3 bare write(2)s", (i) => {
       for (const b of lines[i % 4096]!) writeSync(fd, b);

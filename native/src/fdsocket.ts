@@ -436,6 +436,19 @@ export class FdServer {
     return new FdServer(path, listenUnix(path, opts));
   }
 
+  /**
+   * Serves an already listening socket bound at path (handed over by a previous brokerd, or from
+   * systemd's fdstore). It is closed (and the file removed if still this socket) like one from listen().
+   */
+  static adopt(path: string, fd: number): FdServer {
+    return new FdServer(path, fd);
+  }
+
+  /** The listening fd (to hand over to a successor; it stays this server's). */
+  get fd(): number {
+    return this.#fd;
+  }
+
   /** Starts accepting (accept4 with SOCK_CLOEXEC | SOCK_NONBLOCK on readiness). Keeps the process alive until close(). */
   onConnection(cb: (sock: FdSocket) => void): void {
     if (this.#closed) throw closedError("onConnection", this.#fd);
@@ -449,9 +462,13 @@ export class FdServer {
     }
   }
 
-  /** Idempotent. Stops accepting, closes the listening fd and removes the socket file if still ours. */
-  close(): void {
+  /**
+   * Idempotent. Stops accepting, closes the listening fd and removes the socket file if still ours
+   * (keepPath: leave it, e.g. when the socket lives on in systemd's fdstore or a successor).
+   */
+  close(opts: { keepPath?: boolean } = {}): void {
     if (this.#closed) return;
+    if (opts.keepPath) this.#ino = null;
     this.#closed = true;
     if (this.#backoff) clearTimeout(this.#backoff);
     this.#poller?.close();

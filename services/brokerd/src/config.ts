@@ -41,6 +41,8 @@ export interface Config {
   resumeGraceMs: number;
   /** On SIGTERM/SIGINT: "keep" every grant for the next brokerd (default), or "release" them all. */
   onStop: "keep" | "release";
+  /** Take over from the brokerd running on this runtime dir (planned upgrade, no systemd). */
+  takeOver: boolean;
 }
 
 const HELP = `usage: vfio-brokerd [options]
@@ -66,6 +68,8 @@ const HELP = `usage: vfio-brokerd [options]
                         on /run it lasts until reboot, as grants do: no process outlives a reboot)
   --resume-grace-ms N   a session restored after a restart waits N ms to be resumed (default 30000); then
                         it ends if it holds nothing, else its mappings stay booked until its process exits
+  --take-over           planned upgrade: take the listening sockets over from the brokerd running on this
+                        runtime dir (RUNTIME-DIR/handover.sock); it freezes its state and exits, clients resume
   --on-stop keep|release  SIGTERM/SIGINT: keep every grant for the next brokerd (default: clients resume),
                         or release them all (clients hear "shutdown" revocations)
   --sysfs BDF[,BDF]     serve these PCI functions through sysfs resourceN/resourceN_wc (docs/real-hardware.md)
@@ -114,6 +118,7 @@ const KNOWN = new Set([
   "state-dir",
   "resume-grace-ms",
   "on-stop",
+  "take-over",
 ]);
 
 /** A gid, or a group name looked up in /etc/group (systemd units cannot resolve names in arguments). */
@@ -151,7 +156,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
       fromArgs.sim = false;
       continue;
     }
-    if (key === "vfio-bind" && eq < 0) {
+    if ((key === "vfio-bind" || key === "take-over") && eq < 0) {
       fromArgs[key] = true;
       continue;
     }
@@ -213,6 +218,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     stateDir: str("state-dir", join(dir, "brokerd-state")),
     resumeGraceMs: int("resume-grace-ms", str("resume-grace-ms", "30000"), 100, 86_400_000),
     onStop,
+    takeOver: raw["take-over"] === true || raw["take-over"] === "true" || raw["take-over"] === "1",
   };
 }
 

@@ -26,6 +26,8 @@ import type { Session } from "./identity/session.js";
 import { Journal } from "./journal.js";
 import type { RestartSource } from "./metrics/restart.js";
 import { loadPolicyFile, type Policy, PolicyError } from "./policy/index.js";
+import { storeFds, takeListenFds } from "./restart/fdstore.js";
+import { offerHandover, takeOver } from "./restart/handover.js";
 import { adminServiceImpl } from "./rpc/admin-service.js";
 import { brokerServiceImpl } from "./rpc/broker-service.js";
 import { HealthState } from "./rpc/health-service.js";
@@ -56,6 +58,16 @@ export function fdSocketName(socket: string, fdSocket: string): string {
   return dirname(resolve(socket)) === dirname(resolve(fdSocket)) ? basename(fdSocket) : "";
 }
 
+/** The planned-upgrade socket in the runtime dir (root only, restart/handover.ts). */
+export const HANDOVER_SOCKET = "handover.sock";
+
+/** Takes name's fd out of the inherited set (undefined: bind afresh). */
+function takeInherited(inherited: Map<string, number>, name: string): number | undefined {
+  const fd = inherited.get(name);
+  inherited.delete(name);
+  return fd;
+}
+
 export interface Daemon {
   broker: Broker;
   config: Config;
@@ -76,6 +88,8 @@ export interface Daemon {
 export interface DaemonExtras {
   /** Extra backends (sysfs, vfio) next to or instead of sim. */
   backends?: Backend[];
+  /** After a hand-over to a successor (default: exit the process, which must not linger). */
+  onHandedOver?: () => void;
   /** Attaches metrics (the journal's own series included); returns a closer. */
   metrics?: (
     broker: Broker,
@@ -88,6 +102,18 @@ export interface DaemonExtras {
 export async function startDaemon(config: Config, extras: DaemonExtras = {}): Promise<Daemon> {
   const policy: Policy = loadPolicyFile(config.policy);
   mkdirSync(config.runtimeDir, { recursive: true, mode: 0o755 });
+  // Listening sockets that outlive brokerd processes, by name: from the brokerd this one replaces
+  // (--take-over; once confirm() resolves it has exited, freeing its lock, store and metrics
+  // port) or from systemd's fdstore (LISTEN_FDS). Sockets not inherited are bound fresh.
+  const inherited = new Map<string, number>();
+  let predecessor = 0;
+  if (config.takeOver) {
+    const t = await takeOver(join(config.runtimeDir, HANDOVER_SOCKET), 30_000);
+    for (const f of t.fds) inherited.set(f.name, f.fd);
+    await t.confirm();
+    predecessor = t.oldPid;
+  } else for (const f of takeListenFds()) inherited.set(f.name, f.fd);
+  const inheritedNames = [...inherited.keys()];
   // One brokerd per runtime dir, decided before anything in it is touched.
   const lock = lockRuntimeDir(config.runtimeDir);
   const budget = planFdBudget(nofileLimit(), {
@@ -180,6 +206,7 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
       mode: 0o666,
       maxConnections: budget.caps.sessions + REFUSED_LINGER_FDS,
       maxRefused: REFUSED_LINGER_FDS,
+      listenFd: takeInherited(inherited, "broker.sock"),
     },
     {
       admit: (id: PeerIdentity) => {
@@ -223,6 +250,7 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
       ...(config.adminGid >= 0 ? { gid: config.adminGid } : {}),
       maxConnections: MAX_ADMIN_CONNECTIONS,
       maxRefused: 8,
+      listenFd: takeInherited(inherited, "admin.sock"),
     },
     {
       admit: (id) => {
@@ -242,6 +270,45 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
     path: config.fdSocket,
     mode: 0o666,
     maxConnections: budget.caps.fdConnections,
+    listenFd: takeInherited(inherited, "fd.sock"),
+  });
+  for (const fd of inherited.values()) closeFd(fd); // names this brokerd does not serve
+  // What outlives this process: parked in systemd's fdstore (a no-op without NOTIFY_SOCKET) and
+  // handed to a successor started with --take-over.
+  const parked = [
+    { name: "broker.sock", fd: brokerListener.listener.fd },
+    { name: "fd.sock", fd: fdChannel.listenFd },
+    { name: "admin.sock", fd: adminListener.listener.fd },
+  ];
+  storeFds(parked);
+  let handedOver = false;
+  const handover = offerHandover(join(config.runtimeDir, HANDOVER_SOCKET), {
+    collect: async () => {
+      // From here the state is final: nothing is written, every call and delivery is refused
+      // ("restarting"), so the successor restores exactly what clients were told.
+      persister.freeze();
+      broker.frozen = true;
+      journal.write("handover.start", { pid: process.pid, run });
+      return { fds: parked, meta: { pid: process.pid, run } };
+    },
+    done: async () => {
+      handedOver = true;
+      draining = true;
+      await broker.close(true);
+      brokerListener.dropAll();
+      adminListener.dropAll();
+      await metrics?.close();
+      journal.close("handed over to the next brokerd (grants kept)");
+      store.close();
+      lock.release();
+      // Exiting closes everything without unlinking a socket file the successor now serves.
+      (extras.onHandedOver ?? (() => process.exit(0)))();
+    },
+    abort: (e) => {
+      persister.frozen = false;
+      broker.frozen = false;
+      journal.write("handover.aborted", { reason: e.message });
+    },
   });
   const metrics = extras.metrics
     ? await extras.metrics(broker, config, journal, { restore: { ...restored, run }, persister })
@@ -252,6 +319,8 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
     restored: restored.decisions.filter((d) => d.action === "detached").length,
     released: restored.decisions.filter((d) => d.action === "released").length,
     reconcileMs: Math.round(restored.ms * 1000) / 1000,
+    ...(predecessor ? { tookOverFrom: predecessor } : {}),
+    inheritedSockets: inheritedNames,
   });
 
   return {
@@ -262,10 +331,13 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
     reloadPolicy,
     reopenJournal: () => journal.reopen(),
     async close(reason = "close", keepGrants = false) {
+      if (handedOver) return;
       draining = true;
+      await handover.close();
       health.setAll(HealthCheckResponse_ServingStatus.NOT_SERVING);
       if (keepGrants) persister.freeze();
-      fdChannel.close();
+      // Keeping grants, the socket files stay: under systemd the sockets live on in the fdstore.
+      fdChannel.close({ keepPath: keepGrants });
       // Every leased client hears "shutdown" (revocations, then LeaseEnded) before its connection
       // closes; broker.close() waits for that, about 1 s at most. Keeping grants, it hears
       // "restart" instead, and no session ends.

@@ -45,6 +45,8 @@ export interface FdChannelOptions {
   idleMs?: number;
   /** Connections served at once over all identities (each is one fd in brokerd). */
   maxConnections?: number;
+  /** An already listening socket at path (hand-over, fdstore) instead of binding one. */
+  listenFd?: number;
 }
 
 /** Rejects after ms (for a send to a client that never reads); the timer never keeps brokerd up. */
@@ -67,7 +69,10 @@ export class FdChannel {
     private readonly broker: Broker,
     private readonly opts: FdChannelOptions,
   ) {
-    this.server = FdServer.listen(opts.path, { mode: opts.mode });
+    this.server =
+      opts.listenFd !== undefined
+        ? FdServer.adopt(opts.path, opts.listenFd)
+        : FdServer.listen(opts.path, { mode: opts.mode });
     this.server.onConnection((sock) => {
       void this.own(sock);
     });
@@ -190,6 +195,9 @@ export class FdChannel {
         this.broker.emit("fd.delivery", "bad_request", undefined, 0, peer);
         continue;
       }
+      // Handing over to the next brokerd: the state is final, so nothing is delivered here. The
+      // client sees the connection close and presents the same ticket to the next brokerd.
+      if (this.broker.frozen) return;
       const d = this.broker.redeemTicket(ticket, peer);
       if (!d.ok) {
         await this.reply(sock, { status: STATUS[d.status] ?? FdStatus.INTERNAL, message: d.message });
@@ -224,8 +232,14 @@ export class FdChannel {
     return this.conns.size;
   }
 
-  close(): void {
-    this.server.close();
+  /** The listening fd (for the fdstore and hand-over). */
+  get listenFd(): number {
+    return this.server.fd;
+  }
+
+  /** keepPath: the socket lives on (fdstore, the next brokerd): its file stays. */
+  close(opts: { keepPath?: boolean } = {}): void {
+    this.server.close(opts);
     for (const c of this.conns) c.close();
   }
 }

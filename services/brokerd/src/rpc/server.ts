@@ -3,16 +3,21 @@
 // then hands the socket to grpc-js (Server.createConnectionInjector). Each socket gets a unique
 // remoteAddress, which grpc-js reports as the call's getPeer(): that is how every call is
 // attributed to its connection's identity and to nothing the client sends.
-import { chmodSync, chownSync, existsSync, unlinkSync } from "node:fs";
+import { chownSync, existsSync } from "node:fs";
 import { connect, createServer, type Server as NetServer, type Socket } from "node:net";
 import * as grpc from "@grpc/grpc-js";
-import { closeFd, peerCred } from "@vfio-broker/native";
+import { closeFd, dupFd, listenUnix, peerCred } from "@vfio-broker/native";
 import { BrokerError } from "../errors.js";
 import { identityOfSocket, type PeerIdentity } from "../identity/peer.js";
 import { logLimited } from "../log.js";
 
 export interface Listener {
   close(): Promise<void>;
+  /**
+   * The listening socket's own fd (bound natively, so closing the server never removes the socket
+   * file): what is parked in systemd's fdstore or handed over to the next brokerd.
+   */
+  readonly fd: number;
 }
 
 export interface ConnectionHooks<C> {
@@ -41,6 +46,8 @@ export interface ServeOptions {
   /** Refused connections kept to answer with the reason, per uid and in all (more are just closed). */
   maxRefusedPerUid?: number;
   maxRefused?: number;
+  /** An already listening socket at path (hand-over, fdstore) instead of binding one. */
+  listenFd?: number;
 }
 
 let connCounter = 0;
@@ -171,31 +178,37 @@ export async function serveUnix<C>(
   net.maxConnections = opts.maxConnections;
   // accept(2) failing (EMFILE, ENFILE) is not a reason to stop serving: libuv retries.
   net.on("error", (e) => logLimited(`accept:${path}`, `brokerd: ${path}: ${e.message}`));
-  if (existsSync(path)) {
+  let listenFd = opts.listenFd;
+  if (listenFd === undefined) {
     // Never take over a socket someone is still serving (another brokerd, with its own runtime dir).
-    if (await isLive(path))
+    if (existsSync(path) && (await isLive(path)))
       throw new BrokerError(
         "UNAVAILABLE",
         `another server is accepting on ${path}; stop it first, or give this brokerd other socket paths`,
         "socket_in_use",
       );
-    unlinkSync(path);
+    // Bound natively with its mode set before listen(), and served by net.Server through a dup:
+    // closing the server then never unlinks the path, so the socket (and its backlog) can live on
+    // in the next brokerd. A deep accept queue (the kernel caps it at somaxconn): a uid that floods
+    // connect() must not fill the queue for everyone before brokerd gets to turn it away.
+    listenFd = listenUnix(path, { mode: opts.mode, backlog: 4096 });
+    if (opts.gid !== undefined) chownSync(path, process.getuid?.() ?? 0, opts.gid);
   }
+  const served = dupFd(listenFd);
   await new Promise<void>((resolve, reject) => {
     net.once("error", reject);
-    // A deep accept queue (the kernel caps it at somaxconn): a uid that floods connect() must not
-    // fill the queue for everyone before brokerd gets to turn it away.
-    net.listen({ path, backlog: 4096 }, () => resolve());
+    net.listen({ fd: served }, () => resolve());
   });
-  chmodSync(path, opts.mode);
-  if (opts.gid !== undefined) chownSync(path, process.getuid?.() ?? 0, opts.gid);
+  const ownFd = listenFd;
   return {
     listener: {
+      fd: ownFd,
       close: () =>
         new Promise<void>((resolve) => {
           injector.destroy();
           net.close(() => resolve());
           for (const s of sockets.values()) s.destroy();
+          closeFd(ownFd);
         }),
     },
     contextOf: (call) => {
