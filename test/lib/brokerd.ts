@@ -45,6 +45,27 @@ export function tempDir(prefix: string): string {
   return dir;
 }
 
+/** brokerd's command line as the tests run it: temp sockets, no metrics listener, a journal file. */
+export function brokerdArgs(
+  dir: string,
+  policyPath: string,
+  journal: string,
+  extra: string[] = [],
+): string[] {
+  return [
+    BROKERD,
+    "--runtime-dir",
+    dir,
+    "--policy",
+    policyPath,
+    "--metrics",
+    "off",
+    "--journal",
+    journal,
+    ...extra,
+  ];
+}
+
 export async function startBrokerd(opts: StartOptions = {}): Promise<BrokerProcess> {
   const dir = opts.dir ?? tempDir("vfio-broker-e2e-");
   // brokerd refuses a policy file its group or others may write; a copy with a known mode keeps
@@ -53,22 +74,9 @@ export async function startBrokerd(opts: StartOptions = {}): Promise<BrokerProce
   writeFileSync(policyPath, opts.policyText ?? readFileSync(opts.policy ?? SIM_POLICY));
   chmodSync(policyPath, 0o644);
   const journal = join(dir, "journal.jsonl");
-  const proc = spawn(
-    process.execPath,
-    [
-      BROKERD,
-      "--runtime-dir",
-      dir,
-      "--policy",
-      policyPath,
-      "--metrics",
-      "off",
-      "--journal",
-      journal,
-      ...(opts.args ?? []),
-    ],
-    { stdio: ["ignore", "pipe", "pipe"] },
-  );
+  const proc = spawn(process.execPath, brokerdArgs(dir, policyPath, journal, opts.args), {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let err = "";
   proc.stderr!.on("data", (b: Buffer) => {
     err += b.toString();

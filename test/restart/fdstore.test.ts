@@ -11,11 +11,11 @@ import { connect as netConnect } from "node:net";
 import { join } from "node:path";
 import { it } from "node:test";
 import { spawnAs } from "../hostile/support/harness.js";
-import { BROKERD, CLI, SIM_POLICY, tempDir, until } from "../lib/brokerd.js";
+import { brokerdArgs, CLI, SIM_POLICY, tempDir, until } from "../lib/brokerd.js";
 
 const FAKE_SYSTEMD = String.raw`
 import array, json, os, signal, socket, subprocess, sys
-notify, argv = sys.argv[1], json.loads(sys.argv[2])
+notify, argv, errlog = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 s.bind(notify)
 def start(store):
@@ -31,7 +31,9 @@ def start(store):
     if names:
         env.update(LISTEN_FDS=str(len(names)), LISTEN_FDNAMES=":".join(names))
     # LISTEN_PID must be the service's own pid: set by the shell that then execs node.
+    # brokerd's output goes to a file: holding the test's pipes, an orphan would keep it waiting.
     return subprocess.Popen(["sh", "-c", 'LISTEN_PID=$$ exec "$@"', "sh"] + argv, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(errlog, "a"),
                             pass_fds=list(range(3, 3 + len(names))), preexec_fn=place if names else None)
 def serve(proc, store):
     while True:
@@ -62,6 +64,7 @@ print(json.dumps({"ready": 2, "stored": sorted(store)}), flush=True)
 sys.stdin.readline()
 p.send_signal(signal.SIGTERM)
 p.wait()
+print(json.dumps({"ended": p.returncode}), flush=True)
 `;
 
 it("fdstore: brokerd parks its sockets with a fake systemd and serves them again after a restart", {
@@ -71,19 +74,9 @@ it("fdstore: brokerd parks its sockets with a fake systemd and serves them again
   const policy = join(dir, "policy.yaml");
   writeFileSync(policy, readFileSync(SIM_POLICY), { mode: 0o644 });
   const journal = join(dir, "journal.jsonl");
-  const argv = [
-    process.execPath,
-    BROKERD,
-    "--runtime-dir",
-    dir,
-    "--policy",
-    policy,
-    "--metrics",
-    "off",
-    "--journal",
-    journal,
-  ];
-  const py = spawn("python3", ["-c", FAKE_SYSTEMD, join(dir, "notify.sock"), JSON.stringify(argv)], {
+  const argv = [process.execPath, ...brokerdArgs(dir, policy, journal)];
+  const errlog = join(dir, "brokerd.err");
+  const py = spawn("python3", ["-c", FAKE_SYSTEMD, join(dir, "notify.sock"), JSON.stringify(argv), errlog], {
     stdio: ["pipe", "pipe", "pipe"],
   });
   let out = "";
@@ -94,6 +87,13 @@ it("fdstore: brokerd parks its sockets with a fake systemd and serves them again
   py.stderr.on("data", (d: Buffer) => {
     err += d.toString();
   });
+  const brokerdErr = () => {
+    try {
+      return readFileSync(errlog, "utf8");
+    } catch {
+      return "";
+    }
+  };
   const line = (key: string) =>
     until(
       `the fake systemd's ${key} line`,
@@ -115,7 +115,7 @@ it("fdstore: brokerd parks its sockets with a fake systemd and serves them again
     assert.deepEqual(
       first.stored,
       ["admin.sock", "broker.sock", "fd.sock"],
-      `brokerd parks its sockets:\n${err}`,
+      `brokerd parks its sockets:\n${err}\n${brokerdErr()}`,
     );
     const h = holder;
     await until("the CLI to hold its mapping", () => /cookie/.test(h.out()), 20_000);
@@ -133,7 +133,7 @@ it("fdstore: brokerd parks its sockets with a fake systemd and serves them again
     assert.equal(queued, "connected");
     py.stdin.write("start\n");
     await until("brokerd 2 to be ready", () => out.includes('"ready": 2'), 30_000).catch((e) => {
-      throw new Error(`${(e as Error).message}\n${err}`);
+      throw new Error(`${(e as Error).message}\n${err}\n${brokerdErr()}`);
     });
     await until("the CLI to resume", () => /resumed after a brokerd restart/.test(h.out()), 30_000);
     const starts = readFileSync(journal, "utf8")
@@ -144,7 +144,19 @@ it("fdstore: brokerd parks its sockets with a fake systemd and serves them again
     assert.equal(h.child.exitCode, null, h.err());
   } finally {
     holder?.child.kill("SIGKILL");
-    py.stdin.write("end\n");
-    py.kill("SIGTERM");
+    // The fake systemd stops its brokerd (SIGTERM) and exits; only if it hangs is it killed.
+    const exited = new Promise((r) => (py.exitCode !== null ? r(null) : py.once("exit", r)));
+    py.stdin.write("end\nend\nend\n");
+    const t = setTimeout(() => py.kill("SIGKILL"), 15_000);
+    await exited;
+    clearTimeout(t);
+    // Whatever brokerd it started must not outlive the test (it would hold the runner's pipes).
+    for (const l of readFileSync(journal, "utf8").split("\n"))
+      if (l.includes('"event":"daemon.start"'))
+        try {
+          process.kill((JSON.parse(l) as { pid: number }).pid, "SIGKILL");
+        } catch {
+          /* already gone */
+        }
   }
 });

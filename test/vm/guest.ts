@@ -817,6 +817,103 @@ async function dmabufPhase(fn: PciFunction): Promise<void> {
   }
 }
 
+/**
+ * Issue 10: brokerd replaced (--take-over) under a workload holding a live vfio-backed mapping.
+ * The device fd is handed over, never closed, so the device is not reset: the workload's mmap
+ * keeps working, the marker it wrote reads back through the new brokerd, the PCI command
+ * register keeps memory decoding on, and the client resumed by itself.
+ */
+async function restartPhase(fn: PciFunction, policy: string): Promise<void> {
+  log("== phase: restart (hand-over with a live vfio mapping)");
+  const a = await startBrokerd("restart", ["--vfio", fn.bdf], policy);
+  if (!check("restart: brokerd starts with --vfio", !!a) || !a) return;
+  const sock = join(a.dir, "broker.sock");
+  const agent = spawn(
+    "setpriv",
+    [
+      "--reuid=65534",
+      "--regid=65534",
+      "--clear-groups",
+      "--no-new-privs",
+      NODE,
+      join(HERE, "resume-agent.js"),
+      sock,
+      fn.bdf,
+    ],
+    { stdio: ["pipe", "pipe", "pipe"] },
+  );
+  let text = "";
+  let err = "";
+  agent.stdout!.on("data", (d: Buffer) => {
+    text += d.toString();
+  });
+  agent.stderr!.on("data", (d: Buffer) => {
+    err += d.toString();
+  });
+  const line = async (op: string) =>
+    until(
+      `agent ${op}`,
+      () => {
+        for (const l of text.split("\n"))
+          if (l.startsWith("RESUME ")) {
+            const j = JSON.parse(l.slice(7)) as Record<string, unknown>;
+            if (j.op === op) return j;
+          }
+        return agent.exitCode !== null ? ({ op: "exited" } as Record<string, unknown>) : undefined;
+      },
+      60_000,
+    );
+  let b: Brokerd | undefined;
+  try {
+    const mapped = await line("mapped");
+    if (
+      !check("restart: the workload maps BAR2 UC through the vfio backend", mapped?.op === "mapped", err) ||
+      !mapped
+    )
+      return;
+    const aExit = new Promise<number | null>((r) =>
+      a.proc.exitCode !== null ? r(a.proc.exitCode) : a.proc.once("exit", (c) => r(c)),
+    );
+    b = await startBrokerd("restart", ["--vfio", fn.bdf, "--take-over"], policy);
+    check("restart: the successor (--take-over) starts", !!b);
+    check(
+      "restart: the old brokerd exits 0 after the hand-over",
+      (await aExit) === 0,
+      a.stderr().slice(-1500),
+    );
+    check(
+      "restart: the successor took the device fd over (never closed, so no device reset)",
+      !!b && /device fd taken over from the previous brokerd/.test(b.stderr()),
+      b?.stderr().slice(-1500),
+    );
+    agent.stdin!.write("check\n");
+    const c = (await line("checked")) ?? {};
+    check(
+      "restart: the marker written before reads back through the workload's mmap",
+      c.viaMmap === c.mark,
+      JSON.stringify(c),
+    );
+    check("restart: and through the new brokerd (ReadRegion)", c.viaBrokerd === c.mark, JSON.stringify(c));
+    check(
+      "restart: the PCI command register is unchanged, memory decoding on (no reset)",
+      c.command === mapped.command && ((c.command as number) & 2) === 2,
+      JSON.stringify({ before: mapped.command, after: c.command }),
+    );
+    check("restart: the client resumed by itself", (c.resumedMs as number) >= 0, JSON.stringify(c));
+    check(
+      "restart: the workload exits 0",
+      (await new Promise((r) => (agent.exitCode !== null ? r(agent.exitCode) : agent.once("exit", r)))) === 0,
+      err,
+    );
+  } catch (e) {
+    check("restart phase ran to completion", false, (e as Error).message);
+  } finally {
+    agent.kill("SIGKILL");
+    await b?.stop();
+    await a.stop();
+  }
+}
+
 async function main(): Promise<void> {
   log(
     `kernel ${readFileSync("/proc/sys/kernel/osrelease", "utf8").trim()}, node ${process.version}, repo ${REPO}`,
@@ -850,6 +947,7 @@ rules:
   if (only === "" || only === "sysfs")
     await sysfsPhase(fn, eduBdf ? new PciFunction(eduBdf) : undefined, policy);
   if (only === "" || only === "vfio") await vfioPhase(fn, policy);
+  if (only === "" || only === "restart") await restartPhase(fn, policy);
   if (only === "" || only === "dmabuf") await dmabufPhase(fn);
 }
 

@@ -27,7 +27,7 @@ import {
 } from "./convert.js";
 import { DeviceFile, type DeviceFileHost } from "./device-file.js";
 import { BrokerClientError, FdChannelError, toClientError } from "./errors.js";
-import { FdChannelConnection, type FetchedFd, fdSocketCandidates } from "./fd-channel.js";
+import { FdChannelConnection, type FetchedFd, fdSocketCandidates, isClosedByPeer } from "./fd-channel.js";
 import { Lease } from "./lease.js";
 import type { Mapping } from "./mapping.js";
 import { backoffMs, isRestart, leaseLossIsRestart, sessionBound, sleep } from "./resume.js";
@@ -238,9 +238,10 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
       try {
         return await this.#fdChannel.fetch(ticket);
       } catch (e) {
+        // brokerd went away before or while answering (EOF, ECONNRESET, EPIPE): present it again.
         const gone =
           e instanceof FdChannelError &&
-          (e.status === "CONNECT" || (e.status === "PROTOCOL" && e.closedByPeer));
+          (e.status === "CONNECT" || (e.status === "PROTOCOL" && isClosedByPeer(e)));
         if (!gone || !this.#autoResume || attempt >= 3) throw e;
         await this.resume(e, gen);
       }

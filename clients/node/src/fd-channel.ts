@@ -184,7 +184,7 @@ export class FdChannelConnection {
 }
 
 /** The exchange failed because brokerd had already closed the connection (idle timeout). */
-function isClosedByPeer(e: FdChannelError): boolean {
+export function isClosedByPeer(e: FdChannelError): boolean {
   const code = (e.cause as NativeError | undefined)?.code;
   return e.closedByPeer || code === "EPIPE" || code === "ECONNRESET";
 }

@@ -129,7 +129,8 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
   const real: Backend[] = [];
   try {
     if (config.sysfs.length > 0) real.push(new SysfsBackend({ devices: config.sysfs }));
-    if (config.vfio.length > 0) real.push(new VfioBackend({ devices: config.vfio, bind: config.vfioBind }));
+    if (config.vfio.length > 0)
+      real.push(new VfioBackend({ devices: config.vfio, bind: config.vfioBind, inherited }));
   } catch (e) {
     for (const b of [...real, ...(sim ? [sim] : [])]) b.close();
     store.close();
@@ -279,6 +280,7 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
     { name: "broker.sock", fd: brokerListener.listener.fd },
     { name: "fd.sock", fd: fdChannel.listenFd },
     { name: "admin.sock", fd: adminListener.listener.fd },
+    ...real.flatMap((b) => (b instanceof VfioBackend ? b.parkedFds() : [])),
   ];
   storeFds(parked);
   let handedOver = false;

@@ -160,6 +160,11 @@ export interface VfioBackendOptions {
   /** Bind functions that are not on vfio-pci yet through driver_override + drivers_probe. */
   bind?: boolean;
   sysfsRoot?: string;
+  /**
+   * fds a previous brokerd left open for us (hand-over, fdstore), by name (vfioFdName): a device
+   * fd taken over is never closed in between, so the device is not reset under its users.
+   */
+  inherited?: Map<string, number>;
   /** Default /dev/vfio. */
   devRoot?: string;
   log?: Log;
@@ -191,6 +196,11 @@ export function bindToVfioPci(fn: PciFunction, log: Log): void {
   );
 }
 
+/** fdstore/hand-over name of a vfio fd: no ':' (systemd's FDNAME separator), so a BDF gets '.'. */
+export function vfioFdName(kind: "group" | "container" | "device" | "iommufd", id: string): string {
+  return `vfio-${kind}-${id.replaceAll(":", ".")}`;
+}
+
 export class VfioBackend implements Backend {
   readonly name = "vfio";
   readonly backingKinds = ["dmabuf", "sysfs-wc", "sysfs", "vfio-device-fd"] as const;
@@ -199,9 +209,11 @@ export class VfioBackend implements Backend {
   private readonly goneCallbacks: ((id: string) => void)[] = [];
   private readonly log: Log;
   private readonly devRoot: string;
+  private readonly inherited: Map<string, number>;
 
   constructor(opts: VfioBackendOptions) {
     this.log = opts.log ?? defaultLog;
+    this.inherited = opts.inherited ?? new Map();
     this.devRoot = opts.devRoot ?? "/dev/vfio";
     try {
       for (const raw of opts.devices) {
@@ -248,6 +260,15 @@ export class VfioBackend implements Backend {
       existing.users++;
       return existing;
     }
+    const keptGroup = this.take(vfioFdName("group", String(id)));
+    const keptContainer = this.take(vfioFdName("container", String(id)));
+    if (keptGroup !== undefined && keptContainer !== undefined) {
+      // Handed over with its container already set up (SET_CONTAINER, SET_IOMMU): use as is.
+      const g: GroupHandle = { id, fd: keptGroup, container: keptContainer, users: 1 };
+      this.groups.set(id, g);
+      return g;
+    }
+    for (const fd of [keptGroup, keptContainer]) if (fd !== undefined) closeSync(fd);
     let path = join(this.devRoot, String(id));
     if (!existsSync(path) && existsSync(join(this.devRoot, `noiommu-${id}`)))
       path = join(this.devRoot, `noiommu-${id}`);
@@ -332,8 +353,20 @@ export class VfioBackend implements Backend {
       groupId !== undefined &&
       (existsSync(join(this.devRoot, String(groupId))) ||
         existsSync(join(this.devRoot, `noiommu-${groupId}`)));
+    const keptDevice = this.take(vfioFdName("device", fn.bdf));
+    const keptIommufd = this.take(vfioFdName("iommufd", fn.bdf));
     // The group API is preferred where it exists: it can give each device-fd mapping its own fd.
-    if (groupNode || !cdev) {
+    if (keptDevice !== undefined && (groupNode || !cdev)) {
+      group = this.openGroup(fn);
+      fd = keptDevice;
+      if (keptIommufd !== undefined) closeSync(keptIommufd);
+      notes.push("device fd taken over from the previous brokerd (never closed: no reset)");
+    } else if (keptDevice !== undefined) {
+      fd = keptDevice;
+      iommufd = keptIommufd;
+      api = "cdev";
+      notes.push("device fd taken over from the previous brokerd (never closed: no reset)");
+    } else if (groupNode || !cdev) {
       group = this.openGroup(fn);
       try {
         fd = ioctl(group.fd, uapi.VFIO_GROUP_GET_DEVICE_FD, uapi.packDeviceName(fn.bdf));
@@ -820,6 +853,28 @@ export class VfioBackend implements Backend {
 
   onDeviceGone(cb: (deviceId: string) => void): void {
     this.goneCallbacks.push(cb);
+  }
+
+  /** An inherited fd by name, taken out of the inherited set (undefined if none). */
+  private take(name: string): number | undefined {
+    const fd = this.inherited.get(name);
+    this.inherited.delete(name);
+    return fd;
+  }
+
+  /** Every fd whose closing would reset a device or drop its IOMMU setup: for the fdstore and a successor. */
+  parkedFds(): { name: string; fd: number }[] {
+    const out: { name: string; fd: number }[] = [];
+    for (const g of this.groups.values())
+      out.push(
+        { name: vfioFdName("group", String(g.id)), fd: g.fd },
+        { name: vfioFdName("container", String(g.id)), fd: g.container },
+      );
+    for (const d of this.devs.values()) {
+      out.push({ name: vfioFdName("device", d.fn.bdf), fd: d.fd });
+      if (d.iommufd !== undefined) out.push({ name: vfioFdName("iommufd", d.fn.bdf), fd: d.iommufd });
+    }
+    return out;
   }
 
   close(): void {

@@ -41,6 +41,16 @@ const session = (id: string): StateRecord => ({
   },
 });
 
+/** A fresh store holding a run record and the given sessions, closed again; returns its dir. */
+function seeded(...ids: string[]): string {
+  const dir = fresh();
+  const { store } = StateStore.open(dir, "boot1");
+  store.append({ t: "run", run: 1, pid: 1, at: 0, bootId: "boot1" });
+  for (const id of ids) store.append(session(id));
+  store.close();
+  return dir;
+}
+
 test("records survive a reopen; the directory is made 0700", () => {
   const dir = fresh();
   const a = StateStore.open(dir, "boot1");
@@ -93,12 +103,7 @@ test("a crash after the snapshot rename but before the old log is gone: the old 
 });
 
 test("a torn last record is dropped and the log rewritten; the next record is readable", () => {
-  const dir = fresh();
-  const { store } = StateStore.open(dir, "boot1");
-  store.append({ t: "run", run: 1, pid: 1, at: 0, bootId: "boot1" });
-  store.append(session("s1"));
-  store.append(session("s2"));
-  store.close();
+  const dir = seeded("s1", "s2");
   const log = join(dir, "state.0.log");
   truncateSync(log, readFileSync(log).length - 10);
   const b = StateStore.open(dir, "boot1");
@@ -112,12 +117,7 @@ test("a torn last record is dropped and the log rewritten; the next record is re
 });
 
 test("damage stops the start and says which file and what to do", () => {
-  const dir = fresh();
-  const { store } = StateStore.open(dir, "boot1");
-  store.append({ t: "run", run: 1, pid: 1, at: 0, bootId: "boot1" });
-  store.append(session("s1"));
-  store.append(session("s2"));
-  store.close();
+  const dir = seeded("s1", "s2");
   const log = join(dir, "state.0.log");
   writeFileSync(log, readFileSync(log, "utf8").replace('"s1"', '"s9"'));
   assert.throws(
