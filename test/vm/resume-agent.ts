@@ -18,7 +18,7 @@ c.on("resumed", (e) => {
 });
 c.on("leaseLost", (e) => out({ op: "lost", reason: e.reason }));
 const df = await c.open(bdf);
-const m = await df.map(2, { offset: 0x60000, length: 0x1000, attr: "uc" });
+const m = await df.map(2, { offset: 0xa0000, length: 0x1000, attr: "uc" });
 Buffer.from(m.buffer).write(MARK, AT, "latin1");
 const command = async () => (await df.read(df.region(7).cookie + 4n, 2)).readUInt16LE(0);
 out({ op: "mapped", backing: m.backing, command: await command(), pid: process.pid });

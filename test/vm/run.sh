@@ -107,6 +107,7 @@ patterns=(
   0x04100:VFIO-DEVFD-UC-uid65534      # vfio backend, VFIO device fd at 2<<40
   0x60100:VFIO-DEVFD-killed-uid65534  # vfio backend, device fd, client then SIGKILLed
   0x70100:WRITEREGION-VFIO            # WriteRegion through brokerd (vfio backend, device fd pwrite)
+  0xa0100:VFIO-RESTART-KEPT-uid65534  # restart phase: written before brokerd was replaced (--take-over)
 )
 if [ "${KL%%.*}" -ge 7 ]; then  # 7.x: vfio-pci claims the BARs at open: no sysfs through the vfio backend
   patterns+=(0x30100:VFIOBE-7X-DEVFD-UC-uid65534)  # vfio backend, UC through the device fd
