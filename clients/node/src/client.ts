@@ -27,7 +27,13 @@ import {
 } from "./convert.js";
 import { DeviceFile, type DeviceFileHost } from "./device-file.js";
 import { BrokerClientError, FdChannelError, toClientError } from "./errors.js";
-import { FdChannelConnection, type FetchedFd, fdSocketCandidates, isClosedByPeer } from "./fd-channel.js";
+import {
+  FdChannelConnection,
+  type FdRequestInit,
+  type FetchedFd,
+  fdSocketCandidates,
+  isClosedByPeer,
+} from "./fd-channel.js";
 import { Lease } from "./lease.js";
 import type { Mapping } from "./mapping.js";
 import { backoffMs, isRestart, leaseLossIsRestart, sessionBound, sleep } from "./resume.js";
@@ -56,6 +62,11 @@ export interface ConnectOptions {
   autoResume?: boolean;
   /** How long to keep trying to resume before giving up (then "leaseLost"), ms. Default 60000. */
   resumeTimeoutMs?: number;
+  /**
+   * Map and release through the fd channel's grant fast path when brokerd offers it (one
+   * exchange per grant instead of two gRPC calls and a ticket). Default true; false: always gRPC.
+   */
+  fdGrants?: boolean;
 }
 
 export interface Identity {
@@ -83,6 +94,8 @@ export interface Capabilities {
   fdSocketPath: string;
   /** The fd socket's name relative to the broker socket's directory ("" if elsewhere). */
   fdSocketName: string;
+  /** brokerd takes grants and releases on the fd channel (one exchange per grant, no gRPC call). */
+  fdGrants: boolean;
   pageSize: number;
 }
 
@@ -220,6 +233,7 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
       maxAccessBytes: c?.maxAccessBytes ?? 0,
       fdSocketPath: c?.fdSocketPath ?? "",
       fdSocketName: c?.fdSocketName ?? "",
+      fdGrants: c?.fdGrants ?? false,
       pageSize: c?.pageSize ?? 4096,
     };
     const explicit = fdSocket || process.env.VFIO_BROKER_FD_SOCKET;
@@ -243,6 +257,43 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
           e instanceof FdChannelError &&
           (e.status === "CONNECT" || (e.status === "PROTOCOL" && isClosedByPeer(e)));
         if (!gone || !this.#autoResume || attempt >= 3) throw e;
+        await this.resume(e, gen);
+      }
+    }
+  }
+
+  /** @internal DeviceFileHost: grants go through the fd channel (see ConnectOptions.fdGrants). */
+  get fdGrants(): boolean {
+    return this.capabilities.fdGrants && this.#opts.fdGrants !== false && this.#token !== "";
+  }
+
+  /**
+   * @internal DeviceFileHost: one grant-fast-path request (grant: with its fd; release: none) for
+   * this session, retried after a resume if brokerd restarts under it (request ids make a retried
+   * grant return the same mapping; a retried release that finds nothing counts as done).
+   */
+  async fdRequest(method: string, req: FdRequestInit, wantFd: boolean): Promise<FetchedFd> {
+    const token = { sessionToken: this.#token };
+    const full: FdRequestInit = req.grant
+      ? { grant: { ...req.grant, ...token } }
+      : { release: { ...req.release, ...token } };
+    for (let attempt = 0; ; attempt++) {
+      if (this.#closed) throw new Error(`${method}: the client is closed; connect() again`);
+      if (this.#resuming) await this.#resuming;
+      const gen = this.#gen;
+      try {
+        return await this.#fdChannel.request(full, {}, wantFd);
+      } catch (e) {
+        if (e instanceof BrokerClientError) {
+          if (attempt > 0 && !wantFd && e.code === "NOT_FOUND") return { reply: undefined as never, fd: -1 };
+          if (!this.#autoResume || attempt >= 3 || !isRestart(e))
+            throw new BrokerClientError(e.code, e.details, { method, cause: e });
+        } else {
+          const gone =
+            e instanceof FdChannelError &&
+            (e.status === "CONNECT" || (e.status === "PROTOCOL" && isClosedByPeer(e)));
+          if (!gone || !this.#autoResume || attempt >= 3) throw e;
+        }
         await this.resume(e, gen);
       }
     }

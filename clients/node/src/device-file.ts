@@ -21,7 +21,7 @@ import {
   protToPb,
   regionFromPb,
 } from "./convert.js";
-import type { FetchedFd } from "./fd-channel.js";
+import type { FdRequestInit, FetchedFd } from "./fd-channel.js";
 import { Mapping, type MappingOwner } from "./mapping.js";
 
 /** What a DeviceFile needs from the BrokerClient that opened it. */
@@ -33,6 +33,10 @@ export interface DeviceFileHost {
   fetchFd(ticket: string): Promise<FetchedFd>;
   /** Runs a BrokerService call and turns its ServiceError into a BrokerClientError. */
   call<T>(method: string, fn: () => Promise<T>, opts?: { idempotent?: boolean }): Promise<T>;
+  /** Grants and releases go through the fd channel's fast path (Hello's fd_grants). */
+  readonly fdGrants: boolean;
+  /** One fast-path request: a grant (its reply carries the fd) or a release (wantFd false). */
+  fdRequest(method: string, req: FdRequestInit, wantFd: boolean): Promise<FetchedFd>;
   deviceFileClosed(df: DeviceFile): void;
 }
 
@@ -119,7 +123,55 @@ export class DeviceFile implements MappingOwner {
     const attr = opts.attr ?? "uc";
     const prot = opts.prot ?? "rw";
     const host = this.#host;
+    // The same id on every retry (brokerd restarted before replying): one mapping, not two.
     const requestId = randomUUID();
+    if (host.fdGrants) {
+      // The fast path: the mapping is created and its fd delivered in one fd-channel exchange.
+      const { reply, fd } = await host.fdRequest(
+        "CreateMapping",
+        {
+          grant: {
+            deviceFileId: this.id,
+            regionIndex: r.index,
+            offset,
+            length,
+            attribute: attributeToPb(attr),
+            prot: protToPb(prot),
+            allowFallback: opts.allowFallback ?? false,
+            requestId,
+          },
+        },
+        true,
+      );
+      let mapping: Mapping;
+      try {
+        mapping = Mapping.fromFd(
+          this,
+          {
+            cookie: reply.cookie,
+            regionIndex: reply.regionIndex,
+            regionName: r.name,
+            regionOffset: reply.regionOffset,
+            length: Number(reply.length),
+            requestedAttribute: attr,
+            effectiveAttribute: attributeFromPb(reply.effectiveAttribute),
+            fallbackReason: reply.fallbackReason,
+            backing: backingFromPb(reply.backing),
+            prot: protFromPb(reply.prot),
+            mmapOffset: reply.mmapOffset,
+          },
+          fd,
+        );
+      } catch (e) {
+        // Do not leave an unmappable cookie behind on the broker.
+        await host
+          .fdRequest("ReleaseMapping", { release: { deviceFileId: this.id, cookie: reply.cookie } }, false)
+          .catch(() => {});
+        throw e;
+      }
+      this.#mappings.set(mapping.cookie, mapping);
+      return mapping;
+    }
     const res = await host.call("CreateMapping", () =>
       host.rpc.createMapping({
         deviceFileId: this.id,
@@ -129,7 +181,6 @@ export class DeviceFile implements MappingOwner {
         attribute: attributeToPb(attr),
         prot: protToPb(prot),
         allowFallback: opts.allowFallback ?? false,
-        // The same id on every retry (brokerd restarted before replying): one mapping, not two.
         requestId,
       }),
     );
@@ -228,6 +279,14 @@ export class DeviceFile implements MappingOwner {
     this.#mappings.delete(mapping.cookie);
     if (this.#closed) return;
     const host = this.#host;
+    if (host.fdGrants) {
+      await host.fdRequest(
+        "ReleaseMapping",
+        { release: { deviceFileId: this.id, cookie: mapping.cookie } },
+        false,
+      );
+      return;
+    }
     await host.call(
       "ReleaseMapping",
       () => host.rpc.releaseMapping({ deviceFileId: this.id, cookie: mapping.cookie }),

@@ -4,10 +4,13 @@
 // truncated or oversize message, a timeout) every fd received is closed before the error is thrown.
 // The ticket must be presented by the same process that called CreateMapping.
 import { dirname, join } from "node:path";
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import { closeFd, FdSocket, type NativeError } from "@vfio-broker/native";
 import { type FdReply, FdReplySchema, FdRequestSchema, FdStatus } from "@vfio-broker/proto";
-import { FdChannelError } from "./errors.js";
+import { BrokerClientError, FdChannelError } from "./errors.js";
+
+/** What an FdRequest may carry: a ticket, or a grant or release of the fast path. */
+export type FdRequestInit = MessageInitShape<typeof FdRequestSchema>;
 
 /** An FdReply is small; anything bigger is a protocol error. */
 const MAX_REPLY_BYTES = 64 * 1024;
@@ -52,7 +55,7 @@ export async function fetchFd(
 ): Promise<FetchedFd> {
   const sock = await connectFdChannel(fdSocketPath);
   try {
-    return await exchange(sock, fdSocketPath, ticket, opts);
+    return await exchange(sock, fdSocketPath, { ticket }, opts);
   } finally {
     sock.close();
   }
@@ -145,25 +148,33 @@ export class FdChannelConnection {
   }
 
   fetch(ticket: string, opts: FetchFdOptions = {}): Promise<FetchedFd> {
-    const run = () => this.#fetch(ticket, opts);
+    return this.request({ ticket }, opts);
+  }
+
+  /**
+   * One request on this connection (queued behind any in flight): a ticket, or a grant (reply
+   * with its fd) or release (wantFd false: the reply has none) of the grant fast path.
+   */
+  request(req: FdRequestInit, opts: FetchFdOptions = {}, wantFd = true): Promise<FetchedFd> {
+    const run = () => this.#fetch(req, opts, wantFd);
     const p = this.#queue.then(run, run);
     this.#queue = p.catch(() => {});
     return p;
   }
 
-  async #fetch(ticket: string, opts: FetchFdOptions): Promise<FetchedFd> {
+  async #fetch(req: FdRequestInit, opts: FetchFdOptions, wantFd: boolean): Promise<FetchedFd> {
     if (this.#closed) throw new FdChannelError("CONNECT", "the client was closed");
     const reused = this.#sock !== undefined;
     this.#sock ??= await this.#connect();
     try {
-      return await exchange(this.#sock, this.path, ticket, opts);
+      return await exchange(this.#sock, this.path, req, opts, wantFd);
     } catch (e) {
       const stale = reused && e instanceof FdChannelError && e.status === "PROTOCOL" && isClosedByPeer(e);
       if (!(e instanceof FdChannelError) || e.status === "PROTOCOL" || e.status === "TIMEOUT") this.#drop();
       if (!stale) throw e;
       this.#sock = await this.#connect();
       try {
-        return await exchange(this.#sock, this.path, ticket, opts);
+        return await exchange(this.#sock, this.path, req, opts, wantFd);
       } catch (e2) {
         if (!(e2 instanceof FdChannelError) || e2.status === "PROTOCOL" || e2.status === "TIMEOUT")
           this.#drop();
@@ -193,13 +204,14 @@ export function isClosedByPeer(e: FdChannelError): boolean {
 async function exchange(
   sock: FdSocket,
   fdSocketPath: string,
-  ticket: string,
+  request: FdRequestInit,
   opts: FetchFdOptions,
+  wantFd = true,
 ): Promise<FetchedFd> {
   let timer: NodeJS.Timeout | undefined;
   try {
     try {
-      await sock.send(toBinary(FdRequestSchema, create(FdRequestSchema, { ticket })));
+      await sock.send(toBinary(FdRequestSchema, create(FdRequestSchema, request)));
     } catch (e) {
       const ne = e as NativeError;
       throw new FdChannelError(
@@ -239,9 +251,18 @@ async function exchange(
       closeAll(msg.fds);
       throw new FdChannelError("PROTOCOL", "the broker's reply is not an FdReply protobuf", { cause: e });
     }
+    if (reply.status === FdStatus.REFUSED) {
+      // A grant or release refused: the same error the gRPC call would have given.
+      closeAll(msg.fds);
+      throw new BrokerClientError(reply.grpcCode || "UNKNOWN", reply.message);
+    }
     if (reply.status !== FdStatus.OK) {
       closeAll(msg.fds);
       throw new FdChannelError(fdStatusName(reply.status), reply.message || "the broker refused the ticket");
+    }
+    if (!wantFd) {
+      closeAll(msg.fds);
+      return { reply, fd: -1 };
     }
     if (msg.fds.length !== 1) {
       closeAll(msg.fds);

@@ -152,6 +152,8 @@ export interface RevokeCounts {
 
 export class Broker extends EventEmitter<BrokerEvents> {
   readonly sessions = new Map<string, Session>();
+  /** Sessions by the sha256 of their resume token (resume, and grants on the fd channel). */
+  readonly sessionsByToken = new Map<string, Session>();
   readonly startedAt = Date.now();
   readonly tickets: TicketBook<Mapping>;
   /** What every identity holds across its sessions (sessions, device files, mappings, bytes, ...). */
@@ -294,11 +296,13 @@ export class Broker extends EventEmitter<BrokerEvents> {
     const token = randomBytes(16).toString("hex");
     const s = new Session(randomBytes(8).toString("hex"), identity, keys, tokenHash(token), token);
     this.sessions.set(s.id, s);
+    this.sessionsByToken.set(s.tokenHash, s);
     try {
       // Listeners record it first (state store): a failed write refuses the connection.
       this.emit("session.open", s);
     } catch (e) {
       this.sessions.delete(s.id);
+      this.sessionsByToken.delete(s.tokenHash);
       this.quotas.refund(keys, "sessions", 1);
       throw storeFailed(e);
     }
@@ -323,6 +327,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     s.pidWatch?.close();
     closeFd(s.identity.pidfd);
     this.sessions.delete(s.id);
+    if (this.sessionsByToken.get(s.tokenHash) === s) this.sessionsByToken.delete(s.tokenHash);
     const flushed = s.lease
       ? s.lease.end(reason, message || `the session ended: ${reason}`)
       : Promise.resolve();
@@ -791,9 +796,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
   resume(fresh: Session, token: string, attach: (s: Session) => void): Session | undefined {
     this.live(fresh);
     if (!/^[0-9a-f]{32}$/.test(token)) return undefined;
-    const h = tokenHash(token);
-    let found: Session | undefined;
-    for (const s of this.sessions.values()) if (s.tokenHash === h) found = s;
+    const found = this.sessionsByToken.get(tokenHash(token));
     if (!found || found === fresh || !found.detached || found.ended) return undefined;
     const a = found.identity;
     const b = fresh.identity;
@@ -818,6 +821,58 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.endSession(fresh, "resumed", `resumed session ${found.id}`);
     this.emit("session.resume", found, fresh);
     return found;
+  }
+
+  /**
+   * The session a grant or release on the fd channel is made for: the one the resume token names,
+   * if the kernel says the connection's peer is its very process (uid, pid, and the session's pidfd
+   * still alive, so the pid was not recycled). Throws PERMISSION_DENIED otherwise, and UNAVAILABLE
+   * for a session waiting to be resumed (Hello first).
+   */
+  sessionForFd(token: string, peer: { uid: number; pid: number }): Session {
+    const s = /^[0-9a-f]{32}$/.test(token) ? this.sessionsByToken.get(tokenHash(token)) : undefined;
+    if (
+      !s ||
+      s.ended ||
+      s.identity.uid !== peer.uid ||
+      s.identity.pid !== peer.pid ||
+      !pidfdAlive(s.identity.pidfd)
+    )
+      throw denied(
+        `no session of this process (uid ${peer.uid} pid ${peer.pid}) has that token; use the resume_token your Hello returned, from the same process`,
+        "fd_session",
+      );
+    if (s.detached)
+      throw unavailable(
+        "brokerd is restarting and keeps your grants; resume with Hello and retry",
+        "restarting",
+      );
+    return s;
+  }
+
+  /**
+   * A retried fd-channel grant whose mapping was already delivered (brokerd restarted between
+   * recording the delivery and sending the fd): the same process gets an fd for it again.
+   */
+  redeliver(s: Session, m: Mapping): Mapping {
+    const df = m.deviceFile;
+    const rule = this.mappingRule(s, df, m.region, m.effectiveAttribute, m.prot);
+    const backing = this.openBacking(
+      s,
+      df,
+      m.region,
+      {
+        offset: m.regionOffset,
+        length: m.length,
+        attribute: m.effectiveAttribute,
+        prot: m.prot,
+        allowFallback: false,
+      },
+      rule,
+    );
+    m.backing.release();
+    m.backing = backing;
+    return m;
   }
 
   /** A lease opened on s: the events it missed while detached come first. */

@@ -12,14 +12,15 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { FdServer, type FdSocket, peerCred } from "@vfio-broker/native";
-import { FdReplySchema, FdRequestSchema, FdStatus } from "@vfio-broker/proto";
+import { FdReplySchema, type FdRequest, FdRequestSchema, FdStatus } from "@vfio-broker/proto";
 import type { Broker } from "../broker.js";
 import { BrokerError } from "../errors.js";
+import type { Mapping } from "../grants/device-file.js";
 import { quotaKeys } from "../identity/container.js";
 import { cgroupOf } from "../identity/peer.js";
 import { logLimited } from "../log.js";
 import { limitsFor } from "../policy/index.js";
-import { attributeToPb, backingToPb, protToPb } from "../rpc/convert.js";
+import { attributeFromPb, attributeToPb, backingToPb, protFromPb, protToPb } from "../rpc/convert.js";
 
 const STATUS: Record<string, FdStatus> = {
   unknown: FdStatus.UNKNOWN_TICKET,
@@ -184,9 +185,9 @@ export class FdChannel {
         clearTimeout(timer);
       }
       if (!msg) return;
-      let ticket: string;
+      let req: FdRequest;
       try {
-        ticket = fromBinary(FdRequestSchema, msg.data).ticket;
+        req = fromBinary(FdRequestSchema, msg.data);
       } catch {
         await this.reply(sock, {
           status: FdStatus.BAD_REQUEST,
@@ -198,32 +199,86 @@ export class FdChannel {
       // Handing over to the next brokerd: the state is final, so nothing is delivered here. The
       // client sees the connection close and presents the same ticket to the next brokerd.
       if (this.broker.frozen) return;
+      if (req.grant || req.release) {
+        await this.fastPath(sock, req, peer);
+        continue;
+      }
+      const ticket = req.ticket;
       const d = this.broker.redeemTicket(ticket, peer);
       if (!d.ok) {
         await this.reply(sock, { status: STATUS[d.status] ?? FdStatus.INTERNAL, message: d.message });
         continue;
       }
-      const m = d.mapping;
-      try {
-        await this.reply(
-          sock,
-          {
-            status: FdStatus.OK,
-            cookie: m.cookie,
-            mmapOffset: m.backing.mmapOffset,
-            length: m.length,
-            prot: protToPb(m.prot),
-            effectiveAttribute: attributeToPb(m.effectiveAttribute),
-            backing: backingToPb(m.backing.kind),
-          },
-          [m.backing.fd],
-        );
-      } finally {
-        // brokerd keeps no copy of a delivered fd. Even when the reply failed (the client closed
-        // mid-reply, or stopped reading), the fd may have gone out with the first bytes, so the
-        // mapping stays booked as delivered until the session releases it or its process exits.
-        m.backing.handedOver();
+      await this.deliver(sock, d.mapping);
+    }
+  }
+
+  /**
+   * The grant fast path: CreateMapping + delivery in one exchange (or ReleaseMapping), for the
+   * session whose token the request carries, if this connection's peer is that session's process.
+   * The Broker does all the checking and recording exactly as on the gRPC path.
+   */
+  private async fastPath(sock: FdSocket, req: FdRequest, peer: { uid: number; pid: number }): Promise<void> {
+    let m: Mapping;
+    try {
+      if (req.release) {
+        const s = this.broker.sessionForFd(req.release.sessionToken, peer);
+        this.broker.releaseMapping(s, req.release.deviceFileId, req.release.cookie);
+        await this.reply(sock, { status: FdStatus.OK, cookie: req.release.cookie });
+        return;
       }
+      const g = req.grant!;
+      const s = this.broker.sessionForFd(g.sessionToken, peer);
+      const r = this.broker.createMapping(s, {
+        deviceFileId: g.deviceFileId,
+        regionIndex: g.regionIndex,
+        offset: g.offset,
+        length: g.length,
+        attribute: attributeFromPb(g.attribute),
+        prot: protFromPb(g.prot),
+        allowFallback: g.allowFallback,
+        requestId: g.requestId,
+      });
+      if (r.ticket === "") m = this.broker.redeliver(s, r.mapping);
+      else {
+        const d = this.broker.redeemTicket(r.ticket, peer);
+        if (!d.ok) throw new BrokerError("INTERNAL", d.message, "fd_grant");
+        m = d.mapping;
+      }
+    } catch (e) {
+      const err =
+        e instanceof BrokerError ? e : new BrokerError("INTERNAL", `internal error: ${(e as Error).message}`);
+      await this.reply(sock, { status: FdStatus.REFUSED, grpcCode: err.code, message: err.message });
+      return;
+    }
+    await this.deliver(sock, m);
+  }
+
+  /** Sends a mapping's fd; brokerd keeps no copy of it afterwards, whatever happens. */
+  private async deliver(sock: FdSocket, m: Mapping): Promise<void> {
+    try {
+      await this.reply(
+        sock,
+        {
+          status: FdStatus.OK,
+          cookie: m.cookie,
+          mmapOffset: m.backing.mmapOffset,
+          length: m.length,
+          prot: protToPb(m.prot),
+          effectiveAttribute: attributeToPb(m.effectiveAttribute),
+          requestedAttribute: attributeToPb(m.requestedAttribute),
+          backing: backingToPb(m.backing.kind),
+          regionIndex: m.region.index,
+          regionOffset: m.regionOffset,
+          fallbackReason: m.fallbackReason,
+        },
+        [m.backing.fd],
+      );
+    } finally {
+      // Even when the reply failed (the client closed mid-reply, or stopped reading), the fd may
+      // have gone out with the first bytes, so the mapping stays booked as delivered until the
+      // session releases it or its process exits.
+      m.backing.handedOver();
     }
   }
 

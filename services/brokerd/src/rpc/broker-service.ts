@@ -96,6 +96,7 @@ export function brokerServiceImpl(
           maxAccessBytes: broker.opts.maxAccessBytes,
           fdSocketPath: broker.opts.fdSocketPath,
           fdSocketName: broker.opts.fdSocketName ?? "",
+          fdGrants: true,
           pageSize: Number(broker.opts.pageSize),
         },
       };

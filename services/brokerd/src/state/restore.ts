@@ -109,6 +109,7 @@ function restoreSession(broker: Broker, rec: SessionRec, pidfd: number, now: num
   s.slotHeld = false;
   s.detachedSince = now;
   broker.sessions.set(s.id, s);
+  broker.sessionsByToken.set(s.tokenHash, s);
   broker.detachedCount++;
   s.pidWatch = watchPidfd(pidfd, () => broker.endSession(s, "process-exit"));
   return s;
