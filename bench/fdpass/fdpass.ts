@@ -5,12 +5,13 @@
 // same loop with blocking syscalls between two forked processes. Prints µs per round trip, round
 // trips per second, and the Node/C ratio.
 // Usage: node bench/dist/fdpass/fdpass.js [iterations=20000]
-import { execFileSync, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { closeFd, FdServer, FdSocket, memfdCreate, mmap } from "@vfio-broker/native";
+import { runFloor } from "./floor-run.js";
 
 const REQUEST = Buffer.from("map region=2\0\0\0\0");
 
@@ -75,13 +76,7 @@ async function main(): Promise<void> {
     const serverCode = await new Promise<number | null>((resolve) => server.once("exit", resolve));
     if (serverCode !== 0) throw new Error(`the Node server failed (exit ${serverCode})`);
 
-    const source = fileURLToPath(new URL("../../fdpass/floor.c", import.meta.url));
-    const binary = join(dir, "floor");
-    execFileSync("cc", ["-O2", "-Wall", "-Wextra", "-o", binary, source], { stdio: "inherit" });
-    const [, cSecondsText] = execFileSync(binary, [String(n)], { encoding: "utf8" })
-      .trim()
-      .split(" ");
-    const cSeconds = Number(cSecondsText);
+    const cSeconds = runFloor(n, "fdpass").seconds;
 
     const row = (name: string, s: number): string =>
       `| ${name.padEnd(28)} | ${((s / n) * 1e6).toFixed(2).padStart(9)} | ${Math.round(n / s)

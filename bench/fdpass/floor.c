@@ -2,6 +2,9 @@
 // round trip as fdpass.ts, between two processes (fork) over a Unix STREAM socketpair, with blocking
 // syscalls and no event loop. Framing is identical: 4-byte big-endian length + payload, one sendmsg
 // per frame carrying the fd. Usage: floor N  -> prints "<N> <seconds>" on stdout.
+// floor N grant: the whole grant exchange of bench/grant (issue 12): create request -> reply with
+// the fd -> mmap -> write -> munmap -> close -> release request -> ack; prints
+// "<N> <seconds> <p50 µs> <p99 µs>".
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <stdint.h>
@@ -83,8 +86,66 @@ static int recv_frame(int s, void* payload, uint32_t len) {
   return fd;
 }
 
+static int cmp_double(const void* a, const void* b) {
+  double x = *(const double*)a, y = *(const double*)b;
+  return x < y ? -1 : x > y;
+}
+
+static double now_us(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec * 1e6 + (double)t.tv_nsec / 1e3;
+}
+
+// The whole grant: two exchanges (create + fd, release + ack), as brokerd's fast path does.
+static int grant_floor(long n) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) die("socketpair");
+  pid_t pid = fork();
+  if (pid < 0) die("fork");
+  if (pid == 0) {
+    close(sv[0]);
+    int memfd = memfd_create("bench-bar", MFD_CLOEXEC);
+    if (memfd < 0 || ftruncate(memfd, 4096) < 0) die("memfd");
+    char req[REQ_BYTES], reply[REPLY_BYTES] = "cookie=4096 len=4096";
+    for (;;) {
+      if (recv_frame(sv[1], req, REQ_BYTES) == -2) _exit(0);
+      send_frame(sv[1], reply, REPLY_BYTES, req[0] == 'm' ? memfd : -1);
+    }
+  }
+  close(sv[1]);
+  char create_req[REQ_BYTES] = "map region=2", release_req[REQ_BYTES] = "rel cookie=4096", reply[REPLY_BYTES];
+  long warm = n / 10 + 100;
+  double* us = malloc(sizeof(double) * (size_t)n);
+  if (!us) die("malloc");
+  double t0 = 0;
+  for (long i = -warm; i < n; i++) {
+    double a = now_us();
+    if (i == 0) t0 = a;
+    send_frame(sv[0], create_req, REQ_BYTES, -1);
+    int fd = recv_frame(sv[0], reply, REPLY_BYTES);
+    if (fd < 0) die("no fd");
+    uint8_t* p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) die("mmap");
+    p[(unsigned long)i & 4095] = (uint8_t)i;
+    munmap(p, 4096);
+    close(fd);
+    send_frame(sv[0], release_req, REQ_BYTES, -1);
+    if (recv_frame(sv[0], reply, REPLY_BYTES) != -1) die("ack");
+    if (i >= 0) us[i] = now_us() - a;
+  }
+  double total = (now_us() - t0) / 1e6;
+  close(sv[0]);
+  waitpid(pid, NULL, 0);
+  qsort(us, (size_t)n, sizeof(double), cmp_double);
+  printf("%ld %.9f %.2f %.2f\n", n, total, us[n / 2], us[(n * 99) / 100]);
+  free(us);
+  return 0;
+}
+
 int main(int argc, char** argv) {
   long n = argc > 1 ? atol(argv[1]) : 20000;
+  if (argc > 2 && strcmp(argv[2], "grant") == 0) return grant_floor(n);
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) die("socketpair");
   pid_t pid = fork();

@@ -154,6 +154,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
   readonly sessions = new Map<string, Session>();
   /** Sessions by the sha256 of their resume token (resume, and grants on the fd channel). */
   readonly sessionsByToken = new Map<string, Session>();
+  /**
+   * The same by the token itself, for the tokens this brokerd has seen (issued, or presented in a
+   * resume): a grant on the fd channel then costs a map lookup, not a sha256.
+   */
+  private readonly sessionsByPlainToken = new Map<string, Session>();
   readonly startedAt = Date.now();
   readonly tickets: TicketBook<Mapping>;
   /** What every identity holds across its sessions (sessions, device files, mappings, bytes, ...). */
@@ -295,14 +300,17 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.quotas.charge(keys, "sessions", 1, limitsFor(this.policy, identity).sessions, `uid ${identity.uid}`);
     const token = randomBytes(16).toString("hex");
     const s = new Session(randomBytes(8).toString("hex"), identity, keys, tokenHash(token), token);
+    s.plainTokens.push(token);
     this.sessions.set(s.id, s);
     this.sessionsByToken.set(s.tokenHash, s);
+    this.sessionsByPlainToken.set(token, s);
     try {
       // Listeners record it first (state store): a failed write refuses the connection.
       this.emit("session.open", s);
     } catch (e) {
       this.sessions.delete(s.id);
       this.sessionsByToken.delete(s.tokenHash);
+      this.sessionsByPlainToken.delete(token);
       this.quotas.refund(keys, "sessions", 1);
       throw storeFailed(e);
     }
@@ -328,6 +336,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     closeFd(s.identity.pidfd);
     this.sessions.delete(s.id);
     if (this.sessionsByToken.get(s.tokenHash) === s) this.sessionsByToken.delete(s.tokenHash);
+    for (const t of s.plainTokens) this.sessionsByPlainToken.delete(t);
     const flushed = s.lease
       ? s.lease.end(reason, message || `the session ended: ${reason}`)
       : Promise.resolve();
@@ -815,6 +824,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
     found.slotHeld = fresh.slotHeld;
     fresh.slotHeld = false;
     found.clientName = fresh.clientName;
+    found.plainTokens.push(token);
+    this.sessionsByPlainToken.set(token, found);
     // The connection moves to the resumed session before the fresh one ends (ending it would
     // otherwise close the connection).
     attach(found);
@@ -830,7 +841,9 @@ export class Broker extends EventEmitter<BrokerEvents> {
    * for a session waiting to be resumed (Hello first).
    */
   sessionForFd(token: string, peer: { uid: number; pid: number }): Session {
-    const s = /^[0-9a-f]{32}$/.test(token) ? this.sessionsByToken.get(tokenHash(token)) : undefined;
+    const s =
+      this.sessionsByPlainToken.get(token) ??
+      (/^[0-9a-f]{32}$/.test(token) ? this.sessionsByToken.get(tokenHash(token)) : undefined);
     if (
       !s ||
       s.ended ||

@@ -51,6 +51,8 @@ export class Session {
    */
   detachedSince = 0;
   readonly missed: LeaseEvent[] = [];
+  /** Its token in the clear once known (issued here, or presented in a resume), for fast lookups. */
+  readonly plainTokens: string[] = [];
   /** Recent OpenDevice/CreateMapping request ids and what they made, so a retry gets the same. */
   readonly requests = new Map<string, { deviceFile?: DeviceFile; cookie?: bigint }>();
 

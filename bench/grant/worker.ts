@@ -1,0 +1,41 @@
+// One client process of bench/grant/throughput.ts: after "go" on stdin, grants in a loop (map 4 KiB
+// WC of its own page, write32, release) for the given seconds, or with "rt", fd-channel round trips
+// without an fd (the baseline); prints {n, p50, p99} (µs). argv: socket page seconds mode
+import { createInterface } from "node:readline";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { connect } from "@vfio-broker/client";
+import { FdSocket } from "@vfio-broker/native";
+import { FdRequestSchema } from "@vfio-broker/proto";
+
+const [socket, page, seconds, mode] = process.argv.slice(2) as [string, string, string, string];
+const c = await connect({ socket, clientName: "bench-worker", lease: false, fdGrants: mode !== "grpc" });
+const df = await c.open("sim0");
+const fdSock = await FdSocket.connect(c.fdSocketPath);
+const unknown = toBinary(FdRequestSchema, create(FdRequestSchema, { ticket: "0".repeat(32) }));
+const offset = BigInt(page) * 4096n;
+const once =
+  mode === "rt"
+    ? async () => {
+        await fdSock.send(unknown);
+        await fdSock.recv();
+      }
+    : async () => {
+        const m = await df.map("BAR2", { offset, length: 4096n, attr: "wc" });
+        m.write32(0, 1);
+        await m.release();
+      };
+for (let i = 0; i < 50; i++) await once();
+console.log("ready");
+await new Promise<void>((r) => createInterface({ input: process.stdin }).once("line", () => r()));
+const us: number[] = [];
+const end = performance.now() + Number(seconds) * 1000;
+while (performance.now() < end) {
+  const t0 = performance.now();
+  await once();
+  us.push((performance.now() - t0) * 1000);
+}
+us.sort((a, b) => a - b);
+console.log(JSON.stringify({ n: us.length, p50: us[us.length >> 1], p99: us[Math.floor(us.length * 0.99)] }));
+fdSock.close();
+await c.close();
+process.exit(0);
