@@ -3,42 +3,14 @@
 // Python client. Baselines from the same run: the bare start of the interpreter (`node -e 0`,
 // `python3 -c 0`) and the C floor of one grant exchange (floor.c grant mode, p50).
 // Usage: node bench/dist/grant/first.js [runs]   (default 10)
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { chmodSync, copyFileSync, mkdtempSync, rmSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { runFloor } from "../fdpass/floor-run.js";
+import { REPO, startBrokerd } from "../lib/brokerd.js";
 
-const HERE = dirname(fileURLToPath(import.meta.url));
-const REPO = join(HERE, "..", "..", "..");
 const RUNS = Number(process.argv[2] ?? 10);
-
-async function startBrokerd(dir: string): Promise<ChildProcess> {
-  const policy = join(dir, "policy.yaml");
-  copyFileSync(join(REPO, "deploy/policy/sim-local.yaml"), policy);
-  chmodSync(policy, 0o644);
-  const proc = spawn(
-    process.execPath,
-    [
-      join(REPO, "services/brokerd/dist/main.js"),
-      "--runtime-dir",
-      dir,
-      "--policy",
-      policy,
-      "--metrics",
-      "off",
-      "--journal",
-      join(dir, "journal.jsonl"),
-    ],
-    { stdio: ["ignore", "pipe", "inherit"] },
-  );
-  await new Promise<void>((resolve, reject) => {
-    proc.stdout!.on("data", (d: Buffer) => d.toString().includes('"ready"') && resolve());
-    proc.once("exit", (c) => reject(new Error(`brokerd exited ${c}`)));
-  });
-  return proc;
-}
 
 /** Median wall time of a command, ms (it must exit 0). */
 function median(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): number {

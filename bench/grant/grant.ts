@@ -6,46 +6,17 @@
 // measured before and after the Node runs, since it drifts), a bare gRPC unary call and a bare
 // fd-channel round trip against the same brokerd. Prints p50/p99 and the ratios to the floor.
 // Usage: node bench/dist/grant/grant.js [iterations]   (default 2000)
-import { type ChildProcess, spawn } from "node:child_process";
-import { chmodSync, copyFileSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { connect } from "@vfio-broker/client";
 import { FdSocket } from "@vfio-broker/native";
-import { BrokerService, createClient, FdRequestSchema, Health } from "@vfio-broker/proto";
+import { createClient, FdRequestSchema, Health } from "@vfio-broker/proto";
 import { runFloor } from "../fdpass/floor-run.js";
+import { startBrokerd } from "../lib/brokerd.js";
 
-const REPO = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 const N = Number(process.argv[2] ?? 2000);
-
-async function startBrokerd(dir: string): Promise<ChildProcess> {
-  // brokerd refuses a policy file others may write; use a copy with a known mode.
-  const policy = join(dir, "policy.yaml");
-  copyFileSync(join(REPO, "deploy/policy/sim-local.yaml"), policy);
-  chmodSync(policy, 0o644);
-  const proc = spawn(
-    process.execPath,
-    [
-      join(REPO, "services/brokerd/dist/main.js"),
-      "--runtime-dir",
-      dir,
-      "--policy",
-      policy,
-      "--metrics",
-      "off",
-      "--journal",
-      join(dir, "journal.jsonl"),
-    ],
-    { stdio: ["ignore", "pipe", "inherit"] },
-  );
-  await new Promise<void>((resolve, reject) => {
-    proc.stdout!.on("data", (d: Buffer) => d.toString().includes('"ready"') && resolve());
-    proc.once("exit", (c) => reject(new Error(`brokerd exited ${c}`)));
-  });
-  return proc;
-}
 
 /** Runs fn n times; per-call µs sorted. */
 async function sample(n: number, fn: () => Promise<void>): Promise<number[]> {

@@ -6,13 +6,13 @@
 // the aggregate, the clients' p50/p99, brokerd's CPU share (utime+stime over the window), and the
 // goal of 10,000 grants/s. Usage: node bench/dist/grant/throughput.js [clients] [seconds]
 import { type ChildProcess, spawn } from "node:child_process";
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { startBrokerd } from "../lib/brokerd.js";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
-const REPO = join(HERE, "..", "..", "..");
 const CLIENTS = Number(process.argv[2] ?? 64);
 const SECONDS = Number(process.argv[3] ?? 5);
 const TICKS = 100; // USER_HZ
@@ -21,40 +21,6 @@ function cpuTicks(pid: number): number {
   const f = readFileSync(`/proc/${pid}/stat`, "utf8");
   const rest = f.slice(f.lastIndexOf(")") + 2).split(" ");
   return Number(rest[11]) + Number(rest[12]);
-}
-
-async function startBrokerd(dir: string): Promise<ChildProcess> {
-  const policy = join(dir, "policy.yaml");
-  // The sim policy with quotas for 64+ clients of one uid (each holds a session, two fd-channel
-  // connections and a device file).
-  writeFileSync(
-    policy,
-    readFileSync(join(REPO, "deploy/policy/sim-local.yaml"), "utf8").replace(
-      "allowDeviceFd: false",
-      "allowDeviceFd: false\n    limits: { sessions: 512, fdConnections: 1024, deviceFiles: 512, pendingMappings: 512 }",
-    ),
-  );
-  chmodSync(policy, 0o644);
-  const proc = spawn(
-    process.execPath,
-    [
-      join(REPO, "services/brokerd/dist/main.js"),
-      "--runtime-dir",
-      dir,
-      "--policy",
-      policy,
-      "--metrics",
-      "off",
-      "--journal",
-      join(dir, "journal.jsonl"),
-    ],
-    { stdio: ["ignore", "pipe", "inherit"] },
-  );
-  await new Promise<void>((resolve, reject) => {
-    proc.stdout!.on("data", (d: Buffer) => d.toString().includes('"ready"') && resolve());
-    proc.once("exit", (c) => reject(new Error(`brokerd exited ${c}`)));
-  });
-  return proc;
 }
 
 async function round(dir: string, brokerd: ChildProcess, mode: string) {
@@ -95,7 +61,9 @@ async function round(dir: string, brokerd: ChildProcess, mode: string) {
 }
 
 const dir = mkdtempSync(join(tmpdir(), "vfio-broker-tput-"));
-const brokerd = await startBrokerd(dir);
+const brokerd = await startBrokerd(dir, {
+  limits: "{ sessions: 512, fdConnections: 1024, deviceFiles: 512, pendingMappings: 512 }",
+});
 try {
   console.log(`throughput: ${CLIENTS} client processes, ${SECONDS} s each round, node ${process.version}`);
   console.log("| round | ops/s | client p50 µs | client p99 µs | brokerd CPU (cores) |");

@@ -49,7 +49,7 @@ if (what === "sessions") {
   let made = 0;
   const t0 = performance.now();
   // 1000 mappings per device file (its cookie space and the per-file tree stay realistic).
-  for (let f = 0; made < N; f++) {
+  while (made < N) {
     const df = await rpc.openDevice({ deviceId: "sim0", layout: Layout.COMPACT });
     for (let k = 0; k < 1000 && made < N; k++, made++) {
       const req = create(FdRequestSchema, {

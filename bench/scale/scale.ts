@@ -9,55 +9,19 @@
 //     clients holding one mapping each (p99 of the kill -> session.end latency).
 // Usage: node bench/dist/scale/scale.js [sessions] [mappings]   (default 4000 100000)
 import { type ChildProcess, spawn } from "node:child_process";
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { startBrokerd } from "../lib/brokerd.js";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
-const REPO = join(HERE, "..", "..", "..");
 const SESSIONS = Number(process.argv[2] ?? 4000);
 const MAPPINGS = Number(process.argv[3] ?? 100_000);
 
 const rssKiB = (pid: number) =>
   Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))![1]);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function startBrokerd(dir: string): Promise<ChildProcess> {
-  const policy = join(dir, "policy.yaml");
-  writeFileSync(
-    policy,
-    readFileSync(join(REPO, "deploy/policy/sim-local.yaml"), "utf8").replace(
-      "allowDeviceFd: false",
-      "allowDeviceFd: false\n    limits: { sessions: 100000, fdConnections: 1000, deviceFiles: 100000, mappings: 1000000, bytes: 16TiB }",
-    ),
-  );
-  chmodSync(policy, 0o644);
-  const proc = spawn(
-    process.execPath,
-    [
-      join(REPO, "services/brokerd/dist/main.js"),
-      "--runtime-dir",
-      dir,
-      "--policy",
-      policy,
-      "--metrics",
-      "off",
-      "--journal",
-      join(dir, "journal.jsonl"),
-      "--max-sessions",
-      "100000",
-      "--idle-timeout-ms",
-      "3600000",
-    ],
-    { stdio: ["ignore", "pipe", "inherit"] },
-  );
-  await new Promise<void>((resolve, reject) => {
-    proc.stdout!.on("data", (d: Buffer) => d.toString().includes('"ready"') && resolve());
-    proc.once("exit", (c) => reject(new Error(`brokerd exited ${c}`)));
-  });
-  return proc;
-}
 
 function holder(
   socket: string,
@@ -108,7 +72,10 @@ async function killed(
 }
 
 const dir = mkdtempSync(join(tmpdir(), "vfio-broker-scale-"));
-const brokerd = await startBrokerd(dir);
+const brokerd = await startBrokerd(dir, {
+  limits: "{ sessions: 100000, fdConnections: 1000, deviceFiles: 100000, mappings: 1000000, bytes: 16TiB }",
+  args: ["--max-sessions", "100000", "--idle-timeout-ms", "3600000"],
+});
 const socket = join(dir, "broker.sock");
 const journal = join(dir, "journal.jsonl");
 try {

@@ -32,7 +32,12 @@ async function join(i: number): Promise<Member> {
   const page = first + i;
   // Half the members grant through the fd-channel fast path, half through gRPC + tickets: the kill
   // lands in every step of both handshakes.
-  const c = await connect({ socket, clientName: `fleet-${page}`, resumeTimeoutMs: 60_000, fdGrants: i % 2 === 0 });
+  const c = await connect({
+    socket,
+    clientName: `fleet-${page}`,
+    resumeTimeoutMs: 60_000,
+    fdGrants: i % 2 === 0,
+  });
   const df = await c.open("sim0");
   const m = await df.map("BAR2", { offset: page * PAGE, length: PAGE, attr: "wc" });
   new DataView(m.buffer).setUint32(0, pattern(page), true);
