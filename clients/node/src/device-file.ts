@@ -123,26 +123,21 @@ export class DeviceFile implements MappingOwner {
     const attr = opts.attr ?? "uc";
     const prot = opts.prot ?? "rw";
     const host = this.#host;
-    // The same id on every retry (brokerd restarted before replying): one mapping, not two.
-    const requestId = randomUUID();
+    // The same request id on every retry (brokerd restarted before replying): one mapping, not two.
+    // What CreateMapping and the fast path's FdGrant both carry.
+    const request = {
+      deviceFileId: this.id,
+      regionIndex: r.index,
+      offset,
+      length,
+      attribute: attributeToPb(attr),
+      prot: protToPb(prot),
+      allowFallback: opts.allowFallback ?? false,
+      requestId: randomUUID(),
+    };
     if (host.fdGrants) {
       // The fast path: the mapping is created and its fd delivered in one fd-channel exchange.
-      const { reply, fd } = await host.fdRequest(
-        "CreateMapping",
-        {
-          grant: {
-            deviceFileId: this.id,
-            regionIndex: r.index,
-            offset,
-            length,
-            attribute: attributeToPb(attr),
-            prot: protToPb(prot),
-            allowFallback: opts.allowFallback ?? false,
-            requestId,
-          },
-        },
-        true,
-      );
+      const { reply, fd } = await host.fdRequest("CreateMapping", { grant: request }, true);
       let mapping: Mapping;
       try {
         mapping = Mapping.fromFd(
@@ -172,18 +167,7 @@ export class DeviceFile implements MappingOwner {
       this.#mappings.set(mapping.cookie, mapping);
       return mapping;
     }
-    const res = await host.call("CreateMapping", () =>
-      host.rpc.createMapping({
-        deviceFileId: this.id,
-        regionIndex: r.index,
-        offset,
-        length,
-        attribute: attributeToPb(attr),
-        prot: protToPb(prot),
-        allowFallback: opts.allowFallback ?? false,
-        requestId,
-      }),
-    );
+    const res = await host.call("CreateMapping", () => host.rpc.createMapping(request));
     const m = res.mapping;
     if (!m) throw new Error("CreateMapping: the broker's reply has no mapping");
     let fd: number | undefined;
