@@ -3,7 +3,7 @@
 // socket directory bind-mounted at /run/vfio-broker. The policy allows one container of one pod by
 // `containers:` and `pods:`; the other is denied. brokerd names both in Hello and in the journal.
 // The image is built here with `podman import` (no registry): the host's node binary and its
-// libraries; the checkout is mounted read-only. Skips when podman or runc is missing.
+// libraries; the checkout is mounted read-only. Fails (does not skip) when podman or runc is missing.
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
