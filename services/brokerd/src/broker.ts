@@ -130,6 +130,14 @@ export interface CreateMappingArgs {
   requestId?: string;
 }
 
+/** Refused while brokerd restarts or hands over: nothing was done; resume with Hello and retry. */
+function restarting(): BrokerError {
+  return unavailable(
+    "brokerd is restarting and keeps your grants; resume with Hello and retry",
+    "restarting",
+  );
+}
+
 /** A state-store write failed: the change was undone, and the client is told why. */
 function storeFailed(e: unknown): BrokerError {
   if (e instanceof BrokerError) return e;
@@ -300,7 +308,6 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.quotas.charge(keys, "sessions", 1, limitsFor(this.policy, identity).sessions, `uid ${identity.uid}`);
     const token = randomBytes(16).toString("hex");
     const s = new Session(randomBytes(8).toString("hex"), identity, keys, tokenHash(token), token);
-    s.plainTokens.push(token);
     this.sessions.set(s.id, s);
     this.sessionsByToken.set(s.tokenHash, s);
     this.sessionsByPlainToken.set(token, s);
@@ -327,16 +334,13 @@ export class Broker extends EventEmitter<BrokerEvents> {
     if (s.ended) return;
     const t0 = performance.now();
     s.ended = true;
-    if (s.detached) {
-      s.detachedSince = 0;
-      this.detachedCount--;
-    }
+    this.undetach(s);
     for (const df of [...s.deviceFiles.values()]) this.closeDeviceFile(s, df, reason);
     s.pidWatch?.close();
     closeFd(s.identity.pidfd);
     this.sessions.delete(s.id);
     if (this.sessionsByToken.get(s.tokenHash) === s) this.sessionsByToken.delete(s.tokenHash);
-    for (const t of s.plainTokens) this.sessionsByPlainToken.delete(t);
+    if (this.sessionsByPlainToken.get(s.resumeToken) === s) this.sessionsByPlainToken.delete(s.resumeToken);
     const flushed = s.lease
       ? s.lease.end(reason, message || `the session ended: ${reason}`)
       : Promise.resolve();
@@ -373,11 +377,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
   /** The session must be alive; every call counts as activity for the idle timeout. */
   private live(s: Session): void {
-    if (this.frozen)
-      throw unavailable(
-        "brokerd is restarting and keeps your grants; resume with Hello and retry",
-        "restarting",
-      );
+    if (this.frozen) throw restarting();
     if (s.ended) throw unavailable("this session has ended; reconnect", "session_ended");
     s.lastActiveAt = Date.now();
   }
@@ -818,13 +818,12 @@ export class Broker extends EventEmitter<BrokerEvents> {
       );
       return undefined;
     }
-    found.detachedSince = 0;
-    this.detachedCount--;
+    this.undetach(found);
     found.lastActiveAt = Date.now();
     found.slotHeld = fresh.slotHeld;
     fresh.slotHeld = false;
     found.clientName = fresh.clientName;
-    found.plainTokens.push(token);
+    found.resumeToken = token;
     this.sessionsByPlainToken.set(token, found);
     // The connection moves to the resumed session before the fresh one ends (ending it would
     // otherwise close the connection).
@@ -855,11 +854,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
         `no session of this process (uid ${peer.uid} pid ${peer.pid}) has that token; use the resume_token your Hello returned, from the same process`,
         "fd_session",
       );
-    if (s.detached)
-      throw unavailable(
-        "brokerd is restarting and keeps your grants; resume with Hello and retry",
-        "restarting",
-      );
+    if (s.detached) throw restarting();
     return s;
   }
 
@@ -886,6 +881,13 @@ export class Broker extends EventEmitter<BrokerEvents> {
     m.backing.release();
     m.backing = backing;
     return m;
+  }
+
+  /** s has a connection again (resumed), or ended: it no longer waits to be resumed. */
+  private undetach(s: Session): void {
+    if (!s.detached) return;
+    s.detachedSince = 0;
+    this.detachedCount--;
   }
 
   /** A lease opened on s: the events it missed while detached come first. */

@@ -123,7 +123,8 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
   });
   if (budget.warning) console.error(`vfio-brokerd: ${budget.warning}`);
   // The state store, before any backend: a damaged one stops the start here, with what to do.
-  const opened = StateStore.open(config.stateDir, currentBootId());
+  const bootId = currentBootId();
+  const opened = StateStore.open(config.stateDir, bootId);
   const store = opened.store;
   const sim = config.sim ? new SimBackend(config.simDevices, join(config.stateDir, "sim")) : undefined;
   const real: Backend[] = [];
@@ -157,7 +158,7 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
   const journal = new Journal(config.journal);
   journal.attach(broker);
   const run = opened.model.run + 1;
-  store.append({ t: "run", run, pid: process.pid, at: Date.now(), bootId: currentBootId() });
+  store.append({ t: "run", run, pid: process.pid, at: Date.now(), bootId });
   const restored = restoreState(broker, store);
   for (const d of restored.decisions) journal.write("reconcile", { ...d });
   if (opened.torn !== "") journal.write("state.torn", { bytes: opened.torn.length, dir: config.stateDir });
@@ -283,6 +284,10 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
     ...real.flatMap((b) => (b instanceof VfioBackend ? b.parkedFds() : [])),
   ];
   storeFds(parked);
+  const metrics = extras.metrics
+    ? await extras.metrics(broker, config, journal, { restore: { ...restored, run }, persister })
+    : undefined;
+  // Offered only now that everything it hands over or closes (metrics included) exists.
   let handedOver = false;
   const handover = offerHandover(join(config.runtimeDir, HANDOVER_SOCKET), {
     collect: async () => {
@@ -312,9 +317,6 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
       journal.write("handover.aborted", { reason: e.message });
     },
   });
-  const metrics = extras.metrics
-    ? await extras.metrics(broker, config, journal, { restore: { ...restored, run }, persister })
-    : undefined;
   journal.started(broker, {
     run,
     stateDir: config.stateDir,

@@ -51,8 +51,6 @@ export class Session {
    */
   detachedSince = 0;
   readonly missed: LeaseEvent[] = [];
-  /** Its token in the clear once known (issued here, or presented in a resume), for fast lookups. */
-  readonly plainTokens: string[] = [];
   /** Recent OpenDevice/CreateMapping request ids and what they made, so a retry gets the same. */
   readonly requests = new Map<string, { deviceFile?: DeviceFile; cookie?: bigint }>();
 
@@ -63,7 +61,10 @@ export class Session {
     readonly quotaKeys: readonly string[],
     /** sha256 (hex) of the resume token; the token itself is given once, in Hello's reply. */
     readonly tokenHash: string,
-    /** The token, kept only until Hello has returned it ("" for restored sessions). */
+    /**
+     * The token in the clear, once this brokerd knows it: issued here (Hello returns it), or
+     * presented in a resume ("" for a restored session until then). Never written to disk.
+     */
     public resumeToken = "",
   ) {}
 
