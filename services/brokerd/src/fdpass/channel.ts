@@ -11,6 +11,7 @@
 
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
 import { FdServer, type FdSocket, peerCred } from "@vfio-broker/native";
 import { FdReplySchema, type FdRequest, FdRequestSchema, FdStatus } from "@vfio-broker/proto";
 import type { Broker } from "../broker.js";
@@ -20,7 +21,8 @@ import { quotaKeys } from "../identity/container.js";
 import { cgroupOf } from "../identity/peer.js";
 import { logLimited } from "../log.js";
 import { limitsFor } from "../policy/index.js";
-import { attributeFromPb, attributeToPb, backingToPb, protFromPb, protToPb } from "../rpc/convert.js";
+import { attributeToPb, backingToPb, createMappingArgsFromPb, protToPb } from "../rpc/convert.js";
+import { toStatus } from "../rpc/status.js";
 
 const STATUS: Record<string, FdStatus> = {
   unknown: FdStatus.UNKNOWN_TICKET,
@@ -229,16 +231,7 @@ export class FdChannel {
       }
       const g = req.grant!;
       const s = this.broker.sessionForFd(g.sessionToken, peer);
-      const r = this.broker.createMapping(s, {
-        deviceFileId: g.deviceFileId,
-        regionIndex: g.regionIndex,
-        offset: g.offset,
-        length: g.length,
-        attribute: attributeFromPb(g.attribute),
-        prot: protFromPb(g.prot),
-        allowFallback: g.allowFallback,
-        requestId: g.requestId,
-      });
+      const r = this.broker.createMapping(s, createMappingArgsFromPb(g));
       if (r.ticket === "") m = this.broker.redeliver(s, r.mapping);
       else {
         const d = this.broker.redeemTicket(r.ticket, peer);
@@ -246,9 +239,13 @@ export class FdChannel {
         m = d.mapping;
       }
     } catch (e) {
-      const err =
-        e instanceof BrokerError ? e : new BrokerError("INTERNAL", `internal error: ${(e as Error).message}`);
-      await this.reply(sock, { status: FdStatus.REFUSED, grpcCode: err.code, message: err.message });
+      // The status the gRPC call would have returned (an unexpected error is logged there, too).
+      const st = toStatus(e);
+      await this.reply(sock, {
+        status: FdStatus.REFUSED,
+        grpcCode: grpc.status[st.code ?? grpc.status.INTERNAL],
+        message: st.details ?? "",
+      });
       return;
     }
     await this.deliver(sock, m);

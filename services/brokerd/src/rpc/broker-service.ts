@@ -13,12 +13,12 @@ import {
   attributeFromPb,
   attributeToPb,
   backingToPb,
+  createMappingArgsFromPb,
   deviceToPb,
   identityToPb,
   layoutFromPb,
   layoutToPb,
   mappingToPb,
-  protFromPb,
   regionToPb,
 } from "./convert.js";
 import { leaseSink } from "./lease-sink.js";
@@ -69,7 +69,7 @@ export function brokerServiceImpl(
       const resumed = token !== "" ? broker.resume(s, token, (r) => binding.rebind(call, r)) : undefined;
       if (resumed) s = resumed;
       return {
-        resumeToken: resumed ? token : s.resumeToken,
+        resumeToken: s.resumeToken,
         resumed: !!resumed,
         held: resumed
           ? [...s.deviceFiles.values()].map((df) => ({
@@ -122,16 +122,7 @@ export function brokerServiceImpl(
       return { region: { region: regionToPb(region), cookie } };
     }),
     createMapping: h((req, s) => {
-      const r = broker.createMapping(s, {
-        deviceFileId: req.deviceFileId,
-        regionIndex: req.regionIndex,
-        offset: req.offset,
-        length: req.length,
-        attribute: attributeFromPb(req.attribute),
-        prot: protFromPb(req.prot),
-        allowFallback: req.allowFallback,
-        requestId: String(req.requestId ?? ""),
-      });
+      const r = broker.createMapping(s, createMappingArgsFromPb(req));
       return { mapping: mappingToPb(r.mapping), ticket: r.ticket, ticketExpiresUnixMs: BigInt(r.expiresAt) };
     }),
     setMappingAttribute: h((req, s) => ({

@@ -11,6 +11,7 @@ import {
   MappingState as PbMappingState,
   Prot as PbProt,
 } from "@vfio-broker/proto";
+import type { CreateMappingArgs } from "../broker.js";
 import type {
   Attribute,
   BackingKind,
@@ -75,6 +76,29 @@ export function protFromPb(p: PbProt): Prot | undefined {
     default:
       throw invalid(`prot ${p} is not one of PROT_READ (1), PROT_READ_WRITE (2)`, "prot");
   }
+}
+
+/** What CreateMappingRequest and the fd channel's FdGrant both carry -> the Broker's arguments. */
+export function createMappingArgsFromPb(req: {
+  deviceFileId: bigint;
+  regionIndex: number;
+  offset: bigint;
+  length: bigint;
+  attribute: PbAttribute;
+  prot: PbProt;
+  allowFallback: boolean;
+  requestId?: string;
+}): CreateMappingArgs {
+  return {
+    deviceFileId: req.deviceFileId,
+    regionIndex: req.regionIndex,
+    offset: req.offset,
+    length: req.length,
+    attribute: attributeFromPb(req.attribute),
+    prot: protFromPb(req.prot),
+    allowFallback: req.allowFallback,
+    requestId: String(req.requestId ?? ""),
+  };
 }
 
 export function layoutFromPb(l: PbLayout): Layout {
