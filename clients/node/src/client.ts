@@ -26,17 +26,11 @@ import {
   layoutToPb,
 } from "./convert.js";
 import { DeviceFile, type DeviceFileHost } from "./device-file.js";
-import { BrokerClientError, FdChannelError, toClientError } from "./errors.js";
-import {
-  FdChannelConnection,
-  type FdRequestInit,
-  type FetchedFd,
-  fdSocketCandidates,
-  isClosedByPeer,
-} from "./fd-channel.js";
+import { BrokerClientError, toClientError } from "./errors.js";
+import { FdChannelConnection, type FdRequestInit, type FetchedFd, fdSocketCandidates } from "./fd-channel.js";
 import { Lease } from "./lease.js";
 import type { Mapping } from "./mapping.js";
-import { backoffMs, isRestart, leaseLossIsRestart, sessionBound, sleep } from "./resume.js";
+import { backoffMs, brokerdGone, isRestart, leaseLossIsRestart, sessionBound, sleep } from "./resume.js";
 
 export const DEFAULT_SOCKET = "/run/vfio-broker/broker.sock";
 
@@ -246,20 +240,8 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
    * @internal DeviceFileHost: presents a ticket on this client's fd-channel connection. If brokerd
    * restarts meanwhile, the ticket (kept in its state store) is presented again to the new one.
    */
-  async fetchFd(ticket: string): Promise<FetchedFd> {
-    for (let attempt = 0; ; attempt++) {
-      const gen = this.#gen;
-      try {
-        return await this.#fdChannel.fetch(ticket);
-      } catch (e) {
-        // brokerd went away before or while answering (EOF, ECONNRESET, EPIPE): present it again.
-        const gone =
-          e instanceof FdChannelError &&
-          (e.status === "CONNECT" || (e.status === "PROTOCOL" && isClosedByPeer(e)));
-        if (!gone || !this.#autoResume || attempt >= 3) throw e;
-        await this.resume(e, gen);
-      }
-    }
+  fetchFd(ticket: string): Promise<FetchedFd> {
+    return this.#retrying("FetchFd", () => this.#fdChannel.fetch(ticket));
   }
 
   /** @internal DeviceFileHost: grants go through the fd channel (see ConnectOptions.fdGrants). */
@@ -272,31 +254,12 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
    * this session, retried after a resume if brokerd restarts under it (request ids make a retried
    * grant return the same mapping; a retried release that finds nothing counts as done).
    */
-  async fdRequest(method: string, req: FdRequestInit, wantFd: boolean): Promise<FetchedFd> {
+  fdRequest(method: string, req: FdRequestInit, wantFd: boolean): Promise<FetchedFd> {
     const token = { sessionToken: this.#token };
     const full: FdRequestInit = req.grant
       ? { grant: { ...req.grant, ...token } }
       : { release: { ...req.release, ...token } };
-    for (let attempt = 0; ; attempt++) {
-      if (this.#closed) throw new Error(`${method}: the client is closed; connect() again`);
-      if (this.#resuming) await this.#resuming;
-      const gen = this.#gen;
-      try {
-        return await this.#fdChannel.request(full, {}, wantFd);
-      } catch (e) {
-        if (e instanceof BrokerClientError) {
-          if (attempt > 0 && !wantFd && e.code === "NOT_FOUND") return { reply: undefined as never, fd: -1 };
-          if (!this.#autoResume || attempt >= 3 || !isRestart(e))
-            throw new BrokerClientError(e.code, e.details, { method, cause: e });
-        } else {
-          const gone =
-            e instanceof FdChannelError &&
-            (e.status === "CONNECT" || (e.status === "PROTOCOL" && isClosedByPeer(e)));
-          if (!gone || !this.#autoResume || attempt >= 3) throw e;
-        }
-        await this.resume(e, gen);
-      }
-    }
+    return this.#retrying(method, () => this.#fdChannel.request(full, { method }, wantFd), !wantFd);
   }
 
   get #autoResume(): boolean {
@@ -322,22 +285,31 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
   }
 
   /**
-   * @internal Runs one BrokerService call, translating its error. If brokerd restarted under it,
-   * resumes the session and runs it again (at most 3 times). `idempotent`: a NOT_FOUND on a retry
-   * means the first try did it (a release whose reply was lost), so it counts as done.
+   * @internal Runs one BrokerService call, translating its error, resumed and retried if brokerd
+   * restarts under it (#retrying).
    */
-  async call<T>(method: string, fn: () => Promise<T>, opts: { idempotent?: boolean } = {}): Promise<T> {
+  call<T>(method: string, fn: () => Promise<T>, opts: { idempotent?: boolean } = {}): Promise<T> {
+    return this.#retrying(method, fn, opts.idempotent);
+  }
+
+  /**
+   * Runs one request to brokerd (a gRPC call, or an fd-channel exchange), translating its error.
+   * If brokerd restarted under it (its refusal says so, or the fd channel went away), resumes the
+   * session and runs it again, at most 3 times. `idempotent`: a NOT_FOUND on a retry means the
+   * first try did it (a release whose reply was lost), so it counts as done.
+   */
+  async #retrying<T>(method: string, run: () => Promise<T>, idempotent = false): Promise<T> {
     for (let attempt = 0; ; attempt++) {
       if (this.#closed) throw new Error(`${method}: the client is closed; connect() again`);
       if (this.#resuming) await this.#resuming;
       const gen = this.#gen;
       try {
-        return await fn();
+        return await run();
       } catch (e) {
         const err = toClientError(e, method);
-        if (attempt > 0 && opts.idempotent && err instanceof BrokerClientError && err.code === "NOT_FOUND")
+        if (attempt > 0 && idempotent && err instanceof BrokerClientError && err.code === "NOT_FOUND")
           return undefined as T;
-        if (!this.#autoResume || attempt >= 3 || !isRestart(err)) throw err;
+        if (!this.#autoResume || attempt >= 3 || !(isRestart(err) || brokerdGone(err))) throw err;
         await this.resume(err, gen);
       }
     }

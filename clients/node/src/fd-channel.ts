@@ -25,6 +25,8 @@ export interface FetchedFd {
 export interface FetchFdOptions {
   /** Give up (and close the socket) if no reply arrives within this many milliseconds. Default 10 s. */
   timeoutMs?: number;
+  /** The call a refused grant or release is reported as ("CreateMapping", "ReleaseMapping"). */
+  method?: string;
 }
 
 /** "EXPIRED" for FdStatus.EXPIRED: the enum name without its prefix. */
@@ -254,7 +256,7 @@ async function exchange(
     if (reply.status === FdStatus.REFUSED) {
       // A grant or release refused: the same error the gRPC call would have given.
       closeAll(msg.fds);
-      throw new BrokerClientError(reply.grpcCode || "UNKNOWN", reply.message);
+      throw new BrokerClientError(reply.grpcCode || "UNKNOWN", reply.message, { method: opts.method });
     }
     if (reply.status !== FdStatus.OK) {
       closeAll(msg.fds);

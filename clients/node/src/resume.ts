@@ -5,7 +5,8 @@
 // The resume itself (Hello with the token, the held list, the new lease) is BrokerClient's.
 import * as grpc from "@grpc/grpc-js";
 import type { BrokerService, PromiseClient } from "@vfio-broker/proto";
-import { BrokerClientError } from "./errors.js";
+import { BrokerClientError, FdChannelError } from "./errors.js";
+import { isClosedByPeer } from "./fd-channel.js";
 
 /** Metadata naming the session a call expects (brokerd: rpc/broker-service.ts SESSION_METADATA). */
 export const SESSION_METADATA = "vfio-broker-session";
@@ -25,6 +26,13 @@ export function isRestart(e: unknown): boolean {
   if (e.code !== "UNAVAILABLE") return false;
   if (/brokerd is restarting/.test(e.details)) return true;
   return !BROKERD_REFUSALS.test(e.details);
+}
+
+/** The fd channel's connection failed or was closed by brokerd (EOF, ECONNRESET, EPIPE): it went away. */
+export function brokerdGone(e: unknown): boolean {
+  return (
+    e instanceof FdChannelError && (e.status === "CONNECT" || (e.status === "PROTOCOL" && isClosedByPeer(e)))
+  );
 }
 
 /** The LeaseEnded reason, or transport loss, that means "resume", not "your session ended". */
