@@ -97,8 +97,9 @@ static double now_us(void) {
   return (double)t.tv_sec * 1e6 + (double)t.tv_nsec / 1e3;
 }
 
-// The whole grant: two exchanges (create + fd, release + ack), as brokerd's fast path does.
-static int grant_floor(long n) {
+// Forks the server end: it answers every frame, with the memfd for "map" requests (the fd pass) and
+// without one for anything else (a release's ack). Returns its pid; *client is our end.
+static pid_t start_server(int* client) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) die("socketpair");
   pid_t pid = fork();
@@ -114,7 +115,28 @@ static int grant_floor(long n) {
     }
   }
   close(sv[1]);
-  char create_req[REQ_BYTES] = "map region=2", release_req[REQ_BYTES] = "rel cookie=4096", reply[REPLY_BYTES];
+  *client = sv[0];
+  return pid;
+}
+
+// One request -> reply with the fd -> mmap 4 KiB -> one write -> munmap -> close.
+static void map_write_unmap(int s, long i) {
+  char req[REQ_BYTES] = "map region=2", reply[REPLY_BYTES];
+  send_frame(s, req, REQ_BYTES, -1);
+  int fd = recv_frame(s, reply, REPLY_BYTES);
+  if (fd < 0) die("no fd");
+  uint8_t* p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) die("mmap");
+  p[(unsigned long)i & 4095] = (uint8_t)i;
+  munmap(p, 4096);
+  close(fd);
+}
+
+// The whole grant: two exchanges (create + fd, release + ack), as brokerd's fast path does.
+static int grant_floor(long n) {
+  int s;
+  pid_t pid = start_server(&s);
+  char release_req[REQ_BYTES] = "rel cookie=4096", reply[REPLY_BYTES];
   long warm = n / 10 + 100;
   double* us = malloc(sizeof(double) * (size_t)n);
   if (!us) die("malloc");
@@ -122,20 +144,13 @@ static int grant_floor(long n) {
   for (long i = -warm; i < n; i++) {
     double a = now_us();
     if (i == 0) t0 = a;
-    send_frame(sv[0], create_req, REQ_BYTES, -1);
-    int fd = recv_frame(sv[0], reply, REPLY_BYTES);
-    if (fd < 0) die("no fd");
-    uint8_t* p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (p == MAP_FAILED) die("mmap");
-    p[(unsigned long)i & 4095] = (uint8_t)i;
-    munmap(p, 4096);
-    close(fd);
-    send_frame(sv[0], release_req, REQ_BYTES, -1);
-    if (recv_frame(sv[0], reply, REPLY_BYTES) != -1) die("ack");
+    map_write_unmap(s, i);
+    send_frame(s, release_req, REQ_BYTES, -1);
+    if (recv_frame(s, reply, REPLY_BYTES) != -1) die("ack");
     if (i >= 0) us[i] = now_us() - a;
   }
   double total = (now_us() - t0) / 1e6;
-  close(sv[0]);
+  close(s);
   waitpid(pid, NULL, 0);
   qsort(us, (size_t)n, sizeof(double), cmp_double);
   printf("%ld %.9f %.2f %.2f\n", n, total, us[n / 2], us[(n * 99) / 100]);
@@ -146,37 +161,16 @@ static int grant_floor(long n) {
 int main(int argc, char** argv) {
   long n = argc > 1 ? atol(argv[1]) : 20000;
   if (argc > 2 && strcmp(argv[2], "grant") == 0) return grant_floor(n);
-  int sv[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) die("socketpair");
-  pid_t pid = fork();
-  if (pid < 0) die("fork");
-  if (pid == 0) {
-    close(sv[0]);
-    int memfd = memfd_create("bench-bar", MFD_CLOEXEC);
-    if (memfd < 0 || ftruncate(memfd, 4096) < 0) die("memfd");
-    char req[REQ_BYTES], reply[REPLY_BYTES] = "cookie=4096 len=4096";
-    for (;;) {
-      if (recv_frame(sv[1], req, REQ_BYTES) == -2) _exit(0);
-      send_frame(sv[1], reply, REPLY_BYTES, memfd);
-    }
-  }
-  close(sv[1]);
-  char req[REQ_BYTES] = "map region=2", reply[REPLY_BYTES];
+  int s;
+  pid_t pid = start_server(&s);
   struct timespec t0, t1;
   long warm = n / 10 + 100;
   for (long i = -warm; i < n; i++) {
     if (i == 0) clock_gettime(CLOCK_MONOTONIC, &t0);
-    send_frame(sv[0], req, REQ_BYTES, -1);
-    int fd = recv_frame(sv[0], reply, REPLY_BYTES);
-    if (fd < 0) die("no fd");
-    uint8_t* p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (p == MAP_FAILED) die("mmap");
-    p[(unsigned long)i & 4095] = (uint8_t)i;
-    munmap(p, 4096);
-    close(fd);
+    map_write_unmap(s, i);
   }
   clock_gettime(CLOCK_MONOTONIC, &t1);
-  close(sv[0]);
+  close(s);
   waitpid(pid, NULL, 0);
   printf("%ld %.9f\n", n, (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
   return 0;
