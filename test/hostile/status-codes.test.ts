@@ -6,7 +6,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
-import { BrokerService, createClient, type LeaseResponse } from "@vfio-broker/proto";
+import { BrokerService, type LeaseResponse } from "@vfio-broker/proto";
+import { brokerClient } from "../e2e/agents/raw.js";
 import { assertAlive, assertVictim, report, startVictim, suiteBrokerd } from "./support/harness.js";
 
 const KEEPALIVE_MS = 1000;
@@ -70,9 +71,7 @@ describe("hostile: status codes", () => {
     timeout: 120_000,
   }, async () => {
     const { b } = suite;
-    const c = createClient(BrokerService, `unix:${b.socket}`, undefined, {
-      "grpc.use_local_subchannel_pool": 1,
-    });
+    const c = brokerClient(b.socket);
     await c.hello({});
     const { call } = c.lease();
     let grantedAt = 0;
@@ -101,9 +100,7 @@ describe("hostile: status codes", () => {
     timeout: 120_000,
   }, async () => {
     const { b } = suite;
-    const c = createClient(BrokerService, `unix:${b.socket}`, undefined, {
-      "grpc.use_local_subchannel_pool": 1,
-    });
+    const c = brokerClient(b.socket);
     await c.hello({});
     const { call } = c.lease();
     const r = await new Promise<{ reason: string; status: string; error: string }>((resolve) => {

@@ -14,7 +14,7 @@ import { DeviceFile } from "@vfio-broker/brokerd/grants/device-file";
 import { processStartTime } from "@vfio-broker/brokerd/identity/peer";
 import { encodeRecord, type StateRecord } from "@vfio-broker/brokerd/state/records";
 import { connect } from "@vfio-broker/client";
-import { BrokerService, createClient } from "@vfio-broker/proto";
+import { brokerClient } from "../e2e/agents/raw.js";
 import { spawnAs } from "../hostile/support/harness.js";
 import { BROKERD, type BrokerProcess, CLI, run, startBrokerd, until } from "../lib/brokerd.js";
 import { killAndRestart, report } from "./support/fleet.js";
@@ -188,9 +188,7 @@ describe("restart", () => {
     try {
       const start = journalEvents(b, "daemon.start").at(-1)!;
       assert.equal(start.restored, 1);
-      const rpc = createClient(BrokerService, `unix:${b.socket}`, undefined, {
-        "grpc.use_local_subchannel_pool": 1,
-      });
+      const rpc = brokerClient(b.socket);
       const t0 = performance.now();
       const hello = await rpc.hello({ clientName: "synthetic", resumeToken: token });
       const resumeMs = performance.now() - t0;
