@@ -14,9 +14,10 @@ import { DeviceFile } from "@vfio-broker/brokerd/grants/device-file";
 import { processStartTime } from "@vfio-broker/brokerd/identity/peer";
 import { encodeRecord, type StateRecord } from "@vfio-broker/brokerd/state/records";
 import { connect } from "@vfio-broker/client";
+import { AdminService, createClient } from "@vfio-broker/proto";
 import { brokerClient } from "../e2e/agents/raw.js";
 import { spawnAs } from "../hostile/support/harness.js";
-import { BROKERD, type BrokerProcess, CLI, run, startBrokerd, until } from "../lib/brokerd.js";
+import { BROKERD, type BrokerProcess, CLI, REPO, run, startBrokerd, tempDir, until } from "../lib/brokerd.js";
 import { killAndRestart, report } from "./support/fleet.js";
 
 const journalEvents = (b: BrokerProcess, event: string) =>
@@ -113,6 +114,66 @@ describe("restart", () => {
       assert.match(r.stderr, /move the state directory aside/);
       c.rpc.close();
     } finally {
+      await b.stop();
+    }
+  });
+
+  it("a junk, live or foreign resume token resumes nothing; --take-over with nobody to take over says so", {
+    timeout: 60_000,
+  }, async () => {
+    let b = await startBrokerd();
+    // A session of another process (uid 65534) that outlives the brokerd below.
+    const raw = join(REPO, "test/dist/e2e/agents/raw.js");
+    const other = spawnAs(
+      65534,
+      [
+        "--input-type=module",
+        "-e",
+        `import { brokerClient } from ${JSON.stringify(raw)}; const h = await brokerClient(${JSON.stringify(b.socket)}).hello({}); console.log(JSON.stringify({ token: h.resumeToken, session: h.sessionId })); setInterval(() => {}, 1e6);`,
+      ],
+      process.env,
+    );
+    try {
+      const { token, session } = JSON.parse(
+        await until("the other process's token", () => other.out().split("\n")[0] ?? "", 20_000),
+      ) as { token: string; session: string };
+      const mine = brokerClient(b.socket);
+      const junk = await mine.hello({ resumeToken: "not-a-token" });
+      assert.equal(junk.resumed, false);
+      assert.match(junk.resumeToken, /^[0-9a-f]{32}$/);
+      // The other process's session is attached here: nothing to resume, whoever asks.
+      const live = await brokerClient(b.socket).hello({ resumeToken: token });
+      assert.equal(live.resumed, false);
+      assert.notEqual(live.sessionId, session);
+      mine.close();
+      // After a restart it waits, detached, for its own process; this one (another pid) gets nothing.
+      b = await killAndRestart(b);
+      const thief = brokerClient(b.socket);
+      const stolen = await thief.hello({ resumeToken: token });
+      assert.equal(stolen.resumed, false);
+      assert.equal(stolen.held.length, 0);
+      const a = createClient(AdminService, `unix:${b.adminSocket}`);
+      const ids = (await a.listSessions({})).sessions.map((s) => s.sessionId);
+      a.close();
+      thief.close();
+      assert.ok(ids.includes(session), "the other process's session is still there, unresumed");
+      // A take-over with no brokerd offering one: exit 1, and the reason, with no stack trace.
+      const dir = tempDir("vfio-broker-takeover-");
+      const r = await run(process.execPath, [
+        BROKERD,
+        "--runtime-dir",
+        dir,
+        "--policy",
+        b.policyPath,
+        "--metrics",
+        "off",
+        "--take-over",
+      ]);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /no brokerd to take over from at .*handover\.sock/);
+      assert.doesNotMatch(r.stderr, /\n\s+at /);
+    } finally {
+      other.child.kill("SIGKILL");
       await b.stop();
     }
   });

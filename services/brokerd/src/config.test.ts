@@ -60,6 +60,13 @@ test("bad flags say what to do", () => {
     () => parse(["--lease-keepalive-ms", "1e9"]),
     /--lease-keepalive-ms 1e9: expected an integer/,
   );
+  // The restart options (issue 10).
+  assert.throws(() => parse(["--on-stop", "drop"]), /--on-stop drop: expected "keep" .* or "release"/);
+  assert.throws(() => parse(["--resume-grace-ms", "5"]), /--resume-grace-ms 5: expected an integer from 100/);
+  assert.equal(parse([]).onStop, "keep");
+  assert.equal(parse([]).takeOver, false);
+  assert.equal(parse(["--take-over"]).takeOver, true);
+  assert.equal(parse(["--runtime-dir", "/x"]).stateDir, "/x/brokerd-state");
   assert.throws(() => parse(["--policy"]), /--policy needs a value/);
   assert.throws(() => parse(["stray"]), /unexpected argument "stray"/);
   assert.throws(() => parse(["--sim-devices", "[oops"]), /--sim-devices \[oops/);

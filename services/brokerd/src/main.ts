@@ -9,6 +9,8 @@ import { BrokerError } from "./errors.js";
 import { logLimited } from "./log.js";
 import { startMetrics } from "./metrics.js";
 import { PolicyError } from "./policy/index.js";
+import { HandoverError } from "./restart/handover.js";
+import { StateError } from "./state/store.js";
 
 async function main(): Promise<void> {
   let config: ReturnType<typeof parseConfig>;
@@ -68,7 +70,10 @@ async function main(): Promise<void> {
 main().catch((e) => {
   if (e instanceof PolicyError)
     console.error(`vfio-brokerd: the policy is invalid:\n  ${e.errors.join("\n  ")}`);
-  else if (e instanceof BrokerError) console.error(`vfio-brokerd: ${e.message}`);
+  // Errors written for an operator (a refusal, a damaged state store, a failed take-over): the
+  // message says what to do; a stack trace would only bury it.
+  else if (e instanceof BrokerError || e instanceof StateError || e instanceof HandoverError)
+    console.error(`vfio-brokerd: ${e.message}`);
   else console.error(`vfio-brokerd: ${e instanceof Error ? (e.stack ?? e.message) : e}`);
   process.exit(1);
 });
