@@ -358,6 +358,7 @@ test("sessions, device files and mappings list what a client holds; revoke one m
     state: string;
     sessionId: string;
     length: string;
+    refs: number;
   }[];
   const mine = all.find((x) => x.sessionId === client.sessionId);
   assert.ok(mine);
@@ -371,8 +372,9 @@ test("sessions, device files and mappings list what a client holds; revoke one m
       mine.backing,
       mine.state,
       mine.length,
+      mine.refs,
     ],
-    [m.cookie.toString(), dfId, "WC", "WC", "rw", "memfd", "delivered", "4096"],
+    [m.cookie.toString(), dfId, "WC", "WC", "rw", "memfd", "delivered", "4096", 1],
   );
   expectError(await call("GET", "/api/v1/mappings?deviceId=%20"), 400, /deviceId/);
 

@@ -61,7 +61,12 @@ export class DeviceFile implements MappingOwner {
   /** Every region of the device, with its compat cookie in this DeviceFile's offset space. */
   readonly regions: readonly DeviceFileRegion[];
   readonly #host: DeviceFileHost;
-  readonly #mappings = new Map<bigint, Mapping>();
+  /**
+   * Live mappings by cookie. A map() of the same range, attribute and prot again gets the same
+   * cookie from brokerd (one more reference on it) and its own Mapping here, with its own mmap:
+   * each release() gives one reference back.
+   */
+  readonly #mappings = new Map<bigint, Set<Mapping>>();
   #closed = false;
   #revoked = false;
 
@@ -89,7 +94,7 @@ export class DeviceFile implements MappingOwner {
 
   /** Live mappings (not released, not revoked). */
   get mappings(): Mapping[] {
-    return [...this.#mappings.values()];
+    return [...this.#mappings.values()].flatMap((set) => [...set]);
   }
 
   /** A region by index (2), index string ("2") or case-insensitive name ("BAR2", "bar2"). */
@@ -164,7 +169,7 @@ export class DeviceFile implements MappingOwner {
           .catch(() => {});
         throw e;
       }
-      this.#mappings.set(mapping.cookie, mapping);
+      this.#add(mapping);
       return mapping;
     }
     const res = await host.call("CreateMapping", () => host.rpc.createMapping(request));
@@ -200,7 +205,7 @@ export class DeviceFile implements MappingOwner {
         },
         owned,
       );
-      this.#mappings.set(mapping.cookie, mapping);
+      this.#add(mapping);
       return mapping;
     } catch (e) {
       if (fd !== undefined) closeFd(fd);
@@ -248,7 +253,7 @@ export class DeviceFile implements MappingOwner {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    for (const m of this.#mappings.values()) m.markReleased();
+    for (const m of this.mappings) m.markReleased();
     this.#mappings.clear();
     this.#host.deviceFileClosed(this);
     if (this.#revoked) return;
@@ -260,7 +265,7 @@ export class DeviceFile implements MappingOwner {
 
   /** @internal MappingOwner: ReleaseMapping for a mapping the client released. */
   async releaseMapping(mapping: Mapping): Promise<void> {
-    this.#mappings.delete(mapping.cookie);
+    this.#remove(mapping);
     if (this.#closed) return;
     const host = this.#host;
     if (host.fdGrants) {
@@ -287,21 +292,33 @@ export class DeviceFile implements MappingOwner {
     if (cookie === 0n) {
       this.#revoked = true;
       this.#closed = true;
-      for (const m of this.#mappings.values()) {
+      for (const m of this.mappings) {
         m.markRevoked(reason);
         taken.push(m);
       }
       this.#mappings.clear();
       this.#host.deviceFileClosed(this);
     } else {
-      const m = this.#mappings.get(cookie);
-      if (m) {
+      // A revocation takes the cookie, with every reference on it.
+      for (const m of this.#mappings.get(cookie) ?? []) {
         m.markRevoked(reason);
-        this.#mappings.delete(cookie);
         taken.push(m);
       }
+      this.#mappings.delete(cookie);
     }
     return taken;
+  }
+
+  #add(m: Mapping): void {
+    const set = this.#mappings.get(m.cookie);
+    if (set) set.add(m);
+    else this.#mappings.set(m.cookie, new Set([m]));
+  }
+
+  #remove(m: Mapping): void {
+    const set = this.#mappings.get(m.cookie);
+    if (!set?.delete(m)) return;
+    if (set.size === 0) this.#mappings.delete(m.cookie);
   }
 
   /** @internal The session is gone (lease lost): every mapping is revoked locally. */

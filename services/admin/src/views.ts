@@ -285,6 +285,7 @@ export const MAPPING = {
       enum: ["dmabuf", "sysfs-wc", "sysfs", "vfio-device-fd", "memfd", "unspecified"],
     },
     state: { type: "string", enum: ["pending", "delivered", "unspecified"] },
+    refs: { type: "integer", description: "CreateMapping references held on the cookie" },
     sessionId: SESSION_ID,
     identity: IDENTITY,
   },
@@ -306,6 +307,7 @@ export const mappingView = (info: MappingInfo) => {
     prot: name(PROT, m.prot),
     backing: name(BACKING, m.backing),
     state: name(STATE, m.state),
+    refs: m.refs,
     sessionId: info.sessionId,
     identity: identityView(info.identity),
   };

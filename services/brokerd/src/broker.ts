@@ -96,6 +96,11 @@ export interface BrokerEvents {
   /** A session restored after a restart was taken up again by its process (the fresh one it replaced). */
   "session.resume": [Session, Session];
   "mapping.release": [Mapping, string];
+  /**
+   * A CreateMapping took another reference on an existing mapping ("add"), or a ReleaseMapping
+   * gave one back without it ending ("drop"); Mapping.refs is the new count.
+   */
+  "mapping.refs": [Mapping, "add" | "drop"];
   /** CreateMapping failed: gRPC code name and the error's low-cardinality reason. */
   "mapping.refused": [string, string];
   /** An fd-channel request: result, the mapping (when known), ms, and the kernel-verified peer. */
@@ -557,6 +562,9 @@ export class Broker extends EventEmitter<BrokerEvents> {
     if (health !== "healthy")
       throw unavailable(`device ${df.device.id} is ${health}; no new mappings`, `device_${health}`);
     const rule = this.mappingRule(s, df, region, attribute, prot);
+    const same = df.sharedMapping(region.index, a.offset, a.length, attribute, prot);
+    if (same && (a.allowFallback || same.effectiveAttribute === attribute))
+      return this.addReference(s, same, rule, a.requestId ?? "");
     let issued = { ticket: "", expiresAt: 0 };
     const m = this.chargeMapping(s, a.length, rule, () => {
       const attrs = this.attributeMap(df.device.id);
@@ -588,6 +596,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
             createdAt: Date.now(),
             requestId: a.requestId ?? "",
             ticketExpiresAt: 0,
+            refs: 1,
           };
           issued = this.tickets.issue(mapping, { sessionId: s.id, uid: s.identity.uid, pid: s.identity.pid });
           mapping.ticket = issued.ticket;
@@ -609,6 +618,41 @@ export class Broker extends EventEmitter<BrokerEvents> {
       throw storeFailed(e);
     }
     s.remember(a.requestId ?? "", { cookie: m.cookie });
+    return { mapping: m, ticket: issued.ticket, expiresAt: issued.expiresAt };
+  }
+
+  /**
+   * The same range, attribute and prot again in the same device file: the existing cookie with one
+   * more reference (the kernel RFC review's rule), not a new alias. Each reference counts against
+   * the mappings quota and needs its own ReleaseMapping; no bytes are charged twice, since no new
+   * memory is exposed. The reply carries a fresh ticket: it delivers the mapping's pending fd, or,
+   * once that went out, a fresh fd for the same cookie (redeliver), so every CreateMapping reply
+   * lets its caller fetch an fd.
+   */
+  private addReference(
+    s: Session,
+    m: Mapping,
+    rule: Rule,
+    requestId: string,
+  ): { mapping: Mapping; ticket: string; expiresAt: number } {
+    this.quotas.charge(s.quotaKeys, "mappings", 1, rule.limits.mappings, s.who);
+    const before = { ticket: m.ticket, expiresAt: m.ticketExpiresAt };
+    const issued = this.tickets.issue(m, { sessionId: s.id, uid: s.identity.uid, pid: s.identity.pid });
+    m.refs++;
+    m.ticket = issued.ticket;
+    m.ticketExpiresAt = issued.expiresAt;
+    try {
+      // Recorded before the reply, like a creation: a restart keeps the count.
+      this.emit("mapping.refs", m, "add");
+    } catch (e) {
+      m.refs--;
+      this.tickets.revoke(issued.ticket);
+      m.ticket = before.ticket;
+      m.ticketExpiresAt = before.expiresAt;
+      this.quotas.refund(s.quotaKeys, "mappings", 1);
+      throw storeFailed(e);
+    }
+    s.remember(requestId, { cookie: m.cookie });
     return { mapping: m, ticket: issued.ticket, expiresAt: issued.expiresAt };
   }
 
@@ -653,6 +697,12 @@ export class Broker extends EventEmitter<BrokerEvents> {
     const df = this.deviceFile(s, dfId);
     const m = df.mapping(cookie);
     if (!attribute) throw invalid("attribute is required: ATTRIBUTE_UC or ATTRIBUTE_WC", "attribute_missing");
+    if (m.refs > 1)
+      throw precondition(
+        `mapping ${cookie} is shared by ${m.refs} CreateMapping references; a cookie's attribute changes for none ` +
+          "of them. Release them and create the mapping again with the attribute you want",
+        "shared",
+      );
     if (m.state !== "pending")
       throw precondition(
         `mapping ${cookie} was already delivered with ${m.effectiveAttribute}; release it and create a new one`,
@@ -675,7 +725,9 @@ export class Broker extends EventEmitter<BrokerEvents> {
     attrs.acquire(region.index, m.regionOffset, m.length, backing.effectiveAttribute);
     m.backing.release();
     m.backing = backing;
-    m.requestedAttribute = attribute;
+    df.rekey(m, () => {
+      m.requestedAttribute = attribute;
+    });
     m.effectiveAttribute = backing.effectiveAttribute;
     m.fallbackReason = backing.fallbackReason;
     m.rule = rule.name;
@@ -694,12 +746,13 @@ export class Broker extends EventEmitter<BrokerEvents> {
     const df = m.deviceFile;
     if (!df.mappings.has(m.cookie)) return;
     df.removeMapping(m);
+    // Older tickets of other references find the mapping gone when redeemed (redeemTicket).
     this.tickets.revoke(m.ticket);
     this.settlePending(s, m);
     m.backing.release();
     this.attributeMap(df.device.id).release(m.region.index, m.regionOffset, m.length);
     if (s) {
-      this.quotas.refund(s.quotaKeys, "mappings", 1);
+      this.quotas.refund(s.quotaKeys, "mappings", m.refs);
       this.quotas.refund(s.quotaKeys, "bytes", m.length);
     }
     this.emit("mapping.release", m, reason);
@@ -707,7 +760,15 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
   releaseMapping(s: Session, dfId: bigint, cookie: bigint): void {
     const df = this.ownDeviceFile(s, dfId);
-    this.dropMapping(s, df.mapping(cookie), "client");
+    const m = df.mapping(cookie);
+    if (m.refs > 1) {
+      // Another reference still holds the cookie: only this one ends.
+      m.refs--;
+      this.quotas.refund(s.quotaKeys, "mappings", 1);
+      this.emit("mapping.refs", m, "drop");
+      return;
+    }
+    this.dropMapping(s, m, "client");
   }
 
   private closeDeviceFile(s: Session, df: DeviceFile, reason: string): number {
@@ -779,12 +840,28 @@ export class Broker extends EventEmitter<BrokerEvents> {
         revoked: "the mapping was released or revoked before delivery; create it again",
       };
       out = { ok: false, status: r.why, message: msg[r.why] };
-    } else if (!r.mapping.deviceFile.mappings.has(r.mapping.cookie)) {
+    } else if (r.mapping.deviceFile.mappings.get(r.mapping.cookie) !== r.mapping) {
+      // (The cookie may be another mapping's by now: a released one's range is allocated again.)
       out = { ok: false, status: "revoked", message: "the mapping was released or revoked before delivery" };
     } else {
-      this.settlePending(this.sessions.get(r.mapping.deviceFile.sessionId), r.mapping);
-      r.mapping.state = "delivered";
-      out = { ok: true, mapping: r.mapping };
+      const m = r.mapping;
+      const s = this.sessions.get(m.deviceFile.sessionId);
+      let fresh: string | undefined;
+      // Another reference's ticket went first and its fd is gone: this one gets a fresh fd.
+      if (m.state === "delivered" && s)
+        try {
+          this.redeliver(s, m);
+        } catch (e) {
+          fresh = e instanceof BrokerError ? e.message : String(e);
+        }
+      if (fresh !== undefined)
+        out = { ok: false, status: "internal", message: `no fresh fd for cookie ${m.cookie}: ${fresh}` };
+      else {
+        this.settlePending(s, m);
+        m.state = "delivered";
+        if (m.ticket === ticket) m.ticket = "";
+        out = { ok: true, mapping: m };
+      }
     }
     this.emit(
       "fd.delivery",
@@ -896,9 +973,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
   }
 
   private sweep(): void {
-    for (const m of this.tickets.sweep()) {
+    for (const { id, mapping: m } of this.tickets.sweep()) {
       const s = this.sessions.get(m.deviceFile.sessionId);
-      if (m.state === "pending") this.dropMapping(s, m, "ticket-expired");
+      // A mapping whose fd no ticket fetched ends when the last ticket issued for it expires.
+      if (m.state === "pending" && m.ticket === id) this.dropMapping(s, m, "ticket-expired");
     }
     const idleMs = this.opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
     const now = Date.now();

@@ -194,6 +194,7 @@ export class Journal {
         this.write("devicefile.close", { session: df.sessionId, deviceFile: df.id, reason }),
       "mapping.create": (m) => this.write("mapping.create", mapping(m)),
       "mapping.release": (m, reason) => this.write("mapping.release", { ...mapping(m), reason }),
+      "mapping.refs": (m, how) => this.write("mapping.refs", { ...mapping(m), change: how, refs: m.refs }),
       "fd.delivery": (result, m, _ms, peer) => {
         const full = { result, ...peerFields(peer), ...(m ? mapping(m) : {}) };
         // Every delivered fd is written; failures are what a client can repeat at will.

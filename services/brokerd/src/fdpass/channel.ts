@@ -268,6 +268,7 @@ export class FdChannel {
           regionIndex: m.region.index,
           regionOffset: m.regionOffset,
           fallbackReason: m.fallbackReason,
+          refs: m.refs,
         },
         [m.backing.fd],
       );

@@ -30,6 +30,26 @@ export interface Mapping {
   createdAt: number;
   /** The CreateMapping request id ("" if none): a retry of that call gets this mapping back. */
   requestId: string;
+  /**
+   * CreateMapping references held on this cookie (1 when made; one more per CreateMapping of the
+   * same range, attribute and prot; one less per ReleaseMapping; it ends at 0).
+   */
+  refs: number;
+}
+
+/** What makes two CreateMappings in one device file the same mapping (one cookie, refcounted). */
+function shareKey(
+  regionIndex: number,
+  offset: bigint,
+  length: bigint,
+  attribute: Attribute,
+  prot: Prot,
+): string {
+  return `${regionIndex}:${offset}:${length}:${attribute}:${prot}`;
+}
+
+function keyOf(m: Mapping): string {
+  return shareKey(m.region.index, m.regionOffset, m.length, m.requestedAttribute, m.prot);
 }
 
 export type TreeEntry = { kind: "region"; region: RegionInfo } | { kind: "mapping"; mapping: Mapping };
@@ -48,6 +68,8 @@ export class DeviceFile {
   readonly tree = new MapleTree<TreeEntry>();
   readonly mappings = new Map<bigint, Mapping>();
   readonly regionCookies = new Map<number, bigint>();
+  /** The live mapping a CreateMapping of the same range, attribute and prot shares. */
+  private readonly shared = new Map<string, Mapping>();
   readonly aliasBase: bigint;
   openedAt = Date.now();
   /** The OpenDevice request id ("" if none). */
@@ -100,7 +122,31 @@ export class DeviceFile {
     const m = build(cookie);
     this.tree.insert(cookie, cookie + length - 1n, { kind: "mapping", mapping: m });
     this.mappings.set(cookie, m);
+    this.shared.set(keyOf(m), m);
     return m;
+  }
+
+  /** The live mapping of exactly this range, requested attribute and prot, if there is one. */
+  sharedMapping(
+    regionIndex: number,
+    offset: bigint,
+    length: bigint,
+    attribute: Attribute,
+    prot: Prot,
+  ): Mapping | undefined {
+    return this.shared.get(shareKey(regionIndex, offset, length, attribute, prot));
+  }
+
+  /** m's requested attribute changes (SetMappingAttribute on an unshared, pending mapping). */
+  rekey(m: Mapping, update: () => void): void {
+    this.unshare(m);
+    update();
+    this.shared.set(keyOf(m), m);
+  }
+
+  private unshare(m: Mapping): void {
+    const k = keyOf(m);
+    if (this.shared.get(k) === m) this.shared.delete(k);
   }
 
   /** Puts back a mapping recorded before a restart at its own cookie (restore.ts). */
@@ -109,6 +155,7 @@ export class DeviceFile {
       throw invalid(`cookie ${hex(m.cookie)} of device file ${this.id} is not free`, "restore");
     this.tree.insert(m.cookie, m.cookie + m.length - 1n, { kind: "mapping", mapping: m });
     this.mappings.set(m.cookie, m);
+    this.shared.set(keyOf(m), m);
   }
 
   mapping(cookie: bigint): Mapping {
@@ -125,6 +172,7 @@ export class DeviceFile {
   }
 
   removeMapping(m: Mapping): void {
+    this.unshare(m);
     this.mappings.delete(m.cookie);
     this.tree.erase(m.cookie);
   }

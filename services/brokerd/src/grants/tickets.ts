@@ -67,13 +67,13 @@ export class TicketBook<M> {
    * Returns the mappings whose tickets expired unused since the last sweep (the caller releases
    * them), and forgets tickets past their grace period.
    */
-  sweep(): M[] {
+  sweep(): { id: string; mapping: M }[] {
     const now = this.now();
-    const expired: M[] = [];
+    const expired: { id: string; mapping: M }[] = [];
     for (const t of this.tickets.values()) {
       if (t.state === "live" && now >= t.expiresAt) {
         t.state = "expired";
-        expired.push(t.mapping);
+        expired.push({ id: t.id, mapping: t.mapping });
       }
       if (now >= t.expiresAt + this.graceMs) this.tickets.delete(t.id);
     }

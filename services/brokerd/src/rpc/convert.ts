@@ -169,5 +169,6 @@ export function mappingToPb(m: Mapping): MessageInitShape<typeof MappingSchema> 
     prot: protToPb(m.prot),
     backing: backingToPb(m.backing.kind),
     state: m.state === "delivered" ? PbMappingState.DELIVERED : PbMappingState.PENDING,
+    refs: m.refs,
   };
 }

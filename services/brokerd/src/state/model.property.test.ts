@@ -21,6 +21,7 @@ type Op =
   | { op: "close"; pick: number }
   | { op: "map"; pick: number; attr: "UC" | "WC" }
   | { op: "deliver"; pick: number }
+  | { op: "refs"; pick: number; refs: number }
   | { op: "release"; pick: number };
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
@@ -34,6 +35,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
     attr: fc.constantFrom("UC" as const, "WC" as const),
   }),
   fc.record({ op: fc.constant("deliver" as const), pick: fc.nat() }),
+  fc.record({ op: fc.constant("refs" as const), pick: fc.nat(), refs: fc.integer({ min: 1, max: 5 }) }),
   fc.record({ op: fc.constant("release" as const), pick: fc.nat() }),
 );
 
@@ -125,6 +127,19 @@ function history(ops: Op[]): StateRecord[] {
       case "deliver": {
         const x = pick(maps, o.pick);
         if (x) emit({ t: "map.deliver", df: x.df, cookie: x.cookie });
+        break;
+      }
+      case "refs": {
+        const x = pick(maps, o.pick);
+        if (x)
+          emit({
+            t: "map.refs",
+            df: x.df,
+            cookie: x.cookie,
+            refs: o.refs,
+            ticket: `t${o.refs}`,
+            expiresAt: 2,
+          });
         break;
       }
       case "release": {

@@ -93,7 +93,14 @@ export class StateModel {
       case "map.deliver": {
         const m = this.mapping(r.df, r.cookie, "delivery");
         m.state = "delivered";
-        m.ticket = "";
+        m.ticket = r.ticket ?? "";
+        return;
+      }
+      case "map.refs": {
+        const m = this.mapping(r.df, r.cookie, "reference count");
+        m.refs = r.refs;
+        m.ticket = r.ticket;
+        m.expiresAt = r.expiresAt;
         return;
       }
       case "map.release":

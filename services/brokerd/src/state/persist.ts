@@ -24,11 +24,13 @@ export function mappingRec(m: Mapping): MappingRec {
     prot: m.prot,
     kind: m.backing.kind,
     state: m.state,
-    ticket: m.state === "pending" ? m.ticket : "",
+    // The live ticket (the broker clears a redeemed one): pending, or another reference's.
+    ticket: m.ticket,
     expiresAt: m.ticketExpiresAt,
     rule: m.rule,
     requestId: m.requestId,
     createdAt: m.createdAt,
+    refs: m.refs,
   };
 }
 
@@ -110,6 +112,20 @@ export class Persister {
         }),
       ),
     );
+    const refs = (m: Mapping) => ({
+      t: "map.refs" as const,
+      df: String(m.deviceFile.id),
+      cookie: String(m.cookie),
+      refs: m.refs,
+      ticket: m.ticket,
+      expiresAt: m.ticketExpiresAt,
+    });
+    // A new reference is a creation (its failure is refused); a dropped one is a release.
+    broker.on("mapping.refs", (m, how) =>
+      how === "add"
+        ? must(() => store.append(refs(m)))
+        : may("a reference release", () => store.append(refs(m))),
+    );
     broker.on("mapping.release", (m) =>
       may("a release", () =>
         store.append({ t: "map.release", df: String(m.deviceFile.id), cookie: String(m.cookie) }),
@@ -119,7 +135,12 @@ export class Persister {
     broker.on("fd.delivery", (result, m) => {
       if (result === "ok" && m)
         may("a delivery", () =>
-          store.append({ t: "map.deliver", df: String(m.deviceFile.id), cookie: String(m.cookie) }),
+          store.append({
+            t: "map.deliver",
+            df: String(m.deviceFile.id),
+            cookie: String(m.cookie),
+            ...(m.ticket ? { ticket: m.ticket } : {}),
+          }),
         );
     });
     broker.on("device.health", (device, health) =>

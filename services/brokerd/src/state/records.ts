@@ -49,6 +49,8 @@ export interface MappingRec {
   rule: string;
   requestId: string;
   createdAt: number;
+  /** CreateMapping references on the cookie (absent in stores written before refcounts: 1). */
+  refs?: number;
 }
 
 export type StateRecord =
@@ -69,7 +71,13 @@ export type StateRecord =
       kind: BackingKind;
       rule: string;
     }
-  | { t: "map.deliver"; df: string; cookie: string }
+  /**
+   * A delivery. `ticket`: another reference's ticket that is still live (its own fd to fetch),
+   * "" or absent when none.
+   */
+  | { t: "map.deliver"; df: string; cookie: string; ticket?: string }
+  /** The reference count changed (a CreateMapping of the same mapping, or a ReleaseMapping of one). */
+  | { t: "map.refs"; df: string; cookie: string; refs: number; ticket: string; expiresAt: number }
   | { t: "map.release"; df: string; cookie: string }
   | { t: "health"; device: string; health: DeviceHealth };
 
@@ -95,6 +103,7 @@ const TYPES = new Set([
   "map.create",
   "map.update",
   "map.deliver",
+  "map.refs",
   "map.release",
   "health",
 ]);

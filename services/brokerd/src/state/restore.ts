@@ -214,6 +214,7 @@ function restoreMapping(
     rule: rec.rule,
     createdAt: rec.createdAt,
     requestId: rec.requestId,
+    refs: rec.refs ?? 1,
   };
   const attrs = broker.attributeMap(df.device.id);
   try {
@@ -227,15 +228,18 @@ function restoreMapping(
     );
   }
   attrs.acquire(region.index, offset, length, rec.effective);
-  broker.quotas.restore(s.quotaKeys, "mappings", 1);
+  broker.quotas.restore(s.quotaKeys, "mappings", m.refs);
   broker.quotas.restore(s.quotaKeys, "bytes", length);
-  if (rec.state === "pending") {
+  // A pending mapping's ticket, or another reference's on a delivered one (it redelivers).
+  if (rec.ticket !== "" && now < rec.expiresAt)
     broker.tickets.restore(
       rec.ticket,
       m,
       { sessionId: s.id, uid: s.identity.uid, pid: s.identity.pid },
       rec.expiresAt,
     );
+  else m.ticket = "";
+  if (rec.state === "pending") {
     broker.pendingMappings++;
     broker.quotas.restore(s.quotaKeys, "pendingMappings", 1);
   }
