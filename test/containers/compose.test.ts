@@ -66,7 +66,7 @@ test("up --build --exit-code-from workload: the workload maps sim0 BAR2 WC, writ
   t.diagnostic(`compose up --build (to the workload's exit): ${up.ms} ms`);
   assert.match(up.stdout, /workload: ok/);
   // brokerd saw the workload's container through pid: host, and granted it under the compose rule.
-  assert.match(up.stdout, /"event":"mapping\.create".*"effective":"WC".*"rule":"compose-workload"/);
+  assert.match(up.stdout, /"event":"mapping\.(create|grant)".*"effective":"WC".*"rule":"compose-workload"/);
   assert.match(up.stdout, /"event":"session\.open".*"uid":1000.*"containerId":"[0-9a-f]{64}"/);
 });
 

@@ -116,7 +116,7 @@ describe("hostile: the audit journal", () => {
     const later = (await until("a journal.gap line after the disk has space again", () => {
       const j = readJournal(journal);
       return j.lines.some((l) => l.event === "journal.gap") &&
-        j.lines.some((l) => l.event === "mapping.create")
+        j.lines.some((l) => l.event === "mapping.create" || l.event === "mapping.grant")
         ? j
         : undefined;
     }))!;
@@ -175,7 +175,7 @@ describe("hostile: the audit journal", () => {
     assert.ok(await cliMap(b));
     const j = (await until("the new mapping in the new journal", () => {
       const r = readJournal(journal);
-      return r.lines.some((l) => l.event === "mapping.create") ? r : undefined;
+      return r.lines.some((l) => l.event === "mapping.create" || l.event === "mapping.grant") ? r : undefined;
     }))!;
     const gap = j.lines.find((l) => l.event === "journal.gap");
     assert.ok(
@@ -225,7 +225,7 @@ describe("hostile: the audit journal", () => {
     assert.ok(await cliMap(b));
     const fresh = (await until("the reopened journal with the new mapping", () => {
       const j = readJournal(b.journal);
-      return j.lines.some((l) => l.event === "mapping.create") ? j : undefined;
+      return j.lines.some((l) => l.event === "mapping.create" || l.event === "mapping.grant") ? j : undefined;
     }).catch((e) => {
       throw new Error(
         `${(e as Error).message}\nnew file: ${sizeOf(b.journal)} bytes; rotated: ${JSON.stringify(

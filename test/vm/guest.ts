@@ -670,7 +670,7 @@ async function vfioPhase(fn: PciFunction, policy: string): Promise<void> {
     const journal = readFileSync("/tmp/journal-vfio.jsonl", "utf8");
     check(
       "vfio: the audit journal flags the device-fd mapping (deviceFd: true)",
-      /"event":"mapping.create"[^\n]*"backing":"vfio-device-fd"[^\n]*"deviceFd":true/.test(journal),
+      /"event":"mapping.(create|grant)"[^\n]*"backing":"vfio-device-fd"[^\n]*"deviceFd":true/.test(journal),
     );
 
     await killMidway(

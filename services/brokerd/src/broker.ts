@@ -91,6 +91,11 @@ export interface BrokerEvents {
   "devicefile.open": [DeviceFile];
   "devicefile.close": [DeviceFile, string];
   "mapping.create": [Mapping, number];
+  /**
+   * The fast path's grant: a mapping created and delivered to `peer` at once (no ticket). Stands
+   * for "mapping.create" + an ok "fd.delivery": one state record and one journal line.
+   */
+  "mapping.grant": [Mapping, number, FdPeer];
   /** SetMappingAttribute changed a pending mapping's attribute (and its backing). */
   "mapping.update": [Mapping];
   /** A session restored after a restart was taken up again by its process (the fresh one it replaced). */
@@ -156,6 +161,15 @@ function storeFailed(e: unknown): BrokerError {
 export type Delivery =
   | { ok: true; mapping: Mapping }
   | { ok: false; status: RedeemFailure | "revoked" | "internal"; message: string; mapping?: Mapping };
+
+/** What CreateMapping gives: the mapping, and a ticket for its fd ("" if none is needed or left). */
+export interface Grant {
+  mapping: Mapping;
+  ticket: string;
+  expiresAt: number;
+  /** Created and delivered at once (createMapping's deliverTo): the caller sends the fd now. */
+  delivered?: boolean;
+}
 
 export interface RevokeCounts {
   mappingsRevoked: number;
@@ -462,11 +476,16 @@ export class Broker extends EventEmitter<BrokerEvents> {
     return { region: df.region(index), cookie: df.regionCookie(index) };
   }
 
-  createMapping(s: Session, a: CreateMappingArgs): { mapping: Mapping; ticket: string; expiresAt: number } {
+  /**
+   * CreateMapping. With `deliverTo` (the fd channel's fast path, whose reply carries the fd) a new
+   * mapping is created delivered, with no ticket (`delivered` true); a retried or shared one comes
+   * back with its ticket (or "" when delivered already) as on the gRPC path.
+   */
+  createMapping(s: Session, a: CreateMappingArgs, deliverTo?: FdPeer): Grant {
     try {
       const again = this.retried(s, a);
       if (again) return again;
-      return this.grant(s, a);
+      return this.grant(s, a, deliverTo);
     } catch (e) {
       if (e instanceof BrokerError) this.emit("mapping.refused", e.code, e.reason);
       throw e;
@@ -474,10 +493,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
   }
 
   /** The mapping an earlier try of this CreateMapping (same request id) made, if it is still held. */
-  private retried(
-    s: Session,
-    a: CreateMappingArgs,
-  ): { mapping: Mapping; ticket: string; expiresAt: number } | undefined {
+  private retried(s: Session, a: CreateMappingArgs): Grant | undefined {
     const made = a.requestId ? s.requests.get(a.requestId) : undefined;
     if (made?.cookie === undefined) return undefined;
     const df = this.deviceFile(s, a.deviceFileId);
@@ -547,7 +563,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     return backing;
   }
 
-  private grant(s: Session, a: CreateMappingArgs): { mapping: Mapping; ticket: string; expiresAt: number } {
+  private grant(s: Session, a: CreateMappingArgs, deliverTo?: FdPeer): Grant {
     const t0 = performance.now();
     const df = this.deviceFile(s, a.deviceFileId);
     const region = df.region(a.regionIndex);
@@ -598,6 +614,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
             ticketExpiresAt: 0,
             refs: 1,
           };
+          if (deliverTo) return mapping;
           issued = this.tickets.issue(mapping, { sessionId: s.id, uid: s.identity.uid, pid: s.identity.pid });
           mapping.ticket = issued.ticket;
           mapping.ticketExpiresAt = issued.expiresAt;
@@ -610,15 +627,21 @@ export class Broker extends EventEmitter<BrokerEvents> {
         throw e;
       }
     });
+    if (deliverTo) {
+      // Its fd goes out in this very reply: it is never pending.
+      this.settlePending(s, m);
+      m.state = "delivered";
+    }
     try {
-      // The state store records it here, before the reply carries the ticket.
-      this.emit("mapping.create", m, performance.now() - t0);
+      // The state store records it here, before the reply carries the ticket (or the fd).
+      if (deliverTo) this.emit("mapping.grant", m, performance.now() - t0, deliverTo);
+      else this.emit("mapping.create", m, performance.now() - t0);
     } catch (e) {
       this.dropMapping(s, m, "store-failed");
       throw storeFailed(e);
     }
     s.remember(a.requestId ?? "", { cookie: m.cookie });
-    return { mapping: m, ticket: issued.ticket, expiresAt: issued.expiresAt };
+    return { mapping: m, ticket: issued.ticket, expiresAt: issued.expiresAt, delivered: !!deliverTo };
   }
 
   /**
@@ -629,12 +652,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
    * once that went out, a fresh fd for the same cookie (redeliver), so every CreateMapping reply
    * lets its caller fetch an fd.
    */
-  private addReference(
-    s: Session,
-    m: Mapping,
-    rule: Rule,
-    requestId: string,
-  ): { mapping: Mapping; ticket: string; expiresAt: number } {
+  private addReference(s: Session, m: Mapping, rule: Rule, requestId: string): Grant {
     this.quotas.charge(s.quotaKeys, "mappings", 1, rule.limits.mappings, s.who);
     const before = { ticket: m.ticket, expiresAt: m.ticketExpiresAt };
     const issued = this.tickets.issue(m, { sessionId: s.id, uid: s.identity.uid, pid: s.identity.pid });

@@ -193,6 +193,8 @@ export class Journal {
       "devicefile.close": (df, reason) =>
         this.write("devicefile.close", { session: df.sessionId, deviceFile: df.id, reason }),
       "mapping.create": (m) => this.write("mapping.create", mapping(m)),
+      // The fast path's create + delivery: one line, with the peer the fd went to.
+      "mapping.grant": (m, _ms, peer) => this.write("mapping.grant", { ...mapping(m), ...peerFields(peer) }),
       "mapping.release": (m, reason) => this.write("mapping.release", { ...mapping(m), reason }),
       "mapping.refs": (m, how) => this.write("mapping.refs", { ...mapping(m), change: how, refs: m.refs }),
       "fd.delivery": (result, m, _ms, peer) => {

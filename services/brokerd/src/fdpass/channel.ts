@@ -231,8 +231,9 @@ export class FdChannel {
       }
       const g = req.grant!;
       const s = this.broker.sessionForFd(g.sessionToken, peer);
-      const r = this.broker.createMapping(s, createMappingArgsFromPb(g));
-      if (r.ticket === "") m = this.broker.redeliver(s, r.mapping);
+      const r = this.broker.createMapping(s, createMappingArgsFromPb(g), peer);
+      if (r.delivered) m = r.mapping;
+      else if (r.ticket === "") m = this.broker.redeliver(s, r.mapping);
       else {
         const d = this.broker.redeemTicket(r.ticket, peer);
         if (!d.ok) throw new BrokerError("INTERNAL", d.message, "fd_grant");

@@ -98,6 +98,8 @@ export class Persister {
       may("a device-file close", () => store.append({ t: "df.close", id: String(df.id) })),
     );
     broker.on("mapping.create", (m) => must(() => store.append({ t: "map.create", m: mappingRec(m) })));
+    // Created delivered (the fast path): one record says both, before the fd is sent.
+    broker.on("mapping.grant", (m) => must(() => store.append({ t: "map.create", m: mappingRec(m) })));
     broker.on("mapping.update", (m) =>
       may("an attribute change", () =>
         store.append({
