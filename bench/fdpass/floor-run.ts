@@ -9,18 +9,18 @@ import { fileURLToPath } from "node:url";
 export interface FloorResult {
   n: number;
   seconds: number;
-  /** Per-iteration p50 and p99, µs (grant mode only; NaN otherwise). */
+  /** Per-iteration p50 and p99, µs (grant modes only; NaN otherwise). */
   p50: number;
   p99: number;
 }
 
-export function runFloor(n: number, mode: "fdpass" | "grant"): FloorResult {
+export function runFloor(n: number, mode: "fdpass" | "grant" | "grant-pipelined"): FloorResult {
   const dir = mkdtempSync(join(tmpdir(), "bench-floor-"));
   try {
     const source = fileURLToPath(new URL("../../fdpass/floor.c", import.meta.url));
     const binary = join(dir, "floor");
     execFileSync("cc", ["-O2", "-Wall", "-Wextra", "-o", binary, source], { stdio: "inherit" });
-    const out = execFileSync(binary, mode === "grant" ? [String(n), "grant"] : [String(n)], {
+    const out = execFileSync(binary, mode === "fdpass" ? [String(n)] : [String(n), mode], {
       encoding: "utf8",
     })
       .trim()

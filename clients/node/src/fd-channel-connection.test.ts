@@ -49,7 +49,37 @@ beforeEach(() => {
 
 const openFds = () => readdirSync("/proc/self/fd").length;
 
-test("fetches share one connection, one request at a time", async () => {
+test("requests are pipelined: the second is sent before the first is answered, and replies match in order", async () => {
+  // A server that answers nothing until it holds two requests (a client that waits for each reply
+  // before sending the next would hang here), then answers them in order, each naming its ticket.
+  const p2 = join(tmpdir(), `vb-client-fdpipe-${process.pid}.sock`);
+  const s2 = FdServer.listen(p2);
+  s2.onConnection((sock) => {
+    void (async () => {
+      const a = await sock.recv({ maxBytes: 1024, maxFds: 0 });
+      const b = await sock.recv({ maxBytes: 1024, maxFds: 0 });
+      for (const m of [a, b]) {
+        const ticket = fromBinary(FdRequestSchema, m!.data).ticket;
+        await sock.send(
+          toBinary(FdReplySchema, create(FdReplySchema, { status: FdStatus.OK, message: ticket })),
+        );
+      }
+    })();
+  });
+  const c = new FdChannelConnection(p2);
+  try {
+    const [x, y] = await Promise.all([
+      c.request({ ticket: "first" }, { timeoutMs: 5000 }, false),
+      c.request({ ticket: "second" }, { timeoutMs: 5000 }, false),
+    ]);
+    assert.deepEqual([x.reply.message, y.reply.message], ["first", "second"]);
+  } finally {
+    c.close();
+    s2.close();
+  }
+});
+
+test("fetches share one connection", async () => {
   const c = new FdChannelConnection(path);
   const got = await Promise.all([c.fetch("a"), c.fetch("b"), c.fetch("c")]);
   for (const g of got) closeFd(g.fd);

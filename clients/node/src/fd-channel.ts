@@ -119,14 +119,17 @@ async function connectFdChannel(fdSocketPath: string): Promise<FdSocket> {
 
 /**
  * One fd-channel connection reused for every fetch of a client (brokerd serves many requests per
- * connection), one request at a time. Reuse saves a connect + accept + credential check per
- * mapping (about 200 µs of the ~1 ms a grant takes here, see BENCHMARKS.md). After any protocol
- * error the connection is dropped; a connection brokerd closed while idle is replaced and the
- * request sent once more (brokerd never read it, so the ticket is unused).
+ * connection). Reuse saves a connect + accept + credential check per mapping (about 200 µs of the
+ * ~1 ms a grant takes here, see BENCHMARKS.md). Requests are pipelined: each is sent at once, and
+ * brokerd, which serves a connection's requests in order, answers them in order, so a caller that
+ * does not wait for a release's reply does not make the next grant wait for it either. After any
+ * protocol error the connection is dropped; a connection brokerd closed while idle is replaced and
+ * the request sent once more (brokerd closes only a connection with nothing in flight, so it never
+ * read the request and the ticket is unused).
  */
 export class FdChannelConnection {
   #sock: FdSocket | undefined;
-  #queue: Promise<unknown> = Promise.resolve();
+  #connecting: Promise<FdSocket> | undefined;
   #closed = false;
   #paths: readonly string[];
   /** The fd socket path in use: the first candidate until one accepted, then that one. */
@@ -149,50 +152,66 @@ export class FdChannelConnection {
     return sock;
   }
 
+  /** The open connection, or one connect shared by every request that needs it. */
+  #open(): Promise<FdSocket> {
+    if (this.#sock) return Promise.resolve(this.#sock);
+    this.#connecting ??= this.#connect().then(
+      (sock) => {
+        this.#connecting = undefined;
+        if (this.#closed) {
+          sock.close();
+          throw new FdChannelError("CONNECT", "the client was closed");
+        }
+        this.#sock = sock;
+        return sock;
+      },
+      (e) => {
+        this.#connecting = undefined;
+        throw e;
+      },
+    );
+    return this.#connecting;
+  }
+
   fetch(ticket: string, opts: FetchFdOptions = {}): Promise<FetchedFd> {
     return this.request({ ticket }, opts);
   }
 
   /**
-   * One request on this connection (queued behind any in flight): a ticket, or a grant (reply
-   * with its fd) or release (wantFd false: the reply has none) of the grant fast path.
+   * One request on this connection, sent at once (pipelined behind any in flight): a ticket, or a
+   * grant (reply with its fd) or release (wantFd false: the reply has none) of the grant fast path.
    */
-  request(req: FdRequestInit, opts: FetchFdOptions = {}, wantFd = true): Promise<FetchedFd> {
-    const run = () => this.#fetch(req, opts, wantFd);
-    const p = this.#queue.then(run, run);
-    this.#queue = p.catch(() => {});
-    return p;
-  }
-
-  async #fetch(req: FdRequestInit, opts: FetchFdOptions, wantFd: boolean): Promise<FetchedFd> {
+  async request(req: FdRequestInit, opts: FetchFdOptions = {}, wantFd = true): Promise<FetchedFd> {
     if (this.#closed) throw new FdChannelError("CONNECT", "the client was closed");
     const reused = this.#sock !== undefined;
-    this.#sock ??= await this.#connect();
+    const sock = await this.#open();
     try {
-      return await exchange(this.#sock, this.path, req, opts, wantFd);
+      return await exchange(sock, this.path, req, opts, wantFd);
     } catch (e) {
       const stale = reused && e instanceof FdChannelError && e.status === "PROTOCOL" && isClosedByPeer(e);
-      if (!(e instanceof FdChannelError) || e.status === "PROTOCOL" || e.status === "TIMEOUT") this.#drop();
+      if (!(e instanceof FdChannelError) || e.status === "PROTOCOL" || e.status === "TIMEOUT")
+        this.#drop(sock);
       if (!stale) throw e;
-      this.#sock = await this.#connect();
+      const fresh = await this.#open();
       try {
-        return await exchange(this.#sock, this.path, req, opts, wantFd);
+        return await exchange(fresh, this.path, req, opts, wantFd);
       } catch (e2) {
         if (!(e2 instanceof FdChannelError) || e2.status === "PROTOCOL" || e2.status === "TIMEOUT")
-          this.#drop();
+          this.#drop(fresh);
         throw e2;
       }
     }
   }
 
-  #drop(): void {
-    this.#sock?.close();
-    this.#sock = undefined;
+  /** Drops `sock` if it is still the connection in use (a newer one is left alone). */
+  #drop(sock: FdSocket): void {
+    sock.close();
+    if (this.#sock === sock) this.#sock = undefined;
   }
 
   close(): void {
     this.#closed = true;
-    this.#drop();
+    if (this.#sock) this.#drop(this.#sock);
   }
 }
 
@@ -211,9 +230,15 @@ async function exchange(
   wantFd = true,
 ): Promise<FetchedFd> {
   let timer: NodeJS.Timeout | undefined;
+  // The reply is claimed in the same turn as the request is sent, so replies to pipelined requests
+  // are matched to them in order.
+  const sending = sock.send(toBinary(FdRequestSchema, create(FdRequestSchema, request)));
+  const receiving = sock.recv({ maxBytes: MAX_REPLY_BYTES, maxFds: 1 });
+  // (If the send fails the connection is dropped and this recv rejects; nobody waits for it then.)
+  receiving.catch(() => {});
   try {
     try {
-      await sock.send(toBinary(FdRequestSchema, create(FdRequestSchema, request)));
+      await sending;
     } catch (e) {
       const ne = e as NativeError;
       throw new FdChannelError(
@@ -231,7 +256,7 @@ async function exchange(
     let msg: Awaited<ReturnType<FdSocket["recv"]>> | "timeout";
     try {
       // maxFds 1: a reply with more fds is refused by the native layer, which closes all of them.
-      msg = await Promise.race([sock.recv({ maxBytes: MAX_REPLY_BYTES, maxFds: 1 }), timeout]);
+      msg = await Promise.race([receiving, timeout]);
     } catch (e) {
       const ne = e as NativeError;
       throw new FdChannelError(
