@@ -14,7 +14,7 @@ export interface FloorResult {
   p99: number;
 }
 
-export function runFloor(n: number, mode: "fdpass" | "grant" | "grant-pipelined"): FloorResult {
+export function runFloor(n: number, mode: "fdpass" | "grant" | "grant-batched"): FloorResult {
   const dir = mkdtempSync(join(tmpdir(), "bench-floor-"));
   try {
     const source = fileURLToPath(new URL("../../fdpass/floor.c", import.meta.url));

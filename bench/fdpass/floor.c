@@ -5,8 +5,8 @@
 // floor N grant: the whole grant exchange of bench/grant (issue 12): create request -> reply with
 // the fd -> mmap -> write -> munmap -> close -> release request -> ack; prints
 // "<N> <seconds> <p50 µs> <p99 µs>".
-// floor N grant-pipelined: the same, but the release's ack is not waited for: it is read after the
-// next create request went out (as the Node client's pipelined release), same output.
+// floor N grant-batched: one exchange per grant, the previous grant's release riding in the same
+// request frame (as the Node client's FdBatch does when a release waits for the next grant).
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <stdint.h>
@@ -121,13 +121,10 @@ static pid_t start_server(int* client) {
   return pid;
 }
 
-// One request -> reply with the fd -> mmap 4 KiB -> one write -> munmap -> close. acks: replies to
-// earlier pipelined releases, read (in order) before this request's own reply.
-static void map_write_unmap_after(int s, long i, int acks) {
+// One request -> reply with the fd -> mmap 4 KiB -> one write -> munmap -> close.
+static void map_write_unmap(int s, long i) {
   char req[REQ_BYTES] = "map region=2", reply[REPLY_BYTES];
   send_frame(s, req, REQ_BYTES, -1);
-  for (; acks > 0; acks--)
-    if (recv_frame(s, reply, REPLY_BYTES) != -1) die("ack");
   int fd = recv_frame(s, reply, REPLY_BYTES);
   if (fd < 0) die("no fd");
   uint8_t* p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -137,11 +134,9 @@ static void map_write_unmap_after(int s, long i, int acks) {
   close(fd);
 }
 
-static void map_write_unmap(int s, long i) { map_write_unmap_after(s, i, 0); }
-
 // The whole grant: two exchanges (create + fd, release + ack), as brokerd's fast path does;
-// pipelined: the release's ack is read behind the next create.
-static int grant_floor(long n, int pipelined) {
+// batched: the release has no frame of its own, it rides in the next create's request.
+static int grant_floor(long n, int batched) {
   int s;
   pid_t pid = start_server(&s);
   char release_req[REQ_BYTES] = "rel cookie=4096", reply[REPLY_BYTES];
@@ -152,13 +147,14 @@ static int grant_floor(long n, int pipelined) {
   for (long i = -warm; i < n; i++) {
     double a = now_us();
     if (i == 0) t0 = a;
-    map_write_unmap_after(s, i, pipelined && i > -warm);
-    send_frame(s, release_req, REQ_BYTES, -1);
-    if (!pipelined && recv_frame(s, reply, REPLY_BYTES) != -1) die("ack");
+    map_write_unmap(s, i);
+    if (!batched) {
+      send_frame(s, release_req, REQ_BYTES, -1);
+      if (recv_frame(s, reply, REPLY_BYTES) != -1) die("ack");
+    }
     if (i >= 0) us[i] = now_us() - a;
   }
   double total = (now_us() - t0) / 1e6;
-  if (pipelined && recv_frame(s, reply, REPLY_BYTES) != -1) die("ack");
   close(s);
   waitpid(pid, NULL, 0);
   qsort(us, (size_t)n, sizeof(double), cmp_double);
@@ -170,7 +166,7 @@ static int grant_floor(long n, int pipelined) {
 int main(int argc, char** argv) {
   long n = argc > 1 ? atol(argv[1]) : 20000;
   if (argc > 2 && strcmp(argv[2], "grant") == 0) return grant_floor(n, 0);
-  if (argc > 2 && strcmp(argv[2], "grant-pipelined") == 0) return grant_floor(n, 1);
+  if (argc > 2 && strcmp(argv[2], "grant-batched") == 0) return grant_floor(n, 1);
   int s;
   pid_t pid = start_server(&s);
   struct timespec t0, t1;

@@ -5,9 +5,12 @@
 import { randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { statSync } from "node:fs";
+import { closeFd } from "@vfio-broker/native";
 import {
   BrokerService,
   createClient,
+  type FdReply,
+  FdStatus,
   type HelloResponse,
   type PromiseClient,
   type Revocation,
@@ -27,7 +30,16 @@ import {
 } from "./convert.js";
 import { DeviceFile, type DeviceFileHost } from "./device-file.js";
 import { BrokerClientError, toClientError } from "./errors.js";
-import { FdChannelConnection, type FdRequestInit, type FetchedFd, fdSocketCandidates } from "./fd-channel.js";
+import {
+  FdChannelConnection,
+  type FdGrantInit,
+  type FdReleaseInit,
+  type FetchedFd,
+  fdSocketCandidates,
+  type GrantResult,
+  itemError,
+  MAX_BATCH_ITEMS,
+} from "./fd-channel.js";
 import { Lease } from "./lease.js";
 import type { Mapping } from "./mapping.js";
 import { backoffMs, brokerdGone, isRestart, leaseLossIsRestart, sessionBound, sleep } from "./resume.js";
@@ -90,6 +102,9 @@ export interface Capabilities {
   fdSocketName: string;
   /** brokerd takes grants and releases on the fd channel (one exchange per grant, no gRPC call). */
   fdGrants: boolean;
+  /** ... and batches of them (FdBatch), up to maxFdBatchItems items each. */
+  fdBatches: boolean;
+  maxFdBatchItems: number;
   pageSize: number;
 }
 
@@ -185,6 +200,9 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
   #closed = false;
   #closing: Promise<void> | undefined;
   readonly #fdChannel: FdChannelConnection;
+  /** Releases waiting for the next batch (fdRelease). */
+  readonly #releases: { release: FdReleaseInit; resolve(): void; reject(e: unknown): void }[] = [];
+  #flushing = false;
 
   /** @internal Use connect(). */
   constructor(
@@ -228,6 +246,8 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
       fdSocketPath: c?.fdSocketPath ?? "",
       fdSocketName: c?.fdSocketName ?? "",
       fdGrants: c?.fdGrants ?? false,
+      fdBatches: c?.fdBatches ?? false,
+      maxFdBatchItems: Math.min(c?.maxFdBatchItems ?? 0, MAX_BATCH_ITEMS),
       pageSize: c?.pageSize ?? 4096,
     };
     const explicit = fdSocket || process.env.VFIO_BROKER_FD_SOCKET;
@@ -244,22 +264,101 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
     return this.#retrying("FetchFd", () => this.#fdChannel.fetch(ticket));
   }
 
-  /** @internal DeviceFileHost: grants go through the fd channel (see ConnectOptions.fdGrants). */
+  /**
+   * @internal DeviceFileHost: grants and releases go through the fd channel's batches (see
+   * ConnectOptions.fdGrants); a brokerd without them is used through gRPC.
+   */
   get fdGrants(): boolean {
-    return this.capabilities.fdGrants && this.#opts.fdGrants !== false && this.#token !== "";
+    return (
+      this.capabilities.fdGrants &&
+      this.capabilities.fdBatches &&
+      this.capabilities.maxFdBatchItems > 0 &&
+      this.#opts.fdGrants !== false &&
+      this.#token !== ""
+    );
   }
 
   /**
-   * @internal DeviceFileHost: one grant-fast-path request (grant: with its fd; release: none) for
-   * this session, retried after a resume if brokerd restarts under it (request ids make a retried
-   * grant return the same mapping; a retried release that finds nothing counts as done).
+   * @internal DeviceFileHost: grants on the fd channel, in one FdBatch (with any releases waiting
+   * to go), retried after a resume if brokerd restarts under it (request ids make a retried grant
+   * return the same mapping). One result per grant, in order: its reply and fd, or its error.
    */
-  fdRequest(method: string, req: FdRequestInit, wantFd: boolean): Promise<FetchedFd> {
-    const token = { sessionToken: this.#token };
-    const full: FdRequestInit = req.grant
-      ? { grant: { ...req.grant, ...token } }
-      : { release: { ...req.release, ...token } };
-    return this.#retrying(method, () => this.#fdChannel.request(full, { method }, wantFd), !wantFd);
+  async fdGrant(grants: FdGrantInit[]): Promise<GrantResult[]> {
+    const max = this.capabilities.maxFdBatchItems;
+    if (grants.length > max)
+      throw new RangeError(`at most ${max} mappings in one batch, got ${grants.length}; split them`);
+    // Releases that do not fit go first, in batches of their own (brokerd serves them in order), so
+    // a grant of a page just released makes a fresh mapping, not another reference on the old one.
+    while (this.#releases.length > max - grants.length) this.#batch("ReleaseMapping", []).catch(() => {});
+    const { items, fds } = await this.#batch("CreateMapping", grants);
+    let next = 0;
+    return items.map((it) => {
+      if (it.status === FdStatus.OK) return { reply: it, fd: fds[next++]! };
+      return { error: itemError(it, "CreateMapping") };
+    });
+  }
+
+  /**
+   * @internal DeviceFileHost: a release on the fd channel. It is not sent on its own at once: it
+   * rides along with the next grant of this turn of the event loop, or goes in one batch with the
+   * other releases of this turn after it. Resolves when brokerd has done it; a cookie brokerd no
+   * longer has (revoked meanwhile, or released by a retry) counts as released.
+   */
+  fdRelease(release: FdReleaseInit): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.#releases.push({ release, resolve, reject });
+      if (this.#flushing) return;
+      this.#flushing = true;
+      setImmediate(() => {
+        this.#flushing = false;
+        while (this.#releases.length > 0) this.#batch("ReleaseMapping", []).catch(() => {});
+      });
+    });
+  }
+
+  /**
+   * One FdBatch: the waiting releases that fit, then `grants`. The releases' promises are settled
+   * here (with their own item's result, or the whole batch's error); the grants' items and fds
+   * are returned.
+   */
+  async #batch(method: string, grants: FdGrantInit[]): Promise<{ items: FdReply[]; fds: number[] }> {
+    const releases = this.#releases.splice(0, this.capabilities.maxFdBatchItems - grants.length);
+    let got: FetchedFd;
+    try {
+      got = await this.#retrying(method, () =>
+        this.#fdChannel.request(
+          {
+            batch: {
+              sessionToken: this.#token,
+              releases: releases.map((r) => r.release),
+              grants,
+            },
+          },
+          { method },
+          "batch",
+        ),
+      );
+    } catch (e) {
+      for (const r of releases) r.reject(e);
+      throw e;
+    }
+    const items = got.reply.items;
+    const fds = got.fds ?? [];
+    if (items.length !== releases.length + grants.length) {
+      for (const fd of fds) closeFd(fd);
+      const e = new Error(
+        `fd channel: a batch of ${releases.length + grants.length} items got ${items.length} results`,
+      );
+      for (const r of releases) r.reject(e);
+      throw e;
+    }
+    releases.forEach((r, i) => {
+      const it = items[i]!;
+      if (it.status === FdStatus.OK || (it.status === FdStatus.REFUSED && it.grpcCode === "NOT_FOUND"))
+        r.resolve();
+      else r.reject(itemError(it, "ReleaseMapping"));
+    });
+    return { items: items.slice(releases.length), fds };
   }
 
   get #autoResume(): boolean {
@@ -460,6 +559,8 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
 
   async #close(): Promise<void> {
     const errors: unknown[] = [];
+    // Closing the device files releases everything on brokerd: releases still waiting are done.
+    for (const r of this.#releases.splice(0)) r.resolve();
     for (const df of [...this.#deviceFiles.values()]) {
       try {
         await df.close();

@@ -21,7 +21,13 @@ import {
   protToPb,
   regionFromPb,
 } from "./convert.js";
-import type { FdRequestInit, FetchedFd } from "./fd-channel.js";
+import {
+  type FdGrantInit,
+  type FdReleaseInit,
+  type FetchedFd,
+  type GrantResult,
+  MAX_BATCH_ITEMS,
+} from "./fd-channel.js";
 import { Mapping, type MappingOwner } from "./mapping.js";
 
 /** What a DeviceFile needs from the BrokerClient that opened it. */
@@ -33,10 +39,12 @@ export interface DeviceFileHost {
   fetchFd(ticket: string): Promise<FetchedFd>;
   /** Runs a BrokerService call and turns its ServiceError into a BrokerClientError. */
   call<T>(method: string, fn: () => Promise<T>, opts?: { idempotent?: boolean }): Promise<T>;
-  /** Grants and releases go through the fd channel's fast path (Hello's fd_grants). */
+  /** Grants and releases go through the fd channel's fast path (Hello's fd_grants + fd_batches). */
   readonly fdGrants: boolean;
-  /** One fast-path request: a grant (its reply carries the fd) or a release (wantFd false). */
-  fdRequest(method: string, req: FdRequestInit, wantFd: boolean): Promise<FetchedFd>;
+  /** Grants in one fd-channel batch: per grant, its reply and fd, or its error. */
+  fdGrant(grants: FdGrantInit[]): Promise<GrantResult[]>;
+  /** A release on the fd channel (batched with the next grant or the other releases of this turn). */
+  fdRelease(release: FdReleaseInit): Promise<void>;
   deviceFileClosed(df: DeviceFile): void;
 }
 
@@ -51,6 +59,27 @@ export interface MapOptions {
   prot?: ProtName;
   /** If the host cannot give `attr`, map UC instead of failing (the Mapping says why). */
   allowFallback?: boolean;
+}
+
+/** One mapping of a mapMany() call: map()'s arguments in one object. */
+export interface MapSpec extends MapOptions {
+  region: DeviceFileRegion | string | number;
+}
+
+interface Spec {
+  region: DeviceFileRegion;
+  attr: AttributeName;
+  /** What CreateMappingRequest and FdGrant both carry. */
+  request: {
+    deviceFileId: bigint;
+    regionIndex: number;
+    offset: bigint;
+    length: bigint;
+    attribute: ReturnType<typeof attributeToPb>;
+    prot: ReturnType<typeof protToPb>;
+    allowFallback: boolean;
+    requestId: string;
+  };
 }
 
 export class DeviceFile implements MappingOwner {
@@ -112,66 +141,120 @@ export class DeviceFile implements MappingOwner {
   /** CreateMapping + fd channel + mmap. The returned Mapping is live until released or revoked. */
   async map(region: DeviceFileRegion | string | number, opts: MapOptions = {}): Promise<Mapping> {
     this.#checkOpen("map");
+    const spec = this.#spec("map", region, opts);
+    if (this.#host.fdGrants) return (await this.#mapBatch([spec]))[0]!;
+    return this.#mapGrpc(spec);
+  }
+
+  /**
+   * Several mappings at once, as a workload's start-up wants (every BAR it drives): on the fast
+   * path one fd-channel exchange per 32 of them. All or nothing: if one cannot be made, the ones
+   * that were are released again and the first error is thrown. Mappings come back in order.
+   */
+  async mapMany(specs: readonly MapSpec[]): Promise<Mapping[]> {
+    this.#checkOpen("mapMany");
+    const all = specs.map((x) => this.#spec("mapMany", x.region, x));
+    const made: Mapping[] = [];
+    try {
+      if (this.#host.fdGrants)
+        for (let i = 0; i < all.length; i += MAX_BATCH_ITEMS)
+          made.push(...(await this.#mapBatch(all.slice(i, i + MAX_BATCH_ITEMS))));
+      else for (const x of all) made.push(await this.#mapGrpc(x));
+    } catch (e) {
+      await Promise.all(made.map((m) => m.release().catch(() => {})));
+      throw e;
+    }
+    return made;
+  }
+
+  /** Checks a map() request and turns it into what CreateMapping and FdGrant both carry. */
+  #spec(what: string, region: DeviceFileRegion | string | number, opts: MapOptions): Spec {
     const r = typeof region === "object" ? region : this.region(region);
     const offset = BigInt(opts.offset ?? 0);
-    if (offset < 0n) throw new RangeError(`map: offset must not be negative, got ${offset}`);
+    if (offset < 0n) throw new RangeError(`${what}: offset must not be negative, got ${offset}`);
     if (opts.length === undefined && offset >= r.size)
       throw new RangeError(
-        `map: offset ${offset} is at or past the end of ${r.name} (${r.size} bytes); pick a smaller offset`,
+        `${what}: offset ${offset} is at or past the end of ${r.name} (${r.size} bytes); pick a smaller offset`,
       );
     const length = opts.length === undefined ? r.size - offset : BigInt(opts.length);
-    if (length <= 0n) throw new RangeError(`map: length must be positive, got ${length}`);
+    if (length <= 0n) throw new RangeError(`${what}: length must be positive, got ${length}`);
     if (length > BigInt(Number.MAX_SAFE_INTEGER))
       throw new RangeError(
-        `map: length ${length} is too large to map into this process; map a smaller range`,
+        `${what}: length ${length} is too large to map into this process; map a smaller range`,
       );
     const attr = opts.attr ?? "uc";
     const prot = opts.prot ?? "rw";
-    const host = this.#host;
-    // The same request id on every retry (brokerd restarted before replying): one mapping, not two.
-    // What CreateMapping and the fast path's FdGrant both carry.
-    const request = {
-      deviceFileId: this.id,
-      regionIndex: r.index,
-      offset,
-      length,
-      attribute: attributeToPb(attr),
-      prot: protToPb(prot),
-      allowFallback: opts.allowFallback ?? false,
-      requestId: randomUUID(),
+    return {
+      region: r,
+      attr,
+      // The same request id on every retry (brokerd restarted before replying): one mapping, not two.
+      request: {
+        deviceFileId: this.id,
+        regionIndex: r.index,
+        offset,
+        length,
+        attribute: attributeToPb(attr),
+        prot: protToPb(prot),
+        allowFallback: opts.allowFallback ?? false,
+        requestId: randomUUID(),
+      },
     };
-    if (host.fdGrants) {
-      // The fast path: the mapping is created and its fd delivered in one fd-channel exchange.
-      const { reply, fd } = await host.fdRequest("CreateMapping", { grant: request }, true);
-      let mapping: Mapping;
+  }
+
+  /**
+   * The fast path: the mappings are created and their fds delivered in one fd-channel exchange
+   * (with any releases waiting to go). All or nothing, as mapMany.
+   */
+  async #mapBatch(specs: Spec[]): Promise<Mapping[]> {
+    const host = this.#host;
+    const results = await host.fdGrant(specs.map((x) => x.request));
+    const made: Mapping[] = [];
+    let error: unknown;
+    results.forEach((res, i) => {
+      if (res.error) {
+        error ??= res.error;
+        return;
+      }
+      const { reply, fd } = res;
+      const spec = specs[i]!;
       try {
-        mapping = Mapping.fromFd(
-          this,
-          {
-            cookie: reply.cookie,
-            regionIndex: reply.regionIndex,
-            regionName: r.name,
-            regionOffset: reply.regionOffset,
-            length: Number(reply.length),
-            requestedAttribute: attr,
-            effectiveAttribute: attributeFromPb(reply.effectiveAttribute),
-            fallbackReason: reply.fallbackReason,
-            backing: backingFromPb(reply.backing),
-            prot: protFromPb(reply.prot),
-            mmapOffset: reply.mmapOffset,
-          },
-          fd,
+        // (fromFd closes the fd, whether mmap succeeds or not.)
+        made.push(
+          Mapping.fromFd(
+            this,
+            {
+              cookie: reply.cookie,
+              regionIndex: reply.regionIndex,
+              regionName: spec.region.name,
+              regionOffset: reply.regionOffset,
+              length: Number(reply.length),
+              requestedAttribute: spec.attr,
+              effectiveAttribute: attributeFromPb(reply.effectiveAttribute),
+              fallbackReason: reply.fallbackReason,
+              backing: backingFromPb(reply.backing),
+              prot: protFromPb(reply.prot),
+              mmapOffset: reply.mmapOffset,
+            },
+            fd,
+          ),
         );
       } catch (e) {
+        error ??= e;
         // Do not leave an unmappable cookie behind on the broker.
-        await host
-          .fdRequest("ReleaseMapping", { release: { deviceFileId: this.id, cookie: reply.cookie } }, false)
-          .catch(() => {});
-        throw e;
+        host.fdRelease({ deviceFileId: this.id, cookie: reply.cookie }).catch(() => {});
       }
-      this.#add(mapping);
-      return mapping;
+    });
+    if (error !== undefined) {
+      await Promise.all(made.map((m) => m.release().catch(() => {})));
+      throw error;
     }
+    for (const m of made) this.#add(m);
+    return made;
+  }
+
+  /** The gRPC path: CreateMapping, the ticket on the fd channel, mmap. */
+  async #mapGrpc({ region: r, attr, request }: Spec): Promise<Mapping> {
+    const host = this.#host;
     const res = await host.call("CreateMapping", () => host.rpc.createMapping(request));
     const m = res.mapping;
     if (!m) throw new Error("CreateMapping: the broker's reply has no mapping");
@@ -269,11 +352,7 @@ export class DeviceFile implements MappingOwner {
     if (this.#closed) return;
     const host = this.#host;
     if (host.fdGrants) {
-      await host.fdRequest(
-        "ReleaseMapping",
-        { release: { deviceFileId: this.id, cookie: mapping.cookie } },
-        false,
-      );
+      await host.fdRelease({ deviceFileId: this.id, cookie: mapping.cookie });
       return;
     }
     await host.call(

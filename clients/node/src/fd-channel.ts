@@ -6,7 +6,14 @@
 import { dirname, join } from "node:path";
 import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import { closeFd, FdSocket, type NativeError } from "@vfio-broker/native";
-import { type FdReply, FdReplySchema, FdRequestSchema, FdStatus } from "@vfio-broker/proto";
+import {
+  type FdGrantSchema,
+  type FdReleaseSchema,
+  type FdReply,
+  FdReplySchema,
+  FdRequestSchema,
+  FdStatus,
+} from "@vfio-broker/proto";
 import { BrokerClientError, FdChannelError } from "./errors.js";
 
 /** What an FdRequest may carry: a ticket, or a grant or release of the fast path. */
@@ -18,9 +25,30 @@ const DEFAULT_TIMEOUT_MS = 10_000;
 
 export interface FetchedFd {
   reply: FdReply;
-  /** The backing fd; the caller owns it and must close it (after mmap). */
+  /** The backing fd; the caller owns it and must close it (after mmap). -1 for a batch. */
   fd: number;
+  /** A batch's fds, one per granted item in order; the caller owns and closes them. */
+  fds?: number[];
 }
+
+export type FdGrantInit = MessageInitShape<typeof FdGrantSchema>;
+export type FdReleaseInit = MessageInitShape<typeof FdReleaseSchema>;
+
+/** One grant of a batch: its reply and fd (the caller closes it), or why it was refused. */
+export type GrantResult = { reply: FdReply; fd: number; error?: undefined } | { error: Error };
+
+/** A refused batch item as the error the gRPC call would have thrown. */
+export function itemError(item: FdReply, method: string): Error {
+  if (item.status === FdStatus.REFUSED)
+    return new BrokerClientError(item.grpcCode || "UNKNOWN", item.message, { method });
+  return new FdChannelError(fdStatusName(item.status), item.message || `${method} was refused`);
+}
+
+/** What a reply must carry: one fd (a ticket, a grant), none (a release), or a batch's fds. */
+export type Expect = boolean | "batch";
+
+/** Items in one FdBatch (brokerd's MAX_BATCH_ITEMS), hence at most this many fds in its reply. */
+export const MAX_BATCH_ITEMS = 32;
 
 export interface FetchFdOptions {
   /** Give up (and close the socket) if no reply arrives within this many milliseconds. Default 10 s. */
@@ -181,7 +209,7 @@ export class FdChannelConnection {
    * One request on this connection, sent at once (pipelined behind any in flight): a ticket, or a
    * grant (reply with its fd) or release (wantFd false: the reply has none) of the grant fast path.
    */
-  async request(req: FdRequestInit, opts: FetchFdOptions = {}, wantFd = true): Promise<FetchedFd> {
+  async request(req: FdRequestInit, opts: FetchFdOptions = {}, wantFd: Expect = true): Promise<FetchedFd> {
     if (this.#closed) throw new FdChannelError("CONNECT", "the client was closed");
     const reused = this.#sock !== undefined;
     const sock = await this.#open();
@@ -227,13 +255,17 @@ async function exchange(
   fdSocketPath: string,
   request: FdRequestInit,
   opts: FetchFdOptions,
-  wantFd = true,
+  wantFd: Expect = true,
 ): Promise<FetchedFd> {
   let timer: NodeJS.Timeout | undefined;
   // The reply is claimed in the same turn as the request is sent, so replies to pipelined requests
   // are matched to them in order.
   const sending = sock.send(toBinary(FdRequestSchema, create(FdRequestSchema, request)));
-  const receiving = sock.recv({ maxBytes: MAX_REPLY_BYTES, maxFds: 1 });
+  // A reply with more fds than expected is refused by the native layer, which closes all of them.
+  const receiving = sock.recv({
+    maxBytes: MAX_REPLY_BYTES,
+    maxFds: wantFd === "batch" ? MAX_BATCH_ITEMS : 1,
+  });
   // (If the send fails the connection is dropped and this recv rejects; nobody waits for it then.)
   receiving.catch(() => {});
   try {
@@ -255,7 +287,6 @@ async function exchange(
     });
     let msg: Awaited<ReturnType<FdSocket["recv"]>> | "timeout";
     try {
-      // maxFds 1: a reply with more fds is refused by the native layer, which closes all of them.
       msg = await Promise.race([receiving, timeout]);
     } catch (e) {
       const ne = e as NativeError;
@@ -286,6 +317,17 @@ async function exchange(
     if (reply.status !== FdStatus.OK) {
       closeAll(msg.fds);
       throw new FdChannelError(fdStatusName(reply.status), reply.message || "the broker refused the ticket");
+    }
+    if (wantFd === "batch") {
+      const granted = reply.items.filter((i) => i.status === FdStatus.OK && i.length > 0n).length;
+      if (msg.fds.length !== granted) {
+        closeAll(msg.fds);
+        throw new FdChannelError(
+          "PROTOCOL",
+          `a batch reply must carry one fd per granted item (${granted}), it carried ${msg.fds.length}`,
+        );
+      }
+      return { reply, fd: -1, fds: msg.fds };
     }
     if (!wantFd) {
       closeAll(msg.fds);

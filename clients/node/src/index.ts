@@ -24,7 +24,7 @@ export type {
   RegionInfo,
 } from "./convert.js";
 export { findRegion } from "./convert.js";
-export { DeviceFile, type MapOptions } from "./device-file.js";
+export { DeviceFile, type MapOptions, type MapSpec } from "./device-file.js";
 export {
   BrokerClientError,
   FdChannelError,

@@ -162,6 +162,13 @@ export type Delivery =
   | { ok: true; mapping: Mapping }
   | { ok: false; status: RedeemFailure | "revoked" | "internal"; message: string; mapping?: Mapping };
 
+/** Where records go (the state store, the journal), able to hold them for one batch. */
+export interface Recorder {
+  cork(): void;
+  /** Writes what was held; throws if that failed (the state store), or never (the journal). */
+  uncork(): void;
+}
+
 /** What CreateMapping gives: the mapping, and a ticket for its fd ("" if none is needed or left). */
 export interface Grant {
   mapping: Mapping;
@@ -188,6 +195,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
   private readonly sessionsByPlainToken = new Map<string, Session>();
   readonly startedAt = Date.now();
   readonly tickets: TicketBook<Mapping>;
+  private readonly recorders: Recorder[] = [];
   /** What every identity holds across its sessions (sessions, device files, mappings, bytes, ...). */
   readonly quotas = new QuotaBook();
   /** Mappings created and not yet delivered, over all sessions (each holds a backing fd). */
@@ -481,6 +489,35 @@ export class Broker extends EventEmitter<BrokerEvents> {
    * mapping is created delivered, with no ticket (`delivered` true); a retried or shared one comes
    * back with its ticket (or "" when delivered already) as on the gRPC path.
    */
+  /** A state store or journal that can hold what it writes until the end of a batch. */
+  addRecorder(r: Recorder): void {
+    this.recorders.push(r);
+  }
+
+  /**
+   * Runs fn with every state record and journal line it causes held and written at its end, one
+   * write(2) each (an fd-channel batch). If the state records cannot be written this throws
+   * UNAVAILABLE store_failed after fn ran: its effects stay, and the caller undoes them (releases
+   * what it granted) before replying.
+   */
+  batch<T>(fn: () => T): T {
+    for (const r of this.recorders) r.cork();
+    let failed: unknown;
+    let out: T;
+    try {
+      out = fn();
+    } finally {
+      for (const r of this.recorders)
+        try {
+          r.uncork();
+        } catch (e) {
+          failed ??= e;
+        }
+    }
+    if (failed !== undefined) throw storeFailed(failed);
+    return out;
+  }
+
   createMapping(s: Session, a: CreateMappingArgs, deliverTo?: FdPeer): Grant {
     try {
       const again = this.retried(s, a);

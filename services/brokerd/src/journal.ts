@@ -148,6 +148,8 @@ export class Journal {
   }
 
   attach(broker: Broker): void {
+    // A batch's lines go in one write (never throws: drops are counted, as for one line).
+    broker.addRecorder({ cork: () => this.sink.cork(), uncork: () => this.sink.uncork() });
     const mapping = (m: Mapping) => ({
       session: m.deviceFile.sessionId,
       deviceFile: m.deviceFile.id,

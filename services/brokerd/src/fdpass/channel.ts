@@ -12,13 +12,21 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
-import { FdServer, type FdSocket, peerCred } from "@vfio-broker/native";
-import { FdReplySchema, type FdRequest, FdRequestSchema, FdStatus } from "@vfio-broker/proto";
-import type { Broker } from "../broker.js";
-import { BrokerError } from "../errors.js";
+import { closeFd, dupFd, FdServer, type FdSocket, peerCred } from "@vfio-broker/native";
+import {
+  type FdBatch,
+  type FdGrant,
+  FdReplySchema,
+  type FdRequest,
+  FdRequestSchema,
+  FdStatus,
+} from "@vfio-broker/proto";
+import type { Broker, FdPeer } from "../broker.js";
+import { BrokerError, invalid } from "../errors.js";
 import type { Mapping } from "../grants/device-file.js";
 import { quotaKeys } from "../identity/container.js";
 import { cgroupOf } from "../identity/peer.js";
+import type { Session } from "../identity/session.js";
 import { logLimited } from "../log.js";
 import { limitsFor } from "../policy/index.js";
 import { attributeToPb, backingToPb, createMappingArgsFromPb, protToPb } from "../rpc/convert.js";
@@ -33,8 +41,10 @@ const STATUS: Record<string, FdStatus> = {
   internal: FdStatus.INTERNAL,
 };
 
-/** The largest request frame (an FdRequest is a 32-character ticket). */
-export const MAX_REQUEST_BYTES = 1024;
+/** The largest request frame (a ticket is 32 characters; a full FdBatch about 2.5 KiB). */
+export const MAX_REQUEST_BYTES = 3072;
+/** Releases + grants in one FdBatch. */
+export const MAX_BATCH_ITEMS = 32;
 export const DEFAULT_IDLE_MS = 30_000;
 export const DEFAULT_MAX_CONNECTIONS = 1024;
 /** Refusals answered at once; more connections over quota are closed without a word. */
@@ -50,6 +60,36 @@ export interface FdChannelOptions {
   maxConnections?: number;
   /** An already listening socket at path (hand-over, fdstore) instead of binding one. */
   listenFd?: number;
+}
+
+type FdReplyInit = MessageInitShape<typeof FdReplySchema>;
+
+/** A grant's (or delivery's) reply: where the mapping is, how to mmap the fd that comes with it. */
+function mappingReply(m: Mapping): FdReplyInit {
+  return {
+    status: FdStatus.OK,
+    cookie: m.cookie,
+    mmapOffset: m.backing.mmapOffset,
+    length: m.length,
+    prot: protToPb(m.prot),
+    effectiveAttribute: attributeToPb(m.effectiveAttribute),
+    requestedAttribute: attributeToPb(m.requestedAttribute),
+    backing: backingToPb(m.backing.kind),
+    regionIndex: m.region.index,
+    regionOffset: m.regionOffset,
+    fallbackReason: m.fallbackReason,
+    refs: m.refs,
+  };
+}
+
+/** A refused grant or release: the status the gRPC call would have returned (an unexpected error is logged there, too). */
+function refused(e: unknown): FdReplyInit {
+  const st = toStatus(e);
+  return {
+    status: FdStatus.REFUSED,
+    grpcCode: grpc.status[st.code ?? grpc.status.INTERNAL],
+    message: st.details ?? "",
+  };
 }
 
 /** Rejects after ms (for a send to a client that never reads); the timer never keeps brokerd up. */
@@ -201,6 +241,10 @@ export class FdChannel {
       // Handing over to the next brokerd: the state is final, so nothing is delivered here. The
       // client sees the connection close and presents the same ticket to the next brokerd.
       if (this.broker.frozen) return;
+      if (req.batch) {
+        await this.batch(sock, req.batch, peer);
+        continue;
+      }
       if (req.grant || req.release) {
         await this.fastPath(sock, req, peer);
         continue;
@@ -220,7 +264,7 @@ export class FdChannel {
    * session whose token the request carries, if this connection's peer is that session's process.
    * The Broker does all the checking and recording exactly as on the gRPC path.
    */
-  private async fastPath(sock: FdSocket, req: FdRequest, peer: { uid: number; pid: number }): Promise<void> {
+  private async fastPath(sock: FdSocket, req: FdRequest, peer: FdPeer): Promise<void> {
     let m: Mapping;
     try {
       if (req.release) {
@@ -230,49 +274,97 @@ export class FdChannel {
         return;
       }
       const g = req.grant!;
-      const s = this.broker.sessionForFd(g.sessionToken, peer);
-      const r = this.broker.createMapping(s, createMappingArgsFromPb(g), peer);
-      if (r.delivered) m = r.mapping;
-      else if (r.ticket === "") m = this.broker.redeliver(s, r.mapping);
-      else {
-        const d = this.broker.redeemTicket(r.ticket, peer);
-        if (!d.ok) throw new BrokerError("INTERNAL", d.message, "fd_grant");
-        m = d.mapping;
-      }
+      m = this.grantOne(this.broker.sessionForFd(g.sessionToken, peer), g, peer);
     } catch (e) {
-      // The status the gRPC call would have returned (an unexpected error is logged there, too).
-      const st = toStatus(e);
-      await this.reply(sock, {
-        status: FdStatus.REFUSED,
-        grpcCode: grpc.status[st.code ?? grpc.status.INTERNAL],
-        message: st.details ?? "",
-      });
+      await this.reply(sock, refused(e));
       return;
     }
     await this.deliver(sock, m);
   }
 
+  /** One grant for s, its fd ready to go to peer (created delivered, or a ticket redeemed). */
+  private grantOne(s: Session, g: FdGrant, peer: FdPeer): Mapping {
+    const r = this.broker.createMapping(s, createMappingArgsFromPb(g), peer);
+    if (r.delivered) return r.mapping;
+    if (r.ticket === "") return this.broker.redeliver(s, r.mapping);
+    const d = this.broker.redeemTicket(r.ticket, peer);
+    if (!d.ok) throw new BrokerError("INTERNAL", d.message, "fd_grant");
+    return d.mapping;
+  }
+
+  /**
+   * FdBatch: releases, then grants, each done on its own as the single request would be, answered
+   * in one reply that carries the granted fds in item order. Each fd is dup'ed as soon as its item
+   * is granted, so a later item of the same batch (another reference on the same cookie, which
+   * gets a fresh backing) cannot close one that is still to be sent.
+   */
+  private async batch(sock: FdSocket, b: FdBatch, peer: FdPeer): Promise<void> {
+    let s: Session;
+    try {
+      s = this.broker.sessionForFd(b.sessionToken, peer);
+      const n = b.releases.length + b.grants.length;
+      if (n > MAX_BATCH_ITEMS)
+        throw invalid(`a batch holds at most ${MAX_BATCH_ITEMS} items, this one ${n}; split it`, "batch");
+    } catch (e) {
+      await this.reply(sock, refused(e));
+      return;
+    }
+    let items: FdReplyInit[] = [];
+    let fds: number[] = [];
+    const granted: Mapping[] = [];
+    try {
+      try {
+        // Every record and journal line of the batch in one write each, before the reply.
+        this.broker.batch(() => {
+          for (const r of b.releases)
+            try {
+              this.broker.releaseMapping(s, r.deviceFileId, r.cookie);
+              items.push({ status: FdStatus.OK, cookie: r.cookie });
+            } catch (e) {
+              items.push(refused(e));
+            }
+          for (const g of b.grants) {
+            let m: Mapping;
+            try {
+              m = this.grantOne(s, g, peer);
+            } catch (e) {
+              items.push(refused(e));
+              continue;
+            }
+            granted.push(m);
+            try {
+              fds.push(dupFd(m.backing.fd));
+            } finally {
+              // brokerd keeps no copy of a delivered fd (the dup above goes out with the reply).
+              m.backing.handedOver();
+            }
+            items.push(mappingReply(m));
+          }
+        });
+      } catch (e) {
+        // The records did not reach the store: nothing of this batch may be relied on. Its grants
+        // are given back (their fds never go out); its releases stand (they are done in memory).
+        for (const m of granted)
+          try {
+            this.broker.releaseMapping(s, m.deviceFile.id, m.cookie);
+          } catch {
+            // already gone (revoked meanwhile): nothing to give back
+          }
+        for (const fd of fds.splice(0)) closeFd(fd);
+        const no = refused(e);
+        items = [...items.slice(0, b.releases.length), ...b.grants.map(() => no)];
+        fds = [];
+      }
+      await this.reply(sock, { status: FdStatus.OK, items }, fds);
+    } finally {
+      for (const fd of fds) closeFd(fd);
+    }
+  }
+
   /** Sends a mapping's fd; brokerd keeps no copy of it afterwards, whatever happens. */
   private async deliver(sock: FdSocket, m: Mapping): Promise<void> {
     try {
-      await this.reply(
-        sock,
-        {
-          status: FdStatus.OK,
-          cookie: m.cookie,
-          mmapOffset: m.backing.mmapOffset,
-          length: m.length,
-          prot: protToPb(m.prot),
-          effectiveAttribute: attributeToPb(m.effectiveAttribute),
-          requestedAttribute: attributeToPb(m.requestedAttribute),
-          backing: backingToPb(m.backing.kind),
-          regionIndex: m.region.index,
-          regionOffset: m.regionOffset,
-          fallbackReason: m.fallbackReason,
-          refs: m.refs,
-        },
-        [m.backing.fd],
-      );
+      await this.reply(sock, mappingReply(m), [m.backing.fd]);
     } finally {
       // Even when the reply failed (the client closed mid-reply, or stopped reading), the fd may
       // have gone out with the first bytes, so the mapping stays booked as delivered until the

@@ -44,6 +44,8 @@ export class JournalSink {
   private reopenAt: number | undefined;
   /** The file ends inside a line we could neither finish nor take back: the next write begins with "\n". */
   private torn = false;
+  /** Lines held by cork() until uncork(). */
+  private corked: string[] | undefined;
   /** Lines dropped since the journal last had a "journal.gap" line written. */
   private gap: { count: number; reasons: Map<string, number>; since: number } | undefined;
   private notice = { at: Number.NEGATIVE_INFINITY, dropped: 0, reasons: new Map<string, number>() };
@@ -61,18 +63,49 @@ export class JournalSink {
     return this.fd !== undefined && this.failure === undefined && !this.closed;
   }
 
-  /** Writes one whole line (ending in "\n"), or drops and counts it. Never throws. */
+  /**
+   * Writes one whole line (ending in "\n"), or drops and counts it. Never throws. While corked the
+   * line waits for uncork().
+   */
   write(line: string): boolean {
     if (this.closed) return false;
+    if (this.corked) {
+      this.corked.push(line);
+      return true;
+    }
+    return this.writeLines([line]);
+  }
+
+  /**
+   * Holds lines until uncork(), which writes them in one write(2): an fd-channel batch's lines
+   * cost one syscall, not one each. Bounded by its caller (a batch's items, in one synchronous
+   * turn), so this is not a buffer a client can grow.
+   */
+  cork(): void {
+    if (!this.closed) this.corked ??= [];
+  }
+
+  /** Writes what cork() held, as write() would have (all the lines, or all dropped and counted). */
+  uncork(): void {
+    const lines = this.corked;
+    this.corked = undefined;
+    if (lines && lines.length > 0) this.writeLines(lines);
+  }
+
+  private writeLines(lines: string[]): boolean {
     const now = this.opts.clock();
+    const dropAll = (reason: string) => {
+      for (let i = 0; i < lines.length; i++) this.drop(reason, now);
+      return false;
+    };
     if (this.reopenAt !== undefined && now >= this.reopenAt) this.reopenNow(now, "reopen");
-    if (this.failure && now < this.failure.retryAt) return this.drop(this.failure.reason, now);
-    if (this.fd === undefined) return this.drop(this.failure?.reason ?? "EBADF", now);
-    if (this.gap && !this.writeGap(now)) return this.drop(this.failure?.reason ?? "other", now);
-    const e = this.writeWhole(Buffer.from(line));
+    if (this.failure && now < this.failure.retryAt) return dropAll(this.failure.reason);
+    if (this.fd === undefined) return dropAll(this.failure?.reason ?? "EBADF");
+    if (this.gap && !this.writeGap(now)) return dropAll(this.failure?.reason ?? "other");
+    const e = this.writeWhole(Buffer.from(lines.length === 1 ? lines[0]! : lines.join("")), lines.length);
     if (e !== undefined) {
       this.fail(e, now);
-      return this.drop(this.failure!.reason, now);
+      return dropAll(this.failure!.reason);
     }
     this.failure = undefined;
     return true;
@@ -118,6 +151,7 @@ export class JournalSink {
 
   close(): void {
     if (this.closed) return;
+    this.uncork();
     this.maybeNotice(this.opts.clock(), true);
     this.closed = true;
     if (this.ownsFd && this.fd !== undefined) this.closeQuietly(this.fd);
@@ -126,8 +160,8 @@ export class JournalSink {
 
   // ---- internals ---------------------------------------------------------------------------------
 
-  /** Writes all of data, or nothing: a short write is continued, and if that fails taken back. */
-  private writeWhole(data: Buffer): unknown {
+  /** Writes all of data (`lines` whole lines), or nothing: a short write is continued, and if that fails taken back. */
+  private writeWhole(data: Buffer, lines = 1): unknown {
     const fd = this.fd!;
     const { writer } = this.opts;
     let done = 0;
@@ -145,7 +179,7 @@ export class JournalSink {
       if (done > 0) this.takeBack(fd, done);
       return e;
     }
-    this.counts.lines++;
+    this.counts.lines += lines;
     this.counts.bytes += data.length;
     return undefined;
   }

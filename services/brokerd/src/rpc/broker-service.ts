@@ -8,6 +8,7 @@ import type { LeaseRequest, LeaseResponseSchema } from "@vfio-broker/proto";
 import { isUndecodable, Layout as PbLayout } from "@vfio-broker/proto";
 import { type Broker, VERSION } from "../broker.js";
 import { invalid, precondition } from "../errors.js";
+import { MAX_BATCH_ITEMS } from "../fdpass/channel.js";
 import type { Session } from "../identity/session.js";
 import {
   attributeFromPb,
@@ -97,6 +98,8 @@ export function brokerServiceImpl(
           fdSocketPath: broker.opts.fdSocketPath,
           fdSocketName: broker.opts.fdSocketName ?? "",
           fdGrants: true,
+          fdBatches: true,
+          maxFdBatchItems: MAX_BATCH_ITEMS,
           pageSize: Number(broker.opts.pageSize),
         },
       };

@@ -44,6 +44,8 @@ export class Persister {
     private readonly store: StateStore,
     broker: Broker,
   ) {
+    // A batch's records go in one write; a failure of it is the batch's (Broker.batch undoes).
+    broker.addRecorder({ cork: () => store.cork(), uncork: () => store.uncork() });
     const must = (f: () => void) => {
       if (!this.frozen) f();
     };

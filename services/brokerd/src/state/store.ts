@@ -85,6 +85,8 @@ function readSnapshot(file: string): { gen: number; snap: Snapshot } {
 export class StateStore {
   readonly stats: StoreStats = { appends: 0, bytes: 0, compactions: 0, lastCompactMs: 0 };
   private fd: number;
+  /** Records held by cork() until uncork(). */
+  private corked: StateRecord[] | undefined;
 
   private constructor(
     readonly dir: string,
@@ -153,14 +155,40 @@ export class StateStore {
     return { store, model, torn, discarded };
   }
 
-  /** Writes one record (one write(2)), then applies it. Throws if the write fails. */
+  /**
+   * Writes one record (one write(2)), then applies it. Throws if the write fails. While corked the
+   * record waits for uncork().
+   */
   append(r: StateRecord): void {
-    const line = Buffer.from(encodeRecord(r));
+    if (this.corked) {
+      this.corked.push(r);
+      return;
+    }
+    this.write([r]);
+  }
+
+  /**
+   * Holds records until uncork(), which writes them in one write(2) (an fd-channel batch's records).
+   * The caller sends no reply that depends on them before uncork() returned.
+   */
+  cork(): void {
+    this.corked ??= [];
+  }
+
+  /** Writes and applies what cork() held. Throws if the write fails: then none of them is applied. */
+  uncork(): void {
+    const recs = this.corked;
+    this.corked = undefined;
+    if (recs && recs.length > 0) this.write(recs);
+  }
+
+  private write(recs: StateRecord[]): void {
+    const data = Buffer.from(recs.length === 1 ? encodeRecord(recs[0]!) : recs.map(encodeRecord).join(""));
     let off = 0;
-    while (off < line.length) off += writeSync(this.fd, line, off);
-    this.model.apply(r);
-    this.stats.appends++;
-    this.stats.bytes += line.length;
+    while (off < data.length) off += writeSync(this.fd, data, off);
+    for (const r of recs) this.model.apply(r);
+    this.stats.appends += recs.length;
+    this.stats.bytes += data.length;
     if (this.model.applied > 2 * this.model.liveCount + COMPACT_SLACK) this.compact();
   }
 
