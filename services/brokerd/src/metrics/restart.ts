@@ -77,6 +77,11 @@ export function registerRestartMetrics(registry: Registry, broker: Broker, src: 
     () => src.persister.stats.compactions,
   );
   total(
+    "state_compaction_failures_total",
+    "Compactions that failed (a full disk): the store stayed as it was and compacts at a later write.",
+    () => src.persister.stats.compactFailures,
+  );
+  total(
     "state_write_failures_total",
     "State store writes that failed (releases; failed creations were refused to the client).",
     () => src.persister.stats.failures,

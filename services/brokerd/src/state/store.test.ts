@@ -171,3 +171,25 @@ test("the state directory is made 0700; one owned by another uid is refused", ()
   chownSync(dir, 65534, 65534);
   assert.throws(() => StateStore.open(dir, "b"), /belongs to uid 65534/);
 });
+
+test("cork holds records until uncork, which writes them in one write and applies them", () => {
+  const dir = fresh();
+  const { store } = StateStore.open(dir, "boot1");
+  store.append({ t: "run", run: 1, pid: 1, at: 0, bootId: "boot1" });
+  const log = () => readFileSync(join(dir, "state.0.log"), "utf8");
+  const before = log();
+  store.cork();
+  store.append(session("a"));
+  store.append(session("b"));
+  assert.equal(log(), before, "a corked record reached the file");
+  assert.equal(store.model.sessions.size, 0, "a corked record was applied before it was written");
+  const writes = store.stats.appends;
+  store.uncork();
+  assert.deepEqual([...store.model.sessions.keys()], ["a", "b"]);
+  assert.equal(store.stats.appends, writes + 2);
+  assert.equal(log().split("\n").length, before.split("\n").length + 2);
+  store.uncork(); // nothing held: no-op
+  store.close();
+  const { model } = StateStore.open(dir, "boot1");
+  assert.deepEqual([...model.sessions.keys()], ["a", "b"]);
+});

@@ -9,24 +9,28 @@
 // cost per record and the choice against SQLite are in BENCHMARKS.md ("state store").
 //
 // Files: state.snap (header line "vfio-broker-state 1 <gen> <crc32> <bytes>", then the snapshot
-// JSON) and state.<gen>.log. Compaction writes a new snapshot with gen+1 (tmp, fsync, rename),
-// then starts state.<gen+1>.log and deletes the old log: a crash at any point leaves either the
+// JSON) and state.<gen>.log. Compaction writes a new snapshot with gen+1 (tmp, fsync), creates
+// state.<gen+1>.log, renames the snapshot into place and deletes the old log: a crash at any point leaves either the
 // old snapshot with its log or the new snapshot with an empty or new log, never both applied.
 import {
   chmodSync,
   closeSync,
   existsSync,
+  fstatSync,
   fsyncSync,
+  ftruncateSync,
   mkdirSync,
   openSync,
   readdirSync,
   readFileSync,
   renameSync,
+  rmSync,
   statSync,
   unlinkSync,
   writeSync,
 } from "node:fs";
 import { join } from "node:path";
+import { logLimited } from "../log.js";
 import { ModelError, type Snapshot, StateModel } from "./model.js";
 import { crcHex, decodeLog, encodeRecord, RecordError, type StateRecord } from "./records.js";
 
@@ -49,6 +53,8 @@ export interface StoreStats {
   appends: number;
   bytes: number;
   compactions: number;
+  /** Compactions that failed (a full disk): the store stayed as it was, and tries again later. */
+  compactFailures: number;
   lastCompactMs: number;
 }
 
@@ -83,8 +89,10 @@ function readSnapshot(file: string): { gen: number; snap: Snapshot } {
 }
 
 export class StateStore {
-  readonly stats: StoreStats = { appends: 0, bytes: 0, compactions: 0, lastCompactMs: 0 };
+  readonly stats: StoreStats = { appends: 0, bytes: 0, compactions: 0, compactFailures: 0, lastCompactMs: 0 };
   private fd: number;
+  /** Bytes in the current log: a failed write is cut back to here. */
+  private size = 0;
   /** Records held by cork() until uncork(). */
   private corked: StateRecord[] | undefined;
 
@@ -94,6 +102,7 @@ export class StateStore {
     readonly model: StateModel,
   ) {
     this.fd = openSync(join(dir, logName(gen)), "a", 0o600);
+    this.size = fstatSync(this.fd).size;
   }
 
   /**
@@ -182,32 +191,71 @@ export class StateStore {
     if (recs && recs.length > 0) this.write(recs);
   }
 
+  /**
+   * Writes whole records or none: a write cut short (ENOSPC after part of it fit) is truncated
+   * away, so the next record does not start in the middle of a line (which would make the whole
+   * log unreadable at the next start). A compaction that fails is retried at the next write: the
+   * records are written, so the write itself succeeded.
+   */
   private write(recs: StateRecord[]): void {
     const data = Buffer.from(recs.length === 1 ? encodeRecord(recs[0]!) : recs.map(encodeRecord).join(""));
     let off = 0;
-    while (off < data.length) off += writeSync(this.fd, data, off);
+    try {
+      while (off < data.length) off += writeSync(this.fd, data, off);
+    } catch (e) {
+      if (off > 0) ftruncateSync(this.fd, this.size);
+      throw e;
+    }
+    this.size += data.length;
     for (const r of recs) this.model.apply(r);
     this.stats.appends += recs.length;
     this.stats.bytes += data.length;
-    if (this.model.applied > 2 * this.model.liveCount + COMPACT_SLACK) this.compact();
+    if (this.model.applied > 2 * this.model.liveCount + COMPACT_SLACK)
+      try {
+        this.compact();
+      } catch (e) {
+        this.stats.compactFailures++;
+        logLimited(
+          "state.compact",
+          `vfio-brokerd: state store: compaction failed (${(e as Error).message}); retrying at the next write`,
+        );
+      }
   }
 
-  /** Writes the model as a new snapshot and starts an empty log. */
+  /**
+   * Writes the model as a new snapshot and starts an empty log. Whatever step fails (a full disk),
+   * the store stays as it was: the next log is created before the snapshot that names it is put in
+   * place, and the old log is let go only after.
+   */
   compact(): void {
     const t0 = performance.now();
     const body = JSON.stringify(this.model.snapshot());
     const next = this.gen + 1;
     const tmp = join(this.dir, `${SNAP}.tmp`);
-    const fd = openSync(tmp, "w", 0o600);
+    const nextLog = join(this.dir, logName(next));
+    let nextFd: number | undefined;
     try {
-      writeSync(fd, `vfio-broker-state 1 ${next} ${crcHex(body)} ${Buffer.byteLength(body)}\n${body}`);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
+      const fd = openSync(tmp, "w", 0o600);
+      try {
+        const text = Buffer.from(
+          `vfio-broker-state 1 ${next} ${crcHex(body)} ${Buffer.byteLength(body)}\n${body}`,
+        );
+        let off = 0;
+        while (off < text.length) off += writeSync(fd, text, off);
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+      nextFd = openSync(nextLog, "a", 0o600);
+      renameSync(tmp, join(this.dir, SNAP));
+    } catch (e) {
+      if (nextFd !== undefined) closeSync(nextFd);
+      for (const f of [tmp, nextLog]) rmSync(f, { force: true });
+      throw e;
     }
-    renameSync(tmp, join(this.dir, SNAP));
     const old = this.fd;
-    this.fd = openSync(join(this.dir, logName(next)), "a", 0o600);
+    this.fd = nextFd;
+    this.size = 0;
     closeSync(old);
     try {
       unlinkSync(join(this.dir, logName(this.gen)));
