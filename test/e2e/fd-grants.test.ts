@@ -6,8 +6,19 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { connect } from "@vfio-broker/client";
-import { Layout } from "@vfio-broker/proto";
+import { closeFd, FdSocket } from "@vfio-broker/native";
+import {
+  AdminService,
+  Attribute,
+  createClient,
+  FdReplySchema,
+  FdRequestSchema,
+  FdStatus,
+  Layout,
+  Prot,
+} from "@vfio-broker/proto";
 import { type BrokerProcess, NOBODY, REPO, run, startBrokerd } from "../lib/brokerd.js";
 import { brokerClient } from "./agents/raw.js";
 
@@ -48,6 +59,12 @@ describe("fd-channel grants", () => {
       assert.equal(r.fds, 0);
       assert.match(String(r.message), /no session of this process/);
     }
+    // A batch with a stolen token: refused as a whole, no fd, no item done.
+    const stolen = await agent(b, NOBODY, [token, String(df.deviceFileId), "batch", "3"]);
+    assert.deepEqual(
+      [stolen.status, stolen.code, stolen.fds, stolen.items],
+      ["REFUSED", "PERMISSION_DENIED", 0, 0],
+    );
     const junk = await agent(b, NOBODY, ["0".repeat(32), String(df.deviceFileId), "grant"]);
     assert.equal(junk.code, "PERMISSION_DENIED");
     // The owner's own mapping (through the gRPC path here) cannot be released by a thief.
@@ -83,6 +100,103 @@ describe("fd-channel grants", () => {
       assert.equal((e as { code?: string }).code, "FAILED_PRECONDITION", String(e));
       assert.match(String((e as Error).message), /^CreateMapping: .*already mapped WC/);
       await m.release();
+      await c.close();
+    }
+  });
+
+  it("an FdBatch does its items on their own, in order (releases first), and its reply carries the granted fds in that order", async () => {
+    const rpc = brokerClient(b.socket);
+    const hello = await rpc.hello({ clientName: "batch" });
+    const df = await rpc.openDevice({ deviceId: "sim0", layout: Layout.COMPACT });
+    const grant = (page: number) => ({
+      deviceFileId: df.deviceFileId,
+      regionIndex: 2,
+      offset: BigInt(page) * 4096n,
+      length: 4096n,
+      attribute: Attribute.WC,
+      prot: Prot.READ_WRITE,
+    });
+    const sock = await FdSocket.connect(b.fdSocket);
+    const send = async (batch: object) => {
+      await sock.send(
+        toBinary(
+          FdRequestSchema,
+          create(FdRequestSchema, { batch: { sessionToken: hello.resumeToken, ...batch } }),
+        ),
+      );
+      const msg = (await sock.recv({ maxBytes: 65536, maxFds: 64 }))!;
+      const fds = msg.fds.length;
+      for (const fd of msg.fds) closeFd(fd);
+      return { reply: fromBinary(FdReplySchema, msg.data), fds };
+    };
+    // An unknown cookie to release, then a good grant, one past the end of BAR2, another good one.
+    const { reply, fds } = await send({
+      releases: [{ deviceFileId: df.deviceFileId, cookie: 12345n }],
+      grants: [grant(1), grant(1 << 20), grant(2)],
+    });
+    assert.equal(reply.status, FdStatus.OK);
+    assert.deepEqual(
+      reply.items.map((i) => [FdStatus[i.status], i.grpcCode]),
+      [
+        ["REFUSED", "NOT_FOUND"],
+        ["OK", ""],
+        ["REFUSED", "INVALID_ARGUMENT"],
+        ["OK", ""],
+      ],
+    );
+    assert.equal(fds, 2, "one fd per granted item");
+    assert.deepEqual([reply.items[1]!.regionOffset, reply.items[3]!.regionOffset], [4096n, 8192n]);
+    // The two granted ones are live mappings; releasing them in a batch gives both back.
+    const cookies = [reply.items[1]!.cookie, reply.items[3]!.cookie];
+    const rel = await send({
+      releases: cookies.map((cookie) => ({ deviceFileId: df.deviceFileId, cookie })),
+    });
+    assert.deepEqual(
+      rel.reply.items.map((i) => FdStatus[i.status]),
+      ["OK", "OK"],
+    );
+    assert.equal(rel.fds, 0);
+    // More than 32 items: refused as a whole, nothing done.
+    const big = await send({ grants: Array.from({ length: 33 }, (_, i) => grant(i)) });
+    assert.deepEqual(
+      [FdStatus[big.reply.status], big.reply.grpcCode, big.reply.items.length, big.fds],
+      ["REFUSED", "INVALID_ARGUMENT", 0, 0],
+    );
+    assert.match(big.reply.message, /at most 32 items/);
+    sock.close();
+    rpc.close();
+  });
+
+  it("mapMany is all or nothing, and a release not waited for rides along with the next grant", async () => {
+    const c = await connect({ socket: b.socket });
+    const admin = createClient(AdminService, `unix:${b.adminSocket}`);
+    const mine = async () =>
+      (await admin.listMappings({})).mappings.filter((m) => m.sessionId === c.sessionId).length;
+    try {
+      const df = await c.open("sim0");
+      const good = [0, 1, 2].map((p) => ({ region: "BAR2", offset: (40 + p) * 4096, length: 4096 }));
+      await assert.rejects(
+        df.mapMany([...good, { region: "BAR2", offset: 1 << 30, length: 4096 }]),
+        (e: Error) => (e as { code?: string }).code === "INVALID_ARGUMENT",
+      );
+      assert.equal(await mine(), 0, "mapMany left mappings behind after one of them failed");
+      assert.equal(df.mappings.length, 0);
+      const ms = await df.mapMany(good);
+      assert.deepEqual(
+        ms.map((m) => m.regionOffset),
+        good.map((g) => BigInt(g.offset)),
+      );
+      ms[0]!.write32(0, 0xabcd);
+      // Not waited for: the next map() carries these releases, and maps page 40 afresh.
+      const released = ms.map((m) => m.release());
+      const again = await df.map("BAR2", { offset: 40 * 4096, length: 4096 });
+      await Promise.all(released);
+      assert.equal(again.read32(0), 0xabcd);
+      assert.equal(await mine(), 1);
+      await again.release();
+      assert.equal(await mine(), 0);
+    } finally {
+      admin.close();
       await c.close();
     }
   });

@@ -1,6 +1,7 @@
 // Agent: sends one grant-fast-path request on the fd channel with the given session token, as
 // whatever process runs it, and prints {status, code, fds, message}. argv: fdSocket token dfId op
-// (op "grant": BAR2 page 0 WC; "release": cookie argv[5]).
+// (op "grant": BAR2 page 0 WC; "release": cookie argv[5]; "batch": an FdBatch of argv[5] such
+// grants, pages 0, 1, ...).
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { closeFd, FdSocket } from "@vfio-broker/native";
 import { Attribute, FdReplySchema, FdRequestSchema, FdStatus, Prot } from "@vfio-broker/proto";
@@ -14,20 +15,21 @@ const [fdSocket, token, dfId, op, cookie = "0"] = process.argv.slice(2) as [
   string?,
 ];
 const sock = await FdSocket.connect(fdSocket);
+const grant = (page: number) => ({
+  sessionToken: token,
+  deviceFileId: BigInt(dfId),
+  regionIndex: 2,
+  offset: BigInt(page) * 4096n,
+  length: 4096n,
+  attribute: Attribute.WC,
+  prot: Prot.READ_WRITE,
+});
 const req =
   op === "release"
     ? { release: { sessionToken: token, deviceFileId: BigInt(dfId), cookie: BigInt(cookie) } }
-    : {
-        grant: {
-          sessionToken: token,
-          deviceFileId: BigInt(dfId),
-          regionIndex: 2,
-          offset: 0n,
-          length: 4096n,
-          attribute: Attribute.WC,
-          prot: Prot.READ_WRITE,
-        },
-      };
+    : op === "batch"
+      ? { batch: { sessionToken: token, grants: Array.from({ length: Number(cookie) }, (_, i) => grant(i)) } }
+      : { grant: grant(0) };
 await sock.send(toBinary(FdRequestSchema, create(FdRequestSchema, req)));
 const msg = await sock.recv({ maxBytes: 4096, maxFds: 4 });
 if (!msg) {
@@ -41,6 +43,7 @@ if (!msg) {
     fds: msg.fds.length,
     message: r.message,
     cookie: r.cookie,
+    items: r.items.length,
   });
 }
 sock.close();
