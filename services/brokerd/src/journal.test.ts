@@ -5,8 +5,8 @@
 // are aggregated per identity within a bounded table, and nothing ever throws to the emitter.
 import assert from "node:assert/strict";
 import { EventEmitter } from "node:events";
-import { describe, test } from "node:test";
-import type { Broker } from "./broker.js";
+import { describe, it, test } from "node:test";
+import type { Broker, Recorder } from "./broker.js";
 import type { JournalWriter } from "./journal/writer.js";
 import { Journal, type JournalOptions } from "./journal.js";
 
@@ -128,6 +128,7 @@ function fakeBroker(): Broker {
   return Object.assign(new EventEmitter(), {
     policy: { digest: "d1g35t", source: "/etc/vfio-broker/policy.yaml" },
     allDevices: () => [{ info: { id: "sim0", backend: "sim" } }],
+    addRecorder: () => {},
   }) as unknown as Broker;
 }
 
@@ -594,5 +595,40 @@ describe("container identity", () => {
     assert.equal(host!.session, "s2");
     assert.equal(host!.containerId, undefined);
     assert.equal(host!.podUid, undefined);
+  });
+});
+
+describe("batches", () => {
+  it("lines held for a batch go in one write; if it fails, each is dropped and counted", () => {
+    const { fs, journal } = setup();
+    let recorder: Recorder | undefined;
+    const broker = Object.assign(fakeBroker(), {
+      addRecorder: (r: Recorder) => {
+        recorder = r;
+      },
+    });
+    journal.attach(broker);
+    const writes = () => fs.calls;
+    recorder!.cork();
+    const before = writes();
+    for (let i = 0; i < 3; i++) journal.write("mapping.grant", { cookie: i });
+    assert.equal(writes(), before, "a held line was written");
+    recorder!.uncork();
+    assert.equal(writes(), before + 1, "three held lines took more than one write");
+    assert.deepEqual(
+      fs
+        .lines()
+        .filter((l) => l.event === "mapping.grant")
+        .map((l) => l.cookie),
+      [0, 1, 2],
+    );
+    assert.equal(journal.stats.linesWritten, fs.lines().length);
+    // The disk is full: the whole batch is dropped, every line counted.
+    fs.capacity = fs.used();
+    recorder!.cork();
+    for (let i = 0; i < 3; i++) journal.write("mapping.grant", { cookie: 10 + i });
+    recorder!.uncork();
+    assert.equal(journal.stats.dropped.get("ENOSPC"), 3);
+    assert.equal(fs.lines().filter((l) => l.cookie === 10).length, 0);
   });
 });
