@@ -10,7 +10,7 @@ export const REPO = join(dirname(fileURLToPath(import.meta.url)), "..", "..", ".
 
 export async function startBrokerd(
   dir: string,
-  opts: { limits?: string; args?: string[] } = {},
+  opts: { limits?: string; args?: string[]; node?: string[] } = {},
 ): Promise<ChildProcess> {
   // brokerd refuses a policy file others may write: a copy with a known mode.
   const policy = join(dir, "policy.yaml");
@@ -25,6 +25,7 @@ export async function startBrokerd(
   const proc = spawn(
     process.execPath,
     [
+      ...(opts.node ?? []),
       join(REPO, "services/brokerd/dist/main.js"),
       "--runtime-dir",
       dir,

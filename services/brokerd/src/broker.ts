@@ -780,9 +780,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     attrs.acquire(region.index, m.regionOffset, m.length, backing.effectiveAttribute);
     m.backing.release();
     m.backing = backing;
-    df.rekey(m, () => {
-      m.requestedAttribute = attribute;
-    });
+    m.requestedAttribute = attribute;
     m.effectiveAttribute = backing.effectiveAttribute;
     m.fallbackReason = backing.fallbackReason;
     m.rule = rule.name;

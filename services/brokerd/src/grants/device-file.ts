@@ -37,19 +37,17 @@ export interface Mapping {
   refs: number;
 }
 
-/** What makes two CreateMappings in one device file the same mapping (one cookie, refcounted). */
-function shareKey(
-  regionIndex: number,
-  offset: bigint,
-  length: bigint,
-  attribute: Attribute,
-  prot: Prot,
-): string {
-  return `${regionIndex}:${offset}:${length}:${attribute}:${prot}`;
+/**
+ * Where a mapping starts, as one number (region index + page of its offset): the sharing index's
+ * key. A number, not a string, because every live mapping has one (100,000 of them are a goal).
+ */
+function startKey(regionIndex: number, offset: bigint, pageSize: bigint): number {
+  return Number(offset / pageSize) * 16 + regionIndex;
 }
 
-function keyOf(m: Mapping): string {
-  return shareKey(m.region.index, m.regionOffset, m.length, m.requestedAttribute, m.prot);
+/** What makes two CreateMappings in one device file the same mapping (one cookie, refcounted). */
+function same(m: Mapping, length: bigint, attribute: Attribute, prot: Prot): boolean {
+  return m.length === length && m.requestedAttribute === attribute && m.prot === prot;
 }
 
 export type TreeEntry = { kind: "region"; region: RegionInfo } | { kind: "mapping"; mapping: Mapping };
@@ -68,8 +66,8 @@ export class DeviceFile {
   readonly tree = new MapleTree<TreeEntry>();
   readonly mappings = new Map<bigint, Mapping>();
   readonly regionCookies = new Map<number, bigint>();
-  /** The live mapping a CreateMapping of the same range, attribute and prot shares. */
-  private readonly shared = new Map<string, Mapping>();
+  /** Live mappings by where they start (startKey): what a CreateMapping of the same range shares. */
+  private readonly starts = new Map<number, Mapping | Mapping[]>();
   readonly aliasBase: bigint;
   openedAt = Date.now();
   /** The OpenDevice request id ("" if none). */
@@ -122,7 +120,7 @@ export class DeviceFile {
     const m = build(cookie);
     this.tree.insert(cookie, cookie + length - 1n, { kind: "mapping", mapping: m });
     this.mappings.set(cookie, m);
-    this.shared.set(keyOf(m), m);
+    this.index(m);
     return m;
   }
 
@@ -134,19 +132,28 @@ export class DeviceFile {
     attribute: Attribute,
     prot: Prot,
   ): Mapping | undefined {
-    return this.shared.get(shareKey(regionIndex, offset, length, attribute, prot));
+    const at = this.starts.get(startKey(regionIndex, offset, this.pageSize));
+    if (at === undefined) return undefined;
+    if (!Array.isArray(at)) return same(at, length, attribute, prot) ? at : undefined;
+    return at.find((m) => same(m, length, attribute, prot));
   }
 
-  /** m's requested attribute changes (SetMappingAttribute on an unshared, pending mapping). */
-  rekey(m: Mapping, update: () => void): void {
-    this.unshare(m);
-    update();
-    this.shared.set(keyOf(m), m);
+  private index(m: Mapping): void {
+    const k = startKey(m.region.index, m.regionOffset, this.pageSize);
+    const at = this.starts.get(k);
+    if (at === undefined) this.starts.set(k, m);
+    else if (Array.isArray(at)) at.push(m);
+    else this.starts.set(k, [at, m]);
   }
 
-  private unshare(m: Mapping): void {
-    const k = keyOf(m);
-    if (this.shared.get(k) === m) this.shared.delete(k);
+  private unindex(m: Mapping): void {
+    const k = startKey(m.region.index, m.regionOffset, this.pageSize);
+    const at = this.starts.get(k);
+    if (at === m) this.starts.delete(k);
+    else if (Array.isArray(at)) {
+      const rest = at.filter((x) => x !== m);
+      this.starts.set(k, rest.length === 1 ? rest[0]! : rest);
+    }
   }
 
   /** Puts back a mapping recorded before a restart at its own cookie (restore.ts). */
@@ -155,7 +162,7 @@ export class DeviceFile {
       throw invalid(`cookie ${hex(m.cookie)} of device file ${this.id} is not free`, "restore");
     this.tree.insert(m.cookie, m.cookie + m.length - 1n, { kind: "mapping", mapping: m });
     this.mappings.set(m.cookie, m);
-    this.shared.set(keyOf(m), m);
+    this.index(m);
   }
 
   mapping(cookie: bigint): Mapping {
@@ -172,7 +179,7 @@ export class DeviceFile {
   }
 
   removeMapping(m: Mapping): void {
-    this.unshare(m);
+    this.unindex(m);
     this.mappings.delete(m.cookie);
     this.tree.erase(m.cookie);
   }
