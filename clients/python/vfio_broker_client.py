@@ -2,7 +2,8 @@
 """Interop client for vfio-broker, written only from the .proto contract (proto/vfiobroker/v1).
 
 It proves the API is language-neutral: Python stubs are generated from proto/ at run time with
-grpc_tools.protoc into a temporary directory, then it drives the same flow as the Node client:
+grpc_tools.protoc (kept in ~/.cache/vfio-broker/py-<hash of the .proto files> for the next run,
+when that directory is this user's alone; else in a temporary directory), then it drives the same flow as the Node client:
 Hello -> ListDevices -> OpenDevice -> CreateMapping -> fd channel (framed FdRequest, SCM_RIGHTS via
 socket.recv_fds) -> mmap. It never leaks a received fd: every fd of a truncated or refused reply is
 closed, and the backing fd is closed right after mmap (the mapping keeps the memory).
@@ -54,6 +55,40 @@ class FdChannelError(Exception):
 # --- protobuf stubs, generated at run time ------------------------------------------------------
 
 
+def _private_dir(path: str) -> bool:
+    """path is a directory of ours that nobody else may write (we import Python code from it)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o022
+
+
+def _stub_cache(proto_dir: str, files: list[str]) -> str | None:
+    """Where stubs generated from exactly these .proto files are kept between runs (protoc costs
+    about 200 ms of a cold start): $XDG_CACHE_HOME/vfio-broker/py-<sha256 of the files>, only in a
+    cache directory this user owns and nobody else can write. None: no usable cache (generate
+    into a temporary directory), or VFIO_BROKER_PY_NO_CACHE is set."""
+    if os.environ.get("VFIO_BROKER_PY_NO_CACHE"):
+        return None
+    import hashlib  # noqa: PLC0415
+
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.encode() + b"\0")
+        with open(os.path.join(proto_dir, f), "rb") as fh:
+            h.update(fh.read())
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    root = os.path.join(base, "vfio-broker")
+    try:
+        os.makedirs(root, mode=0o700, exist_ok=True)
+    except OSError:
+        return None
+    if not _private_dir(base) or not _private_dir(root):
+        return None
+    return os.path.join(root, f"py-{h.hexdigest()[:32]}")
+
+
 class Proto:
     """The generated modules: types_pb2, broker_pb2, broker_pb2_grpc, fdchannel_pb2."""
 
@@ -63,15 +98,28 @@ class Proto:
             for f in os.listdir(os.path.join(proto_dir, "vfiobroker", "v1"))
             if f.endswith(".proto")
         )
-        out = tempfile.mkdtemp(prefix="vfio-broker-py-")
-        atexit.register(shutil.rmtree, out, True)
-        cmd = [
-            sys.executable, "-m", "grpc_tools.protoc", "-I", proto_dir,
-            f"--python_out={out}", f"--grpc_python_out={out}", *files,
-        ]
-        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if res.returncode != 0:
-            raise RuntimeError(f"grpc_tools.protoc failed on {proto_dir}: {res.stderr.strip()}")
+        cache = _stub_cache(proto_dir, files)
+        if cache is not None and _private_dir(cache):
+            out = cache
+        else:
+            out = tempfile.mkdtemp(prefix="vfio-broker-py-", dir=os.path.dirname(cache) if cache else None)
+            cmd = [
+                sys.executable, "-m", "grpc_tools.protoc", "-I", proto_dir,
+                f"--python_out={out}", f"--grpc_python_out={out}", *files,
+            ]
+            res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if res.returncode != 0:
+                shutil.rmtree(out, True)
+                raise RuntimeError(f"grpc_tools.protoc failed on {proto_dir}: {res.stderr.strip()}")
+            if cache is not None:
+                try:
+                    # Complete stubs appear under their final name in one step (another run may race us).
+                    os.rename(out, cache)
+                    out = cache
+                except OSError:
+                    pass
+            if out != cache:
+                atexit.register(shutil.rmtree, out, True)
         sys.path.insert(0, out)
         self.types = importlib.import_module("vfiobroker.v1.types_pb2")
         self.broker = importlib.import_module("vfiobroker.v1.broker_pb2")

@@ -2,7 +2,8 @@
 // writes a pattern through its own mmap; another process maps the same range and reads it back;
 // the Python interop client does the same. brokerd runs as its own process on temp sockets.
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Layout } from "@vfio-broker/proto";
@@ -168,6 +169,48 @@ describe("mapping end to end (sim backend)", () => {
       assert.equal(Buffer.from(back.data).toString(), "hi");
     } finally {
       c.close();
+    }
+  });
+
+  it("the Python client keeps its generated stubs in a cache only this user can write, and uses them next time", async () => {
+    const args = [
+      PY_CLIENT,
+      "--socket",
+      b.socket,
+      "map",
+      "sim0",
+      "2",
+      "--length",
+      "4096",
+      "--read",
+      "0:4",
+      "--json",
+    ];
+    const cacheOf = (base: string) => join(base, "vfio-broker");
+    const mine = mkdtempSync(join(tmpdir(), "vfio-py-cache-"));
+    const shared = mkdtempSync(join(tmpdir(), "vfio-py-shared-"));
+    chmodSync(shared, 0o777); // anyone may write here: stubs imported from it could be anyone's code
+    try {
+      const first = await run(PY, args, { env: { XDG_CACHE_HOME: mine } });
+      assert.equal(first.code, 0, first.stderr);
+      const stubs = readdirSync(cacheOf(mine));
+      assert.equal(stubs.length, 1);
+      assert.match(stubs[0]!, /^py-[0-9a-f]{32}$/);
+      const made = statSync(join(cacheOf(mine), stubs[0]!)).mtimeMs;
+      const again = await run(PY, args, { env: { XDG_CACHE_HOME: mine } });
+      assert.equal(again.code, 0, again.stderr);
+      assert.deepEqual(readdirSync(cacheOf(mine)), stubs, "the second run made other stubs");
+      assert.equal(statSync(join(cacheOf(mine), stubs[0]!)).mtimeMs, made, "the second run regenerated them");
+      const open = await run(PY, args, { env: { XDG_CACHE_HOME: shared } });
+      assert.equal(open.code, 0, open.stderr);
+      assert.equal(
+        readdirSync(cacheOf(shared)).filter((f) => f.startsWith("py-")).length,
+        0,
+        "stubs were kept in a directory others can write",
+      );
+    } finally {
+      rmSync(mine, { recursive: true, force: true });
+      rmSync(shared, { recursive: true, force: true });
     }
   });
 });
