@@ -6,13 +6,11 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { connect } from "@vfio-broker/client";
-import { Layout } from "@vfio-broker/proto";
 import { type BrokerProcess, startBrokerd } from "../lib/brokerd.js";
-import { brokerClient, codeOf, present } from "./agents/raw.js";
+import { codeOf, present, rawSession } from "./agents/raw.js";
 
 const WC = 2;
 const UC = 1;
-const RW = 2;
 const RO = 1;
 
 describe("cookie reference counts", () => {
@@ -23,10 +21,8 @@ describe("cookie reference counts", () => {
   after(() => b.stop());
 
   it("the same range, attribute and prot gets the same cookie; each reference fetches an fd and needs a release", async () => {
-    const rpc = brokerClient(b.socket);
-    await rpc.hello({ clientName: "refs" });
-    const df = await rpc.openDevice({ deviceId: "sim0", layout: Layout.COMPACT });
-    const req = { deviceFileId: df.deviceFileId, regionIndex: 2, offset: 4096n, length: 4096n, prot: RW };
+    const { rpc, df, page } = await rawSession(b.socket, "refs");
+    const req = page(1);
     const first = await rpc.createMapping({ ...req, attribute: WC });
     const again = await rpc.createMapping({ ...req, attribute: WC });
     const cookie = first.mapping!.cookie;
@@ -110,17 +106,8 @@ describe("cookie reference counts across kill -9", () => {
   }, async () => {
     let b = await startBrokerd();
     try {
-      const rpc = brokerClient(b.socket);
-      const hello = await rpc.hello({ clientName: "refs" });
-      const df = await rpc.openDevice({ deviceId: "sim0", layout: Layout.COMPACT });
-      const req = {
-        deviceFileId: df.deviceFileId,
-        regionIndex: 2,
-        offset: 0n,
-        length: 4096n,
-        attribute: WC,
-        prot: RW,
-      };
+      const { rpc, hello, df, page } = await rawSession(b.socket, "refs");
+      const req = page(0);
       const first = await rpc.createMapping(req);
       await present(b.fdSocket, first.ticket);
       const again = await rpc.createMapping(req);

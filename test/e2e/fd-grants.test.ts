@@ -9,18 +9,9 @@ import { after, before, describe, it } from "node:test";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { connect } from "@vfio-broker/client";
 import { closeFd, FdSocket } from "@vfio-broker/native";
-import {
-  AdminService,
-  Attribute,
-  createClient,
-  FdReplySchema,
-  FdRequestSchema,
-  FdStatus,
-  Layout,
-  Prot,
-} from "@vfio-broker/proto";
+import { AdminService, createClient, FdReplySchema, FdRequestSchema, FdStatus } from "@vfio-broker/proto";
 import { type BrokerProcess, NOBODY, REPO, run, startBrokerd } from "../lib/brokerd.js";
-import { brokerClient } from "./agents/raw.js";
+import { rawSession } from "./agents/raw.js";
 
 const AGENT = join(REPO, "test/dist/e2e/agents/fd-grant.js");
 
@@ -43,9 +34,7 @@ describe("fd-channel grants", () => {
 
   it("a stolen session token gives another process nothing: no fd, no release", async () => {
     // The owner: this test process (root), via raw gRPC so it can hand its token around.
-    const rpc = brokerClient(b.socket);
-    const hello = await rpc.hello({ clientName: "owner" });
-    const df = await rpc.openDevice({ deviceId: "sim0", layout: Layout.COMPACT });
+    const { rpc, hello, df, page } = await rawSession(b.socket, "owner");
     const token = hello.resumeToken;
     assert.match(token, /^[0-9a-f]{32}$/);
     assert.equal(hello.capabilities?.fdGrants, true);
@@ -68,14 +57,7 @@ describe("fd-channel grants", () => {
     const junk = await agent(b, NOBODY, ["0".repeat(32), String(df.deviceFileId), "grant"]);
     assert.equal(junk.code, "PERMISSION_DENIED");
     // The owner's own mapping (through the gRPC path here) cannot be released by a thief.
-    const m = await rpc.createMapping({
-      deviceFileId: df.deviceFileId,
-      regionIndex: 2,
-      offset: 0n,
-      length: 4096n,
-      attribute: 2,
-      prot: 2,
-    });
+    const m = await rpc.createMapping(page(0));
     const rel = await agent(b, NOBODY, [
       token,
       String(df.deviceFileId),
@@ -105,17 +87,7 @@ describe("fd-channel grants", () => {
   });
 
   it("an FdBatch does its items on their own, in order (releases first), and its reply carries the granted fds in that order", async () => {
-    const rpc = brokerClient(b.socket);
-    const hello = await rpc.hello({ clientName: "batch" });
-    const df = await rpc.openDevice({ deviceId: "sim0", layout: Layout.COMPACT });
-    const grant = (page: number) => ({
-      deviceFileId: df.deviceFileId,
-      regionIndex: 2,
-      offset: BigInt(page) * 4096n,
-      length: 4096n,
-      attribute: Attribute.WC,
-      prot: Prot.READ_WRITE,
-    });
+    const { rpc, hello, df, page: grant } = await rawSession(b.socket, "batch");
     const sock = await FdSocket.connect(b.fdSocket);
     const send = async (batch: object) => {
       await sock.send(

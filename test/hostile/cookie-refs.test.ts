@@ -4,8 +4,7 @@
 // identity keeps mapping the same pages meanwhile.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { Layout } from "@vfio-broker/proto";
-import { brokerClient, codeOf } from "../e2e/agents/raw.js";
+import { codeOf, rawSession } from "../e2e/agents/raw.js";
 import { type BrokerProcess, CLI, NOBODY, run, startBrokerd } from "../lib/brokerd.js";
 
 describe("hostile: cookie references", () => {
@@ -35,17 +34,8 @@ rules:
   after(() => b.stop());
 
   it("each reference counts against the mappings quota", async () => {
-    const rpc = brokerClient(b.socket);
-    await rpc.hello({ clientName: "hoarder" });
-    const df = await rpc.openDevice({ deviceId: "sim0", layout: Layout.COMPACT });
-    const req = {
-      deviceFileId: df.deviceFileId,
-      regionIndex: 2,
-      offset: 0n,
-      length: 4096n,
-      attribute: 2,
-      prot: 2,
-    };
+    const { rpc, df, page } = await rawSession(b.socket, "hoarder");
+    const req = page(0);
     const held = [];
     for (let i = 0; i < 4; i++) held.push(await rpc.createMapping(req));
     assert.equal(held.at(-1)!.mapping!.refs, 4);

@@ -3,11 +3,39 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { grpcCodeName } from "@vfio-broker/client";
 import { closeFd, FdSocket } from "@vfio-broker/native";
-import { BrokerService, createClient, FdReplySchema, FdRequestSchema, FdStatus } from "@vfio-broker/proto";
+import {
+  Attribute,
+  BrokerService,
+  createClient,
+  FdReplySchema,
+  FdRequestSchema,
+  FdStatus,
+  Layout,
+  Prot,
+} from "@vfio-broker/proto";
 
 export function brokerClient(socket: string) {
   // Own subchannel: each raw client is its own connection, hence its own session.
   return createClient(BrokerService, `unix:${socket}`, undefined, { "grpc.use_local_subchannel_pool": 1 });
+}
+
+/**
+ * A raw session with sim0 open (compact layout): the client, Hello's reply, the device file, and
+ * page(n): the CreateMapping request for BAR2's page n, 4 KiB WC read-write.
+ */
+export async function rawSession(socket: string, clientName: string) {
+  const rpc = brokerClient(socket);
+  const hello = await rpc.hello({ clientName });
+  const df = await rpc.openDevice({ deviceId: "sim0", layout: Layout.COMPACT });
+  const page = (n = 0) => ({
+    deviceFileId: df.deviceFileId,
+    regionIndex: 2,
+    offset: BigInt(n) * 4096n,
+    length: 4096n,
+    attribute: Attribute.WC,
+    prot: Prot.READ_WRITE,
+  });
+  return { rpc, hello, df, page };
 }
 
 /** Presents a ticket; returns the reply status name and how many fds arrived (closing them). */
