@@ -37,6 +37,7 @@ import { quotaKeys } from "./identity/container.js";
 import type { PeerIdentity } from "./identity/peer.js";
 import { describeIdentity } from "./identity/peer.js";
 import { type LeaseEvent, MAX_MISSED_EVENTS, Session } from "./identity/session.js";
+import { logLimited } from "./log.js";
 import {
   authorizeAccess,
   authorizeDevice,
@@ -362,7 +363,12 @@ export class Broker extends EventEmitter<BrokerEvents> {
     const t0 = performance.now();
     s.ended = true;
     this.undetach(s);
-    for (const df of [...s.deviceFiles.values()]) this.closeDeviceFile(s, df, reason);
+    // Its releases' records and journal lines go in few writes, not two per mapping (a client
+    // SIGKILLed with 100,000 mappings). Nobody waits on them: a failed write is logged, as a
+    // failed release record always is.
+    this.batchQuietly(() => {
+      for (const df of [...s.deviceFiles.values()]) this.closeDeviceFile(s, df, reason);
+    });
     s.pidWatch?.close();
     closeFd(s.identity.pidfd);
     this.sessions.delete(s.id);
@@ -516,6 +522,16 @@ export class Broker extends EventEmitter<BrokerEvents> {
     }
     if (failed !== undefined) throw storeFailed(failed);
     return out;
+  }
+
+  /** batch() for releases only: a failure to write their records is logged, never thrown. */
+  private batchQuietly(fn: () => void): void {
+    try {
+      this.batch(fn);
+    } catch (e) {
+      if (!(e instanceof BrokerError)) throw e;
+      logLimited("state.write", `vfio-brokerd: state store: recording releases failed: ${e.message}`);
+    }
   }
 
   createMapping(s: Session, a: CreateMappingArgs, deliverTo?: FdPeer): Grant {

@@ -34,6 +34,9 @@ export interface SinkCounts {
 const FD_ERRORS = new Set(["EBADF", "EIO", "ESTALE", "ENXIO", "EPIPE"]);
 const NEWLINE = Buffer.from("\n");
 
+/** Lines held by cork() before they are written anyway. */
+const CORK_MAX = 1024;
+
 export class JournalSink {
   private fd: number | undefined;
   private readonly ownsFd: boolean;
@@ -71,7 +74,8 @@ export class JournalSink {
     if (this.closed) return false;
     if (this.corked) {
       this.corked.push(line);
-      return true;
+      // A long batch (a session's cleanup) goes out in pieces: written sooner, never later.
+      return this.corked.length < CORK_MAX || this.writeLines(this.corked.splice(0));
     }
     return this.writeLines([line]);
   }

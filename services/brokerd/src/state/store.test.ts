@@ -193,3 +193,14 @@ test("cork holds records until uncork, which writes them in one write and applie
   const { model } = StateStore.open(dir, "boot1");
   assert.deepEqual([...model.sessions.keys()], ["a", "b"]);
 });
+
+test("a long cork (a session's cleanup) is written in pieces of at most 1024 records, never held without bound", () => {
+  const dir = fresh();
+  const { store } = StateStore.open(dir, "boot1");
+  store.cork();
+  for (let i = 0; i < 2500; i++) store.append(session(`s${i}`));
+  assert.equal(store.model.sessions.size, 2048, "more than 1024 records were held");
+  store.uncork();
+  assert.equal(store.model.sessions.size, 2500);
+  store.close();
+});

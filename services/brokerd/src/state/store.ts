@@ -88,6 +88,9 @@ function readSnapshot(file: string): { gen: number; snap: Snapshot } {
   }
 }
 
+/** Records held by cork() before they are written anyway. */
+const CORK_MAX = 1024;
+
 export class StateStore {
   readonly stats: StoreStats = { appends: 0, bytes: 0, compactions: 0, compactFailures: 0, lastCompactMs: 0 };
   private fd: number;
@@ -171,6 +174,8 @@ export class StateStore {
   append(r: StateRecord): void {
     if (this.corked) {
       this.corked.push(r);
+      // A long batch (a session's cleanup) goes out in pieces: written sooner, never later.
+      if (this.corked.length >= CORK_MAX) this.write(this.corked.splice(0));
       return;
     }
     this.write([r]);
