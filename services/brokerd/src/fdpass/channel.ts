@@ -1,7 +1,7 @@
 // The fd channel (DESIGN.md §2 step 4): a Unix stream socket beside the gRPC one. A client sends
 // FdRequest{ticket}; brokerd checks the ticket against the kernel-verified peer (SO_PEERCRED) and
 // replies with FdReply plus the backing fd (SCM_RIGHTS) only when everything matches. Any other
-// outcome is a reply with a status and no fd. The contract (frame size, one request at a time,
+// outcome is a reply with a status and no fd. The contract (frame size, requests served in order,
 // idle close, BUSY) is written down in proto/vfiobroker/v1/fdchannel.proto.
 //
 // Every client here is untrusted: it may close mid-reply, never read, send garbage or open many
@@ -355,7 +355,11 @@ export class FdChannel {
         items = [...items.slice(0, b.releases.length), ...b.grants.map(() => no)];
         fds = [];
       }
-      await this.reply(sock, { status: FdStatus.OK, items }, fds);
+      // send() has handed the fds to the kernel, or (a client not reading) taken private dups of
+      // them, by the time it returns: ours are closed at once, not held for the send's duration.
+      const sending = this.reply(sock, { status: FdStatus.OK, items }, fds);
+      for (const fd of fds.splice(0)) closeFd(fd);
+      await sending;
     } finally {
       for (const fd of fds) closeFd(fd);
     }
