@@ -2,10 +2,10 @@
 // simulated devices and the admin console, answer the CLI, and take both down on SIGTERM.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { rmSync, statSync } from "node:fs";
+import { readFileSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { it } from "node:test";
-import { CLI, REPO, run, tempDir, until } from "../lib/brokerd.js";
+import { CLI, REPO, run, startBrokerd, tempDir, until } from "../lib/brokerd.js";
 
 it("npm start: brokerd + console come up, the CLI sees sim0 and sim1, SIGTERM stops both", async () => {
   const dir = tempDir("vfio-broker-start-");
@@ -57,4 +57,23 @@ it("npm start: brokerd + console come up, the CLI sees sim0 and sim1, SIGTERM st
   assert.match(out, /start: brokerd exited \(0\)/, out);
   assert.match(out, /start: admin console exited \(0\)/, out);
   assert.doesNotMatch(out, /Error/, out);
+});
+
+it("a SIGHUP the moment brokerd says it is ready reloads the policy; it never ends brokerd", {
+  timeout: 120_000,
+}, async () => {
+  // The reload handler used to be installed just after the "ready" line: a logrotate (or an
+  // operator) fast enough found SIGHUP's default action, which ends the process (half the time).
+  for (let i = 0; i < 8; i++) {
+    const b = await startBrokerd();
+    try {
+      b.proc.kill("SIGHUP");
+      await until("the policy.reload journal line", () =>
+        readFileSync(b.journal, "utf8").includes('"event":"policy.reload"') ? true : undefined,
+      );
+      assert.equal(b.proc.signalCode, null, `round ${i}: brokerd was ended by ${b.proc.signalCode}`);
+    } finally {
+      await b.stop();
+    }
+  }
 });

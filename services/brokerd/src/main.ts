@@ -24,7 +24,39 @@ async function main(): Promise<void> {
     console.log(HELP);
     return;
   }
+  // SIGHUP's default action ends the process: a handler is in place from the start (a SIGHUP while
+  // starting changes nothing, the policy and journal are being opened fresh anyway), and the
+  // reload one before anyone is told brokerd is ready (a SIGHUP sent the moment "ready" is read
+  // ended brokerd about half the time on this VM).
+  let onHup = () => {};
+  process.on("SIGHUP", () => onHup());
   const daemon = await startDaemon(config, { metrics: startMetrics });
+  // SIGHUP: re-read the policy and reopen the journal (logrotate moves it, then signals us).
+  // Neither may throw here: an exception in a signal handler would end brokerd. The journal keeps
+  // its old fd (or drops and counts lines) when the reopen fails, and says so on stderr.
+  onHup = () => {
+    try {
+      daemon.reopenJournal();
+    } catch (e) {
+      logLimited("sighup.journal", `vfio-brokerd: reopening the journal failed: ${(e as Error).message}`);
+    }
+    const r = daemon.reloadPolicy();
+    console.error(
+      r.ok
+        ? "vfio-brokerd: policy reloaded"
+        : `vfio-brokerd: policy NOT reloaded, keeping the old one:\n  ${r.errors.join("\n  ")}`,
+    );
+  };
+  let stopping = false;
+  const stop = (sig: string) => {
+    if (stopping) return;
+    stopping = true;
+    sdNotify("STOPPING=1");
+    console.error(`vfio-brokerd: ${sig}: draining`);
+    void daemon.close(sig, config.onStop === "keep").then(() => process.exit(0));
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
   const devices = daemon.broker.allDevices().map((d) => d.info.id);
   console.log(
     JSON.stringify({
@@ -39,32 +71,6 @@ async function main(): Promise<void> {
     }),
   );
   sdNotify(`READY=1\nSTATUS=serving ${devices.length} devices\nMAINPID=${process.pid}`);
-  // SIGHUP: re-read the policy and reopen the journal (logrotate moves it, then signals us).
-  // Neither may throw here: an exception in a signal handler would end brokerd. The journal keeps
-  // its old fd (or drops and counts lines) when the reopen fails, and says so on stderr.
-  process.on("SIGHUP", () => {
-    try {
-      daemon.reopenJournal();
-    } catch (e) {
-      logLimited("sighup.journal", `vfio-brokerd: reopening the journal failed: ${(e as Error).message}`);
-    }
-    const r = daemon.reloadPolicy();
-    console.error(
-      r.ok
-        ? "vfio-brokerd: policy reloaded"
-        : `vfio-brokerd: policy NOT reloaded, keeping the old one:\n  ${r.errors.join("\n  ")}`,
-    );
-  });
-  let stopping = false;
-  const stop = (sig: string) => {
-    if (stopping) return;
-    stopping = true;
-    sdNotify("STOPPING=1");
-    console.error(`vfio-brokerd: ${sig}: draining`);
-    void daemon.close(sig, config.onStop === "keep").then(() => process.exit(0));
-  };
-  process.on("SIGTERM", () => stop("SIGTERM"));
-  process.on("SIGINT", () => stop("SIGINT"));
 }
 
 main().catch((e) => {

@@ -94,6 +94,8 @@ const CORK_MAX = 1024;
 export class StateStore {
   readonly stats: StoreStats = { appends: 0, bytes: 0, compactions: 0, compactFailures: 0, lastCompactMs: 0 };
   private fd: number;
+  /** A failed compaction is tried again once the log has this many applied records. */
+  private compactAfter = 0;
   /** Bytes in the current log: a failed write is cut back to here. */
   private size = 0;
   /** Records held by cork() until uncork(). */
@@ -215,14 +217,19 @@ export class StateStore {
     for (const r of recs) this.model.apply(r);
     this.stats.appends += recs.length;
     this.stats.bytes += data.length;
-    if (this.model.applied > 2 * this.model.liveCount + COMPACT_SLACK)
+    if (
+      this.model.applied > 2 * this.model.liveCount + COMPACT_SLACK &&
+      this.model.applied >= this.compactAfter
+    )
       try {
         this.compact();
       } catch (e) {
+        // Not at every write while the disk stays full: after another COMPACT_SLACK records.
+        this.compactAfter = this.model.applied + COMPACT_SLACK;
         this.stats.compactFailures++;
         logLimited(
           "state.compact",
-          `vfio-brokerd: state store: compaction failed (${(e as Error).message}); retrying at the next write`,
+          `vfio-brokerd: state store: compaction failed (${(e as Error).message}); trying again after ${COMPACT_SLACK} more records`,
         );
       }
   }
@@ -269,6 +276,7 @@ export class StateStore {
     }
     this.gen = next;
     this.model.applied = 0;
+    this.compactAfter = 0;
     this.stats.compactions++;
     this.stats.lastCompactMs = performance.now() - t0;
   }
