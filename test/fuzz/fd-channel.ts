@@ -5,19 +5,20 @@
 // sendmsg, since a well-behaved FdSocket could never split a frame or put fds in its middle.
 //
 // What the spec promises and the runner checks (DESIGN.md §5, §8): every complete frame of at
-// most 1024 bytes (brokerd's FdRequest limit) that precedes any violation gets its own FdReply,
+// most MAX_REQUEST_BYTES (brokerd's FdRequest limit) that precedes any violation gets its own FdReply,
 // in order, decodable, with an fd only when the status is OK; a violation (a longer frame, fds sent
 // to brokerd) makes brokerd close the connection; and nothing a peer does stops it answering.
 import { closeSync, openSync } from "node:fs";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { MAX_REQUEST_BYTES } from "@vfio-broker/brokerd/fdpass/channel";
 import { closeFd, FdSocket } from "@vfio-broker/native";
 import { raw } from "@vfio-broker/native/binding";
 import { FdReplySchema, FdRequestSchema, FdStatus } from "@vfio-broker/proto";
 import { mutate } from "./mutate.js";
 import type { Prng } from "./prng.js";
 
-/** brokerd reads FdRequest frames of at most this many bytes (services/brokerd/src/fdpass/channel.ts). */
-export const FD_MAX_FRAME = 1024;
+/** brokerd reads FdRequest frames of at most this many bytes (its own constant, not a copy). */
+export const FD_MAX_FRAME = MAX_REQUEST_BYTES;
 const REPLY_TIMEOUT_MS = 5000;
 
 export interface FdWrite {
@@ -81,7 +82,9 @@ function ticketText(rng: Prng, real: readonly string[]): string {
   const kind = rng.weighted({ real: real.length > 0 ? 3 : 0, random: 3, empty: 1, long: 1, binary: 1 });
   if (kind === "real") return rng.pick(real);
   if (kind === "empty") return "";
-  if (kind === "long") return "t".repeat(rng.pick([255, 256, 1000, 1018, 1019, 1020, 4096]));
+  // Around the frame limit: a ticket of n characters is a frame of n + 3 bytes (tag, 2-byte length).
+  if (kind === "long")
+    return "t".repeat(rng.pick([255, 256, 1000, FD_MAX_FRAME - 4, FD_MAX_FRAME - 3, FD_MAX_FRAME - 2, 4096]));
   if (kind === "binary") return rng.bytes(rng.size(64)).toString("latin1");
   return rng.bytes(rng.range(1, 48)).toString("base64url");
 }
