@@ -3,10 +3,11 @@
 
 It proves the API is language-neutral: Python stubs are generated from proto/ at run time with
 grpc_tools.protoc (kept in ~/.cache/vfio-broker/py-<hash of the .proto files> for the next run,
-when that directory is this user's alone; else in a temporary directory), then it drives the same flow as the Node client:
-Hello -> ListDevices -> OpenDevice -> CreateMapping -> fd channel (framed FdRequest, SCM_RIGHTS via
-socket.recv_fds) -> mmap. It never leaks a received fd: every fd of a truncated or refused reply is
-closed, and the backing fd is closed right after mmap (the mapping keeps the memory).
+when that directory is this user's alone; else in a temporary directory), then it drives the same
+flow as the Node client: Hello -> ListDevices -> OpenDevice -> CreateMapping -> fd channel (framed
+FdRequest, SCM_RIGHTS via socket.recv_fds) -> mmap. It never leaks a received fd: every fd of a
+truncated or refused reply is closed, and the backing fd is closed right after mmap (the mapping
+keeps the memory).
 
 Needs Debian's python3-grpcio and python3-grpc-tools, which install for /usr/bin/python3:
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import hashlib
 import importlib
 import json
 import mmap
@@ -71,8 +73,6 @@ def _stub_cache(proto_dir: str, files: list[str]) -> str | None:
     into a temporary directory), or VFIO_BROKER_PY_NO_CACHE is set."""
     if os.environ.get("VFIO_BROKER_PY_NO_CACHE"):
         return None
-    import hashlib  # noqa: PLC0415
-
     h = hashlib.sha256()
     for f in files:
         h.update(f.encode() + b"\0")

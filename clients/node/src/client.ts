@@ -289,7 +289,7 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
       throw new RangeError(`at most ${max} mappings in one batch, got ${grants.length}; split them`);
     // Releases that do not fit go first, in batches of their own (brokerd serves them in order), so
     // a grant of a page just released makes a fresh mapping, not another reference on the old one.
-    while (this.#releases.length > max - grants.length) this.#batch("ReleaseMapping", []).catch(() => {});
+    this.#sendReleases(max - grants.length);
     const { items, fds } = await this.#batch("CreateMapping", grants);
     let next = 0;
     return items.map((it) => {
@@ -311,9 +311,17 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
       this.#flushing = true;
       setImmediate(() => {
         this.#flushing = false;
-        while (this.#releases.length > 0) this.#batch("ReleaseMapping", []).catch(() => {});
+        this.#sendReleases(0);
       });
     });
+  }
+
+  /**
+   * Sends waiting releases in batches of their own until at most `keep` wait. Each release's own
+   * promise hears how it went (#batch settles it), so the batch's is not needed here.
+   */
+  #sendReleases(keep: number): void {
+    while (this.#releases.length > keep) this.#batch("ReleaseMapping", []).catch(() => {});
   }
 
   /**

@@ -37,11 +37,19 @@ export type FdReleaseInit = MessageInitShape<typeof FdReleaseSchema>;
 /** One grant of a batch: its reply and fd (the caller closes it), or why it was refused. */
 export type GrantResult = { reply: FdReply; fd: number; error?: undefined } | { error: Error };
 
-/** A refused batch item as the error the gRPC call would have thrown. */
-export function itemError(item: FdReply, method: string): Error {
+/**
+ * A refused reply (or batch item) as an error: a grant or release refused is the error the gRPC
+ * call would have thrown; any other status an FdChannelError, with `fallback` when brokerd gave
+ * no message.
+ */
+export function itemError(
+  item: FdReply,
+  method: string | undefined,
+  fallback = `${method} was refused`,
+): Error {
   if (item.status === FdStatus.REFUSED)
     return new BrokerClientError(item.grpcCode || "UNKNOWN", item.message, { method });
-  return new FdChannelError(fdStatusName(item.status), item.message || `${method} was refused`);
+  return new FdChannelError(fdStatusName(item.status), item.message || fallback);
 }
 
 /** What a reply must carry: one fd (a ticket, a grant), none (a release), or a batch's fds. */
@@ -309,14 +317,9 @@ async function exchange(
       closeAll(msg.fds);
       throw new FdChannelError("PROTOCOL", "the broker's reply is not an FdReply protobuf", { cause: e });
     }
-    if (reply.status === FdStatus.REFUSED) {
-      // A grant or release refused: the same error the gRPC call would have given.
-      closeAll(msg.fds);
-      throw new BrokerClientError(reply.grpcCode || "UNKNOWN", reply.message, { method: opts.method });
-    }
     if (reply.status !== FdStatus.OK) {
       closeAll(msg.fds);
-      throw new FdChannelError(fdStatusName(reply.status), reply.message || "the broker refused the ticket");
+      throw itemError(reply, opts.method, "the broker refused the ticket");
     }
     if (wantFd === "batch") {
       const granted = reply.items.filter((i) => i.status === FdStatus.OK && i.length > 0n).length;

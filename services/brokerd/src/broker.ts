@@ -32,7 +32,7 @@ import { DeviceFile, type Mapping } from "./grants/device-file.js";
 import type { Layout } from "./grants/layout.js";
 import { QuotaBook } from "./grants/quota.js";
 import { checkAccess, checkMappingRange } from "./grants/range.js";
-import { type RedeemFailure, TicketBook } from "./grants/tickets.js";
+import { holderOf, type RedeemFailure, TicketBook } from "./grants/tickets.js";
 import { quotaKeys } from "./identity/container.js";
 import type { PeerIdentity } from "./identity/peer.js";
 import { describeIdentity } from "./identity/peer.js";
@@ -490,11 +490,6 @@ export class Broker extends EventEmitter<BrokerEvents> {
     return { region: df.region(index), cookie: df.regionCookie(index) };
   }
 
-  /**
-   * CreateMapping. With `deliverTo` (the fd channel's fast path, whose reply carries the fd) a new
-   * mapping is created delivered, with no ticket (`delivered` true); a retried or shared one comes
-   * back with its ticket (or "" when delivered already) as on the gRPC path.
-   */
   /** A state store or journal that can hold what it writes until the end of a batch. */
   addRecorder(r: Recorder): void {
     this.recorders.push(r);
@@ -534,6 +529,11 @@ export class Broker extends EventEmitter<BrokerEvents> {
     }
   }
 
+  /**
+   * CreateMapping. With `deliverTo` (the fd channel's fast path, whose reply carries the fd) a new
+   * mapping is created delivered, with no ticket (`delivered` true); a retried or shared one comes
+   * back with its ticket (or "" when delivered already) as on the gRPC path.
+   */
   createMapping(s: Session, a: CreateMappingArgs, deliverTo?: FdPeer): Grant {
     try {
       const again = this.retried(s, a);
@@ -668,7 +668,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
             refs: 1,
           };
           if (deliverTo) return mapping;
-          issued = this.tickets.issue(mapping, { sessionId: s.id, uid: s.identity.uid, pid: s.identity.pid });
+          issued = this.tickets.issue(mapping, holderOf(s));
           mapping.ticket = issued.ticket;
           mapping.ticketExpiresAt = issued.expiresAt;
           return mapping;
@@ -708,7 +708,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
   private addReference(s: Session, m: Mapping, rule: Rule, requestId: string): Grant {
     this.quotas.charge(s.quotaKeys, "mappings", 1, rule.limits.mappings, s.who);
     const before = { ticket: m.ticket, expiresAt: m.ticketExpiresAt };
-    const issued = this.tickets.issue(m, { sessionId: s.id, uid: s.identity.uid, pid: s.identity.pid });
+    const issued = this.tickets.issue(m, holderOf(s));
     m.refs++;
     m.ticket = issued.ticket;
     m.ticketExpiresAt = issued.expiresAt;
@@ -1005,8 +1005,9 @@ export class Broker extends EventEmitter<BrokerEvents> {
   }
 
   /**
-   * A retried fd-channel grant whose mapping was already delivered (brokerd restarted between
-   * recording the delivery and sending the fd): the same process gets an fd for it again.
+   * A fresh backing, and so a fresh fd, for a mapping whose fd already went out: a retried
+   * fd-channel grant (brokerd restarted between recording the delivery and sending the fd), or
+   * the ticket of another reference on the same cookie. The same process gets an fd for it again.
    */
   redeliver(s: Session, m: Mapping): Mapping {
     const df = m.deviceFile;

@@ -310,7 +310,7 @@ export class FdChannel {
       return;
     }
     let items: FdReplyInit[] = [];
-    let fds: number[] = [];
+    const fds: number[] = [];
     const granted: Mapping[] = [];
     try {
       try {
@@ -353,7 +353,6 @@ export class FdChannel {
         for (const fd of fds.splice(0)) closeFd(fd);
         const no = refused(e);
         items = [...items.slice(0, b.releases.length), ...b.grants.map(() => no)];
-        fds = [];
       }
       // send() has handed the fds to the kernel, or (a client not reading) taken private dups of
       // them, by the time it returns: ours are closed at once, not held for the send's duration.

@@ -13,6 +13,11 @@ export interface TicketHolder {
   pid: number;
 }
 
+/** The holder of a ticket issued to session s: its id and its process's uid and pid. */
+export function holderOf(s: { id: string; identity: { uid: number; pid: number } }): TicketHolder {
+  return { sessionId: s.id, uid: s.identity.uid, pid: s.identity.pid };
+}
+
 interface Ticket<M> {
   id: string;
   mapping: M;

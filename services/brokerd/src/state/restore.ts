@@ -12,6 +12,7 @@ import type { Broker } from "../broker.js";
 import type { Backing } from "../devices/backend.js";
 import { DeviceFile, type Mapping } from "../grants/device-file.js";
 import type { Layout } from "../grants/layout.js";
+import { holderOf } from "../grants/tickets.js";
 import { quotaKeys } from "../identity/container.js";
 import { type PeerIdentity, processStartTime } from "../identity/peer.js";
 import { Session } from "../identity/session.js";
@@ -232,12 +233,7 @@ function restoreMapping(
   broker.quotas.restore(s.quotaKeys, "bytes", length);
   // A pending mapping's ticket, or another reference's on a delivered one (it redelivers).
   if (rec.ticket !== "" && now < rec.expiresAt)
-    broker.tickets.restore(
-      rec.ticket,
-      m,
-      { sessionId: s.id, uid: s.identity.uid, pid: s.identity.pid },
-      rec.expiresAt,
-    );
+    broker.tickets.restore(rec.ticket, m, holderOf(s), rec.expiresAt);
   else m.ticket = "";
   if (rec.state === "pending") {
     broker.pendingMappings++;

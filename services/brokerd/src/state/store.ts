@@ -10,8 +10,9 @@
 //
 // Files: state.snap (header line "vfio-broker-state 1 <gen> <crc32> <bytes>", then the snapshot
 // JSON) and state.<gen>.log. Compaction writes a new snapshot with gen+1 (tmp, fsync), creates
-// state.<gen+1>.log, renames the snapshot into place and deletes the old log: a crash at any point leaves either the
-// old snapshot with its log or the new snapshot with an empty or new log, never both applied.
+// state.<gen+1>.log, renames the snapshot into place and deletes the old log: a crash at any point
+// leaves either the old snapshot with its log or the new snapshot with an empty or new log, never
+// both applied.
 import {
   chmodSync,
   closeSync,
@@ -201,8 +202,8 @@ export class StateStore {
   /**
    * Writes whole records or none: a write cut short (ENOSPC after part of it fit) is truncated
    * away, so the next record does not start in the middle of a line (which would make the whole
-   * log unreadable at the next start). A compaction that fails is retried at the next write: the
-   * records are written, so the write itself succeeded.
+   * log unreadable at the next start). A compaction that fails does not fail the write (its
+   * records are in the log); it is tried again after COMPACT_SLACK more records.
    */
   private write(recs: StateRecord[]): void {
     const data = Buffer.from(recs.length === 1 ? encodeRecord(recs[0]!) : recs.map(encodeRecord).join(""));
