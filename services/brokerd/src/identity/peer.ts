@@ -50,6 +50,10 @@ export function cgroupFromProcText(text: string): string {
 /** cgroupFromProcText's path and the hierarchy it came from (where cgroup-trust.ts must look). */
 export function cgroupRefFromProcText(text: string): { path: string; hierarchy: Hierarchy } | undefined {
   const lines = text.split("\n");
+  // The kernel refuses "\n" in cgroup names, so the file has one line per hierarchy; text with
+  // two 0:: or two name=systemd lines is not the kernel's and names no cgroup.
+  if (lines.filter((l) => l.startsWith("0::")).length > 1) return undefined;
+  if (lines.filter((l) => /^\d+:name=systemd:/.test(l)).length > 1) return undefined;
   const v2 = lines.find((l) => l.startsWith("0::"))?.slice(3);
   if (v2 !== undefined && v2 !== "/") return { path: v2, hierarchy: "v2" };
   const v1 = lines.find((l) => /^\d+:name=systemd:/.test(l));
