@@ -13,7 +13,9 @@
 // itself in, and asks for a device only a `pods:` or `containers:` rule gives. Then, in a fake
 // scope named after a real container's id, it holds mappings while that container's workload (in
 // the root-made cgroup) asks for its quota. And a root-made container cgroup still names its
-// container and pod. Every cgroup made here is removed afterwards.
+// container and pod, also for a session restored after brokerd is killed (-9) and started again,
+// while the forged one is judged again and stays its plain uid. Every cgroup made here is removed
+// afterwards.
 import assert from "node:assert/strict";
 import {
   chmodSync,
@@ -324,5 +326,41 @@ describe("hostile: container identity from a cgroup a user could name", () => {
       [opens[0]!.containerId, opens[0]!.podUid, opens[0]!.containerRuntime],
       [ID, POD, "containerd"],
     );
+  });
+
+  it("after kill -9 and a restart, restored sessions are judged again: the forged one stays its plain uid", {
+    timeout: 120_000,
+  }, async () => {
+    const w = agent(WORKLOAD, ["hold", b.socket, CONTAINER_CGROUP, String(WORKLOAD), "", "sim1", "4", "1"]);
+    const a = agent(ATTACKER, [
+      "hold",
+      b.socket,
+      DELEGATED[0]![2],
+      String(ATTACKER),
+      `docker-${ID}.scope`,
+      "sim0",
+      "2",
+      "1",
+    ]);
+    await holding(w);
+    await holding(a);
+    const exited = new Promise((r) => b.proc.once("exit", r));
+    b.proc.kill("SIGKILL");
+    await exited;
+    b = await startBrokerd({ policyText: POLICY, args: ["--ticket-ttl-ms", "600000"], dir: b.dir });
+    const admin = createClient(AdminService, `unix:${b.adminSocket}`);
+    const restored = (await admin.listSessions({})).sessions;
+    admin.close();
+    const of = (uid: number) => restored.find((s) => s.identity?.uid === uid)?.identity;
+    await stop(w);
+    await stop(a);
+    report("restored after kill -9", {
+      workload: { containerId: of(WORKLOAD)?.containerId, podUid: of(WORKLOAD)?.podUid },
+      attacker: { cgroup: of(ATTACKER)?.cgroup, containerId: of(ATTACKER)?.containerId },
+    });
+    assert.equal(of(WORKLOAD)?.containerId, ID, "the root-made container is still named after the restart");
+    assert.equal(of(WORKLOAD)?.podUid, POD);
+    assert.ok(of(ATTACKER)?.cgroup.endsWith(`docker-${ID}.scope`), "the attacker's session was restored");
+    assert.equal(of(ATTACKER)?.containerId, "", "the forged scope names no container after the restart");
   });
 });
