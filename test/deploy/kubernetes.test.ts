@@ -134,21 +134,25 @@ test("the ConfigMap's policy parses, allows the example pod's identity and only 
   ];
   const req = { device: "sim0", region: "BAR2", attribute: "WC", prot: "rw" } as const;
   for (const cgroup of cgroups) {
-    const d = authorizeMapping(policy, { uid, gid, pid: 1, cgroup }, req);
+    const d = authorizeMapping(policy, { uid, gid, pid: 1, cgroup, cgroupTrusted: true }, req);
     assert.equal(d.allow, true, `${cgroup}: ${d.allow ? "" : d.message}`);
     assert.equal(
-      authorizeMapping(policy, { uid, gid: 1000, pid: 1, cgroup }, req).allow,
+      authorizeMapping(policy, { uid, gid: 1000, pid: 1, cgroup, cgroupTrusted: true }, req).allow,
       false,
       "another gid",
     );
   }
   assert.equal(
-    authorizeMapping(policy, { uid, gid, pid: 1, cgroup: "/user.slice" }, req).allow,
+    authorizeMapping(policy, { uid, gid, pid: 1, cgroup: "/user.slice", cgroupTrusted: true }, req).allow,
     false,
     "outside a pod",
   );
   assert.equal(
-    authorizeMapping(policy, { uid, gid, pid: 1, cgroup: cgroups[0]! }, { ...req, region: "BAR0" }).allow,
+    authorizeMapping(
+      policy,
+      { uid, gid, pid: 1, cgroup: cgroups[0]!, cgroupTrusted: true },
+      { ...req, region: "BAR0" },
+    ).allow,
     false,
   );
 });

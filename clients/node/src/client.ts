@@ -81,7 +81,7 @@ export interface Identity {
   pid: number;
   cgroup: string;
   pidfdSource: string;
-  /** From the cgroup path, "" when it names none: the 64-hex container id, */
+  /** From the cgroup path, "" when it names none or a user could have made it: the 64-hex container id, */
   containerId: string;
   /** "docker", "podman", "containerd", "cri-o" or "kubepods", */
   containerRuntime: string;

@@ -189,12 +189,19 @@ export const IDENTITY = {
     pid: { type: "integer" },
     cgroup: { type: "string" },
     pidfdSource: { type: "string" },
-    containerId: { type: "string", description: "64-hex container id read from the cgroup path, or empty" },
+    containerId: {
+      type: "string",
+      description:
+        "64-hex container id read from the cgroup path, or empty (also when a user could have made that cgroup: docs/security.md)",
+    },
     containerRuntime: {
       type: "string",
       description: "docker, podman, containerd, cri-o, kubepods (a bare id under a pod), or empty",
     },
-    podUid: { type: "string", description: "Kubernetes pod UID read from the cgroup path, or empty" },
+    podUid: {
+      type: "string",
+      description: "Kubernetes pod UID read from the cgroup path, or empty (on the same condition)",
+    },
     qosClass: {
       type: "string",
       description: "the pod's QoS class: guaranteed, burstable, besteffort, or empty",

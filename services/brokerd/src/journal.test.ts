@@ -560,17 +560,18 @@ describe("daemon start and stop", () => {
 });
 
 describe("container identity", () => {
-  test("session.open names the container id, runtime, pod UID and QoS class read from the cgroup", () => {
+  test("session.open names the container id, runtime, pod UID and QoS class read from a trusted cgroup only", () => {
     const { fs, journal } = setup();
     const broker = fakeBroker();
     journal.attach(broker);
     const id = "4f3c2b1a".repeat(8);
     const pod = "0c4f2a9e-1111-2222-3333-444455556666";
-    const identity = (cgroup: string) => ({
+    const identity = (cgroup: string, cgroupTrusted = true) => ({
       uid: 1000,
       gid: 1000,
       pid: 42,
       cgroup,
+      cgroupTrusted,
       pidfd: 7,
       pidfdSource: "SO_PEERPIDFD",
       groups: [],
@@ -585,7 +586,12 @@ describe("container identity", () => {
       id: "s2",
       identity: identity("/user.slice/user-1000.slice/session-1.scope"),
     } as never);
-    const [k8s, host] = fs.lines().filter((l) => l.event === "session.open");
+    // The same path where a user could have named it (identity/cgroup-trust.ts): no container, no pod.
+    broker.emit("session.open", {
+      id: "s3",
+      identity: identity(`/system.slice/docker-${id}.scope`, false),
+    } as never);
+    const [k8s, host, forged] = fs.lines().filter((l) => l.event === "session.open");
     assert.equal(k8s!.session, "s1");
     assert.equal(k8s!.containerId, id);
     assert.equal(k8s!.containerRuntime, "containerd");
@@ -595,6 +601,10 @@ describe("container identity", () => {
     assert.equal(host!.session, "s2");
     assert.equal(host!.containerId, undefined);
     assert.equal(host!.podUid, undefined);
+    assert.equal(forged!.cgroup, `/system.slice/docker-${id}.scope`);
+    assert.equal(forged!.cgroupTrusted, false);
+    assert.equal(forged!.containerId, undefined);
+    assert.equal(forged!.containerRuntime, undefined);
   });
 });
 

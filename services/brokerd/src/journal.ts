@@ -7,7 +7,7 @@
 // vocabulary. What it guarantees is written down in docs/security.md (section 4).
 import { type Broker, type BrokerEvents, type FdPeer, VERSION } from "./broker.js";
 import type { Mapping } from "./grants/device-file.js";
-import { parseCgroup } from "./identity/container.js";
+import { cgroupIdentityOf } from "./identity/container.js";
 import { type KeyFields, Repeats, type Summary } from "./journal/aggregate.js";
 import { JournalSink } from "./journal/sink.js";
 import { fsWriter, type JournalWriter } from "./journal/writer.js";
@@ -171,7 +171,7 @@ export class Journal {
         this.write("session.open", {
           session: s.id,
           ...s.identity,
-          ...parseCgroup(s.identity.cgroup),
+          ...cgroupIdentityOf(s.identity),
           pidfd: undefined,
           groups: undefined,
         }),

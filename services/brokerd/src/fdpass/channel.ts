@@ -141,7 +141,7 @@ export class FdChannel {
         );
         return;
       }
-      const identity = { ...peer, cgroup: cgroupOf(peer.pid) };
+      const identity = { ...peer, ...cgroupOf(peer.pid) };
       const keys = quotaKeys(identity);
       try {
         this.broker.quotas.charge(

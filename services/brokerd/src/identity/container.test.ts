@@ -1,7 +1,11 @@
-// containerOf on the cgroup shapes real engines produce, and quotaKeys built from it.
+// containerOf on the cgroup shapes real engines produce, and quotaKeys built from it; an untrusted
+// path (cgroup-trust.ts refused it) names nothing; namedDepth says how deep the parse reads.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { containerOf, parseCgroup, quotaKeys } from "./container.js";
+import { cgroupIdentityOf, containerOf, namedDepth, parseCgroup, quotaKeys } from "./container.js";
+
+/** A path cgroup-trust.ts passed. */
+const trusted = (cgroup: string) => ({ cgroup, cgroupTrusted: true });
 
 const ID = "4f3c2b1a".repeat(8);
 
@@ -23,20 +27,21 @@ test("containerOf: systemd and cgroupfs drivers of docker, podman, containerd an
     ["/system.slice/docker-notahexid.scope", undefined],
   ];
   for (const [path, runtime] of cases) {
-    const c = containerOf(path);
+    const c = containerOf(trusted(path));
     assert.equal(c?.runtime, runtime, path);
     if (runtime) assert.equal(c!.id, ID, path);
   }
 });
 
 test("quotaKeys: the uid always, the container when there is one", () => {
-  assert.deepEqual(quotaKeys({ uid: 1000, cgroup: "/user.slice/user-1000.slice/session-3.scope" }), [
-    "uid:1000",
-  ]);
-  assert.deepEqual(quotaKeys({ uid: 100999, cgroup: `/machine.slice/libpod-${ID}.scope` }), [
-    "uid:100999",
-    `container:${ID}`,
-  ]);
+  assert.deepEqual(
+    quotaKeys({ uid: 1000, cgroup: "/user.slice/user-1000.slice/session-3.scope", cgroupTrusted: true }),
+    ["uid:1000"],
+  );
+  assert.deepEqual(
+    quotaKeys({ uid: 100999, cgroup: `/machine.slice/libpod-${ID}.scope`, cgroupTrusted: true }),
+    ["uid:100999", `container:${ID}`],
+  );
 });
 
 const ID2 = "a1b2c3d4".repeat(8);
@@ -156,20 +161,47 @@ test("parseCgroup: the outermost container wins; a container cannot name itself 
     containerId: ID,
     containerRuntime: "docker",
   });
-  assert.equal(containerOf(`/system.slice/docker-${ID}.scope/docker-${ID2}.scope`)?.id, ID);
+  assert.equal(containerOf(trusted(`/system.slice/docker-${ID}.scope/docker-${ID2}.scope`))?.id, ID);
 });
 
 test("containerOf carries the pod; quotaKeys stay uid and container", () => {
-  assert.deepEqual(containerOf(`/kubepods/burstable/pod${POD}/${ID}`), {
+  assert.deepEqual(containerOf(trusted(`/kubepods/burstable/pod${POD}/${ID}`)), {
     runtime: "kubepods",
     id: ID,
     podUid: POD,
     qosClass: "burstable",
   });
-  assert.equal(containerOf(`/kubepods/burstable/pod${POD}`), undefined);
-  assert.deepEqual(quotaKeys({ uid: 0, cgroup: `/kubepods/burstable/pod${POD}/${ID}/container` }), [
-    "uid:0",
-    `container:${ID}`,
+  assert.equal(containerOf(trusted(`/kubepods/burstable/pod${POD}`)), undefined);
+  assert.deepEqual(
+    quotaKeys({ uid: 0, cgroup: `/kubepods/burstable/pod${POD}/${ID}/container`, cgroupTrusted: true }),
+    ["uid:0", `container:${ID}`],
+  );
+  assert.deepEqual(quotaKeys({ uid: 7, cgroup: `/kubepods/burstable/pod${POD}`, cgroupTrusted: true }), [
+    "uid:7",
   ]);
-  assert.deepEqual(quotaKeys({ uid: 7, cgroup: `/kubepods/burstable/pod${POD}` }), ["uid:7"]);
+});
+
+test("an untrusted path names no container, no pod and no container quota key, whatever its shape", () => {
+  for (const cgroup of [
+    `/system.slice/docker-${ID}.scope`,
+    `/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-${ID}.scope/container`,
+    `/kubepods/burstable/pod${POD}/${ID}`,
+    `/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${POD_}.slice/cri-containerd-${ID}.scope`,
+  ]) {
+    assert.deepEqual(cgroupIdentityOf({ cgroup, cgroupTrusted: false }), {}, cgroup);
+    assert.equal(containerOf({ cgroup, cgroupTrusted: false }), undefined, cgroup);
+    assert.deepEqual(quotaKeys({ uid: 9, cgroup, cgroupTrusted: false }), ["uid:9"], cgroup);
+    assert.notDeepEqual(cgroupIdentityOf(trusted(cgroup)), {}, cgroup);
+  }
+});
+
+test("namedDepth: down to the outermost container segment, else the whole path", () => {
+  assert.equal(namedDepth(`/system.slice/docker-${ID}.scope/docker-${ID2}.scope/x`), 2);
+  assert.equal(namedDepth(`/docker/${ID}/init.scope`), 2);
+  assert.equal(namedDepth(`/kubepods/burstable/pod${POD}/${ID}/container`), 4);
+  assert.equal(namedDepth(`/kubepods/burstable/pod${POD}/crio-conmon-${ID}.scope/x/y`), 4);
+  assert.equal(namedDepth(`/kubepods/burstable/pod${POD}`), 3);
+  assert.equal(namedDepth("/user.slice/user-1000.slice/session-3.scope"), 3);
+  assert.equal(namedDepth(`/a/${ID}/b`), 2, "a bare id that is no shape ends the parse");
+  assert.equal(namedDepth("/"), 0);
 });

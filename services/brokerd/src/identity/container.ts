@@ -22,6 +22,11 @@
 // made itself) is a sub-cgroup of that container. A container may name its own sub-cgroups
 // anything, "docker-<another id>.scope" included, so the innermost segment is not to be trusted.
 // Likewise pod and QoS are only read above the container segment.
+//
+// A path is only believed when cgroup-trust.ts says no unprivileged user could have created or
+// named the segments it is read from (a user with a delegated subtree can mkdir any of these
+// names): cgroupIdentityOf, containerOf and quotaKeys take the identity's cgroupTrusted verdict
+// and say nothing for an untrusted path. parseCgroup alone is the shape, never the identity.
 
 export type QosClass = "guaranteed" | "burstable" | "besteffort";
 
@@ -63,8 +68,21 @@ const RUNTIME: Record<string, string> = {
   crio: "cri-o",
 };
 
-/** Everything the cgroup path says: container id and runtime, pod UID and QoS class. */
+/** Everything the cgroup path's shape says: container id and runtime, pod UID and QoS class. */
 export function parseCgroup(cgroup: string): CgroupIdentity {
+  return scanCgroup(cgroup).identity;
+}
+
+/**
+ * How many segments of the path, from the root, the parse reads: up to and including the outermost
+ * container segment (or the conmon or bare-hex segment that ends the parse), else all of them.
+ * Below that depth nothing can change what the path names; cgroup-trust.ts checks down to it.
+ */
+export function namedDepth(cgroup: string): number {
+  return scanCgroup(cgroup).depth;
+}
+
+function scanCgroup(cgroup: string): { identity: CgroupIdentity; depth: number } {
   const out: CgroupIdentity = {};
   const segments = cgroup.split("/").filter((s) => s !== "");
   let kube = false; // inside kubepods(.slice), pod not yet seen
@@ -75,18 +93,18 @@ export function parseCgroup(cgroup: string): CgroupIdentity {
     if (scope) {
       out.containerId = scope[2]!;
       out.containerRuntime = RUNTIME[scope[1]!]!;
-      break;
+      return { identity: out, depth: i + 1 };
     }
-    if (CONMON.test(seg)) break;
+    if (CONMON.test(seg)) return { identity: out, depth: i + 1 };
     if (BARE.test(seg)) {
       // cgroupfs: "/docker/<id>", or "<id>" right under a pod. Anywhere else a bare hex name is
       // not a shape any engine makes, so it is no container.
       if (segments[i - 1] === "docker") out.containerRuntime = "docker";
       else if (out.podUid !== undefined && POD_CGROUPFS.test(segments[i - 1] ?? ""))
         out.containerRuntime = "kubepods";
-      else break;
+      else return { identity: out, depth: i + 1 };
       out.containerId = seg;
-      break;
+      return { identity: out, depth: i + 1 };
     }
     if (out.podUid !== undefined) continue; // pod-level sub-cgroups (e.g. the pod's own slices)
     if (KUBEPODS.test(seg)) {
@@ -115,12 +133,24 @@ export function parseCgroup(cgroup: string): CgroupIdentity {
     }
     kube = false; // anything else under kubepods is not a pod path
   }
-  return out;
+  return { identity: out, depth: segments.length };
 }
 
-/** The container of a cgroup path, or undefined when the path is not a container's. */
-export function containerOf(cgroup: string): ContainerRef | undefined {
-  const p = parseCgroup(cgroup);
+/** The part of an identity this file reads: its cgroup path and cgroup-trust.ts's verdict on it. */
+export interface CgroupOf {
+  cgroup: string;
+  /** true only when cgroup-trust.ts found that no unprivileged user could have named the path. */
+  cgroupTrusted: boolean;
+}
+
+/** What an identity's cgroup says about it: parseCgroup of a trusted path, nothing otherwise. */
+export function cgroupIdentityOf(id: CgroupOf): CgroupIdentity {
+  return id.cgroupTrusted ? parseCgroup(id.cgroup) : {};
+}
+
+/** The container of an identity, or undefined when its (trusted) path is not a container's. */
+export function containerOf(id: CgroupOf): ContainerRef | undefined {
+  const p = cgroupIdentityOf(id);
   if (p.containerId === undefined) return undefined;
   const ref: ContainerRef = { runtime: p.containerRuntime!, id: p.containerId };
   if (p.podUid !== undefined) {
@@ -130,8 +160,8 @@ export function containerOf(cgroup: string): ContainerRef | undefined {
   return ref;
 }
 
-/** The quota keys an identity is charged to: always its uid, and its container when it has one. */
-export function quotaKeys(id: { uid: number; cgroup: string }): string[] {
-  const c = containerOf(id.cgroup);
+/** The quota keys an identity is charged to: always its uid, and its (trusted) container when it has one. */
+export function quotaKeys(id: CgroupOf & { uid: number }): string[] {
+  const c = containerOf(id);
   return c ? [`uid:${id.uid}`, `container:${c.id}`] : [`uid:${id.uid}`];
 }

@@ -32,6 +32,11 @@ test("cgroup v1: 0:: says / for everyone, so the name=systemd hierarchy names th
   );
 });
 
+test("text with two lines for one hierarchy is not the kernel's: no cgroup", () => {
+  assert.equal(cgroupFromProcText(`0::/user.slice/x\n0::/system.slice/docker-${ID}.scope\n`), "");
+  assert.equal(cgroupFromProcText(`1:name=systemd:/a\n1:name=systemd:/docker/${ID}\n0::/\n`), "");
+});
+
 test("start time: field 22 of /proc/<pid>/stat, also when the command name has spaces and ')'", () => {
   const rest = "S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 987654 20 21";
   assert.equal(startTimeFromStat(`123 (node) ${rest}`), "987654");

@@ -1,8 +1,11 @@
 // Peer identity from the kernel: SO_PEERCRED (uid, gid, pid), SO_PEERPIDFD (a pidfd, so a recycled
-// pid cannot impersonate), and /proc/<pid>/cgroup (the container). Never from what a client says.
+// pid cannot impersonate), and /proc/<pid>/cgroup (the container, when cgroup-trust.ts believes
+// the path). Never from what a client says.
 import { readFileSync } from "node:fs";
 import { closeFd, peerIdentity, pidfdAlive } from "@vfio-broker/native";
 import type { Identity } from "../policy/index.js";
+import { type CgroupReading, readVerifiedCgroup } from "./cgroup-fs.js";
+import type { Hierarchy } from "./cgroup-trust.js";
 
 export interface PeerIdentity extends Identity {
   pidfd: number;
@@ -41,24 +44,49 @@ export function processStartTime(pid: number): string {
  * (docker-<id>.scope, /docker/<id>, /kubepods/...) as in v2. Pure.
  */
 export function cgroupFromProcText(text: string): string {
+  return cgroupRefFromProcText(text)?.path ?? "";
+}
+
+/** cgroupFromProcText's path and the hierarchy it came from (where cgroup-trust.ts must look). */
+export function cgroupRefFromProcText(text: string): { path: string; hierarchy: Hierarchy } | undefined {
   const lines = text.split("\n");
+  // The kernel refuses "\n" in cgroup names, so the file has one line per hierarchy; text with
+  // two 0:: or two name=systemd lines is not the kernel's and names no cgroup.
+  if (lines.filter((l) => l.startsWith("0::")).length > 1) return undefined;
+  if (lines.filter((l) => /^\d+:name=systemd:/.test(l)).length > 1) return undefined;
   const v2 = lines.find((l) => l.startsWith("0::"))?.slice(3);
-  if (v2 !== undefined && v2 !== "/") return v2;
+  if (v2 !== undefined && v2 !== "/") return { path: v2, hierarchy: "v2" };
   const v1 = lines.find((l) => /^\d+:name=systemd:/.test(l));
   if (v1 !== undefined) {
     const path = v1.slice(v1.indexOf(":name=systemd:") + ":name=systemd:".length);
-    if (path !== "" && path !== "/") return path;
+    if (path !== "" && path !== "/") return { path, hierarchy: "v1-systemd" };
   }
-  return v2 ?? "";
+  return v2 === undefined ? undefined : { path: v2, hierarchy: "v2" };
 }
 
-/** The cgroup path of pid ("" if it cannot be read, e.g. the process already exited). */
-export function cgroupOf(pid: number): string {
+function readProcCgroup(pid: number): { path: string; hierarchy: Hierarchy } | undefined {
   try {
-    return cgroupFromProcText(readFileSync(`/proc/${pid}/cgroup`, "utf8"));
+    return cgroupRefFromProcText(readFileSync(`/proc/${pid}/cgroup`, "utf8"));
   } catch {
-    return "";
+    return undefined;
   }
+}
+
+/**
+ * The cgroup path of pid ("" if it cannot be read, e.g. the process already exited) and whether
+ * it may name a container or pod (cgroup-trust.ts; read again after the check, cgroup-fs.ts).
+ */
+export function cgroupOf(pid: number): CgroupReading {
+  return readVerifiedCgroup(() => readProcCgroup(pid));
+}
+
+/**
+ * After a restart (state/restore.ts): may the recorded path still name a container? Judged again on
+ * where the (still living) process is now; a process that moved is not believed.
+ */
+export function cgroupTrustedNow(pid: number, recorded: string): boolean {
+  const now = cgroupOf(pid);
+  return now.cgroupTrusted && now.cgroup === recorded;
 }
 
 function groupsOf(pid: number): number[] {
@@ -79,7 +107,7 @@ function groupsOf(pid: number): number[] {
  */
 export function identityOfSocket(fd: number): PeerIdentity {
   const p = peerIdentity(fd);
-  const cgroup = cgroupOf(p.pid);
+  const { cgroup, cgroupTrusted } = cgroupOf(p.pid);
   const groups = groupsOf(p.pid);
   const startTime = processStartTime(p.pid);
   if (!pidfdAlive(p.pidfd)) {
@@ -91,6 +119,7 @@ export function identityOfSocket(fd: number): PeerIdentity {
     gid: p.gid,
     pid: p.pid,
     cgroup,
+    cgroupTrusted,
     pidfd: p.pidfd,
     pidfdSource: p.pidfdSource,
     groups,

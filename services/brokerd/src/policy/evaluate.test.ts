@@ -49,14 +49,21 @@ rules:
   "/etc/vfio-broker/policy.yaml",
 );
 
-const user: Identity = { uid: 1000, gid: 1000, pid: 42, cgroup: "/user.slice" };
-const nobody: Identity = { uid: 65534, gid: 65534, pid: 43, cgroup: "" };
-const docker: Identity = { uid: 0, gid: 0, pid: 44, cgroup: "/system.slice/docker-0123abcd.scope" };
+const user: Identity = { uid: 1000, gid: 1000, pid: 42, cgroup: "/user.slice", cgroupTrusted: false };
+const nobody: Identity = { uid: 65534, gid: 65534, pid: 43, cgroup: "", cgroupTrusted: false };
+const docker: Identity = {
+  uid: 0,
+  gid: 0,
+  pid: 44,
+  cgroup: "/system.slice/docker-0123abcd.scope",
+  cgroupTrusted: true,
+};
 const pod: Identity = {
   uid: 5,
   gid: 2000,
   pid: 45,
   cgroup: "/kubepods.slice/kubepods-besteffort.slice/cri-1.scope",
+  cgroupTrusted: true,
 };
 
 function denied(d: Decision): { reason: string; message: string } {
@@ -301,7 +308,7 @@ rules:
 `,
     "policy.yaml",
   );
-  const id = (cgroup: string, uid = 0): Identity => ({ uid, gid: 0, pid: 1, cgroup });
+  const id = (cgroup: string, uid = 0): Identity => ({ uid, gid: 0, pid: 1, cgroup, cgroupTrusted: true });
   const rule = (cgroup: string, uid = 0) => {
     const d = authorizeIdentity(p, id(cgroup, uid));
     return d.allow ? d.rule.name : d.reason;
@@ -330,4 +337,18 @@ rules:
   assert.equal(rule(""), "no_rule");
   // a uuid-looking path outside kubepods is no pod
   assert.equal(rule(`/system.slice/pod${podUid}/${"9".repeat(64)}`), "no_rule");
+  // The same paths, where identity/cgroup-trust.ts found a user could have named them: no rule, and
+  // the refusal says why.
+  for (const cgroup of [
+    `/system.slice/docker-${cid}.scope`,
+    `/user.slice/user-1000.slice/user@1000.service/docker-${cid}.scope`,
+    `/kubepods/besteffort/pod${podUid}/${"9".repeat(64)}`,
+  ]) {
+    const d = authorizeIdentity(p, { ...id(cgroup), cgroupTrusted: false });
+    assert.equal(d.allow ? d.rule.name : d.reason, "no_rule", cgroup);
+    assert.match(d.allow ? "" : d.message, /not trusted to name a container or pod: see docs\/security\.md/);
+  }
+  // an untrusted path that names nothing is described as it is
+  const plain = authorizeIdentity(p, { ...id("/user.slice"), cgroupTrusted: false });
+  assert.doesNotMatch(plain.allow ? "" : plain.message, /not trusted/);
 });

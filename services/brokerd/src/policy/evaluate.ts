@@ -5,7 +5,7 @@
 // the most specific reason and what to change. Never widens a rule: the first rule in file order
 // that matches the whole request decides it.
 
-import { parseCgroup } from "../identity/container.js";
+import { cgroupIdentityOf, parseCgroup } from "../identity/container.js";
 import { type CompiledGlob, compileGlob, matchCompiled } from "./glob.js";
 import type { Attribute, Identity, IdentityMatch, Limits, Policy, Prot, Rule } from "./schema.js";
 import { UNNAMED_LIMITS } from "./schema.js";
@@ -57,8 +57,9 @@ export function matchesIdentity(match: IdentityMatch, id: Identity): boolean {
     if (!match.cgroups.some((g) => matchCompiled(compiled(g), id.cgroup, true))) return false;
   }
   if (match.containers !== undefined || match.pods !== undefined) {
-    // Read from the same kernel-reported cgroup path; outermost container wins (container.ts).
-    const c = parseCgroup(id.cgroup);
+    // Read from the same kernel-reported cgroup path, only when no unprivileged user could have
+    // named it (cgroup-trust.ts); outermost container wins (container.ts).
+    const c = cgroupIdentityOf(id);
     if (match.containers !== undefined) {
       const cid = c.containerId;
       if (cid === undefined || !match.containers.some((g) => matchCompiled(compiled(g), cid, false)))
@@ -91,7 +92,13 @@ function quoted(value: string): string {
 
 function who(id: Identity): string {
   const cgroup = id.cgroup === "" ? "cgroup unknown" : `cgroup ${quoted(id.cgroup)}`;
-  return `uid ${id.uid} (gid ${id.gid}, ${cgroup})`;
+  // A path shaped like a container's that the trust rule refused: say why no containers:/pods: rule matched.
+  const shape = id.cgroupTrusted ? {} : parseCgroup(id.cgroup);
+  const untrusted =
+    shape.containerId !== undefined || shape.podUid !== undefined
+      ? ", a cgroup not trusted to name a container or pod: see docs/security.md"
+      : "";
+  return `uid ${id.uid} (gid ${id.gid}, ${cgroup}${untrusted})`;
 }
 
 /** `rule "a" allows` or `rules "a", "b" allow` */

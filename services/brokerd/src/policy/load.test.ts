@@ -48,7 +48,7 @@ test("sim-local.yaml and sim-local.json are equivalent and allow what npm start 
     yaml.rules.map((r) => ({ ...r, line: 0 })),
     json.rules.map((r) => ({ ...r, line: 0 })),
   );
-  const someone = { uid: 65534, gid: 65534, pid: 1, cgroup: "" };
+  const someone = { uid: 65534, gid: 65534, pid: 1, cgroup: "", cgroupTrusted: false };
   for (const attribute of ["UC", "WC"] as const) {
     for (const prot of ["r", "rw"] as const) {
       for (const region of ["BAR0", "BAR2", "CONFIG"]) {
@@ -74,7 +74,7 @@ test("sim-local.yaml and sim-local.json are equivalent and allow what npm start 
 test("production-example.yaml: tight limits, WC on one BDF for the container, no device fd anywhere", () => {
   const p = loadPolicyFile(join(policyDir, "production-example.yaml"));
   assert.ok(p.rules.every((r) => !r.allowDeviceFd));
-  const container = { uid: 0, gid: 0, pid: 1, cgroup: "/system.slice/docker-abc.scope" };
+  const container = { uid: 0, gid: 0, pid: 1, cgroup: "/system.slice/docker-abc.scope", cgroupTrusted: true };
   const ok = authorizeMapping(p, container, {
     device: "0000:3b:00.0",
     region: "BAR2",
@@ -90,20 +90,30 @@ test("production-example.yaml: tight limits, WC on one BDF for the container, no
   );
   assert.equal(strangerMayMap(p), false);
   // The pod rule: that pod's containers, by the UID in their cgroup path; not another pod's.
-  const inPod = (uid: string) => ({
+  const inPod = (uid: string, cgroupTrusted = true) => ({
     uid: 0,
     gid: 0,
     pid: 1,
     cgroup: `/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${uid.replaceAll("-", "_")}.slice/cri-containerd-${"4f3c2b1a".repeat(8)}.scope`,
+    cgroupTrusted,
   });
   const wc = { device: "0000:af:00.0", region: "BAR2", attribute: "WC", prot: "rw" } as const;
   const pod = authorizeMapping(p, inPod("0c4f2a9e-1111-2222-3333-444455556666"), wc);
   assert.equal(pod.allow && pod.rule.name, "inference-pod-wc");
   assert.equal(authorizeMapping(p, inPod("0c4f2a9e-1111-2222-3333-444455556667"), wc).allow, false);
+  // The same path in a cgroup a user could have named (identity/cgroup-trust.ts): no pod, no rule.
+  const forged = authorizeMapping(p, inPod("0c4f2a9e-1111-2222-3333-444455556666", false), wc);
+  assert.equal(forged.allow, false);
 });
 
 function strangerMayMap(p: ReturnType<typeof loadPolicyFile>): boolean {
-  const stranger = { uid: 1000, gid: 1000, pid: 1, cgroup: "/user.slice/user-1000.slice/session-1.scope" };
+  const stranger = {
+    uid: 1000,
+    gid: 1000,
+    pid: 1,
+    cgroup: "/user.slice/user-1000.slice/session-1.scope",
+    cgroupTrusted: true,
+  };
   return authorizeMapping(p, stranger, {
     device: "0000:3b:00.0",
     region: "BAR2",

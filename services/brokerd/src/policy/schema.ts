@@ -23,14 +23,19 @@
  *                                    # optional globs over the cgroup v2 path, starting with "/" or
  *                                    # "**"; * = within one path segment, ** = across segments. An
  *                                    # identity whose cgroup is unknown ("") matches no cgroup glob.
+ *                                    # Anchor them at a root-made prefix: a user names whatever
+ *                                    # lies below its own delegated cgroup, so a glob starting
+ *                                    # with "**" matches cgroups a user made.
  *         containers: ["4f3c2b1a...", "4f3c*"]   # optional container ids (64 lowercase hex, as
  *                                    # `docker inspect`/`crictl ps --no-trunc` print them) or globs
  *                                    # over them ("4f3c*" for a short id). The id is read from the
- *                                    # cgroup path (identity/container.ts); a process in no
- *                                    # container matches no containers entry.
+ *                                    # cgroup path (identity/container.ts), only when no
+ *                                    # unprivileged user could have named it (cgroup-trust.ts); a
+ *                                    # process in no such container matches no containers entry.
  *         pods: ["0c4f2a9e-1111-2222-3333-444455556666"]   # optional Kubernetes pod UIDs
  *                                    # (metadata.uid, with dashes), read from the cgroup's kubepods
- *                                    # path; a process in no pod matches no pods entry.
+ *                                    # path, on the same condition; a process in no pod matches no
+ *                                    # pods entry.
  *       devices: ["sim*"]            # required; globs over device ids ("sim0", "0000:00:01.0"); BDFs
  *                                    # need their domain and lowercase hex, as in sysfs
  *       regions: [BAR0, BAR2, CONFIG]   # required; BAR0..BAR5, ROM, CONFIG, VGA, or "*" for all
@@ -89,6 +94,12 @@ export interface Identity {
   pid: number;
   /** cgroup v2 path like "/user.slice/user-1000.slice/session-1.scope"; "" if unknown. */
   cgroup: string;
+  /**
+   * The path may name a container or pod: no unprivileged user could have created or named it
+   * (identity/cgroup-trust.ts). When false, containers: and pods: match nothing and the identity
+   * has no container quota key; cgroups: globs still match the path as the kernel reports it.
+   */
+  cgroupTrusted: boolean;
 }
 
 /** Quotas per identity (uid, and container when known), across all of its sessions. */

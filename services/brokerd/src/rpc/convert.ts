@@ -23,7 +23,7 @@ import type {
 import { invalid } from "../errors.js";
 import type { Mapping } from "../grants/device-file.js";
 import type { Layout } from "../grants/layout.js";
-import { parseCgroup } from "../identity/container.js";
+import { cgroupIdentityOf } from "../identity/container.js";
 import type { PeerIdentity } from "../identity/peer.js";
 
 const ATTR: Record<Attribute, PbAttribute> = { UC: PbAttribute.UC, WC: PbAttribute.WC, WB: PbAttribute.WB };
@@ -140,7 +140,8 @@ export function deviceToPb(d: DeviceInfo, health: DeviceHealth): MessageInitShap
 }
 
 export function identityToPb(id: PeerIdentity): MessageInitShape<typeof IdentitySchema> {
-  const c = parseCgroup(id.cgroup);
+  // Container and pod only from a trusted cgroup (identity/cgroup-trust.ts); an untrusted name is not shown.
+  const c = cgroupIdentityOf(id);
   return {
     uid: id.uid,
     gid: id.gid,

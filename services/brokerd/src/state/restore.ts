@@ -14,7 +14,7 @@ import { DeviceFile, type Mapping } from "../grants/device-file.js";
 import type { Layout } from "../grants/layout.js";
 import { holderOf } from "../grants/tickets.js";
 import { quotaKeys } from "../identity/container.js";
-import { type PeerIdentity, processStartTime } from "../identity/peer.js";
+import { cgroupTrustedNow, type PeerIdentity, processStartTime } from "../identity/peer.js";
 import { Session } from "../identity/session.js";
 import type { DeviceFileRec, MappingRec, SessionRec } from "./records.js";
 import { StateError, type StateStore } from "./store.js";
@@ -99,6 +99,9 @@ function restoreSession(broker: Broker, rec: SessionRec, pidfd: number, now: num
     gid: rec.gid,
     pid: rec.pid,
     cgroup: rec.cgroup,
+    // Judged again (the record keeps only the path): the process still lives (pid + start time),
+    // and only root can change a root-controlled chain meanwhile.
+    cgroupTrusted: cgroupTrustedNow(rec.pid, rec.cgroup),
     groups: rec.groups,
     pidfd,
     pidfdSource: rec.pidfdSource,
