@@ -5,7 +5,7 @@
 
 import { createHash, randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
-import { closeFd, dupFd, pidfdAlive, pidfdSendSignal, type Watch, watchPidfd } from "@vfio-broker/native";
+import { closeFd, pidfdAlive, pidfdSendSignal, type Watch, watchPidfd } from "@vfio-broker/native";
 import type {
   Attribute,
   AttributeCheck,
@@ -45,7 +45,7 @@ import { QuotaBook } from "./grants/quota.js";
 import { checkAccess, checkMappingRange } from "./grants/range.js";
 import { holderOf, type RedeemFailure, TicketBook } from "./grants/tickets.js";
 import { quotaKeys } from "./identity/container.js";
-import { describeIdentity, type PeerIdentity, processStartTime } from "./identity/peer.js";
+import { describeIdentity, openIfSameProcess, type PeerIdentity, processStartTime } from "./identity/peer.js";
 import { type LeaseEvent, MAX_MISSED_EVENTS, Session } from "./identity/session.js";
 import { logLimited } from "./log.js";
 import {
@@ -94,6 +94,11 @@ export function tokenHash(token: string): string {
 }
 
 export const DEFAULT_MAX_PENDING_MAPPINGS = 1024;
+/**
+ * Holder processes of revoked mappings watched by pidfd (one fd each, out of fd-budget.ts's
+ * RESERVE_FDS); beyond, the sweep polls their /proc start time (no fd).
+ */
+export const MAX_WATCHED_HOLDERS = 64;
 export const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
 
 export interface BrokerEvents {
@@ -231,8 +236,12 @@ export class Broker extends EventEmitter<BrokerEvents> {
   private readonly attributeMaps = new Map<string, AttributeMap>();
   /** Revoked mappings whose holder may still map them (state "revoking"): their pages stay booked. */
   readonly holds = new HoldBook();
-  /** A pidfd and its exit watch per holder process with holds (key: holderKey). */
-  private readonly holders = new Map<string, { pidfd: number; watch: Watch | undefined }>();
+  /**
+   * The exit watch of each holder process with holds (key: holderKey): one fd each, for at most
+   * MAX_WATCHED_HOLDERS of them; the others (undefined) are looked up in /proc by the sweep.
+   */
+  private readonly holders = new Map<string, Watch | undefined>();
+  private watchedHolders = 0;
   /** Holds made so far (RevokeCounts.mappingsHeld is the difference over one revocation). */
   private holdsMade = 0;
   /** The operator's enforcement for the revocation in progress (revokeMapping/revokeSession). */
@@ -673,13 +682,12 @@ export class Broker extends EventEmitter<BrokerEvents> {
     if (same && (a.allowFallback || same.effectiveAttribute === attribute))
       return this.addReference(s, same, rule, a.requestId ?? "");
     let issued = { ticket: "", expiresAt: 0 };
-    this.checkHeld(df.device.id, region.index, a.offset, a.length, attribute, a.allowFallback);
     const m = this.chargeMapping(s, a.length, rule, () => {
       const attrs = this.attributeMap(df.device.id);
       // The effective attribute decides the PAT conflict; the backend tells us which one it is.
       const backing = this.openBacking(s, df, region, { ...a, attribute, prot }, rule);
       try {
-        attrs.check(region.index, region.name, a.offset, a.length, backing.effectiveAttribute);
+        this.checkPages(attrs, region, a.offset, a.length, backing.effectiveAttribute);
         attrs.acquire(region.index, a.offset, a.length, backing.effectiveAttribute);
       } catch (e) {
         backing.release();
@@ -821,13 +829,12 @@ export class Broker extends EventEmitter<BrokerEvents> {
     const region = m.region;
     this.checkCapability(df, region, attribute, allowFallback);
     const rule = this.mappingRule(s, df, region, attribute, m.prot);
-    this.checkHeld(df.device.id, region.index, m.regionOffset, m.length, attribute, allowFallback);
     const attrs = this.attributeMap(df.device.id);
     const range = { offset: m.regionOffset, length: m.length, attribute, prot: m.prot, allowFallback };
     const backing = this.openBacking(s, df, region, range, rule);
     attrs.release(region.index, m.regionOffset, m.length);
     try {
-      attrs.check(region.index, region.name, m.regionOffset, m.length, backing.effectiveAttribute);
+      this.checkPages(attrs, region, m.regionOffset, m.length, backing.effectiveAttribute);
     } catch (e) {
       attrs.acquire(region.index, m.regionOffset, m.length, m.effectiveAttribute);
       backing.release();
@@ -845,23 +852,27 @@ export class Broker extends EventEmitter<BrokerEvents> {
   }
 
   /**
-   * FAILED_PRECONDITION "held" when pages of the range are still held with another attribute by a
-   * revoked mapping whose holder has not unmapped them (the AttributeMap would refuse them too, but
-   * could not say why). With fallback, UC over a held UC range is still possible.
+   * The AttributeMap's check; when it refuses because a revoked mapping whose holder has not
+   * unmapped it still holds some of the pages, the refusal says so (reason held_by_revoked). The
+   * holds are looked at only then: a grant costs nothing more for them.
    */
-  private checkHeld(
-    deviceId: string,
-    regionIndex: number,
+  private checkPages(
+    attrs: AttributeMap,
+    region: RegionInfo,
     offset: bigint,
     length: bigint,
     attribute: Attribute,
-    allowFallback: boolean,
   ): void {
-    if (this.holds.size === 0) return;
-    const h = this.holds.conflict(deviceId, regionIndex, offset, length, attribute, this.opts.pageSize);
-    if (!h) return;
-    if (allowFallback && attribute !== "UC" && h.attribute === "UC") return;
-    throw precondition(heldMessage(h, Date.now()), "held_by_revoked");
+    try {
+      attrs.check(region.index, region.name, offset, length, attribute);
+    } catch (e) {
+      const h =
+        this.holds.size > 0
+          ? this.holds.conflict(attrs.deviceId, region.index, offset, length, attribute, this.opts.pageSize)
+          : undefined;
+      if (h) throw precondition(heldMessage(h, Date.now()), "held_by_revoked");
+      throw e;
+    }
   }
 
   /** A pending mapping is delivered (or gone): it no longer holds a pending slot. */
@@ -875,7 +886,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     const df = m.deviceFile;
     if (!df.mappings.has(m.cookie)) return;
     // Revoked from a live holder that has its fd: only asked to unmap, so the pages stay booked.
-    const held = s && staysBooked(m.state === "delivered", reason, this.alive(s));
+    const held = s && staysBooked(m.state === "delivered", reason, () => this.alive(s));
     df.removeMapping(m);
     // Older tickets of other references find the mapping gone when redeemed (redeemTicket).
     this.tickets.revoke(m.ticket);
@@ -944,16 +955,17 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.holds.add(h);
     const key = holderKey(h.pid, h.startTime);
     if (this.holders.has(key)) return;
-    let mine: { pidfd: number; watch: Watch | undefined } = { pidfd: -1, watch: undefined };
-    try {
-      const dup = dupFd(pidfd);
-      mine = { pidfd: dup, watch: undefined };
-      mine.watch = watchPidfd(dup, () => this.holderExited(key));
-    } catch (e) {
-      // No watch (fds exhausted): the sweep checks the process by its start time instead.
-      logLimited("hold.watch", `vfio-brokerd: cannot watch holder pid ${h.pid}: ${(e as Error).message}`);
-    }
-    this.holders.set(key, mine);
+    let watch: Watch | undefined;
+    if (this.watchedHolders < MAX_WATCHED_HOLDERS)
+      try {
+        // watchPidfd keeps a dup of its own: the caller's pidfd (the session's) may close.
+        watch = watchPidfd(pidfd, () => this.holderExited(key));
+        this.watchedHolders++;
+      } catch (e) {
+        // No watch (fds exhausted): the sweep checks the process by its start time instead.
+        logLimited("hold.watch", `vfio-brokerd: cannot watch holder pid ${h.pid}: ${(e as Error).message}`);
+      }
+    this.holders.set(key, watch);
   }
 
   /** A holder process exited: every hold it had ends, its pages and quota are free. */
@@ -966,11 +978,13 @@ export class Broker extends EventEmitter<BrokerEvents> {
   }
 
   private forgetHolder(key: string): void {
+    if (!this.holders.has(key)) return;
     const w = this.holders.get(key);
-    if (!w) return;
     this.holders.delete(key);
-    w.watch?.close();
-    if (w.pidfd >= 0) closeFd(w.pidfd);
+    if (w) {
+      w.close();
+      this.watchedHolders--;
+    }
   }
 
   /** Ends a hold: its pages and the quota it kept are free. */
@@ -1009,15 +1023,20 @@ export class Broker extends EventEmitter<BrokerEvents> {
       const k = holderKey(h.pid, h.startTime);
       byHolder.set(k, [...(byHolder.get(k) ?? []), h]);
     }
-    for (const [key, hs] of byHolder) {
+    for (const hs of byHolder.values()) {
       for (const h of hs) h.enforced = true;
-      const w = this.holders.get(key);
-      let result = "no-pidfd";
-      if (w && w.pidfd >= 0)
+      const h0 = hs[0]!;
+      // A pidfd opened now and checked against the start time is that very process, never one
+      // that reused its pid.
+      const proc = openIfSameProcess(h0.pid, h0.startTime);
+      let result = "gone";
+      if ("pidfd" in proc)
         try {
-          result = pidfdSendSignal(w.pidfd, 9) ? "killed" : "gone";
+          result = pidfdSendSignal(proc.pidfd, 9) ? "killed" : "gone";
         } catch (e) {
           result = `error:${(e as NodeJS.ErrnoException).code ?? "unknown"}`;
+        } finally {
+          closeFd(proc.pidfd);
         }
       this.emit("mapping.revoke.enforced", hs, result);
     }
@@ -1026,7 +1045,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
   /** Holders brokerd could not watch: their holds end once /proc says the process is gone. */
   private sweepUnwatched(): void {
     for (const [key, w] of this.holders) {
-      if (w.watch) continue;
+      if (w) continue;
       const i = key.indexOf(":");
       if (processStartTime(Number(key.slice(0, i))) !== key.slice(i + 1)) this.holderExited(key);
     }
@@ -1350,7 +1369,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
   revokeSession(id: string, reason: string, enforce?: { graceMs: number }): RevokeCounts {
     const s = this.sessions.get(id);
     if (!s) {
-      const held = [...this.holds.all()].filter((h) => h.sessionId === id);
+      const held = this.holds.ofSessionId(id);
       if (held.length > 0) return this.enforceHolds(held, enforce);
       throw notFound(`no session ${id}; ListSessions shows the live ones`, "unknown_session");
     }
@@ -1366,6 +1385,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
     );
     this.emit("revocation", "session", counts.mappingsRevoked);
     counts.mappingsHeld = this.holdsMade - held0;
+    // What an earlier revocation left held in this session is enforced the same way.
+    if (enforce) this.enforceHolds(this.holds.ofSessionId(id), enforce);
     return counts;
   }
 

@@ -148,7 +148,7 @@ class Model {
   drop(m: Live, reason: string): void {
     this.live.delete(m.id);
     // The holder process is alive in this model until "exit" (which drops with process-exit).
-    if (staysBooked(m.delivered, reason, reason !== "process-exit")) {
+    if (staysBooked(m.delivered, reason, () => reason !== "process-exit")) {
       const h: Hold = {
         id: `h${m.id}`,
         pid: this.pid(m.holder),

@@ -52,12 +52,26 @@ test("staysBooked: a delivered mapping of a live holder stays booked unless the 
     "disconnect",
     "lease-closed",
   ])
-    assert.equal(staysBooked(true, reason, true), true, reason);
+    assert.equal(
+      staysBooked(true, reason, () => true),
+      true,
+      reason,
+    );
   for (const reason of ["client", "process-exit", "ticket-expired", "store-failed", "resumed"])
-    assert.equal(staysBooked(true, reason, true), false, reason);
+    assert.equal(
+      staysBooked(true, reason, () => true),
+      false,
+      reason,
+    );
   // No fd went out, or nobody is left to map it.
-  assert.equal(staysBooked(false, "operator", true), false);
-  assert.equal(staysBooked(true, "operator", false), false);
+  assert.equal(
+    staysBooked(false, "operator", () => true),
+    false,
+  );
+  assert.equal(
+    staysBooked(true, "operator", () => false),
+    false,
+  );
 });
 
 test("enforcementFor: the operator's first, then the rule's; never for the holder's own connection ending", () => {

@@ -79,8 +79,8 @@ export const CONNECTION_ENDED: ReadonlySet<string> = new Set([
  * A mapping leaving its device file for `reason` stays booked (becomes a hold) when its fd went
  * out, its holder process still lives, and the holder did not end it itself.
  */
-export function staysBooked(delivered: boolean, reason: string, holderAlive: boolean): boolean {
-  return delivered && holderAlive && !HOLDER_ENDED.has(reason);
+export function staysBooked(delivered: boolean, reason: string, holderAlive: () => boolean): boolean {
+  return delivered && !HOLDER_ENDED.has(reason) && holderAlive();
 }
 
 /**
@@ -189,6 +189,7 @@ export class HoldBook {
   private readonly byId = new Map<string, Hold>();
   private readonly byHolder = new Map<string, Set<Hold>>();
   private readonly byDevice = new Map<string, Set<Hold>>();
+  private readonly bySession = new Map<string, Set<Hold>>();
   /** Bytes held, over all holds (metrics). */
   bytes = 0n;
 
@@ -214,6 +215,9 @@ export class HoldBook {
     const dev = this.byDevice.get(h.deviceId) ?? new Set<Hold>();
     this.byDevice.set(h.deviceId, dev);
     dev.add(h);
+    const ses = this.bySession.get(h.sessionId) ?? new Set<Hold>();
+    this.bySession.set(h.sessionId, ses);
+    ses.add(h);
     this.bytes += h.length;
   }
 
@@ -227,6 +231,9 @@ export class HoldBook {
     const dev = this.byDevice.get(h.deviceId);
     dev?.delete(h);
     if (dev?.size === 0) this.byDevice.delete(h.deviceId);
+    const ses = this.bySession.get(h.sessionId);
+    ses?.delete(h);
+    if (ses?.size === 0) this.bySession.delete(h.sessionId);
     this.bytes -= h.length;
     return true;
   }
@@ -244,14 +251,14 @@ export class HoldBook {
   /** The holds a session may release: of its device file, and of one cookie of it if given. */
   ofSession(sessionId: string, deviceFileId: bigint, cookie?: bigint): Hold[] {
     const out: Hold[] = [];
-    for (const h of this.byId.values())
-      if (
-        h.sessionId === sessionId &&
-        h.deviceFileId === deviceFileId &&
-        (cookie === undefined || h.cookie === cookie)
-      )
-        out.push(h);
+    for (const h of this.bySession.get(sessionId) ?? [])
+      if (h.deviceFileId === deviceFileId && (cookie === undefined || h.cookie === cookie)) out.push(h);
     return out;
+  }
+
+  /** Every hold of a session (it may have ended). */
+  ofSessionId(sessionId: string): Hold[] {
+    return [...(this.bySession.get(sessionId) ?? [])];
   }
 
   ofDevice(deviceId: string): Hold[] {

@@ -9,7 +9,7 @@
 // Revoked mappings still held (holds) are kept booked the same way while their holder process
 // lives, and dropped (one hold.end record) when it is gone.
 // Every decision is returned for the journal.
-import { closeFd, pidfdAlive, pidfdOpen, watchPidfd } from "@vfio-broker/native";
+import { closeFd, watchPidfd } from "@vfio-broker/native";
 import type { Broker } from "../broker.js";
 import type { Backing } from "../devices/backend.js";
 import { DeviceFile, type Mapping } from "../grants/device-file.js";
@@ -17,10 +17,12 @@ import type { Hold } from "../grants/holds.js";
 import type { Layout } from "../grants/layout.js";
 import { holderOf } from "../grants/tickets.js";
 import { quotaKeys } from "../identity/container.js";
-import { type PeerIdentity, processStartTime } from "../identity/peer.js";
+import { openIfSameProcess, type PeerIdentity } from "../identity/peer.js";
 import { Session } from "../identity/session.js";
 import type { DeviceFileRec, HoldRec, MappingRec, SessionRec } from "./records.js";
 import { StateError, type StateStore } from "./store.js";
+
+export { openIfSameProcess };
 
 export interface ReconcileDecision {
   session: string;
@@ -40,24 +42,6 @@ export interface RestoreReport {
   /** Holds kept (their holder lives) and dropped (it is gone). */
   holds?: { kept: number; dropped: number };
   ms: number;
-}
-
-/** A pidfd on pid if it is still the process that started at startTime; else why not. */
-export function openIfSameProcess(pid: number, startTime: string): { pidfd: number } | { why: string } {
-  if (startTime === "") return { why: "no start time was recorded" };
-  let pidfd: number;
-  try {
-    pidfd = pidfdOpen(pid);
-  } catch {
-    return { why: `pid ${pid} has exited` };
-  }
-  // Read after the pidfd is open: if the start time still matches, the pidfd is that process.
-  const now = processStartTime(pid);
-  if (now !== startTime || !pidfdAlive(pidfd)) {
-    closeFd(pidfd);
-    return { why: now === "" ? `pid ${pid} has exited` : `pid ${pid} is now another process (start ${now})` };
-  }
-  return { pidfd };
 }
 
 /** The Backing of a mapping delivered before the restart: the client holds the fd, brokerd nothing. */
