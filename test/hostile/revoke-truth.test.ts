@@ -352,7 +352,39 @@ describe("hostile: revocation tells the truth", () => {
   });
 });
 
-describe("hostile: a revoked mapping's booking survives kill -9 of brokerd", () => {
+describe("hostile: a revoked mapping's booking survives brokerd's end", () => {
+  it("--on-stop release: the shutdown revokes, the next brokerd keeps the pages booked until the holder exits", {
+    timeout: 120_000,
+  }, async () => {
+    let b = await startBrokerd({ policyText: policy(), args: ["--on-stop", "release"] });
+    let h: Holder | undefined;
+    const figures: Record<string, unknown> = {};
+    try {
+      h = await holder(b, 0x20000);
+      const exited = new Promise((r) => b.proc.once("exit", r));
+      b.proc.kill("SIGTERM");
+      await exited;
+      b = await startBrokerd({ dir: b.dir, policyText: policy() });
+      const o = await observer(b);
+      const r = await o.uc(0x20000);
+      figures.ucAfterRestart = r.result;
+      figures.holderWritesAfterRestart = await stillWrites(o, 0x20000);
+      h.child.kill("SIGKILL");
+      await h.exited;
+      figures.ucAfterExit = await until("free", async () =>
+        (await o.uc(0x20000)).result === "granted" ? "granted" : "",
+      ).catch(() => "never");
+      o.rpc.close();
+      report("--on-stop release keeps the hold", figures);
+      assert.equal(r.result, "FAILED_PRECONDITION");
+      assert.match(r.message, /reason shutdown/);
+      assert.equal(figures.ucAfterExit, "granted");
+    } finally {
+      h?.child.kill("SIGKILL");
+      await b.stop();
+    }
+  });
+
   it("revoke, kill -9, restart: the UC mapping is still refused until the holder exits", {
     timeout: 120_000,
   }, async () => {

@@ -144,7 +144,7 @@ export interface BrokerEvents {
   "mapping.unhold": [Hold, string];
   /**
    * brokerd enforced a revocation: SIGKILL through the holder's pidfd. result: "killed", "gone"
-   * (it had exited), "error:<code>", "no-pidfd".
+   * (it had exited), "error:<code>" (EPERM without CAP_KILL).
    */
   "mapping.revoke.enforced": [Hold[], string];
   "policy.reload": [boolean, string[]];
@@ -1014,8 +1014,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
   }
 
   /**
-   * Kills the holders whose enforcement is due (SIGKILL through the pidfd brokerd keeps for them:
-   * never a process that reused the pid). Their exit then frees the pages.
+   * Kills the holders whose enforcement is due (SIGKILL through a pidfd opened for it and checked
+   * against the start time: never a process that reused the pid). Their exit then frees the pages.
    */
   private enforceDue(now: number): void {
     const byHolder = new Map<string, Hold[]>();

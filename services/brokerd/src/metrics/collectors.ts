@@ -328,7 +328,7 @@ export function createBrokerMetrics(
   });
   const enforced = new Counter({
     name: `${P}revocations_enforced_total`,
-    help: 'Holders brokerd killed (SIGKILL through their pidfd) because they kept a revoked mapping past its grace, by result ("killed", "gone": it had exited, "error", "no-pidfd").',
+    help: 'Holders brokerd killed (SIGKILL through their pidfd) because they kept a revoked mapping past its grace, by result ("killed", "gone": it had exited, "error": e.g. EPERM without CAP_KILL).',
     labelNames: ["result"],
     registers,
   });
@@ -398,7 +398,7 @@ export function createBrokerMetrics(
     },
     "mapping.unhold": (_h, how) => unholds.inc({ how: bounded(["release", "exit"], how) }),
     "mapping.revoke.enforced": (_hs, result) =>
-      enforced.inc({ result: bounded(["killed", "gone", "no-pidfd", "error"], result) }),
+      enforced.inc({ result: bounded(["killed", "gone", "error"], result) }),
     "policy.reload": (ok) => policyReloads.inc({ result: ok ? "ok" : "error" }),
     "connection.refused": (socket, _peer, reason) =>
       connectionsRefused.inc({
