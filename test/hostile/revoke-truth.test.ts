@@ -18,6 +18,7 @@ import { freePort, metric } from "./journal-support.js";
 import { ATTACKER, assertAlive, report, type Spawned, spawnAs, suiteBrokerd } from "./support/harness.js";
 
 const HOLDER = join(dirname(fileURLToPath(import.meta.url)), "agents", "revoke-holder.js");
+const COOPERATIVE = join(dirname(fileURLToPath(import.meta.url)), "agents", "revoke-cooperative.js");
 
 /** The workload rule (uid 65534) may change; the observer (the test, as root) keeps UC and WC. */
 const policy = (attributes = "[UC, WC]", revoke = "") => `version: 1
@@ -149,6 +150,7 @@ describe("hostile: revocation tells the truth", () => {
         (m) => m.mapping?.deviceFileId === h.deviceFileId && m.mapping.cookie === h.cookie,
       );
       const whileHeld = await o.uc(off);
+      const revokingGauge = await metric(port, "vfio_broker_revoking_mappings");
       // Variants: a larger range over the held page, and one that only touches its last byte's page.
       const wider = await o.uc(0, 0x20000);
       const after = await o.uc(off + 4096);
@@ -168,6 +170,7 @@ describe("hostile: revocation tells the truth", () => {
         ucWiderWhileHeld: wider.result,
         ucNextPage: after.result,
         ucAfterExit: freed.result,
+        revokingMappingsGauge: revokingGauge,
         message: whileHeld.message,
       });
       assert.equal(writes, true, "the holder still writes through its mmap after the revocation");
@@ -177,6 +180,7 @@ describe("hostile: revocation tells the truth", () => {
       assert.equal(after.result, "granted", "the page next to the held one is free");
       assert.equal(listed?.mapping?.state, MappingState.REVOKING);
       assert.equal(revoked.revoked?.mappingsHeld, 1);
+      assert.equal(revokingGauge, 1, "vfio_broker_revoking_mappings counts it");
       assert.equal(freed.result, "granted", "the pages are free once the holder has exited");
       assert.equal(
         (await a.listMappings({})).mappings.some((m) => m.mapping?.state === MappingState.REVOKING),
@@ -188,6 +192,50 @@ describe("hostile: revocation tells the truth", () => {
       a.close();
     }
     assertAlive(b);
+  });
+
+  it("a cooperative holder (the Node client) unmaps and releases: the pages are free while it lives on", {
+    timeout: 120_000,
+  }, async () => {
+    const { b } = suite;
+    const off = 0x90000;
+    const p = spawnAs(ATTACKER, [COOPERATIVE, b.socket, String(off)]);
+    const o = await observer(b);
+    const a = admin();
+    try {
+      const line: string = await until(
+        "the cooperative holder to map",
+        () =>
+          p
+            .out()
+            .split("\n")
+            .find((l) => l.includes('"phase":"mapped"')) ?? "",
+        20_000,
+      );
+      const h = JSON.parse(line) as { deviceFileId: string; cookie: string };
+      await a.revokeMapping({
+        deviceFileId: BigInt(h.deviceFileId),
+        cookie: BigInt(h.cookie),
+        reason: "test",
+      });
+      await until("the revocation to reach the holder", () => p.out().includes('"phase":"revoked"'));
+      const freed = await until("the pages to be free", async () =>
+        (await o.uc(off)).result === "granted" ? "granted" : "",
+      ).catch(() => "never");
+      const alive = p.child.exitCode === null && p.child.signalCode === null;
+      report("cooperative holder", {
+        ucAfterRelease: freed,
+        holderAlive: alive,
+        holderOut: p.out().trim().split("\n").pop(),
+      });
+      assert.equal(freed, "granted", "the holder's ReleaseMapping frees the pages");
+      assert.equal(alive, true, "without it exiting");
+      assert.match(p.out(), /"unmapped":true/);
+    } finally {
+      p.child.kill("SIGKILL");
+      o.rpc.close();
+      a.close();
+    }
   });
 
   it("operator revoke with enforce: the holder is killed after the grace period and the pages freed", {
