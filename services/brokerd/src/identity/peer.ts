@@ -1,5 +1,6 @@
 // Peer identity from the kernel: SO_PEERCRED (uid, gid, pid), SO_PEERPIDFD (a pidfd, so a recycled
-// pid cannot impersonate), and /proc/<pid>/cgroup (the container). Never from what a client says.
+// pid cannot impersonate), and /proc/<pid>/cgroup (the container); and a process found again later
+// by pid + start time (openIfSameProcess). Never from what a client says.
 import { readFileSync } from "node:fs";
 import { closeFd, peerIdentity, pidfdAlive, pidfdOpen } from "@vfio-broker/native";
 import type { Identity } from "../policy/index.js";
