@@ -45,8 +45,8 @@ interface Holder extends Spawned {
 }
 
 /** uid 65534 maps sim0 BAR2 [offset, +4 KiB) WC and ignores revocations (agents/revoke-holder.ts). */
-async function holder(b: BrokerProcess, offset: number, mode = "ignore"): Promise<Holder> {
-  const p = spawnAs(ATTACKER, [HOLDER, b.socket, String(offset), mode]);
+async function holder(b: BrokerProcess, offset: number, mode = "ignore", device = "sim0"): Promise<Holder> {
+  const p = spawnAs(ATTACKER, [HOLDER, b.socket, String(offset), mode, device]);
   const line: string = await until(
     "the holder to map",
     () =>
@@ -63,10 +63,10 @@ async function holder(b: BrokerProcess, offset: number, mode = "ignore"): Promis
 }
 
 /** Another session (the test, as root): reads BAR2 through brokerd and asks for UC mappings. */
-async function observer(b: BrokerProcess) {
+async function observer(b: BrokerProcess, deviceId = "sim0") {
   const rpc = brokerClient(b.socket);
   await rpc.hello({ clientName: "observer" });
-  const df = await rpc.openDevice({ deviceId: "sim0", layout: Layout.COMPACT });
+  const df = await rpc.openDevice({ deviceId, layout: Layout.COMPACT });
   const bar2 = (await rpc.getRegionInfo({ deviceFileId: df.deviceFileId, regionIndex: 2 })).region!.cookie;
   return {
     rpc,
@@ -297,7 +297,7 @@ describe("hostile: revocation tells the truth", () => {
     }
   });
 
-  it("RevokeSession, drain, and the holder's own session ending: the pages stay booked until it exits", {
+  it("RevokeSession, drain, device removal and the holder's own session ending: the pages stay booked until it exits", {
     timeout: 180_000,
   }, async () => {
     const { b } = suite;
@@ -340,6 +340,23 @@ describe("hostile: revocation tells the truth", () => {
         (await o2.uc(0x60000)).result === "granted" ? "granted" : "",
       ).catch(() => "never");
       o2.rpc.close();
+      // Device removal: the pages of a device that goes away stay booked under its id while a
+      // holder may still map them (on real hardware the same BAR comes back at the same address).
+      const size = 1n << 20n;
+      await a.addSimDevice({ deviceId: "simr", regions: [{ index: 2, size, prefetchable: true }] });
+      h = await holder(b, 0x1000, "ignore", "simr");
+      const removed = (await a.removeSimDevice({ deviceId: "simr" })).revoked;
+      await a.addSimDevice({ deviceId: "simr", regions: [{ index: 2, size, prefetchable: true }] });
+      const o3 = await observer(b, "simr");
+      const ucAfterDeviceGone = (await o3.uc(0x1000)).result;
+      h.child.kill("SIGKILL");
+      await h.exited;
+      const ucAfterExit4 = await until("free", async () =>
+        (await o3.uc(0x1000)).result === "granted" ? "granted" : "",
+      ).catch(() => "never");
+      o3.rpc.close();
+      await a.removeSimDevice({ deviceId: "simr" });
+      report("device removal", { removed, ucAfterDeviceGone, ucAfterExit4 });
       report("revoke session, drain, session end", figures);
       assert.equal(figures.ucAfterRevokeSession, "FAILED_PRECONDITION");
       assert.equal(figures.ucAfterDrain, "FAILED_PRECONDITION");
@@ -347,6 +364,8 @@ describe("hostile: revocation tells the truth", () => {
       assert.equal(figures.ucAfterSessionEnd, "FAILED_PRECONDITION");
       for (const k of ["ucAfterExit1", "ucAfterExit2", "ucAfterExit3"])
         assert.equal(figures[k], "granted", k);
+      assert.equal(ucAfterDeviceGone, "FAILED_PRECONDITION");
+      assert.equal(ucAfterExit4, "granted");
     } finally {
       o.rpc.close();
       a.close();

@@ -1,4 +1,4 @@
-// Holder agent: maps sim0 BAR2 [OFFSET, +4 KiB) WC read-write through the raw protocol (no client
+// Holder agent: maps sim0 (or DEVICE) BAR2 [OFFSET, +4 KiB) WC read-write through the raw protocol (no client
 // library, so nothing unmaps on a revocation), then ignores every revocation and keeps writing a
 // counter into the first 4 bytes of its mmap every 20 ms until it is killed. Mode "drop-session"
 // closes its broker connection once mapped (its session ends, the mmap stays). Prints
@@ -9,11 +9,11 @@ import { closeFd, mmap } from "@vfio-broker/native";
 import { Attribute, Layout, Prot } from "@vfio-broker/proto";
 import { brokerClient } from "../../e2e/agents/raw.js";
 
-const [socket, offsetArg = "0", mode = "ignore"] = process.argv.slice(2);
+const [socket, offsetArg = "0", mode = "ignore", deviceId = "sim0"] = process.argv.slice(2);
 const alive = setInterval(() => {}, 1000);
 const rpc = brokerClient(socket!);
 const hello = await rpc.hello({ clientName: "revoke-holder" });
-const df = await rpc.openDevice({ deviceId: "sim0", layout: Layout.COMPACT });
+const df = await rpc.openDevice({ deviceId, layout: Layout.COMPACT });
 const m = await rpc.createMapping({
   deviceFileId: df.deviceFileId,
   regionIndex: 2,

@@ -209,8 +209,14 @@ export function adminServiceImpl(broker: Broker, hooks: AdminHooks): grpc.Untype
         m: deviceFiles({ deviceId: req.deviceId }).reduce((n, df) => n + df.mappings.size, 0),
         d: deviceFiles({ deviceId: req.deviceId }).length,
       };
+      const held0 = broker.holds.size;
       hooks.sim.removeDevice(req.deviceId);
-      return counts({ mappingsRevoked: before.m, deviceFilesClosed: before.d, sessionsEnded: 0 });
+      return counts({
+        mappingsRevoked: before.m,
+        deviceFilesClosed: before.d,
+        sessionsEnded: 0,
+        mappingsHeld: broker.holds.size - held0,
+      });
     }),
   };
 }
