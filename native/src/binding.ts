@@ -41,6 +41,7 @@ export interface RawBinding {
   peerPidfd(fd: number): number | null;
   pidfdOpen(pid: number): number;
   pidfdAlive(pidfd: number): boolean;
+  pidfdSendSignal(pidfd: number, sig: number): boolean;
   memfdCreate(name: string, size: number | bigint): number;
   mmap(fd: number, offset: number | bigint, length: number, writable: boolean): [unknown, ArrayBuffer];
   munmap(handle: unknown, buffer: ArrayBuffer): boolean;

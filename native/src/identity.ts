@@ -53,6 +53,14 @@ export function pidfdAlive(pidfd: number): boolean {
 }
 
 /**
+ * pidfd_send_signal(pidfd, sig): signals the very process the pidfd refers to (never one that
+ * reused its pid). false when it has already exited; throws on any other error (EPERM, EBADF).
+ */
+export function pidfdSendSignal(pidfd: number, sig: number): boolean {
+  return raw.pidfdSendSignal(pidfd, sig);
+}
+
+/**
  * Calls onExit once, from the event loop, when the process exits (uv_poll on a private dup of the
  * pidfd, so the caller may close its pidfd at any time and several watches may share one pidfd). The
  * watch is unref'd: it never keeps the process alive. close() is idempotent and cancels it.

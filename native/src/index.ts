@@ -20,6 +20,7 @@ export {
   peerPidfd,
   pidfdAlive,
   pidfdOpen,
+  pidfdSendSignal,
   type Watch,
   watchPidfd,
 } from "./identity.js";

@@ -197,7 +197,13 @@ test("drain and undrain a device; drain revokes its mappings and the lease hears
   const { client } = await newMapping();
   const d = await call("POST", "/api/v1/devices/sim0/drain", { body: { reason: "maintenance" } });
   assert.equal(d.status, 200, JSON.stringify(d.body));
-  assert.deepEqual(d.body.revoked, { mappingsRevoked: 1, deviceFilesClosed: 1, sessionsEnded: 0 });
+  // The client holds the fd: its pages stay booked until it acknowledges (CloseDevice) or exits.
+  assert.deepEqual(d.body.revoked, {
+    mappingsRevoked: 1,
+    deviceFilesClosed: 1,
+    sessionsEnded: 0,
+    mappingsHeld: 1,
+  });
   const dev = await call("GET", "/api/v1/devices/sim0");
   assert.equal((dev.body.device as { health: string }).health, "draining");
   await poll("the revocation on the client's lease", () =>
@@ -376,6 +382,14 @@ test("sessions, device files and mappings list what a client holds; revoke one m
     ],
     [m.cookie.toString(), dfId, "WC", "WC", "rw", "memfd", "delivered", "4096", 1],
   );
+  const rv = (mine as unknown as { revocation: { kind: string; description: string; enforceable: boolean } })
+    .revocation;
+  assert.equal(rv.kind, "unmap-requested");
+  assert.equal(rv.enforceable, true);
+  assert.match(
+    rv.description,
+    /^asked to unmap \(a memfd mapping cannot be taken back\); the pages stay booked/,
+  );
   expectError(await call("GET", "/api/v1/mappings?deviceId=%20"), 400, /deviceId/);
 
   const base = `/api/v1/device-files/${dfId}/mappings`;
@@ -391,12 +405,32 @@ test("sessions, device files and mappings list what a client holds; revoke one m
     404,
     /no device file/,
   );
+  expectError(
+    await call("POST", `${base}/${m.cookie}/revoke`, { body: { graceMs: 5 } }),
+    400,
+    /grace_ms is only meaningful with enforce/,
+  );
+  expectError(
+    await call("POST", `${base}/${m.cookie}/revoke`, { body: { enforce: true, graceMs: 3600001 } }),
+    400,
+    /graceMs/,
+  );
   const r = await call("POST", `${base}/${m.cookie}/revoke`, { body: { reason: "rest test" } });
   assert.equal(r.status, 200, JSON.stringify(r.body));
-  assert.deepEqual(r.body.revoked, { mappingsRevoked: 1, deviceFilesClosed: 0, sessionsEnded: 0 });
+  assert.deepEqual(r.body.revoked, {
+    mappingsRevoked: 1,
+    deviceFilesClosed: 0,
+    sessionsEnded: 0,
+    mappingsHeld: 1,
+  });
   await poll("the revocation on the lease", () =>
     client.revocations.find((x) => x.cookie === m.cookie && x.message === "rest test"),
   );
+  // The client acknowledged (ReleaseMapping): nothing of it is left, held or live.
+  await poll("the client's acknowledgement", async () => {
+    const left = (await call("GET", "/api/v1/mappings")).body.mappings as { sessionId: string }[];
+    return left.some((x) => x.sessionId === client.sessionId) ? undefined : true;
+  });
   expectError(await call("POST", `${base}/${m.cookie}/revoke`, { body: {} }), 404, /no mapping/);
 });
 
@@ -410,7 +444,23 @@ test("revoke a session", async () => {
   );
   const r = await call("POST", `/api/v1/sessions/${client.sessionId}/revoke`, { body: { reason: "bye" } });
   assert.equal(r.status, 200, JSON.stringify(r.body));
-  assert.deepEqual(r.body.revoked, { mappingsRevoked: 1, deviceFilesClosed: 1, sessionsEnded: 1 });
+  // This process still has the fd and its session is gone: booked until it exits.
+  assert.deepEqual(r.body.revoked, {
+    mappingsRevoked: 1,
+    deviceFilesClosed: 1,
+    sessionsEnded: 1,
+    mappingsHeld: 1,
+  });
+  const held = (await call("GET", "/api/v1/mappings")).body.mappings as {
+    sessionId: string;
+    state: string;
+    revocation: { kind: string; revokedReason: string; holderPid: number };
+  }[];
+  const mine = held.find((x) => x.sessionId === client.sessionId);
+  assert.deepEqual(
+    [mine?.state, mine?.revocation.kind, mine?.revocation.revokedReason, mine?.revocation.holderPid],
+    ["revoking", "unmap-requested", "revoked", process.pid],
+  );
   await poll("the session to be gone", async () => {
     const s = (await call("GET", "/api/v1/sessions")).body.sessions as { sessionId: string }[];
     return s.some((x) => x.sessionId === client.sessionId) ? undefined : true;

@@ -1,7 +1,8 @@
 // client.ts: owns connect() and BrokerClient: the gRPC connection to brokerd (one connection = one
 // session), Hello, the automatic Lease, the DeviceFiles opened through it, and the events the lease
 // carries. On a revocation it unmaps the revoked mappings BEFORE telling anyone, so no listener can
-// touch revoked memory; on losing the lease it unmaps everything (the broker ended the session).
+// touch revoked memory, and then tells brokerd it has (ReleaseMapping / CloseDevice: brokerd keeps
+// the pages booked until then); on losing the lease it unmaps everything (the broker ended the session).
 import { randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { statSync } from "node:fs";
@@ -593,6 +594,14 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
   onRevocation(r: Revocation): void {
     const df = this.#deviceFiles.get(r.deviceFileId);
     const mappings = df ? df.revoke(r.cookie, r.reason) : [];
+    // Unmapped: tell brokerd, which keeps the pages booked until the holder says so (or exits).
+    if (mappings.length > 0) {
+      const ack =
+        r.cookie === 0n
+          ? this.rpc.closeDevice({ deviceFileId: r.deviceFileId })
+          : this.rpc.releaseMapping({ deviceFileId: r.deviceFileId, cookie: r.cookie });
+      Promise.resolve(ack).catch(() => {}); // the session may be ending (shutdown, revoked): its exit frees them
+    }
     this.emit("revocation", {
       deviceFileId: r.deviceFileId,
       cookie: r.cookie,

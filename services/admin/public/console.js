@@ -283,6 +283,7 @@ function mappingsView({ mappings }) {
       { label: "Prot" },
       { label: "Backing" },
       { label: "State" },
+      { label: "Revocation" },
       { label: "uid / pid" },
       { label: "Actions" },
     ],
@@ -305,6 +306,7 @@ function mappingsView({ mappings }) {
         m.prot,
         m.backing,
         badge(m.state),
+        revocationCell(m.revocation),
         `${m.identity?.uid ?? "?"} / ${m.identity?.pid ?? "?"}`,
         h(
           "button",
@@ -315,13 +317,30 @@ function mappingsView({ mappings }) {
             "data-df": m.deviceFileId,
             "data-cookie": m.cookie,
             "data-label": `${m.deviceId} ${m.regionName} ${m.effectiveAttribute} ${formatBytes(m.length)} (cookie ${hex(m.cookie)}, device file ${m.deviceFileId})`,
-            "data-key": `rm-${m.deviceFileId}-${m.cookie}`,
+            "data-revoking": m.state === "revoking" ? "1" : "",
+            "data-what": m.revocation?.description ?? "",
+            "data-key": `rm-${m.deviceFileId}-${m.cookie}-${m.state}`,
           },
-          "Revoke mapping",
+          m.state === "revoking" ? "Enforce revocation" : "Revoke mapping",
         ),
       ],
     })),
   );
+}
+
+/** What a revocation does (kind), with the full description as a tooltip; for revoked ones, where it stands. */
+function revocationCell(r) {
+  if (!r) return "";
+  const kind = r.kind === "immediate" ? "frees pages at once" : "asks holder to unmap";
+  let stand = "";
+  if (r.revokedReason)
+    stand = r.enforced
+      ? "; holder killed, pages freed at its exit"
+      : r.enforceAtUnixMs
+        ? `; kill at ${new Date(r.enforceAtUnixMs).toLocaleTimeString()} (${r.enforceBy})`
+        : "; pages booked until it unmaps or exits";
+  else if (r.policyEnforce === "kill") stand = `; policy kills after ${r.policyGraceMs} ms`;
+  return h("span", { title: r.description }, kind + stand);
 }
 
 function policyView(health) {
@@ -420,18 +439,33 @@ function loop() {
 // ---- actions ----------------------------------------------------------------------------------
 
 /** Opens the confirmation dialog; resolves to the reason, or null if cancelled. */
-function confirmAction(text, okLabel) {
+/**
+ * Asks for confirmation and a reason; with `enforce`, also whether to kill a holder that does not
+ * unmap (and after how long). Resolves { reason, enforce, graceMs }, or null when cancelled.
+ */
+function confirmAction(text, okLabel, { enforce = false, enforced = false } = {}) {
   const dialog = $("confirm");
   $("confirm-text").textContent = text;
   $("confirm-ok").textContent = okLabel;
   $("confirm-reason").value = "";
+  $("confirm-enforce-box").hidden = !enforce;
+  $("confirm-enforce").checked = enforced;
+  $("confirm-grace").value = "5000";
   dialog.returnValue = "";
   dialog.showModal();
   $("confirm-cancel").focus();
   return new Promise((resolve) => {
     dialog.addEventListener(
       "close",
-      () => resolve(dialog.returnValue === "ok" ? $("confirm-reason").value : null),
+      () => {
+        if (dialog.returnValue !== "ok") return resolve(null);
+        const on = enforce && $("confirm-enforce").checked;
+        const grace = Number.parseInt($("confirm-grace").value, 10);
+        resolve({
+          reason: $("confirm-reason").value,
+          ...(on ? { enforce: true, graceMs: Number.isFinite(grace) && grace >= 0 ? grace : 5000 } : {}),
+        });
+      },
       { once: true },
     );
   });
@@ -445,7 +479,10 @@ function say(text, error = false) {
 
 const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
 const revokedText = (r) =>
-  `${plural(r.revoked.mappingsRevoked, "mapping")} revoked, ${plural(r.revoked.deviceFilesClosed, "device file")} closed, ${plural(r.revoked.sessionsEnded, "session")} ended`;
+  `${plural(r.revoked.mappingsRevoked, "mapping")} revoked, ${plural(r.revoked.deviceFilesClosed, "device file")} closed, ${plural(r.revoked.sessionsEnded, "session")} ended` +
+  (r.revoked.mappingsHeld
+    ? `; ${plural(r.revoked.mappingsHeld, "mapping")} still held: the holder was asked to unmap, its pages stay booked until it releases them or exits`
+    : "");
 
 async function onAction(ev) {
   const btn = ev.target.closest("button[data-action]");
@@ -460,37 +497,42 @@ async function onAction(ev) {
         $("cookie-space").scrollIntoView({ block: "nearest" });
         return;
       case "revoke-mapping": {
-        const reason = await confirmAction(
-          `Revoke the mapping ${d.label}? The client loses access and its lease is told why.`,
-          "Revoke mapping",
+        const answer = await confirmAction(
+          d.revoking
+            ? `The mapping ${d.label} is revoked, but its holder has not unmapped it: ${d.what}. Kill the holder?`
+            : `Revoke the mapping ${d.label}? Its lease is told why. What happens: ${d.what || "the holder is asked to unmap it"}.`,
+          d.revoking ? "Enforce revocation" : "Revoke mapping",
+          { enforce: true, enforced: !!d.revoking },
         );
-        if (reason === null) return;
+        if (answer === null) return;
         const r = await api(`/device-files/${d.df}/mappings/${d.cookie}/revoke`, {
           method: "POST",
-          body: JSON.stringify({ reason }),
+          body: JSON.stringify(answer),
         });
         say(revokedText(r));
         break;
       }
       case "revoke-session": {
-        const reason = await confirmAction(
-          `Revoke session ${d.session}? Every device file and mapping it holds is released and the session ends.`,
+        const answer = await confirmAction(
+          `Revoke session ${d.session}? The session ends; what it has not received yet is released. brokerd cannot unmap what its process has mapped: those pages stay booked until the process unmaps them or exits, unless you enforce the revocation.`,
           "Revoke session",
+          { enforce: true },
         );
-        if (reason === null) return;
+        if (answer === null) return;
         const r = await api(`/sessions/${d.session}/revoke`, {
           method: "POST",
-          body: JSON.stringify({ reason }),
+          body: JSON.stringify(answer),
         });
         say(revokedText(r));
         break;
       }
       case "drain": {
-        const reason = await confirmAction(
-          `Drain ${d.device}? Every mapping on it is revoked and no new device file may open until you undrain it.`,
+        const answer = await confirmAction(
+          `Drain ${d.device}? Every mapping on it is revoked (its holders are asked to unmap; the pages stay booked until they do or exit) and no new device file may open until you undrain it.`,
           `Drain ${d.device}`,
         );
-        if (reason === null) return;
+        if (answer === null) return;
+        const { reason } = answer;
         const r = await api(`/devices/${encodeURIComponent(d.device)}/drain`, {
           method: "POST",
           body: JSON.stringify({ reason }),

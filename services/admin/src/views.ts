@@ -16,6 +16,7 @@ import {
   MappingState,
   Prot,
   type Region,
+  RevocationKind,
   type RevokeCounts,
   type Session,
   type TreeEntry,
@@ -61,6 +62,28 @@ export const REASON_BODY = {
     },
   },
 } as const;
+
+/** Body of a revocation of a mapping or session: a reason, and optionally its enforcement. */
+export const REVOKE_BODY = {
+  type: "object",
+  additionalProperties: false,
+  properties: {
+    ...REASON_BODY.properties,
+    enforce: {
+      type: "boolean",
+      description:
+        "Kill a holder that still holds the mapping after graceMs (SIGKILL through its pidfd). Without it the holder is only asked to unmap, and its pages stay booked until it releases them or exits",
+    },
+    graceMs: {
+      type: "integer",
+      minimum: 0,
+      maximum: 3600000,
+      description: "With enforce: ms to wait (default 0)",
+    },
+  },
+} as const;
+
+export type RevokeBody = { reason?: string; enforce?: boolean; graceMs?: number } | undefined;
 
 /** Body of actions that take no options: nothing, or {}. */
 export const EMPTY_BODY = { type: "object", additionalProperties: false, properties: {} } as const;
@@ -118,6 +141,11 @@ const HEALTH: Record<number, string> = {
 const STATE: Record<number, string> = {
   [MappingState.PENDING]: "pending",
   [MappingState.DELIVERED]: "delivered",
+  [MappingState.REVOKING]: "revoking",
+};
+const REVOCATION_KIND: Record<number, string> = {
+  [RevocationKind.IMMEDIATE]: "immediate",
+  [RevocationKind.UNMAP_REQUESTED]: "unmap-requested",
 };
 const name = (table: Record<number, string>, v: number) => table[v] ?? "unspecified";
 
@@ -291,8 +319,35 @@ export const MAPPING = {
       type: "string",
       enum: ["dmabuf", "sysfs-wc", "sysfs", "vfio-device-fd", "memfd", "unspecified"],
     },
-    state: { type: "string", enum: ["pending", "delivered", "unspecified"] },
+    state: {
+      type: "string",
+      enum: ["pending", "delivered", "revoking", "unspecified"],
+      description:
+        "revoking: revoked, but its holder has not unmapped it; its pages stay booked until the holder releases it or exits",
+    },
     refs: { type: "integer", description: "CreateMapping references held on the cookie" },
+    revocation: {
+      type: "object",
+      description: "What a revocation of this mapping does, and where a revoked one stands",
+      properties: {
+        kind: {
+          type: "string",
+          enum: ["immediate", "unmap-requested", "unspecified"],
+          description:
+            "immediate: no fd of it left brokerd, a revocation frees its pages at once; unmap-requested: the holder is asked to unmap, the pages stay booked until it releases them or exits",
+        },
+        description: { type: "string" },
+        enforceable: { type: "boolean", description: "brokerd can kill the holder (revoke with enforce)" },
+        policyEnforce: { type: "string", description: "The granting rule's revoke.enforce: none or kill" },
+        policyGraceMs: { type: "integer" },
+        revokedReason: { type: "string" },
+        revokedUnixMs: { type: "integer" },
+        enforceAtUnixMs: { type: "integer", description: "When brokerd kills the holder (0: never)" },
+        enforceBy: { type: "string" },
+        enforced: { type: "boolean", description: "SIGKILL was sent" },
+        holderPid: { type: "integer" },
+      },
+    },
     sessionId: SESSION_ID,
     identity: IDENTITY,
   },
@@ -315,6 +370,21 @@ export const mappingView = (info: MappingInfo) => {
     backing: name(BACKING, m.backing),
     state: name(STATE, m.state),
     refs: m.refs,
+    revocation: m.revocation
+      ? {
+          kind: name(REVOCATION_KIND, m.revocation.kind),
+          description: m.revocation.description,
+          enforceable: m.revocation.enforceable,
+          policyEnforce: m.revocation.policyEnforce,
+          policyGraceMs: m.revocation.policyGraceMs,
+          revokedReason: m.revocation.revokedReason,
+          revokedUnixMs: Number(m.revocation.revokedUnixMs),
+          enforceAtUnixMs: Number(m.revocation.enforceAtUnixMs),
+          enforceBy: m.revocation.enforceBy,
+          enforced: m.revocation.enforced,
+          holderPid: m.revocation.holderPid,
+        }
+      : undefined,
     sessionId: info.sessionId,
     identity: identityView(info.identity),
   };
@@ -382,6 +452,11 @@ export const REVOKED = {
         mappingsRevoked: { type: "integer" },
         deviceFilesClosed: { type: "integer" },
         sessionsEnded: { type: "integer" },
+        mappingsHeld: {
+          type: "integer",
+          description:
+            "Of the mappings revoked, those whose holder may still map them: their pages stay booked (state revoking) until it releases them or exits",
+        },
       },
     },
   },
@@ -392,5 +467,6 @@ export const revokedView = (c: RevokeCounts | undefined) => ({
     mappingsRevoked: c?.mappingsRevoked ?? 0,
     deviceFilesClosed: c?.deviceFilesClosed ?? 0,
     sessionsEnded: c?.sessionsEnded ?? 0,
+    mappingsHeld: c?.mappingsHeld ?? 0,
   },
 });

@@ -5,7 +5,7 @@
 
 import { createHash, randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
-import { closeFd, pidfdAlive, watchPidfd } from "@vfio-broker/native";
+import { closeFd, pidfdAlive, pidfdSendSignal, type Watch, watchPidfd } from "@vfio-broker/native";
 import type {
   Attribute,
   AttributeCheck,
@@ -29,13 +29,23 @@ import {
 } from "./errors.js";
 import { AttributeMap } from "./grants/attribute-map.js";
 import { DeviceFile, type Mapping } from "./grants/device-file.js";
+import {
+  type Enforcement,
+  enforcementFor,
+  type Hold,
+  HoldBook,
+  heldMessage,
+  holderKey,
+  liveRevocation,
+  type RevocationView,
+  staysBooked,
+} from "./grants/holds.js";
 import type { Layout } from "./grants/layout.js";
 import { QuotaBook } from "./grants/quota.js";
 import { checkAccess, checkMappingRange } from "./grants/range.js";
 import { holderOf, type RedeemFailure, TicketBook } from "./grants/tickets.js";
 import { quotaKeys } from "./identity/container.js";
-import type { PeerIdentity } from "./identity/peer.js";
-import { describeIdentity } from "./identity/peer.js";
+import { describeIdentity, openIfSameProcess, type PeerIdentity, processStartTime } from "./identity/peer.js";
 import { type LeaseEvent, MAX_MISSED_EVENTS, Session } from "./identity/session.js";
 import { logLimited } from "./log.js";
 import {
@@ -84,6 +94,11 @@ export function tokenHash(token: string): string {
 }
 
 export const DEFAULT_MAX_PENDING_MAPPINGS = 1024;
+/**
+ * Holder processes of revoked mappings watched by pidfd (one fd each, out of fd-budget.ts's
+ * RESERVE_FDS); beyond, the sweep polls their /proc start time (no fd).
+ */
+export const MAX_WATCHED_HOLDERS = 64;
 export const DEFAULT_IDLE_TIMEOUT_MS = 30_000;
 
 export interface BrokerEvents {
@@ -119,6 +134,19 @@ export interface BrokerEvents {
   "connection.refused": [string, FdPeer, string];
   denied: [Session | undefined, string, string];
   revocation: [string, number];
+  /**
+   * A delivered mapping was revoked (or its session ended) while its holder may still map it: it
+   * is held (state "revoking"), its pages and quota stay booked until the holder releases it or
+   * exits. Fires before the mapping's "mapping.release" (the state store keeps the booking).
+   */
+  "mapping.hold": [Hold];
+  /** A hold ended: "release" (the holder released it), "exit" (its process exited). */
+  "mapping.unhold": [Hold, string];
+  /**
+   * brokerd enforced a revocation: SIGKILL through the holder's pidfd. result: "killed", "gone"
+   * (it had exited), "error:<code>" (EPERM without CAP_KILL).
+   */
+  "mapping.revoke.enforced": [Hold[], string];
   "policy.reload": [boolean, string[]];
   "device.health": [string, DeviceHealth];
 }
@@ -183,6 +211,8 @@ export interface RevokeCounts {
   mappingsRevoked: number;
   deviceFilesClosed: number;
   sessionsEnded: number;
+  /** Of the mappings revoked, those whose holder may still map them: held until it unmaps or exits. */
+  mappingsHeld?: number;
 }
 
 export class Broker extends EventEmitter<BrokerEvents> {
@@ -204,6 +234,20 @@ export class Broker extends EventEmitter<BrokerEvents> {
   private policyValue: Policy;
   readonly deviceHealth = new Map<string, DeviceHealth>();
   private readonly attributeMaps = new Map<string, AttributeMap>();
+  /** Revoked mappings whose holder may still map them (state "revoking"): their pages stay booked. */
+  readonly holds = new HoldBook();
+  /**
+   * The exit watch of each holder process with holds (key: holderKey): one fd each, for at most
+   * MAX_WATCHED_HOLDERS of them; the others (undefined) are looked up in /proc by the sweep.
+   */
+  private readonly holders = new Map<string, Watch | undefined>();
+  private watchedHolders = 0;
+  /** Holds made so far (RevokeCounts.mappingsHeld is the difference over one revocation). */
+  private holdsMade = 0;
+  /** The operator's enforcement for the revocation in progress (revokeMapping/revokeSession). */
+  private enforcing: Enforcement | undefined;
+  /** The policy before the last reload: the rule a revoked mapping was granted under may be gone. */
+  private previousPolicy: Policy | undefined;
   /** Device-file ids continue across runs (the state store keeps the counter). */
   nextDeviceFileId = 1n;
   /** Sessions restored after a restart and not resumed yet (not counted against --max-sessions). */
@@ -240,7 +284,9 @@ export class Broker extends EventEmitter<BrokerEvents> {
    * take effect on new requests only (nothing live is taken away for a quota).
    */
   setPolicy(p: Policy): RevokeCounts {
+    this.previousPolicy = this.policyValue;
     this.policyValue = p;
+    const held0 = this.holdsMade;
     const counts: RevokeCounts = { mappingsRevoked: 0, deviceFilesClosed: 0, sessionsEnded: 0 };
     for (const s of [...this.sessions.values()]) {
       const who = authorizeIdentity(p, s.identity);
@@ -289,6 +335,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.emit("policy.reload", true, []);
     if (counts.mappingsRevoked > 0 || counts.sessionsEnded > 0 || counts.deviceFilesClosed > 0)
       this.emit("revocation", "policy", counts.mappingsRevoked);
+    counts.mappingsHeld = this.holdsMade - held0;
     return counts;
   }
 
@@ -640,7 +687,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       // The effective attribute decides the PAT conflict; the backend tells us which one it is.
       const backing = this.openBacking(s, df, region, { ...a, attribute, prot }, rule);
       try {
-        attrs.check(region.index, region.name, a.offset, a.length, backing.effectiveAttribute);
+        this.checkPages(attrs, region, a.offset, a.length, backing.effectiveAttribute);
         attrs.acquire(region.index, a.offset, a.length, backing.effectiveAttribute);
       } catch (e) {
         backing.release();
@@ -787,7 +834,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     const backing = this.openBacking(s, df, region, range, rule);
     attrs.release(region.index, m.regionOffset, m.length);
     try {
-      attrs.check(region.index, region.name, m.regionOffset, m.length, backing.effectiveAttribute);
+      this.checkPages(attrs, region, m.regionOffset, m.length, backing.effectiveAttribute);
     } catch (e) {
       attrs.acquire(region.index, m.regionOffset, m.length, m.effectiveAttribute);
       backing.release();
@@ -804,6 +851,30 @@ export class Broker extends EventEmitter<BrokerEvents> {
     return m;
   }
 
+  /**
+   * The AttributeMap's check; when it refuses because a revoked mapping whose holder has not
+   * unmapped it still holds some of the pages, the refusal says so (reason held_by_revoked). The
+   * holds are looked at only then: a grant costs nothing more for them.
+   */
+  private checkPages(
+    attrs: AttributeMap,
+    region: RegionInfo,
+    offset: bigint,
+    length: bigint,
+    attribute: Attribute,
+  ): void {
+    try {
+      attrs.check(region.index, region.name, offset, length, attribute);
+    } catch (e) {
+      const h =
+        this.holds.size > 0
+          ? this.holds.conflict(attrs.deviceId, region.index, offset, length, attribute, this.opts.pageSize)
+          : undefined;
+      if (h) throw precondition(heldMessage(h, Date.now()), "held_by_revoked");
+      throw e;
+    }
+  }
+
   /** A pending mapping is delivered (or gone): it no longer holds a pending slot. */
   private settlePending(s: Session | undefined, m: Mapping): void {
     if (m.state !== "pending") return;
@@ -814,20 +885,175 @@ export class Broker extends EventEmitter<BrokerEvents> {
   private dropMapping(s: Session | undefined, m: Mapping, reason: string): void {
     const df = m.deviceFile;
     if (!df.mappings.has(m.cookie)) return;
+    // Revoked from a live holder that has its fd: only asked to unmap, so the pages stay booked.
+    const held = s && staysBooked(m.state === "delivered", reason, () => this.alive(s));
     df.removeMapping(m);
     // Older tickets of other references find the mapping gone when redeemed (redeemTicket).
     this.tickets.revoke(m.ticket);
     this.settlePending(s, m);
     m.backing.release();
-    this.attributeMap(df.device.id).release(m.region.index, m.regionOffset, m.length);
-    if (s) {
-      this.quotas.refund(s.quotaKeys, "mappings", m.refs);
-      this.quotas.refund(s.quotaKeys, "bytes", m.length);
+    if (held) this.hold(s, m, reason);
+    else {
+      this.attributeMap(df.device.id).release(m.region.index, m.regionOffset, m.length);
+      if (s) {
+        this.quotas.refund(s.quotaKeys, "mappings", m.refs);
+        this.quotas.refund(s.quotaKeys, "bytes", m.length);
+      }
     }
     this.emit("mapping.release", m, reason);
   }
 
+  /** The session's process still lives (its pidfd says so). */
+  private alive(s: Session): boolean {
+    try {
+      return pidfdAlive(s.identity.pidfd);
+    } catch {
+      return false;
+    }
+  }
+
+  /** m leaves its device file revoked, but its holder may still map it: its booking becomes a hold. */
+  private hold(s: Session, m: Mapping, reason: string): void {
+    const now = Date.now();
+    const enforce = enforcementFor(reason, this.enforcing, this.ruleOf(m.rule));
+    const id = s.identity;
+    const h: Hold = {
+      id: `${m.deviceFile.id}.${m.cookie}.${randomBytes(6).toString("hex")}`,
+      pid: id.pid,
+      startTime: id.startTime,
+      uid: id.uid,
+      sessionId: s.id,
+      deviceFileId: m.deviceFile.id,
+      cookie: m.cookie,
+      deviceId: m.deviceFile.device.id,
+      regionIndex: m.region.index,
+      regionName: m.region.name,
+      offset: m.regionOffset,
+      length: m.length,
+      attribute: m.effectiveAttribute,
+      prot: m.prot,
+      kind: m.backing.kind,
+      refs: m.refs,
+      quotaKeys: [...s.quotaKeys],
+      rule: m.rule,
+      reason,
+      since: now,
+      enforceAt: enforce ? now + enforce.graceMs : 0,
+      enforceBy: enforce?.by ?? "",
+      enforced: false,
+    };
+    this.adoptHold(h, s.identity.pidfd);
+    this.holdsMade++;
+    this.emit("mapping.hold", h);
+  }
+
+  /**
+   * Books h (its pages and quota must already be booked: a revoked mapping's are, a restored
+   * hold's the caller books) and watches its holder's exit through a dup of `pidfd`.
+   */
+  adoptHold(h: Hold, pidfd: number): void {
+    this.holds.add(h);
+    const key = holderKey(h.pid, h.startTime);
+    if (this.holders.has(key)) return;
+    let watch: Watch | undefined;
+    if (this.watchedHolders < MAX_WATCHED_HOLDERS)
+      try {
+        // watchPidfd keeps a dup of its own: the caller's pidfd (the session's) may close.
+        watch = watchPidfd(pidfd, () => this.holderExited(key));
+        this.watchedHolders++;
+      } catch (e) {
+        // No watch (fds exhausted): the sweep checks the process by its start time instead.
+        logLimited("hold.watch", `vfio-brokerd: cannot watch holder pid ${h.pid}: ${(e as Error).message}`);
+      }
+    this.holders.set(key, watch);
+  }
+
+  /** A holder process exited: every hold it had ends, its pages and quota are free. */
+  private holderExited(key: string): void {
+    const [pid, startTime] = [Number(key.slice(0, key.indexOf(":"))), key.slice(key.indexOf(":") + 1)];
+    this.batchQuietly(() => {
+      for (const h of this.holds.ofHolder(pid, startTime)) this.unhold(h, "exit");
+    });
+    this.forgetHolder(key);
+  }
+
+  private forgetHolder(key: string): void {
+    if (!this.holders.has(key)) return;
+    const w = this.holders.get(key);
+    this.holders.delete(key);
+    if (w) {
+      w.close();
+      this.watchedHolders--;
+    }
+  }
+
+  /** Ends a hold: its pages and the quota it kept are free. */
+  private unhold(h: Hold, how: string): void {
+    if (!this.holds.remove(h)) return;
+    this.attributeMap(h.deviceId).release(h.regionIndex, h.offset, h.length);
+    this.quotas.refund(h.quotaKeys, "mappings", h.refs);
+    this.quotas.refund(h.quotaKeys, "bytes", h.length);
+    this.emit("mapping.unhold", h, how);
+    const key = holderKey(h.pid, h.startTime);
+    if (this.holds.ofHolder(h.pid, h.startTime).length === 0) this.forgetHolder(key);
+  }
+
+  /** What a revocation of a live mapping would do (admin listings). */
+  revocationOf(m: Mapping): RevocationView {
+    const s = this.sessions.get(m.deviceFile.sessionId);
+    const rule = this.policy.rules.find((r) => r.name === m.rule);
+    return liveRevocation(m.state === "delivered", m.backing.kind, s?.identity.pid ?? 0, rule?.revoke);
+  }
+
+  /** The rule a mapping was granted under, by name (the old policy's after a reload took it away). */
+  private ruleOf(name: string): Rule | undefined {
+    return (
+      this.policy.rules.find((r) => r.name === name) ??
+      this.previousPolicy?.rules.find((r) => r.name === name)
+    );
+  }
+
+  /**
+   * Kills the holders whose enforcement is due (SIGKILL through a pidfd opened for it and checked
+   * against the start time: never a process that reused the pid). Their exit then frees the pages.
+   */
+  private enforceDue(now: number): void {
+    const byHolder = new Map<string, Hold[]>();
+    for (const h of this.holds.due(now)) {
+      const k = holderKey(h.pid, h.startTime);
+      byHolder.set(k, [...(byHolder.get(k) ?? []), h]);
+    }
+    for (const hs of byHolder.values()) {
+      for (const h of hs) h.enforced = true;
+      const h0 = hs[0]!;
+      // A pidfd opened now and checked against the start time is that very process, never one
+      // that reused its pid.
+      const proc = openIfSameProcess(h0.pid, h0.startTime);
+      let result = "gone";
+      if ("pidfd" in proc)
+        try {
+          result = pidfdSendSignal(proc.pidfd, 9) ? "killed" : "gone";
+        } catch (e) {
+          result = `error:${(e as NodeJS.ErrnoException).code ?? "unknown"}`;
+        } finally {
+          closeFd(proc.pidfd);
+        }
+      this.emit("mapping.revoke.enforced", hs, result);
+    }
+  }
+
+  /** Holders brokerd could not watch: their holds end once /proc says the process is gone. */
+  private sweepUnwatched(): void {
+    for (const [key, w] of this.holders) {
+      if (w) continue;
+      const i = key.indexOf(":");
+      if (processStartTime(Number(key.slice(0, i))) !== key.slice(i + 1)) this.holderExited(key);
+    }
+  }
+
   releaseMapping(s: Session, dfId: bigint, cookie: bigint): void {
+    // A revoked mapping this session still holds: the holder says it has unmapped it.
+    if (this.releaseHolds(s, dfId, cookie)) return;
     const df = this.ownDeviceFile(s, dfId);
     const m = df.mapping(cookie);
     if (m.refs > 1) {
@@ -851,7 +1077,18 @@ export class Broker extends EventEmitter<BrokerEvents> {
   }
 
   closeDevice(s: Session, dfId: bigint): number {
+    const released = this.releaseHolds(s, dfId);
+    if (released > 0 && !s.deviceFiles.has(dfId)) return released;
     return this.closeDeviceFile(s, this.ownDeviceFile(s, dfId), "client");
+  }
+
+  /** Ends the holds of s in device file dfId (one cookie, or all); how many ended. */
+  private releaseHolds(s: Session, dfId: bigint, cookie?: bigint): number {
+    const hs = this.holds.size === 0 ? [] : this.holds.ofSession(s.id, dfId, cookie);
+    if (hs.length === 0) return 0;
+    this.live(s);
+    for (const h of hs) this.unhold(h, "release");
+    return hs.length;
   }
 
   readRegion(s: Session, dfId: bigint, offset: bigint, length: number): Buffer {
@@ -1043,6 +1280,10 @@ export class Broker extends EventEmitter<BrokerEvents> {
   }
 
   private sweep(): void {
+    if (this.holds.size > 0) {
+      this.enforceDue(Date.now());
+      this.sweepUnwatched();
+    }
     for (const { id, mapping: m } of this.tickets.sweep()) {
       const s = this.sessions.get(m.deviceFile.sessionId);
       // A mapping whose fd no ticket fetched ends when the last ticket issued for it expires.
@@ -1101,27 +1342,77 @@ export class Broker extends EventEmitter<BrokerEvents> {
     return { mapping: m, check };
   }
 
-  revokeMapping(dfId: bigint, cookie: bigint, reason: string): RevokeCounts {
+  /**
+   * Revokes one mapping. Its holder is asked to unmap (lease event); a delivered mapping stays
+   * booked until it releases it or exits (RevokeCounts.mappingsHeld). With `enforce`, brokerd kills
+   * the holder after enforce.graceMs if it still holds it then. A mapping revoked earlier and still
+   * held (no longer in its device file) can be revoked again to enforce it.
+   */
+  revokeMapping(dfId: bigint, cookie: bigint, reason: string, enforce?: { graceMs: number }): RevokeCounts {
+    const held = [...this.holds.all()].filter((h) => h.deviceFileId === dfId && h.cookie === cookie);
+    const live = [...this.sessions.values()].find((x) => x.deviceFiles.get(dfId)?.mappings.has(cookie));
+    if (!live && held.length > 0) return this.enforceHolds(held, enforce);
     const { session, df } = this.findDeviceFile(dfId);
     const m = df.mapping(cookie);
-    this.dropMapping(session, m, "operator");
+    const held0 = this.holdsMade;
+    this.withEnforcement(enforce, () => this.dropMapping(session, m, "operator"));
     this.notifyRevocation(session, df, cookie, "operator", reason || "revoked by an operator");
     this.emit("revocation", "operator", 1);
-    return { mappingsRevoked: 1, deviceFilesClosed: 0, sessionsEnded: 0 };
+    return {
+      mappingsRevoked: 1,
+      deviceFilesClosed: 0,
+      sessionsEnded: 0,
+      mappingsHeld: this.holdsMade - held0,
+    };
   }
 
-  revokeSession(id: string, reason: string): RevokeCounts {
+  revokeSession(id: string, reason: string, enforce?: { graceMs: number }): RevokeCounts {
     const s = this.sessions.get(id);
-    if (!s) throw notFound(`no session ${id}; ListSessions shows the live ones`, "unknown_session");
-    const counts = {
+    if (!s) {
+      const held = this.holds.ofSessionId(id);
+      if (held.length > 0) return this.enforceHolds(held, enforce);
+      throw notFound(`no session ${id}; ListSessions shows the live ones`, "unknown_session");
+    }
+    const counts: RevokeCounts = {
       mappingsRevoked: s.mappingCount,
       deviceFilesClosed: s.deviceFiles.size,
       sessionsEnded: 1,
     };
+    const held0 = this.holdsMade;
     this.revokeAllOf(s, "operator", reason || "session revoked by an operator");
-    this.endSession(s, "revoked", reason || "session revoked by an operator");
+    this.withEnforcement(enforce, () =>
+      this.endSession(s, "revoked", reason || "session revoked by an operator"),
+    );
     this.emit("revocation", "session", counts.mappingsRevoked);
+    counts.mappingsHeld = this.holdsMade - held0;
+    // What an earlier revocation left held in this session is enforced the same way.
+    if (enforce) this.enforceHolds(this.holds.ofSessionId(id), enforce);
     return counts;
+  }
+
+  /** Runs fn with the operator's enforcement applying to the holds it makes. */
+  private withEnforcement(enforce: { graceMs: number } | undefined, fn: () => void): void {
+    this.enforcing = enforce ? { by: "operator", graceMs: enforce.graceMs } : undefined;
+    try {
+      fn();
+    } finally {
+      this.enforcing = undefined;
+    }
+  }
+
+  /** Revoking what is already held: nothing new is taken; with enforce, the holder is killed after the grace. */
+  private enforceHolds(held: Hold[], enforce: { graceMs: number } | undefined): RevokeCounts {
+    if (enforce) {
+      const at = Date.now() + enforce.graceMs;
+      for (const h of held)
+        if (!h.enforced && (h.enforceAt === 0 || at < h.enforceAt)) {
+          h.enforceAt = at;
+          h.enforceBy = "operator";
+          // Recorded like a new hold: a restart keeps the deadline.
+          this.emit("mapping.hold", h);
+        }
+    }
+    return { mappingsRevoked: 0, deviceFilesClosed: 0, sessionsEnded: 0, mappingsHeld: held.length };
   }
 
   private revokeDevice(
@@ -1129,7 +1420,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
     reason: "device-drain" | "device-gone",
     message: string,
   ): RevokeCounts {
-    const counts = { mappingsRevoked: 0, deviceFilesClosed: 0, sessionsEnded: 0 };
+    const held0 = this.holdsMade;
+    const counts: RevokeCounts = { mappingsRevoked: 0, deviceFilesClosed: 0, sessionsEnded: 0 };
     for (const s of this.sessions.values()) {
       for (const df of [...s.deviceFiles.values()]) {
         if (df.device.id !== deviceId) continue;
@@ -1139,6 +1431,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       }
     }
     this.emit("revocation", reason, counts.mappingsRevoked);
+    counts.mappingsHeld = this.holdsMade - held0;
     return counts;
   }
 
@@ -1163,7 +1456,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.revokeDevice(deviceId, "device-gone", `device ${deviceId} went away`);
     this.setHealth(deviceId, "gone");
     this.deviceHealth.delete(deviceId);
-    this.attributeMaps.delete(deviceId);
+    // What revoked holders still map stays booked, should the device come back under its id.
+    if (this.holds.ofDevice(deviceId).length === 0) this.attributeMaps.delete(deviceId);
   }
 
   /** Tells the session's lease that a mapping of df (cookie), or all of df (cookie 0), is revoked. */

@@ -7,6 +7,7 @@
 // vocabulary. What it guarantees is written down in docs/security.md (section 4).
 import { type Broker, type BrokerEvents, type FdPeer, VERSION } from "./broker.js";
 import type { Mapping } from "./grants/device-file.js";
+import type { Hold } from "./grants/holds.js";
 import { cgroupIdentityOf } from "./identity/container.js";
 import { type KeyFields, Repeats, type Summary } from "./journal/aggregate.js";
 import { JournalSink } from "./journal/sink.js";
@@ -45,6 +46,23 @@ export interface JournalStats {
   writable: boolean;
   aggregationKeys: number;
 }
+
+const holdFields = (h: Hold) => ({
+  hold: h.id,
+  session: h.sessionId,
+  deviceFile: h.deviceFileId,
+  cookie: h.cookie,
+  device: h.deviceId,
+  region: h.regionName,
+  regionOffset: h.offset,
+  length: h.length,
+  attribute: h.attribute,
+  backing: h.kind,
+  uid: h.uid,
+  pid: h.pid,
+  reason: h.reason,
+  ...(h.enforceAt > 0 ? { enforceAt: h.enforceAt, enforceBy: h.enforceBy } : {}),
+});
 
 const bigintSafe = (_k: string, v: unknown) => (typeof v === "bigint" ? v.toString() : v);
 const SOCKETS = ["broker", "fd", "admin"] as const;
@@ -226,6 +244,19 @@ export class Journal {
           { session: s?.id, uid: s?.identity.uid, pid: s?.identity.pid, reason, message },
         ),
       revocation: (reason, count) => this.write("revocation", { reason, mappings: count }),
+      // A revoked mapping its holder may still map: booked until it unmaps (release) or exits.
+      "mapping.hold": (h) => this.write("mapping.hold", holdFields(h)),
+      "mapping.unhold": (h, how) => this.write("mapping.unhold", { ...holdFields(h), how }),
+      "mapping.revoke.enforced": (hs, result) =>
+        this.write("mapping.revoke.enforced", {
+          pid: hs[0]?.pid,
+          uid: hs[0]?.uid,
+          by: hs[0]?.enforceBy,
+          reason: hs[0]?.reason,
+          signal: "SIGKILL",
+          result,
+          holds: hs.map((h) => h.id),
+        }),
       "policy.reload": (ok, errors) =>
         this.write("policy.reload", {
           ok,

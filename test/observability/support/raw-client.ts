@@ -1,8 +1,8 @@
 // Test support: a minimal vfio-broker client on the raw API (BrokerService over gRPC + the fd
 // channel + a Lease stream), for the observability and console tests until they can use
 // @vfio-broker/client. It does what a real client does: Hello, OpenDevice, CreateMapping, redeem
-// the ticket on the fd channel (receiving the backing fd), keep the lease alive and collect the
-// revocations it carries.
+// the ticket on the fd channel (receiving the backing fd), keep the lease alive, collect the
+// revocations it carries and acknowledge each (ReleaseMapping / CloseDevice: it never mmaps).
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { closeFd, FdSocket } from "@vfio-broker/native";
 import {
@@ -71,7 +71,16 @@ export class RawClient {
           ms,
         );
       }
-      if (r.kind.case === "revocation") this.revocations.push(r.kind.value as Revocation);
+      if (r.kind.case === "revocation") {
+        const v = r.kind.value as Revocation;
+        this.revocations.push(v);
+        // It maps nothing itself: it tells brokerd at once, which frees the pages it keeps booked.
+        const ack =
+          v.cookie === 0n
+            ? this.grpc.closeDevice({ deviceFileId: v.deviceFileId })
+            : this.grpc.releaseMapping({ deviceFileId: v.deviceFileId, cookie: v.cookie });
+        ack.catch(() => {});
+      }
     });
     lease.call.on("error", () => {});
   }

@@ -12,8 +12,9 @@ import {
   MAPPING,
   mappingView,
   parseU64,
-  REASON_BODY,
+  REVOKE_BODY,
   REVOKED,
+  type RevokeBody,
   responses,
   revokedView,
   SESSION_ID,
@@ -142,26 +143,33 @@ export async function deviceFilesRoutes(app: FastifyInstance, opts: { brokerd: B
     },
   );
 
-  app.post<{ Params: { deviceFileId: string; cookie: string }; Body: { reason?: string } | undefined }>(
+  app.post<{ Params: { deviceFileId: string; cookie: string }; Body: RevokeBody }>(
     "/device-files/:deviceFileId/mappings/:cookie/revoke",
     {
       schema: {
         tags: ["mappings"],
-        summary: "Revoke one mapping; the client's lease receives the revocation",
+        summary:
+          "Revoke one mapping: its holder is asked to unmap it (lease event); a delivered mapping's pages stay booked until it releases them or exits, or, with enforce, until brokerd has killed it after graceMs",
         params: {
           type: "object",
           required: ["deviceFileId", "cookie"],
           properties: { deviceFileId: DEVICE_FILE_ID, cookie: COOKIE },
         },
-        body: REASON_BODY,
-        response: responses(REVOKED, 200, [404]),
+        body: REVOKE_BODY,
+        response: responses(REVOKED, 200, [400, 404]),
       },
     },
     async (req) => {
       const deviceFileId = parseU64("deviceFileId", req.params.deviceFileId);
       const cookie = parseU64("cookie", req.params.cookie);
       const r = await brokerd.call((c) =>
-        c.revokeMapping({ deviceFileId, cookie, reason: req.body?.reason ?? "" }),
+        c.revokeMapping({
+          deviceFileId,
+          cookie,
+          reason: req.body?.reason ?? "",
+          enforce: req.body?.enforce ?? false,
+          graceMs: req.body?.graceMs ?? 0,
+        }),
       );
       return revokedView(r.revoked);
     },

@@ -4,7 +4,16 @@ import type { FastifyInstance } from "fastify";
 import type { Brokerd } from "../brokerd.js";
 import { HttpError } from "../brokerd.js";
 import { quoted } from "../quote.js";
-import { REASON_BODY, REVOKED, responses, revokedView, SESSION, SESSION_ID, sessionView } from "../views.js";
+import {
+  REVOKE_BODY,
+  REVOKED,
+  type RevokeBody,
+  responses,
+  revokedView,
+  SESSION,
+  SESSION_ID,
+  sessionView,
+} from "../views.js";
 
 const TAGS = ["sessions"];
 const params = { type: "object", required: ["sessionId"], properties: { sessionId: SESSION_ID } } as const;
@@ -49,20 +58,26 @@ export async function sessionsRoutes(app: FastifyInstance, opts: { brokerd: Brok
     },
   );
 
-  app.post<{ Params: { sessionId: string }; Body: { reason?: string } | undefined }>(
+  app.post<{ Params: { sessionId: string }; Body: RevokeBody }>(
     "/sessions/:sessionId/revoke",
     {
       schema: {
         tags: TAGS,
-        summary: "Revoke a session: release all it holds and end it",
+        summary:
+          "Revoke a session and end it: what it has not received is released; what it mapped stays booked until its process unmaps or exits (or, with enforce, until brokerd has killed it after graceMs)",
         params,
-        body: REASON_BODY,
-        response: responses(REVOKED, 200, [404]),
+        body: REVOKE_BODY,
+        response: responses(REVOKED, 200, [400, 404]),
       },
     },
     async (req) => {
       const r = await brokerd.call((c) =>
-        c.revokeSession({ sessionId: req.params.sessionId, reason: req.body?.reason ?? "" }),
+        c.revokeSession({
+          sessionId: req.params.sessionId,
+          reason: req.body?.reason ?? "",
+          enforce: req.body?.enforce ?? false,
+          graceMs: req.body?.graceMs ?? 0,
+        }),
       );
       return revokedView(r.revoked);
     },

@@ -18,7 +18,7 @@ export class AttributeMap {
   private readonly trees = new Map<number, MapleTree<PageUse>>();
 
   constructor(
-    private readonly deviceId: string,
+    readonly deviceId: string,
     private readonly pageSize: bigint,
   ) {}
 

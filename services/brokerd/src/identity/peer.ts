@@ -1,8 +1,9 @@
 // Peer identity from the kernel: SO_PEERCRED (uid, gid, pid), SO_PEERPIDFD (a pidfd, so a recycled
 // pid cannot impersonate), and /proc/<pid>/cgroup (the container, when cgroup-trust.ts believes
-// the path). Never from what a client says.
+// the path); and a process found again later by pid + start time (openIfSameProcess). Never from
+// what a client says.
 import { readFileSync } from "node:fs";
-import { closeFd, peerIdentity, pidfdAlive } from "@vfio-broker/native";
+import { closeFd, peerIdentity, pidfdAlive, pidfdOpen } from "@vfio-broker/native";
 import type { Identity } from "../policy/index.js";
 import { type CgroupReading, readVerifiedCgroup } from "./cgroup-fs.js";
 import type { Hierarchy } from "./cgroup-trust.js";
@@ -129,4 +130,22 @@ export function identityOfSocket(fd: number): PeerIdentity {
 
 export function describeIdentity(id: Identity): string {
   return `uid ${id.uid} gid ${id.gid} pid ${id.pid}${id.cgroup ? ` cgroup ${id.cgroup}` : ""}`;
+}
+
+/** A pidfd on pid if it is still the process that started at startTime; else why not. */
+export function openIfSameProcess(pid: number, startTime: string): { pidfd: number } | { why: string } {
+  if (startTime === "") return { why: "no start time was recorded" };
+  let pidfd: number;
+  try {
+    pidfd = pidfdOpen(pid);
+  } catch {
+    return { why: `pid ${pid} has exited` };
+  }
+  // Read after the pidfd is open: if the start time still matches, the pidfd is that process.
+  const now = processStartTime(pid);
+  if (now !== startTime || !pidfdAlive(pidfd)) {
+    closeFd(pidfd);
+    return { why: now === "" ? `pid ${pid} has exited` : `pid ${pid} is now another process (start ${now})` };
+  }
+  return { pidfd };
 }

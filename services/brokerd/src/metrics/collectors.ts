@@ -305,6 +305,37 @@ export function createBrokerMetrics(
   });
 
   new Gauge({
+    name: `${P}revoking_mappings`,
+    help: "Revoked mappings whose holder has not unmapped them yet (it may still map them): their pages and quota stay booked until it releases them or exits.",
+    registers,
+    collect() {
+      this.set(broker.holds.size);
+    },
+  });
+  new Gauge({
+    name: `${P}revoking_bytes`,
+    help: "Bytes of revoked mappings still held (see revoking_mappings).",
+    registers,
+    collect() {
+      this.set(Number(broker.holds.bytes));
+    },
+  });
+  const unholds = new Counter({
+    name: `${P}revoked_mapping_unmaps_total`,
+    help: 'Revoked mappings whose booking ended, by how ("release": the holder released it, "exit": its process exited).',
+    labelNames: ["how"],
+    registers,
+  });
+  const enforced = new Counter({
+    name: `${P}revocations_enforced_total`,
+    help: 'Holders brokerd killed (SIGKILL through their pidfd) because they kept a revoked mapping past its grace, by result ("killed", "gone": it had exited, "error": e.g. EPERM without CAP_KILL).',
+    labelNames: ["result"],
+    registers,
+  });
+  for (const how of ["release", "exit"]) unholds.inc({ how }, 0);
+  enforced.inc({ result: "killed" }, 0);
+
+  new Gauge({
     name: `${P}pending_mappings`,
     help: "Mappings created whose fd was not fetched yet (each holds one backing fd in brokerd).",
     registers,
@@ -365,6 +396,9 @@ export function createBrokerMetrics(
       revocations.inc({ reason: r });
       revokedMappings.inc({ reason: r }, count);
     },
+    "mapping.unhold": (_h, how) => unholds.inc({ how: bounded(["release", "exit"], how) }),
+    "mapping.revoke.enforced": (_hs, result) =>
+      enforced.inc({ result: bounded(["killed", "gone", "error"], result) }),
     "policy.reload": (ok) => policyReloads.inc({ result: ok ? "ok" : "error" }),
     "connection.refused": (socket, _peer, reason) =>
       connectionsRefused.inc({

@@ -81,6 +81,7 @@ export const REFUSAL_REASONS = [
   "attribute_missing",
   "attribute_unsupported",
   "attribute_conflict",
+  "held_by_revoked",
   "prot",
   "prot_missing",
   "limit:mappings",

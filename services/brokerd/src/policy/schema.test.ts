@@ -117,7 +117,7 @@ test("several mistakes in one file: every error, each at its exact line:col", ()
     'policy.yaml:11:14: rules[0].limits.bytes: "1GB" is not a size; use a whole number of bytes or a string with suffix B, KiB, MiB, GiB or TiB (e.g. 1GiB); did you mean "1GiB" (sizes are powers of 1024)?',
     'policy.yaml:12:5: rules[1].devices: required but missing; list the device ids or globs, e.g. ["sim*"] or ["0000:03:00.0"]',
     'policy.yaml:12:11: rules[1].name: "first" is already the name of rules[0] (line 3); rule names must be unique',
-    'policy.yaml:17:5: rules[1]: unknown key "readwrite"; did you mean "readWrite"? allowed keys: name, match, devices, regions, attributes, prot, readWrite, allowDeviceFd, limits',
+    'policy.yaml:17:5: rules[1]: unknown key "readwrite"; did you mean "readWrite"? allowed keys: name, match, devices, regions, attributes, prot, readWrite, allowDeviceFd, revoke, limits',
   ]);
 });
 
@@ -392,4 +392,22 @@ test("container ids and pod UIDs that could never match are errors, at their lin
     "policy.yaml:4:12: rules[0].match: matches nobody; write match: { any: true } to match every identity, or list uids, gids, cgroups, containers or pods",
     'policy.yaml:4:14: rules[0].match: unknown key "container"; did you mean "containers"? allowed keys: any, uids, gids, cgroups, containers, pods',
   ]);
+});
+
+test("revoke: enforcement per rule, kill or none, with a bounded grace; absent means none", () => {
+  assert.deepEqual(parsePolicy(GOOD, "<inline>").rules[0]!.revoke, { enforce: "none", graceMs: 5000 });
+  const kill = parsePolicy(`${GOOD}    revoke: { enforce: kill, graceMs: 250 }\n`, "<inline>").rules[0]!;
+  assert.deepEqual(kill.revoke, { enforce: "kill", graceMs: 250 });
+  assert.ok(Object.isFrozen(kill.revoke));
+  const errors = errorsOf(`${GOOD}    revoke: { enforce: terminate, graceMs: -1, after: 3 }\n`);
+  assert.equal(errors.length, 3, errors.join("\n"));
+  assert.match(
+    errors.join("\n"),
+    /rules\[0\]\.revoke\.enforce: "terminate" is not an enforcement; write kill/,
+  );
+  assert.match(
+    errors.join("\n"),
+    /rules\[0\]\.revoke\.graceMs: -1 is not a grace period; use an integer 0\.\.3600000/,
+  );
+  assert.match(errors.join("\n"), /rules\[0\]\.revoke.*after/);
 });

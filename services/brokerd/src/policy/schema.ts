@@ -46,6 +46,13 @@
  *                                    # through the broker (writes also need rw in prot)
  *       allowDeviceFd: false         # optional (default false): may the Backing be the whole VFIO
  *                                    # device fd
+ *       revoke:                      # optional: what a revocation of this rule's mappings does.
+ *         enforce: kill              #   "none" (default): the holder is asked to unmap and its
+ *                                    #   pages stay booked until it releases them or exits; "kill":
+ *                                    #   after graceMs brokerd SIGKILLs a holder that still holds
+ *                                    #   them (through its pidfd). Never for a holder that only
+ *                                    #   closed its own connection.
+ *         graceMs: 5000              #   0..3600000 (default 5000)
  *       limits:                      # optional; each omitted limit comes from defaults.limits,
  *                                    # else the built-in default. Every limit is a quota per
  *                                    # identity: it counts across ALL sessions of the uid (and of
@@ -162,8 +169,18 @@ export interface Rule {
   prot: Prot[];
   readWrite: boolean;
   allowDeviceFd: boolean;
+  /** What a revocation of this rule's mappings does to a holder that does not unmap them. */
+  revoke: RevokeEnforcement;
   limits: Limits;
 }
+
+export interface RevokeEnforcement {
+  enforce: "none" | "kill";
+  graceMs: number;
+}
+
+export const DEFAULT_REVOKE: Readonly<RevokeEnforcement> = Object.freeze({ enforce: "none", graceMs: 5000 });
+const MAX_GRACE_MS = 3_600_000;
 
 export interface Policy {
   version: 1;
@@ -200,6 +217,7 @@ const RULE_KEYS = [
   "prot",
   "readWrite",
   "allowDeviceFd",
+  "revoke",
   "limits",
 ] as const;
 const MATCH_KEYS = ["any", "uids", "gids", "cgroups", "containers", "pods"] as const;
@@ -510,6 +528,42 @@ function readLimits(ck: Checker, field: Field, path: string): Partial<Limits> {
   return out;
 }
 
+function readRevoke(ck: Checker, field: Field, path: string): RevokeEnforcement {
+  const out = { ...DEFAULT_REVOKE };
+  const fields = readMap(
+    ck,
+    field.value,
+    field.offset,
+    path,
+    ["enforce", "graceMs"],
+    "{ enforce: kill, graceMs: 5000 }",
+  );
+  if (fields === undefined) return out;
+  const enforce = fields.get("enforce");
+  if (enforce) {
+    const v = isScalar(enforce.value) ? enforce.value.value : undefined;
+    if (v === "kill" || v === "none") out.enforce = v;
+    else
+      ck.error(
+        enforce.offset,
+        join(path, "enforce"),
+        `${show(enforce.value)} is not an enforcement; write kill (SIGKILL a holder that has not unmapped after graceMs) or none`,
+      );
+  }
+  const grace = fields.get("graceMs");
+  if (grace) {
+    const v = isScalar(grace.value) ? grace.value.value : undefined;
+    if (typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= MAX_GRACE_MS) out.graceMs = v;
+    else
+      ck.error(
+        grace.offset,
+        join(path, "graceMs"),
+        `${show(grace.value)} is not a grace period; use an integer 0..${MAX_GRACE_MS} (milliseconds)`,
+      );
+  }
+  return out;
+}
+
 function checkCgroupGlob(s: string): string | undefined {
   if (s === "")
     return `an empty cgroup glob matches nothing; write a path like "/system.slice/docker-*.scope"`;
@@ -691,6 +745,7 @@ function readRule(
     prot: [],
     readWrite: false,
     allowDeviceFd: false,
+    revoke: { ...DEFAULT_REVOKE },
     limits: { ...DEFAULT_LIMITS },
   };
 
@@ -759,6 +814,8 @@ function readRule(
   ) as Prot[];
   rule.readWrite = readBool(ck, fields.get("readWrite"), join(path, "readWrite"));
   rule.allowDeviceFd = readBool(ck, fields.get("allowDeviceFd"), join(path, "allowDeviceFd"));
+  const revoke = fields.get("revoke");
+  if (revoke) rule.revoke = readRevoke(ck, revoke, join(path, "revoke"));
   const limits = fields.get("limits");
   return { rule, limits: limits ? readLimits(ck, limits, join(path, "limits")) : {} };
 }
@@ -781,6 +838,7 @@ function freezePolicy(policy: Policy): Policy {
     }
     Object.freeze(m);
     Object.freeze(rule.limits);
+    Object.freeze(rule.revoke);
     Object.freeze(rule);
   }
   Object.freeze(policy.rules);

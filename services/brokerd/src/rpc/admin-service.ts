@@ -6,8 +6,9 @@ import { type Broker, VERSION } from "../broker.js";
 import type { SimBackend } from "../devices/sim.js";
 import { invalid, precondition } from "../errors.js";
 import type { DeviceFile } from "../grants/device-file.js";
+import { heldRevocation } from "../grants/holds.js";
 import type { Session } from "../identity/session.js";
-import { attributeToPb, deviceToPb, identityToPb, layoutToPb, mappingToPb } from "./convert.js";
+import { attributeToPb, deviceToPb, holdToPb, identityToPb, layoutToPb, mappingToPb } from "./convert.js";
 import { unary } from "./status.js";
 
 export interface AdminHooks {
@@ -44,9 +45,29 @@ function sessionInfo(s: Session) {
   };
 }
 
-const counts = (c: { mappingsRevoked: number; deviceFilesClosed: number; sessionsEnded: number }) => ({
-  revoked: c,
+const counts = (c: {
+  mappingsRevoked: number;
+  deviceFilesClosed: number;
+  sessionsEnded: number;
+  mappingsHeld?: number;
+}) => ({
+  revoked: { ...c, mappingsHeld: c.mappingsHeld ?? 0 },
 });
+
+const MAX_GRACE_MS = 3_600_000;
+
+/** The operator's enforcement of a revocation (enforce, grace_ms), checked. */
+function enforcement(req: { enforce?: boolean; graceMs?: number }): { graceMs: number } | undefined {
+  if (!req.enforce) {
+    if (req.graceMs)
+      throw invalid("grace_ms is only meaningful with enforce: set enforce, or leave grace_ms 0", "grace_ms");
+    return undefined;
+  }
+  const graceMs = req.graceMs ?? 0;
+  if (graceMs > MAX_GRACE_MS)
+    throw invalid(`grace_ms ${graceMs} is over ${MAX_GRACE_MS} (one hour)`, "grace_ms");
+  return { graceMs };
+}
 
 export function adminServiceImpl(broker: Broker, hooks: AdminHooks): grpc.UntypedServiceImplementation {
   // biome-ignore lint/suspicious/noExplicitAny: requests are typed by the generated schemas
@@ -82,14 +103,29 @@ export function adminServiceImpl(broker: Broker, hooks: AdminHooks): grpc.Untype
     listSessions: h(() => ({ sessions: sessions().map(sessionInfo) })),
     listDeviceFiles: h((req) => ({ deviceFiles: deviceFiles(req).map(deviceFileInfo) })),
     listMappings: h((req) => ({
-      mappings: deviceFiles(req).flatMap((df) => {
-        const s = broker.sessions.get(df.sessionId);
-        return [...df.mappings.values()].map((m) => ({
-          mapping: mappingToPb(m),
-          sessionId: df.sessionId,
-          identity: s ? identityToPb(s.identity) : undefined,
-        }));
-      }),
+      mappings: deviceFiles(req)
+        .flatMap((df) => {
+          const s = broker.sessions.get(df.sessionId);
+          return [...df.mappings.values()].map((m) => ({
+            mapping: mappingToPb(m, broker.revocationOf(m)),
+            sessionId: df.sessionId,
+            identity: s ? identityToPb(s.identity) : undefined,
+          }));
+        })
+        .concat(
+          // Revoked mappings their holders have not unmapped yet (state REVOKING).
+          [...broker.holds.all()]
+            .filter(
+              (h) =>
+                (!req.sessionId || h.sessionId === req.sessionId) &&
+                (!req.deviceId || h.deviceId === req.deviceId),
+            )
+            .map((h) => ({
+              mapping: holdToPb(h, heldRevocation(h)),
+              sessionId: h.sessionId,
+              identity: { uid: h.uid, pid: h.pid },
+            })),
+        ),
     })),
     dumpDeviceFile: h((req) => {
       const { df } = broker.findDeviceFile(req.deviceFileId);
@@ -126,8 +162,10 @@ export function adminServiceImpl(broker: Broker, hooks: AdminHooks): grpc.Untype
         depth: df.tree.depth,
       };
     }),
-    revokeMapping: h((req) => counts(broker.revokeMapping(req.deviceFileId, req.cookie, req.reason))),
-    revokeSession: h((req) => counts(broker.revokeSession(req.sessionId, req.reason))),
+    revokeMapping: h((req) =>
+      counts(broker.revokeMapping(req.deviceFileId, req.cookie, req.reason, enforcement(req))),
+    ),
+    revokeSession: h((req) => counts(broker.revokeSession(req.sessionId, req.reason, enforcement(req)))),
     drainDevice: h((req) => counts(broker.drainDevice(req.deviceId, req.reason))),
     undrainDevice: h((req) => {
       broker.undrainDevice(req.deviceId);
@@ -171,8 +209,14 @@ export function adminServiceImpl(broker: Broker, hooks: AdminHooks): grpc.Untype
         m: deviceFiles({ deviceId: req.deviceId }).reduce((n, df) => n + df.mappings.size, 0),
         d: deviceFiles({ deviceId: req.deviceId }).length,
       };
+      const held0 = broker.holds.size;
       hooks.sim.removeDevice(req.deviceId);
-      return counts({ mappingsRevoked: before.m, deviceFilesClosed: before.d, sessionsEnded: 0 });
+      return counts({
+        mappingsRevoked: before.m,
+        deviceFilesClosed: before.d,
+        sessionsEnded: 0,
+        mappingsHeld: broker.holds.size - held0,
+      });
     }),
   };
 }

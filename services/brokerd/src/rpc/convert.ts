@@ -2,7 +2,13 @@
 // else in brokerd knows protobuf enum numbers.
 
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { DeviceSchema, IdentitySchema, MappingSchema, RegionSchema } from "@vfio-broker/proto";
+import type {
+  DeviceSchema,
+  IdentitySchema,
+  MappingSchema,
+  RegionSchema,
+  RevocationInfoSchema,
+} from "@vfio-broker/proto";
 import {
   Attribute as PbAttribute,
   BackingKind as PbBackingKind,
@@ -10,6 +16,7 @@ import {
   Layout as PbLayout,
   MappingState as PbMappingState,
   Prot as PbProt,
+  RevocationKind as PbRevocationKind,
 } from "@vfio-broker/proto";
 import type { CreateMappingArgs } from "../broker.js";
 import type {
@@ -22,6 +29,7 @@ import type {
 } from "../devices/backend.js";
 import { invalid } from "../errors.js";
 import type { Mapping } from "../grants/device-file.js";
+import type { Hold, RevocationView } from "../grants/holds.js";
 import type { Layout } from "../grants/layout.js";
 import { cgroupIdentityOf } from "../identity/container.js";
 import type { PeerIdentity } from "../identity/peer.js";
@@ -155,8 +163,46 @@ export function identityToPb(id: PeerIdentity): MessageInitShape<typeof Identity
   };
 }
 
-export function mappingToPb(m: Mapping): MessageInitShape<typeof MappingSchema> {
+export function revocationToPb(v: RevocationView): MessageInitShape<typeof RevocationInfoSchema> {
   return {
+    kind: v.kind === "immediate" ? PbRevocationKind.IMMEDIATE : PbRevocationKind.UNMAP_REQUESTED,
+    description: v.description,
+    enforceable: v.enforceable,
+    policyEnforce: v.policyEnforce,
+    policyGraceMs: v.policyGraceMs,
+    revokedReason: v.revokedReason,
+    revokedUnixMs: BigInt(v.revokedAt),
+    enforceAtUnixMs: BigInt(v.enforceAt),
+    enforceBy: v.enforceBy,
+    enforced: v.enforced,
+    holderPid: v.holderPid,
+  };
+}
+
+/** A hold as a Mapping in state REVOKING (admin listings). */
+export function holdToPb(h: Hold, v: RevocationView): MessageInitShape<typeof MappingSchema> {
+  return {
+    cookie: h.cookie,
+    deviceFileId: h.deviceFileId,
+    deviceId: h.deviceId,
+    regionIndex: h.regionIndex,
+    regionName: h.regionName,
+    regionOffset: h.offset,
+    length: h.length,
+    requestedAttribute: attributeToPb(h.attribute),
+    effectiveAttribute: attributeToPb(h.attribute),
+    fallbackReason: "",
+    prot: protToPb(h.prot),
+    backing: backingToPb(h.kind),
+    state: PbMappingState.REVOKING,
+    refs: h.refs,
+    revocation: revocationToPb(v),
+  };
+}
+
+export function mappingToPb(m: Mapping, revocation?: RevocationView): MessageInitShape<typeof MappingSchema> {
+  return {
+    ...(revocation ? { revocation: revocationToPb(revocation) } : {}),
     cookie: m.cookie,
     deviceFileId: m.deviceFile.id,
     deviceId: m.deviceFile.device.id,

@@ -3,7 +3,7 @@
 // their device files, the mappings in them, device health, and the id counters that keep ids
 // unique across runs. Pure: no I/O. The Broker's in-memory maps are rebuilt from it (restore.ts).
 import type { DeviceHealth } from "../devices/backend.js";
-import type { DeviceFileRec, MappingRec, SessionRec, StateRecord } from "./records.js";
+import type { DeviceFileRec, HoldRec, MappingRec, SessionRec, StateRecord } from "./records.js";
 
 export class ModelError extends Error {}
 
@@ -16,6 +16,8 @@ export interface Snapshot {
   deviceFiles: DeviceFileRec[];
   mappings: MappingRec[];
   health: { device: string; health: DeviceHealth }[];
+  /** Revoked mappings still held (absent in snapshots written before holds: none). */
+  holds?: HoldRec[];
 }
 
 export class StateModel {
@@ -25,6 +27,8 @@ export class StateModel {
   readonly mappings = new Map<string, Map<string, MappingRec>>();
   mappingCount = 0;
   readonly health = new Map<string, DeviceHealth>();
+  /** Revoked mappings whose holder may still map them; independent of sessions and device files. */
+  readonly holds = new Map<string, HoldRec>();
   run = 0;
   bootId = "";
   /** Device-file ids are never reused, across runs too (journal rows of two runs never collide). */
@@ -106,6 +110,13 @@ export class StateModel {
       case "map.release":
         if (this.mappings.get(r.df)?.delete(r.cookie)) this.mappingCount--;
         return;
+      case "hold":
+        // A second record of one hold changes its enforcement.
+        this.holds.set(r.h.id, r.h);
+        return;
+      case "hold.end":
+        this.holds.delete(r.id);
+        return;
       case "health":
         if (r.health === "healthy" || r.health === "gone") this.health.delete(r.device);
         else this.health.set(r.device, r.health);
@@ -140,7 +151,9 @@ export class StateModel {
 
   /** Live records a snapshot must hold (compaction compares the log's length with it). */
   get liveCount(): number {
-    return this.sessions.size + this.deviceFiles.size + this.mappingCount + this.health.size;
+    return (
+      this.sessions.size + this.deviceFiles.size + this.mappingCount + this.health.size + this.holds.size
+    );
   }
 
   snapshot(): Snapshot {
@@ -153,6 +166,7 @@ export class StateModel {
       deviceFiles: [...this.deviceFiles.values()],
       mappings: [...this.mappings.values()].flatMap((ms) => [...ms.values()]),
       health: [...this.health].map(([device, health]) => ({ device, health })),
+      holds: [...this.holds.values()],
     };
   }
 
@@ -166,6 +180,7 @@ export class StateModel {
     for (const x of s.deviceFiles) m.apply({ t: "df.open", d: x });
     for (const x of s.mappings) m.apply({ t: "map.create", m: x });
     for (const x of s.health) m.apply({ t: "health", device: x.device, health: x.health });
+    for (const x of s.holds ?? []) m.apply({ t: "hold", h: x });
     m.applied = 0;
     return m;
   }

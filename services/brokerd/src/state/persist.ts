@@ -7,8 +7,9 @@
 // reconciles (it can only over-book, never grant a page twice).
 import type { Broker } from "../broker.js";
 import type { Mapping } from "../grants/device-file.js";
+import type { Hold } from "../grants/holds.js";
 import { logLimited } from "../log.js";
-import type { MappingRec, SessionRec } from "./records.js";
+import type { HoldRec, MappingRec, SessionRec } from "./records.js";
 import type { StateStore } from "./store.js";
 
 export function mappingRec(m: Mapping): MappingRec {
@@ -31,6 +32,33 @@ export function mappingRec(m: Mapping): MappingRec {
     requestId: m.requestId,
     createdAt: m.createdAt,
     refs: m.refs,
+  };
+}
+
+export function holdRec(h: Hold): HoldRec {
+  return {
+    id: h.id,
+    pid: h.pid,
+    startTime: h.startTime,
+    uid: h.uid,
+    session: h.sessionId,
+    df: String(h.deviceFileId),
+    cookie: String(h.cookie),
+    device: h.deviceId,
+    region: h.regionIndex,
+    regionName: h.regionName,
+    offset: String(h.offset),
+    length: String(h.length),
+    attribute: h.attribute,
+    prot: h.prot,
+    kind: h.kind,
+    refs: h.refs,
+    quotaKeys: h.quotaKeys,
+    rule: h.rule,
+    reason: h.reason,
+    since: h.since,
+    enforceAt: h.enforceAt,
+    enforceBy: h.enforceBy,
   };
 }
 
@@ -130,6 +158,12 @@ export class Persister {
         ? must(() => store.append(refs(m)))
         : may("a reference release", () => store.append(refs(m))),
     );
+    // A hold goes in before its mapping's release (same batch where there is one): a restart in
+    // between keeps the pages booked twice with one attribute, never not at all.
+    broker.on("mapping.hold", (h) =>
+      may("a revoked mapping's hold", () => store.append({ t: "hold", h: holdRec(h) })),
+    );
+    broker.on("mapping.unhold", (h) => may("a hold's end", () => store.append({ t: "hold.end", id: h.id })));
     broker.on("mapping.release", (m) =>
       may("a release", () =>
         store.append({ t: "map.release", df: String(m.deviceFile.id), cookie: String(m.cookie) }),

@@ -53,6 +53,35 @@ export interface MappingRec {
   refs?: number;
 }
 
+/**
+ * A revoked mapping whose holder may still map it (grants/holds.ts): its pages and quota stay
+ * booked across a restart until that process (pid + start time) exits or releases it.
+ */
+export interface HoldRec {
+  id: string;
+  pid: number;
+  startTime: string;
+  uid: number;
+  session: string;
+  df: string;
+  cookie: string;
+  device: string;
+  region: number;
+  regionName: string;
+  offset: string;
+  length: string;
+  attribute: Attribute;
+  prot: Prot;
+  kind: BackingKind;
+  refs: number;
+  quotaKeys: string[];
+  rule: string;
+  reason: string;
+  since: number;
+  enforceAt: number;
+  enforceBy: string;
+}
+
 export type StateRecord =
   | { t: "run"; run: number; pid: number; at: number; bootId: string }
   | { t: "session.open"; s: SessionRec }
@@ -79,6 +108,9 @@ export type StateRecord =
   /** The reference count changed (a CreateMapping of the same mapping, or a ReleaseMapping of one). */
   | { t: "map.refs"; df: string; cookie: string; refs: number; ticket: string; expiresAt: number }
   | { t: "map.release"; df: string; cookie: string }
+  /** A hold made (written before its mapping's map.release), or its enforcement changed. */
+  | { t: "hold"; h: HoldRec }
+  | { t: "hold.end"; id: string }
   | { t: "health"; device: string; health: DeviceHealth };
 
 /** Where in which file a record failed to decode, and why. */
@@ -105,6 +137,8 @@ const TYPES = new Set([
   "map.deliver",
   "map.refs",
   "map.release",
+  "hold",
+  "hold.end",
   "health",
 ]);
 

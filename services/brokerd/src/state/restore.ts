@@ -6,18 +6,23 @@
 //     it had is kept, so no page is ever booked with a second attribute while that process may
 //     still map it. Pending mappings whose ticket is still valid get a fresh backing, so the client
 //     can still redeem the ticket; expired ones are released (no fd ever left brokerd for them).
+// Revoked mappings still held (holds) are kept booked the same way while their holder process
+// lives, and dropped (one hold.end record) when it is gone.
 // Every decision is returned for the journal.
-import { closeFd, pidfdAlive, pidfdOpen, watchPidfd } from "@vfio-broker/native";
+import { closeFd, watchPidfd } from "@vfio-broker/native";
 import type { Broker } from "../broker.js";
 import type { Backing } from "../devices/backend.js";
 import { DeviceFile, type Mapping } from "../grants/device-file.js";
+import type { Hold } from "../grants/holds.js";
 import type { Layout } from "../grants/layout.js";
 import { holderOf } from "../grants/tickets.js";
 import { quotaKeys } from "../identity/container.js";
-import { cgroupTrustedNow, type PeerIdentity, processStartTime } from "../identity/peer.js";
+import { cgroupTrustedNow, openIfSameProcess, type PeerIdentity } from "../identity/peer.js";
 import { Session } from "../identity/session.js";
-import type { DeviceFileRec, MappingRec, SessionRec } from "./records.js";
+import type { DeviceFileRec, HoldRec, MappingRec, SessionRec } from "./records.js";
 import { StateError, type StateStore } from "./store.js";
+
+export { openIfSameProcess };
 
 export interface ReconcileDecision {
   session: string;
@@ -34,25 +39,9 @@ export interface ReconcileDecision {
 
 export interface RestoreReport {
   decisions: ReconcileDecision[];
+  /** Holds kept (their holder lives) and dropped (it is gone). */
+  holds?: { kept: number; dropped: number };
   ms: number;
-}
-
-/** A pidfd on pid if it is still the process that started at startTime; else why not. */
-export function openIfSameProcess(pid: number, startTime: string): { pidfd: number } | { why: string } {
-  if (startTime === "") return { why: "no start time was recorded" };
-  let pidfd: number;
-  try {
-    pidfd = pidfdOpen(pid);
-  } catch {
-    return { why: `pid ${pid} has exited` };
-  }
-  // Read after the pidfd is open: if the start time still matches, the pidfd is that process.
-  const now = processStartTime(pid);
-  if (now !== startTime || !pidfdAlive(pidfd)) {
-    closeFd(pidfd);
-    return { why: now === "" ? `pid ${pid} has exited` : `pid ${pid} is now another process (start ${now})` };
-  }
-  return { pidfd };
 }
 
 /** The Backing of a mapping delivered before the restart: the client holds the fd, brokerd nothing. */
@@ -75,6 +64,7 @@ export function restoreState(broker: Broker, store: StateStore, now = Date.now()
   if (model.nextDeviceFileId > broker.nextDeviceFileId) broker.nextDeviceFileId = model.nextDeviceFileId;
   for (const [device, health] of model.health) broker.deviceHealth.set(device, health);
   const decisions: ReconcileDecision[] = [];
+  const holds = restoreHolds(broker, store);
   for (const rec of [...model.sessions.values()]) {
     const dfs = model.deviceFilesOf(rec.id);
     const mappings = dfs.reduce((n, d) => n + model.mappingsOf(d.id).length, 0);
@@ -90,7 +80,69 @@ export function restoreState(broker: Broker, store: StateStore, now = Date.now()
     for (const d of dfs) dropped += restoreDeviceFile(broker, store, s, d, now);
     decisions.push({ ...base, action: "detached", why: `pid ${rec.pid} is alive`, dropped });
   }
-  return { decisions, ms: performance.now() - t0 };
+  return { decisions, holds, ms: performance.now() - t0 };
+}
+
+/** Books again every hold whose holder process still lives; ends the others. */
+function restoreHolds(broker: Broker, store: StateStore): { kept: number; dropped: number } {
+  const out = { kept: 0, dropped: 0 };
+  const procs = new Map<string, { pidfd: number } | { why: string }>();
+  for (const rec of [...store.model.holds.values()]) {
+    const key = `${rec.pid}:${rec.startTime}`;
+    const proc = procs.get(key) ?? openIfSameProcess(rec.pid, rec.startTime);
+    procs.set(key, proc);
+    if ("why" in proc) {
+      store.append({ t: "hold.end", id: rec.id });
+      out.dropped++;
+      continue;
+    }
+    const h = holdOf(rec);
+    const attrs = broker.attributeMap(h.deviceId);
+    try {
+      attrs.check(h.regionIndex, h.regionName, h.offset, h.length, h.attribute);
+    } catch (e) {
+      throw new StateError(
+        store.dir,
+        `hold ${rec.id} conflicts with another recorded booking (${(e as Error).message})`,
+      );
+    }
+    attrs.acquire(h.regionIndex, h.offset, h.length, h.attribute);
+    broker.quotas.restore(h.quotaKeys, "mappings", h.refs);
+    broker.quotas.restore(h.quotaKeys, "bytes", h.length);
+    broker.adoptHold(h, proc.pidfd);
+    out.kept++;
+  }
+  // adoptHold watches a dup of each pidfd.
+  for (const p of procs.values()) if ("pidfd" in p) closeFd(p.pidfd);
+  return out;
+}
+
+function holdOf(r: HoldRec): Hold {
+  return {
+    id: r.id,
+    pid: r.pid,
+    startTime: r.startTime,
+    uid: r.uid,
+    sessionId: r.session,
+    deviceFileId: BigInt(r.df),
+    cookie: BigInt(r.cookie),
+    deviceId: r.device,
+    regionIndex: r.region,
+    regionName: r.regionName,
+    offset: BigInt(r.offset),
+    length: BigInt(r.length),
+    attribute: r.attribute,
+    prot: r.prot,
+    kind: r.kind,
+    refs: r.refs,
+    quotaKeys: r.quotaKeys,
+    rule: r.rule,
+    reason: r.reason,
+    since: r.since,
+    enforceAt: r.enforceAt,
+    enforceBy: r.enforceBy,
+    enforced: false,
+  };
 }
 
 function restoreSession(broker: Broker, rec: SessionRec, pidfd: number, now: number): Session {

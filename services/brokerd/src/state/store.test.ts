@@ -204,3 +204,48 @@ test("a long cork (a session's cleanup) is written in pieces of at most 1024 rec
   assert.equal(store.model.sessions.size, 2500);
   store.close();
 });
+
+test("a revoked mapping's hold survives a reopen and a compaction; hold.end removes it", () => {
+  const dir = seeded("s1");
+  const h = {
+    id: "3.4096.ab",
+    pid: 4242,
+    startTime: "77",
+    uid: 65534,
+    session: "s1",
+    df: "3",
+    cookie: "4096",
+    device: "sim0",
+    region: 2,
+    regionName: "BAR2",
+    offset: "65536",
+    length: "4096",
+    attribute: "WC" as const,
+    prot: "rw" as const,
+    kind: "memfd" as const,
+    refs: 1,
+    quotaKeys: ["uid:65534"],
+    rule: "workload",
+    reason: "operator",
+    since: 5,
+    enforceAt: 0,
+    enforceBy: "",
+  };
+  const a = StateStore.open(dir, "boot1");
+  a.store.append({ t: "hold", h });
+  // The session ending does not end the hold: the holder process may still map the pages.
+  a.store.append({ t: "session.end", id: "s1" });
+  a.store.append({ t: "hold", h: { ...h, enforceAt: 99, enforceBy: "operator" } });
+  a.store.close();
+  const b = StateStore.open(dir, "boot1");
+  assert.deepEqual(b.store.model.holds.get(h.id), { ...h, enforceAt: 99, enforceBy: "operator" });
+  b.store.compact();
+  b.store.close();
+  const c = StateStore.open(dir, "boot1");
+  assert.equal(c.store.model.holds.get(h.id)?.enforceAt, 99, "the snapshot keeps it");
+  c.store.append({ t: "hold.end", id: h.id });
+  c.store.close();
+  const d = StateStore.open(dir, "boot1");
+  assert.equal(d.store.model.holds.size, 0);
+  d.store.close();
+});
