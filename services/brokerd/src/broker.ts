@@ -111,6 +111,8 @@ export interface BrokerEvents {
   "mapping.refused": [string, string];
   /** An fd-channel request: result, the mapping (when known), ms, and the kernel-verified peer. */
   "fd.delivery": [string, Mapping | undefined, number, FdPeer | undefined];
+  /** A reply carrying fds could not be sent: errno label (fdpass/delivery-failure.ts), the peer. */
+  "fd.undeliverable": [string, FdPeer];
   /**
    * A connection refused before it got a session or a slot (quota, global cap, draining, not an
    * admin): which socket ("broker", "fd", "admin"), the kernel-verified peer, and a low-cardinality
@@ -827,7 +829,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.emit("mapping.release", m, reason);
   }
 
-  releaseMapping(s: Session, dfId: bigint, cookie: bigint): void {
+  /** reason: "client", or "undeliverable" (brokerd gives back a grant whose fd it could not send). */
+  releaseMapping(s: Session, dfId: bigint, cookie: bigint, reason = "client"): void {
     const df = this.ownDeviceFile(s, dfId);
     const m = df.mapping(cookie);
     if (m.refs > 1) {
@@ -837,7 +840,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       this.emit("mapping.refs", m, "drop");
       return;
     }
-    this.dropMapping(s, m, "client");
+    this.dropMapping(s, m, reason);
   }
 
   private closeDeviceFile(s: Session, df: DeviceFile, reason: string): number {

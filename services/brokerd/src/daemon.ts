@@ -1,7 +1,7 @@
 // Wires brokerd together: backends, policy, the Broker core, the gRPC servers on the broker and
 // admin sockets, the fd channel, metrics and the journal. main.ts adds process concerns
 // (signals, sd_notify); tests and tools can start a daemon in-process with startDaemon().
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { closeFd, PAGE_SIZE } from "@vfio-broker/native";
@@ -21,6 +21,7 @@ import { VfioBackend } from "./devices/vfio.js";
 import { BrokerError, denied } from "./errors.js";
 import { nofileLimit, planFdBudget, REFUSED_LINGER_FDS } from "./fd-budget.js";
 import { FdChannel } from "./fdpass/channel.js";
+import { type InflightExemption, inflightExemption, inflightWarning, parseCapEff } from "./fdpass/inflight-exemption.js";
 import type { PeerIdentity } from "./identity/peer.js";
 import type { Session } from "./identity/session.js";
 import { Journal } from "./journal.js";
@@ -60,6 +61,16 @@ export function fdSocketName(socket: string, fdSocket: string): string {
 
 /** The planned-upgrade socket in the runtime dir (root only, restart/handover.ts). */
 export const HANDOVER_SOCKET = "handover.sock";
+
+/** brokerd's own standing with the kernel's in-flight fd limit (undefined: /proc unreadable). */
+function ownInflightExemption(): InflightExemption | undefined {
+  try {
+    const cap = parseCapEff(readFileSync("/proc/self/status", "utf8"));
+    return cap === undefined ? undefined : inflightExemption(cap);
+  } catch {
+    return undefined;
+  }
+}
 
 /** Takes name's fd out of the inherited set (undefined: bind afresh). */
 function takeInherited(inherited: Map<string, number>, name: string): number | undefined {
@@ -122,6 +133,8 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
     pendingMappings: config.maxPendingMappings,
   });
   if (budget.warning) console.error(`vfio-brokerd: ${budget.warning}`);
+  const inflight = inflightWarning(ownInflightExemption(), process.geteuid?.() ?? 0, nofileLimit());
+  if (inflight) console.error(`vfio-brokerd: ${inflight}`);
   // The state store, before any backend: a damaged one stops the start here, with what to do.
   const bootId = currentBootId();
   const opened = StateStore.open(config.stateDir, bootId);
