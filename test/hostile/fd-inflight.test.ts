@@ -14,14 +14,13 @@
 // runs with CAP_SYS_ADMIN in its place, the kernel's other exemption, and its figures say so.
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { after, describe, it } from "node:test";
-import { parse } from "yaml";
-import { freePort } from "./journal-support.js";
-import { type BrokerProcess, CLI, REPO, type RunResult, run, startBrokerd } from "../lib/brokerd.js";
-import { assertAlive, report, type Spawned, spawnAs, startVictim, VICTIM } from "./support/harness.js";
-import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
+import { parse } from "yaml";
+import { type BrokerProcess, CLI, REPO, type RunResult, run, startBrokerd } from "../lib/brokerd.js";
+import { freePort } from "./journal-support.js";
+import { assertAlive, report, type Spawned, spawnAs, startVictim, VICTIM } from "./support/harness.js";
 
 const AGENTS = join(dirname(fileURLToPath(import.meta.url)), "agents");
 const IN_FLIGHT = 30_000;
@@ -47,11 +46,18 @@ function shippedCapabilities(): { compose: string[]; kubernetes: string[]; syste
   };
 }
 
-function holdInFlight(count: number): { held: Promise<{ inflight: number }>; stop(): Promise<void>; s: Spawned } {
+function holdInFlight(count: number): {
+  held: Promise<{ inflight: number }>;
+  stop(): Promise<void>;
+  s: Spawned;
+} {
   const s = spawnAs(0, [join(AGENTS, "fd-inflight.js"), String(count)]);
   const held = new Promise<{ inflight: number }>((resolve, reject) => {
     const check = () => {
-      const line = s.out().split("\n").find((l) => l.includes('"phase":"holding"'));
+      const line = s
+        .out()
+        .split("\n")
+        .find((l) => l.includes('"phase":"holding"'));
       if (line) return resolve(JSON.parse(line));
       if (s.child.exitCode !== null) return reject(new Error(`the attacker exited: ${s.err()}`));
       setTimeout(check, 20);
@@ -174,7 +180,8 @@ describe("hostile: fds in flight of brokerd's uid (issue 18 row 13)", { timeout:
 
   // One run per distinct shipped set (compose and the DaemonSet keep the same one).
   const sets = new Map<string, string[]>();
-  for (const [where, caps] of Object.entries(shipped)) sets.set(caps.join(","), [...(sets.get(caps.join(",")) ?? []), where]);
+  for (const [where, caps] of Object.entries(shipped))
+    sets.set(caps.join(","), [...(sets.get(caps.join(",")) ?? []), where]);
   for (const [key, where] of sets) {
     it(`(b) with the shipped capabilities of ${where.join(" and ")}: the victim keeps 100 %`, async () => {
       const shippedCaps = key.split(",").filter(Boolean);
@@ -190,7 +197,9 @@ describe("hostile: fds in flight of brokerd's uid (issue 18 row 13)", { timeout:
       const failures = series(r.metrics, "vfio_broker_fd_delivery_failures_total", 'errno="ETOOMANYREFS"');
       report(`fd in flight (b) shipped caps of ${where.join("+")}`, {
         caps,
-        ...(substituted ? { substituted: "sys_admin for sys_resource (not in this machine's bounding set)" } : {}),
+        ...(substituted
+          ? { substituted: "sys_admin for sys_resource (not in this machine's bounding set)" }
+          : {}),
         inflight: r.inflight,
         nofile: NOFILE,
         victim: `${r.victim.ok}/${r.victim.attempts}`,

@@ -49,6 +49,7 @@ import {
   type Rule,
   UNNAMED_LIMITS,
 } from "./policy/index.js";
+import { HandoverGate } from "./restart/gate.js";
 
 export const VERSION = "0.1.0";
 
@@ -215,6 +216,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
    * so every call is refused (UNAVAILABLE, reason "restarting") and the client retries there.
    */
   frozen = false;
+  /** Held shut while a hand-over is in progress: calls wait on it instead of being refused. */
+  readonly handover = new HandoverGate();
   private readonly sweepTimer: NodeJS.Timeout;
   /**
    * Called when a session ends, so the transport can close the connection; `flushed` settles once

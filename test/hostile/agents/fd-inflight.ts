@@ -32,7 +32,9 @@ while (inflight < target && pairs.length < 4096) {
   }
 }
 closeSync(fd);
-process.stdout.write(`${JSON.stringify({ phase: "holding", inflight, messages, pairs: pairs.length / 2 })}\n`);
+process.stdout.write(
+  `${JSON.stringify({ phase: "holding", inflight, messages, pairs: pairs.length / 2 })}\n`,
+);
 const end = () => {
   for (const s of pairs) s.close();
   process.stdout.write(`${JSON.stringify({ inflight, messages })}\n`);

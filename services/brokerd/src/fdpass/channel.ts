@@ -243,8 +243,10 @@ export class FdChannel {
         this.broker.emit("fd.delivery", "bad_request", undefined, 0, peer);
         continue;
       }
-      // Handing over to the next brokerd: the state is final, so nothing is delivered here. The
-      // client sees the connection close and presents the same ticket to the next brokerd.
+      // Handing over to the next brokerd: wait for it to settle. Done, the state is final, so
+      // nothing is delivered here: the client sees the connection close and presents the same
+      // ticket to the next brokerd. Aborted, this brokerd serves the request as if nothing happened.
+      await this.broker.handover.wait();
       if (this.broker.frozen) return;
       if (req.batch) {
         await this.batch(sock, req.batch, peer);
@@ -372,7 +374,10 @@ export class FdChannel {
         if (!no) throw e;
         // The same reply without fds: the releases stand, every granted item says why it has none.
         const grants = items.slice(b.releases.length).map((i) => (i.status === FdStatus.OK ? no : i));
-        await this.reply(sock, { status: FdStatus.OK, items: [...items.slice(0, b.releases.length), ...grants] });
+        await this.reply(sock, {
+          status: FdStatus.OK,
+          items: [...items.slice(0, b.releases.length), ...grants],
+        });
       }
     } finally {
       for (const fd of fds) closeFd(fd);
@@ -411,7 +416,10 @@ export class FdChannel {
       nofile: nofileLimit(),
     });
     this.broker.emit("fd.undeliverable", f.errno, { uid: peer.uid, pid: peer.pid });
-    logLimited("fd-undeliverable", `vfio-brokerd: fd channel: ${f.message} (peer uid ${peer.uid} pid ${peer.pid})`);
+    logLimited(
+      "fd-undeliverable",
+      `vfio-brokerd: fd channel: ${f.message} (peer uid ${peer.uid} pid ${peer.pid})`,
+    );
     if (!f.unsent) return undefined;
     for (const m of giveBack) {
       const s = this.broker.sessions.get(m.deviceFile.sessionId);
