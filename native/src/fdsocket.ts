@@ -439,6 +439,7 @@ export class FdServer {
   #backoff: NodeJS.Timeout | null = null;
   #warnedAt = 0;
   #pauses = 0;
+  #paused = false;
 
   private constructor(path: string, fd: number) {
     this.path = path;
@@ -502,8 +503,24 @@ export class FdServer {
     }
   }
 
+  /**
+   * Stops accepting (idempotent): connections wait in the listen backlog, for whoever accepts on
+   * this socket next (a successor that holds a copy of it, or this server after resume()).
+   */
+  pause(): void {
+    this.#paused = true;
+    this.#poller?.stop();
+  }
+
+  /** Accepts again after pause() (idempotent). */
+  resume(): void {
+    if (!this.#paused) return;
+    this.#paused = false;
+    if (!this.#closed && !this.#backoff) this.#poller?.start(READABLE);
+  }
+
   #accept(): void {
-    for (let i = 0; i < 128 && !this.#closed; i++) {
+    for (let i = 0; i < 128 && !this.#closed && !this.#paused; i++) {
       let fd: number;
       try {
         fd = raw.accept(this.#fd);
@@ -522,7 +539,7 @@ export class FdServer {
         this.#poller?.stop();
         this.#backoff = setTimeout(() => {
           this.#backoff = null;
-          if (!this.#closed) this.#poller?.start(READABLE);
+          if (!this.#closed && !this.#paused) this.#poller?.start(READABLE);
         }, 100);
         return;
       }

@@ -958,6 +958,9 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.live(fresh);
     if (!/^[0-9a-f]{32}$/.test(token)) return undefined;
     const found = this.sessionsByToken.get(tokenHash(token));
+    // This connection resumed that session already: a Hello tried again because its first reply
+    // came late (a loaded machine, the client's 2 s timeout) or was lost. It stays resumed.
+    if (found && found === fresh && !found.ended && found.resumeToken === token) return found;
     if (!found || found === fresh || !found.detached || found.ended) return undefined;
     const a = found.identity;
     const b = fresh.identity;

@@ -328,6 +328,7 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
       persister.freeze();
       broker.frozen = true;
       broker.handover.hold();
+      fdChannel.pauseAccepting();
       journal.write("handover.start", { pid: process.pid, run });
       return { fds: parked, meta: { pid: process.pid, run } };
     },
@@ -350,6 +351,7 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
       persister.frozen = false;
       broker.frozen = false;
       broker.handover.release();
+      fdChannel.resumeAccepting();
       journal.write("handover.aborted", { reason: e.message });
       console.error(`vfio-brokerd: ${e.message}; serving again`);
       // The successor could not start from the files: rewrite them from what this brokerd holds

@@ -435,6 +435,18 @@ export class FdChannel {
     };
   }
 
+  /**
+   * A hand-over froze brokerd: new connections wait in the backlog for the successor (or for
+   * this brokerd again if it is aborted) instead of reaching a brokerd that only closes them.
+   */
+  pauseAccepting(): void {
+    this.server.pause();
+  }
+
+  resumeAccepting(): void {
+    this.server.resume();
+  }
+
   /** How many connections are open now (for tests and metrics). */
   get connections(): number {
     return this.conns.size;
