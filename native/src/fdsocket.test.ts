@@ -7,7 +7,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
 import { raw } from "./binding.js";
-import { closeFd, FdServer, FdSocket, MAX_FDS_PER_MESSAGE, memfdCreate, NativeError } from "./index.js";
+import {
+  closeFd,
+  FdServer,
+  FdSocket,
+  frameNotSent,
+  MAX_FDS_PER_MESSAGE,
+  memfdCreate,
+  NativeError,
+} from "./index.js";
 
 const dir = mkdtempSync(join(tmpdir(), "vfio-native-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -241,4 +249,30 @@ test("abstract socket names work for listen and connect", async () => {
   client.close();
   conn.close();
   server.close();
+});
+
+test("FdServer.pause(): connections wait in the backlog and are accepted after resume()", async () => {
+  const path = join(dir, "paused.sock");
+  const server = FdServer.listen(path);
+  const accepted: FdSocket[] = [];
+  server.onConnection((s) => accepted.push(s));
+  server.pause();
+  const client = await FdSocket.connect(path);
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(accepted.length, 0, "nothing accepted while paused");
+  server.resume();
+  for (let i = 0; i < 100 && accepted.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(accepted.length, 1);
+  for (const s of accepted) s.close();
+  client.close();
+  server.close();
+});
+
+test("ETOOMANYREFS is a frame not sent (the stream is intact); other send errors are not", () => {
+  assert.equal(
+    frameNotSent(new NativeError("sendmsg(fd 3): Too many references", "ETOOMANYREFS", 109, "sendmsg")),
+    true,
+  );
+  assert.equal(frameNotSent(new NativeError("sendmsg(fd 3): Broken pipe", "EPIPE", 32, "sendmsg")), false);
+  assert.equal(frameNotSent(new Error("x")), false);
 });

@@ -62,6 +62,16 @@ function closeQuietly(fds: Iterable<number>): void {
   }
 }
 
+/**
+ * A sendmsg error that refused the message's fds before any byte of it was queued, leaving the
+ * stream as it was: ETOOMANYREFS (the sender's uid has more fds in flight than its RLIMIT_NOFILE
+ * and no CAP_SYS_RESOURCE / CAP_SYS_ADMIN). send() rejects with it and the socket stays usable,
+ * so the caller may still send another frame (say, a reply without the fds).
+ */
+export function frameNotSent(err: unknown): boolean {
+  return (err as NativeError | undefined)?.code === "ETOOMANYREFS";
+}
+
 function checkLimits(limits: Partial<RecvLimits> | undefined): RecvLimits {
   const l = { ...DEFAULT_RECV_LIMITS, ...limits };
   if (!Number.isSafeInteger(l.maxBytes) || l.maxBytes < 0 || l.maxBytes > 0xffffffff)
@@ -151,7 +161,8 @@ export class FdSocket {
   /**
    * Sends one frame (4-byte big-endian length + data) with one sendmsg carrying all fds. Resolves
    * when every byte is in the kernel. The fds are not closed (the kernel passes copies) and both data
-   * and fds may be reused or closed as soon as send() returns.
+   * and fds may be reused or closed as soon as send() returns. A rejection for which
+   * frameNotSent() holds (ETOOMANYREFS) sent nothing of this frame and leaves the socket usable.
    */
   send(data: Uint8Array, fds: number[] = []): Promise<void> {
     if (this.#closed) return Promise.reject(closedError("send", this.fd, this.#closeReason));
@@ -307,6 +318,14 @@ export class FdSocket {
       try {
         n = raw.sendmsg(this.fd, s.bytes.subarray(s.offset), s.offset === 0 ? s.fds : []);
       } catch (err) {
+        if (s.offset === 0 && frameNotSent(err)) {
+          // The kernel refused the fds before taking a byte: only this frame fails, the stream
+          // is intact and the next frame starts on a frame boundary.
+          this.#sends.shift();
+          closeQuietly(s.fds);
+          s.reject(err as Error);
+          continue;
+        }
         this.#sendError = err as Error;
         for (const q of this.#sends.splice(0)) {
           closeQuietly(q.fds);
@@ -420,6 +439,7 @@ export class FdServer {
   #backoff: NodeJS.Timeout | null = null;
   #warnedAt = 0;
   #pauses = 0;
+  #paused = false;
 
   private constructor(path: string, fd: number) {
     this.path = path;
@@ -483,8 +503,24 @@ export class FdServer {
     }
   }
 
+  /**
+   * Stops accepting (idempotent): connections wait in the listen backlog, for whoever accepts on
+   * this socket next (a successor that holds a copy of it, or this server after resume()).
+   */
+  pause(): void {
+    this.#paused = true;
+    this.#poller?.stop();
+  }
+
+  /** Accepts again after pause() (idempotent). */
+  resume(): void {
+    if (!this.#paused) return;
+    this.#paused = false;
+    if (!this.#closed && !this.#backoff) this.#poller?.start(READABLE);
+  }
+
   #accept(): void {
-    for (let i = 0; i < 128 && !this.#closed; i++) {
+    for (let i = 0; i < 128 && !this.#closed && !this.#paused; i++) {
       let fd: number;
       try {
         fd = raw.accept(this.#fd);
@@ -503,7 +539,7 @@ export class FdServer {
         this.#poller?.stop();
         this.#backoff = setTimeout(() => {
           this.#backoff = null;
-          if (!this.#closed) this.#poller?.start(READABLE);
+          if (!this.#closed && !this.#paused) this.#poller?.start(READABLE);
         }, 100);
         return;
       }

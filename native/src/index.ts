@@ -8,6 +8,7 @@ export {
   type FdMessage,
   FdServer,
   FdSocket,
+  frameNotSent,
   listenUnix,
   MAX_FDS_PER_MESSAGE,
   type RecvLimits,

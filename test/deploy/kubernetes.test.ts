@@ -78,7 +78,7 @@ test("a misspelled field (hostPid) is rejected, though kubernetes-models' valida
   );
 });
 
-test("brokerd's DaemonSet: hostPID, the socket hostPath, the policy at 0400, probes, limits, CHOWN and KILL only", () => {
+test("brokerd's DaemonSet: hostPID, the socket hostPath, the policy at 0400, probes, limits, CHOWN, KILL and SYS_RESOURCE only", () => {
   const ds = find("DaemonSet", "vfio-brokerd");
   const spec = podSpec(ds);
   const [c] = spec.containers;
@@ -93,7 +93,7 @@ test("brokerd's DaemonSet: hostPID, the socket hostPath, the policy at 0400, pro
   assert.equal(c.readinessProbe.httpGet.port, "metrics");
   assert.equal(c.livenessProbe.httpGet.path, "/metrics");
   assert.ok(c.resources.limits.memory && c.resources.limits.cpu && c.resources.requests.memory);
-  assert.deepEqual(c.securityContext.capabilities, { drop: ["ALL"], add: ["CHOWN", "KILL"] });
+  assert.deepEqual(c.securityContext.capabilities, { drop: ["ALL"], add: ["CHOWN", "KILL", "SYS_RESOURCE"] });
   assert.notEqual(c.securityContext.privileged, true);
   // brokerd accepts its command line, and the policy lands where --policy says.
   const [prog, ...args] = c.command;

@@ -1,11 +1,12 @@
 // deploy/systemd: the units pass `systemd-analyze verify`, and the options their ExecStart lines
 // give brokerd and the console are ones those programs accept (so units and code cannot drift).
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { chmodSync, copyFileSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { parseConfig } from "@vfio-broker/brokerd/config";
-import { REPO, run } from "../lib/brokerd.js";
+import { BROKERD, REPO, run, SIM_POLICY, tempDir } from "../lib/brokerd.js";
 
 const UNITS = join(REPO, "deploy/systemd");
 
@@ -43,6 +44,102 @@ test("brokerd's unit starts the built daemon with options brokerd accepts", () =
   assert.equal(config.policy, "/etc/vfio-broker/policy.yaml");
 });
 
+/** The KEY=VALUE lines of an EnvironmentFile (commented ones too, uncommented, when all). */
+function envFile(text: string, all = false): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const raw of text.split("\n")) {
+    const line = all ? raw.replace(/^#(?=[A-Z_]+=)/, "") : raw;
+    const m = /^([A-Z_][A-Z0-9_]*)=(.*)$/.exec(line);
+    if (m) env[m[1]!] = m[2]!;
+  }
+  return env;
+}
+
+test("brokerd's unit serves real devices only, named in its EnvironmentFile as the example shows", () => {
+  const unit = readFileSync(join(UNITS, "vfio-brokerd.service"), "utf8");
+  const [, , ...args] = execStart("vfio-brokerd.service");
+  assert.ok(args.includes("--no-sim"), "the unit passes --no-sim");
+  assert.match(unit, /^EnvironmentFile=-\/etc\/vfio-broker\/brokerd\.env$/m);
+  const example = readFileSync(join(UNITS, "brokerd.env.example"), "utf8");
+  const gid = args.indexOf("--admin-gid");
+  const unitArgs = [...args.slice(0, gid), "--admin-gid", "0", ...args.slice(gid + 2)];
+  // As shipped (every line commented): no device at all, and no sim.
+  assert.deepEqual(envFile(example), {});
+  const bare = parseConfig(unitArgs, envFile(example));
+  assert.ok(bare !== "help" && !bare.sim && bare.sysfs.length === 0 && bare.vfio.length === 0);
+  // Every variable the example documents is one brokerd reads (it ignores unknown VFIO_BROKER_*).
+  const filled = envFile(example, true);
+  assert.deepEqual(Object.keys(filled).sort(), [
+    "VFIO_BROKER_SYSFS",
+    "VFIO_BROKER_VFIO",
+    "VFIO_BROKER_VFIO_BIND",
+  ]);
+  const c = parseConfig(unitArgs, filled);
+  if (c === "help") return assert.fail("parseConfig said help");
+  assert.equal(c.sim, false);
+  assert.deepEqual(c.sysfs, [filled.VFIO_BROKER_SYSFS]);
+  assert.deepEqual(c.vfio, filled.VFIO_BROKER_VFIO!.split(","));
+  assert.equal(c.vfioBind, true);
+});
+
+test("brokerd started with the unit's command line serves no simulated device", {
+  timeout: 60_000,
+}, async () => {
+  const dir = tempDir("vfio-broker-unit-");
+  try {
+    const policy = join(dir, "policy.yaml");
+    copyFileSync(SIM_POLICY, policy);
+    chmodSync(policy, 0o600);
+    // The unit's own arguments, with its host paths moved to a temp dir (later flags win).
+    const [, , ...args] = execStart("vfio-brokerd.service");
+    const gid = args.indexOf("--admin-gid");
+    const argv = [
+      BROKERD,
+      ...args.slice(0, gid),
+      ...args.slice(gid + 2),
+      ...[
+        "--runtime-dir",
+        dir,
+        "--policy",
+        policy,
+        "--metrics",
+        "off",
+        "--journal",
+        join(dir, "journal.jsonl"),
+      ],
+    ];
+    const env = { ...process.env, ...envFile(readFileSync(join(UNITS, "brokerd.env.example"), "utf8")) };
+    const proc = spawn(process.execPath, argv, { env, stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    let err = "";
+    proc.stderr.on("data", (d: Buffer) => {
+      err += d.toString();
+    });
+    const ready = await new Promise<{ devices: string[] }>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`brokerd was not ready in 30 s:\n${err}`)), 30_000);
+      proc.stdout.on("data", (d: Buffer) => {
+        out += d.toString();
+        const line = out.split("\n").find((l) => l.includes('"event":"ready"'));
+        if (line) {
+          clearTimeout(t);
+          resolve(JSON.parse(line));
+        }
+      });
+      proc.once("exit", (code) => {
+        clearTimeout(t);
+        reject(new Error(`brokerd exited ${code}:\n${err}`));
+      });
+    });
+    const exited = new Promise((r) => proc.once("exit", r));
+    proc.kill("SIGTERM");
+    await exited;
+    assert.deepEqual(ready.devices, [], "no sim0/sim1 on a production host");
+    assert.match(err, /no device to serve .*brokerd\.env/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test("the console's unit points at the admin socket brokerd's unit creates", async () => {
   const [, script, ...args] = execStart("vfio-broker-admin.service");
   assert.equal(script, "/opt/vfio-broker/services/admin/dist/main.js");
@@ -54,7 +151,7 @@ test("the console's unit points at the admin socket brokerd's unit creates", asy
 });
 
 // The hardening budget: brokerd at most 3.5 (it must stay root with CAP_CHOWN, CAP_SYS_ADMIN,
-// CAP_SYS_RAWIO and CAP_KILL, reach /dev/vfio and write /sys), the console at most 2.0. `--threshold` is on
+// CAP_SYS_RAWIO, CAP_KILL and CAP_SYS_RESOURCE, reach /dev/vfio and write /sys), the console at most 2.0. `--threshold` is on
 // systemd-analyze's 0..100 scale (the printed score times ten); exit status 1 means over budget.
 for (const [unit, threshold] of [
   ["vfio-brokerd.service", 35],
@@ -83,6 +180,9 @@ test("brokerd's unit keeps what brokerd needs: /dev/vfio, writable /sys, its dir
   assert.deepEqual(set("ProtectKernelTunables"), ["no"]);
   assert.ok(set("DeviceAllow").includes("char-vfio rw"));
   assert.ok(set("DeviceAllow").includes("/dev/iommu rw"));
+  // The vfio backend also opens the legacy container, a misc device only its path names.
+  assert.ok(set("DeviceAllow").includes("/dev/vfio/vfio rw"));
+  assert.ok(set("DeviceAllow").includes("char-vfio-dev rw"));
   // No user namespace and no hidepid: client /proc/<pid>/cgroup must stay readable.
   assert.deepEqual(set("PrivateUsers"), []);
   assert.deepEqual(set("ProtectProc"), []);
@@ -93,6 +193,12 @@ test("brokerd's unit keeps what brokerd needs: /dev/vfio, writable /sys, its dir
   assert.deepEqual(set("LogsDirectory"), ["vfio-broker"]);
   assert.ok(Number(set("FileDescriptorStoreMax")[0]) > 0);
   const caps = set("CapabilityBoundingSet")[0]!.split(/\s+/);
-  assert.deepEqual(caps.sort(), ["CAP_CHOWN", "CAP_KILL", "CAP_SYS_ADMIN", "CAP_SYS_RAWIO"]);
+  assert.deepEqual(caps.sort(), [
+    "CAP_CHOWN",
+    "CAP_KILL",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_RESOURCE",
+  ]);
   assert.deepEqual(set("SystemCallErrorNumber"), ["EPERM"]);
 });

@@ -36,6 +36,8 @@ export interface StartOptions {
   args?: string[];
   /** Runtime dir to reuse (e.g. to restart brokerd where a killed one left its sockets). */
   dir?: string;
+  /** A command that execs brokerd's command line (setpriv, prlimit ...): its pid stays brokerd's. */
+  wrap?: string[];
 }
 
 /** A temp dir uid 65534 can traverse (sockets inside are 0666). */
@@ -74,9 +76,9 @@ export async function startBrokerd(opts: StartOptions = {}): Promise<BrokerProce
   writeFileSync(policyPath, opts.policyText ?? readFileSync(opts.policy ?? SIM_POLICY));
   chmodSync(policyPath, 0o644);
   const journal = join(dir, "journal.jsonl");
-  const proc = spawn(process.execPath, brokerdArgs(dir, policyPath, journal, opts.args), {
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  const argv = [process.execPath, ...brokerdArgs(dir, policyPath, journal, opts.args)];
+  const cmd = [...(opts.wrap ?? []), ...argv];
+  const proc = spawn(cmd[0]!, cmd.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
   let err = "";
   proc.stderr!.on("data", (b: Buffer) => {
     err += b.toString();

@@ -178,6 +178,48 @@ describe("restart", () => {
     }
   });
 
+  it("a Hello with the resume token sent again on the connection that resumed it: still resumed", {
+    timeout: 60_000,
+  }, async () => {
+    // What the Node client does when its first Hello's reply came after its 2 s timeout (a
+    // loaded machine): the same Hello again, on the same channel. It must not lose the session.
+    let b = await startBrokerd();
+    const raw = join(REPO, "test/dist/e2e/agents/raw.js");
+    const proc = spawnAs(
+      65534,
+      [
+        "--input-type=module",
+        "-e",
+        `import { brokerClient } from ${JSON.stringify(raw)};
+         const sock = ${JSON.stringify(b.socket)};
+         const h = await brokerClient(sock).hello({});
+         console.log(JSON.stringify({ token: h.resumeToken, session: h.sessionId }));
+         process.on("SIGUSR1", async () => {
+           const c = brokerClient(sock);
+           const r1 = await c.hello({ resumeToken: h.resumeToken });
+           const r2 = await c.hello({ resumeToken: h.resumeToken });
+           console.log(JSON.stringify({ r1: [r1.resumed, r1.sessionId], r2: [r2.resumed, r2.sessionId] }));
+         });
+         setInterval(() => {}, 1e6);`,
+      ],
+      process.env,
+    );
+    try {
+      const { session } = JSON.parse(
+        await until("the token", () => proc.out().split("\n")[0] ?? "", 20_000),
+      ) as { session: string };
+      b = await killAndRestart(b);
+      proc.child.kill("SIGUSR1");
+      const line = await until("both Hellos", () => proc.out().split("\n")[1] ?? "", 20_000);
+      const { r1, r2 } = JSON.parse(line) as { r1: [boolean, string]; r2: [boolean, string] };
+      assert.deepEqual(r1, [true, session]);
+      assert.deepEqual(r2, [true, session], "the repeated Hello keeps the session");
+    } finally {
+      proc.child.kill("SIGKILL");
+      await b.stop();
+    }
+  });
+
   it("reconcile and resume with 10k recorded mappings", { timeout: 120_000 }, async () => {
     // A state store as a killed brokerd would leave it: this test process holds 10k mappings of
     // sim0 BAR2 WC over 10 device files (delivered, so nothing needs reopening).

@@ -29,7 +29,8 @@ export class BrokerClientError extends Error {
 export class FdChannelError extends Error {
   /**
    * FdStatus name without the prefix: "UNKNOWN_TICKET", "EXPIRED", "ALREADY_USED", "WRONG_PEER",
-   * "REVOKED", "INTERNAL", "BAD_REQUEST"; or, for failures on our side of the socket, "CONNECT"
+   * "REVOKED", "INTERNAL", "BAD_REQUEST", "UNDELIVERABLE" (the kernel refused to pass the fd:
+   * ETOOMANYREFS; brokerd is running and the session intact); or, for failures on our side of the socket, "CONNECT"
    * (cannot reach fd.sock), "PROTOCOL" (a reply without its fd, a truncated or malformed message).
    */
   readonly status: string;

@@ -110,6 +110,8 @@ const FD_HINTS: Record<string, string> = {
   REVOKED: "the mapping was released or revoked before delivery; create a new one",
   CONNECT: "point at the fd channel with --fd-socket PATH or VFIO_BROKER_FD_SOCKET",
   TIMEOUT: "brokerd did not answer on the fd channel; check that it is healthy",
+  UNDELIVERABLE:
+    "the kernel refused to pass the fd; brokerd's operator must act (see the message), retrying fails the same way until then",
 };
 
 /** Any error from a CLI run -> the one line to print on stderr and the exit status. */

@@ -59,6 +59,7 @@ import {
   type Rule,
   UNNAMED_LIMITS,
 } from "./policy/index.js";
+import { HandoverGate } from "./restart/gate.js";
 
 export const VERSION = "0.1.0";
 
@@ -126,6 +127,8 @@ export interface BrokerEvents {
   "mapping.refused": [string, string];
   /** An fd-channel request: result, the mapping (when known), ms, and the kernel-verified peer. */
   "fd.delivery": [string, Mapping | undefined, number, FdPeer | undefined];
+  /** A reply carrying fds could not be sent: errno label (fdpass/delivery-failure.ts), the peer. */
+  "fd.undeliverable": [string, FdPeer];
   /**
    * A connection refused before it got a session or a slot (quota, global cap, draining, not an
    * admin): which socket ("broker", "fd", "admin"), the kernel-verified peer, and a low-cardinality
@@ -257,6 +260,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
    * so every call is refused (UNAVAILABLE, reason "restarting") and the client retries there.
    */
   frozen = false;
+  /** Held shut while a hand-over is in progress: calls wait on it instead of being refused. */
+  readonly handover = new HandoverGate();
   private readonly sweepTimer: NodeJS.Timeout;
   /**
    * Called when a session ends, so the transport can close the connection; `flushed` settles once
@@ -1051,7 +1056,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
     }
   }
 
-  releaseMapping(s: Session, dfId: bigint, cookie: bigint): void {
+  /** reason: "client", or "undeliverable" (brokerd gives back a grant whose fd it could not send). */
+  releaseMapping(s: Session, dfId: bigint, cookie: bigint, reason = "client"): void {
     // A revoked mapping this session still holds: the holder says it has unmapped it.
     if (this.releaseHolds(s, dfId, cookie)) return;
     const df = this.ownDeviceFile(s, dfId);
@@ -1063,7 +1069,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       this.emit("mapping.refs", m, "drop");
       return;
     }
-    this.dropMapping(s, m, "client");
+    this.dropMapping(s, m, reason);
   }
 
   private closeDeviceFile(s: Session, df: DeviceFile, reason: string): number {
@@ -1189,6 +1195,9 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.live(fresh);
     if (!/^[0-9a-f]{32}$/.test(token)) return undefined;
     const found = this.sessionsByToken.get(tokenHash(token));
+    // This connection resumed that session already: a Hello tried again because its first reply
+    // came late (a loaded machine, the client's 2 s timeout) or was lost. It stays resumed.
+    if (found && found === fresh && !found.ended && found.resumeToken === token) return found;
     if (!found || found === fresh || !found.detached || found.ended) return undefined;
     const a = found.identity;
     const b = fresh.identity;

@@ -1,7 +1,7 @@
 // Wires brokerd together: backends, policy, the Broker core, the gRPC servers on the broker and
 // admin sockets, the fd channel, metrics and the journal. main.ts adds process concerns
 // (signals, sd_notify); tests and tools can start a daemon in-process with startDaemon().
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { closeFd, PAGE_SIZE } from "@vfio-broker/native";
@@ -21,13 +21,19 @@ import { VfioBackend } from "./devices/vfio.js";
 import { BrokerError, denied } from "./errors.js";
 import { nofileLimit, planFdBudget, REFUSED_LINGER_FDS } from "./fd-budget.js";
 import { FdChannel } from "./fdpass/channel.js";
+import {
+  type InflightExemption,
+  inflightExemption,
+  inflightWarning,
+  parseCapEff,
+} from "./fdpass/inflight-exemption.js";
 import type { PeerIdentity } from "./identity/peer.js";
 import type { Session } from "./identity/session.js";
 import { Journal } from "./journal.js";
 import type { RestartSource } from "./metrics/restart.js";
 import { loadPolicyFile, type Policy, PolicyError } from "./policy/index.js";
 import { storeFds, takeListenFds } from "./restart/fdstore.js";
-import { offerHandover, takeOver } from "./restart/handover.js";
+import { HandoverError, offerHandover, takeOver } from "./restart/handover.js";
 import { adminServiceImpl } from "./rpc/admin-service.js";
 import { brokerServiceImpl } from "./rpc/broker-service.js";
 import { HealthState } from "./rpc/health-service.js";
@@ -36,6 +42,7 @@ import { lockRuntimeDir } from "./runtime-lock.js";
 import { Persister } from "./state/persist.js";
 import { type RestoreReport, restoreState } from "./state/restore.js";
 import { currentBootId, StateStore } from "./state/store.js";
+import { validateStore } from "./state/validate.js";
 
 /**
  * HTTP/2 limits per connection, so no peer can make brokerd buffer without bound: at most 32
@@ -60,6 +67,16 @@ export function fdSocketName(socket: string, fdSocket: string): string {
 
 /** The planned-upgrade socket in the runtime dir (root only, restart/handover.ts). */
 export const HANDOVER_SOCKET = "handover.sock";
+
+/** brokerd's own standing with the kernel's in-flight fd limit (undefined: /proc unreadable). */
+function ownInflightExemption(): InflightExemption | undefined {
+  try {
+    const cap = parseCapEff(readFileSync("/proc/self/status", "utf8"));
+    return cap === undefined ? undefined : inflightExemption(cap);
+  } catch {
+    return undefined;
+  }
+}
 
 /** Takes name's fd out of the inherited set (undefined: bind afresh). */
 function takeInherited(inherited: Map<string, number>, name: string): number | undefined {
@@ -109,6 +126,19 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
   let predecessor = 0;
   if (config.takeOver) {
     const t = await takeOver(join(config.runtimeDir, HANDOVER_SOCKET), 30_000);
+    // The old brokerd is frozen now, its store final: it lets go only if this one can start from
+    // that store. If not, it thaws and keeps serving, and both say why.
+    try {
+      validateStore(config.stateDir, currentBootId(), BigInt(PAGE_SIZE));
+    } catch (e) {
+      const why = (e as Error).message;
+      await t.abandon(`its check of the state store failed: ${why}`);
+      throw new HandoverError(
+        `not taking over: ${why} The brokerd running (pid ${t.oldPid}) keeps serving.`,
+        "EABORTED",
+        { cause: e },
+      );
+    }
     for (const f of t.fds) inherited.set(f.name, f.fd);
     await t.confirm();
     predecessor = t.oldPid;
@@ -122,6 +152,8 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
     pendingMappings: config.maxPendingMappings,
   });
   if (budget.warning) console.error(`vfio-brokerd: ${budget.warning}`);
+  const inflight = inflightWarning(ownInflightExemption(), process.geteuid?.() ?? 0, nofileLimit());
+  if (inflight) console.error(`vfio-brokerd: ${inflight}`);
   // The state store, before any backend: a damaged one stops the start here, with what to do.
   const bootId = currentBootId();
   const opened = StateStore.open(config.stateDir, bootId);
@@ -295,6 +327,8 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
       // ("restarting"), so the successor restores exactly what clients were told.
       persister.freeze();
       broker.frozen = true;
+      broker.handover.hold();
+      fdChannel.pauseAccepting();
       journal.write("handover.start", { pid: process.pid, run });
       return { fds: parked, meta: { pid: process.pid, run } };
     },
@@ -302,6 +336,8 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
       handedOver = true;
       draining = true;
       await broker.close(true);
+      // Calls held during the hand-over now find brokerd frozen: "restarting", resume there.
+      broker.handover.release();
       brokerListener.dropAll();
       adminListener.dropAll();
       await metrics?.close();
@@ -314,7 +350,22 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
     abort: (e) => {
       persister.frozen = false;
       broker.frozen = false;
+      broker.handover.release();
+      fdChannel.resumeAccepting();
       journal.write("handover.aborted", { reason: e.message });
+      console.error(`vfio-brokerd: ${e.message}; serving again`);
+      // The successor could not start from the files: rewrite them from what this brokerd holds
+      // (its model is every record it wrote), so that the next --take-over or restart can.
+      if (/state store/.test(e.message))
+        try {
+          store.compact();
+          journal.write("state.rewritten", { why: "a successor refused the state store" });
+          console.error(
+            "vfio-brokerd: rewrote the state store from memory (a fresh snapshot); --take-over can be tried again",
+          );
+        } catch (c) {
+          console.error(`vfio-brokerd: rewriting the state store failed: ${(c as Error).message}`);
+        }
     },
   });
   journal.started(broker, {

@@ -70,6 +70,10 @@ async function main(): Promise<void> {
       pid: process.pid,
     }),
   );
+  if (devices.length === 0)
+    console.error(
+      "vfio-brokerd: warning: no device to serve (--no-sim, and no --sysfs or --vfio function); under systemd name them in /etc/vfio-broker/brokerd.env (VFIO_BROKER_SYSFS=, VFIO_BROKER_VFIO=)",
+    );
   sdNotify(`READY=1\nSTATUS=serving ${devices.length} devices\nMAINPID=${process.pid}`);
 }
 

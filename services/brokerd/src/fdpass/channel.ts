@@ -12,7 +12,7 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
-import { closeFd, dupFd, FdServer, type FdSocket, peerCred } from "@vfio-broker/native";
+import { closeFd, dupFd, FdServer, type FdSocket, frameNotSent, peerCred } from "@vfio-broker/native";
 import {
   type FdBatch,
   type FdGrant,
@@ -23,6 +23,7 @@ import {
 } from "@vfio-broker/proto";
 import type { Broker, FdPeer } from "../broker.js";
 import { BrokerError, invalid } from "../errors.js";
+import { nofileLimit } from "../fd-budget.js";
 import type { Mapping } from "../grants/device-file.js";
 import { quotaKeys } from "../identity/container.js";
 import { cgroupOf } from "../identity/peer.js";
@@ -31,6 +32,7 @@ import { logLimited } from "../log.js";
 import { limitsFor } from "../policy/index.js";
 import { attributeToPb, backingToPb, createMappingArgsFromPb, protToPb } from "../rpc/convert.js";
 import { toStatus } from "../rpc/status.js";
+import { classifyDeliveryFailure } from "./delivery-failure.js";
 
 const STATUS: Record<string, FdStatus> = {
   unknown: FdStatus.UNKNOWN_TICKET,
@@ -96,7 +98,10 @@ function refused(e: unknown): FdReplyInit {
 function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const t = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} took over ${ms} ms`)), ms);
+    timer = setTimeout(
+      () => reject(Object.assign(new Error(`${what} took over ${ms} ms`), { code: "ETIMEDOUT" })),
+      ms,
+    );
     timer.unref();
   });
   return Promise.race([p, t]).finally(() => clearTimeout(timer));
@@ -238,8 +243,10 @@ export class FdChannel {
         this.broker.emit("fd.delivery", "bad_request", undefined, 0, peer);
         continue;
       }
-      // Handing over to the next brokerd: the state is final, so nothing is delivered here. The
-      // client sees the connection close and presents the same ticket to the next brokerd.
+      // Handing over to the next brokerd: wait for it to settle. Done, the state is final, so
+      // nothing is delivered here: the client sees the connection close and presents the same
+      // ticket to the next brokerd. Aborted, this brokerd serves the request as if nothing happened.
+      await this.broker.handover.wait();
       if (this.broker.frozen) return;
       if (req.batch) {
         await this.batch(sock, req.batch, peer);
@@ -255,7 +262,7 @@ export class FdChannel {
         await this.reply(sock, { status: STATUS[d.status] ?? FdStatus.INTERNAL, message: d.message });
         continue;
       }
-      await this.deliver(sock, d.mapping);
+      await this.deliver(sock, d.mapping, peer, false);
     }
   }
 
@@ -279,7 +286,7 @@ export class FdChannel {
       await this.reply(sock, refused(e));
       return;
     }
-    await this.deliver(sock, m);
+    await this.deliver(sock, m, peer, true);
   }
 
   /** One grant for s, its fd ready to go to peer (created delivered, or a ticket redeemed). */
@@ -357,23 +364,87 @@ export class FdChannel {
       // send() has handed the fds to the kernel, or (a client not reading) taken private dups of
       // them, by the time it returns: ours are closed at once, not held for the send's duration.
       const sending = this.reply(sock, { status: FdStatus.OK, items }, fds);
+      const nfds = fds.length;
       for (const fd of fds.splice(0)) closeFd(fd);
-      await sending;
+      try {
+        await sending;
+      } catch (e) {
+        if (nfds === 0) throw e;
+        const no = this.undelivered(e, peer, granted);
+        if (!no) throw e;
+        // The same reply without fds: the releases stand, every granted item says why it has none.
+        const grants = items.slice(b.releases.length).map((i) => (i.status === FdStatus.OK ? no : i));
+        await this.reply(sock, {
+          status: FdStatus.OK,
+          items: [...items.slice(0, b.releases.length), ...grants],
+        });
+      }
     } finally {
       for (const fd of fds) closeFd(fd);
     }
   }
 
-  /** Sends a mapping's fd; brokerd keeps no copy of it afterwards, whatever happens. */
-  private async deliver(sock: FdSocket, m: Mapping): Promise<void> {
+  /**
+   * Sends a mapping's fd; brokerd keeps no copy of it afterwards, whatever happens. giveBack: a
+   * grant made by this request, released again if the kernel refused its fd (a redeemed ticket's
+   * mapping stays: its client releases it, as after any failed fetch).
+   */
+  private async deliver(sock: FdSocket, m: Mapping, peer: FdPeer, giveBack: boolean): Promise<void> {
     try {
       await this.reply(sock, mappingReply(m), [m.backing.fd]);
+    } catch (e) {
+      const no = this.undelivered(e, peer, giveBack ? [m] : []);
+      if (!no) throw e;
+      await this.reply(sock, no);
     } finally {
       // Even when the reply failed (the client closed mid-reply, or stopped reading), the fd may
       // have gone out with the first bytes, so the mapping stays booked as delivered until the
       // session releases it or its process exits.
       m.backing.handedOver();
     }
+  }
+
+  /**
+   * A reply carrying fds failed: counted by errno and said on stderr. If nothing of it left brokerd
+   * (the kernel refused the fds: ETOOMANYREFS), the grants in giveBack are released and the
+   * FD_STATUS_UNDELIVERABLE reply to send instead is returned; else undefined (the connection is
+   * lost, and the caller's error ends it as before).
+   */
+  private undelivered(e: unknown, peer: FdPeer, giveBack: Mapping[]): FdReplyInit | undefined {
+    const f = classifyDeliveryFailure(e, frameNotSent(e), {
+      uid: process.geteuid?.() ?? 0,
+      nofile: nofileLimit(),
+    });
+    this.broker.emit("fd.undeliverable", f.errno, { uid: peer.uid, pid: peer.pid });
+    logLimited(
+      "fd-undeliverable",
+      `vfio-brokerd: fd channel: ${f.message} (peer uid ${peer.uid} pid ${peer.pid})`,
+    );
+    if (!f.unsent) return undefined;
+    for (const m of giveBack) {
+      const s = this.broker.sessions.get(m.deviceFile.sessionId);
+      try {
+        if (s) this.broker.releaseMapping(s, m.deviceFile.id, m.cookie, "undeliverable");
+      } catch {
+        // already gone (revoked meanwhile): nothing to give back
+      }
+    }
+    return {
+      status: FdStatus.UNDELIVERABLE,
+      message: `${f.message}${giveBack.length > 0 ? "; the grant was released" : "; release the mapping"}`,
+    };
+  }
+
+  /**
+   * A hand-over froze brokerd: new connections wait in the backlog for the successor (or for
+   * this brokerd again if it is aborted) instead of reaching a brokerd that only closes them.
+   */
+  pauseAccepting(): void {
+    this.server.pause();
+  }
+
+  resumeAccepting(): void {
+    this.server.resume();
   }
 
   /** How many connections are open now (for tests and metrics). */

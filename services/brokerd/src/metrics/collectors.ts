@@ -7,6 +7,7 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom
 import { type Broker, type BrokerEvents, VERSION } from "../broker.js";
 import type { Mapping } from "../grants/device-file.js";
 import type { JournalStats } from "../journal.js";
+import { registerFdDeliveryMetrics } from "./fd-delivery.js";
 import { registerJournalMetrics } from "./journal.js";
 import {
   ATTRIBUTES,
@@ -47,6 +48,7 @@ export function createBrokerMetrics(
   const registry = new Registry();
   if (opts.journal) registerJournalMetrics(registry, opts.journal);
   if (opts.restart) registerRestartMetrics(registry, broker, opts.restart);
+  const detachFdDelivery = registerFdDeliveryMetrics(registry, broker);
   const registers = [registry];
   if (opts.processMetrics !== false) {
     collectDefaultMetrics({ register: registry });
@@ -244,7 +246,7 @@ export function createBrokerMetrics(
   });
   const fdDeliveries = new Counter({
     name: `${P}fd_deliveries_total`,
-    help: "fd deliveries on the fd channel (ticket redemptions and fast-path grants), by result (ok, expired, already_used, wrong_peer, ...).",
+    help: "fd deliveries on the fd channel (ticket redemptions and fast-path grants), by result (ok, expired, already_used, wrong_peer, ...). ok counts fds handed to the send; a send the kernel then refused is in fd_delivery_failures_total.",
     labelNames: ["result"],
     registers,
   });
@@ -412,6 +414,7 @@ export function createBrokerMetrics(
   return {
     registry,
     detach() {
+      detachFdDelivery();
       for (const [event, fn] of Object.entries(on)) broker.off(event as keyof Handlers, fn as never);
     },
   };

@@ -28,6 +28,7 @@ export const RELEASE_REASONS = [
   "device-gone",
   "policy",
   "store-failed",
+  "undeliverable",
   ...SESSION_END_REASONS,
 ] as const;
 

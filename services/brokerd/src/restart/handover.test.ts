@@ -313,6 +313,29 @@ test("a taker that times out while the old side is frozen makes it abort", async
   }
 });
 
+test("a taker that abandons (it will not serve) makes the old side abort with its reason and serve again", async () => {
+  const { old, handover, listen, ready } = await startOld();
+  try {
+    const before = openFds();
+    const t = await takeOver(handover, 5000);
+    assert.ok(t.fds.length > 0);
+    await t.abandon("its check of the state store failed: damaged on purpose");
+    assert.equal(openFds(), before, "every fd taken and the socket are closed");
+    const aborted = await old.event("aborted");
+    assert.match(
+      String(aborted.reason),
+      /will not serve: its check of the state store failed: damaged on purpose/,
+    );
+    assert.equal(aborted.open, 2);
+    assert.equal(await ask(listen), `old ${ready.pid}`, "serving again after abort()");
+    // abandon() settles the hand-over: a later confirm() cannot take the fds after all.
+    await t.confirm();
+    assert.equal(await ask(listen), `old ${ready.pid}`);
+  } finally {
+    await old.kill();
+  }
+});
+
 test("done() failing aborts: confirm() rejects and the old side serves again", async () => {
   const { old, handover, listen, ready } = await startOld({ failDone: true });
   try {

@@ -9,7 +9,9 @@
 //   taker -> old   {op:"take", version:1, pid}
 //   old            collect(): freezes (stops accepting and writing state), returns fds + meta
 //   old -> taker   {op:"fds", names, meta, total} {op:"fds", names}... {op:"end", count}
-//   taker -> old   {op:"taken"}                     (it holds every fd)
+//   taker -> old   {op:"taken"}                     (it holds every fd and will serve)
+//              or  {op:"abandon", reason}           (it will not serve, e.g. the state store is
+//                                                    damaged: the old one thaws and serves again)
 //   old            done(): releases its lock, closes client connections (may exit the process)
 //   old -> taker   {op:"released"}, then closes     (or simply exits inside done())
 // Refusals are {op:"refused", reason}; after collect() any failure on the old side is
@@ -76,6 +78,11 @@ export interface TakenOver {
   oldPid: number;
   /** Sends "taken"; resolves once the old brokerd has finished done() and closed (or exited). */
   confirm(): Promise<void>;
+  /**
+   * Instead of confirm(): the taker will not serve (why: reason). Closes every fd taken; the old
+   * brokerd aborts the hand-over and serves again, and says why. Resolves once that is sent.
+   */
+  abandon(reason: string): Promise<void>;
 }
 
 type Frame = { op: string } & Record<string, unknown>;
@@ -238,6 +245,11 @@ export function offerHandover(
       const reply = await sock.recv({ maxBytes: SMALL_FRAME, maxFds: 0 });
       if (!reply) throw new Error(`pid ${peer.pid} closed the connection before confirming it holds the fds`);
       const r = decode(reply.data);
+      if (r.op === "abandon")
+        throw new HandoverError(
+          `pid ${peer.pid} will not serve: ${String(r.reason).slice(0, 2000)}`,
+          "EABORTED",
+        );
       if (r.op !== "taken")
         throw new HandoverError(`expected {op:"taken"}, got op ${JSON.stringify(r.op)}`, "EPROTO");
       timer.clear();
@@ -423,12 +435,27 @@ export async function takeOver(path: string, timeoutMs: number): Promise<TakenOv
       closeAll([pidfd]);
     }
   };
+  const abandon = async (reason: string): Promise<void> => {
+    closeAll(received.map((f) => f.fd));
+    try {
+      await sock.send(encode({ op: "abandon", reason }));
+    } catch {
+      // the old side is gone already: its own timeout or the closed socket makes it serve again
+    } finally {
+      sock.close();
+      closeAll([pidfd]);
+    }
+  };
   return {
     fds: received,
     meta,
     oldPid,
     confirm: () => {
       confirming ??= confirm();
+      return confirming;
+    },
+    abandon: (reason) => {
+      confirming ??= abandon(reason);
       return confirming;
     },
   };

@@ -59,10 +59,14 @@ export function brokerServiceImpl(
   // biome-ignore lint/suspicious/noExplicitAny: requests are typed by the generated schemas at the call sites
   type Any = any;
   const sessionOf = (call: { getPeer(): string }) => binding.sessionOf(call);
+  // While a hand-over is in progress a call waits for it to settle (restart/gate.ts).
   const h = <O>(fn: (req: Any, s: Session) => O) =>
-    unary<Any, O>((req, call) => fn(req, expectedSession(call, sessionOf(call))));
+    unary<Any, O>((req, call) =>
+      broker.handover.wait().then(() => fn(req, expectedSession(call, sessionOf(call)))),
+    );
   return {
-    hello: unary<Any, unknown>((req, call) => {
+    hello: unary<Any, unknown>(async (req, call) => {
+      await broker.handover.wait();
       let s = sessionOf(call);
       broker.authorize(s);
       s.clientName = String(req.clientName ?? "").slice(0, 128);

@@ -125,6 +125,35 @@ export class StateStore {
         `the directory belongs to uid ${st.uid}, not to brokerd's uid ${process.getuid()}`,
       );
     if ((st.mode & 0o077) !== 0) chmodSync(dir, 0o700);
+    let { gen, model, torn } = StateStore.replay(dir);
+    let discarded = "";
+    if (model.bootId !== "" && model.bootId !== bootId) {
+      // Every process of that boot is gone, and with them every grant: keep the files for a look.
+      const prev = join(dir, "previous-boot");
+      mkdirSync(prev, { recursive: true, mode: 0o700 });
+      for (const f of readdirSync(dir)) if (f.startsWith("state.")) renameSync(join(dir, f), join(prev, f));
+      discarded = `the state was written during another boot (${model.bootId}); moved to ${prev}`;
+      const fresh = new StateModel();
+      fresh.run = model.run;
+      fresh.nextDeviceFileId = model.nextDeviceFileId;
+      model = fresh;
+      gen = 0;
+      torn = "";
+    }
+    // Other generations' logs are leftovers of a compaction cut short.
+    for (const f of readdirSync(dir))
+      if (/^state\.\d+\.log$/.test(f) && f !== logName(gen)) unlinkSync(join(dir, f));
+    const store = new StateStore(dir, gen, model);
+    // A torn tail is rewritten away by compacting at once, so the next record is not glued to it.
+    if (torn !== "" || discarded !== "") store.compact();
+    return { store, model, torn, discarded };
+  }
+
+  /**
+   * Reads the snapshot and log in dir and replays them, writing nothing (open() and the hand-over's
+   * check of the store, restart/validate.ts). Throws StateError on damage.
+   */
+  static replay(dir: string): { gen: number; model: StateModel; torn: string } {
     const snapFile = join(dir, SNAP);
     let gen = 0;
     let model = new StateModel();
@@ -147,27 +176,7 @@ export class StateStore {
         throw new StateError(join(dir, logName(gen)), e.message);
       throw e;
     }
-    let discarded = "";
-    if (model.bootId !== "" && model.bootId !== bootId) {
-      // Every process of that boot is gone, and with them every grant: keep the files for a look.
-      const prev = join(dir, "previous-boot");
-      mkdirSync(prev, { recursive: true, mode: 0o700 });
-      for (const f of readdirSync(dir)) if (f.startsWith("state.")) renameSync(join(dir, f), join(prev, f));
-      discarded = `the state was written during another boot (${model.bootId}); moved to ${prev}`;
-      const fresh = new StateModel();
-      fresh.run = model.run;
-      fresh.nextDeviceFileId = model.nextDeviceFileId;
-      model = fresh;
-      gen = 0;
-      torn = "";
-    }
-    // Other generations' logs are leftovers of a compaction cut short.
-    for (const f of readdirSync(dir))
-      if (/^state\.\d+\.log$/.test(f) && f !== logName(gen)) unlinkSync(join(dir, f));
-    const store = new StateStore(dir, gen, model);
-    // A torn tail is rewritten away by compacting at once, so the next record is not glued to it.
-    if (torn !== "" || discarded !== "") store.compact();
-    return { store, model, torn, discarded };
+    return { gen, model, torn };
   }
 
   /**
