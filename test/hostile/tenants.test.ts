@@ -8,7 +8,7 @@
 // that connect with their effective uid set to each one: hold-as-uids.py holds the connections,
 // tenant-pending.js the pending mappings); the victim, uid 4242, does whole grants.
 import assert from "node:assert/strict";
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
@@ -22,6 +22,7 @@ import {
   pythonAttacker,
   report,
   sample,
+  VICTIM,
 } from "./support/harness.js";
 
 const FIRST_UID = 60000;
@@ -88,7 +89,7 @@ async function run(sc: Scenario): Promise<void> {
     );
     for (const r of ranges) holders.push(pythonAttacker("hold-as-uids", [b.socket, b.fdSocket, ...r], 0));
     const agents = [...holders, ...hoarders];
-    await within(Promise.all(agents.map((a) => a.phase("filled"))), 20_000, "the attack");
+    await within(Promise.all(agents.map((a) => a.phase("filled"))), 40_000, "the attack");
     await new Promise((r) => setTimeout(r, HOLD_MS));
     // What the attackers hold at the end of the attack, as brokerd's operators see it.
     const admin = createClient(AdminService, `unix:${b.adminSocket}`);
@@ -124,11 +125,17 @@ async function run(sc: Scenario): Promise<void> {
     const pending = mappings.mappings.filter(
       (m) => (m.identity?.uid ?? 0) >= FIRST_UID && m.mapping?.state === MappingState.PENDING,
     ).length;
+    // Whatever brokerd refused the victim, by its journal (the first of each kind in full).
+    const victimRefused = readFileSync(b.journal, "utf8")
+      .split("\n")
+      .filter((l) => l.includes('"connection.refused"') && l.includes(`"uid":${VICTIM}`))
+      .map((l) => (JSON.parse(l) as { reason?: string }).reason ?? "?");
     const refusals: Record<string, number> = {};
     for (const r of results)
       for (const [k, n] of Object.entries(r.refusals)) refusals[k] = (refusals[k] ?? 0) + n;
     report(`tenants: ${sc.name}`, {
       victim: v,
+      victimRefusedInJournal: victimRefused,
       attackers: {
         uids: sc.uids,
         processes: agents.length,

@@ -10,8 +10,9 @@
 # whatever brokerd closes: it takes all brokerd gives. At most MAX_INFLIGHT connects of the
 # process wait for brokerd's answer at once, taken in turns by the uids: flooding the accept queue
 # is another attack (quotas.test.ts), one the kernel's first-come queue decides, not the caps.
-# Until SIGTERM; prints {"phase":"filled"} after FILL seconds, then {uids, attempts, closed,
-# failed, errnos, openAtEnd, rssMB}.
+# Until SIGTERM; prints {"phase":"filled"} once every uid holds its PER or was refused on both
+# sockets (it has all brokerd gives; at the latest after FILL seconds), then {uids, attempts,
+# closed, failed, errnos, openAtEnd, rssMB}.
 import json
 import os
 import resource
@@ -25,8 +26,8 @@ import time
 broker_sock, fd_sock = sys.argv[1], sys.argv[2]
 first, count, per = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 RETRY = 0.25  # after EAGAIN (the accept queue is full)
-FILL = 4.0
-MAX_INFLIGHT = 16
+FILL = 30.0
+MAX_INFLIGHT = 32
 # FdRequest{ticket: 32 x "0"}: admitted, brokerd answers UNKNOWN_TICKET; refused, BUSY (or closes).
 TICKET = b"\x0a\x20" + b"0" * 32
 FD_PROBE = struct.pack(">I", len(TICKET)) + TICKET
@@ -44,6 +45,7 @@ attempts = {p: 0 for p in pools}
 closed = {p: 0 for p in pools}
 failed = {p: 0 for p in pools}
 errors = {}
+refused = set()  # (uid, pool) that brokerd closed a connection of: it has what brokerd gives
 stopping = False
 waiting = 0  # connects of this process not answered yet
 keys = [(u, p) for u in uids for p in pools]
@@ -118,13 +120,15 @@ while not stopping:
             s.close()
             open_[key] -= 1
             closed[key[1]] += 1
+            refused.add(key)
         # Answered (or closed): this uid may open its next one.
         if unanswered:
             sk.data[1] = False
             inflight[key] = False
             waiting -= 1
     open_some()
-    if not said_filled and time.monotonic() - t0 >= FILL:
+    full = all(k in refused or open_[k] >= pools[k[1]][1] for k in keys) if not said_filled else True
+    if not said_filled and (full or time.monotonic() - t0 >= FILL):
         said_filled = True
         print(json.dumps({"phase": "filled"}, separators=(",", ":")), flush=True)
 

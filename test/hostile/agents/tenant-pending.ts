@@ -6,8 +6,9 @@
 // with --v8-pool-size=0, since glibc's seteuid stops every thread of the process. gRPC calls go
 // over a raw HTTP/2 session on that socket. Mappings are topped up every PERIOD_MS as their
 // tickets expire. Until SIGTERM; prints {"phase":"opened"} once every uid has its session and
-// device file (or after OPEN_MS), {"phase":"filled"} FILL_MS later, then {uids, attempts,
-// pendingCreated, refusals (messages with their figures as N), rssMB}.
+// device file (or after OPEN_MS), {"phase":"filled"} once every uid created its PER or was
+// refused (or FILL_MS after "opened"), then {uids, attempts, pendingCreated, refusals (messages
+// with their figures as N), rssMB}.
 import { type ClientHttp2Session, connect as h2connect } from "node:http2";
 import { connect } from "node:net";
 import { create, type DescMessage, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
@@ -26,15 +27,28 @@ const FIRST = Number(firstArg);
 const COUNT = Number(countArg);
 const PER = Number(perArg);
 const PERIOD_MS = 500;
-const FILL_MS = 4000;
+const FILL_MS = 30_000;
 const OPEN_MS = 10_000;
 let opened = 0;
 let saidOpened = false;
+let saidFilled = false;
+/** uids that created their PER or were refused: they have what brokerd gives. */
+const saturated = new Set<number>();
+function sayFilled(): void {
+  if (saidFilled) return;
+  saidFilled = true;
+  process.stdout.write(`${JSON.stringify({ phase: "filled" })}\n`);
+}
+function saturate(uid: number): void {
+  saturated.add(uid);
+  if (saidOpened && saturated.size === COUNT) sayFilled();
+}
 function sayOpened(): void {
   if (saidOpened) return;
   saidOpened = true;
   process.stdout.write(`${JSON.stringify({ phase: "opened" })}\n`);
-  setTimeout(() => process.stdout.write(`${JSON.stringify({ phase: "filled" })}\n`), FILL_MS);
+  if (saturated.size === COUNT) sayFilled();
+  setTimeout(sayFilled, FILL_MS).unref();
 }
 
 let stopping = false;
@@ -142,9 +156,11 @@ async function hoardPending(uid: number): Promise<void> {
         });
         if (r.code === 0) {
           pendingOk++;
+          if (i === PER - 1) saturate(uid);
           continue;
         }
         refused(r.message);
+        saturate(uid);
         break;
       }
       await new Promise((r) => setTimeout(r, PERIOD_MS * 4));
