@@ -32,7 +32,7 @@ const FIRST_UID = 60000;
  */
 const UIDS_PER_AGENT = 200;
 /** How long the attack holds once every agent has filled what it could. */
-const HOLD_MS = 8000;
+const HOLD_MS = 12_000;
 
 interface Scenario {
   name: string;
@@ -117,6 +117,7 @@ async function run(sc: Scenario): Promise<void> {
       attempts: Record<string, number>;
       pendingCreated: number;
       refusals: Record<string, number>;
+      examples: string[];
       rssMB: number;
     }[];
     const { victim: v, peak } = await watching.stop();
@@ -154,6 +155,7 @@ async function run(sc: Scenario): Promise<void> {
       },
       brokerdFds: { baseline, held: held.fds, peak: peak.maxFds, limit: held.fdLimit },
       refusals,
+      examples: results.flatMap((r) => r.examples).slice(0, 4),
     });
     assertVictim(v, 0.99);
     // Every attacking uid got something (their minimum at least) in the fair case.

@@ -7,7 +7,7 @@
 # process glibc stops every thread for each seteuid (milliseconds each on a loaded machine).
 # Each uid opens its connections one after another, as fast as brokerd answers (the gRPC
 # server's first frame, or an fd-channel reply to a bogus ticket, or the close), and opens again
-# whatever brokerd closes: it takes all brokerd gives. At most MAX_INFLIGHT connects of the
+# whatever brokerd closes a second later: it takes all brokerd gives. At most MAX_INFLIGHT connects of the
 # process wait for brokerd's answer at once, taken in turns by the uids: flooding the accept queue
 # is another attack (quotas.test.ts), one the kernel's first-come queue decides, not the caps.
 # Until SIGTERM; prints {"phase":"filled"} once every uid holds its PER or was refused on both
@@ -26,6 +26,7 @@ import time
 broker_sock, fd_sock = sys.argv[1], sys.argv[2]
 first, count, per = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 RETRY = 0.25  # after EAGAIN (the accept queue is full)
+AGAIN = 1.0  # after brokerd closed one of the uid's connections on that socket (refused, or idle)
 FILL = 30.0
 MAX_INFLIGHT = 32
 # FdRequest{ticket: 32 x "0"}: admitted, brokerd answers UNKNOWN_TICKET; refused, BUSY (or closes).
@@ -121,6 +122,7 @@ while not stopping:
             open_[key] -= 1
             closed[key[1]] += 1
             refused.add(key)
+            retry_at[key] = time.monotonic() + AGAIN
         # Answered (or closed): this uid may open its next one.
         if unanswered:
             sk.data[1] = False

@@ -54,11 +54,14 @@ function sayOpened(): void {
 let stopping = false;
 const attempts = { sessions: 0, pending: 0 };
 const refusals = new Map<string, number>();
+const examples: string[] = [];
 let pendingOk = 0;
 
 function refused(msg: string): void {
-  // Figures in messages vary; the shape is what the test looks at.
+  // Figures in messages vary; the shape is what the test looks at (the first one of each shape
+  // is kept whole, as an example).
   const key = msg.replace(/\d+/g, "N").slice(0, 240);
+  if (!refusals.has(key) && refusals.size < 12) examples.push(msg.slice(0, 400));
   if (refusals.has(key) || refusals.size < 12) refusals.set(key, (refusals.get(key) ?? 0) + 1);
 }
 
@@ -191,6 +194,7 @@ process.stdout.write(
     attempts,
     pendingCreated: pendingOk,
     refusals: Object.fromEntries(refusals),
+    examples,
     rssMB: Math.round(process.memoryUsage().rss / 1048576),
   })}\n`,
 );
