@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { AdminService, createClient, MappingState } from "@vfio-broker/proto";
-import { startBrokerd } from "../lib/brokerd.js";
+import { startBrokerd, until } from "../lib/brokerd.js";
 import {
   type Attacker,
   assertVictim,
@@ -179,4 +179,28 @@ async function run(sc: Scenario): Promise<void> {
 
 describe("hostile: tenants share brokerd's global caps", () => {
   for (const sc of SCENARIOS) it(sc.name, { timeout: 90_000 }, () => run(sc));
+
+  it("a subuid file others may write is ignored, and SIGHUP reads it again", {
+    timeout: 60_000,
+  }, async () => {
+    const tmp = mkdtempSync(join(tmpdir(), "vfio-tenants-"));
+    const subuid = join(tmp, "subuid");
+    writeFileSync(subuid, `nobody:${FIRST_UID}:${SCENARIOS[1]!.uids}\n`);
+    chmodSync(subuid, 0o644);
+    process.env.VFIO_BROKER_SUBUID = subuid;
+    const b = await startBrokerd().finally(() => delete process.env.VFIO_BROKER_SUBUID);
+    try {
+      assert.doesNotMatch(b.stderr(), /tenants:/);
+      // Anyone may now move uids between users: brokerd stops trusting the file at the next reload.
+      chmodSync(subuid, 0o666);
+      process.kill(b.pid, "SIGHUP");
+      await until("the warning", () =>
+        /tenants: .*subuid is writable by its group or others/.test(b.stderr()),
+      );
+      report("tenants: subuid file writable by others", { stderr: b.stderr().trim().split("\n").slice(-2) });
+    } finally {
+      await b.stop();
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  });
 });
