@@ -123,7 +123,7 @@ describe("faults", () => {
       const extra = brokerClient(b.socket);
       await assert.rejects(
         extra.hello({}, { timeoutMs: 3000 }),
-        /RESOURCE_EXHAUSTED: tenant of uid 0 holds 4 of its 4 sessions: brokerd's 4 are shared by 1 active tenants/,
+        /RESOURCE_EXHAUSTED: tenant of uid 0 holds 4 of its 4 sessions: brokerd's 4 are shared by 1 active tenant\b/,
       );
       extra.close();
       held.pop()!.close();

@@ -119,13 +119,13 @@ test("FairShare: the messages say which tenant, its share, and what to do", () =
       "sessions",
       "close a connection first",
     ),
-    "tenant of uid 60000 (subuid range of alice) holds 4 of its 4 sessions: brokerd's 8 are shared by 1 active tenants (4 kept for tenants holding fewer than 1); close a connection first",
+    "tenant of uid 60000 (subuid range of alice) holds 4 of its 4 sessions: brokerd's 8 are shared by 1 active tenant (4 kept for tenants holding fewer than 1); close a connection first",
   );
   pool.acquire("b");
   const full = pool.acquire("b");
   assert.equal(full.why, "full");
   assert.match(
     explainRefusal(pool, full, "tenant of uid 4242", "sessions", "close a connection first"),
-    /^tenant of uid 4242 holds 1 sessions and brokerd's shared sessions are all taken \(5 of 8 held by 2 tenants/,
+    /^tenant of uid 4242 holds 1 sessions and brokerd's shared sessions are all taken \(5 of 8 held by 2 active tenants/,
   );
 });

@@ -114,14 +114,15 @@ export function explainRefusal(
   advice: string,
 ): string {
   const kept = `${pool.reserve} kept for tenants holding fewer than ${pool.minimum}`;
+  const tenants = (n: number) => `${n} active tenant${n === 1 ? "" : "s"}`;
   if (v.why === "share")
     return (
       `${tenant} holds ${v.held} of its ${v.share} ${noun}: brokerd's ${pool.cap} are shared by ` +
-      `${v.active} active tenants (${kept}); ${advice}`
+      `${tenants(v.active)} (${kept}); ${advice}`
     );
   return (
     `${tenant} holds ${v.held} ${noun} and brokerd's shared ${noun} are all taken (${pool.total} of ` +
-    `${pool.cap} held by ${pool.active} tenants, ${kept}); ${advice}, or try again shortly`
+    `${pool.cap} held by ${tenants(pool.active)}, ${kept}); ${advice}, or try again shortly`
   );
 }
 
