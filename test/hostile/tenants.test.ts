@@ -72,10 +72,11 @@ async function run(sc: Scenario): Promise<void> {
   const b = await startBrokerd({ dir }).finally(() => delete process.env.VFIO_BROKER_SUBUID);
   const holders: Attacker[] = [];
   const hoarders: Attacker[] = [];
+  let watching: ReturnType<typeof observe> | undefined;
   try {
     await new Promise((r) => setTimeout(r, 200));
     const baseline = b.fdCount();
-    const watching = observe(b);
+    watching = observe(b);
     const ranges: string[][] = [];
     for (let first = 0; first < sc.uids; first += UIDS_PER_AGENT)
       ranges.push([String(FIRST_UID + first), String(Math.min(UIDS_PER_AGENT, sc.uids - first)), "64"]);
@@ -120,7 +121,9 @@ async function run(sc: Scenario): Promise<void> {
       examples: string[];
       rssMB: number;
     }[];
-    const { victim: v, peak } = await watching.stop();
+    const observed = watching.stop();
+    watching = undefined;
+    const { victim: v, peak } = await observed;
     const attackerSessions = sessions.sessions.filter((s) => (s.identity?.uid ?? 0) >= FIRST_UID);
     const uidsWithSessions = new Set(attackerSessions.map((s) => s.identity?.uid)).size;
     const pending = mappings.mappings.filter(
@@ -172,6 +175,8 @@ async function run(sc: Scenario): Promise<void> {
       assert.ok(attackerSessions.length <= 514, `the user holds ${attackerSessions.length} sessions`);
   } finally {
     for (const a of [...holders, ...hoarders]) if (a.exitCode === null) a.kill("SIGKILL");
+    // A failed attack still ends the victim (it would keep the test process alive for minutes).
+    await watching?.stop().catch(() => {});
     await b.stop();
     rmSync(tmp, { recursive: true, force: true });
   }
