@@ -29,6 +29,7 @@ import {
 } from "./errors.js";
 import { AttributeMap } from "./grants/attribute-map.js";
 import { DeviceFile, type Mapping } from "./grants/device-file.js";
+import { DEFAULT_RESERVE_PERCENT, explainRefusal, type FairShare, tenantShare } from "./grants/fair-share.js";
 import {
   type Enforcement,
   enforcementFor,
@@ -47,6 +48,7 @@ import { holderOf, type RedeemFailure, TicketBook } from "./grants/tickets.js";
 import { quotaKeys } from "./identity/container.js";
 import { describeIdentity, openIfSameProcess, type PeerIdentity, processStartTime } from "./identity/peer.js";
 import { type LeaseEvent, MAX_MISSED_EVENTS, Session } from "./identity/session.js";
+import { describeTenant, type Tenant, TenantMap } from "./identity/subuid.js";
 import { logLimited } from "./log.js";
 import {
   authorizeAccess,
@@ -72,6 +74,10 @@ export interface BrokerOptions {
   maxSessions: number;
   /** Global cap on mappings waiting for delivery (each holds a backing fd), over all identities. */
   maxPendingMappings?: number;
+  /** Which tenant (user) each uid belongs to (/etc/subuid); default: every uid its own tenant. */
+  tenants?: TenantMap;
+  /** Percent of each global cap kept for tenants below their minimum (grants/fair-share.ts). */
+  tenantReservePercent?: number;
   /** A session with no lease and no mapping is ended after this long without a call. */
   idleTimeoutMs?: number;
   maxAccessBytes: number;
@@ -232,8 +238,15 @@ export class Broker extends EventEmitter<BrokerEvents> {
   private readonly recorders: Recorder[] = [];
   /** What every identity holds across its sessions (sessions, device files, mappings, bytes, ...). */
   readonly quotas = new QuotaBook();
-  /** Mappings created and not yet delivered, over all sessions (each holds a backing fd). */
-  pendingMappings = 0;
+  /** Which tenant each uid belongs to; replaced on SIGHUP (setTenants). */
+  tenants: TenantMap;
+  /**
+   * The global caps, shared fairly among tenants (grants/fair-share.ts): session slots, and
+   * mappings created and not yet delivered (each holds a backing fd).
+   */
+  readonly shares: { sessions: FairShare; pendingMappings: FairShare };
+  /** The tenant each pending mapping's unit was taken for (its session may be gone when it settles). */
+  private readonly pendingTenant = new WeakMap<Mapping, string>();
   private policyValue: Policy;
   readonly deviceHealth = new Map<string, DeviceHealth>();
   private readonly attributeMaps = new Map<string, AttributeMap>();
@@ -272,6 +285,12 @@ export class Broker extends EventEmitter<BrokerEvents> {
   constructor(readonly opts: BrokerOptions) {
     super();
     this.policyValue = opts.policy;
+    this.tenants = opts.tenants ?? new TenantMap();
+    const reserve = opts.tenantReservePercent ?? DEFAULT_RESERVE_PERCENT;
+    this.shares = {
+      sessions: tenantShare(opts.maxSessions, reserve),
+      pendingMappings: tenantShare(opts.maxPendingMappings ?? DEFAULT_MAX_PENDING_MAPPINGS, reserve),
+    };
     this.tickets = new TicketBook<Mapping>(opts.ticketTtlMs);
     for (const b of opts.backends) b.onDeviceGone((id) => this.deviceGone(id));
     this.sweepTimer = setInterval(() => this.sweep(), opts.sweepIntervalMs ?? 500);
@@ -280,6 +299,21 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
   get policy(): Policy {
     return this.policyValue;
+  }
+
+  /** Mappings created and not yet delivered, over all sessions (each holds a backing fd). */
+  get pendingMappings(): number {
+    return this.shares.pendingMappings.total;
+  }
+
+  /** The tenant of uid, as the tenant map says now (a session keeps the one it opened with). */
+  tenantOf(uid: number): Tenant {
+    return this.tenants.tenantOf(uid);
+  }
+
+  /** A re-read /etc/subuid: sessions opened from now on are charged to the tenants it names. */
+  setTenants(map: TenantMap): void {
+    this.tenants = map;
   }
 
   /**
@@ -378,16 +412,26 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
   openSession(identity: PeerIdentity): Session {
     // On refusal the caller still owns identity.pidfd (and closes it).
-    if (this.sessions.size - this.detachedCount >= this.opts.maxSessions)
+    const tenant = this.tenantOf(identity.uid);
+    // Its tenant's fair share of brokerd's sessions first, then the identity's own quota.
+    const v = this.shares.sessions.check(tenant.key);
+    if (!v.ok)
       throw exhausted(
-        `brokerd has ${this.sessions.size} sessions, its global limit; try again later`,
+        explainRefusal(
+          this.shares.sessions,
+          v,
+          describeTenant(identity.uid, tenant),
+          "sessions",
+          "close a connection first",
+        ),
         "limit:global_sessions",
       );
     const keys = quotaKeys(identity);
     // The identity's slot: its first matching rule's sessions quota (a few for identities no rule names).
     this.quotas.charge(keys, "sessions", 1, limitsFor(this.policy, identity).sessions, `uid ${identity.uid}`);
+    this.shares.sessions.acquire(tenant.key);
     const token = randomBytes(16).toString("hex");
-    const s = new Session(randomBytes(8).toString("hex"), identity, keys, tokenHash(token), token);
+    const s = new Session(randomBytes(8).toString("hex"), identity, keys, tokenHash(token), token, tenant);
     this.sessions.set(s.id, s);
     this.sessionsByToken.set(s.tokenHash, s);
     this.sessionsByPlainToken.set(token, s);
@@ -399,6 +443,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       this.sessionsByToken.delete(s.tokenHash);
       this.sessionsByPlainToken.delete(token);
       this.quotas.refund(keys, "sessions", 1);
+      this.shares.sessions.release(tenant.key);
       throw storeFailed(e);
     }
     // The process exiting ends the session even if the connection lingers (e.g. inherited by a child).
@@ -435,10 +480,12 @@ export class Broker extends EventEmitter<BrokerEvents> {
   }
 
   /**
-   * uid already holds as many sessions as any rule could allow it (gid and cgroup unknown yet),
-   * so no connection of it can be admitted now.
+   * uid already holds as many sessions as any rule could allow it (gid and cgroup unknown yet), or
+   * its tenant (known from the uid alone) may take no more of brokerd's sessions now, so no
+   * connection of it can be admitted now.
    */
   sessionsExhausted(uid: number): boolean {
+    if (!this.shares.sessions.check(this.tenantOf(uid).key).ok) return true;
     let most = UNNAMED_LIMITS.sessions;
     for (const r of this.policy.rules)
       if (r.match.any || !r.match.uids || r.match.uids.includes(uid))
@@ -446,11 +493,12 @@ export class Broker extends EventEmitter<BrokerEvents> {
     return this.quotas.usage(`uid:${uid}`).sessions >= most;
   }
 
-  /** The session's connection closed: its identity may use the slot again. Idempotent. */
+  /** The session's connection closed: its identity and tenant may use the slot again. Idempotent. */
   releaseSlot(s: Session): void {
     if (!s.slotHeld) return;
     s.slotHeld = false;
     this.quotas.refund(s.quotaKeys, "sessions", 1);
+    this.shares.sessions.release(s.tenant.key);
   }
 
   private decide(s: Session, d: Decision): void {
@@ -784,12 +832,18 @@ export class Broker extends EventEmitter<BrokerEvents> {
    * pending, and brokerd's global pending cap: a pending mapping holds a backing fd), then runs
    * open(); refunds everything if anything fails.
    */
-  private chargeMapping<T>(s: Session, length: bigint, rule: Rule, open: () => T): T {
-    const max = this.opts.maxPendingMappings ?? DEFAULT_MAX_PENDING_MAPPINGS;
-    if (this.pendingMappings >= max)
+  private chargeMapping<T extends Mapping>(s: Session, length: bigint, rule: Rule, open: () => T): T {
+    const pool = this.shares.pendingMappings;
+    const v = pool.check(s.tenant.key);
+    if (!v.ok)
       throw exhausted(
-        `brokerd has ${this.pendingMappings} mappings waiting for their fd, its global limit; fetch the fds of yours ` +
-          "(or release them) and try again shortly",
+        explainRefusal(
+          pool,
+          v,
+          describeTenant(s.identity.uid, s.tenant),
+          "mappings waiting for their fd",
+          "fetch the fds of yours (or release them) first",
+        ),
         "limit:global_pending",
       );
     const keys = s.quotaKeys;
@@ -802,7 +856,8 @@ export class Broker extends EventEmitter<BrokerEvents> {
       this.quotas.charge(keys, "pendingMappings", 1, rule.limits.pendingMappings, s.who);
       charged.push(() => this.quotas.refund(keys, "pendingMappings", 1));
       const out = open();
-      this.pendingMappings++;
+      pool.acquire(s.tenant.key);
+      this.pendingTenant.set(out, s.tenant.key);
       return out;
     } catch (e) {
       for (const undo of charged.reverse()) undo();
@@ -883,8 +938,17 @@ export class Broker extends EventEmitter<BrokerEvents> {
   /** A pending mapping is delivered (or gone): it no longer holds a pending slot. */
   private settlePending(s: Session | undefined, m: Mapping): void {
     if (m.state !== "pending") return;
-    this.pendingMappings--;
+    const tenant = this.pendingTenant.get(m);
+    if (tenant !== undefined) this.shares.pendingMappings.release(tenant);
+    this.pendingTenant.delete(m);
     if (s) this.quotas.refund(s.quotaKeys, "pendingMappings", 1);
+  }
+
+  /** A pending mapping found in the state store after a restart: booked with no check. */
+  restorePending(s: Session, m: Mapping): void {
+    this.shares.pendingMappings.restore(s.tenant.key);
+    this.pendingTenant.set(m, s.tenant.key);
+    this.quotas.restore(s.quotaKeys, "pendingMappings", 1);
   }
 
   private dropMapping(s: Session | undefined, m: Mapping, reason: string): void {
@@ -1213,6 +1277,12 @@ export class Broker extends EventEmitter<BrokerEvents> {
     this.undetach(found);
     found.lastActiveAt = Date.now();
     found.slotHeld = fresh.slotHeld;
+    // The slot was taken for the fresh session's tenant; the resumed one keeps the tenant it had
+    // (the same uid's, unless /etc/subuid changed in between): the slot moves with it.
+    if (fresh.slotHeld && fresh.tenant.key !== found.tenant.key) {
+      this.shares.sessions.release(fresh.tenant.key);
+      this.shares.sessions.restore(found.tenant.key);
+    }
     fresh.slotHeld = false;
     found.clientName = fresh.clientName;
     found.resumeToken = token;

@@ -23,6 +23,12 @@ export interface Config {
   maxFdConnections: number;
   /** Global cap on mappings waiting for their fd (each holds a backing fd in brokerd). */
   maxPendingMappings: number;
+  /** Percent of each global cap kept for tenants below their minimum (grants/fair-share.ts). */
+  tenantReserve: number;
+  /** Subordinate uid ranges (subuid(5)): a uid in a user's range is that user's tenant. */
+  subuid: string;
+  /** Where the owner names of the subuid file are resolved to uids. */
+  passwd: string;
   /** A session with no lease and no mapping ends after this long without a call. */
   idleTimeoutMs: number;
   /** The keepalive interval granted to leases; three missed intervals end the session. */
@@ -59,6 +65,11 @@ const HELP = `usage: vfio-brokerd [options]
   --max-sessions N      concurrent sessions, all identities together (default 1024)
   --max-fd-connections N  open fd-channel connections, all identities (default 1024)
   --max-pending-mappings N  mappings waiting for their fd, all identities (default 1024)
+  --tenant-reserve PCT  percent of each of these caps kept for users (tenants) holding fewer than 2; the
+                        rest is shared evenly by the active tenants (default 50; docs/security.md)
+  --subuid FILE         subordinate uid ranges: a uid in a user's range counts as that user (default
+                        /etc/subuid; re-read on SIGHUP; ignored unless owned by root and not writable by others)
+  --passwd FILE         resolves the owner names in --subuid (default /etc/passwd)
   --idle-timeout-ms N   end a session that holds nothing and has no lease after N ms idle (default 30000)
   --lease-keepalive-ms N  keepalive interval granted to leases; 3 missed intervals end the session (default 5000)
                         (brokerd lowers these caps to fit its RLIMIT_NOFILE, keeping a reserve of fds
@@ -107,6 +118,9 @@ const KNOWN = new Set([
   "max-sessions",
   "max-fd-connections",
   "max-pending-mappings",
+  "tenant-reserve",
+  "subuid",
+  "passwd",
   "idle-timeout-ms",
   "lease-keepalive-ms",
   "max-access-bytes",
@@ -208,6 +222,9 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     maxSessions: int("max-sessions", str("max-sessions", "1024"), 1, 1_000_000),
     maxFdConnections: int("max-fd-connections", str("max-fd-connections", "1024"), 1, 1_000_000),
     maxPendingMappings: int("max-pending-mappings", str("max-pending-mappings", "1024"), 1, 1_000_000),
+    tenantReserve: int("tenant-reserve", str("tenant-reserve", "50"), 0, 90),
+    subuid: str("subuid", "/etc/subuid"),
+    passwd: str("passwd", "/etc/passwd"),
     idleTimeoutMs: int("idle-timeout-ms", str("idle-timeout-ms", "30000"), 100, 86_400_000),
     leaseKeepaliveMs: int("lease-keepalive-ms", str("lease-keepalive-ms", "5000"), 100, 3_600_000),
     maxAccessBytes: int("max-access-bytes", str("max-access-bytes", "4096"), 1, 1 << 20),

@@ -29,6 +29,7 @@ import {
 } from "./fdpass/inflight-exemption.js";
 import type { PeerIdentity } from "./identity/peer.js";
 import type { Session } from "./identity/session.js";
+import { loadTenantMap } from "./identity/tenants-file.js";
 import { Journal } from "./journal.js";
 import type { RestartSource } from "./metrics/restart.js";
 import { loadPolicyFile, type Policy, PolicyError } from "./policy/index.js";
@@ -171,9 +172,17 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
   }
   const backends: Backend[] = [...(sim ? [sim] : []), ...real, ...(extras.backends ?? [])];
 
+  // Which uids belong to one user (the operator's subordinate uid ranges), for fair shares.
+  const readTenants = () => {
+    const t = loadTenantMap(config.subuid, config.passwd);
+    for (const w of t.warnings) console.error(`vfio-brokerd: tenants: ${w}`);
+    return t.map;
+  };
   const broker = new Broker({
     backends,
     policy,
+    tenants: readTenants(),
+    tenantReservePercent: config.tenantReserve,
     pageSize: BigInt(PAGE_SIZE),
     ticketTtlMs: config.ticketTtlMs,
     maxSessions: budget.caps.sessions,
@@ -197,6 +206,8 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
   if (opened.discarded !== "") journal.write("state.discarded", { why: opened.discarded });
 
   const reloadPolicy = () => {
+    // The tenant map too (SIGHUP, AdminService.ReloadPolicy): a broken file costs its ranges only.
+    broker.setTenants(readTenants());
     try {
       const revoked = broker.setPolicy(loadPolicyFile(config.policy));
       return { ok: true, errors: [], revoked };
@@ -253,6 +264,7 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
       },
       refused: (peer, reason) => broker.emit("connection.refused", "broker", peer, reason),
       hopeless: (uid) => broker.sessionsExhausted(uid),
+      tenantOf: (uid) => broker.tenantOf(uid).key,
     },
   );
   sessionsByConn.contextOf = brokerListener.contextOf;
@@ -304,6 +316,7 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
     path: config.fdSocket,
     mode: 0o666,
     maxConnections: budget.caps.fdConnections,
+    tenantReservePercent: config.tenantReserve,
     listenFd: takeInherited(inherited, "fd.sock"),
   });
   for (const fd of inherited.values()) closeFd(fd); // names this brokerd does not serve

@@ -3,12 +3,26 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import fc from "fast-check";
-import { clientFds, nofileLimit, planFdBudget, RESERVE_FDS } from "./fd-budget.js";
+import { clientFds, nofileLimit, planFdBudget, REFUSED_LINGER_FDS, RESERVE_FDS } from "./fd-budget.js";
 
 test("planFdBudget: the defaults fit in 20000 fds unchanged", () => {
   const b = planFdBudget(20000, { sessions: 1024, fdConnections: 1024, pendingMappings: 1024 });
   assert.deepEqual(b.caps, { sessions: 1024, fdConnections: 1024, pendingMappings: 1024 });
   assert.equal(b.warning, "");
+});
+
+test("clientFds: 3 fds per session (socket, pidfd, the exit watch's dup), 1 per connection and pending mapping", () => {
+  assert.equal(clientFds({ sessions: 10, fdConnections: 0, pendingMappings: 0 }), 30 + REFUSED_LINGER_FDS);
+  assert.equal(clientFds({ sessions: 0, fdConnections: 5, pendingMappings: 7 }), 12 + REFUSED_LINGER_FDS);
+  // The defaults: 3 x 1024 + 1024 + 1024 + 64, plus the reserve, need a limit over 5,700.
+  assert.equal(
+    planFdBudget(5696, { sessions: 1024, fdConnections: 1024, pendingMappings: 1024 }).warning,
+    "",
+  );
+  assert.match(
+    planFdBudget(5695, { sessions: 1024, fdConnections: 1024, pendingMappings: 1024 }).warning,
+    /RLIMIT_NOFILE is 5695/,
+  );
 });
 
 test("planFdBudget: at 1024 fds the caps shrink and the reserve stays free", () => {

@@ -1,13 +1,19 @@
 // The fd budget: brokerd must never run out of file descriptors because of what clients do, or an
 // operator could not get in to revoke the client that did it. Every client-driven fd has a cap
-// (sessions: the socket and its pidfd; fd-channel connections; pending mappings: one backing fd
-// each; refused connections kept to answer with the reason), and the caps must fit under
+// (sessions: SESSION_FDS each; fd-channel connections; pending mappings: one backing fd each;
+// refused connections kept to answer with the reason), and the caps must fit under
 // RLIMIT_NOFILE with a reserve left for the admin socket, /metrics, the journal, policy reloads,
 // backends' device fds and Node itself. Pure: the caller reads the limit.
 import { readFileSync } from "node:fs";
 
 /** Fds never given to clients: admin connections (2 each), metrics, journal, device fds, Node. */
 export const RESERVE_FDS = 512;
+/**
+ * What one session holds: its socket, its pidfd (SO_PEERPIDFD or pidfd_open), and the private dup
+ * of that pidfd that the exit watch polls (native watchPidfd), so a closed pidfd can never end
+ * another session's watch.
+ */
+export const SESSION_FDS = 3;
 /** Refused broker.sock connections kept for a moment to say why (see rpc/server.ts). */
 export const REFUSED_LINGER_FDS = 64;
 
@@ -27,7 +33,7 @@ export interface FdBudget {
 
 /** Fds the client caps can cost at most. */
 export function clientFds(c: ClientCaps): number {
-  return 2 * c.sessions + REFUSED_LINGER_FDS + c.fdConnections + c.pendingMappings;
+  return SESSION_FDS * c.sessions + REFUSED_LINGER_FDS + c.fdConnections + c.pendingMappings;
 }
 
 /** Fits the wanted caps under nofile, keeping RESERVE_FDS; scales all three down alike if needed. */
@@ -44,10 +50,11 @@ export function planFdBudget(nofile: number, want: ClientCaps): FdBudget {
   // The floor of 1 each can overshoot by a few fds: take them from the largest cap.
   const over = clientFds(caps) + RESERVE_FDS - nofile;
   if (over > 0) {
+    const fds = (k: keyof ClientCaps) => (k === "sessions" ? SESSION_FDS : 1);
     const k = (["pendingMappings", "fdConnections", "sessions"] as const).reduce((a, b) =>
-      caps[a] * (a === "sessions" ? 2 : 1) >= caps[b] * (b === "sessions" ? 2 : 1) ? a : b,
+      caps[a] * fds(a) >= caps[b] * fds(b) ? a : b,
     );
-    caps[k] = Math.max(1, caps[k] - Math.ceil(over / (k === "sessions" ? 2 : 1)));
+    caps[k] = Math.max(1, caps[k] - Math.ceil(over / fds(k)));
   }
   return {
     caps,

@@ -33,9 +33,14 @@ export interface Spawned {
   exited: Promise<number | null>;
 }
 
-/** Runs `args` under node as uid (and gid uid), collecting its output. */
-export function spawnAs(uid: number, args: string[], env: NodeJS.ProcessEnv = process.env): Spawned {
-  const child = spawn(process.execPath, args, { uid, gid: uid, env, stdio: ["ignore", "pipe", "pipe"] });
+/** Runs `args` under node (or `command`) as uid (and gid uid), collecting its output. */
+export function spawnAs(
+  uid: number,
+  args: string[],
+  env: NodeJS.ProcessEnv = process.env,
+  command = process.execPath,
+): Spawned {
+  const child = spawn(command, args, { uid, gid: uid, env, stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
   let err = "";
   child.stdout!.on("data", (d: Buffer) => {
@@ -128,9 +133,23 @@ export type Attacker = ChildProcess & {
   phase(name: string): Promise<void>;
 };
 
-/** Runs an attacker agent (test/hostile/agents/NAME.js) as uid 65534. */
-export function attacker(name: string, args: string[]): Attacker {
-  const { child, out, err, exited } = spawnAs(ATTACKER, [join(AGENTS, `${name}.js`), ...args]);
+/** Runs an attacker agent (test/hostile/agents/NAME.js) as uid 65534 (or as uid, with node's nodeArgs). */
+export function attacker(name: string, args: string[], uid = ATTACKER, nodeArgs: string[] = []): Attacker {
+  return agentOf(name, spawnAs(uid, [...nodeArgs, join(AGENTS, `${name}.js`), ...args]));
+}
+
+/**
+ * Runs a Python attacker agent (test/hostile/agents/NAME.py, from the source tree: tsc does not
+ * copy it) as uid, with Debian's python3.
+ */
+export function pythonAttacker(name: string, args: string[], uid = ATTACKER): Attacker {
+  const script = join(AGENTS, "..", "..", "..", "hostile", "agents", `${name}.py`);
+  return agentOf(name, spawnAs(uid, [script, ...args], process.env, "/usr/bin/python3"));
+}
+
+/** An agent's process with its phases and result (its last JSON line). */
+function agentOf(name: string, spawned: Spawned): Attacker {
+  const { child, out, err, exited } = spawned;
   const waiting: { name: string; resolve(): void }[] = [];
   child.stdout!.on("data", () => {
     for (const w of [...waiting])

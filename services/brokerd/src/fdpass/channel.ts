@@ -7,7 +7,8 @@
 // Every client here is untrusted: it may close mid-reply, never read, send garbage or open many
 // connections. So each connection is served by one loop that owns it and treats any failure as
 // that client's disconnect (never brokerd's), connections are counted per identity (the policy's
-// fdConnections quota) and in all, and brokerd's copy of a delivered fd is closed at once.
+// fdConnections quota) and in all, the whole shared fairly among tenants (grants/fair-share.ts),
+// and brokerd's copy of a delivered fd is closed at once.
 
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
@@ -25,9 +26,11 @@ import type { Broker, FdPeer } from "../broker.js";
 import { BrokerError, invalid } from "../errors.js";
 import { nofileLimit } from "../fd-budget.js";
 import type { Mapping } from "../grants/device-file.js";
+import { DEFAULT_RESERVE_PERCENT, explainRefusal, FairShare, tenantShare } from "../grants/fair-share.js";
 import { quotaKeys } from "../identity/container.js";
 import { cgroupOf } from "../identity/peer.js";
 import type { Session } from "../identity/session.js";
+import { describeTenant } from "../identity/subuid.js";
 import { logLimited } from "../log.js";
 import { limitsFor } from "../policy/index.js";
 import { attributeToPb, backingToPb, createMappingArgsFromPb, protToPb } from "../rpc/convert.js";
@@ -49,7 +52,10 @@ export const MAX_REQUEST_BYTES = 3072;
 export const MAX_BATCH_ITEMS = 32;
 export const DEFAULT_IDLE_MS = 30_000;
 export const DEFAULT_MAX_CONNECTIONS = 1024;
-/** Refusals answered at once; more connections over quota are closed without a word. */
+/**
+ * Refusals answered at once, shared fairly among tenants (half kept for tenants answered nothing
+ * yet); more connections over quota are closed without a word.
+ */
 const MAX_REFUSING = 32;
 /** A reply not taken by the client within this long: the client is not reading, drop it. */
 const SEND_TIMEOUT_MS = 5000;
@@ -60,6 +66,8 @@ export interface FdChannelOptions {
   idleMs?: number;
   /** Connections served at once over all identities (each is one fd in brokerd). */
   maxConnections?: number;
+  /** Percent of maxConnections kept for tenants below their minimum (grants/fair-share.ts). */
+  tenantReservePercent?: number;
   /** An already listening socket at path (hand-over, fdstore) instead of binding one. */
   listenFd?: number;
 }
@@ -110,13 +118,19 @@ function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 export class FdChannel {
   private readonly server: FdServer;
   private readonly conns = new Set<FdSocket>();
-  /** Connections being told FD_STATUS_BUSY right now. */
-  private refusing = 0;
+  /** Open connections, by tenant: brokerd's fd-channel cap shared fairly. */
+  readonly shares: FairShare;
+  /** Connections being told FD_STATUS_BUSY right now, by tenant. */
+  private readonly refusing = new FairShare(MAX_REFUSING, MAX_REFUSING / 2, 1);
 
   constructor(
     private readonly broker: Broker,
     private readonly opts: FdChannelOptions,
   ) {
+    this.shares = tenantShare(
+      opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS,
+      opts.tenantReservePercent ?? DEFAULT_RESERVE_PERCENT,
+    );
     this.server =
       opts.listenFd !== undefined
         ? FdServer.adopt(opts.path, opts.listenFd)
@@ -136,14 +150,19 @@ export class FdChannel {
       } catch {
         return; // the peer is gone already
       }
-      const max = this.opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
-      if (this.conns.size >= max) {
-        await this.refuse(
-          sock,
-          peer,
-          "limit:global_fd_connections",
-          `brokerd serves ${max} fd-channel connections, its global limit; try again shortly`,
+      // The tenant's fair share of brokerd's connections first (from the uid alone), then the
+      // identity's own quota.
+      const tenant = this.broker.tenantOf(peer.uid);
+      const v = this.shares.check(tenant.key);
+      if (!v.ok) {
+        const why = explainRefusal(
+          this.shares,
+          v,
+          describeTenant(peer.uid, tenant),
+          "fd-channel connections",
+          "reuse one fd-channel connection per process",
         );
+        await this.refuse(sock, peer, tenant.key, "limit:global_fd_connections", why);
         return;
       }
       const identity = { ...peer, ...cgroupOf(peer.pid) };
@@ -158,10 +177,14 @@ export class FdChannel {
         );
       } catch (e) {
         if (!(e instanceof BrokerError)) throw e;
-        await this.refuse(sock, peer, e.reason, e.message);
+        await this.refuse(sock, peer, tenant.key, e.reason, e.message);
         return;
       }
-      release = () => this.broker.quotas.refund(keys, "fdConnections", 1);
+      this.shares.acquire(tenant.key);
+      release = () => {
+        this.broker.quotas.refund(keys, "fdConnections", 1);
+        this.shares.release(tenant.key);
+      };
       this.conns.add(sock);
       await this.serve(sock, peer);
     } catch (e) {
@@ -178,19 +201,20 @@ export class FdChannel {
   private async refuse(
     sock: FdSocket,
     peer: { uid: number; pid: number },
+    tenant: string,
     reason: string,
     message: string,
   ): Promise<void> {
     this.broker.emit("connection.refused", "fd", { uid: peer.uid, pid: peer.pid }, reason);
     this.broker.emit("fd.delivery", "refused_busy", undefined, 0, { uid: peer.uid, pid: peer.pid });
     // Refusals in flight hold an fd each too; a client reconnecting in a tight loop must not turn
-    // them into an unbounded number: past a few, a refused connection is just closed.
-    if (this.refusing >= MAX_REFUSING) return;
-    this.refusing++;
+    // them into an unbounded number: past its tenant's share of a few, a refused connection is
+    // just closed.
+    if (!this.refusing.acquire(tenant).ok) return;
     try {
       await this.reply(sock, { status: FdStatus.BUSY, message }).catch(() => {});
     } finally {
-      this.refusing--;
+      this.refusing.release(tenant);
     }
   }
 

@@ -5,6 +5,7 @@ import type { Watch } from "@vfio-broker/native";
 import type { DeviceHealth } from "../devices/backend.js";
 import type { DeviceFile } from "../grants/device-file.js";
 import type { PeerIdentity } from "./peer.js";
+import { type Tenant, uidTenant } from "./subuid.js";
 
 export type LeaseEvent =
   | {
@@ -66,6 +67,11 @@ export class Session {
      * presented in a resume ("" for a restored session until then). Never written to disk.
      */
     public resumeToken = "",
+    /**
+     * The user this identity belongs to (identity/subuid.ts), decided once when the session
+     * opened: its slot and pending mappings are charged to this tenant's fair share of brokerd's caps.
+     */
+    readonly tenant: Tenant = uidTenant(identity.uid),
   ) {}
 
   get detached(): boolean {

@@ -58,7 +58,9 @@
  *                                    # identity: it counts across ALL sessions of the uid (and of
  *                                    # the container, when the process is in one), so opening more
  *                                    # connections never buys more. The built-in defaults are at
- *                                    # most 1/16 of brokerd's global caps (a fair share).
+ *                                    # most 1/16 of brokerd's global caps; the caps
+ *                                    # themselves are shared fairly by users (tenants:
+ *                                    # grants/fair-share.ts), so a quota is an upper bound.
  *         sessions: 64               #   else 64: connected sessions (broker.sock connections)
  *         fdConnections: 64          #   else 64: open fd-channel (fd.sock) connections
  *         pendingMappings: 64        #   else 64: mappings created whose fd was not fetched yet

@@ -8,6 +8,7 @@ import { connect, createServer, type Server as NetServer, type Socket } from "no
 import * as grpc from "@grpc/grpc-js";
 import { closeFd, dupFd, listenUnix, peerCred } from "@vfio-broker/native";
 import { BrokerError } from "../errors.js";
+import { FairShare } from "../grants/fair-share.js";
 import { identityOfSocket, type PeerIdentity } from "../identity/peer.js";
 import { logLimited } from "../log.js";
 
@@ -33,6 +34,11 @@ export interface ConnectionHooks<C> {
    * reconnects in a tight loop be turned away before the /proc reads of a full identity.
    */
   hopeless?(uid: number): boolean;
+  /**
+   * The tenant (identity/subuid.ts) a uid belongs to, as a FairShare key: refused connections
+   * linger per tenant (default: every uid its own).
+   */
+  tenantOf?(uid: number): string;
 }
 
 export interface ServeOptions {
@@ -43,8 +49,11 @@ export interface ServeOptions {
    * are closed at accept). It bounds brokerd's fds for this socket whatever clients do.
    */
   maxConnections: number;
-  /** Refused connections kept to answer with the reason, per uid and in all (more are just closed). */
-  maxRefusedPerUid?: number;
+  /**
+   * Refused connections kept to answer with the reason, per tenant and in all, shared fairly
+   * among tenants with half kept for tenants that have none lingering (more are just closed).
+   */
+  maxRefusedPerTenant?: number;
   maxRefused?: number;
   /** An already listening socket at path (hand-over, fdstore) instead of binding one. */
   listenFd?: number;
@@ -97,10 +106,14 @@ export async function serveUnix<C>(
   const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
   const contexts = new Map<string, C>();
   const refused = new Map<string, BrokerError>();
-  const refusedByUid = new Map<number, number>();
   const sockets = new Map<C, Socket>();
-  const maxRefusedPerUid = opts.maxRefusedPerUid ?? 8;
+  const maxRefusedPerTenant = opts.maxRefusedPerTenant ?? 8;
   const maxRefused = opts.maxRefused ?? 64;
+  const lingering = new FairShare(maxRefused, Math.floor(maxRefused / 2), 1);
+  const tenantOf = hooks.tenantOf ?? ((uid: number) => `uid:${uid}`);
+  /** tenant may keep one more refused connection lingering now. */
+  const mayLinger = (tenant: string) =>
+    lingering.heldBy(tenant) < maxRefusedPerTenant && lingering.check(tenant).ok;
   let dropping = false;
   const net: NetServer = createServer((socket) => {
     // Any failure here is this connection's alone: it is closed, brokerd goes on.
@@ -108,11 +121,11 @@ export async function serveUnix<C>(
     let identity: PeerIdentity;
     try {
       const fd = socketFd(socket);
-      // Only a uid already lingering at its refusal cap can be hopeless: for everyone else this
-      // costs no extra syscall (identityOfSocket reads SO_PEERCRED itself).
-      if (hooks.hopeless && refusedByUid.size > 0) {
+      // Only a uid whose tenant may keep no more refused connections lingering can be hopeless:
+      // while none linger this costs no extra syscall (identityOfSocket reads SO_PEERCRED itself).
+      if (hooks.hopeless && lingering.active > 0) {
         const cred = peerCred(fd);
-        if ((refusedByUid.get(cred.uid) ?? 0) >= maxRefusedPerUid && hooks.hopeless(cred.uid)) {
+        if (!mayLinger(tenantOf(cred.uid)) && hooks.hopeless(cred.uid)) {
           hooks.refused?.({ uid: cred.uid, pid: cred.pid }, "limit:sessions");
           socket.destroy();
           return;
@@ -139,24 +152,22 @@ export async function serveUnix<C>(
       hooks.refused?.(peer, e.reason);
       // A refused connection (limit, draining, not admin) still gets a gRPC answer that says why,
       // on every call, for a short while; then it is closed. It holds no session. Only a few per
-      // uid linger: an identity hammering the socket gets its extra connections just closed.
-      const lingering = refusedByUid.get(identity.uid) ?? 0;
-      if (lingering >= maxRefusedPerUid || refused.size >= maxRefused) {
+      // tenant linger, and every tenant gets its turn: a user hammering the socket from any
+      // number of uids gets its extra connections just closed.
+      const tenant = tenantOf(identity.uid);
+      if (!mayLinger(tenant)) {
         socket.destroy();
         return;
       }
-      refusedByUid.set(identity.uid, lingering + 1);
+      lingering.acquire(tenant);
       const key = `vfio-broker-refused-${++connCounter}`;
       Object.defineProperty(socket, "remoteAddress", { value: key, configurable: true });
       refused.set(key, e);
       const timer = setTimeout(() => socket.destroy(), REFUSED_LINGER_MS);
-      const uid = identity.uid;
       socket.on("close", () => {
         clearTimeout(timer);
         refused.delete(key);
-        const n = (refusedByUid.get(uid) ?? 1) - 1;
-        if (n <= 0) refusedByUid.delete(uid);
-        else refusedByUid.set(uid, n);
+        lingering.release(tenant);
       });
       injector.injectConnection(socket);
       return;

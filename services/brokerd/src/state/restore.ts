@@ -159,7 +159,7 @@ function restoreSession(broker: Broker, rec: SessionRec, pidfd: number, now: num
     pidfdSource: rec.pidfdSource,
     startTime: rec.startTime,
   };
-  const s = new Session(rec.id, identity, quotaKeys(identity), rec.tokenHash);
+  const s = new Session(rec.id, identity, quotaKeys(identity), rec.tokenHash, "", broker.tenantOf(rec.uid));
   s.clientName = rec.clientName;
   // No connection yet: no session slot is held until the process resumes it on one.
   s.slotHeld = false;
@@ -291,8 +291,7 @@ function restoreMapping(
     broker.tickets.restore(rec.ticket, m, holderOf(s), rec.expiresAt);
   else m.ticket = "";
   if (rec.state === "pending") {
-    broker.pendingMappings++;
-    broker.quotas.restore(s.quotaKeys, "pendingMappings", 1);
+    broker.restorePending(s, m);
   }
   s.remember(rec.requestId, { cookie: m.cookie });
   return m;
