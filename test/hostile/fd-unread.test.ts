@@ -79,10 +79,7 @@ describe("hostile: fd-channel replies never read", () => {
       holding.openFiles - before.openFiles < 4000,
       `the attacker holds ${holding.openFiles - before.openFiles} more open files in the system`,
     );
-    assert.ok(
-      holding.rssMB - before.rssMB < 100,
-      `brokerd's RSS grew by ${holding.rssMB - before.rssMB} MB`,
-    );
+    assert.ok(holding.rssMB - before.rssMB < 100, `brokerd's RSS grew by ${holding.rssMB - before.rssMB} MB`);
     assert.ok(journalBytes / SECONDS < 200_000, `the journal grew by ${journalBytes} bytes`);
     assertVictim(v);
   });

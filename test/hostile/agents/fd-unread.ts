@@ -30,7 +30,10 @@ async function attack(token: string, dfId: bigint, slot: number): Promise<void> 
     prot: 2, // read-write
     requestId: `unread-${slot}-${i}`,
   }));
-  const frame = toBinary(FdRequestSchema, create(FdRequestSchema, { batch: { sessionToken: token, grants } }));
+  const frame = toBinary(
+    FdRequestSchema,
+    create(FdRequestSchema, { batch: { sessionToken: token, grants } }),
+  );
   while (Date.now() < end) {
     let sock: FdSocket;
     try {
@@ -65,9 +68,7 @@ const sessions = await Promise.all(
   }),
 );
 await Promise.all(
-  sessions.flatMap((s) =>
-    Array.from({ length: Number(connectionsArg) }, () => attack(s.token, s.dfId, s.k)),
-  ),
+  sessions.flatMap((s) => Array.from({ length: Number(connectionsArg) }, () => attack(s.token, s.dfId, s.k))),
 );
 print({ phase: "holding", batches, reconnects, sockets: kept.length });
 process.on("SIGTERM", () => {

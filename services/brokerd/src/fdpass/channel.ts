@@ -211,8 +211,8 @@ export class FdChannel {
         held: 0,
       };
       for (const k of keys) {
-        let set = this.byKey.get(k);
-        if (!set) this.byKey.set(k, (set = new Set()));
+        const set = this.byKey.get(k) ?? new Set<Conn>();
+        this.byKey.set(k, set);
         set.add(conn);
       }
       try {

@@ -23,10 +23,10 @@ export interface StringLimit {
   kind: StringKind;
 }
 
-/** Lower-case hex digits: tickets, tokens, session ids brokerd generated. */
-const HEX = /^[0-9a-f]*$/;
-/** Ids a client chooses or names: letters, digits and `. _ : -` (UUIDs, "sim0", "0000:3b:00.1"). */
-const ID = /^[A-Za-z0-9._:-]*$/;
+// The kinds: hex, lower-case hex digits (tickets, tokens, session ids brokerd generated); id,
+// letters, digits and `. _ : -` (ids a client chooses or names: UUIDs, "sim0", "0000:3b:00.1");
+// text, anything but what NOT_TEXT lists.
+
 /**
  * What free text may not hold: control characters (C0, DEL, C1), format characters (bidi
  * overrides and isolates, zero-width characters, the BOM), line and paragraph separators, lone
@@ -38,7 +38,7 @@ const NOT_TEXT = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}\p{Co}]/u;
 const KIND_RULE: Record<StringKind, string> = {
   hex: "lower-case hex digits (0-9, a-f) only",
   id: "letters, digits and . _ : - only",
-  text: "no control, format (bidi, zero-width) or line-separator characters",
+  text: "text without control, format (bidi, zero-width) or line-separator characters",
 };
 
 /**
@@ -78,9 +78,14 @@ export const registry = createRegistry(
 export function stringProblem(value: string, limit: StringLimit): string {
   // A UTF-16 unit is at least one UTF-8 byte: the cheap test first, the exact count if needed.
   if (value.length > limit.max || (limit.kind === "text" && Buffer.byteLength(value) > limit.max))
-    return `is ${Buffer.byteLength(value)} bytes long; at most ${limit.max} bytes`;
-  const ok = limit.kind === "hex" ? HEX.test(value) : limit.kind === "id" ? ID.test(value) : !NOT_TEXT.test(value);
-  return ok ? "" : `holds a character it may not: ${KIND_RULE[limit.kind]}`;
+    return `is ${Buffer.byteLength(value)} bytes long; at most ${limit.max} bytes are allowed`;
+  const bad = limit.kind === "hex" ? /[^0-9a-f]/u : limit.kind === "id" ? /[^A-Za-z0-9._:-]/u : NOT_TEXT;
+  const m = bad.exec(value);
+  if (!m) return "";
+  const cp = m[0].codePointAt(0)!;
+  const shown =
+    cp >= 0x21 && cp <= 0x7e ? `"${m[0]}"` : `U+${cp.toString(16).toUpperCase().padStart(4, "0")}`;
+  return `holds ${shown} at offset ${m.index}; it may hold ${KIND_RULE[limit.kind]}, at most ${limit.max} ${limit.kind === "text" ? "bytes" : "characters"}`;
 }
 
 /** INVALID_ARGUMENT naming the field when value breaks limit. */
@@ -88,8 +93,11 @@ export function checkString(field: string, value: string, limit: StringLimit): v
   const p = stringProblem(value, limit);
   if (p !== "")
     throw invalid(
-      `${field} ${p} (${limit.kind === "text" ? `at most ${limit.max} bytes of text` : `at most ${limit.max} characters, ${KIND_RULE[limit.kind]}`})`,
-      `string:${field.split(".").pop()!.replace(/\[\d+\]$/, "")}`,
+      `${field} ${p}`,
+      `string:${field
+        .split(".")
+        .pop()!
+        .replace(/\[\d+\]$/, "")}`,
     );
 }
 
@@ -140,7 +148,8 @@ function walk(desc: DescMessage, msg: Record<string, unknown>, path: string): vo
       case "map":
         for (const [k, item] of Object.entries(v as Record<string, unknown>)) {
           if (field.mapKey === ScalarType.STRING) checkString(`${at} key`, k, limitOf(desc, field));
-          if (field.mapKind === "message") walk(field.message, item as Record<string, unknown>, `${at}[${k}]`);
+          if (field.mapKind === "message")
+            walk(field.message, item as Record<string, unknown>, `${at}[${k}]`);
           else if (field.mapKind === "scalar" && field.scalar === ScalarType.STRING)
             checkString(`${at}[${k}]`, item as string, limitOf(desc, field));
         }
