@@ -3,7 +3,14 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import fc from "fast-check";
-import { clientFds, nofileLimit, planFdBudget, RESERVE_FDS } from "./fd-budget.js";
+import {
+  clientFds,
+  HELD_REPLY_FDS,
+  nofileLimit,
+  planFdBudget,
+  REFUSED_LINGER_FDS,
+  RESERVE_FDS,
+} from "./fd-budget.js";
 
 test("planFdBudget: the defaults fit in 20000 fds unchanged", () => {
   const b = planFdBudget(20000, { sessions: 1024, fdConnections: 1024, pendingMappings: 1024 });
@@ -35,4 +42,10 @@ test("planFdBudget: for any limit with room, clients never reach the reserve", (
 
 test("nofileLimit reads this process's soft limit", () => {
   assert.ok(nofileLimit() >= 1024);
+});
+
+test("clientFds counts the replies brokerd may hold for clients that do not read (256) and the refused connections (64)", () => {
+  const c = { sessions: 10, fdConnections: 10, pendingMappings: 10 };
+  assert.equal(clientFds(c), 2 * 10 + 10 + 10 + REFUSED_LINGER_FDS + HELD_REPLY_FDS);
+  assert.equal(HELD_REPLY_FDS, 256);
 });
