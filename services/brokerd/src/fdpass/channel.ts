@@ -13,7 +13,7 @@
 // as long as the client keeps its socket, whatever brokerd does with its end. So they are counted
 // (fdpass/unread.ts, from SIOCOUTQ) per connection and per identity (the unreadFds quota): a
 // connection whose unread replies hold UNREAD_FDS_PER_CONNECTION fds (or UNREAD_BYTES_PER_CONNECTION
-// bytes) is not read from, an identity at its quota gets no request served on any connection, and
+// bytes) is not read from, an identity at its quota gets no request that would add fds served, and
 // a connection brokerd is done with is closed only once its replies are read (or its peer left),
 // counted all the while. A paused connection is looked at again on a timer: the kernel gives the
 // writer no wake-up when the reader takes a few bytes (POLLOUT comes only once three quarters of the
@@ -383,7 +383,8 @@ export class FdChannel {
   /**
    * Sends one reply; on a served connection its bytes and fds are counted as unread from the moment
    * they are in the kernel, and as held while brokerd keeps them because the send would block (at
-   * most HELD_REPLY_FDS such fds in all; past that the connection is closed, the reply dropped).
+   * most HELD_REPLY_FDS such fds in all; past that the reply is taken back, its fds closed, and the
+   * connection is served no more).
    */
   private async reply(
     sock: FdSocket,
