@@ -276,3 +276,49 @@ test("ETOOMANYREFS is a frame not sent (the stream is intact); other send errors
   assert.equal(frameNotSent(new NativeError("sendmsg(fd 3): Broken pipe", "EPIPE", 32, "sendmsg")), false);
   assert.equal(frameNotSent(new Error("x")), false);
 });
+
+test("unreadBytes (SIOCOUTQ): never less than the bytes the peer has not read, 0 once it read them or left", async () => {
+  const [a, b] = FdSocket.pair();
+  const memfd = memfdCreate("unread", 1);
+  assert.equal(a.unreadBytes(), 0);
+  let sent = 0;
+  for (const size of [0, 1, 100, 1000, 3000, 20_000]) {
+    await a.send(Buffer.alloc(size), [memfd]);
+    sent += 4 + size;
+    // What fdpass/unread.ts relies on: the kernel's count covers at least the bytes themselves.
+    assert.ok(a.unreadBytes() >= sent, `SIOCOUTQ ${a.unreadBytes()} < ${sent} bytes unread`);
+  }
+  for (let i = 0; i < 6; i++) for (const fd of (await b.recv())!.fds) closeFd(fd);
+  assert.equal(a.unreadBytes(), 0);
+  await a.send(Buffer.alloc(10), [memfd]);
+  assert.ok(a.unreadBytes() > 0);
+  b.close();
+  assert.equal(a.unreadBytes(), 0, "the peer closed: nothing of ours is in flight");
+  a.close();
+  closeFd(memfd);
+});
+
+test("dropUnsent takes back frames not started, closing their fd dups; pendingSends and heldFds say what waits", async () => {
+  const [a, b] = FdSocket.pair();
+  const memfd = memfdCreate("held", 1);
+  const before = openFds().length;
+  // Fill the socket buffer until a send has to wait.
+  const big = Buffer.alloc(64 * 1024);
+  let waiting: Promise<void> | undefined;
+  for (let i = 0; i < 1000 && !waiting; i++) {
+    const p = a.send(big);
+    if (a.pendingSends > 0) waiting = p;
+  }
+  assert.ok(waiting, "the buffer never filled");
+  waiting.catch(() => {});
+  const held = a.send(Buffer.from("with an fd"), [memfd]);
+  assert.equal(a.heldFds, 1);
+  assert.ok(openFds().length > before, "a private dup is held");
+  assert.ok(a.dropUnsent() >= 1);
+  await assert.rejects(held, { code: "ECANCELED" });
+  assert.equal(a.heldFds, 0);
+  assert.equal(openFds().length, before, "the dup was closed");
+  a.close();
+  b.close();
+  closeFd(memfd);
+});

@@ -15,6 +15,10 @@ import { type PeerIdentity, peerIdentity } from "./identity.js";
 
 export const MAX_FDS_PER_MESSAGE = 253 as const;
 
+/** ioctl SIOCOUTQ (= TIOCOUTQ): on an AF_UNIX stream socket, what this end sent and the peer has not read. */
+const SIOCOUTQ = 0x5411;
+const outqBuf = new Int32Array(1);
+
 export interface FdMessage {
   data: Buffer;
   /** The receiver owns these and must close them. */
@@ -211,6 +215,29 @@ export class FdSocket {
   }
 
   /**
+   * Bytes of kernel memory (skb truesize, never less than the bytes themselves) holding what this
+   * end sent and the peer has not read yet (ioctl SIOCOUTQ); 0 once the peer read everything or
+   * closed its end. The fds that travelled with those bytes are still in flight.
+   */
+  unreadBytes(): number {
+    if (this.#closed) return 0;
+    raw.ioctl(this.fd, SIOCOUTQ, new Uint8Array(outqBuf.buffer));
+    return outqBuf[0]!;
+  }
+
+  /** Frames send() accepted that are not entirely in the kernel yet (the socket's buffer was full). */
+  get pendingSends(): number {
+    return this.#sends.length;
+  }
+
+  /** Private dups this socket holds for frames whose fds have not gone out yet. */
+  get heldFds(): number {
+    let n = 0;
+    for (const s of this.#sends) n += s.fds.length;
+    return n;
+  }
+
+  /**
    * The next frame with exactly the fds that arrived with it; null on orderly EOF. On any receive
    * error every fd received so far is closed, the socket is closed, and this rejects (EMSGSIZE for an
    * oversize frame or more fds than maxFds, ECTRUNC for other truncation, EPROTO, ECONNRESET).
@@ -228,6 +255,33 @@ export class FdSocket {
       this.#recvs.push({ limits: l, resolve, reject });
       this.#pump();
     });
+  }
+
+  /**
+   * Takes back the frames send() accepted that have not started going out (none of their bytes in
+   * the kernel): their promises reject with ECANCELED and their private fd dups are closed. A frame
+   * partly sent stays (its fds went with its first bytes), so the stream's framing is never cut.
+   * Returns how many frames were taken back.
+   */
+  dropUnsent(): number {
+    let n = 0;
+    for (let i = this.#sends.length - 1; i >= 0; i--) {
+      const s = this.#sends[i]!;
+      if (s.offset !== 0) break;
+      this.#sends.splice(i, 1);
+      closeQuietly(s.fds);
+      s.reject(
+        new NativeError(
+          `send(fd ${this.fd}): taken back before any of it was sent`,
+          "ECANCELED",
+          ERRNO.ECANCELED,
+          "sendmsg",
+        ),
+      );
+      n++;
+    }
+    this.#update();
+    return n;
   }
 
   /** Idempotent. Pending recv()/send() reject with ECLOSED; undelivered fds are closed. */

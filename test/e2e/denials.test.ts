@@ -55,12 +55,15 @@ rules:
     const c = brokerClient(b.socket);
     try {
       await expectCode(c.openDevice({ deviceId: "nope0" }), "NOT_FOUND", /no device "nope0"/);
-      // What a client sends comes back quoted and cut short, never verbatim.
+      // A device id over its limit (64 characters of letters, digits, . _ : -) is refused before
+      // anything looks it up, and never echoed.
       await expectCode(
         c.openDevice({ deviceId: `${"x".repeat(10_000)}\n` }),
-        "NOT_FOUND",
-        /^5 NOT_FOUND: no device "x{64}…"; ListDevices/,
+        "INVALID_ARGUMENT",
+        /^3 INVALID_ARGUMENT: OpenDeviceRequest\.device_id is 10001 bytes long; at most 64 bytes are allowed$/,
       );
+      // Within it, what a client sends comes back quoted, never verbatim.
+      await expectCode(c.openDevice({ deviceId: "nope:0" }), "NOT_FOUND", /^5 NOT_FOUND: no device "nope:0"/);
       const df = await c.openDevice({ deviceId: "sim0" });
       const id = df.deviceFileId;
       const map = (

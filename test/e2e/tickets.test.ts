@@ -92,6 +92,10 @@ describe("tickets on the fd channel", () => {
 
   it("unknown and malformed tickets are refused", async () => {
     assert.equal((await present(b.fdSocket, "0".repeat(32))).status, "UNKNOWN_TICKET");
-    assert.equal((await present(b.fdSocket, "not a ticket")).status, "UNKNOWN_TICKET");
+    // Not even the shape of a ticket (32 lower-case hex digits): the request is bad, and says why.
+    const bad = await present(b.fdSocket, "not a ticket");
+    assert.equal(bad.status, "BAD_REQUEST");
+    assert.match(bad.message, /^FdRequest\.ticket holds "n" at offset 0; it may hold lower-case hex digits/);
+    assert.equal(bad.fds, 0);
   });
 });

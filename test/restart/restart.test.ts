@@ -138,7 +138,13 @@ describe("restart", () => {
         await until("the other process's token", () => other.out().split("\n")[0] ?? "", 20_000),
       ) as { token: string; session: string };
       const mine = brokerClient(b.socket);
-      const junk = await mine.hello({ resumeToken: "not-a-token" });
+      // Not a token at all (32 lower-case hex digits): refused, naming the field.
+      await assert.rejects(brokerClient(b.socket).hello({ resumeToken: "not-a-token" }), {
+        code: 3,
+        details: /HelloRequest\.resume_token holds "n" at offset 0/,
+      });
+      // A token that names nothing: a fresh session, nothing resumed.
+      const junk = await mine.hello({ resumeToken: "0123456789abcdef0123456789abcdef" });
       assert.equal(junk.resumed, false);
       assert.match(junk.resumeToken, /^[0-9a-f]{32}$/);
       // The other process's session is attached here: nothing to resume, whoever asks.

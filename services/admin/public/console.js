@@ -3,6 +3,7 @@
 // Revoke / drain buttons ask for confirmation first. The token comes from #token=... or a form,
 // and lives in sessionStorage only. All brokerd data is inserted as text (never as HTML).
 import { formatBytes, hex, renderCookieSpace } from "./cookie-space.js";
+import { visible } from "./visible.js";
 
 const POLL_MS = 1000;
 const TOKEN_KEY = "vfio-broker-admin-token";
@@ -45,11 +46,13 @@ function h(tag, attrs = {}, ...children) {
   for (const [k, v] of Object.entries(attrs)) {
     if (v === undefined || v === false) continue;
     if (k === "class") n.className = v;
-    else if (k.startsWith("data-") || k.startsWith("aria-") || k === "type" || k === "scope" || k === "title")
+    else if (k === "title") n.setAttribute(k, visible(v));
+    else if (k.startsWith("data-") || k.startsWith("aria-") || k === "type" || k === "scope")
       n.setAttribute(k, v);
     else n[k] = v;
   }
-  for (const c of children) if (c !== undefined && c !== null) n.append(c instanceof Node ? c : String(c));
+  // Text is inserted as text, with hidden and reordering characters shown (visible.js).
+  for (const c of children) if (c !== undefined && c !== null) n.append(c instanceof Node ? c : visible(c));
   return n;
 }
 
@@ -365,7 +368,7 @@ function setBanner(text) {
     document.body.classList.remove("stale");
     return;
   }
-  if (b.textContent !== text) b.textContent = text;
+  if (b.textContent !== visible(text)) b.textContent = visible(text);
   b.hidden = false;
   document.body.classList.add("stale");
 }
@@ -380,9 +383,10 @@ async function refresh() {
       api("/mappings"),
     ]);
     setBanner("");
-    $("summary").textContent =
+    $("summary").textContent = visible(
       `brokerd ${health.version} ${health.status} · ${health.sessions} sessions · ${health.deviceFiles} device files · ` +
-      `${health.mappings} mappings · backends ${health.backends.join(", ")}`;
+        `${health.mappings} mappings · backends ${health.backends.join(", ")}`,
+    );
     render("devices-body", devices, devicesView);
     render("sessions-body", sessions, sessionsView);
     if (selectedDeviceFile && !deviceFiles.deviceFiles.some((f) => f.deviceFileId === selectedDeviceFile))
@@ -416,8 +420,9 @@ async function refreshCookieSpace() {
   try {
     const dump = await api(`/device-files/${selectedDeviceFile}`);
     section.hidden = false;
-    $("cookie-space-h").textContent =
-      `Cookie space of device file ${selectedDeviceFile} (${dump.deviceFile.deviceId})`;
+    $("cookie-space-h").textContent = visible(
+      `Cookie space of device file ${selectedDeviceFile} (${dump.deviceFile.deviceId})`,
+    );
     render(
       "cookie-space-body",
       { entries: dump.entries, depth: dump.depth, deviceFile: dump.deviceFile },
@@ -445,7 +450,7 @@ function loop() {
  */
 function confirmAction(text, okLabel, { enforce = false, enforced = false } = {}) {
   const dialog = $("confirm");
-  $("confirm-text").textContent = text;
+  $("confirm-text").textContent = visible(text);
   $("confirm-ok").textContent = okLabel;
   $("confirm-reason").value = "";
   $("confirm-enforce-box").hidden = !enforce;
@@ -473,7 +478,7 @@ function confirmAction(text, okLabel, { enforce = false, enforced = false } = {}
 
 function say(text, error = false) {
   const s = $("status");
-  s.textContent = text;
+  s.textContent = visible(text);
   s.classList.toggle("error", error);
 }
 
@@ -569,7 +574,7 @@ function askToken(message = "") {
   clearTimeout(timer);
   $("app").hidden = true;
   $("token-section").hidden = false;
-  $("token-error").textContent = message;
+  $("token-error").textContent = visible(message);
   $("token-input").focus();
 }
 

@@ -2,6 +2,8 @@
 // as an SVG on a segmented log axis: every entry and every gap between entries is one segment
 // whose width grows with log2 of its size, so a 4 KiB alias and a 16 MiB region are both visible
 // in a 2^64 space. Boundaries carry their offsets in hex. A table lists the same ranges as text.
+import { visible } from "./visible.js";
+
 const SVG = "http://www.w3.org/2000/svg";
 const SPACE_END = 1n << 64n;
 const W = 1000;
@@ -45,7 +47,7 @@ export function segments(entries) {
 function el(name, attrs = {}, text) {
   const n = document.createElementNS(SVG, name);
   for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, String(v));
-  if (text !== undefined) n.textContent = text;
+  if (text !== undefined) n.textContent = visible(text);
   return n;
 }
 
@@ -180,7 +182,7 @@ export function renderCookieSpace(dump) {
   ]) {
     const s = document.createElement("span");
     s.className = cls;
-    s.textContent = text;
+    s.textContent = visible(text);
     legend.append(s);
   }
   frag.append(legend);
@@ -210,7 +212,7 @@ export function renderCookieSpace(dump) {
     ];
     for (const c of cells) {
       const td = r.insertCell();
-      td.textContent = c;
+      td.textContent = visible(c);
       if (c.startsWith("0x")) td.className = "mono";
     }
   }

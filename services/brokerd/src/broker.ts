@@ -247,6 +247,12 @@ export class Broker extends EventEmitter<BrokerEvents> {
   readonly shares: { sessions: FairShare; pendingMappings: FairShare };
   /** The tenant each pending mapping's unit was taken for (its session may be gone when it settles). */
   private readonly pendingTenant = new WeakMap<Mapping, string>();
+  /**
+   * The fd channel's count of fds in replies its peers have not read yet (in flight in the kernel,
+   * or held by brokerd while a send would block), and of connections it does not read from until
+   * their peers read (fdpass/channel.ts keeps both; metrics read them).
+   */
+  readonly fdReplies = { unreadFds: 0, heldFds: 0, pausedConnections: 0 };
   private policyValue: Policy;
   readonly deviceHealth = new Map<string, DeviceHealth>();
   private readonly attributeMaps = new Map<string, AttributeMap>();
@@ -537,8 +543,9 @@ export class Broker extends EventEmitter<BrokerEvents> {
 
   openDevice(s: Session, deviceId: string, layout: Layout, requestId = ""): DeviceFile {
     this.authorize(s);
-    const again = s.requests.get(requestId)?.deviceFile;
-    if (again && s.deviceFiles.get(again.id) === again) return again;
+    const againId = requestId === "" ? undefined : s.requests.get(requestId)?.deviceFileId;
+    const again = againId === undefined ? undefined : s.deviceFiles.get(againId);
+    if (again) return again;
     const d = this.device(deviceId);
     this.decide(s, authorizeDevice(this.policy, s.identity, deviceId));
     if (d.health !== "healthy")
@@ -558,7 +565,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
       this.quotas.refund(s.quotaKeys, "deviceFiles", 1);
       throw storeFailed(e);
     }
-    s.remember(requestId, { deviceFile: df });
+    s.remember(requestId, { deviceFileId: df.id });
     return df;
   }
 

@@ -3,7 +3,14 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import fc from "fast-check";
-import { clientFds, nofileLimit, planFdBudget, REFUSED_LINGER_FDS, RESERVE_FDS } from "./fd-budget.js";
+import {
+  clientFds,
+  HELD_REPLY_FDS,
+  nofileLimit,
+  planFdBudget,
+  REFUSED_LINGER_FDS,
+  RESERVE_FDS,
+} from "./fd-budget.js";
 
 test("planFdBudget: the defaults fit in 20000 fds unchanged", () => {
   const b = planFdBudget(20000, { sessions: 1024, fdConnections: 1024, pendingMappings: 1024 });
@@ -12,16 +19,17 @@ test("planFdBudget: the defaults fit in 20000 fds unchanged", () => {
 });
 
 test("clientFds: 3 fds per session (socket, pidfd, the exit watch's dup), 1 per connection and pending mapping", () => {
-  assert.equal(clientFds({ sessions: 10, fdConnections: 0, pendingMappings: 0 }), 30 + REFUSED_LINGER_FDS);
-  assert.equal(clientFds({ sessions: 0, fdConnections: 5, pendingMappings: 7 }), 12 + REFUSED_LINGER_FDS);
-  // The defaults: 3 x 1024 + 1024 + 1024 + 64, plus the reserve, need a limit over 5,700.
+  const fixed = REFUSED_LINGER_FDS + HELD_REPLY_FDS;
+  assert.equal(clientFds({ sessions: 10, fdConnections: 0, pendingMappings: 0 }), 30 + fixed);
+  assert.equal(clientFds({ sessions: 0, fdConnections: 5, pendingMappings: 7 }), 12 + fixed);
+  // The defaults: 3 x 1024 + 1024 + 1024 + 64 + 256, plus the reserve, need a limit over 5,900.
   assert.equal(
-    planFdBudget(5696, { sessions: 1024, fdConnections: 1024, pendingMappings: 1024 }).warning,
+    planFdBudget(5952, { sessions: 1024, fdConnections: 1024, pendingMappings: 1024 }).warning,
     "",
   );
   assert.match(
-    planFdBudget(5695, { sessions: 1024, fdConnections: 1024, pendingMappings: 1024 }).warning,
-    /RLIMIT_NOFILE is 5695/,
+    planFdBudget(5951, { sessions: 1024, fdConnections: 1024, pendingMappings: 1024 }).warning,
+    /RLIMIT_NOFILE is 5951/,
   );
 });
 
@@ -49,4 +57,10 @@ test("planFdBudget: for any limit with room, clients never reach the reserve", (
 
 test("nofileLimit reads this process's soft limit", () => {
   assert.ok(nofileLimit() >= 1024);
+});
+
+test("clientFds counts the replies brokerd may hold for clients that do not read (256) and the refused connections (64)", () => {
+  const c = { sessions: 10, fdConnections: 10, pendingMappings: 10 };
+  assert.equal(clientFds(c), 3 * 10 + 10 + 10 + REFUSED_LINGER_FDS + HELD_REPLY_FDS);
+  assert.equal(HELD_REPLY_FDS, 256);
 });

@@ -16,6 +16,15 @@ export const RESERVE_FDS = 512;
 export const SESSION_FDS = 3;
 /** Refused broker.sock connections kept for a moment to say why (see rpc/server.ts). */
 export const REFUSED_LINGER_FDS = 64;
+/**
+ * Fds of fd-channel replies brokerd holds because the client's socket buffer is full (private
+ * dups until the send completes), over all connections (fdpass/channel.ts): past it the reply is
+ * dropped. A connection is not read from while its unread replies take 64 KiB, so a send blocks
+ * only if the send buffer is smaller than that (net.core.wmem_default lowered).
+ */
+export const HELD_REPLY_FDS = 256;
+/** The fixed terms of the client budget (not scaled with the caps). */
+const FIXED_FDS = REFUSED_LINGER_FDS + HELD_REPLY_FDS;
 
 export interface ClientCaps {
   sessions: number;
@@ -33,13 +42,13 @@ export interface FdBudget {
 
 /** Fds the client caps can cost at most. */
 export function clientFds(c: ClientCaps): number {
-  return SESSION_FDS * c.sessions + REFUSED_LINGER_FDS + c.fdConnections + c.pendingMappings;
+  return SESSION_FDS * c.sessions + FIXED_FDS + c.fdConnections + c.pendingMappings;
 }
 
 /** Fits the wanted caps under nofile, keeping RESERVE_FDS; scales all three down alike if needed. */
 export function planFdBudget(nofile: number, want: ClientCaps): FdBudget {
-  const room = nofile - RESERVE_FDS - REFUSED_LINGER_FDS;
-  const need = clientFds(want) - REFUSED_LINGER_FDS;
+  const room = nofile - RESERVE_FDS - FIXED_FDS;
+  const need = clientFds(want) - FIXED_FDS;
   if (need <= room) return { caps: { ...want }, clientFds: clientFds(want), warning: "" };
   const f = Math.max(room, 0) / need;
   const caps = {

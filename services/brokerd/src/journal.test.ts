@@ -123,6 +123,23 @@ function setup(opts: JournalOptions = {}, path: string | undefined = PATH) {
   return { fs, clock, notices, journal };
 }
 
+/** Just enough of a Mapping for the journal's lines. */
+function fakeMapping(sessionId: string, device = "sim0") {
+  return {
+    deviceFile: { sessionId, id: 1n, device: { id: device } },
+    region: { name: "BAR2" },
+    cookie: 0n,
+    regionOffset: 0n,
+    length: 4096n,
+    requestedAttribute: "WC",
+    effectiveAttribute: "WC",
+    prot: "rw",
+    backing: { kind: "memfd" },
+    rule: "r",
+    refs: 1,
+  };
+}
+
 /** Just enough of a Broker to emit events at the journal. */
 function fakeBroker(): Broker {
   return Object.assign(new EventEmitter(), {
@@ -465,12 +482,68 @@ describe("aggregation per identity", () => {
     );
   });
 
-  test("delivered fds are never aggregated", () => {
+  test("delivered fds within the identity's budget are each written in full", () => {
     const { fs, journal } = setup();
     const broker = fakeBroker();
     journal.attach(broker);
     for (let i = 0; i < 5; i++) broker.emit("fd.delivery", "ok", undefined, 0.1, peer(1000));
     assert.equal(fs.lines().length, 5);
+  });
+
+  test("grant/release churn past the budget: counted per uid and event, summaries every second, counts add up", () => {
+    const { fs, clock, journal } = setup({ churnBudget: 8, churnReportMs: 1000 });
+    const broker = Object.assign(fakeBroker(), {
+      sessions: new Map([
+        ["s-attacker", { identity: { uid: 65534, pid: 9 } }],
+        ["s-victim", { identity: { uid: 1000, pid: 10 } }],
+      ]),
+    }) as unknown as Broker;
+    journal.attach(broker);
+    const m = fakeMapping("s-attacker");
+    const victim = fakeMapping("s-victim", "sim1");
+    let grants = 0;
+    let releases = 0;
+    for (let t = 0; t < 25_000; t += 5) {
+      clock.now += 5;
+      broker.emit("mapping.grant", m as never, 0.1, peer(65534));
+      broker.emit("mapping.release", m as never, "client");
+      grants++;
+      releases++;
+      if (t % 2000 === 0) broker.emit("mapping.grant", victim as never, 0.1, peer(1000));
+      if (t % 1000 === 0) journal.tick();
+    }
+    clock.now += 10_000;
+    journal.close("SIGTERM");
+    const lines = fs.lines();
+    const count = (event: string, uid: number) =>
+      lines.filter((l) => l.event === event && l.session === (uid === 1000 ? "s-victim" : "s-attacker"))
+        .length +
+      lines
+        .filter((l) => l.event === `${event}.suppressed` && l.uid === uid)
+        .reduce((a, l) => a + (l.count as number), 0);
+    assert.equal(count("mapping.grant", 65534), grants, "grants: full lines + summary counts");
+    assert.equal(count("mapping.release", 65534), releases, "releases: full lines + summary counts");
+    // The victim's few grants are all written in full, however much the attacker churns.
+    assert.equal(lines.filter((l) => l.event === "mapping.grant" && l.uid === 1000).length, 13);
+    // 8 full lines per 10 s window (3 windows), a summary per second while it lasts.
+    const full = lines.filter((l) => l.event === "mapping.grant" && l.uid === 65534).length;
+    assert.equal(full, 24);
+    const summaries = lines.filter((l) => l.event === "mapping.grant.suppressed");
+    assert.ok(summaries.length >= 20 && summaries.length <= 30, `${summaries.length} summaries`);
+    assert.deepEqual(Object.keys(summaries[0]!.details as object), ["sim0 BAR2 WC memfd"]);
+    const rel = lines.find((l) => l.event === "mapping.release.suppressed")!;
+    assert.deepEqual(Object.keys(rel.details as object), ["sim0 BAR2 WC memfd client"]);
+  });
+
+  test("characters a line-splitting reader or a viewer would misread are escaped; the JSON value is the same", () => {
+    const { fs, journal } = setup();
+    const name = "a\u2028b\u2029c\u0085d\u202egnp.exe\u2066\u200b\ufeff\u009b";
+    journal.write("session.open", { clientName: name, ok: "é €" });
+    const text = fs.text(fs.files.get(PATH));
+    assert.equal(text.split(/\r\n|[\n\r\u0085\u2028\u2029]/).length, 2, "one line, then the end");
+    assert.doesNotMatch(text, /[\u0080-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069\u200b\ufeff]/);
+    assert.equal(fs.lines()[0]!.clientName, name);
+    assert.equal(fs.lines()[0]!.ok, "é €");
   });
 
   test("connection.refused and denied are aggregated per uid and reason", () => {

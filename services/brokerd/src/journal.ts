@@ -3,8 +3,11 @@
 // to a file or stderr. It subscribes to the Broker's events; it never changes state, and it never
 // stops brokerd (DESIGN.md §8): a line that cannot be written is dropped and counted (journal/
 // sink.ts), and failures a client can repeat at will are aggregated per identity (journal/
-// aggregate.ts) so that no client can fill the disk through us. Field names use DESIGN.md's
-// vocabulary. What it guarantees is written down in docs/security.md (section 4).
+// aggregate.ts) so that no client can fill the disk through us; so is the churn of its grants,
+// releases and sessions past a budget of full lines per identity and event. Lines are written with
+// every character a line-splitting reader could take for a line end, or a viewer could show as
+// something else, escaped. Field names use DESIGN.md's vocabulary. What it guarantees is written
+// down in docs/security.md (section 4).
 import { type Broker, type BrokerEvents, type FdPeer, VERSION } from "./broker.js";
 import type { Mapping } from "./grants/device-file.js";
 import type { Hold } from "./grants/holds.js";
@@ -31,6 +34,13 @@ export interface JournalOptions {
   noticeMs?: number;
   /** Run tick() every tickMs from an unref'd timer (default 1000; 0: never, tests call tick()). */
   tickMs?: number;
+  /**
+   * Full lines per identity (uid) and event per window for what a client does successfully
+   * (sessions, device files, grants, releases, deliveries) before the rest is counted (default 64).
+   */
+  churnBudget?: number;
+  /** How often the count of aggregated successes is written while its window lasts, ms (default 1000). */
+  churnReportMs?: number;
 }
 
 /** What the metrics read at scrape time (metrics/journal.ts). */
@@ -67,10 +77,28 @@ const holdFields = (h: Hold) => ({
 const bigintSafe = (_k: string, v: unknown) => (typeof v === "bigint" ? v.toString() : v);
 const SOCKETS = ["broker", "fd", "admin"] as const;
 
+/**
+ * What JSON.stringify leaves raw and must not be: C1 controls (NEL, U+0085, ends a line for some
+ * readers; CSI, U+009B, starts a terminal escape), U+2028 / U+2029 (line and paragraph separators,
+ * which JavaScript and other line-splitting readers take for line ends), bidi overrides and
+ * isolates, zero-width and other invisible format characters, the BOM, interlinear annotations.
+ */
+const UNSAFE_IN_LINE =
+  /[\u0080-\u009f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ufff9-\ufffb]/g;
+const NOT_PRINTABLE_ASCII = /[^ -~\t\n\r]/;
+
+/** A JSON text with UNSAFE_IN_LINE characters written as \uXXXX escapes (the same JSON value). */
+export function escapeLine(json: string): string {
+  if (!NOT_PRINTABLE_ASCII.test(json)) return json;
+  return json.replace(UNSAFE_IN_LINE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+}
+
 export class Journal {
   private readonly sink: JournalSink;
   private readonly repeats: Repeats;
   private readonly clock: () => number;
+  private readonly churnBudget: number;
+  private readonly churnReportMs: number;
   private readonly timer: NodeJS.Timeout | undefined;
   private detach: (() => void) | undefined;
   private closed = false;
@@ -89,6 +117,8 @@ export class Journal {
       noticeMs: opts.noticeMs ?? 60_000,
     });
     this.repeats = new Repeats({ windowMs: opts.windowMs ?? 10_000, maxKeys: opts.maxKeys ?? 1024 });
+    this.churnBudget = opts.churnBudget ?? 64;
+    this.churnReportMs = opts.churnReportMs ?? 1000;
     const tickMs = opts.tickMs ?? 1000;
     if (tickMs > 0) {
       this.timer = setInterval(() => this.tick(), tickMs);
@@ -119,7 +149,7 @@ export class Journal {
     if (this.closed || this.sink.dropIfWaiting()) return;
     let line: string;
     try {
-      line = `${JSON.stringify({ ts: new Date(this.clock()).toISOString(), event, ...fields }, bigintSafe)}\n`;
+      line = `${escapeLine(JSON.stringify({ ts: new Date(this.clock()).toISOString(), event, ...fields }, bigintSafe))}\n`;
     } catch {
       this.sink.dropUnwritable();
       return;
@@ -184,15 +214,22 @@ export class Journal {
       rule: m.rule,
     });
     const peerFields = (p: FdPeer | undefined) => (p ? { uid: p.uid, pid: p.pid } : {});
+    /** The kernel-verified uid and pid of a session, by its id ("unknown" once it is gone). */
+    const whose = (sessionId: string): { uid: number | string; pid: number | undefined } => {
+      const id = broker.sessions?.get(sessionId)?.identity;
+      return id ? { uid: id.uid, pid: id.pid } : { uid: "unknown", pid: undefined };
+    };
+    const what = (m: Mapping) =>
+      `${m.deviceFile.device.id} ${m.region.name} ${m.effectiveAttribute} ${m.backing.kind}`;
     const on: Partial<Handlers> = {
       "session.open": (s) =>
-        this.write("session.open", {
+        this.churn("session.open", s.identity.uid, s.identity.pid, "", () => ({
           session: s.id,
           ...s.identity,
           ...cgroupIdentityOf(s.identity),
           pidfd: undefined,
           groups: undefined,
-        }),
+        })),
       "session.resume": (s, fresh) =>
         this.write("session.resume", {
           session: s.id,
@@ -202,25 +239,60 @@ export class Journal {
           deviceFiles: s.deviceFiles.size,
           mappings: s.mappingCount,
         }),
-      "session.end": (s, reason, ms) => this.write("session.end", { session: s.id, reason, cleanupMs: ms }),
-      "devicefile.open": (df) =>
-        this.write("devicefile.open", {
+      "session.end": (s, reason, ms) =>
+        this.churn("session.end", s.identity.uid, s.identity.pid, reason, () => ({
+          session: s.id,
+          reason,
+          cleanupMs: ms,
+        })),
+      "devicefile.open": (df) => {
+        const w = whose(df.sessionId);
+        this.churn("devicefile.open", w.uid, w.pid, df.device.id, () => ({
           session: df.sessionId,
           deviceFile: df.id,
           device: df.device.id,
           layout: df.layout,
-        }),
-      "devicefile.close": (df, reason) =>
-        this.write("devicefile.close", { session: df.sessionId, deviceFile: df.id, reason }),
-      "mapping.create": (m) => this.write("mapping.create", mapping(m)),
+        }));
+      },
+      "devicefile.close": (df, reason) => {
+        const w = whose(df.sessionId);
+        this.churn("devicefile.close", w.uid, w.pid, `${df.device.id} ${reason}`, () => ({
+          session: df.sessionId,
+          deviceFile: df.id,
+          reason,
+        }));
+      },
+      "mapping.create": (m) => {
+        const w = whose(m.deviceFile.sessionId);
+        this.churn("mapping.create", w.uid, w.pid, what(m), () => mapping(m));
+      },
       // The fast path's create + delivery: one line, with the peer the fd went to.
-      "mapping.grant": (m, _ms, peer) => this.write("mapping.grant", { ...mapping(m), ...peerFields(peer) }),
-      "mapping.release": (m, reason) => this.write("mapping.release", { ...mapping(m), reason }),
-      "mapping.refs": (m, how) => this.write("mapping.refs", { ...mapping(m), change: how, refs: m.refs }),
+      "mapping.grant": (m, _ms, peer) =>
+        this.churn("mapping.grant", peer.uid, peer.pid, what(m), () => ({
+          ...mapping(m),
+          ...peerFields(peer),
+        })),
+      "mapping.release": (m, reason) => {
+        const w = whose(m.deviceFile.sessionId);
+        this.churn("mapping.release", w.uid, w.pid, `${what(m)} ${reason}`, () => ({
+          ...mapping(m),
+          reason,
+        }));
+      },
+      "mapping.refs": (m, how) => {
+        const w = whose(m.deviceFile.sessionId);
+        this.churn("mapping.refs", w.uid, w.pid, `${what(m)} ${how}`, () => ({
+          ...mapping(m),
+          change: how,
+          refs: m.refs,
+        }));
+      },
       "fd.delivery": (result, m, _ms, peer) => {
         const full = { result, ...peerFields(peer), ...(m ? mapping(m) : {}) };
-        // Every delivered fd is written; failures are what a client can repeat at will.
-        if (result === "ok") this.write("fd.delivery", full);
+        // Delivered fds within the identity's budget of full lines, the rest counted; failures are
+        // what a client can repeat at will: one full line per window.
+        if (result === "ok")
+          this.churn("fd.delivery", peer?.uid ?? "unknown", peer?.pid, m ? what(m) : "", () => full);
         else
           this.repeated(
             "fd.delivery",
@@ -294,6 +366,26 @@ export class Journal {
     const r = this.repeats.see(event, key, pid, this.clock());
     if (r.closed) this.writeSummary(r.closed);
     if (r.full) this.write(event, full);
+  }
+
+  /**
+   * Something a client did successfully: written in full up to the identity's budget per event and
+   * window, then counted (with a tally of `detail`) into summaries written every churnReportMs.
+   */
+  private churn(
+    event: string,
+    uid: number | string,
+    pid: number | undefined,
+    detail: string,
+    full: () => Record<string, unknown>,
+  ): void {
+    const r = this.repeats.see(event, { uid }, pid, this.clock(), {
+      budget: this.churnBudget,
+      detail,
+      reportMs: this.churnReportMs,
+    });
+    if (r.closed) this.writeSummary(r.closed);
+    if (r.full) this.write(event, full());
   }
 
   private writeSummary(s: Summary): void {

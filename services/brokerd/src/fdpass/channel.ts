@@ -9,6 +9,17 @@
 // that client's disconnect (never brokerd's), connections are counted per identity (the policy's
 // fdConnections quota) and in all, the whole shared fairly among tenants (grants/fair-share.ts),
 // and brokerd's copy of a delivered fd is closed at once.
+//
+// The fds of a reply the client has not read stay in flight in the kernel (one open file each) for
+// as long as the client keeps its socket, whatever brokerd does with its end. So they are counted
+// (fdpass/unread.ts, from SIOCOUTQ) per connection and per identity (the unreadFds quota): a
+// connection whose unread replies hold UNREAD_FDS_PER_CONNECTION fds (or UNREAD_BYTES_PER_CONNECTION
+// bytes) is not read from, an identity at its quota gets no request that would add fds served, and
+// a connection brokerd is done with is closed only once its replies are read (or its peer left),
+// counted all the while. A paused connection is looked at again on a timer: the kernel gives the
+// writer no wake-up when the reader takes a few bytes (POLLOUT comes only once three quarters of the
+// send buffer are free), so a timer that starts at 1 ms and backs off to 64 ms is what notices an
+// honest client that read its replies.
 
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
@@ -24,7 +35,7 @@ import {
 } from "@vfio-broker/proto";
 import type { Broker, FdPeer } from "../broker.js";
 import { BrokerError, invalid } from "../errors.js";
-import { nofileLimit } from "../fd-budget.js";
+import { HELD_REPLY_FDS, nofileLimit } from "../fd-budget.js";
 import type { Mapping } from "../grants/device-file.js";
 import { DEFAULT_RESERVE_PERCENT, explainRefusal, FairShare, tenantShare } from "../grants/fair-share.js";
 import { quotaKeys } from "../identity/container.js";
@@ -35,7 +46,9 @@ import { logLimited } from "../log.js";
 import { limitsFor } from "../policy/index.js";
 import { attributeToPb, backingToPb, createMappingArgsFromPb, protToPb } from "../rpc/convert.js";
 import { toStatus } from "../rpc/status.js";
+import { checkStrings } from "../rpc/strings.js";
 import { classifyDeliveryFailure } from "./delivery-failure.js";
+import { UnreadReplies } from "./unread.js";
 
 const STATUS: Record<string, FdStatus> = {
   unknown: FdStatus.UNKNOWN_TICKET,
@@ -59,6 +72,31 @@ export const DEFAULT_MAX_CONNECTIONS = 1024;
 const MAX_REFUSING = 32;
 /** A reply not taken by the client within this long: the client is not reading, drop it. */
 const SEND_TIMEOUT_MS = 5000;
+/** A connection whose unread replies hold this many fds (one full batch) is not read from. */
+export const UNREAD_FDS_PER_CONNECTION = MAX_BATCH_ITEMS;
+/** Nor one whose unread replies take this much kernel memory (replies without fds count here). */
+export const UNREAD_BYTES_PER_CONNECTION = 64 * 1024;
+/** A paused connection is looked at again after 1 ms, then 2, 4, ... up to this (ms). */
+const PAUSED_RECHECK_MAX_MS = 64;
+/** A connection brokerd is done with, whose replies are unread, is looked at this often at most (ms). */
+const LINGER_RECHECK_MAX_MS = 1000;
+
+/** One served connection: its socket, whose it is, and what its replies hold in flight. */
+interface Conn {
+  sock: FdSocket;
+  keys: readonly string[];
+  /** The identity's unreadFds quota. */
+  limit: number;
+  unread: UnreadReplies;
+  /** What is charged to the identity's unreadFds now. */
+  charged: number;
+  /** SIOCOUTQ when last looked at. */
+  outq: number;
+  /** Private fd dups held for a reply whose send would block. */
+  held: number;
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
 
 export interface FdChannelOptions {
   path: string;
@@ -122,6 +160,9 @@ export class FdChannel {
   readonly shares: FairShare;
   /** Connections being told FD_STATUS_BUSY right now, by tenant. */
   private readonly refusing = new FairShare(MAX_REFUSING, MAX_REFUSING / 2, 1);
+  /** Served connections by quota key, to settle an identity's counts across its connections. */
+  private readonly byKey = new Map<string, Set<Conn>>();
+  private closed = false;
 
   constructor(
     private readonly broker: Broker,
@@ -143,6 +184,7 @@ export class FdChannel {
   /** Owns one connection from accept to close: whatever happens inside stays with this client. */
   private async own(sock: FdSocket): Promise<void> {
     let release: (() => void) | undefined;
+    let conn: Conn | undefined;
     try {
       let peer: { uid: number; gid: number; pid: number };
       try {
@@ -186,16 +228,164 @@ export class FdChannel {
         this.shares.release(tenant.key);
       };
       this.conns.add(sock);
-      await this.serve(sock, peer);
+      conn = {
+        sock,
+        keys,
+        limit: limitsFor(this.broker.policy, identity).unreadFds,
+        unread: new UnreadReplies(),
+        charged: 0,
+        outq: 0,
+        held: 0,
+      };
+      for (const k of keys) {
+        const set = this.byKey.get(k) ?? new Set<Conn>();
+        this.byKey.set(k, set);
+        set.add(conn);
+      }
+      try {
+        await this.serve(conn, peer);
+      } catch (e) {
+        // A client closing mid-reply (EPIPE, ECONNRESET), a send that timed out, anything else:
+        // it ends this connection only.
+        logLimited("fd-channel", `brokerd: fd channel: closing a connection: ${(e as Error).message}`);
+      }
+      // Done with it; but what its unread replies hold stays in flight until the peer reads them
+      // or closes its end, so the connection stays, counted, until then.
+      await this.linger(conn);
     } catch (e) {
-      // A client closing mid-reply (EPIPE, ECONNRESET), a send that timed out, anything else:
-      // it ends this connection only.
       logLimited("fd-channel", `brokerd: fd channel: closing a connection: ${(e as Error).message}`);
     } finally {
+      if (conn) this.forget(conn);
       this.conns.delete(sock);
       release?.();
       sock.close();
     }
+  }
+
+  // ---- fds in replies not read yet ------------------------------------------------------------
+
+  /** Charges the identity what the connection's replies hold now (as counted, without asking the kernel). */
+  private recharge(c: Conn): void {
+    const n = c.unread.fds;
+    const d = n - c.charged;
+    if (d > 0) this.broker.quotas.restore(c.keys, "unreadFds", d);
+    else if (d < 0) this.broker.quotas.refund(c.keys, "unreadFds", -d);
+    this.broker.fdReplies.unreadFds += d;
+    c.charged = n;
+  }
+
+  /** Asks the kernel what the peer has not read (SIOCOUTQ) and updates the counts. */
+  private settle(c: Conn): void {
+    try {
+      c.outq = c.sock.unreadBytes();
+    } catch {
+      c.outq = 0; // the socket is gone: nothing of it is in flight any more
+    }
+    c.unread.settle(c.outq);
+    this.recharge(c);
+  }
+
+  /** The identity's unread fds (the most over its quota keys). */
+  private identityUnread(c: Conn): number {
+    let n = 0;
+    for (const k of c.keys) n = Math.max(n, this.broker.quotas.usage(k).unreadFds);
+    return n;
+  }
+
+  /** Settles every connection that shares a quota key with c (their counts may be stale). */
+  private settleIdentity(c: Conn): void {
+    const seen = new Set<Conn>();
+    for (const k of c.keys)
+      for (const o of this.byKey.get(k) ?? [])
+        if (!seen.has(o)) {
+          seen.add(o);
+          this.settle(o);
+        }
+  }
+
+  /**
+   * Waits until ok() holds (false if brokerd closes or freezes meanwhile), looking at the kernel's
+   * counts again on a backing-off timer. While it waits the connection is not read from.
+   */
+  private async until(c: Conn, ok: () => boolean, identityWide: boolean): Promise<boolean> {
+    this.settle(c);
+    if (ok()) return true;
+    let paused = false;
+    let delay = 1;
+    try {
+      for (;;) {
+        if (identityWide) this.settleIdentity(c);
+        if (ok()) return true;
+        if (this.closed || this.broker.frozen) return false;
+        if (!paused) {
+          paused = true;
+          this.broker.fdReplies.pausedConnections++;
+        }
+        await sleep(delay);
+        delay = Math.min(delay * 2, PAUSED_RECHECK_MAX_MS);
+        this.settle(c);
+      }
+    } finally {
+      if (paused) this.broker.fdReplies.pausedConnections--;
+    }
+  }
+
+  /** The connection may be read from: its own unread replies are under a batch's worth. */
+  private readable(c: Conn): Promise<boolean> {
+    return this.until(
+      c,
+      () => c.charged < UNREAD_FDS_PER_CONNECTION && c.outq < UNREAD_BYTES_PER_CONNECTION,
+      false,
+    );
+  }
+
+  /**
+   * A request whose reply may carry `want` fds may be served: the identity's unread fds stay within
+   * its unreadFds quota (or it has none unread at all, so one batch always gets through).
+   */
+  private admit(c: Conn, want: number): Promise<boolean> {
+    if (want === 0) return Promise.resolve(true);
+    return this.until(
+      c,
+      () => {
+        const u = this.identityUnread(c);
+        return u === 0 || u + want <= c.limit;
+      },
+      true,
+    );
+  }
+
+  /** Keeps a connection brokerd is done with until its replies are read or its peer left. */
+  private async linger(c: Conn): Promise<void> {
+    // A reply still waiting in brokerd goes no further: its fds are closed here.
+    c.sock.dropUnsent();
+    this.settle(c);
+    let delay = 10;
+    while (c.charged > 0 && !this.closed) {
+      await sleep(delay);
+      delay = Math.min(delay * 2, LINGER_RECHECK_MAX_MS);
+      this.settle(c);
+    }
+  }
+
+  /** The connection is closing: nothing of it is counted any more. */
+  private forget(c: Conn): void {
+    c.sock.dropUnsent();
+    c.unread.hold(-c.unread.fds);
+    c.unread.settle(0);
+    this.recharge(c);
+    for (const k of c.keys) {
+      const set = this.byKey.get(k);
+      set?.delete(c);
+      if (set?.size === 0) this.byKey.delete(k);
+    }
+  }
+
+  /** Fds a request's reply may carry. */
+  private static fdsWanted(req: FdRequest): number {
+    if (req.batch) return Math.min(req.batch.grants.length, MAX_BATCH_ITEMS);
+    if (req.release) return 0;
+    return 1;
   }
 
   private async refuse(
@@ -218,21 +408,67 @@ export class FdChannel {
     }
   }
 
+  /**
+   * Sends one reply; on a served connection its bytes and fds are counted as unread from the moment
+   * they are in the kernel, and as held while brokerd keeps them because the send would block (at
+   * most HELD_REPLY_FDS such fds in all; past that the reply is taken back, its fds closed, and the
+   * connection is served no more).
+   */
   private async reply(
     sock: FdSocket,
     r: MessageInitShape<typeof FdReplySchema>,
     fds: number[] = [],
+    c?: Conn,
   ): Promise<void> {
-    await within(
-      sock.send(toBinary(FdReplySchema, create(FdReplySchema, r)), fds),
-      SEND_TIMEOUT_MS,
-      "the reply",
-    );
+    const bytes = toBinary(FdReplySchema, create(FdReplySchema, r));
+    const sending = sock.send(bytes, fds);
+    if (c) {
+      const frame = 4 + bytes.length;
+      if (sock.pendingSends === 0) {
+        c.unread.sentReply(frame, fds.length);
+        this.recharge(c);
+        // Refused whole by sendmsg (ETOOMANYREFS: nothing of it is in the kernel): not unread.
+        const n = fds.length;
+        sending.catch((e) => {
+          if (!frameNotSent(e)) return;
+          c.unread.unsent(frame, n);
+          this.recharge(c);
+        });
+      } else {
+        const held = sock.heldFds;
+        if (this.broker.fdReplies.heldFds + held > HELD_REPLY_FDS) {
+          // Taken back before any of it went out (its dups closed); the connection is served no
+          // more, and lingers, counted, while its earlier replies are unread.
+          sending.catch(() => {});
+          sock.dropUnsent();
+          throw new Error(
+            `brokerd holds ${this.broker.fdReplies.heldFds} fds of replies that would block, its limit; closing a connection that does not read`,
+          );
+        }
+        c.held = held;
+        this.broker.fdReplies.heldFds += held;
+        c.unread.hold(fds.length);
+        this.recharge(c);
+        sending
+          .then(() => c.unread.sentReply(frame, fds.length))
+          .catch(() => {})
+          .finally(() => {
+            c.unread.hold(-fds.length);
+            this.broker.fdReplies.heldFds -= c.held;
+            c.held = 0;
+            this.recharge(c);
+          });
+      }
+    }
+    await within(sending, SEND_TIMEOUT_MS, "the reply");
   }
 
-  private async serve(sock: FdSocket, peer: { uid: number; pid: number }): Promise<void> {
+  private async serve(c: Conn, peer: { uid: number; pid: number }): Promise<void> {
+    const { sock } = c;
     const idleMs = this.opts.idleMs ?? DEFAULT_IDLE_MS;
     for (;;) {
+      // Not read from while its unread replies hold a batch's worth (the peer reads, or leaves).
+      if (!(await this.readable(c))) return;
       let timer: NodeJS.Timeout | undefined;
       const idle = new Promise<null>((resolve) => {
         timer = setTimeout(() => resolve(null), idleMs);
@@ -260,33 +496,45 @@ export class FdChannel {
       try {
         req = fromBinary(FdRequestSchema, msg.data);
       } catch {
-        await this.reply(sock, {
-          status: FdStatus.BAD_REQUEST,
-          message: "the request is not an FdRequest protobuf",
-        });
+        await this.reply(
+          sock,
+          { status: FdStatus.BAD_REQUEST, message: "the request is not an FdRequest protobuf" },
+          [],
+          c,
+        );
         this.broker.emit("fd.delivery", "bad_request", undefined, 0, peer);
         continue;
       }
+      try {
+        // Tickets, tokens and request ids within their limits (rpc/strings.ts), before anything else.
+        checkStrings(req);
+      } catch (e) {
+        await this.reply(sock, { status: FdStatus.BAD_REQUEST, message: (e as Error).message }, [], c);
+        this.broker.emit("fd.delivery", "bad_request", undefined, 0, peer);
+        continue;
+      }
+      // Its reply's fds must fit in the identity's unreadFds quota: until they do, it waits.
+      if (!(await this.admit(c, FdChannel.fdsWanted(req)))) return;
       // Handing over to the next brokerd: wait for it to settle. Done, the state is final, so
       // nothing is delivered here: the client sees the connection close and presents the same
       // ticket to the next brokerd. Aborted, this brokerd serves the request as if nothing happened.
       await this.broker.handover.wait();
       if (this.broker.frozen) return;
       if (req.batch) {
-        await this.batch(sock, req.batch, peer);
+        await this.batch(c, req.batch, peer);
         continue;
       }
       if (req.grant || req.release) {
-        await this.fastPath(sock, req, peer);
+        await this.fastPath(c, req, peer);
         continue;
       }
       const ticket = req.ticket;
       const d = this.broker.redeemTicket(ticket, peer);
       if (!d.ok) {
-        await this.reply(sock, { status: STATUS[d.status] ?? FdStatus.INTERNAL, message: d.message });
+        await this.reply(sock, { status: STATUS[d.status] ?? FdStatus.INTERNAL, message: d.message }, [], c);
         continue;
       }
-      await this.deliver(sock, d.mapping, peer, false);
+      await this.deliver(c, d.mapping, peer, false);
     }
   }
 
@@ -295,22 +543,22 @@ export class FdChannel {
    * session whose token the request carries, if this connection's peer is that session's process.
    * The Broker does all the checking and recording exactly as on the gRPC path.
    */
-  private async fastPath(sock: FdSocket, req: FdRequest, peer: FdPeer): Promise<void> {
+  private async fastPath(c: Conn, req: FdRequest, peer: FdPeer): Promise<void> {
     let m: Mapping;
     try {
       if (req.release) {
         const s = this.broker.sessionForFd(req.release.sessionToken, peer);
         this.broker.releaseMapping(s, req.release.deviceFileId, req.release.cookie);
-        await this.reply(sock, { status: FdStatus.OK, cookie: req.release.cookie });
+        await this.reply(c.sock, { status: FdStatus.OK, cookie: req.release.cookie }, [], c);
         return;
       }
       const g = req.grant!;
       m = this.grantOne(this.broker.sessionForFd(g.sessionToken, peer), g, peer);
     } catch (e) {
-      await this.reply(sock, refused(e));
+      await this.reply(c.sock, refused(e), [], c);
       return;
     }
-    await this.deliver(sock, m, peer, true);
+    await this.deliver(c, m, peer, true);
   }
 
   /** One grant for s, its fd ready to go to peer (created delivered, or a ticket redeemed). */
@@ -329,7 +577,8 @@ export class FdChannel {
    * is granted, so a later item of the same batch (another reference on the same cookie, which
    * gets a fresh backing) cannot close one that is still to be sent.
    */
-  private async batch(sock: FdSocket, b: FdBatch, peer: FdPeer): Promise<void> {
+  private async batch(c: Conn, b: FdBatch, peer: FdPeer): Promise<void> {
+    const { sock } = c;
     let s: Session;
     try {
       s = this.broker.sessionForFd(b.sessionToken, peer);
@@ -337,7 +586,7 @@ export class FdChannel {
       if (n > MAX_BATCH_ITEMS)
         throw invalid(`a batch holds at most ${MAX_BATCH_ITEMS} items, this one ${n}; split it`, "batch");
     } catch (e) {
-      await this.reply(sock, refused(e));
+      await this.reply(sock, refused(e), [], c);
       return;
     }
     let items: FdReplyInit[] = [];
@@ -387,7 +636,7 @@ export class FdChannel {
       }
       // send() has handed the fds to the kernel, or (a client not reading) taken private dups of
       // them, by the time it returns: ours are closed at once, not held for the send's duration.
-      const sending = this.reply(sock, { status: FdStatus.OK, items }, fds);
+      const sending = this.reply(sock, { status: FdStatus.OK, items }, fds, c);
       const nfds = fds.length;
       for (const fd of fds.splice(0)) closeFd(fd);
       try {
@@ -398,10 +647,12 @@ export class FdChannel {
         if (!no) throw e;
         // The same reply without fds: the releases stand, every granted item says why it has none.
         const grants = items.slice(b.releases.length).map((i) => (i.status === FdStatus.OK ? no : i));
-        await this.reply(sock, {
-          status: FdStatus.OK,
-          items: [...items.slice(0, b.releases.length), ...grants],
-        });
+        await this.reply(
+          sock,
+          { status: FdStatus.OK, items: [...items.slice(0, b.releases.length), ...grants] },
+          [],
+          c,
+        );
       }
     } finally {
       for (const fd of fds) closeFd(fd);
@@ -413,13 +664,13 @@ export class FdChannel {
    * grant made by this request, released again if the kernel refused its fd (a redeemed ticket's
    * mapping stays: its client releases it, as after any failed fetch).
    */
-  private async deliver(sock: FdSocket, m: Mapping, peer: FdPeer, giveBack: boolean): Promise<void> {
+  private async deliver(c: Conn, m: Mapping, peer: FdPeer, giveBack: boolean): Promise<void> {
     try {
-      await this.reply(sock, mappingReply(m), [m.backing.fd]);
+      await this.reply(c.sock, mappingReply(m), [m.backing.fd], c);
     } catch (e) {
       const no = this.undelivered(e, peer, giveBack ? [m] : []);
       if (!no) throw e;
-      await this.reply(sock, no);
+      await this.reply(c.sock, no, [], c);
     } finally {
       // Even when the reply failed (the client closed mid-reply, or stopped reading), the fd may
       // have gone out with the first bytes, so the mapping stays booked as delivered until the
@@ -483,6 +734,7 @@ export class FdChannel {
 
   /** keepPath: the socket lives on (fdstore, the next brokerd): its file stays. */
   close(opts: { keepPath?: boolean } = {}): void {
+    this.closed = true;
     this.server.close(opts);
     for (const c of this.conns) c.close();
   }

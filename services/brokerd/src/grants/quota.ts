@@ -7,7 +7,13 @@
 import { formatBytes } from "../devices/regions.js";
 import { exhausted } from "../errors.js";
 
-export type CountResource = "sessions" | "fdConnections" | "pendingMappings" | "deviceFiles" | "mappings";
+export type CountResource =
+  | "sessions"
+  | "fdConnections"
+  | "pendingMappings"
+  | "deviceFiles"
+  | "mappings"
+  | "unreadFds";
 export type QuotaResource = CountResource | "bytes";
 
 export type Usage = Record<CountResource, number> & { bytes: bigint };
@@ -19,6 +25,7 @@ const NOUNS: Record<QuotaResource, string> = {
   deviceFiles: "open device files",
   mappings: "live mappings",
   bytes: "bytes mapped",
+  unreadFds: "fds in fd-channel replies not read yet",
 };
 
 /** What to tell a client about a limit it hit, per resource. */
@@ -29,10 +36,19 @@ const ADVICE: Record<QuotaResource, string> = {
   deviceFiles: "close a device file first",
   mappings: "release a mapping first",
   bytes: "release mappings or ask for less",
+  unreadFds: "read the replies on your fd-channel connections",
 };
 
 function empty(): Usage {
-  return { sessions: 0, fdConnections: 0, pendingMappings: 0, deviceFiles: 0, mappings: 0, bytes: 0n };
+  return {
+    sessions: 0,
+    fdConnections: 0,
+    pendingMappings: 0,
+    deviceFiles: 0,
+    mappings: 0,
+    unreadFds: 0,
+    bytes: 0n,
+  };
 }
 
 function isEmpty(u: Usage): boolean {
@@ -42,6 +58,7 @@ function isEmpty(u: Usage): boolean {
     u.pendingMappings === 0 &&
     u.deviceFiles === 0 &&
     u.mappings === 0 &&
+    u.unreadFds === 0 &&
     u.bytes === 0n
   );
 }

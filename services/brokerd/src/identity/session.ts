@@ -29,8 +29,11 @@ export interface LeaseSink {
   end(reason: string, message: string): Promise<void>;
 }
 
-/** Request ids remembered per session: a client retries only its few calls in flight. */
-const MAX_REMEMBERED_REQUESTS = 256;
+/**
+ * Request ids remembered per session: a client retries only its few calls in flight. Each id is at
+ * most 64 bytes (rpc/strings.ts), so a session remembers at most 256 x 64 bytes of them.
+ */
+export const MAX_REMEMBERED_REQUESTS = 256;
 /** Lease events queued for a detached session; more are dropped (the resume reply lists what is held). */
 export const MAX_MISSED_EVENTS = 256;
 
@@ -52,8 +55,11 @@ export class Session {
    */
   detachedSince = 0;
   readonly missed: LeaseEvent[] = [];
-  /** Recent OpenDevice/CreateMapping request ids and what they made, so a retry gets the same. */
-  readonly requests = new Map<string, { deviceFile?: DeviceFile; cookie?: bigint }>();
+  /**
+   * Recent OpenDevice/CreateMapping request ids and what they made (by id, so a closed device file
+   * is not kept alive by its request id), so a retry gets the same.
+   */
+  readonly requests = new Map<string, { deviceFileId?: bigint; cookie?: bigint }>();
 
   constructor(
     readonly id: string,
@@ -79,8 +85,10 @@ export class Session {
   }
 
   /** Remembers what a request id made (bounded: the oldest is forgotten). */
-  remember(requestId: string, made: { deviceFile?: DeviceFile; cookie?: bigint }): void {
+  remember(requestId: string, made: { deviceFileId?: bigint; cookie?: bigint }): void {
     if (requestId === "") return;
+    // A retried id moves to the newest place.
+    this.requests.delete(requestId);
     this.requests.set(requestId, made);
     if (this.requests.size > MAX_REMEMBERED_REQUESTS)
       this.requests.delete(this.requests.keys().next().value!);

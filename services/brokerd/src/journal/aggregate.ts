@@ -1,10 +1,14 @@
 // Aggregation of repetitive events, so that a client cannot fill the journal's disk through us by
-// repeating a failure (unknown tickets, refused connections, denials) as fast as brokerd answers.
-// Per key (the event, its low-cardinality result fields and the kernel-verified uid) the first
-// occurrence in a window is written in full; later ones in that window are only counted, and when
-// the window is over one summary line carries the count. The table of keys is bounded: once it is
-// full, new keys share one "other" bucket, so many uids cannot grow memory either. Pure: the
-// caller passes the time; nothing here does I/O.
+// repeating a failure (unknown tickets, refused connections, denials) or churning grants and
+// releases as fast as brokerd answers. Per key (the event, its low-cardinality result fields and
+// the kernel-verified uid) the first `budget` occurrences in a window are written in full (1 for
+// failures; more for successes, which an auditor wants one by one as long as they come at a human
+// rate); later ones in that window are only counted, with a tally of their low-cardinality details
+// (device, region, attribute, reason), and a summary line carries the count when the window is over
+// (and, with `reportMs`, every reportMs while it lasts, so a kill -9 loses at most that much of the
+// count). Full lines plus the summaries' counts are exactly the events seen. The table of keys is
+// bounded: once it is full, new keys share one "other" bucket, so many uids cannot grow memory
+// either. Pure: the caller passes the time; nothing here does I/O.
 
 export interface RepeatsOptions {
   /** How long a window lasts, ms: the first event of a key in a window is written in full. */
@@ -16,12 +20,32 @@ export interface RepeatsOptions {
 /** The fields that make two events "the same" (uid, result, reason, socket). */
 export type KeyFields = Record<string, string | number>;
 
+/** How one occurrence is aggregated. */
+export interface SeeOptions {
+  /** Full lines per key and window (default 1). */
+  budget?: number;
+  /** A low-cardinality description tallied in the summary (e.g. "sim0 BAR2 WC memfd"). */
+  detail?: string;
+  /** Write the count so far every this many ms while the window lasts (default: at its end only). */
+  reportMs?: number;
+}
+
+/** Distinct details tallied per summary; more are tallied as "other". */
+export const MAX_DETAILS = 16;
+
 interface Window {
   event: string;
   fields: KeyFields;
   since: number;
-  /** Occurrences after the first (the ones not written). */
+  /** Full lines written in this window. */
+  written: number;
+  budget: number;
+  reportMs: number;
+  /** Start of what the next summary counts (the window's start, or the last partial summary). */
+  reportedAt: number;
+  /** Occurrences over the budget since reportedAt (the ones not written). */
   count: number;
+  details: Map<string, number> | undefined;
   lastPid: number | undefined;
 }
 
@@ -51,12 +75,22 @@ export class Repeats {
     fields: KeyFields,
     pid: number | undefined,
     now: number,
+    opts: SeeOptions = {},
   ): { full: boolean; closed?: Summary } {
     const key = `${event}\u0000${JSON.stringify(fields)}`;
     const w = this.windows.get(key);
     if (w && now - w.since < this.opts.windowMs) {
+      if (w.written < w.budget) {
+        w.written++;
+        return { full: true };
+      }
       w.count++;
       w.lastPid = pid;
+      if (opts.detail !== undefined) {
+        w.details ??= new Map();
+        const d = w.details.has(opts.detail) || w.details.size < MAX_DETAILS ? opts.detail : "other";
+        w.details.set(d, (w.details.get(d) ?? 0) + 1);
+      }
       this.bump(event);
       return { full: false };
     }
@@ -71,7 +105,18 @@ export class Repeats {
       this.bump("other");
       return { full: false };
     }
-    this.windows.set(key, { event, fields, since: now, count: 0, lastPid: pid });
+    this.windows.set(key, {
+      event,
+      fields,
+      since: now,
+      written: 1,
+      budget: Math.max(1, opts.budget ?? 1),
+      reportMs: opts.reportMs ?? 0,
+      reportedAt: now,
+      count: 0,
+      details: undefined,
+      lastPid: pid,
+    });
     return closed ? { full: true, closed } : { full: true };
   }
 
@@ -82,7 +127,16 @@ export class Repeats {
   flush(now: number, all = false): Summary[] {
     const out: Summary[] = [];
     for (const [key, w] of this.windows) {
-      if (!all && now - w.since < this.opts.windowMs) continue;
+      if (!all && now - w.since < this.opts.windowMs) {
+        // Still open: a partial summary of what it counted so far, if it reports as it goes.
+        if (w.reportMs > 0 && w.count > 0 && now - w.reportedAt >= w.reportMs) {
+          out.push(summary(w, now)!);
+          w.count = 0;
+          w.details = undefined;
+          w.reportedAt = now;
+        }
+        continue;
+      }
       this.windows.delete(key);
       const s = summary(w, now);
       if (s) out.push(s);
@@ -116,8 +170,9 @@ function summary(w: Window, now: number): Summary | undefined {
     event: `${w.event}.suppressed`,
     ...w.fields,
     count: w.count,
-    since: new Date(w.since).toISOString(),
-    windowMs: now - w.since,
+    ...(w.details ? { details: Object.fromEntries(w.details) } : {}),
+    since: new Date(w.reportedAt).toISOString(),
+    windowMs: now - w.reportedAt,
     ...(w.lastPid !== undefined ? { lastPid: w.lastPid } : {}),
   };
 }

@@ -346,6 +346,33 @@ export function createBrokerMetrics(
     },
   });
 
+  new Gauge({
+    name: `${P}fd_unread_fds`,
+    help: "Fds in fd-channel replies their clients have not read yet (in flight in the kernel, one open file each, or held by brokerd while a send would block), as brokerd counts them (SIOCOUTQ).",
+    registers,
+    collect() {
+      this.set(broker.fdReplies.unreadFds);
+    },
+  });
+
+  new Gauge({
+    name: `${P}fd_held_reply_fds`,
+    help: "Fds of fd-channel replies brokerd holds because the client's socket buffer is full (at most 256).",
+    registers,
+    collect() {
+      this.set(broker.fdReplies.heldFds);
+    },
+  });
+
+  new Gauge({
+    name: `${P}fd_connections_paused`,
+    help: "fd-channel connections brokerd does not read from until their clients read their replies (a batch's worth of fds unread on the connection, or the identity at its unreadFds quota).",
+    registers,
+    collect() {
+      this.set(broker.fdReplies.pausedConnections);
+    },
+  });
+
   // Zero the known series so rate() and absent() work from the first scrape.
   for (const r of FD_RESULTS) fdDeliveries.inc({ result: r }, 0);
   for (const r of DENY_REASONS) denials.inc({ reason: r }, 0);

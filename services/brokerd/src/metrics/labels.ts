@@ -135,4 +135,18 @@ export const JOURNAL_DROP_REASONS = [
 ] as const;
 
 /** The events the journal aggregates per identity ("other": the bounded table was full). */
-export const JOURNAL_AGGREGATED_EVENTS = ["fd.delivery", "connection.refused", "denied", "other"] as const;
+export const JOURNAL_AGGREGATED_EVENTS = [
+  "fd.delivery",
+  "connection.refused",
+  "denied",
+  // A client's successes past its budget of full lines (journal.ts churn()).
+  "session.open",
+  "session.end",
+  "devicefile.open",
+  "devicefile.close",
+  "mapping.create",
+  "mapping.grant",
+  "mapping.release",
+  "mapping.refs",
+  "other",
+] as const;

@@ -241,7 +241,7 @@ test("cgroup matching: * within a segment, ** across, unknown cgroup matches no 
 });
 
 test("limitsFor: first rule matching identity (and device), defaults filled, zero if none", () => {
-  const d = { sessions: 64, fdConnections: 64, pendingMappings: 64 };
+  const d = { sessions: 64, fdConnections: 64, pendingMappings: 64, unreadFds: 256 };
   assert.deepEqual(limitsFor(POLICY, user), { ...d, deviceFiles: 2, mappings: 1024, bytes: 1n << 30n });
   assert.deepEqual(limitsFor(POLICY, user, "sim0"), {
     ...d,

@@ -51,6 +51,7 @@ test("a valid YAML policy parses with defaults filled in", () => {
     deviceFiles: 64,
     mappings: 1024,
     bytes: 1073741824n,
+    unreadFds: 256,
   });
   assert.deepEqual(r.limits, DEFAULT_LIMITS);
 });
@@ -285,6 +286,7 @@ rules:
     deviceFiles: 64,
     mappings: 4,
     bytes: 2n * 1024n * 1024n,
+    unreadFds: 256,
   });
   assert.deepEqual(p.rules[1]!.limits, {
     sessions: 64,
@@ -293,13 +295,14 @@ rules:
     deviceFiles: 0,
     mappings: 4,
     bytes: 4096n,
+    unreadFds: 256,
   });
   assert.deepEqual(errorsOf("version: 1\ndefaults:\n  limit: {}\nrules: []\n"), [
     'policy.yaml:3:3: defaults: unknown key "limit"; did you mean "limits"? allowed keys: limits',
   ]);
   assert.deepEqual(errorsOf("version: 1\ndefaults:\n  limits: { bytes: 1.5GiB, maps: 3 }\nrules: []\n"), [
     'policy.yaml:3:20: defaults.limits.bytes: "1.5GiB" is not a size; use a whole number of bytes or a string with suffix B, KiB, MiB, GiB or TiB (e.g. 1GiB)',
-    'policy.yaml:3:28: defaults.limits: unknown key "maps"; allowed keys: sessions, fdConnections, pendingMappings, deviceFiles, mappings, bytes',
+    'policy.yaml:3:28: defaults.limits: unknown key "maps"; allowed keys: sessions, fdConnections, pendingMappings, deviceFiles, mappings, bytes, unreadFds',
   ]);
 });
 

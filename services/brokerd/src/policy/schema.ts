@@ -68,6 +68,9 @@
  *         mappings: 1024             #   else 1024: live Mappings
  *         bytes: 1GiB                #   else 1GiB: bytes mapped; an integer or a string with
  *                                    #   suffix B, KiB, MiB, GiB or TiB
+ *         unreadFds: 256             #   else 256: fds in fd-channel replies the identity has not
+ *                                    #   read yet (in flight in the kernel); at the limit brokerd
+ *                                    #   reads no more requests from its fd-channel connections
  *   The connection limits (sessions, fdConnections) come from the first rule that matches the
  *   identity at all; an identity no rule names gets 4 of each (so it can hear PERMISSION_DENIED)
  *   and nothing else. The other limits come from the rule that allows the request.
@@ -125,6 +128,8 @@ export interface Limits {
   mappings: number;
   /** bytes mapped */
   bytes: bigint;
+  /** fds in fd-channel replies not read yet (held in flight by the kernel) */
+  unreadFds: number;
 }
 
 export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
@@ -134,6 +139,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   deviceFiles: 64,
   mappings: 1024,
   bytes: 1n << 30n,
+  unreadFds: 256,
 });
 /** An identity no rule names: enough connections to be told PERMISSION_DENIED, nothing else. */
 export const UNNAMED_LIMITS: Readonly<Limits> = Object.freeze({
@@ -143,6 +149,7 @@ export const UNNAMED_LIMITS: Readonly<Limits> = Object.freeze({
   deviceFiles: 0,
   mappings: 0,
   bytes: 0n,
+  unreadFds: 32,
 });
 
 /** Who a rule applies to. Absent lists are "not given"; all given matchers must match. */
@@ -230,8 +237,16 @@ const LIMIT_KEYS = [
   "deviceFiles",
   "mappings",
   "bytes",
+  "unreadFds",
 ] as const;
-const COUNT_KEYS = ["sessions", "fdConnections", "pendingMappings", "deviceFiles", "mappings"] as const;
+const COUNT_KEYS = [
+  "sessions",
+  "fdConnections",
+  "pendingMappings",
+  "deviceFiles",
+  "mappings",
+  "unreadFds",
+] as const;
 
 const MAX_ID = 4294967294; // (uid_t)-1 means "no id"
 const MAX_COUNT = 2147483647;

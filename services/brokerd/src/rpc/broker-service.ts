@@ -24,6 +24,7 @@ import {
 } from "./convert.js";
 import { leaseSink } from "./lease-sink.js";
 import { toStatus, unary } from "./status.js";
+import { checkString, checkStrings, SESSION_METADATA_LIMIT } from "./strings.js";
 
 export const KEEPALIVE_INTERVAL_MS = 5000;
 
@@ -37,6 +38,7 @@ export const SESSION_METADATA = "vfio-broker-session";
  */
 function expectedSession(call: { metadata?: grpc.Metadata }, s: Session): Session {
   const want = call.metadata?.get(SESSION_METADATA)[0];
+  if (typeof want === "string") checkString(`metadata ${SESSION_METADATA}`, want, SESSION_METADATA_LIMIT);
   if (typeof want === "string" && want !== "" && want !== s.id)
     throw precondition(
       `this connection has session ${s.id}, not ${want.slice(0, 32)} (brokerd restarted); resume with Hello{resume_token} and retry`,
@@ -59,17 +61,20 @@ export function brokerServiceImpl(
   // biome-ignore lint/suspicious/noExplicitAny: requests are typed by the generated schemas at the call sites
   type Any = any;
   const sessionOf = (call: { getPeer(): string }) => binding.sessionOf(call);
-  // While a hand-over is in progress a call waits for it to settle (restart/gate.ts).
+  // While a hand-over is in progress a call waits for it to settle (restart/gate.ts). Every
+  // request's strings are checked against their limits (rpc/strings.ts) before anything else.
   const h = <O>(fn: (req: Any, s: Session) => O) =>
-    unary<Any, O>((req, call) =>
-      broker.handover.wait().then(() => fn(req, expectedSession(call, sessionOf(call)))),
-    );
+    unary<Any, O>((req, call) => {
+      checkStrings(req);
+      return broker.handover.wait().then(() => fn(req, expectedSession(call, sessionOf(call))));
+    });
   return {
     hello: unary<Any, unknown>(async (req, call) => {
+      checkStrings(req);
       await broker.handover.wait();
       let s = sessionOf(call);
       broker.authorize(s);
-      s.clientName = String(req.clientName ?? "").slice(0, 128);
+      s.clientName = String(req.clientName ?? "");
       const token = String(req.resumeToken ?? "");
       const resumed = token !== "" ? broker.resume(s, token, (r) => binding.rebind(call, r)) : undefined;
       if (resumed) s = resumed;

@@ -198,7 +198,7 @@ function restoreDeviceFile(
   df.requestId = d.requestId;
   s.deviceFiles.set(df.id, df);
   broker.quotas.restore(s.quotaKeys, "deviceFiles", 1);
-  s.remember(d.requestId, { deviceFile: df });
+  s.remember(d.requestId, { deviceFileId: df.id });
   let dropped = 0;
   for (const rec of recs) {
     const m = restoreMapping(broker, store, s, df, rec, now);

@@ -1,0 +1,85 @@
+// UnreadReplies as a pure model of the kernel's queue: replies are read in order, each takes at
+// least its own bytes of kernel memory (SIOCOUTQ counts skb truesize). Whatever the peer read and
+// whatever the truesizes, the count is never below the fds really unread, is exact when nothing
+// (or everything) is unread, and forgets what must have been read.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import fc from "fast-check";
+import { UnreadReplies } from "./unread.js";
+
+const reply = fc.record({
+  bytes: fc.integer({ min: 5, max: 5000 }),
+  fds: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 32 })),
+  /** Kernel overhead on top of the bytes (sk_buff, shared info, slab rounding). */
+  overhead: fc.integer({ min: 0, max: 4096 }),
+});
+
+test("property: never fewer fds than the peer has not read; exact at the ends", () => {
+  fc.assert(
+    fc.property(fc.array(reply, { maxLength: 60 }), fc.nat(), (replies, cut) => {
+      const u = new UnreadReplies();
+      for (const r of replies) u.sentReply(r.bytes, r.fds);
+      const read = replies.length === 0 ? 0 : cut % (replies.length + 1);
+      const unread = replies.slice(read);
+      const outq = unread.reduce((a, r) => a + r.bytes + r.overhead, 0);
+      const trulyUnread = unread.reduce((a, r) => a + r.fds, 0);
+      const counted = u.settle(outq);
+      assert.ok(counted >= trulyUnread, `counted ${counted} < ${trulyUnread} unread`);
+      assert.ok(counted <= replies.reduce((a, r) => a + r.fds, 0));
+      if (unread.length === replies.length) assert.equal(counted, trulyUnread);
+      // The peer reads the rest: nothing is counted any more.
+      assert.equal(u.settle(0), 0);
+      assert.equal(u.length, 0);
+    }),
+  );
+});
+
+test("property: with no overhead the count is exact", () => {
+  fc.assert(
+    fc.property(fc.array(reply, { maxLength: 60 }), fc.nat(), (replies, cut) => {
+      const u = new UnreadReplies();
+      for (const r of replies) u.sentReply(r.bytes, r.fds);
+      const read = replies.length === 0 ? 0 : cut % (replies.length + 1);
+      const unread = replies.slice(read);
+      // Merged runs of fd-less replies make the suffix boundary fall inside a run: still exact for fds.
+      const outq = unread.reduce((a, r) => a + r.bytes, 0);
+      const counted = u.settle(outq);
+      assert.equal(
+        counted,
+        unread.reduce((a, r) => a + r.fds, 0),
+      );
+    }),
+  );
+});
+
+test("held replies count until they are in the kernel; settling never forgets them", () => {
+  const u = new UnreadReplies();
+  u.sentReply(100, 16);
+  u.hold(16);
+  assert.equal(u.fds, 32);
+  assert.equal(u.settle(0), 16, "the held reply is not in the kernel's count yet");
+  u.hold(-16);
+  u.sentReply(100, 16);
+  assert.equal(u.settle(300), 16);
+  assert.equal(u.settle(0), 0);
+});
+
+test("remembered replies stay bounded by what may be unread (fd-less ones merge)", () => {
+  const u = new UnreadReplies();
+  for (let i = 0; i < 10_000; i++) u.sentReply(40, 0);
+  assert.equal(u.length, 1);
+  for (let i = 0; i < 100; i++) u.sentReply(1000, 1);
+  u.settle(5000);
+  assert.ok(u.length <= 5, `${u.length} replies remembered`);
+  assert.equal(u.fds, 5);
+});
+
+test("a reply sendmsg refused whole is forgotten, so it cannot make an older unread reply look read", () => {
+  const u = new UnreadReplies();
+  u.sentReply(100, 16); // unread, in the kernel: SIOCOUTQ 100
+  u.sentReply(100, 16); // refused by sendmsg (ETOOMANYREFS): never in the kernel
+  u.unsent(100, 16);
+  assert.equal(u.settle(100), 16, "the first reply is still unread");
+  u.unsent(100, 0); // fd-less replies are never refused for their fds: nothing forgotten
+  assert.equal(u.fds, 16);
+});

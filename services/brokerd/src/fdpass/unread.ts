@@ -1,0 +1,88 @@
+// UnreadReplies: which of one fd-channel connection's replies the peer may not have read yet, and
+// how many fds they hold. The kernel keeps the fds of a sent reply in flight (in the peer's receive
+// queue, one open file each) until the peer reads it, and for as long as the peer keeps its socket
+// open, whatever brokerd does with its end; so brokerd counts them, per connection and per identity.
+//
+// What the kernel tells us: SIOCOUTQ on an AF_UNIX stream socket is the memory (skb truesize) of
+// what this end sent and the peer has not consumed yet; it is never less than the bytes of those
+// replies, and the peer consumes replies in order. So a reply is certainly read once the replies
+// sent after it add up to more bytes than SIOCOUTQ; every other reply is counted as unread. The
+// count can be too high (a reply read but counted), never too low. Replies brokerd itself holds
+// because the send would block are counted apart (held) until they are in the kernel.
+// Pure: the caller reads SIOCOUTQ and passes it in; nothing here does I/O or keeps time.
+
+interface Sent {
+  /** Bytes of the frame(s), length prefix included. */
+  bytes: number;
+  fds: number;
+}
+
+export class UnreadReplies {
+  /** Replies that may be unread, oldest first (consecutive ones without fds merged). */
+  private sent: Sent[] = [];
+  private sentFds = 0;
+  /** Fds of a reply brokerd holds because the send would block. */
+  private heldFds = 0;
+
+  /** The fds counted as unread now: possibly unread replies plus held ones. */
+  get fds(): number {
+    return this.sentFds + this.heldFds;
+  }
+
+  /** Replies remembered (bounded by what may be unread). */
+  get length(): number {
+    return this.sent.length;
+  }
+
+  /** A reply of `bytes` bytes carrying `fds` fds is now entirely in the kernel. */
+  sentReply(bytes: number, fds: number): void {
+    const last = this.sent.at(-1);
+    if (fds === 0 && last && last.fds === 0) last.bytes += bytes;
+    else this.sent.push({ bytes, fds });
+    this.sentFds += fds;
+  }
+
+  /**
+   * The newest reply recorded by sentReply() never reached the kernel after all (sendmsg refused
+   * it whole, ETOOMANYREFS): forgets it, so its bytes do not make older unread replies look read.
+   */
+  unsent(bytes: number, fds: number): void {
+    const last = this.sent.at(-1);
+    if (!last || fds === 0 || last.fds !== fds || last.bytes !== bytes) return;
+    this.sent.pop();
+    this.sentFds -= fds;
+  }
+
+  /** A reply with `fds` fds waits in brokerd (the socket's buffer is full); negative to take back. */
+  hold(fds: number): void {
+    this.heldFds = Math.max(0, this.heldFds + fds);
+  }
+
+  /**
+   * The kernel says `outq` bytes of what this end sent are not consumed (SIOCOUTQ): forgets the
+   * replies that must have been read and returns the fds counted as unread.
+   */
+  settle(outq: number): number {
+    if (outq <= 0) {
+      this.sent = [];
+      this.sentFds = 0;
+      return this.fds;
+    }
+    // From the newest back: the first reply whose bytes, with those of every later one, exceed
+    // outq cannot be in the queue any more, and neither can anything older.
+    let bytes = 0;
+    let keepFrom = 0;
+    for (let i = this.sent.length - 1; i >= 0; i--) {
+      bytes += this.sent[i]!.bytes;
+      if (bytes > outq) {
+        keepFrom = i + 1;
+        break;
+      }
+    }
+    if (keepFrom > 0) {
+      for (let i = 0; i < keepFrom; i++) this.sentFds -= this.sent[i]!.fds;
+      this.sent = this.sent.slice(keepFrom);
+    }
+    return this.fds;
+  }
+}
