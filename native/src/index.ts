@@ -32,6 +32,7 @@ export { tcpPeerUid } from "./tcp-owner.js";
 export { addressBytes, parseProcNetTcp, peerUid, type TcpConnection, type TcpTable } from "./tcp-peer.js";
 export {
   guardTcpPeers,
+  idleHttpConnection,
   MAX_REFUSED_LINGERING,
   type TcpPeerGuard,
   type TcpPeerGuardOptions,

@@ -23,6 +23,13 @@ export interface TcpPeerGuardOptions extends SlotLimits {
   procNet?: string;
   /** How peers are identified: "kernel" (sock_diag, falling back to "proc" if unavailable) or "proc". */
   lookup?: "kernel" | "proc";
+  /**
+   * Whether an admitted connection may be closed to make room for a new one of the same peer
+   * (e.g. no request in progress). A peer at its cap then trades its oldest such connection for
+   * the new one instead of being refused: the cap still holds, and what locks a peer out is only
+   * its own connections in use (a browser's idle keep-alive ones never do).
+   */
+  evictable?(socket: Socket): boolean;
 }
 
 /** Refused connections kept open at once to read their answer (more are just closed). */
@@ -31,6 +38,14 @@ const REFUSED_LINGER_MS = 1000;
 const ADMITTED = Symbol("vfio-broker.tcp-peer-admitted");
 
 type Guarded = Socket & { [ADMITTED]?: true };
+
+/**
+ * For http.Server: a connection with no response in progress (between keep-alive requests, or
+ * still sending its headers) may make room for a newer one of its peer.
+ */
+export function idleHttpConnection(socket: Socket): boolean {
+  return !(socket as Socket & { _httpMessage?: unknown })._httpMessage;
+}
 
 export interface TcpPeerGuard {
   readonly slots: PeerSlots;
@@ -103,15 +118,39 @@ export function guardTcpPeers(server: Server, opts: TcpPeerGuardOptions): TcpPee
     socket.end(opts.refusal(key, why));
   };
 
+  // Admitted connections per peer, oldest first (a Set keeps insertion order).
+  const admitted = new Map<PeerKey, Set<Socket>>();
+  const release = (key: PeerKey, socket: Socket) => {
+    const set = admitted.get(key);
+    if (!set?.delete(socket)) return; // given back already (evicted)
+    if (set.size === 0) admitted.delete(key);
+    slots.give(key);
+  };
+  /** Closes key's oldest evictable connection, its slot given back at once; false if none. */
+  const evict = (key: PeerKey): boolean => {
+    if (!opts.evictable) return false;
+    for (const old of admitted.get(key) ?? [])
+      if (opts.evictable(old)) {
+        release(key, old);
+        old.destroy();
+        return true;
+      }
+    return false;
+  };
+
   const place = (socket: Guarded, uid: number | undefined, go: () => void) => {
     const key: PeerKey = uid ?? "unknown";
-    const why = slots.refusal(key);
+    let why = slots.refusal(key);
+    if (why === "per-peer" && evict(key)) why = slots.refusal(key);
     if (why !== "") {
       refuse(socket, key, why);
       return;
     }
     slots.take(key);
-    socket.once("close", () => slots.give(key));
+    const set = admitted.get(key) ?? new Set<Socket>();
+    admitted.set(key, set);
+    set.add(socket);
+    socket.once("close", () => release(key, socket));
     socket[ADMITTED] = true;
     go();
   };

@@ -1,13 +1,19 @@
 // The console port's connection bounds: any local user can connect to it, so none may hold it.
-// Each connection is admitted under its peer's uid (read from /proc/net/tcp by the shared
-// @vfio-broker/native/tcp-peer-guard, before a byte is parsed): 32 per uid, 256 in all; and a
+// Each connection is admitted under its peer's uid (asked of the kernel by the shared
+// @vfio-broker/native/tcp-peer-guard, before a byte is parsed): 32 per uid, 256 in all (a uid at
+// its cap trades its oldest idle connection for a new one); and a
 // connection that sends nothing, trickles its headers or never finishes its request is closed
 // within seconds. What a refused connection reads says why. Where peers cannot be identified
 // (a non-loopback --listen: peers come from the network or a port-publishing proxy) only the
 // global cap and the timeouts hold, which a local user who reaches the port can still fill.
 import type { Server, ServerOptions } from "node:http";
 import type { PeerKey } from "@vfio-broker/native/peer-slots";
-import { guardTcpPeers, MAX_REFUSED_LINGERING, type TcpPeerGuard } from "@vfio-broker/native/tcp-peer-guard";
+import {
+  guardTcpPeers,
+  idleHttpConnection,
+  MAX_REFUSED_LINGERING,
+  type TcpPeerGuard,
+} from "@vfio-broker/native/tcp-peer-guard";
 
 /** Connections one uid may hold (a browser opens about 6 per host; curl and scripts a few). */
 export const CONSOLE_CONNECTIONS_PER_UID = 32;
@@ -58,6 +64,9 @@ export function limitConnections(server: Server, loopback: boolean): TcpPeerGuar
     perUid: CONSOLE_CONNECTIONS_PER_UID,
     unknown: loopback ? CONSOLE_UNKNOWN_PEERS : MAX_CONSOLE_CONNECTIONS,
     total: MAX_CONSOLE_CONNECTIONS,
+    // A uid at its cap trades its oldest idle connection for the new one, so the operator's browser
+    // (whose pages may open many) never locks the operator out with idle keep-alive connections.
+    evictable: idleHttpConnection,
     refusal,
   });
   server.maxConnections = MAX_CONSOLE_CONNECTIONS + MAX_REFUSED_LINGERING;

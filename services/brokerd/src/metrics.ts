@@ -3,7 +3,7 @@
 // This listener serves only /metrics: it takes no input and changes nothing, and it should stay
 // on loopback (DESIGN.md §4: brokerd listens on Unix sockets plus this).
 import { createServer, type Server } from "node:http";
-import { guardTcpPeers, MAX_REFUSED_LINGERING, type PeerKey } from "@vfio-broker/native";
+import { guardTcpPeers, idleHttpConnection, MAX_REFUSED_LINGERING, type PeerKey } from "@vfio-broker/native";
 import type { Broker } from "./broker.js";
 import type { Config } from "./config.js";
 import { invalid } from "./errors.js";
@@ -92,6 +92,8 @@ export async function startMetrics(
     perUid: METRICS_CONNECTIONS_PER_UID,
     unknown: METRICS_UNKNOWN_PEERS,
     total: MAX_METRICS_CONNECTIONS,
+    // A uid at its cap trades its oldest idle connection for a new one: only its own busy ones refuse it.
+    evictable: idleHttpConnection,
     refusal,
     onRefused: (key, why) =>
       logLimited(

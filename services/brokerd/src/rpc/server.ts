@@ -68,7 +68,7 @@ export interface ServeOptions {
 export const RESET_BURST = 64;
 export const RESETS_PER_SECOND = 4;
 /** A connection must acknowledge brokerd's SETTINGS (its small header table) within this. */
-export const SETTINGS_ACK_MS = 5000;
+export const SETTINGS_ACK_MS = 10_000;
 /** How long a connection refused in backoff may take to send the HEADERS its answer needs. */
 const BACKOFF_ANSWER_MS = 1000;
 /** Client bytes looked at (frame headers only) before that answer; more and it is just closed. */
@@ -241,7 +241,11 @@ export async function serveUnix<C>(
         if (stream.rstCode !== h2.NGHTTP2_NO_ERROR) reset(1);
       });
     });
-    session.once("error", () => abuse("protocol", "an HTTP/2 protocol error"));
+    // Node's HTTP/2 errors (a protocol error, too many invalid frames or refused streams), not the
+    // socket's (a client that exits mid-call resets its connection: that is no abuse).
+    session.once("error", (e: NodeJS.ErrnoException) => {
+      if (e.code?.startsWith("ERR_HTTP2")) abuse("protocol", `an HTTP/2 protocol error (${e.message})`);
+    });
     const ack = setTimeout(
       () =>
         abuse(
