@@ -53,37 +53,39 @@ for (const lookup of ["kernel", "proc"] as const)
     server.close();
   });
 
-test("guardTcpPeers: a peer at its cap trades its oldest evictable connection for the new one", async () => {
+test("guardTcpPeers: a peer at its cap trades its least recently used idle connection for the new one", async () => {
   const busy = new WeakSet<object>();
   const { server, guard, refused, port } = await serve({
-    perUid: 2,
+    perUid: 3,
     unknown: 1,
     total: 10,
     evictable: (s) => !busy.has(s),
   });
   const me = process.getuid?.() ?? 0;
-  let last: Socket | undefined;
-  server.on("connection", (s) => {
-    last = s;
-  });
+  const accepted: Socket[] = [];
+  server.on("connection", (s) => accepted.push(s));
   const a = await hello(port);
-  const serverA = last!;
-  busy.add(serverA); // the oldest is in use: it stays
   const b = await hello(port);
-  const aClosed = new Promise((r) => a.socket.once("close", r));
-  const bClosed = new Promise((r) => b.socket.once("close", r));
   const c = await hello(port);
-  assert.equal(c.said, "hi", "the new connection got in");
-  await bClosed; // b, the oldest idle one, made room
-  assert.equal(a.socket.destroyed, false);
-  assert.equal(guard.slots.held(me), 2);
-  busy.add(last!);
-  // Both in use now: the next is refused.
+  const [sa, sb, sc] = accepted;
+  busy.add(sc!); // c is in use: never traded
+  guard.touch(sa!); // a was used last: b is now the least recently used idle one
+  const bClosed = new Promise((r) => b.socket.once("close", r));
   const d = await hello(port);
-  assert.equal(d.said, `no:${me}:per-peer`);
+  assert.equal(d.said, "hi", "the new connection got in");
+  await bClosed;
+  assert.ok(sb!.destroyed && !sa!.destroyed && !sc!.destroyed);
+  assert.equal(guard.slots.held(me), 3);
+  // a and d idle, c busy: e trades a (touched before d arrived), then f trades d.
+  const e = await hello(port);
+  assert.equal(e.said, "hi");
+  assert.ok(sa!.destroyed);
+  // All in use: the next is refused.
+  for (const s of accepted) busy.add(s);
+  const f = await hello(port);
+  assert.equal(f.said, `no:${me}:per-peer`);
   assert.deepEqual(refused, [`${me}:per-peer`]);
-  for (const h of [a, c, d]) h.socket.destroy();
-  await aClosed;
+  for (const h of [a, b, c, d, e, f]) h.socket.destroy();
   server.close();
 });
 

@@ -25,9 +25,10 @@ export interface TcpPeerGuardOptions extends SlotLimits {
   lookup?: "kernel" | "proc";
   /**
    * Whether an admitted connection may be closed to make room for a new one of the same peer
-   * (e.g. no request in progress). A peer at its cap then trades its oldest such connection for
-   * the new one instead of being refused: the cap still holds, and what locks a peer out is only
-   * its own connections in use (a browser's idle keep-alive ones never do).
+   * (e.g. no request in progress). A peer at its cap then trades its least recently used such
+   * connection (see touch()) for the new one instead of being refused: the cap still holds, and
+   * what locks a peer out is only its own connections in use (a browser's idle keep-alive ones
+   * never do).
    */
   evictable?(socket: Socket): boolean;
 }
@@ -49,6 +50,8 @@ export function idleHttpConnection(socket: Socket): boolean {
 
 export interface TcpPeerGuard {
   readonly slots: PeerSlots;
+  /** The connection was just used (a request): it is the last its peer would give up. */
+  touch(socket: Socket): void;
   /** Connections waiting for their peer to be identified. */
   readonly pending: number;
 }
@@ -118,15 +121,16 @@ export function guardTcpPeers(server: Server, opts: TcpPeerGuardOptions): TcpPee
     socket.end(opts.refusal(key, why));
   };
 
-  // Admitted connections per peer, oldest first (a Set keeps insertion order).
+  // Admitted connections per peer, least recently used first (a Set keeps insertion order).
   const admitted = new Map<PeerKey, Set<Socket>>();
+  const keyOf = new WeakMap<Socket, PeerKey>();
   const release = (key: PeerKey, socket: Socket) => {
     const set = admitted.get(key);
     if (!set?.delete(socket)) return; // given back already (evicted)
     if (set.size === 0) admitted.delete(key);
     slots.give(key);
   };
-  /** Closes key's oldest evictable connection, its slot given back at once; false if none. */
+  /** Closes key's least recently used evictable connection, its slot given back at once; false if none. */
   const evict = (key: PeerKey): boolean => {
     if (!opts.evictable) return false;
     for (const old of admitted.get(key) ?? [])
@@ -150,6 +154,7 @@ export function guardTcpPeers(server: Server, opts: TcpPeerGuardOptions): TcpPee
     const set = admitted.get(key) ?? new Set<Socket>();
     admitted.set(key, set);
     set.add(socket);
+    keyOf.set(socket, key);
     socket.once("close", () => release(key, socket));
     socket[ADMITTED] = true;
     go();
@@ -196,6 +201,11 @@ export function guardTcpPeers(server: Server, opts: TcpPeerGuardOptions): TcpPee
 
   return {
     slots,
+    touch(socket) {
+      const key = keyOf.get(socket);
+      const set = key === undefined ? undefined : admitted.get(key);
+      if (set?.delete(socket)) set.add(socket);
+    },
     get pending() {
       return pending;
     },

@@ -60,7 +60,7 @@ describe("hostile: the metrics listener", () => {
       `brokerd held up to ${peak.maxFds} fds (baseline ${baseline})`,
     );
     assert.equal(adminOk, 20, "the admin socket answered every time");
-    assert.ok(scraped >= 19, `only ${scraped}/${scrapes} scrapes (as root) got through`);
+    assert.ok(scraped >= 17, `only ${scraped}/${scrapes} scrapes (as root) got through`);
     assert.ok(victim.ok / victim.attempts >= 0.99, JSON.stringify(victim));
   });
 

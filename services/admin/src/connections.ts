@@ -1,7 +1,7 @@
 // The console port's connection bounds: any local user can connect to it, so none may hold it.
 // Each connection is admitted under its peer's uid (asked of the kernel by the shared
-// @vfio-broker/native/tcp-peer-guard, before a byte is parsed): 32 per uid, 256 in all (a uid at
-// its cap trades its oldest idle connection for a new one); and a
+// @vfio-broker/native/tcp-peer-guard, before a byte is parsed): 64 per uid, 256 in all (a uid at
+// its cap trades its least recently used idle connection for a new one); and a
 // connection that sends nothing, trickles its headers or never finishes its request is closed
 // within seconds. What a refused connection reads says why. Where peers cannot be identified
 // (a non-loopback --listen: peers come from the network or a port-publishing proxy) only the
@@ -15,8 +15,11 @@ import {
   type TcpPeerGuard,
 } from "@vfio-broker/native/tcp-peer-guard";
 
-/** Connections one uid may hold (a browser opens about 6 per host; curl and scripts a few). */
-export const CONSOLE_CONNECTIONS_PER_UID = 32;
+/**
+ * Connections one uid may hold in use at once (a browser opens about 6 per host and origin, and
+ * the pages it shows may open more; curl and scripts a few).
+ */
+export const CONSOLE_CONNECTIONS_PER_UID = 64;
 /** Connections all unidentified peers share, on a loopback listener (where each peer should be found). */
 export const CONSOLE_UNKNOWN_PEERS = 16;
 /** Connections in all: each is an fd and a little memory. */
@@ -70,5 +73,6 @@ export function limitConnections(server: Server, loopback: boolean): TcpPeerGuar
     refusal,
   });
   server.maxConnections = MAX_CONSOLE_CONNECTIONS + MAX_REFUSED_LINGERING;
+  server.on("request", (req) => guard.touch(req.socket));
   return guard;
 }

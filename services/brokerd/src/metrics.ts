@@ -88,11 +88,12 @@ export async function startMetrics(
   // close idle keep-alive ones soon, so /metrics can never eat the fds brokerd's clients need.
   // Each connection is admitted under its peer uid's cap first (/proc/net/tcp, off the event
   // loop); maxConnections is the hard bound on fds, refusals being read included.
-  guardTcpPeers(server, {
+  const guard = guardTcpPeers(server, {
     perUid: METRICS_CONNECTIONS_PER_UID,
     unknown: METRICS_UNKNOWN_PEERS,
     total: MAX_METRICS_CONNECTIONS,
-    // A uid at its cap trades its oldest idle connection for a new one: only its own busy ones refuse it.
+    // A uid at its cap trades its least recently used idle connection for a new one: only its own
+    // connections in use refuse it.
     evictable: idleHttpConnection,
     refusal,
     onRefused: (key, why) =>
@@ -102,6 +103,7 @@ export async function startMetrics(
       ),
   });
   server.maxConnections = MAX_METRICS_CONNECTIONS + MAX_REFUSED_LINGERING;
+  server.on("request", (req) => guard.touch(req.socket));
   server.keepAliveTimeout = 5_000;
   server.timeout = 10_000; // a connection silent this long is closed, whatever state it is in
   await new Promise<void>((resolve, reject) => {

@@ -63,10 +63,11 @@ export interface ServeOptions {
 
 /**
  * HTTP/2 streams one connection may see reset or cancelled (by either side): a burst, then a
- * rate. An honest client cancels a call now and then; rapid reset cancels every one it opens.
+ * rate. Rapid reset cancels thousands a second. An honest client cancels a call when its deadline
+ * passes, which under a loaded brokerd may be every call it has in flight (32) each second.
  */
 export const RESET_BURST = 64;
-export const RESETS_PER_SECOND = 4;
+export const RESETS_PER_SECOND = 32;
 /** A connection must acknowledge brokerd's SETTINGS (its small header table) within this. */
 export const SETTINGS_ACK_MS = 10_000;
 /** How long a connection refused in backoff may take to send the HEADERS its answer needs. */
