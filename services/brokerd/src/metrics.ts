@@ -90,7 +90,8 @@ export async function startMetrics(
   // loop); maxConnections is the hard bound on fds, refusals being read included.
   const guard = guardTcpPeers(server, {
     perUid: METRICS_CONNECTIONS_PER_UID,
-    unknown: METRICS_UNKNOWN_PEERS,
+    // Off loopback, peers come from the network: none can be identified, only the global cap holds.
+    unknown: LOOPBACK.test(host) ? METRICS_UNKNOWN_PEERS : MAX_METRICS_CONNECTIONS,
     total: MAX_METRICS_CONNECTIONS,
     // A uid at its cap trades its least recently used idle connection for a new one: only its own
     // connections in use refuse it.
