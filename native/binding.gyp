@@ -14,7 +14,8 @@
         "src/ioctl.c",
         "src/notify.c",
         "src/poll.c",
-        "src/lock.c"
+        "src/lock.c",
+        "src/sockdiag.c"
       ],
       "defines": ["NAPI_VERSION=8"],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Werror=implicit-function-declaration", "-O2"]

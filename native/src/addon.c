@@ -11,6 +11,7 @@
 //   notify.c  sd_notify (FDSTORE)
 //   poll.c    uv_poll readiness (the event loop, never the threadpool)
 //   lock.c    flock (one brokerd per runtime dir)
+//   sockdiag.c NETLINK_SOCK_DIAG exact lookup: who created one TCP socket (loopback peers)
 #include "common.h"
 
 #include <stdlib.h>
@@ -25,6 +26,7 @@ static void on_env_cleanup(void* arg) {
   addon_state* st = arg;
   st->tearing_down = true;
   poll_env_cleanup(st);
+  sockdiag_env_cleanup(st);
 }
 
 static void on_state_finalize(napi_env env, void* data, void* hint) {
@@ -49,6 +51,7 @@ static napi_value Init(napi_env env, napi_value exports) {
   register_notify(env, exports);
   register_poll(env, exports);
   register_lock(env, exports);
+  register_sockdiag(env, exports);
   napi_value v;
   napi_create_int32(env, MAX_FDS_PER_MESSAGE, &v);
   napi_set_named_property(env, exports, "MAX_FDS_PER_MESSAGE", v);

@@ -48,6 +48,12 @@ export interface RawBinding {
   ioctl(fd: number, request: number, arg?: Uint8Array | number): number;
   sdNotify(address: string, state: string, fds: number[]): boolean;
   flockExclusive(fd: number): boolean;
+  tcpSocketOwner(
+    src: Uint8Array,
+    srcPort: number,
+    dst: Uint8Array,
+    dstPort: number,
+  ): { uid: number; state: number } | null;
   Poller: new (fd: number) => Poller;
   PAGE_SIZE: number;
   MAX_FDS_PER_MESSAGE: number;

@@ -21,6 +21,7 @@ typedef struct {
   napi_ref error_ctor; // the NativeError class registered by index.ts, or NULL before that
   bool tearing_down;   // env cleanup started: no more napi calls from libuv callbacks
   poller* pollers;     // live pollers, closed by the env cleanup hook
+  int diag_fd;         // NETLINK_SOCK_DIAG socket + 1 (0: not open yet), sockdiag.c
 } addon_state;
 
 addon_state* state_of(napi_env env);
@@ -76,6 +77,8 @@ void register_ioctl(napi_env env, napi_value exports);
 void register_notify(napi_env env, napi_value exports);
 void register_poll(napi_env env, napi_value exports);
 void register_lock(napi_env env, napi_value exports);
+void register_sockdiag(napi_env env, napi_value exports);
 void poll_env_cleanup(addon_state* st);
+void sockdiag_env_cleanup(addon_state* st);
 
 #endif

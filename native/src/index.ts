@@ -1,7 +1,9 @@
 // index.ts: the public API of @vfio-broker/native, the small native layer under brokerd and the
 // client library: fd passing over Unix sockets (fdsocket.ts), peer identity and pidfds
 // (identity.ts), memfds and mappings (memory.ts), ioctl and close (fd.ts), sd_notify (notify.ts),
-// all as NativeError-throwing functions. The C side lives in src/*.c (see addon.c for the map).
+// all as NativeError-throwing functions; and who is at the other end of a loopback TCP connection
+// (tcp-owner.ts, with tcp-peer.ts's /proc/net/tcp fallback) with per-peer connection caps on a
+// listener (peer-slots.ts, tcp-peer-guard.ts). The C side lives in src/*.c (see addon.c for the map).
 export { NativeError } from "./errors.js";
 export { closeFd, dupFd, flockExclusive, ioctl, setCloexec } from "./fd.js";
 export {
@@ -27,3 +29,13 @@ export {
 } from "./identity.js";
 export { type Mapping, memfdCreate, mmap, PAGE_SIZE, type Prot } from "./memory.js";
 export { sdNotify } from "./notify.js";
+export { type PeerKey, PeerSlots, type SlotLimits } from "./peer-slots.js";
+export { tcpPeerUid } from "./tcp-owner.js";
+export { addressBytes, parseProcNetTcp, peerUid, type TcpConnection, type TcpTable } from "./tcp-peer.js";
+export {
+  guardTcpPeers,
+  idleHttpConnection,
+  MAX_REFUSED_LINGERING,
+  type TcpPeerGuard,
+  type TcpPeerGuardOptions,
+} from "./tcp-peer-guard.js";

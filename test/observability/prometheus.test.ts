@@ -5,37 +5,18 @@
 // against what brokerd really exports. Prometheus missing is a failure, never a skip.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import {
-  type Brokerd,
-  freePort,
-  type Proc,
-  poll,
-  REPO,
-  spawnReady,
-  startBrokerd,
-  tempDir,
-} from "./support/processes.js";
+import { type Brokerd, freePort, poll, REPO, startBrokerd, tempDir } from "./support/processes.js";
+import { type Prometheus, requireTool, startPrometheus } from "./support/prometheus.js";
 import { RawClient } from "./support/raw-client.js";
-
-const INSTALL = "install it: apt-get update && apt-get install -y --no-install-recommends prometheus";
-
-function requireTool(bin: string): void {
-  const r = spawnSync(bin, ["--version"], { encoding: "utf8" });
-  if (r.error || r.status !== 0)
-    assert.fail(
-      `${bin} is not installed (${r.error?.message ?? `exit ${r.status}`}); this test needs a real Prometheus: ${INSTALL}`,
-    );
-}
 
 const tmp = tempDir("vfio-obs-");
 let brokerd: Brokerd | undefined;
-let prometheus: Proc | undefined;
+let prometheus: Prometheus | undefined;
 let client: RawClient | undefined;
 let metricsUrl = "";
-let promUrl = "";
 
 before(async () => {
   requireTool("prometheus");
@@ -44,44 +25,7 @@ before(async () => {
   metricsUrl = `http://127.0.0.1:${metricsPort}/metrics`;
   brokerd = await startBrokerd(tmp.path, { metrics: `127.0.0.1:${metricsPort}` });
 
-  const promPort = await freePort();
-  promUrl = `http://127.0.0.1:${promPort}`;
-  const config = join(tmp.path, "prometheus.yml");
-  writeFileSync(
-    config,
-    [
-      "global:",
-      "  scrape_interval: 1s",
-      "  evaluation_interval: 1s",
-      "scrape_configs:",
-      "  - job_name: vfio-broker",
-      "    static_configs:",
-      `      - targets: ["127.0.0.1:${metricsPort}"]`,
-      "",
-    ].join("\n"),
-  );
-  // Prometheus prints no ready line; spawnReady needs one, so wrap it in a tiny node launcher
-  // that starts it, polls /-/ready and then prints {"event":"ready"}.
-  const launcher = join(tmp.path, "launch-prometheus.mjs");
-  writeFileSync(
-    launcher,
-    `import { spawn } from "node:child_process";
-const p = spawn("prometheus", ${JSON.stringify([
-      `--config.file=${config}`,
-      `--storage.tsdb.path=${join(tmp.path, "tsdb")}`,
-      `--web.listen-address=127.0.0.1:${promPort}`,
-      "--log.level=warn",
-    ])}, { stdio: ["ignore", "ignore", "inherit"] });
-p.on("exit", (c, s) => { console.error("prometheus exited", c ?? s); process.exit(1); });
-for (const sig of ["SIGTERM", "SIGINT"]) process.on(sig, () => { p.kill("SIGTERM"); setTimeout(() => p.kill("SIGKILL"), 3000).unref(); p.on("exit", () => process.exit(0)); });
-for (;;) {
-  try { if ((await fetch("${promUrl}/-/ready")).ok) break; } catch {}
-  await new Promise((r) => setTimeout(r, 200));
-}
-console.log(JSON.stringify({ event: "ready" }));
-`,
-  );
-  prometheus = await spawnReady("prometheus", [launcher], {}, 60_000);
+  prometheus = await startPrometheus(tmp.path, `127.0.0.1:${metricsPort}`);
 });
 
 after(async () => {
@@ -91,15 +35,7 @@ after(async () => {
   tmp.remove();
 });
 
-async function query(expr: string): Promise<{ metric: Record<string, string>; value: [number, string] }[]> {
-  const res = await fetch(`${promUrl}/api/v1/query?query=${encodeURIComponent(expr)}`);
-  const body = (await res.json()) as {
-    status: string;
-    data: { result: { metric: Record<string, string>; value: [number, string] }[] };
-  };
-  assert.equal(body.status, "success", `query ${expr} failed: ${JSON.stringify(body)}`);
-  return body.data.result;
-}
+const query = (expr: string) => prometheus!.query(expr);
 
 test("Prometheus scrapes brokerd and sees a live WC mapping of sim0 BAR2", async () => {
   await poll("Prometheus to scrape brokerd (up == 1)", async () => {

@@ -6,6 +6,7 @@
 import swagger from "@fastify/swagger";
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from "fastify";
 import { type Brokerd, HttpError } from "./brokerd.js";
+import { CONNECTION_OPTIONS, limitConnections } from "./connections.js";
 import { type Authority, HostPolicy } from "./guard/hosts.js";
 import { installGuards } from "./guard/index.js";
 import { bounded, quoted } from "./quote.js";
@@ -28,6 +29,8 @@ export interface AppOptions {
   /** Names besides loopback that the console answers to (--allowed-host); see guard/hosts.ts. */
   allowedHosts?: readonly Authority[];
   logger?: boolean;
+  /** Whether the console listens on loopback only (then every peer's uid can be read; connections.ts). */
+  loopback?: boolean;
 }
 
 /** What a field should look like, for 400 messages ("deviceId must match pattern ..." is not enough). */
@@ -43,6 +46,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
   const app = Fastify({
     logger: opts.logger ?? false,
     bodyLimit: 16 * 1024,
+    ...CONNECTION_OPTIONS,
     // Reject unknown fields instead of silently dropping them; never coerce ids between types.
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
     // A path the router cannot decode (bad %-escape) or with an over-long parameter: fastify's own
@@ -54,6 +58,7 @@ export async function buildApp(opts: AppOptions): Promise<FastifyInstance> {
     },
   });
 
+  limitConnections(app.server, opts.loopback ?? true);
   installGuards(app, {
     hosts: new HostPolicy(opts.allowedHosts ?? []),
     token: opts.token,

@@ -49,8 +49,11 @@ async function main(): Promise<void> {
     publicDir: PUBLIC_DIR,
     allowedHosts: config.allowedHosts,
     logger: config.log,
+    loopback: isLoopbackListen(config.host),
   });
-  await app.listen({ host: config.host, port: config.port });
+  // A deep accept queue (the kernel caps it at somaxconn): a local user flooding connect() must
+  // not fill it before the console gets to turn its connections away.
+  await app.listen({ host: config.host, port: config.port, backlog: 4096 });
   const addr = app.server.address();
   const port = typeof addr === "object" && addr ? addr.port : config.port;
   const host = config.host.includes(":") ? `[${config.host}]` : config.host;

@@ -9,8 +9,11 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 
-/** The repository root (this file runs from test/dist/observability/support/). */
-export const REPO = fileURLToPath(new URL("../../../../", import.meta.url));
+/**
+ * The repository root (this file runs from test/dist/observability/support/), or the checkout
+ * in VFIO_BROKER_REPO (to measure another build, as test/lib/brokerd.ts does).
+ */
+export const REPO = process.env.VFIO_BROKER_REPO ?? fileURLToPath(new URL("../../../../", import.meta.url));
 
 export function tempDir(prefix: string): { path: string; remove(): void } {
   const path = mkdtempSync(join(tmpdir(), prefix));

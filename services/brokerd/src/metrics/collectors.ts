@@ -301,7 +301,7 @@ export function createBrokerMetrics(
 
   const connectionsRefused = new Counter({
     name: `${P}connections_refused_total`,
-    help: "Connections refused before they got a session or slot, by socket (broker, fd, admin) and reason (limit:sessions, limit:fdConnections, limit:global_*, draining, not_admin).",
+    help: "Connections refused before they got a session or slot, by socket (broker, fd, admin) and reason (limit:sessions, limit:fdConnections, limit:global_*, draining, not_admin; HTTP/2 abuse: limit:resets, limit:headers, protocol, settings-timeout, then backoff).",
     labelNames: ["socket", "reason"],
     registers,
   });

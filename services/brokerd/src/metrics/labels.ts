@@ -57,6 +57,12 @@ export const CONNECTION_REFUSAL_REASONS = [
   "draining",
   "not_admin",
   "internal",
+  // HTTP/2 abuse closed the connection (rpc/server.ts), and refusals while its uid backs off.
+  "limit:resets",
+  "limit:headers",
+  "protocol",
+  "settings-timeout",
+  "backoff",
 ] as const;
 
 /** Broker revocation reasons ("operator": one mapping, "session": a whole session, device ones). */
