@@ -2,6 +2,17 @@
 // client library: fd passing over Unix sockets (fdsocket.ts), peer identity and pidfds
 // (identity.ts), memfds and mappings (memory.ts), ioctl and close (fd.ts), sd_notify (notify.ts),
 // all as NativeError-throwing functions. The C side lives in src/*.c (see addon.c for the map).
+
+export {
+  ancestorProblem,
+  type DirStat,
+  type DirVerdict,
+  fileProblem,
+  ownProblem,
+  plainName,
+  verifyDir,
+  within,
+} from "./dir-rule.js";
 export { NativeError } from "./errors.js";
 export { closeFd, dupFd, flockExclusive, ioctl, setCloexec } from "./fd.js";
 export {
@@ -25,3 +36,11 @@ export {
 } from "./identity.js";
 export { type Mapping, memfdCreate, mmap, PAGE_SIZE, type Prot } from "./memory.js";
 export { sdNotify } from "./notify.js";
+export {
+  entryProblem,
+  openInSafeDir,
+  openSafeDir,
+  type SafeDir,
+  type SafeDirOptions,
+  UnsafePlaceError,
+} from "./safe-dir.js";

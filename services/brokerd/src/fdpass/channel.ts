@@ -58,6 +58,8 @@ export interface FdChannelOptions {
   idleMs?: number;
   /** Connections served at once over all identities (each is one fd in brokerd). */
   maxConnections?: number;
+  /** Where to bind path: the same name through its verified directory's fd (places.ts). */
+  bindPath?: string;
   /** An already listening socket at path (hand-over, fdstore) instead of binding one. */
   listenFd?: number;
 }
@@ -114,8 +116,8 @@ export class FdChannel {
   ) {
     this.server =
       opts.listenFd !== undefined
-        ? FdServer.adopt(opts.path, opts.listenFd)
-        : FdServer.listen(opts.path, { mode: opts.mode });
+        ? FdServer.adopt(opts.bindPath ?? opts.path, opts.listenFd)
+        : FdServer.listen(opts.bindPath ?? opts.path, { mode: opts.mode });
     this.server.onConnection((sock) => {
       void this.own(sock);
     });

@@ -3,7 +3,7 @@
 // then hands the socket to grpc-js (Server.createConnectionInjector). Each socket gets a unique
 // remoteAddress, which grpc-js reports as the call's getPeer(): that is how every call is
 // attributed to its connection's identity and to nothing the client sends.
-import { chownSync, existsSync } from "node:fs";
+import { existsSync, lchownSync } from "node:fs";
 import { connect, createServer, type Server as NetServer, type Socket } from "node:net";
 import * as grpc from "@grpc/grpc-js";
 import { closeFd, dupFd, listenUnix, peerCred } from "@vfio-broker/native";
@@ -48,6 +48,11 @@ export interface ServeOptions {
   maxRefused?: number;
   /** An already listening socket at path (hand-over, fdstore) instead of binding one. */
   listenFd?: number;
+  /**
+   * Where to bind `path`: the same name reached through its verified directory's fd
+   * (/proc/self/fd/N/NAME, places.ts), so the bind cannot be redirected. Default: path.
+   */
+  bindPath?: string;
 }
 
 let connCounter = 0;
@@ -181,7 +186,8 @@ export async function serveUnix<C>(
   let listenFd = opts.listenFd;
   if (listenFd === undefined) {
     // Never take over a socket someone is still serving (another brokerd, with its own runtime dir).
-    if (existsSync(path) && (await isLive(path)))
+    const at = opts.bindPath ?? path;
+    if (existsSync(at) && (await isLive(at)))
       throw new BrokerError(
         "UNAVAILABLE",
         `another server is accepting on ${path}; stop it first, or give this brokerd other socket paths`,
@@ -191,8 +197,8 @@ export async function serveUnix<C>(
     // closing the server then never unlinks the path, so the socket (and its backlog) can live on
     // in the next brokerd. A deep accept queue (the kernel caps it at somaxconn): a uid that floods
     // connect() must not fill the queue for everyone before brokerd gets to turn it away.
-    listenFd = listenUnix(path, { mode: opts.mode, backlog: 4096 });
-    if (opts.gid !== undefined) chownSync(path, process.getuid?.() ?? 0, opts.gid);
+    listenFd = listenUnix(at, { mode: opts.mode, backlog: 4096 });
+    if (opts.gid !== undefined) lchownSync(at, process.getuid?.() ?? 0, opts.gid);
   }
   const served = dupFd(listenFd);
   await new Promise<void>((resolve, reject) => {
