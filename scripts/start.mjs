@@ -3,7 +3,8 @@
 // As root: workload sockets in /run/vfio-broker, brokerd's own (admin.sock, handover.sock, lock,
 // state) in /run/vfio-brokerd, the policy copy, journal and console token in /var/lib/vfio-broker.
 // Otherwise all of it under one directory only this user can write: $XDG_RUNTIME_DIR/vfio-broker,
-// or /tmp/vfio-broker-<uid> (created here 0711; if another uid made it first, this refuses). Every
+// or /tmp/vfio-broker-<uid> (created here 0711; if another uid made it first, this refuses):
+// run/ for the workload sockets, private/ for the rest (policy copy, journal, token too). Every
 // directory is checked as brokerd checks its own (native/src/dir-rule.ts), before anything is
 // written in it, and files are written only through the checked directory, never through a link.
 import { spawn } from "node:child_process";
@@ -56,8 +57,12 @@ try {
     privateDir = join(base, "private");
   }
   runtimeArgs = ["--workload-dir", workloadDir, "--private-dir", privateDir];
+  // Checked (and made) here too, so that a refusal stops everything before anything is written.
+  openSafeDir(workloadDir, { role: "the workload directory", create: 0o755 }).close();
+  openSafeDir(privateDir, { role: "brokerd's private directory", create: 0o700 }).close();
   stateDir =
-    process.env.STATE_DIRECTORY ?? (isRoot ? "/var/lib/vfio-broker" : join(privateDir, "..", "state"));
+    process.env.STATE_DIRECTORY ??
+    (isRoot && !process.env.VFIO_BROKER_RUNTIME_DIR ? "/var/lib/vfio-broker" : privateDir);
   // brokerd refuses a policy file its group or others may write (a checkout made with umask 002
   // has such files), so it runs on a copy in the state dir, owner-writable only. Edit that copy and
   // send brokerd SIGHUP to reload it.
@@ -101,7 +106,7 @@ function run(name, args, env = {}) {
   return child;
 }
 
-run("brokerd", [
+const brokerdChild = run("brokerd", [
   brokerd,
   ...runtimeArgs,
   "--policy",
@@ -115,6 +120,8 @@ if (existsSync(admin)) {
   // Give brokerd a moment to create its sockets; the console reports 503 until it can reach them.
   setTimeout(
     () =>
+      brokerdChild.exitCode === null &&
+      brokerdChild.signalCode === null &&
       run("admin console", [
         admin,
         "--admin-socket",

@@ -7,7 +7,7 @@
 // start (UnsafePlaceError, exit 2) with what to fix.
 import { closeSync } from "node:fs";
 import { basename, dirname, resolve } from "node:path";
-import { openSafeDir, type SafeDir, UnsafePlaceError, within } from "@vfio-broker/native";
+import { entryProblem, openSafeDir, type SafeDir, UnsafePlaceError, within } from "@vfio-broker/native";
 import type { Config } from "./config.js";
 import { openJournalFile } from "./journal/writer.js";
 
@@ -60,8 +60,17 @@ export function openPlaces(config: Config): Places {
       }
       return dir;
     };
-    dirOf("--socket's directory", config.socket);
-    dirOf("--fd-socket's directory", config.fdSocket);
+    const sockets: [string, string][] = [
+      ["--socket", config.socket],
+      ["--fd-socket", config.fdSocket],
+      ["--admin-socket", config.adminSocket],
+    ];
+    for (const [role, path] of sockets) {
+      const dir = dirOf(`${role}'s directory`, path);
+      // A stale socket is replaced at bind; anything else there (a planted link) is refused.
+      const problem = entryProblem(dir, basename(resolve(path)), "socket");
+      if (problem) throw new UnsafePlaceError(`${role} ${path}: ${problem}`);
+    }
     outside(
       "--admin-socket",
       config.adminSocket,
