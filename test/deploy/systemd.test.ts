@@ -40,13 +40,17 @@ test("brokerd's unit starts the built daemon with options brokerd accepts", () =
   assert.notEqual(config, "help");
   if (config === "help") return;
   assert.equal(config.socket, "/run/vfio-broker/broker.sock");
+  assert.equal(config.adminSocket, "/run/vfio-brokerd/admin.sock");
+  assert.equal(config.stateDir, "/var/lib/vfio-broker/state");
   assert.equal(config.policy, "/etc/vfio-broker/policy.yaml");
+  // Both directories exist under systemd (ProtectSystem=strict leaves nothing else writable).
+  assert.match(readFileSync(join(UNITS, "vfio-brokerd.service"), "utf8"), /^RuntimeDirectory=vfio-broker vfio-brokerd$/m);
 });
 
 test("the console's unit points at the admin socket brokerd's unit creates", async () => {
   const [, script, ...args] = execStart("vfio-broker-admin.service");
   assert.equal(script, "/opt/vfio-broker/services/admin/dist/main.js");
-  assert.equal(args[args.indexOf("--admin-socket") + 1], "/run/vfio-broker/admin.sock");
+  assert.equal(args[args.indexOf("--admin-socket") + 1], "/run/vfio-brokerd/admin.sock");
   // The console accepts these flags: --help lists every one of them.
   const help = await run(process.execPath, [join(REPO, "services/admin/dist/main.js"), "--help"]);
   for (const flag of args.filter((a) => a.startsWith("--")))
