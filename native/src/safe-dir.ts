@@ -82,6 +82,27 @@ function fail(role: string, path: string, problem: string): never {
 }
 
 /**
+ * Errors that say something about the place (a link, no permission, a read-only or missing
+ * directory) become UnsafePlaceError with `say`; the rest (EMFILE, ENOSPC, EIO, ...) are the
+ * moment's, not the place's, and are thrown as they are, so callers can count them by errno.
+ */
+const PLACE_ERRORS = new Set([
+  "ELOOP",
+  "ENOTDIR",
+  "EACCES",
+  "EPERM",
+  "EROFS",
+  "ENOENT",
+  "EEXIST",
+  "EISDIR",
+  "ENXIO",
+]);
+function placeError(e: unknown, say: () => string): never {
+  if (PLACE_ERRORS.has((e as NodeJS.ErrnoException).code ?? "")) throw new UnsafePlaceError(say());
+  throw e;
+}
+
+/**
  * Opens `path` as a verified directory (see dir-rule.ts), creating it if asked. Every directory
  * from "/" down is opened by fd, one component at a time with O_NOFOLLOW, and judged again from
  * fstat of that fd: a swap between the check and the open is caught, not followed.
@@ -113,7 +134,7 @@ export function openSafeDir(path: string, opts: SafeDirOptions): SafeDir {
           chmodSync(`/proc/self/fd/${fd}/${name}`, last ? opts.create! : 0o755);
         } catch (e) {
           if ((e as NodeJS.ErrnoException).code !== "EEXIST")
-            fail(opts.role, path, `cannot create ${next}: ${(e as Error).message}`);
+            placeError(e, () => `${opts.role} ${path}: cannot create ${next}: ${(e as Error).message}`);
         }
       }
       let child: number;
@@ -121,12 +142,14 @@ export function openSafeDir(path: string, opts: SafeDirOptions): SafeDir {
         child = openSync(`/proc/self/fd/${fd}/${name}`, DIR_FLAGS);
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
-        fail(
-          opts.role,
-          path,
-          code === "ELOOP" || code === "ENOTDIR"
-            ? `${next} changed while it was being checked (now a symbolic link or not a directory)`
-            : `cannot open ${next}: ${(e as Error).message}`,
+        placeError(
+          e,
+          () =>
+            `${opts.role} ${path}: ${
+              code === "ELOOP" || code === "ENOTDIR"
+                ? `${next} changed while it was being checked (now a symbolic link or not a directory)`
+                : `cannot open ${next}: ${(e as Error).message}`
+            }`,
         );
       }
       closeSync(fd);
@@ -143,8 +166,17 @@ export function openSafeDir(path: string, opts: SafeDirOptions): SafeDir {
     if (opts.mode !== undefined || opts.gid !== undefined) {
       const self = `/proc/self/fd/${fd}`;
       const st = fstatSync(fd);
-      if (opts.gid !== undefined && st.gid !== opts.gid) chownSync(self, uid, opts.gid);
-      if (opts.mode !== undefined && (st.mode & 0o7777) !== opts.mode) chmodSync(self, opts.mode);
+      try {
+        if (opts.gid !== undefined && st.gid !== opts.gid) chownSync(self, uid, opts.gid);
+        if (opts.mode !== undefined && (st.mode & 0o7777) !== opts.mode) chmodSync(self, opts.mode);
+      } catch (e) {
+        placeError(
+          e,
+          () =>
+            `${opts.role} ${path}: cannot give it mode ${(opts.mode ?? st.mode & 0o7777).toString(8)}` +
+            `${opts.gid !== undefined ? ` and group ${opts.gid}` : ""}: ${(e as Error).message}`,
+        );
+      }
     }
   } catch (e) {
     closeSync(fd);
@@ -186,7 +218,10 @@ export function openInSafeDir(dir: SafeDir, name: string, flags: number, mode = 
         `${dir.show(name)} is a symbolic link; nothing here follows links in its own directories: remove it`,
       );
     if (code === "ENOENT" || code === "EEXIST") throw e;
-    throw new UnsafePlaceError(`cannot open ${dir.show(name)}: ${(e as Error).message}`);
+    placeError(
+      e,
+      () => `cannot open ${dir.show(name)}: ${(e as Error).message.replace(dir.at(name), dir.show(name))}`,
+    );
   }
   const problem = fileProblem(dir.show(name), statOf(fstatSync(fd)), euid());
   if (problem) {

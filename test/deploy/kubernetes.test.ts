@@ -125,10 +125,7 @@ test("the console runs unprivileged (990, the admin socket's group) with flags i
   assert.ok(config !== "help");
   assert.equal(config.adminSocket, "/run/vfio-brokerd/admin.sock");
   // The console mounts brokerd's private dir (read-only), never the workload dir.
-  assert.deepEqual(
-    spec.volumes.map((v: Any) => v.hostPath?.path).filter(Boolean),
-    ["/run/vfio-brokerd"],
-  );
+  assert.deepEqual(spec.volumes.map((v: Any) => v.hostPath?.path).filter(Boolean), ["/run/vfio-brokerd"]);
   assert.deepEqual(find("Service", "vfio-broker-admin").spec.selector, d.spec.selector.matchLabels);
 });
 

@@ -44,7 +44,10 @@ test("brokerd's unit starts the built daemon with options brokerd accepts", () =
   assert.equal(config.stateDir, "/var/lib/vfio-broker/state");
   assert.equal(config.policy, "/etc/vfio-broker/policy.yaml");
   // Both directories exist under systemd (ProtectSystem=strict leaves nothing else writable).
-  assert.match(readFileSync(join(UNITS, "vfio-brokerd.service"), "utf8"), /^RuntimeDirectory=vfio-broker vfio-brokerd$/m);
+  assert.match(
+    readFileSync(join(UNITS, "vfio-brokerd.service"), "utf8"),
+    /^RuntimeDirectory=vfio-broker vfio-brokerd$/m,
+  );
 });
 
 test("the console's unit points at the admin socket brokerd's unit creates", async () => {
