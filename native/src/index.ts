@@ -1,7 +1,8 @@
 // index.ts: the public API of @vfio-broker/native, the small native layer under brokerd and the
 // client library: fd passing over Unix sockets (fdsocket.ts), peer identity and pidfds
 // (identity.ts), memfds and mappings (memory.ts), ioctl and close (fd.ts), sd_notify (notify.ts),
-// all as NativeError-throwing functions. The C side lives in src/*.c (see addon.c for the map).
+// all as NativeError-throwing functions; and the directory rule (dir-rule.ts, pure) with verified
+// directories reached through their fd (safe-dir.ts, UnsafePlaceError). The C side lives in src/*.c (see addon.c for the map).
 
 export {
   ancestorProblem,
