@@ -264,6 +264,11 @@ describe("hostile: shared directories turned against brokerd (row 3)", () => {
           10_000,
           200,
         ).catch(() => 503);
+      figures.secondStartBrokerd = second
+        .out()
+        .split("\n")
+        .filter((l) => l.startsWith("vfio-brokerd:") || l.startsWith("start:"))
+        .slice(-2);
       await second.stop();
     }
     figures.victimFilesChanged = v.changed();
@@ -292,8 +297,28 @@ describe("hostile: shared directories turned against brokerd (row 3)", () => {
     assert.match(byDefault.out, new RegExp(`${own}.*belongs to uid 65534`));
     // Once it is the victim's own (0711: others may reach run/broker.sock, nothing else), it runs.
     rmSync(own, { recursive: true, force: true });
-    const mine = await attempt([START], { uid: VICTIM, env: noDir, readyCount: 2 });
+    // and its console works with its own token (brokerd admits its own uid on admin.sock).
+    let consoleStatus: number | undefined;
+    const mine = await attempt([START], {
+      uid: VICTIM,
+      env: noDir,
+      readyCount: 2,
+      onReady: async (out) => {
+        const url = /"url":"(http:[^"]+)"/.exec(out)?.[1];
+        const token = readFileSync(join(own, "private", "admin-token"), "utf8").trim();
+        consoleStatus = await until(
+          "the console to reach brokerd",
+          async () => {
+            const r = await fetch(`${url}api/v1/devices`, { headers: { authorization: `Bearer ${token}` } });
+            return r.status === 503 ? undefined : r.status;
+          },
+          15_000,
+          200,
+        ).catch(() => 503);
+      },
+    });
     assert.equal(mine.code, "started", mine.out);
+    assert.equal(consoleStatus, 200, mine.out);
     assert.deepEqual(readdirSync(join(own, "run")).sort(), ["broker.sock", "fd.sock"]);
     assert.deepEqual(v.changed(), []);
   });
