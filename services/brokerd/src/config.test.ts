@@ -101,6 +101,28 @@ test("--runtime-dir DIR is --workload-dir DIR --private-dir DIR.private, per sou
   );
 });
 
+test("not root: the default directories are under a place only that user can write, never a fixed /tmp name", () => {
+  const xdg = parseConfig([], { XDG_RUNTIME_DIR: "/run/user/1000" }, 1000) as Config;
+  assert.deepEqual(
+    [xdg.workloadDir, xdg.privateDir, xdg.stateDir],
+    [
+      "/run/user/1000/vfio-broker/run",
+      "/run/user/1000/vfio-broker/private",
+      "/run/user/1000/vfio-broker/private/state",
+    ],
+  );
+  const tmp = parseConfig([], {}, 1000) as Config;
+  assert.deepEqual(
+    [tmp.workloadDir, tmp.privateDir],
+    ["/tmp/vfio-broker-1000/run", "/tmp/vfio-broker-1000/private"],
+  );
+  assert.equal((parseConfig(["--workload-dir", "/w"], {}, 1000) as Config).workloadDir, "/w");
+  assert.equal(
+    (parseConfig([], { XDG_RUNTIME_DIR: "/run/user/0" }, 0) as Config).workloadDir,
+    "/run/vfio-broker",
+  );
+});
+
 test("--admin-gid takes a gid or a group name", () => {
   assert.equal(parse(["--admin-gid", "4242"]).adminGid, 4242);
   assert.equal(parse(["--admin-gid", "root"]).adminGid, 0);

@@ -50,9 +50,11 @@ export interface Config {
 
 const HELP = `usage: vfio-brokerd [options]
   --workload-dir DIR    broker.sock and fd.sock, and nothing else: the directory workloads and containers
-                        mount (default /run/vfio-broker, created 0755)
-  --private-dir DIR     admin.sock, handover.sock, brokerd.lock (default /run/vfio-brokerd; made 0700,
-                        or 0710 with the --admin-gid group); never inside the workload dir
+                        mount (default /run/vfio-broker, created 0755; not root: BASE/run, where BASE
+                        is $XDG_RUNTIME_DIR/vfio-broker, else /tmp/vfio-broker-UID)
+  --private-dir DIR     admin.sock, handover.sock, brokerd.lock (default /run/vfio-brokerd, not root:
+                        BASE/private; made 0700, or 0710 with the --admin-gid group); never inside the
+                        workload dir
   --runtime-dir DIR     older shorthand for --workload-dir DIR --private-dir DIR.private
                         (every directory must be brokerd's uid's, with no group/other write, and each
                         directory on the way root's or its, unwritable by others or sticky like /tmp)
@@ -159,7 +161,22 @@ function expandRuntimeDir(src: Record<string, string | boolean>): void {
   src["private-dir"] ??= `${String(dir)}.private`;
 }
 
-export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): Config | "help" {
+/**
+ * Where brokerd's directories go when none is given: /run as root; otherwise under a place only
+ * this user can write ($XDG_RUNTIME_DIR/vfio-broker, else /tmp/vfio-broker-UID, which brokerd
+ * refuses at start if another uid made it), never a fixed name in /tmp.
+ */
+export function defaultDirs(uid: number, env: NodeJS.ProcessEnv): { workload: string; private: string } {
+  if (uid === 0) return { workload: "/run/vfio-broker", private: "/run/vfio-brokerd" };
+  const base = env.XDG_RUNTIME_DIR ? join(env.XDG_RUNTIME_DIR, "vfio-broker") : `/tmp/vfio-broker-${uid}`;
+  return { workload: join(base, "run"), private: join(base, "private") };
+}
+
+export function parseConfig(
+  argv: string[],
+  env: NodeJS.ProcessEnv = process.env,
+  uid: number = process.geteuid?.() ?? 0,
+): Config | "help" {
   const raw: Record<string, string | boolean> = {};
   // Other programs share the VFIO_BROKER_ prefix (the CLI, the console, npm start): take only
   // the variables that name one of our options; flags and --config keys are checked strictly.
@@ -206,8 +223,9 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
   }
   Object.assign(raw, fromArgs);
   for (const k of Object.keys(raw)) if (!KNOWN.has(k)) throw invalid(`unknown option --${k}; see --help`);
-  const dir = String(raw["workload-dir"] ?? "/run/vfio-broker");
-  const privateDir = String(raw["private-dir"] ?? "/run/vfio-brokerd");
+  const dirs = defaultDirs(uid, env);
+  const dir = String(raw["workload-dir"] ?? dirs.workload);
+  const privateDir = String(raw["private-dir"] ?? dirs.private);
   const str = (k: string, d: string) => (raw[k] === undefined ? d : String(raw[k]));
   let simDevices: SimDeviceSpec[] | undefined;
   if (raw["sim-devices"] !== undefined) {
