@@ -1,25 +1,96 @@
 // `npm start`: runs brokerd on its built-in simulated devices with the sim-local policy, plus the
-// admin REST API and console, in the foreground. Ctrl-C stops both.
-// As root the sockets go to /run/vfio-broker; otherwise to $XDG_RUNTIME_DIR/vfio-broker (or /tmp).
+// admin REST API and console, in the foreground. Ctrl-C stops both. Prints where everything is.
+// As root: workload sockets in /run/vfio-broker, brokerd's own (admin.sock, handover.sock, lock,
+// state) in /run/vfio-brokerd, the policy copy, journal and console token in /var/lib/vfio-broker.
+// Otherwise all of it under one directory only this user can write: $XDG_RUNTIME_DIR/vfio-broker,
+// or /tmp/vfio-broker-<uid> (created here 0711; if another uid made it first, this refuses):
+// run/ for the workload sockets, private/ for the rest (policy copy, journal, token too). Every
+// directory is checked as brokerd checks its own (native/src/dir-rule.ts), before anything is
+// written in it, and files are written only through the checked directory, never through a link.
 import { spawn } from "node:child_process";
-import { chmodSync, copyFileSync, existsSync, mkdirSync } from "node:fs";
+import { closeSync, constants, existsSync, fchmodSync, readFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 
 const root = new URL("..", import.meta.url).pathname;
-const isRoot = process.getuid?.() === 0;
-const runtimeDir =
-  process.env.VFIO_BROKER_RUNTIME_DIR ??
-  (isRoot ? "/run/vfio-broker" : join(process.env.XDG_RUNTIME_DIR ?? "/tmp", "vfio-broker"));
-const stateDir = process.env.STATE_DIRECTORY ?? (isRoot ? "/var/lib/vfio-broker" : join(runtimeDir, "state"));
-mkdirSync(runtimeDir, { recursive: true });
-mkdirSync(stateDir, { recursive: true });
-
 const brokerd = join(root, "services/brokerd/dist/main.js");
 const admin = join(root, "services/admin/dist/main.js");
 if (!existsSync(brokerd)) {
   console.error("start: brokerd is not built; run `npm ci` (or `npm run build`) first");
   process.exit(1);
 }
+const { openSafeDir, openInSafeDir, UnsafePlaceError } = await import(join(root, "native/dist/index.js"));
+
+const uid = process.geteuid?.() ?? 0;
+const isRoot = uid === 0;
+
+/** This user's base directory when not root (see the top of the file). */
+function userBase() {
+  const xdg = process.env.XDG_RUNTIME_DIR;
+  if (xdg) {
+    try {
+      openSafeDir(xdg, { role: "$XDG_RUNTIME_DIR" }).close();
+      return join(xdg, "vfio-broker");
+    } catch (e) {
+      if (!(e instanceof UnsafePlaceError)) throw e;
+      console.error(`start: not using ${e.message}`);
+    }
+  }
+  return `/tmp/vfio-broker-${uid}`;
+}
+
+let workloadDir;
+let privateDir;
+let runtimeArgs;
+let stateDir;
+try {
+  if (process.env.VFIO_BROKER_RUNTIME_DIR) {
+    // brokerd's shorthand: workload dir DIR, private dir DIR.private.
+    workloadDir = process.env.VFIO_BROKER_RUNTIME_DIR;
+    privateDir = `${workloadDir}.private`;
+  } else if (isRoot) {
+    workloadDir = "/run/vfio-broker";
+    privateDir = "/run/vfio-brokerd";
+  } else {
+    const base = userBase();
+    openSafeDir(base, { role: "the vfio-broker directory", create: 0o711 }).close();
+    workloadDir = join(base, "run");
+    privateDir = join(base, "private");
+  }
+  runtimeArgs = ["--workload-dir", workloadDir, "--private-dir", privateDir];
+  // Checked (and made) here too, so that a refusal stops everything before anything is written.
+  openSafeDir(workloadDir, { role: "the workload directory", create: 0o755 }).close();
+  openSafeDir(privateDir, { role: "brokerd's private directory", create: 0o700 }).close();
+  stateDir =
+    process.env.STATE_DIRECTORY ??
+    (isRoot && !process.env.VFIO_BROKER_RUNTIME_DIR ? "/var/lib/vfio-broker" : privateDir);
+  // brokerd refuses a policy file its group or others may write (a checkout made with umask 002
+  // has such files), so it runs on a copy in the state dir, owner-writable only. Edit that copy and
+  // send brokerd SIGHUP to reload it.
+  const state = openSafeDir(stateDir, { role: "the console's state directory", create: 0o700 });
+  if (!process.env.VFIO_BROKER_POLICY) {
+    const fd = openInSafeDir(
+      state,
+      "policy.yaml",
+      constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC,
+      0o644,
+    );
+    try {
+      writeSync(fd, readFileSync(join(root, "deploy/policy/sim-local.yaml")));
+      fchmodSync(fd, 0o644);
+    } finally {
+      closeSync(fd);
+    }
+  }
+  state.close();
+} catch (e) {
+  if (!(e instanceof UnsafePlaceError)) throw e;
+  console.error(`start: refusing to start: ${e.message}`);
+  process.exit(2);
+}
+const policy = process.env.VFIO_BROKER_POLICY ?? join(stateDir, "policy.yaml");
+const journal = join(stateDir, "journal.jsonl");
+const tokenFile = join(stateDir, "admin-token");
+
 const children = [];
 function run(name, args, env = {}) {
   const child = spawn(process.execPath, args, {
@@ -35,46 +106,40 @@ function run(name, args, env = {}) {
   return child;
 }
 
-// brokerd refuses a policy file its group or others may write (a checkout made with umask 002
-// has such files), so it runs on a copy in the state dir, owner-writable only. Edit that copy and
-// send brokerd SIGHUP to reload it.
-let policy = process.env.VFIO_BROKER_POLICY;
-if (!policy) {
-  policy = join(stateDir, "policy.yaml");
-  copyFileSync(join(root, "deploy/policy/sim-local.yaml"), policy);
-  chmodSync(policy, 0o644);
-}
-run("brokerd", [
+const brokerdChild = run("brokerd", [
   brokerd,
-  "--runtime-dir",
-  runtimeDir,
+  ...runtimeArgs,
   "--policy",
   policy,
   "--metrics",
   process.env.VFIO_BROKER_METRICS ?? "127.0.0.1:9464",
   "--journal",
-  join(stateDir, "journal.jsonl"),
+  journal,
 ]);
 if (existsSync(admin)) {
   // Give brokerd a moment to create its sockets; the console reports 503 until it can reach them.
   setTimeout(
     () =>
+      brokerdChild.exitCode === null &&
+      brokerdChild.signalCode === null &&
       run("admin console", [
         admin,
         "--admin-socket",
-        join(runtimeDir, "admin.sock"),
+        join(privateDir, "admin.sock"),
         "--listen",
         process.env.VFIO_BROKER_CONSOLE ?? "127.0.0.1:8080",
         "--token-file",
-        join(stateDir, "admin-token"),
+        tokenFile,
       ]),
     500,
   );
 }
 console.error(
-  `start: policy ${policy} (edit it, then kill -HUP brokerd to reload)\n` +
-    `start: brokerd sockets in ${runtimeDir}; metrics http://127.0.0.1:9464/metrics; console http://127.0.0.1:8080/ (token in ${join(stateDir, "admin-token")})\n` +
-    `start: try  VFIO_BROKER_SOCKET=${join(runtimeDir, "broker.sock")} node clients/node/dist/cli.js devices`,
+  `start: workload sockets (broker.sock, fd.sock) in ${workloadDir}: the directory to give workloads\n` +
+    `start: brokerd's own (admin.sock, handover.sock, brokerd.lock, state/) in ${privateDir}\n` +
+    `start: policy ${policy} (edit it, then kill -HUP brokerd to reload); journal ${journal}\n` +
+    `start: metrics http://${process.env.VFIO_BROKER_METRICS ?? "127.0.0.1:9464"}/metrics; console http://${process.env.VFIO_BROKER_CONSOLE ?? "127.0.0.1:8080"}/ (token in ${tokenFile})\n` +
+    `start: try  VFIO_BROKER_SOCKET=${join(workloadDir, "broker.sock")} node clients/node/dist/cli.js devices`,
 );
 for (const sig of ["SIGINT", "SIGTERM"])
   process.on(sig, () => {

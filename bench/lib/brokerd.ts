@@ -34,7 +34,8 @@ export async function startBrokerd(
       "--metrics",
       "off",
       "--journal",
-      join(dir, "journal.jsonl"),
+      // The private dir (--runtime-dir DIR: DIR.private): never the directory workloads see.
+      join(`${dir}.private`, "journal.jsonl"),
       ...(opts.args ?? []),
     ],
     { stdio: ["ignore", "pipe", "inherit"] },

@@ -10,7 +10,7 @@
 //   ioctl.c   ioctl with in/out buffers
 //   notify.c  sd_notify (FDSTORE)
 //   poll.c    uv_poll readiness (the event loop, never the threadpool)
-//   lock.c    flock (one brokerd per runtime dir)
+//   lock.c    flock (one brokerd per private dir)
 //   sockdiag.c NETLINK_SOCK_DIAG exact lookup: who created one TCP socket (loopback peers)
 #include "common.h"
 

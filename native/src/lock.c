@@ -1,4 +1,4 @@
-// lock.c: owns flock(2) on an fd, for brokerd's one-instance-per-runtime-dir lock. flock is the
+// lock.c: owns flock(2) on an fd, for brokerd's one-instance-per-private-dir lock. flock is the
 // right primitive because the kernel drops it when the holder dies (even by SIGKILL), so a crashed
 // brokerd never leaves a stale lock behind, unlike a pid file.
 #include "common.h"

@@ -43,7 +43,7 @@ after(async () => {
   await b?.stop();
 });
 
-test("the shipped spec: kind vfio-broker.io/socket, device default, the socket dir and VFIO_BROKER_SOCKET", () => {
+test("the shipped spec: kind vfio-broker.io/socket, device default, the workload dir read-only and VFIO_BROKER_SOCKET", () => {
   const spec = JSON.parse(readFileSync(SPEC, "utf8")) as CdiSpec;
   assert.equal(spec.cdiVersion, "0.5.0", "podman 4.3's CDI library reads cdiVersion up to 0.5.0");
   assert.equal(spec.kind, "vfio-broker.io/socket");
@@ -57,6 +57,8 @@ test("the shipped spec: kind vfio-broker.io/socket, device default, the socket d
     edits.mounts.map((m) => [m.hostPath, m.containerPath, m.type]),
     [["/run/vfio-broker", "/run/vfio-broker", "bind"]],
   );
+  // Read-only: a workload (root in its container included) connects, and changes nothing there.
+  assert.deepEqual(edits.mounts[0]!.options, ["rbind", "ro", "nosuid", "nodev", "noexec"]);
 });
 
 test("podman --device vfio-broker.io/socket=NAME: a uid 1000 container maps sim0 BAR2 WC through the injected socket", async (t) => {

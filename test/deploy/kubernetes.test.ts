@@ -87,6 +87,11 @@ test("brokerd's DaemonSet: hostPID, the socket hostPath, the policy at 0400, pro
     path: "/run/vfio-broker",
     type: "DirectoryOrCreate",
   });
+  // brokerd's own (admin.sock, handover.sock, lock, state) apart from what workloads mount.
+  assert.deepEqual(spec.volumes.find((v: Any) => v.name === "private").hostPath, {
+    path: "/run/vfio-brokerd",
+    type: "DirectoryOrCreate",
+  });
   const policy = spec.volumes.find((v: Any) => v.name === "policy").configMap;
   assert.equal(policy.name, "vfio-broker-policy");
   assert.equal(policy.defaultMode, 0o400);
@@ -118,7 +123,9 @@ test("the console runs unprivileged (990, the admin socket's group) with flags i
   assert.equal(prog, "vfio-broker-admin");
   const config = parseAdminConfig(args, {});
   assert.ok(config !== "help");
-  assert.equal(config.adminSocket, "/run/vfio-broker/admin.sock");
+  assert.equal(config.adminSocket, "/run/vfio-brokerd/admin.sock");
+  // The console mounts brokerd's private dir (read-only), never the workload dir.
+  assert.deepEqual(spec.volumes.map((v: Any) => v.hostPath?.path).filter(Boolean), ["/run/vfio-brokerd"]);
   assert.deepEqual(find("Service", "vfio-broker-admin").spec.selector, d.spec.selector.matchLabels);
 });
 

@@ -41,6 +41,8 @@ test("brokerd's unit starts the built daemon with options brokerd accepts", () =
   assert.notEqual(config, "help");
   if (config === "help") return;
   assert.equal(config.socket, "/run/vfio-broker/broker.sock");
+  assert.equal(config.adminSocket, "/run/vfio-brokerd/admin.sock");
+  assert.equal(config.stateDir, "/var/lib/vfio-broker/state");
   assert.equal(config.policy, "/etc/vfio-broker/policy.yaml");
 });
 
@@ -143,7 +145,7 @@ test("brokerd started with the unit's command line serves no simulated device", 
 test("the console's unit points at the admin socket brokerd's unit creates", async () => {
   const [, script, ...args] = execStart("vfio-broker-admin.service");
   assert.equal(script, "/opt/vfio-broker/services/admin/dist/main.js");
-  assert.equal(args[args.indexOf("--admin-socket") + 1], "/run/vfio-broker/admin.sock");
+  assert.equal(args[args.indexOf("--admin-socket") + 1], "/run/vfio-brokerd/admin.sock");
   // The console accepts these flags: --help lists every one of them.
   const help = await run(process.execPath, [join(REPO, "services/admin/dist/main.js"), "--help"]);
   for (const flag of args.filter((a) => a.startsWith("--")))
@@ -188,7 +190,8 @@ test("brokerd's unit keeps what brokerd needs: /dev/vfio, writable /sys, its dir
   assert.deepEqual(set("ProtectProc"), []);
   assert.deepEqual(set("User"), []);
   assert.deepEqual(set("MemoryDenyWriteExecute"), []);
-  assert.deepEqual(set("RuntimeDirectory"), ["vfio-broker"]);
+  // The workload dir and brokerd's private one (ProtectSystem=strict leaves nothing else writable).
+  assert.deepEqual(set("RuntimeDirectory"), ["vfio-broker vfio-brokerd"]);
   assert.deepEqual(set("StateDirectory"), ["vfio-broker"]);
   assert.deepEqual(set("LogsDirectory"), ["vfio-broker"]);
   assert.ok(Number(set("FileDescriptorStoreMax")[0]) > 0);

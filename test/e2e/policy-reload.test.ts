@@ -1,7 +1,7 @@
 // Policy hot reload: SIGHUP and the admin ReloadPolicy call both re-read the file; a bad file keeps
 // the old policy and reports every error with its line; sessions see the new policy on their next call.
 import assert from "node:assert/strict";
-import { chmodSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { chmodSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import { AdminService, createClient } from "@vfio-broker/proto";
 import { type BrokerProcess, startBrokerd, until } from "../lib/brokerd.js";
@@ -98,6 +98,13 @@ a.getHealth({}, { timeoutMs: 3000 }).then((h) => console.log("OK", h.status), (e
         gid: 4242,
       });
       assert.match(member.stdout, /^OK SERVING/, member.stderr);
+      // A non-member cannot even reach admin.sock: the private dir is 0710 root:4242.
+      assert.equal(statSync(own.privateDir).mode & 0o7777, 0o710);
+      assert.equal(statSync(own.privateDir).gid, 4242);
+      const outside = await run(process.execPath, ["--input-type=module", "-e", script], { uid: NOBODY });
+      assert.match(outside.stdout, /^ERR 14/, outside.stderr);
+      // With the directory loosened too, brokerd's own check still refuses it on every call.
+      chmodSync(own.privateDir, 0o711);
       const other = await run(process.execPath, ["--input-type=module", "-e", script], { uid: NOBODY });
       assert.match(other.stdout, /^ERR 7 uid 65534 is not root or in the admin group/, other.stderr);
     } finally {

@@ -2,19 +2,20 @@
 // simulated devices and the admin console, answer the CLI, and take both down on SIGTERM.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { readFileSync, rmSync, statSync } from "node:fs";
+import { readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { it } from "node:test";
 import { CLI, REPO, run, startBrokerd, tempDir, until } from "../lib/brokerd.js";
 
 it("npm start: brokerd + console come up, the CLI sees sim0 and sim1, SIGTERM stops both", async () => {
-  const dir = tempDir("vfio-broker-start-");
+  const home = tempDir("vfio-broker-start-");
+  const dir = join(home, "run");
   const proc = spawn(process.execPath, [join(REPO, "scripts/start.mjs")], {
     stdio: ["ignore", "pipe", "pipe"],
     env: {
       ...process.env,
       VFIO_BROKER_RUNTIME_DIR: dir,
-      STATE_DIRECTORY: join(dir, "state"),
+      STATE_DIRECTORY: join(home, "state"),
       VFIO_BROKER_METRICS: "127.0.0.1:0",
       VFIO_BROKER_CONSOLE: "127.0.0.1:0",
     },
@@ -45,13 +46,16 @@ it("npm start: brokerd + console come up, the CLI sees sim0 and sim1, SIGTERM st
       ["sim0", "sim1"],
     );
     // It runs on an owner-writable copy of the sim policy, and made the console's token file 0600.
-    assert.equal(statSync(join(dir, "state", "policy.yaml")).mode & 0o777, 0o644);
-    assert.equal(statSync(join(dir, "state", "admin-token")).mode & 0o777, 0o600);
+    assert.equal(statSync(join(home, "state", "policy.yaml")).mode & 0o777, 0o644);
+    assert.equal(statSync(join(home, "state", "admin-token")).mode & 0o777, 0o600);
+    // The workload dir holds the two workload sockets and nothing else; the rest is private.
+    assert.deepEqual(readdirSync(dir).sort(), ["broker.sock", "fd.sock"]);
+    assert.equal(statSync(`${dir}.private`).mode & 0o777, 0o700);
   } finally {
     const exited = new Promise((r) => proc.once("exit", r));
     proc.kill("SIGTERM");
     await exited;
-    rmSync(dir, { recursive: true, force: true });
+    rmSync(home, { recursive: true, force: true });
   }
   // start.mjs exits only after both children did, each cleanly.
   assert.match(out, /start: brokerd exited \(0\)/, out);

@@ -38,7 +38,9 @@ describe("hostile: the state store's disk is full", () => {
     timeout: 120_000,
   }, async () => {
     const dir = tempDir("vfio-broker-statefull-");
-    const state = join(dir, "state");
+    // The state store is never inside the workload dir (brokerd refuses it): a place of its own.
+    const stateHome = tempDir("vfio-broker-statefull-state-");
+    const state = join(stateHome, "state");
     mkdirSync(state, { mode: 0o700 });
     execFileSync("mount", ["-t", "tmpfs", "-o", "size=512k,mode=0700", "tmpfs", state]);
     const simFile = join(dir, "sim.json");
@@ -100,6 +102,7 @@ describe("hostile: the state store's disk is full", () => {
       await b.stop().catch(() => {});
       execFileSync("umount", ["-l", state]);
       rmSync(dir, { recursive: true, force: true });
+      rmSync(stateHome, { recursive: true, force: true });
     }
   });
 });

@@ -32,7 +32,7 @@ describe("hostile: client-supplied strings", () => {
     timeout: 180_000,
   }, async () => {
     const { b } = suite;
-    const store = join(b.dir, "brokerd-state");
+    const store = b.stateDir;
     const before = {
       rssMB: sample(b).rssMB,
       storeBytes: dirBytes(store),

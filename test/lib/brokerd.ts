@@ -1,7 +1,7 @@
 // Test harness: starts brokerd as its own process on temp sockets, the way an operator would,
 // and stops it (always) at the end. Tests talk to it only as clients do: through its sockets.
 import { type ChildProcess, spawn } from "node:child_process";
-import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -15,7 +15,12 @@ export const CLI = join(REPO, "clients/node/dist/cli.js");
 export const SIM_POLICY = join(REPO, "deploy/policy/sim-local.yaml");
 
 export interface BrokerProcess {
+  /** The workload directory: broker.sock and fd.sock, nothing else (what containers mount). */
   dir: string;
+  /** brokerd's private directory (DIR.private): admin.sock, handover.sock, the lock, the policy copy, the journal. */
+  privateDir: string;
+  /** The state store (PRIVATE-DIR/state). */
+  stateDir: string;
   socket: string;
   fdSocket: string;
   adminSocket: string;
@@ -34,10 +39,15 @@ export interface StartOptions {
   policy?: string;
   policyText?: string;
   args?: string[];
-  /** Runtime dir to reuse (e.g. to restart brokerd where a killed one left its sockets). */
+  /** Workload dir to reuse (e.g. to restart brokerd where a killed one left its sockets and state). */
   dir?: string;
   /** A command that execs brokerd's command line (setpriv, prlimit ...): its pid stays brokerd's. */
   wrap?: string[];
+}
+
+/** brokerd's private directory for workload directory `dir` (what --runtime-dir DIR gives). */
+export function privateDirOf(dir: string): string {
+  return `${dir}.private`;
 }
 
 /** A temp dir uid 65534 can traverse (sockets inside are 0666). */
@@ -47,7 +57,10 @@ export function tempDir(prefix: string): string {
   return dir;
 }
 
-/** brokerd's command line as the tests run it: temp sockets, no metrics listener, a journal file. */
+/**
+ * brokerd's command line as the tests run it: temp sockets (workload dir `dir`, private dir
+ * DIR.private, through --runtime-dir), no metrics listener, a journal file.
+ */
 export function brokerdArgs(
   dir: string,
   policyPath: string,
@@ -70,12 +83,15 @@ export function brokerdArgs(
 
 export async function startBrokerd(opts: StartOptions = {}): Promise<BrokerProcess> {
   const dir = opts.dir ?? tempDir("vfio-broker-e2e-");
+  const privateDir = privateDirOf(dir);
+  mkdirSync(privateDir, { mode: 0o700, recursive: true });
   // brokerd refuses a policy file its group or others may write; a copy with a known mode keeps
-  // the tests independent of the checkout's umask.
-  const policyPath = join(dir, "policy.yaml");
+  // the tests independent of the checkout's umask. It and the journal are brokerd's own: in the
+  // private dir, not in the directory workloads see.
+  const policyPath = join(privateDir, "policy.yaml");
   writeFileSync(policyPath, opts.policyText ?? readFileSync(opts.policy ?? SIM_POLICY));
   chmodSync(policyPath, 0o644);
-  const journal = join(dir, "journal.jsonl");
+  const journal = join(privateDir, "journal.jsonl");
   const argv = [process.execPath, ...brokerdArgs(dir, policyPath, journal, opts.args)];
   const cmd = [...(opts.wrap ?? []), ...argv];
   const proc = spawn(cmd[0]!, cmd.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
@@ -103,9 +119,11 @@ export async function startBrokerd(opts: StartOptions = {}): Promise<BrokerProce
   });
   return {
     dir,
+    privateDir,
+    stateDir: join(privateDir, "state"),
     socket: join(dir, "broker.sock"),
     fdSocket: join(dir, "fd.sock"),
-    adminSocket: join(dir, "admin.sock"),
+    adminSocket: join(privateDir, "admin.sock"),
     policyPath,
     journal,
     proc,
@@ -121,6 +139,7 @@ export async function startBrokerd(opts: StartOptions = {}): Promise<BrokerProce
         clearTimeout(t);
       }
       rmSync(dir, { recursive: true, force: true });
+      rmSync(privateDir, { recursive: true, force: true });
     },
   };
 }

@@ -70,13 +70,15 @@ print(json.dumps({"ended": p.returncode}), flush=True)
 it("fdstore: brokerd parks its sockets with a fake systemd and serves them again after a restart", {
   timeout: 120_000,
 }, async () => {
-  const dir = tempDir("vfio-broker-fdstore-");
-  const policy = join(dir, "policy.yaml");
+  // The workload dir (sockets) under a home of the test's own: the journal is never in it.
+  const home = tempDir("vfio-broker-fdstore-");
+  const dir = join(home, "run");
+  const policy = join(home, "policy.yaml");
   writeFileSync(policy, readFileSync(SIM_POLICY), { mode: 0o644 });
-  const journal = join(dir, "journal.jsonl");
+  const journal = join(home, "journal.jsonl");
   const argv = [process.execPath, ...brokerdArgs(dir, policy, journal)];
-  const errlog = join(dir, "brokerd.err");
-  const py = spawn("python3", ["-c", FAKE_SYSTEMD, join(dir, "notify.sock"), JSON.stringify(argv), errlog], {
+  const errlog = join(home, "brokerd.err");
+  const py = spawn("python3", ["-c", FAKE_SYSTEMD, join(home, "notify.sock"), JSON.stringify(argv), errlog], {
     stdio: ["pipe", "pipe", "pipe"],
   });
   let out = "";

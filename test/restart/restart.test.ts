@@ -92,7 +92,7 @@ describe("restart", () => {
       const exited = new Promise((r) => b.proc.once("exit", r));
       b.proc.kill("SIGKILL");
       await exited;
-      const log = join(b.dir, "brokerd-state", "state.0.log");
+      const log = join(b.stateDir, "state.0.log");
       const lines = readFileSync(log, "utf8").split("\n");
       lines[1] = lines[1]!.replace('"uid":', '"uid":1');
       writeFileSync(log, lines.join("\n"));
@@ -231,6 +231,7 @@ describe("restart", () => {
     // sim0 BAR2 WC over 10 device files (delivered, so nothing needs reopening).
     let b = await startBrokerd();
     const dir = b.dir;
+    const stateDir = b.stateDir;
     const exited = new Promise((r) => b.proc.once("exit", r));
     b.proc.kill("SIGKILL");
     await exited;
@@ -292,7 +293,7 @@ describe("restart", () => {
           },
         });
     }
-    writeFileSync(join(dir, "brokerd-state", "state.0.log"), recs.map(encodeRecord).join(""), { flag: "a" });
+    writeFileSync(join(stateDir, "state.0.log"), recs.map(encodeRecord).join(""), { flag: "a" });
     b = await startBrokerd({ dir });
     try {
       const start = journalEvents(b, "daemon.start").at(-1)!;

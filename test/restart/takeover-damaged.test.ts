@@ -10,7 +10,15 @@ import assert from "node:assert/strict";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { type BrokerProcess, brokerdArgs, NOBODY, run, startBrokerd, tempDir } from "../lib/brokerd.js";
+import {
+  type BrokerProcess,
+  brokerdArgs,
+  NOBODY,
+  privateDirOf,
+  run,
+  startBrokerd,
+  tempDir,
+} from "../lib/brokerd.js";
 import { type Fleet, report, startFleet } from "./support/fleet.js";
 
 const fleets: Fleet[] = [];
@@ -38,9 +46,10 @@ describe("restart: --take-over with a damaged state store", () => {
     timeout: 180_000,
   }, async () => {
     const dir = tempDir("vfio-broker-takeover-");
-    const stateDir = join(dir, "state");
-    const args = ["--state-dir", stateDir];
-    const old = await startBrokerd({ dir, args });
+    // The state store and the journals are brokerd's own: in its private dir (the default), never
+    // in the workload dir.
+    const old = await startBrokerd({ dir });
+    const stateDir = old.stateDir;
     brokers.push(old);
     const fleet = await startFleet(old.socket, 8, 0, NOBODY);
     fleets.push(fleet);
@@ -51,7 +60,7 @@ describe("restart: --take-over with a damaged state store", () => {
     const t0 = Date.now();
     const successor = await run(
       process.execPath,
-      brokerdArgs(dir, old.policyPath, join(dir, "journal-successor.jsonl"), [...args, "--take-over"]),
+      brokerdArgs(dir, old.policyPath, join(privateDirOf(dir), "journal-successor.jsonl"), ["--take-over"]),
       { timeoutMs: 60_000 },
     );
     const refusedMs = Date.now() - t0;
@@ -89,7 +98,7 @@ describe("restart: --take-over with a damaged state store", () => {
 
     // The store was rewritten from memory: the upgrade can go ahead now, and loses nothing.
     const oldExit = new Promise<number | null>((r) => old.proc.once("exit", (c) => r(c)));
-    const next = await startBrokerd({ dir, args: [...args, "--take-over"] });
+    const next = await startBrokerd({ dir, args: ["--take-over"] });
     brokers.push(next);
     assert.equal(await oldExit, 0, old.stderr());
     await new Promise((r) => setTimeout(r, 1500));

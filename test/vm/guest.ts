@@ -96,7 +96,9 @@ async function startBrokerd(tag: string, args: string[], policy: string): Promis
       "off",
       "--no-sim",
       "--journal",
-      `/tmp/journal-${tag}.jsonl`,
+      // brokerd's private dir (--runtime-dir DIR: DIR.private, made before the journal is opened);
+      // /tmp is writable by others, so brokerd refuses a journal there.
+      `${dir}.private/journal-${tag}.jsonl`,
       ...args,
     ],
     { stdio: ["ignore", "pipe", "pipe"] },
@@ -252,7 +254,7 @@ function patCheck(
 
 /** The same check through brokerd's own admin call, addressed by the client's device file + cookie. */
 async function adminVerify(b: Brokerd, l: AgentLine, name: string, want: "WC" | "UC"): Promise<void> {
-  const admin = createClient(AdminService, `unix:${join(b.dir, "admin.sock")}`);
+  const admin = createClient(AdminService, `unix:${b.dir}.private/admin.sock`);
   try {
     const v = await admin.verifyMappingAttribute({
       deviceFileId: BigInt(String(l.deviceFileId)),
@@ -279,7 +281,7 @@ function mapOk(l: AgentLine, name: string, backing: string, effective: string): 
 }
 
 async function mappingsGone(b: Brokerd, label: string): Promise<void> {
-  const admin = createClient(AdminService, `unix:${join(b.dir, "admin.sock")}`);
+  const admin = createClient(AdminService, `unix:${b.dir}.private/admin.sock`);
   try {
     const r = await admin.listMappings({});
     check(
@@ -667,7 +669,7 @@ async function vfioPhase(fn: PciFunction, policy: string): Promise<void> {
     await a.expect("release");
     await a.expect("done");
     check("vfio: agent exits 0", (await a.exited()) === 0);
-    const journal = readFileSync("/tmp/journal-vfio.jsonl", "utf8");
+    const journal = readFileSync("/run/vb-vfio.private/journal-vfio.jsonl", "utf8");
     check(
       "vfio: the audit journal flags the device-fd mapping (deviceFd: true)",
       /"event":"mapping.(create|grant)"[^\n]*"backing":"vfio-device-fd"[^\n]*"deviceFd":true/.test(journal),

@@ -18,7 +18,7 @@ export interface AdminConfig {
 }
 
 export const HELP = `usage: vfio-broker-admin [options]
-  --admin-socket PATH   brokerd's AdminService socket (default /run/vfio-broker/admin.sock;
+  --admin-socket PATH   brokerd's AdminService socket (default /run/vfio-brokerd/admin.sock;
                         env VFIO_BROKER_ADMIN_SOCKET)
   --listen HOST:PORT    REST API and console (default 127.0.0.1:8080; env VFIO_BROKER_ADMIN_LISTEN).
                         Keep it on loopback; put a TLS proxy in front for remote access.
@@ -31,7 +31,9 @@ export const HELP = `usage: vfio-broker-admin [options]
   --allow-remote        allow --listen on a non-loopback address (plain HTTP: the token crosses the
                         network in clear text; env VFIO_BROKER_ADMIN_ALLOW_REMOTE=1)
   --token-file PATH     bearer token, created 0600 on first start (default $STATE_DIRECTORY/admin-token,
-                        else /var/lib/vfio-broker/admin-token; env VFIO_BROKER_ADMIN_TOKEN_FILE)
+                        else /var/lib/vfio-broker/admin-token; env VFIO_BROKER_ADMIN_TOKEN_FILE). Its
+                        directory must be this user's, not writable by others (nor anything on the way);
+                        a token file that is a link, someone else's, or open to others is refused
   --log                 log every request (JSON lines on stdout; env VFIO_BROKER_ADMIN_LOG=1)
 The console is at http://HOST:PORT/, the API under /api/v1, its OpenAPI document at /openapi.json.`;
 
@@ -97,7 +99,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
         "or add --allow-remote if you accept that",
     );
   return {
-    adminSocket: flags["admin-socket"] ?? env.VFIO_BROKER_ADMIN_SOCKET ?? "/run/vfio-broker/admin.sock",
+    adminSocket: flags["admin-socket"] ?? env.VFIO_BROKER_ADMIN_SOCKET ?? "/run/vfio-brokerd/admin.sock",
     ...listen,
     tokenFile: flags["token-file"] ?? env.VFIO_BROKER_ADMIN_TOKEN_FILE ?? defaultTokenFile(env),
     log,

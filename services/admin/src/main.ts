@@ -4,6 +4,7 @@
 // is down (the API answers 503 and the console says so until brokerd is back). Prints one JSON
 // line {"event":"ready",...} on stdout when listening; SIGTERM/SIGINT close it.
 import { fileURLToPath } from "node:url";
+import { UnsafePlaceError } from "@vfio-broker/native";
 import { buildApp } from "./app.js";
 import { connectBrokerd } from "./brokerd.js";
 import { ConfigError, HELP, parseConfig } from "./config.js";
@@ -30,7 +31,8 @@ async function main(): Promise<void> {
     token = loadOrCreateToken(config.tokenFile);
   } catch (e) {
     console.error(`vfio-broker-admin: token file ${config.tokenFile}: ${(e as Error).message}`);
-    process.exit(1);
+    // A token file or directory someone else could change is a configuration to fix (exit 2).
+    process.exit(e instanceof UnsafePlaceError ? 2 : 1);
   }
   // parseConfig refused a non-loopback address without --allow-remote; with it, say what it costs.
   if (!isLoopbackListen(config.host))

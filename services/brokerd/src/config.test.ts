@@ -9,11 +9,14 @@ import { type Config, parseConfig } from "./config.js";
 
 const parse = (argv: string[], env: NodeJS.ProcessEnv = {}) => parseConfig(argv, env) as Config;
 
-test("defaults: /run/vfio-broker sockets, the system policy, loopback metrics, sim devices on", () => {
+test("defaults: workload sockets in /run/vfio-broker, brokerd's own in /run/vfio-brokerd, the system policy, loopback metrics, sim devices on", () => {
   const c = parse([]);
+  assert.equal(c.workloadDir, "/run/vfio-broker");
+  assert.equal(c.privateDir, "/run/vfio-brokerd");
   assert.equal(c.socket, "/run/vfio-broker/broker.sock");
   assert.equal(c.fdSocket, "/run/vfio-broker/fd.sock");
-  assert.equal(c.adminSocket, "/run/vfio-broker/admin.sock");
+  assert.equal(c.adminSocket, "/run/vfio-brokerd/admin.sock");
+  assert.equal(c.stateDir, "/run/vfio-brokerd/state");
   assert.equal(c.policy, "/etc/vfio-broker/policy.yaml");
   assert.equal(c.metrics, "127.0.0.1:9464");
   assert.equal(c.adminGid, -1);
@@ -66,7 +69,7 @@ test("bad flags say what to do", () => {
   assert.equal(parse([]).onStop, "keep");
   assert.equal(parse([]).takeOver, false);
   assert.equal(parse(["--take-over"]).takeOver, true);
-  assert.equal(parse(["--runtime-dir", "/x"]).stateDir, "/x/brokerd-state");
+  assert.equal(parse(["--runtime-dir", "/x"]).stateDir, "/x.private/state");
   assert.throws(() => parse(["--policy"]), /--policy needs a value/);
   assert.throws(() => parse(["stray"]), /unexpected argument "stray"/);
   assert.throws(() => parse(["--sim-devices", "[oops"]), /--sim-devices \[oops/);
@@ -74,6 +77,49 @@ test("bad flags say what to do", () => {
   assert.throws(
     () => parse(["--admin-gid", "no-such-group-here"]),
     /no such group in \/etc\/group; create it/,
+  );
+});
+
+test("--runtime-dir DIR is --workload-dir DIR --private-dir DIR.private, per source; the split options win", () => {
+  const c = parse(["--runtime-dir", "/r"]);
+  assert.deepEqual(
+    [c.workloadDir, c.privateDir, c.socket, c.adminSocket],
+    ["/r", "/r.private", "/r/broker.sock", "/r.private/admin.sock"],
+  );
+  const d = parse(["--runtime-dir", "/r", "--private-dir", "/p"]);
+  assert.deepEqual([d.workloadDir, d.privateDir], ["/r", "/p"]);
+  const e = parse(["--runtime-dir", "/flag"], { VFIO_BROKER_WORKLOAD_DIR: "/env" });
+  assert.deepEqual(
+    [e.workloadDir, e.privateDir],
+    ["/flag", "/flag.private"],
+    "a flag wins over the environment",
+  );
+  const f = parse(["--workload-dir", "/w"]);
+  assert.deepEqual(
+    [f.workloadDir, f.privateDir, f.stateDir],
+    ["/w", "/run/vfio-brokerd", "/run/vfio-brokerd/state"],
+  );
+});
+
+test("not root: the default directories are under a place only that user can write, never a fixed /tmp name", () => {
+  const xdg = parseConfig([], { XDG_RUNTIME_DIR: "/run/user/1000" }, 1000) as Config;
+  assert.deepEqual(
+    [xdg.workloadDir, xdg.privateDir, xdg.stateDir],
+    [
+      "/run/user/1000/vfio-broker/run",
+      "/run/user/1000/vfio-broker/private",
+      "/run/user/1000/vfio-broker/private/state",
+    ],
+  );
+  const tmp = parseConfig([], {}, 1000) as Config;
+  assert.deepEqual(
+    [tmp.workloadDir, tmp.privateDir],
+    ["/tmp/vfio-broker-1000/run", "/tmp/vfio-broker-1000/private"],
+  );
+  assert.equal((parseConfig(["--workload-dir", "/w"], {}, 1000) as Config).workloadDir, "/w");
+  assert.equal(
+    (parseConfig([], { XDG_RUNTIME_DIR: "/run/user/0" }, 0) as Config).workloadDir,
+    "/run/vfio-broker",
   );
 });
 

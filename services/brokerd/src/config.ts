@@ -6,7 +6,10 @@ import type { SimDeviceSpec } from "./devices/sim.js";
 import { invalid } from "./errors.js";
 
 export interface Config {
-  runtimeDir: string;
+  /** broker.sock and fd.sock, nothing else: the directory workloads and containers mount. */
+  workloadDir: string;
+  /** admin.sock, handover.sock and brokerd.lock: brokerd's own, never inside the workload dir. */
+  privateDir: string;
   socket: string;
   fdSocket: string;
   adminSocket: string;
@@ -41,21 +44,29 @@ export interface Config {
   vfio: string[];
   /** Bind --vfio functions to vfio-pci through driver_override when they are not yet. */
   vfioBind: boolean;
-  /** The grant state store and the sim devices' memory (default DIR/brokerd-state, mode 0700). */
+  /** The grant state store and the sim devices' memory (default PRIVATE-DIR/state, mode 0700). */
   stateDir: string;
   /** How long a session restored after a restart waits to be resumed before what it holds is reviewed. */
   resumeGraceMs: number;
   /** On SIGTERM/SIGINT: "keep" every grant for the next brokerd (default), or "release" them all. */
   onStop: "keep" | "release";
-  /** Take over from the brokerd running on this runtime dir (planned upgrade, no systemd). */
+  /** Take over from the brokerd running on this private dir (planned upgrade, no systemd). */
   takeOver: boolean;
 }
 
 const HELP = `usage: vfio-brokerd [options]
-  --runtime-dir DIR     sockets go here (default /run/vfio-broker): broker.sock, fd.sock, admin.sock
-  --socket PATH         gRPC BrokerService socket      (default DIR/broker.sock, mode 0666)
-  --fd-socket PATH      fd channel socket              (default DIR/fd.sock, mode 0666)
-  --admin-socket PATH   AdminService socket            (default DIR/admin.sock, mode 0660)
+  --workload-dir DIR    broker.sock and fd.sock, and nothing else: the directory workloads and containers
+                        mount (default /run/vfio-broker, created 0755; not root: BASE/run, where BASE
+                        is $XDG_RUNTIME_DIR/vfio-broker, else /tmp/vfio-broker-UID)
+  --private-dir DIR     admin.sock, handover.sock, brokerd.lock (default /run/vfio-brokerd, not root:
+                        BASE/private; made 0700, or 0710 with the --admin-gid group); never inside the
+                        workload dir
+  --runtime-dir DIR     older shorthand for --workload-dir DIR --private-dir DIR.private
+                        (every directory must be brokerd's uid's, with no group/other write, and each
+                        directory on the way root's or its, unwritable by others or sticky like /tmp)
+  --socket PATH         gRPC BrokerService socket      (default WORKLOAD-DIR/broker.sock, mode 0666)
+  --fd-socket PATH      fd channel socket              (default WORKLOAD-DIR/fd.sock, mode 0666)
+  --admin-socket PATH   AdminService socket            (default PRIVATE-DIR/admin.sock, mode 0660)
   --admin-gid GROUP     group (gid or name) allowed on the admin socket besides root (default: root only)
   --policy FILE         policy file, YAML or JSON      (default /etc/vfio-broker/policy.yaml)
   --metrics HOST:PORT   Prometheus /metrics listener   (default 127.0.0.1:9464; "off" disables)
@@ -75,19 +86,19 @@ const HELP = `usage: vfio-brokerd [options]
                         (brokerd lowers these caps to fit its RLIMIT_NOFILE, keeping a reserve of fds
                         for the admin socket, metrics and journal; per-identity quotas are in the policy)
   --journal FILE        audit journal (JSON lines)     (default stderr)
-  --state-dir DIR       grant state store + sim BAR memory, kept across restarts (default RUNTIME-DIR/brokerd-state;
-                        on /run it lasts until reboot, as grants do: no process outlives a reboot)
+  --state-dir DIR       grant state store + sim BAR memory, kept across restarts (default PRIVATE-DIR/state,
+                        mode 0700; on /run it lasts until reboot, as grants do: no process outlives a reboot)
   --resume-grace-ms N   a session restored after a restart waits N ms to be resumed (default 30000); then
                         it ends if it holds nothing, else its mappings stay booked until its process exits
   --take-over           planned upgrade: take the listening sockets over from the brokerd running on this
-                        runtime dir (RUNTIME-DIR/handover.sock); it freezes its state and exits, clients resume
+                        private dir (PRIVATE-DIR/handover.sock); it freezes its state and exits, clients resume
   --on-stop keep|release  SIGTERM/SIGINT: keep every grant for the next brokerd (default: clients resume),
                         or release them all (clients hear "shutdown" revocations)
   --sysfs BDF[,BDF]     serve these PCI functions through sysfs resourceN/resourceN_wc (docs/real-hardware.md)
   --vfio BDF[,BDF]      serve these PCI functions through vfio-pci (group/container or iommufd cdev)
   --vfio-bind           bind --vfio functions to vfio-pci (driver_override + drivers_probe) if they are not
   --config FILE         JSON file with any of the keys above in camelCase
-Every option can also be given as VFIO_BROKER_<NAME> (e.g. VFIO_BROKER_RUNTIME_DIR).`;
+Every option can also be given as VFIO_BROKER_<NAME> (e.g. VFIO_BROKER_WORKLOAD_DIR).`;
 
 function int(name: string, v: string, min: number, max: number): number {
   const n = Number(v);
@@ -106,6 +117,8 @@ function bdfList(v: string | boolean | undefined): string[] {
 
 const KNOWN = new Set([
   "runtime-dir",
+  "workload-dir",
+  "private-dir",
   "socket",
   "fd-socket",
   "admin-socket",
@@ -150,7 +163,34 @@ function groupId(v: string, groupFile = "/etc/group"): number {
   return Number(line.split(":")[2]);
 }
 
-export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): Config | "help" {
+/**
+ * --runtime-dir DIR, the older single directory, within one source (flags, environment or
+ * --config): --workload-dir DIR and --private-dir DIR.private, unless that source names them.
+ */
+function expandRuntimeDir(src: Record<string, string | boolean>): void {
+  const dir = src["runtime-dir"];
+  if (dir === undefined) return;
+  delete src["runtime-dir"];
+  src["workload-dir"] ??= String(dir);
+  src["private-dir"] ??= `${String(dir)}.private`;
+}
+
+/**
+ * Where brokerd's directories go when none is given: /run as root; otherwise under a place only
+ * this user can write ($XDG_RUNTIME_DIR/vfio-broker, else /tmp/vfio-broker-UID, which brokerd
+ * refuses at start if another uid made it), never a fixed name in /tmp.
+ */
+export function defaultDirs(uid: number, env: NodeJS.ProcessEnv): { workload: string; private: string } {
+  if (uid === 0) return { workload: "/run/vfio-broker", private: "/run/vfio-brokerd" };
+  const base = env.XDG_RUNTIME_DIR ? join(env.XDG_RUNTIME_DIR, "vfio-broker") : `/tmp/vfio-broker-${uid}`;
+  return { workload: join(base, "run"), private: join(base, "private") };
+}
+
+export function parseConfig(
+  argv: string[],
+  env: NodeJS.ProcessEnv = process.env,
+  uid: number = process.geteuid?.() ?? 0,
+): Config | "help" {
   const raw: Record<string, string | boolean> = {};
   // Other programs share the VFIO_BROKER_ prefix (the CLI, the console, npm start): take only
   // the variables that name one of our options; flags and --config keys are checked strictly.
@@ -178,6 +218,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     if (val === undefined) throw invalid(`--${key} needs a value; see --help`);
     fromArgs[key] = val;
   }
+  expandRuntimeDir(raw);
+  expandRuntimeDir(fromArgs);
   if (typeof (fromArgs.config ?? raw.config) === "string") {
     const file = String(fromArgs.config ?? raw.config);
     let json: Record<string, unknown>;
@@ -186,13 +228,18 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     } catch (e) {
       throw invalid(`--config ${file}: ${(e as Error).message}`);
     }
+    const fromFile: Record<string, string | boolean> = {};
     for (const [k, v] of Object.entries(json))
-      raw[k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)] =
+      fromFile[k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)] =
         typeof v === "boolean" ? v : typeof v === "string" ? v : JSON.stringify(v);
+    expandRuntimeDir(fromFile);
+    Object.assign(raw, fromFile);
   }
   Object.assign(raw, fromArgs);
   for (const k of Object.keys(raw)) if (!KNOWN.has(k)) throw invalid(`unknown option --${k}; see --help`);
-  const dir = String(raw["runtime-dir"] ?? "/run/vfio-broker");
+  const dirs = defaultDirs(uid, env);
+  const dir = String(raw["workload-dir"] ?? dirs.workload);
+  const privateDir = String(raw["private-dir"] ?? dirs.private);
   const str = (k: string, d: string) => (raw[k] === undefined ? d : String(raw[k]));
   let simDevices: SimDeviceSpec[] | undefined;
   if (raw["sim-devices"] !== undefined) {
@@ -209,10 +256,11 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
   if (onStop !== "keep" && onStop !== "release")
     throw invalid(`--on-stop ${onStop}: expected "keep" (grants survive the restart) or "release"`);
   return {
-    runtimeDir: dir,
+    workloadDir: dir,
+    privateDir,
     socket: str("socket", join(dir, "broker.sock")),
     fdSocket: str("fd-socket", join(dir, "fd.sock")),
-    adminSocket: str("admin-socket", join(dir, "admin.sock")),
+    adminSocket: str("admin-socket", join(privateDir, "admin.sock")),
     adminGid: raw["admin-gid"] === undefined ? -1 : groupId(String(raw["admin-gid"])),
     policy: str("policy", "/etc/vfio-broker/policy.yaml"),
     metrics: metrics === "off" ? "" : metrics,
@@ -232,7 +280,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     sysfs: bdfList(raw.sysfs),
     vfio: bdfList(raw.vfio),
     vfioBind: raw["vfio-bind"] === true || raw["vfio-bind"] === "true" || raw["vfio-bind"] === "1",
-    stateDir: str("state-dir", join(dir, "brokerd-state")),
+    stateDir: str("state-dir", join(privateDir, "state")),
     resumeGraceMs: int("resume-grace-ms", str("resume-grace-ms", "30000"), 100, 86_400_000),
     onStop,
     takeOver: raw["take-over"] === true || raw["take-over"] === "true" || raw["take-over"] === "1",

@@ -1,7 +1,7 @@
 // Wires brokerd together: backends, policy, the Broker core, the gRPC servers on the broker and
 // admin sockets, the fd channel, metrics and the journal. main.ts adds process concerns
 // (signals, sd_notify); tests and tools can start a daemon in-process with startDaemon().
-import { mkdirSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { closeFd, PAGE_SIZE } from "@vfio-broker/native";
@@ -32,6 +32,7 @@ import type { Session } from "./identity/session.js";
 import { loadTenantMap } from "./identity/tenants-file.js";
 import { Journal } from "./journal.js";
 import type { RestartSource } from "./metrics/restart.js";
+import { openPlaces } from "./places.js";
 import { loadPolicyFile, type Policy, PolicyError } from "./policy/index.js";
 import { storeFds, takeListenFds } from "./restart/fdstore.js";
 import { HandoverError, offerHandover, takeOver } from "./restart/handover.js";
@@ -66,7 +67,7 @@ export function fdSocketName(socket: string, fdSocket: string): string {
   return dirname(resolve(socket)) === dirname(resolve(fdSocket)) ? basename(fdSocket) : "";
 }
 
-/** The planned-upgrade socket in the runtime dir (root only, restart/handover.ts). */
+/** The planned-upgrade socket in the private dir (root only, restart/handover.ts). */
 export const HANDOVER_SOCKET = "handover.sock";
 
 /** brokerd's own standing with the kernel's in-flight fd limit (undefined: /proc unreadable). */
@@ -119,14 +120,20 @@ export interface DaemonExtras {
 
 export async function startDaemon(config: Config, extras: DaemonExtras = {}): Promise<Daemon> {
   const policy: Policy = loadPolicyFile(config.policy);
-  mkdirSync(config.runtimeDir, { recursive: true, mode: 0o755 });
+  // Every directory brokerd uses, verified (ours, nobody else can write it or its way) and held
+  // by fd; sockets and files in them are reached only through those fds. An unsafe one stops here.
+  const places = openPlaces(config);
   // Listening sockets that outlive brokerd processes, by name: from the brokerd this one replaces
   // (--take-over; once confirm() resolves it has exited, freeing its lock, store and metrics
   // port) or from systemd's fdstore (LISTEN_FDS). Sockets not inherited are bound fresh.
   const inherited = new Map<string, number>();
   let predecessor = 0;
   if (config.takeOver) {
-    const t = await takeOver(join(config.runtimeDir, HANDOVER_SOCKET), 30_000);
+    const t = await takeOver(
+      places.private.at(HANDOVER_SOCKET),
+      30_000,
+      places.private.show(HANDOVER_SOCKET),
+    );
     // The old brokerd is frozen now, its store final: it lets go only if this one can start from
     // that store. If not, it thaws and keeps serving, and both say why.
     try {
@@ -145,8 +152,8 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
     predecessor = t.oldPid;
   } else for (const f of takeListenFds()) inherited.set(f.name, f.fd);
   const inheritedNames = [...inherited.keys()];
-  // One brokerd per runtime dir, decided before anything in it is touched.
-  const lock = lockRuntimeDir(config.runtimeDir);
+  // One brokerd per private dir, decided before any socket is touched.
+  const lock = lockRuntimeDir(places.private);
   const budget = planFdBudget(nofileLimit(), {
     sessions: config.maxSessions,
     fdConnections: config.maxFdConnections,
@@ -249,6 +256,7 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
     // Admitted sessions plus refused connections lingering to say why: every fd here is capped.
     {
       mode: 0o666,
+      bindPath: places.bindPath(config.socket),
       maxConnections: budget.caps.sessions + REFUSED_LINGER_FDS,
       maxRefused: REFUSED_LINGER_FDS,
       listenFd: takeInherited(inherited, "broker.sock"),
@@ -293,6 +301,7 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
     config.adminSocket,
     {
       mode: config.adminGid >= 0 ? 0o660 : 0o600,
+      bindPath: places.bindPath(config.adminSocket),
       ...(config.adminGid >= 0 ? { gid: config.adminGid } : {}),
       maxConnections: MAX_ADMIN_CONNECTIONS,
       maxRefused: 8,
@@ -300,8 +309,11 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
     },
     {
       admit: (id) => {
+        // brokerd's own uid too: a non-root brokerd (npm start) and its console are one user,
+        // who owns the private dir anyway.
         const ok =
           id.uid === 0 ||
+          id.uid === process.geteuid?.() ||
           (config.adminGid >= 0 && (id.gid === config.adminGid || id.groups.includes(config.adminGid)));
         if (!ok) throw denied(`uid ${id.uid} is not root or in the admin group`, "not_admin");
         return id;
@@ -314,6 +326,7 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
 
   const fdChannel = new FdChannel(broker, {
     path: config.fdSocket,
+    bindPath: places.bindPath(config.fdSocket),
     mode: 0o666,
     maxConnections: budget.caps.fdConnections,
     tenantReservePercent: config.tenantReserve,
@@ -334,53 +347,58 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
     : undefined;
   // Offered only now that everything it hands over or closes (metrics included) exists.
   let handedOver = false;
-  const handover = offerHandover(join(config.runtimeDir, HANDOVER_SOCKET), {
-    collect: async () => {
-      // From here the state is final: nothing is written, every call and delivery is refused
-      // ("restarting"), so the successor restores exactly what clients were told.
-      persister.freeze();
-      broker.frozen = true;
-      broker.handover.hold();
-      fdChannel.pauseAccepting();
-      journal.write("handover.start", { pid: process.pid, run });
-      return { fds: parked, meta: { pid: process.pid, run } };
+  const handover = offerHandover(
+    places.private.at(HANDOVER_SOCKET),
+    {
+      collect: async () => {
+        // From here the state is final: nothing is written, every call and delivery is refused
+        // ("restarting"), so the successor restores exactly what clients were told.
+        persister.freeze();
+        broker.frozen = true;
+        broker.handover.hold();
+        fdChannel.pauseAccepting();
+        journal.write("handover.start", { pid: process.pid, run });
+        return { fds: parked, meta: { pid: process.pid, run } };
+      },
+      done: async () => {
+        handedOver = true;
+        draining = true;
+        await broker.close(true);
+        // Calls held during the hand-over now find brokerd frozen: "restarting", resume there.
+        broker.handover.release();
+        brokerListener.dropAll();
+        adminListener.dropAll();
+        await metrics?.close();
+        journal.close("handed over to the next brokerd (grants kept)");
+        store.close();
+        lock.release();
+        places.close();
+        // Exiting closes everything without unlinking a socket file the successor now serves.
+        (extras.onHandedOver ?? (() => process.exit(0)))();
+      },
+      abort: (e) => {
+        persister.frozen = false;
+        broker.frozen = false;
+        broker.handover.release();
+        fdChannel.resumeAccepting();
+        journal.write("handover.aborted", { reason: e.message });
+        console.error(`vfio-brokerd: ${e.message}; serving again`);
+        // The successor could not start from the files: rewrite them from what this brokerd holds
+        // (its model is every record it wrote), so that the next --take-over or restart can.
+        if (/state store/.test(e.message))
+          try {
+            store.compact();
+            journal.write("state.rewritten", { why: "a successor refused the state store" });
+            console.error(
+              "vfio-brokerd: rewrote the state store from memory (a fresh snapshot); --take-over can be tried again",
+            );
+          } catch (c) {
+            console.error(`vfio-brokerd: rewriting the state store failed: ${(c as Error).message}`);
+          }
+      },
     },
-    done: async () => {
-      handedOver = true;
-      draining = true;
-      await broker.close(true);
-      // Calls held during the hand-over now find brokerd frozen: "restarting", resume there.
-      broker.handover.release();
-      brokerListener.dropAll();
-      adminListener.dropAll();
-      await metrics?.close();
-      journal.close("handed over to the next brokerd (grants kept)");
-      store.close();
-      lock.release();
-      // Exiting closes everything without unlinking a socket file the successor now serves.
-      (extras.onHandedOver ?? (() => process.exit(0)))();
-    },
-    abort: (e) => {
-      persister.frozen = false;
-      broker.frozen = false;
-      broker.handover.release();
-      fdChannel.resumeAccepting();
-      journal.write("handover.aborted", { reason: e.message });
-      console.error(`vfio-brokerd: ${e.message}; serving again`);
-      // The successor could not start from the files: rewrite them from what this brokerd holds
-      // (its model is every record it wrote), so that the next --take-over or restart can.
-      if (/state store/.test(e.message))
-        try {
-          store.compact();
-          journal.write("state.rewritten", { why: "a successor refused the state store" });
-          console.error(
-            "vfio-brokerd: rewrote the state store from memory (a fresh snapshot); --take-over can be tried again",
-          );
-        } catch (c) {
-          console.error(`vfio-brokerd: rewriting the state store failed: ${(c as Error).message}`);
-        }
-    },
-  });
+    { shown: places.private.show(HANDOVER_SOCKET) },
+  );
   journal.started(broker, {
     run,
     stateDir: config.stateDir,
@@ -418,6 +436,7 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
       store.close();
       journal.close(keepGrants ? `${reason} (grants kept for the next brokerd)` : reason);
       lock.release();
+      places.close();
     },
   };
 }

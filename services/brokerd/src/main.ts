@@ -2,7 +2,7 @@
 // brokerd's entry point: parse the configuration, start the daemon, and handle the process:
 // SIGHUP reloads the policy (a bad file keeps the old one and logs why), SIGTERM/SIGINT drain and
 // exit, READY=1 goes to systemd when NOTIFY_SOCKET is set.
-import { sdNotify } from "@vfio-broker/native";
+import { sdNotify, UnsafePlaceError } from "@vfio-broker/native";
 import { HELP, parseConfig } from "./config.js";
 import { startDaemon } from "./daemon.js";
 import { BrokerError } from "./errors.js";
@@ -78,6 +78,11 @@ async function main(): Promise<void> {
 }
 
 main().catch((e) => {
+  // A directory or file someone else could change: a configuration to fix, like a bad flag.
+  if (e instanceof UnsafePlaceError) {
+    console.error(`vfio-brokerd: refusing to start: ${e.message}`);
+    process.exit(2);
+  }
   if (e instanceof PolicyError)
     console.error(`vfio-brokerd: the policy is invalid:\n  ${e.errors.join("\n  ")}`);
   // Errors written for an operator (a refusal, a damaged state store, a failed take-over): the

@@ -1,10 +1,10 @@
-// One brokerd per runtime dir: an exclusive flock on DIR/brokerd.lock, taken before any socket in
-// DIR is touched. A second brokerd started on the same dir refuses to start and leaves the first
-// one's sockets alone. flock (not a pid file) because the kernel drops it when the holder dies,
-// even by SIGKILL, so a crash never blocks the next start.
-import { closeSync, constants, ftruncateSync, openSync, readFileSync, writeSync } from "node:fs";
-import { join } from "node:path";
-import { flockExclusive } from "@vfio-broker/native";
+// One brokerd per private dir: an exclusive flock on PRIVATE-DIR/brokerd.lock, taken before any
+// socket is touched. A second brokerd started on the same dir refuses to start and leaves the
+// first one's sockets alone. flock (not a pid file) because the kernel drops it when the holder
+// dies, even by SIGKILL, so a crash never blocks the next start. The file is opened through the
+// verified directory's fd and never through a symbolic link (native/src/safe-dir.ts).
+import { closeSync, constants, ftruncateSync, readSync, writeSync } from "node:fs";
+import { flockExclusive, openInSafeDir, type SafeDir } from "@vfio-broker/native";
 import { BrokerError } from "./errors.js";
 
 export interface RuntimeLock {
@@ -12,22 +12,25 @@ export interface RuntimeLock {
   release(): void;
 }
 
-export function lockRuntimeDir(dir: string): RuntimeLock {
-  const path = join(dir, "brokerd.lock");
-  // O_NOFOLLOW: a planted symlink must not make root open (and truncate) another file.
-  const fd = openSync(path, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o644);
+export function lockRuntimeDir(dir: SafeDir): RuntimeLock {
+  const path = dir.show("brokerd.lock");
+  const fd = openInSafeDir(dir, "brokerd.lock", constants.O_RDWR | constants.O_CREAT, 0o600);
   if (!flockExclusive(fd)) {
-    closeSync(fd);
     let holder = "";
     try {
-      holder = readFileSync(path, "utf8").trim();
+      const buf = Buffer.alloc(32);
+      holder = buf
+        .subarray(0, readSync(fd, buf, 0, 32, 0))
+        .toString()
+        .trim();
     } catch {
       /* unreadable: say less */
     }
+    closeSync(fd);
     throw new BrokerError(
       "UNAVAILABLE",
-      `another brokerd${/^\d+$/.test(holder) ? ` (pid ${holder})` : ""} is serving ${dir}; ` +
-        "stop it first, or start this one with another --runtime-dir",
+      `another brokerd${/^\d+$/.test(holder) ? ` (pid ${holder})` : ""} is serving ${dir.path}; ` +
+        "stop it first, or start this one with another --private-dir (and --workload-dir)",
       "already_running",
     );
   }

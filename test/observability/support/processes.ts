@@ -146,7 +146,8 @@ export async function startBrokerd(
     "--metrics",
     opts.metrics ?? "off",
     "--journal",
-    join(dir, "journal.jsonl"),
+    // The private dir (--runtime-dir DIR: DIR.private): never the directory workloads see.
+    join(`${dir}.private`, "journal.jsonl"),
     ...(opts.extra ?? []),
   ]);
   return {

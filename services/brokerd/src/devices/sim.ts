@@ -6,7 +6,9 @@
 //
 // With a memory directory (the state directory's sim/), each region's memory is a file there
 // instead of an anonymous memfd, so a restarted brokerd (kill -9 included) finds the bytes its
-// clients wrote, as a real device keeps its BAR contents while the driver restarts.
+// clients wrote, as a real device keeps its BAR contents while the driver restarts. The directory
+// is verified and held by fd, and its files are opened through it, never through a symbolic link
+// (native/src/safe-dir.ts): a planted link must not make brokerd size or share another file.
 //
 // Limits of simulation: a memfd is ordinary memory, so "UC" and "WC" are reported as granted but
 // not enforced by hardware; and a client holding a memfd can map the whole simulated BAR (as a
@@ -16,14 +18,12 @@ import {
   constants,
   fstatSync,
   ftruncateSync,
-  mkdirSync,
   openSync,
   readSync,
   unlinkSync,
   writeSync,
 } from "node:fs";
-import { join } from "node:path";
-import { memfdCreate } from "@vfio-broker/native";
+import { memfdCreate, openInSafeDir, openSafeDir, type SafeDir } from "@vfio-broker/native";
 import { invalid, notFound, quoted } from "../errors.js";
 import type { Attribute, Backend, Backing, BackingRequest, DeviceInfo, RegionInfo } from "./backend.js";
 import { fdBacking } from "./backing.js";
@@ -115,21 +115,27 @@ export class SimBackend implements Backend {
   readonly backingKinds = ["memfd"] as const;
   private readonly devs = new Map<string, SimDevice>();
   private readonly goneCallbacks: ((id: string) => void)[] = [];
+  private readonly memoryDir: SafeDir | undefined;
 
   /** memoryDir: keep region memory in files there (surviving brokerd restarts); else memfds. */
-  constructor(
-    specs: SimDeviceSpec[] = DEFAULT_SIM_DEVICES,
-    private readonly memoryDir?: string,
-  ) {
-    if (memoryDir) mkdirSync(memoryDir, { recursive: true, mode: 0o700 });
-    for (const s of specs) this.addDevice(s);
+  constructor(specs: SimDeviceSpec[] = DEFAULT_SIM_DEVICES, memoryDir?: string) {
+    this.memoryDir = memoryDir
+      ? openSafeDir(memoryDir, { role: "the sim devices' memory directory", create: 0o700, mode: 0o700 })
+      : undefined;
+    try {
+      for (const s of specs) this.addDevice(s);
+    } catch (e) {
+      this.close();
+      throw e;
+    }
   }
 
   /** The region's memory: its file under memoryDir (kept if it has the right size), or a memfd. */
   private memory(deviceId: string, region: string, size: bigint): number {
     if (!this.memoryDir) return memfdCreate(`vfio-broker-${deviceId}-${region}`, size);
-    const fd = openSync(
-      join(this.memoryDir, `${deviceId}.${region}`),
+    const fd = openInSafeDir(
+      this.memoryDir,
+      `${deviceId}.${region}`,
       constants.O_RDWR | constants.O_CREAT,
       0o600,
     );
@@ -197,7 +203,7 @@ export class SimBackend implements Backend {
       closeSync(r.memfd);
       if (this.memoryDir)
         try {
-          unlinkSync(join(this.memoryDir, `${id}.${r.info.name}`));
+          unlinkSync(this.memoryDir.at(`${id}.${r.info.name}`));
         } catch {
           /* already gone */
         }
@@ -250,5 +256,6 @@ export class SimBackend implements Backend {
   close(): void {
     for (const d of this.devs.values()) for (const r of d.regions.values()) closeSync(r.memfd);
     this.devs.clear();
+    this.memoryDir?.close();
   }
 }

@@ -106,6 +106,8 @@ export interface FdChannelOptions {
   maxConnections?: number;
   /** Percent of maxConnections kept for tenants below their minimum (grants/fair-share.ts). */
   tenantReservePercent?: number;
+  /** Where to bind path: the same name through its verified directory's fd (places.ts). */
+  bindPath?: string;
   /** An already listening socket at path (hand-over, fdstore) instead of binding one. */
   listenFd?: number;
 }
@@ -174,8 +176,8 @@ export class FdChannel {
     );
     this.server =
       opts.listenFd !== undefined
-        ? FdServer.adopt(opts.path, opts.listenFd)
-        : FdServer.listen(opts.path, { mode: opts.mode });
+        ? FdServer.adopt(opts.bindPath ?? opts.path, opts.listenFd)
+        : FdServer.listen(opts.bindPath ?? opts.path, { mode: opts.mode });
     this.server.onConnection((sock) => {
       void this.own(sock);
     });

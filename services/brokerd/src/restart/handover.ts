@@ -137,9 +137,10 @@ function deadline(sock: FdSocket, ms: number, what: string): { clear(): void; er
 export function offerHandover(
   path: string,
   hooks: HandoverHooks,
-  opts: { timeoutMs?: number } = {},
+  opts: { timeoutMs?: number; shown?: string } = {},
 ): { close(): Promise<void> } {
   const timeoutMs = opts.timeoutMs ?? DEFAULT_OLD_TIMEOUT_MS;
+  const shown = opts.shown ?? path;
   const euid = process.geteuid!();
   let server: FdServer;
   try {
@@ -147,7 +148,7 @@ export function offerHandover(
   } catch (err) {
     if ((err as NativeError).code === "EADDRINUSE")
       throw new HandoverError(
-        `another process is already offering a hand-over at ${path} (is another brokerd being upgraded?)`,
+        `another process is already offering a hand-over at ${shown} (is another brokerd being upgraded?)`,
         "EREFUSED",
         { cause: err },
       );
@@ -293,8 +294,9 @@ export function offerHandover(
  * Takes every fd over from the brokerd offering at `path`. Resolves holding them (the caller owns
  * and closes them); rejects with a HandoverError (ENOBROKER, EPERM, EREFUSED, ETIMEDOUT, EPROTO)
  * having closed anything received. `timeoutMs` bounds the whole take and, separately, confirm().
+ * `shown` is the path to name in messages (default path).
  */
-export async function takeOver(path: string, timeoutMs: number): Promise<TakenOver> {
+export async function takeOver(path: string, timeoutMs: number, shown = path): Promise<TakenOver> {
   const euid = process.geteuid!();
   let sock: FdSocket;
   try {
@@ -303,13 +305,13 @@ export async function takeOver(path: string, timeoutMs: number): Promise<TakenOv
     const code = (err as NativeError).code;
     if (code === "ENOENT" || code === "ECONNREFUSED")
       throw new HandoverError(
-        `no brokerd to take over from at ${path} (${code}): is the old brokerd running, and with this hand-over path?`,
+        `no brokerd to take over from at ${shown} (${code}): is the old brokerd running, and with this hand-over path?`,
         "ENOBROKER",
         { cause: err },
       );
     throw err;
   }
-  const timer = deadline(sock, timeoutMs, `the old brokerd at ${path} to hand over its fds`);
+  const timer = deadline(sock, timeoutMs, `the old brokerd at ${shown} to hand over its fds`);
   const received: NamedFd[] = [];
   let pidfd = -1;
   let oldPid = 0;
@@ -320,7 +322,7 @@ export async function takeOver(path: string, timeoutMs: number): Promise<TakenOv
     oldPid = peer.pid;
     if (peer.uid !== euid)
       throw new HandoverError(
-        `refusing to take over from pid ${peer.pid} at ${path}: it runs as uid ${peer.uid}, this brokerd as uid ${euid}`,
+        `refusing to take over from pid ${peer.pid} at ${shown}: it runs as uid ${peer.uid}, this brokerd as uid ${euid}`,
         "EPERM",
       );
     await sock.send(encode({ op: "take", version: HANDOVER_VERSION, pid: process.pid }));

@@ -7,7 +7,7 @@
 // errors, SETTINGS never acknowledged) closes it with GOAWAY(ENHANCE_YOUR_CALM), and its uid's
 // new connections are refused for a while (rpc/reconnect-backoff.ts) from SO_PEERCRED alone,
 // answered with prebuilt frames (rpc/h2-refusal.ts) instead of an HTTP/2 session.
-import { chownSync, existsSync } from "node:fs";
+import { existsSync, lchownSync } from "node:fs";
 import { constants as h2, type ServerHttp2Session, type ServerHttp2Stream } from "node:http2";
 import { connect, createServer, type Server as NetServer, type Socket } from "node:net";
 import * as grpc from "@grpc/grpc-js";
@@ -68,6 +68,11 @@ export interface ServeOptions {
   listenFd?: number;
   /** Reconnect backoff per uid after HTTP/2 abuse (default: one of its own, DEFAULT_BACKOFF). */
   backoff?: ReconnectBackoff;
+  /**
+   * Where to bind `path`: the same name reached through its verified directory's fd
+   * (/proc/self/fd/N/NAME, places.ts), so the bind cannot be redirected. Default: path.
+   */
+  bindPath?: string;
 }
 
 /**
@@ -363,7 +368,8 @@ export async function serveUnix<C>(
   let listenFd = opts.listenFd;
   if (listenFd === undefined) {
     // Never take over a socket someone is still serving (another brokerd, with its own runtime dir).
-    if (existsSync(path) && (await isLive(path)))
+    const at = opts.bindPath ?? path;
+    if (existsSync(at) && (await isLive(at)))
       throw new BrokerError(
         "UNAVAILABLE",
         `another server is accepting on ${path}; stop it first, or give this brokerd other socket paths`,
@@ -373,8 +379,8 @@ export async function serveUnix<C>(
     // closing the server then never unlinks the path, so the socket (and its backlog) can live on
     // in the next brokerd. A deep accept queue (the kernel caps it at somaxconn): a uid that floods
     // connect() must not fill the queue for everyone before brokerd gets to turn it away.
-    listenFd = listenUnix(path, { mode: opts.mode, backlog: 4096 });
-    if (opts.gid !== undefined) chownSync(path, process.getuid?.() ?? 0, opts.gid);
+    listenFd = listenUnix(at, { mode: opts.mode, backlog: 4096 });
+    if (opts.gid !== undefined) lchownSync(at, process.getuid?.() ?? 0, opts.gid);
   }
   const served = dupFd(listenFd);
   await new Promise<void>((resolve, reject) => {

@@ -13,24 +13,28 @@
 // state.<gen+1>.log, renames the snapshot into place and deletes the old log: a crash at any point
 // leaves either the old snapshot with its log or the new snapshot with an empty or new log, never
 // both applied.
+//
+// The directory must pass native/src/dir-rule.ts (ours, 0700, nobody else can write it or its
+// way) and is held by fd: every file is opened, renamed and removed through that fd, never through
+// a symbolic link (native/src/safe-dir.ts). It holds live tickets, so it is never anyone else's.
 import {
-  chmodSync,
   closeSync,
+  constants,
   existsSync,
   fstatSync,
   fsyncSync,
   ftruncateSync,
+  lstatSync,
   mkdirSync,
-  openSync,
   readdirSync,
   readFileSync,
   renameSync,
   rmSync,
-  statSync,
   unlinkSync,
   writeSync,
 } from "node:fs";
 import { join } from "node:path";
+import { openInSafeDir, openSafeDir, type SafeDir, UnsafePlaceError } from "@vfio-broker/native";
 import { logLimited } from "../log.js";
 import { ModelError, type Snapshot, StateModel } from "./model.js";
 import { crcHex, decodeLog, encodeRecord, RecordError, type StateRecord } from "./records.js";
@@ -73,8 +77,21 @@ const logName = (gen: number) => `state.${gen}.log`;
 /** Compact when the log holds this many records more than twice what is live. */
 const COMPACT_SLACK = 4096;
 
-function readSnapshot(file: string): { gen: number; snap: Snapshot } {
-  const text = readFileSync(file, "utf8");
+/** The whole of `name` in dir, read through the dir's fd without following a link. */
+function readIn(dir: SafeDir, name: string): string {
+  const fd = openInSafeDir(dir, name, constants.O_RDONLY);
+  try {
+    return readFileSync(fd, "utf8");
+  } finally {
+    closeSync(fd);
+  }
+}
+
+const APPEND = constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT;
+
+function readSnapshot(dir: SafeDir): { gen: number; snap: Snapshot } {
+  const file = dir.show(SNAP);
+  const text = readIn(dir, SNAP);
   const nl = text.indexOf("\n");
   const m = /^vfio-broker-state 1 (\d+) ([0-9a-f]{8}) (\d+)$/.exec(nl < 0 ? text : text.slice(0, nl));
   if (!m) throw new StateError(file, "its first line is not a vfio-broker-state v1 header");
@@ -104,10 +121,11 @@ export class StateStore {
 
   private constructor(
     readonly dir: string,
+    private readonly safe: SafeDir,
     private gen: number,
     readonly model: StateModel,
   ) {
-    this.fd = openSync(join(dir, logName(gen)), "a", 0o600);
+    this.fd = openInSafeDir(safe, logName(gen), APPEND);
     this.size = fstatSync(this.fd).size;
   }
 
@@ -116,22 +134,30 @@ export class StateStore {
    * dir/previous-boot/ and a fresh one started. Throws StateError on damage.
    */
   static open(dir: string, bootId: string): OpenedStore {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    // It holds live tickets: ours alone. Another owner means someone else chose this directory.
-    const st = statSync(dir);
-    if (process.getuid && st.uid !== process.getuid())
-      throw new StateError(
-        dir,
-        `the directory belongs to uid ${st.uid}, not to brokerd's uid ${process.getuid()}`,
-      );
-    if ((st.mode & 0o077) !== 0) chmodSync(dir, 0o700);
-    let { gen, model, torn } = StateStore.replay(dir);
+    // It holds live tickets: ours alone (another owner means someone else chose this directory),
+    // 0700, and reached only through this fd.
+    const safe = openSafeDir(dir, { role: "--state-dir", create: 0o700, mode: 0o700 });
+    try {
+      return StateStore.openIn(dir, safe, bootId);
+    } catch (e) {
+      safe.close();
+      throw e;
+    }
+  }
+
+  private static openIn(dir: string, safe: SafeDir, bootId: string): OpenedStore {
+    let { gen, model, torn } = StateStore.replayIn(dir, safe);
     let discarded = "";
     if (model.bootId !== "" && model.bootId !== bootId) {
       // Every process of that boot is gone, and with them every grant: keep the files for a look.
       const prev = join(dir, "previous-boot");
-      mkdirSync(prev, { recursive: true, mode: 0o700 });
-      for (const f of readdirSync(dir)) if (f.startsWith("state.")) renameSync(join(dir, f), join(prev, f));
+      const prevAt = safe.at("previous-boot");
+      if (!existsSync(prevAt)) mkdirSync(prevAt, { mode: 0o700 });
+      const st = lstatSync(prevAt);
+      if (!st.isDirectory() || st.uid !== process.geteuid?.())
+        throw new UnsafePlaceError(`${prev} is not a directory of brokerd's uid; remove it`);
+      for (const f of readdirSync(safe.self))
+        if (f.startsWith("state.")) renameSync(safe.at(f), `${prevAt}/${f}`);
       discarded = `the state was written during another boot (${model.bootId}); moved to ${prev}`;
       const fresh = new StateModel();
       fresh.run = model.run;
@@ -141,37 +167,46 @@ export class StateStore {
       torn = "";
     }
     // Other generations' logs are leftovers of a compaction cut short.
-    for (const f of readdirSync(dir))
-      if (/^state\.\d+\.log$/.test(f) && f !== logName(gen)) unlinkSync(join(dir, f));
-    const store = new StateStore(dir, gen, model);
+    for (const f of readdirSync(safe.self))
+      if (/^state\.\d+\.log$/.test(f) && f !== logName(gen)) unlinkSync(safe.at(f));
+    const store = new StateStore(dir, safe, gen, model);
     // A torn tail is rewritten away by compacting at once, so the next record is not glued to it.
     if (torn !== "" || discarded !== "") store.compact();
     return { store, model, torn, discarded };
   }
 
   /**
-   * Reads the snapshot and log in dir and replays them, writing nothing (open() and the hand-over's
-   * check of the store, restart/validate.ts). Throws StateError on damage.
+   * Reads the snapshot and log in dir and replays them, writing nothing (the hand-over's check of
+   * the store, state/validate.ts). Throws StateError on damage, UnsafePlaceError on a directory
+   * that fails the directory rule.
    */
   static replay(dir: string): { gen: number; model: StateModel; torn: string } {
-    const snapFile = join(dir, SNAP);
+    const safe = openSafeDir(dir, { role: "--state-dir" });
+    try {
+      return StateStore.replayIn(dir, safe);
+    } finally {
+      safe.close();
+    }
+  }
+
+  private static replayIn(dir: string, safe: SafeDir): { gen: number; model: StateModel; torn: string } {
+    const snapFile = safe.at(SNAP);
     let gen = 0;
     let model = new StateModel();
     let torn = "";
     try {
       if (existsSync(snapFile)) {
-        const r = readSnapshot(snapFile);
+        const r = readSnapshot(safe);
         gen = r.gen;
         model = StateModel.fromSnapshot(r.snap);
       }
-      const logFile = join(dir, logName(gen));
-      if (existsSync(logFile)) {
-        const log = decodeLog(readFileSync(logFile, "utf8"));
+      if (existsSync(safe.at(logName(gen)))) {
+        const log = decodeLog(readIn(safe, logName(gen)));
         torn = log.torn;
         for (const rec of log.records) model.apply(rec);
       }
     } catch (e) {
-      if (e instanceof StateError) throw e;
+      if (e instanceof StateError || e instanceof UnsafePlaceError) throw e;
       if (e instanceof RecordError || e instanceof ModelError)
         throw new StateError(join(dir, logName(gen)), e.message);
       throw e;
@@ -253,11 +288,11 @@ export class StateStore {
     const t0 = performance.now();
     const body = JSON.stringify(this.model.snapshot());
     const next = this.gen + 1;
-    const tmp = join(this.dir, `${SNAP}.tmp`);
-    const nextLog = join(this.dir, logName(next));
+    const tmp = `${SNAP}.tmp`;
+    const nextLog = logName(next);
     let nextFd: number | undefined;
     try {
-      const fd = openSync(tmp, "w", 0o600);
+      const fd = openInSafeDir(this.safe, tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC);
       try {
         const text = Buffer.from(
           `vfio-broker-state 1 ${next} ${crcHex(body)} ${Buffer.byteLength(body)}\n${body}`,
@@ -268,11 +303,11 @@ export class StateStore {
       } finally {
         closeSync(fd);
       }
-      nextFd = openSync(nextLog, "a", 0o600);
-      renameSync(tmp, join(this.dir, SNAP));
+      nextFd = openInSafeDir(this.safe, nextLog, APPEND);
+      renameSync(this.safe.at(tmp), this.safe.at(SNAP));
     } catch (e) {
       if (nextFd !== undefined) closeSync(nextFd);
-      for (const f of [tmp, nextLog]) rmSync(f, { force: true });
+      for (const f of [tmp, nextLog]) rmSync(this.safe.at(f), { force: true });
       throw e;
     }
     const old = this.fd;
@@ -280,7 +315,7 @@ export class StateStore {
     this.size = 0;
     closeSync(old);
     try {
-      unlinkSync(join(this.dir, logName(this.gen)));
+      unlinkSync(this.safe.at(logName(this.gen)));
     } catch {
       /* already gone */
     }
@@ -293,6 +328,7 @@ export class StateStore {
 
   close(): void {
     closeSync(this.fd);
+    this.safe.close();
   }
 }
 
