@@ -10,8 +10,8 @@ import assert from "node:assert/strict";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import { buildBaseImages, buildImage, IMAGE, must, podman, requireTools } from "../containers/support.js";
 import { type BrokerProcess, REPO, startBrokerd } from "../lib/brokerd.js";
-import { buildBaseImages, buildImage, IMAGE, must, podman, requireTools } from "./support.js";
 
 const SPEC = join(REPO, "deploy/cdi/vfio-broker.json");
 const NAME = `row12-${process.pid}`;

@@ -19,7 +19,7 @@ import {
   startBrokerd,
   tempDir,
 } from "../lib/brokerd.js";
-import { type Fleet, report, startFleet } from "./support/fleet.js";
+import { type Fleet, report, startFleet } from "../restart/support/fleet.js";
 
 const fleets: Fleet[] = [];
 const brokers: BrokerProcess[] = [];
