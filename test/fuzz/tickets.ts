@@ -1,7 +1,9 @@
 // tickets.ts: real, redeemable tickets for the fd-channel fuzzer, made the way a normal client
 // makes them (Hello, OpenDevice, CreateMapping of one page). With them the fuzzer reaches the
 // replies that carry an fd, double redemption and closing while an fd is on its way. The session
-// is rotated before it nears its mapping quota; closing it releases what it still holds.
+// is rotated before it nears its mapping quota, and its mappings are released first, as a client
+// that has unmapped them would: a delivered mapping whose session just ends stays booked until this
+// process exits (brokerd cannot know that the fuzzer closed the fds it received without mapping).
 import { Attribute, BrokerService, createClient, Layout, type PromiseClient, Prot } from "@vfio-broker/proto";
 
 const TICKETS_PER_SESSION = 32;
@@ -12,12 +14,15 @@ export class TicketSource {
   #regionIndex = 0;
   #pageSize = 4096n;
   #issued = 0;
+  /** Cookies of the mappings this session created (released before it closes). */
+  #cookies: bigint[] = [];
   made = 0;
 
   constructor(readonly socket: string) {}
 
   async #session(): Promise<PromiseClient<typeof BrokerService>> {
     if (this.#client && this.#issued < TICKETS_PER_SESSION) return this.#client;
+    await this.#releaseAll();
     this.close();
     const c = createClient(BrokerService, `unix:${this.socket}`, undefined, {
       "grpc.use_local_subchannel_pool": 1,
@@ -61,11 +66,24 @@ export class TicketSource {
       { timeoutMs: 5000 },
     );
     this.made++;
+    if (r.mapping) this.#cookies.push(r.mapping.cookie);
     return r.ticket;
+  }
+
+  /** Releases every mapping of the current session (redeemed or not; already gone is fine). */
+  async #releaseAll(): Promise<void> {
+    const c = this.#client;
+    const cookies = this.#cookies.splice(0);
+    if (!c) return;
+    for (const cookie of cookies)
+      await c
+        .releaseMapping({ deviceFileId: this.#deviceFileId, cookie }, { timeoutMs: 5000 })
+        .catch(() => {});
   }
 
   close(): void {
     this.#client?.close();
     this.#client = null;
+    this.#cookies = [];
   }
 }
