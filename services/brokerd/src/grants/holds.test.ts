@@ -57,7 +57,15 @@ test("staysBooked: a delivered mapping of a live holder stays booked unless the 
       true,
       reason,
     );
-  for (const reason of ["client", "process-exit", "ticket-expired", "store-failed", "resumed"])
+  // "undeliverable": the kernel refused the fd (ETOOMANYREFS), so nobody can map it.
+  for (const reason of [
+    "client",
+    "process-exit",
+    "ticket-expired",
+    "store-failed",
+    "resumed",
+    "undeliverable",
+  ])
     assert.equal(
       staysBooked(true, reason, () => true),
       false,

@@ -56,9 +56,10 @@ export interface Hold {
 }
 
 /**
- * Why a mapping ends that its holder itself caused (its release, its close, its exit, a ticket it
- * never redeemed, a grant that failed before its fd went out): its pages are free at once. Every
- * other reason is a revocation, which only asks a live holder to unmap.
+ * Why a mapping ends that its holder itself caused, or whose fd never reached it (its release, its
+ * close, its exit, a ticket it never redeemed, a grant that failed before its fd went out, one
+ * whose fd the kernel refused to send): its pages are free at once. Every other reason is a
+ * revocation, which only asks a live holder to unmap.
  */
 export const HOLDER_ENDED: ReadonlySet<string> = new Set([
   "client",
@@ -66,6 +67,7 @@ export const HOLDER_ENDED: ReadonlySet<string> = new Set([
   "ticket-expired",
   "store-failed",
   "resumed",
+  "undeliverable",
 ]);
 /** Ends the holder's own connection caused: held until it exits, but never enforced by the policy. */
 export const CONNECTION_ENDED: ReadonlySet<string> = new Set([
