@@ -114,6 +114,8 @@ test("quoted(): JSON-quoted, invisible characters escaped, cut to 64 characters"
   assert.equal(quoted("a".repeat(64)), `"${"a".repeat(64)}"`);
   assert.equal(quoted("a".repeat(65)), `"${"a".repeat(64)}…"`);
   assert.equal(quoted('x"\n\u202ey\u0085'), '"x\\"\\n\\u202ey\\u0085"');
+  // The class, not a list: a tag character (past U+FFFF, a surrogate pair) and U+206A too.
+  assert.equal(quoted("a\u{e0041}\u206a"), '"a\\udb40\\udc41\\u206a"');
 });
 
 test("listen and allowed-host configuration", () => {

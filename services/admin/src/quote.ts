@@ -6,12 +6,20 @@
 // helper (services/brokerd/src/errors.ts); kept separate so the admin does not import brokerd's
 // internals.
 
-// C1 controls, soft hyphen, zero-width and bidi controls, line/paragraph separators, BOM.
-const INVISIBLE = /[\u0080-\u009f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/g;
+// Control and format characters (C1, soft hyphen, zero-width, bidi controls, the BOM, tag
+// characters ...) and line/paragraph separators: the class, as brokerd's journal escapes it.
+const INVISIBLE = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/gu;
+
+/** `c` as \uXXXX escapes, one per UTF-16 unit (a character past U+FFFF is a surrogate pair). */
+function jsonEscape(c: string): string {
+  let out = "";
+  for (let i = 0; i < c.length; i++) out += `\\u${c.charCodeAt(i).toString(16).padStart(4, "0")}`;
+  return out;
+}
 
 export function quoted(value: string, max = 64): string {
   const cut = value.length > max ? `${value.slice(0, max)}…` : value;
-  return JSON.stringify(cut).replace(INVISIBLE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+  return JSON.stringify(cut).replace(INVISIBLE, jsonEscape);
 }
 
 /** Cuts a whole message (e.g. one fastify or a JSON parser wrote, which may quote input) to `max`. */

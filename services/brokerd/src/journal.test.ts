@@ -546,6 +546,17 @@ describe("aggregation per identity", () => {
     assert.equal(fs.lines()[0]!.ok, "é €");
   });
 
+  test("the whole class is escaped, not a list: tag characters (past U+FFFF), deprecated format characters, DEL", () => {
+    const { fs, journal } = setup();
+    // A cgroup name a user chose: "ok" followed by text hidden in tag characters, U+206A, DEL.
+    const cgroup = "/user.slice/ok\u{e0041}\u{e0042}\u206a\u007f.scope";
+    journal.write("session.open", { cgroup });
+    const text = fs.text(fs.files.get(PATH));
+    assert.doesNotMatch(text, /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}](?!$)/u, "nothing invisible but the line end");
+    assert.match(text, /\\udb40\\udc41\\udb40\\udc42\\u206a\\u007f/, "a surrogate pair as two escapes");
+    assert.equal(fs.lines()[0]!.cgroup, cgroup, "the same JSON value");
+  });
+
   test("connection.refused and denied are aggregated per uid and reason", () => {
     const { fs, clock, journal } = setup();
     const broker = fakeBroker();

@@ -78,19 +78,27 @@ const bigintSafe = (_k: string, v: unknown) => (typeof v === "bigint" ? v.toStri
 const SOCKETS = ["broker", "fd", "admin"] as const;
 
 /**
- * What JSON.stringify leaves raw and must not be: C1 controls (NEL, U+0085, ends a line for some
- * readers; CSI, U+009B, starts a terminal escape), U+2028 / U+2029 (line and paragraph separators,
- * which JavaScript and other line-splitting readers take for line ends), bidi overrides and
- * isolates, zero-width and other invisible format characters, the BOM, interlinear annotations.
+ * What JSON.stringify leaves raw and must not be, as a class (the same one rpc/strings.ts refuses in
+ * client text and the console marks): control characters (DEL; C1, where NEL, U+0085, ends a line
+ * for some readers and CSI, U+009B, starts a terminal escape), format characters (bidi overrides
+ * and isolates, zero-width characters, the BOM, interlinear annotations, tag characters that hide
+ * text), and U+2028 / U+2029 (line and paragraph separators, which JavaScript and other
+ * line-splitting readers take for line ends). cgroup paths, which users name, reach the journal.
  */
-const UNSAFE_IN_LINE =
-  /[\u0080-\u009f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ufff9-\ufffb]/g;
+const UNSAFE_IN_LINE = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/gu;
 const NOT_PRINTABLE_ASCII = /[^ -~\t\n\r]/;
+
+/** `c` as \uXXXX escapes, one per UTF-16 unit (a character past U+FFFF is a surrogate pair). */
+function jsonEscape(c: string): string {
+  let out = "";
+  for (let i = 0; i < c.length; i++) out += `\\u${c.charCodeAt(i).toString(16).padStart(4, "0")}`;
+  return out;
+}
 
 /** A JSON text with UNSAFE_IN_LINE characters written as \uXXXX escapes (the same JSON value). */
 export function escapeLine(json: string): string {
   if (!NOT_PRINTABLE_ASCII.test(json)) return json;
-  return json.replace(UNSAFE_IN_LINE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+  return json.replace(UNSAFE_IN_LINE, jsonEscape);
 }
 
 export class Journal {
