@@ -46,6 +46,13 @@ test("bad flags say what to do", () => {
     /--ticket-ttl-ms 5: expected an integer from 100 to 3600000/,
   );
   assert.throws(() => parse(["--max-sessions", "lots"]), /expected an integer/);
+  // The tenants' reserve: a percent that leaves the shared pool some room, never all of it.
+  for (const v of ["-1", "91", "50.5", "half"])
+    assert.throws(
+      () => parse(["--tenant-reserve", v]),
+      new RegExp(`--tenant-reserve ${v}: expected an integer from 0 to 90`),
+    );
+  assert.equal(parse(["--tenant-reserve", "0"]).tenantReserve, 0);
   // The caps and timers added for hostile clients: zero, negative and absurd values are refused.
   assert.throws(
     () => parse(["--max-fd-connections", "0"]),
