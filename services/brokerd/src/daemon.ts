@@ -41,8 +41,8 @@ import { brokerServiceImpl } from "./rpc/broker-service.js";
 import { HealthState } from "./rpc/health-service.js";
 import { serveUnix } from "./rpc/server.js";
 import { lockRuntimeDir } from "./runtime-lock.js";
-import { Persister } from "./state/persist.js";
-import { type RestoreReport, restoreState } from "./state/restore.js";
+import { Ledger } from "./state/ledger.js";
+import type { RestoreReport } from "./state/restore.js";
 import { currentBootId, StateStore } from "./state/store.js";
 import { validateStore } from "./state/validate.js";
 
@@ -92,7 +92,7 @@ export interface Daemon {
   config: Config;
   /** What the start found in the state store and decided (restart metrics, journal). */
   restore: RestoreReport & { run: number; torn: string; discarded: string };
-  persister: Persister;
+  ledger: Ledger;
   reloadPolicy(): { ok: boolean; errors: string[]; revoked?: RevokeCounts };
   /** Reopens the audit journal file (log rotation). */
   reopenJournal(): void;
@@ -185,7 +185,10 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
     for (const w of t.warnings) console.error(`vfio-brokerd: tenants: ${w}`);
     return t.map;
   };
+  // The ledger is the store's only writer: the core records each change before its reply.
+  const ledger = new Ledger(store);
   const broker = new Broker({
+    ledger,
     backends,
     policy,
     tenants: readTenants(),
@@ -200,14 +203,11 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
     fdSocketName: fdSocketName(config.socket, config.fdSocket),
     resumeGraceMs: config.resumeGraceMs,
   });
-  broker.nextDeviceFileId = opened.model.nextDeviceFileId;
-  // The persister listens first: a change is on disk before the journal or a reply sees it.
-  const persister = new Persister(store, broker);
   const journal = new Journal(config.journal);
   journal.attach(broker);
   const run = opened.model.run + 1;
-  store.append({ t: "run", run, pid: process.pid, at: Date.now(), bootId });
-  const restored = restoreState(broker, store);
+  ledger.run(run, bootId);
+  const restored = broker.restore(store);
   for (const d of restored.decisions) journal.write("reconcile", { ...d });
   if (opened.torn !== "") journal.write("state.torn", { bytes: opened.torn.length, dir: config.stateDir });
   if (opened.discarded !== "") journal.write("state.discarded", { why: opened.discarded });
@@ -277,7 +277,7 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
   );
   sessionsByConn.contextOf = brokerListener.contextOf;
   sessionsByConn.rebind = brokerListener.rebind;
-  broker.onSessionEnded = (s, flushed) => brokerListener.closeAfter(s, flushed);
+  broker.on("session.closed", (s, flushed) => brokerListener.closeAfter(s, flushed));
 
   // Admin socket: root, or the admin group (file mode, and the peer's identity on every call).
   const adminServer = new grpc.Server(GRPC_SERVER_OPTIONS);
@@ -343,7 +343,7 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
   ];
   storeFds(parked);
   const metrics = extras.metrics
-    ? await extras.metrics(broker, config, journal, { restore: { ...restored, run }, persister })
+    ? await extras.metrics(broker, config, journal, { restore: { ...restored, run }, ledger })
     : undefined;
   // Offered only now that everything it hands over or closes (metrics included) exists.
   let handedOver = false;
@@ -353,7 +353,7 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
       collect: async () => {
         // From here the state is final: nothing is written, every call and delivery is refused
         // ("restarting"), so the successor restores exactly what clients were told.
-        persister.freeze();
+        ledger.freeze();
         broker.frozen = true;
         broker.handover.hold();
         fdChannel.pauseAccepting();
@@ -377,7 +377,7 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
         (extras.onHandedOver ?? (() => process.exit(0)))();
       },
       abort: (e) => {
-        persister.frozen = false;
+        ledger.thaw();
         broker.frozen = false;
         broker.handover.release();
         fdChannel.resumeAccepting();
@@ -412,7 +412,7 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
   return {
     broker,
     config,
-    persister,
+    ledger,
     restore: { ...restored, run, torn: opened.torn, discarded: opened.discarded },
     reloadPolicy,
     reopenJournal: () => journal.reopen(),
@@ -421,7 +421,7 @@ export async function startDaemon(config: Config, extras: DaemonExtras = {}): Pr
       draining = true;
       await handover.close();
       health.setAll(HealthCheckResponse_ServingStatus.NOT_SERVING);
-      if (keepGrants) persister.freeze();
+      if (keepGrants) ledger.freeze();
       // Keeping grants, the socket files stay: under systemd the sockets live on in the fdstore.
       fdChannel.close({ keepPath: keepGrants });
       // Every leased client hears "shutdown" (revocations, then LeaseEnded) before its connection

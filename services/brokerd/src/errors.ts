@@ -41,3 +41,21 @@ export const unavailable = (message: string, reason = "unavailable") =>
 export function quoted(value: string, max = 64): string {
   return JSON.stringify(value.length > max ? `${value.slice(0, max)}…` : value);
 }
+
+/** Refused while brokerd restarts or hands over: nothing was done; resume with Hello and retry. */
+export function restarting(): BrokerError {
+  return unavailable(
+    "brokerd is restarting and keeps your grants; resume with Hello and retry",
+    "restarting",
+  );
+}
+
+/** A state-store write failed: what was prepared is undone, and the client is told why. */
+export function storeFailed(e: unknown): BrokerError {
+  if (e instanceof BrokerError) return e;
+  return unavailable(
+    `brokerd cannot record this in its state store (${(e as Error).message}); nothing was granted. ` +
+      "An operator must free space under the state directory",
+    "store_failed",
+  );
+}

@@ -11,7 +11,7 @@ const P = "vfio_broker_";
 
 export interface RestartSource {
   restore: RestoreReport & { run: number };
-  persister: { readonly stats: StoreStats & { failures: number } };
+  ledger: { readonly stats: StoreStats & { failures: number } };
 }
 
 export function registerRestartMetrics(registry: Registry, broker: Broker, src: RestartSource): void {
@@ -69,21 +69,21 @@ export function registerRestartMetrics(registry: Registry, broker: Broker, src: 
     "Sessions their client took up again after a restart (Hello with its resume token).",
     () => resumed,
   );
-  total("state_records_total", "Records written to the state store.", () => src.persister.stats.appends);
-  total("state_bytes_total", "Bytes written to the state store's log.", () => src.persister.stats.bytes);
+  total("state_records_total", "Records written to the state store.", () => src.ledger.stats.appends);
+  total("state_bytes_total", "Bytes written to the state store's log.", () => src.ledger.stats.bytes);
   total(
     "state_compactions_total",
     "Snapshots written (the log compacted).",
-    () => src.persister.stats.compactions,
+    () => src.ledger.stats.compactions,
   );
   total(
     "state_compaction_failures_total",
     "Compactions that failed (a full disk): the store stayed as it was and compacts at a later write.",
-    () => src.persister.stats.compactFailures,
+    () => src.ledger.stats.compactFailures,
   );
   total(
     "state_write_failures_total",
     "State store writes that failed (releases; failed creations were refused to the client).",
-    () => src.persister.stats.failures,
+    () => src.ledger.stats.failures,
   );
 }

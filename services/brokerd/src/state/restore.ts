@@ -10,17 +10,31 @@
 // lives, and dropped (one hold.end record) when it is gone.
 // Every decision is returned for the journal.
 import { closeFd, watchPidfd } from "@vfio-broker/native";
-import type { Broker } from "../broker.js";
+import type { Core } from "../core/context.js";
 import type { Backing } from "../devices/backend.js";
+import type { Charges } from "../grants/charges.js";
 import { DeviceFile, type Mapping } from "../grants/device-file.js";
-import type { Hold } from "../grants/holds.js";
+import type { DeviceFiles } from "../grants/device-files.js";
+import type { Holders } from "../grants/holders.js";
 import type { Layout } from "../grants/layout.js";
+import type { Revocation } from "../grants/revocation.js";
 import { holderOf } from "../grants/tickets.js";
 import { quotaKeys } from "../identity/container.js";
 import { cgroupTrustedNow, openIfSameProcess, type PeerIdentity } from "../identity/peer.js";
 import { Session } from "../identity/session.js";
-import type { DeviceFileRec, HoldRec, MappingRec, SessionRec } from "./records.js";
+import { holdOf, mappingOf } from "./convert.js";
+import type { DeviceFileRec, MappingRec, SessionRec } from "./records.js";
 import { StateError, type StateStore } from "./store.js";
+
+/** The core's parts a restore books into (the Broker hands them over: broker.ts). */
+export interface RestoreParts {
+  core: Core;
+  charges: Charges;
+  holders: Holders;
+  deviceFiles: DeviceFiles;
+  revocation: Revocation;
+  endSession: (s: Session, reason: string) => void;
+}
 
 export { openIfSameProcess };
 
@@ -58,33 +72,33 @@ function deliveredBacking(rec: MappingRec): Backing {
   };
 }
 
-export function restoreState(broker: Broker, store: StateStore, now = Date.now()): RestoreReport {
+export function restoreState(p: RestoreParts, store: StateStore, now = Date.now()): RestoreReport {
   const t0 = performance.now();
   const model = store.model;
-  if (model.nextDeviceFileId > broker.nextDeviceFileId) broker.nextDeviceFileId = model.nextDeviceFileId;
-  for (const [device, health] of model.health) broker.deviceHealth.set(device, health);
+  if (model.nextDeviceFileId > p.deviceFiles.nextId) p.deviceFiles.nextId = model.nextDeviceFileId;
+  for (const [device, health] of model.health) p.core.devices.setHealth(device, health);
   const decisions: ReconcileDecision[] = [];
-  const holds = restoreHolds(broker, store);
+  const holds = restoreHolds(p, store);
   for (const rec of [...model.sessions.values()]) {
     const dfs = model.deviceFilesOf(rec.id);
     const mappings = dfs.reduce((n, d) => n + model.mappingsOf(d.id).length, 0);
     const base = { session: rec.id, uid: rec.uid, pid: rec.pid, deviceFiles: dfs.length, mappings };
     const proc = openIfSameProcess(rec.pid, rec.startTime);
     if ("why" in proc) {
-      store.append({ t: "session.end", id: rec.id });
+      p.core.ledger.sessionEnded(rec.id);
       decisions.push({ ...base, action: "released", why: proc.why, dropped: mappings });
       continue;
     }
-    const s = restoreSession(broker, rec, proc.pidfd, now);
+    const s = restoreSession(p, rec, proc.pidfd, now);
     let dropped = 0;
-    for (const d of dfs) dropped += restoreDeviceFile(broker, store, s, d, now);
+    for (const d of dfs) dropped += restoreDeviceFile(p, store, s, d, now);
     decisions.push({ ...base, action: "detached", why: `pid ${rec.pid} is alive`, dropped });
   }
   return { decisions, holds, ms: performance.now() - t0 };
 }
 
 /** Books again every hold whose holder process still lives; ends the others. */
-function restoreHolds(broker: Broker, store: StateStore): { kept: number; dropped: number } {
+function restoreHolds(p: RestoreParts, store: StateStore): { kept: number; dropped: number } {
   const out = { kept: 0, dropped: 0 };
   const procs = new Map<string, { pidfd: number } | { why: string }>();
   for (const rec of [...store.model.holds.values()]) {
@@ -92,12 +106,12 @@ function restoreHolds(broker: Broker, store: StateStore): { kept: number; droppe
     const proc = procs.get(key) ?? openIfSameProcess(rec.pid, rec.startTime);
     procs.set(key, proc);
     if ("why" in proc) {
-      store.append({ t: "hold.end", id: rec.id });
+      p.core.ledger.unheld(rec.id);
       out.dropped++;
       continue;
     }
     const h = holdOf(rec);
-    const attrs = broker.attributeMap(h.deviceId);
+    const attrs = p.core.devices.attributeMap(h.deviceId);
     try {
       attrs.check(h.regionIndex, h.regionName, h.offset, h.length, h.attribute);
     } catch (e) {
@@ -107,45 +121,16 @@ function restoreHolds(broker: Broker, store: StateStore): { kept: number; droppe
       );
     }
     attrs.acquire(h.regionIndex, h.offset, h.length, h.attribute);
-    broker.quotas.restore(h.quotaKeys, "mappings", h.refs);
-    broker.quotas.restore(h.quotaKeys, "bytes", h.length);
-    broker.adoptHold(h, proc.pidfd);
+    p.charges.restore(h.quotaKeys, h.refs, h.length);
+    p.holders.adopt(h, proc.pidfd);
     out.kept++;
   }
-  // adoptHold watches a dup of each pidfd.
-  for (const p of procs.values()) if ("pidfd" in p) closeFd(p.pidfd);
+  // adopt() watches a dup of each pidfd.
+  for (const x of procs.values()) if ("pidfd" in x) closeFd(x.pidfd);
   return out;
 }
 
-function holdOf(r: HoldRec): Hold {
-  return {
-    id: r.id,
-    pid: r.pid,
-    startTime: r.startTime,
-    uid: r.uid,
-    sessionId: r.session,
-    deviceFileId: BigInt(r.df),
-    cookie: BigInt(r.cookie),
-    deviceId: r.device,
-    regionIndex: r.region,
-    regionName: r.regionName,
-    offset: BigInt(r.offset),
-    length: BigInt(r.length),
-    attribute: r.attribute,
-    prot: r.prot,
-    kind: r.kind,
-    refs: r.refs,
-    quotaKeys: r.quotaKeys,
-    rule: r.rule,
-    reason: r.reason,
-    since: r.since,
-    enforceAt: r.enforceAt,
-    enforceBy: r.enforceBy,
-    enforced: false,
-  };
-}
-
-function restoreSession(broker: Broker, rec: SessionRec, pidfd: number, now: number): Session {
+function restoreSession(p: RestoreParts, rec: SessionRec, pidfd: number, now: number): Session {
   const identity: PeerIdentity = {
     uid: rec.uid,
     gid: rec.gid,
@@ -159,31 +144,30 @@ function restoreSession(broker: Broker, rec: SessionRec, pidfd: number, now: num
     pidfdSource: rec.pidfdSource,
     startTime: rec.startTime,
   };
-  const s = new Session(rec.id, identity, quotaKeys(identity), rec.tokenHash, "", broker.tenantOf(rec.uid));
+  const tenant = p.core.tenants.tenantOf(rec.uid);
+  const s = new Session(rec.id, identity, quotaKeys(identity), rec.tokenHash, "", tenant);
   s.clientName = rec.clientName;
   // No connection yet: no session slot is held until the process resumes it on one.
   s.slotHeld = false;
   s.detachedSince = now;
-  broker.sessions.set(s.id, s);
-  broker.sessionsByToken.set(s.tokenHash, s);
-  broker.detachedCount++;
-  s.pidWatch = watchPidfd(pidfd, () => broker.endSession(s, "process-exit"));
+  p.core.sessions.addDetached(s);
+  s.pidWatch = watchPidfd(pidfd, () => p.endSession(s, "process-exit"));
   return s;
 }
 
 /** Restores one device file and its mappings into s; returns how many mappings were dropped. */
 function restoreDeviceFile(
-  broker: Broker,
+  p: RestoreParts,
   store: StateStore,
   s: Session,
   d: DeviceFileRec,
   now: number,
 ): number {
   const recs = store.model.mappingsOf(d.id);
-  const dev = broker.allDevices().find((x) => x.info.id === d.device);
+  const dev = p.core.devices.find(d.device);
   if (!dev) {
-    store.append({ t: "df.close", id: d.id });
-    broker.notify(s, {
+    p.core.ledger.deviceFileClosed(d.id);
+    p.revocation.notify(s, {
       kind: "revocation",
       deviceFileId: BigInt(d.id),
       cookie: 0n,
@@ -193,19 +177,19 @@ function restoreDeviceFile(
     });
     return recs.length;
   }
-  const df = new DeviceFile(BigInt(d.id), s.id, dev.info, d.layout as Layout, broker.opts.pageSize);
+  const df = new DeviceFile(BigInt(d.id), s.id, dev.info, d.layout as Layout, p.core.opts.pageSize);
   df.openedAt = d.openedAt;
   df.requestId = d.requestId;
   s.deviceFiles.set(df.id, df);
-  broker.quotas.restore(s.quotaKeys, "deviceFiles", 1);
+  p.charges.restoreDeviceFile(s.quotaKeys);
   s.remember(d.requestId, { deviceFileId: df.id });
   let dropped = 0;
   for (const rec of recs) {
-    const m = restoreMapping(broker, store, s, df, rec, now);
+    const m = restoreMapping(p, store, s, df, rec, now);
     if (m) continue;
     dropped++;
-    store.append({ t: "map.release", df: rec.df, cookie: rec.cookie });
-    broker.notify(s, {
+    p.core.ledger.released(rec.df, rec.cookie);
+    p.revocation.notify(s, {
       kind: "revocation",
       deviceFileId: df.id,
       cookie: BigInt(rec.cookie),
@@ -218,63 +202,45 @@ function restoreDeviceFile(
   return dropped;
 }
 
+/** A pending mapping's backing made again (its ticket may still be redeemed); undefined if it cannot be. */
+function reopenBacking(p: RestoreParts, df: DeviceFile, rec: MappingRec, now: number): Backing | undefined {
+  if (rec.state === "delivered") return deliveredBacking(rec);
+  if (now >= rec.expiresAt || rec.ticket === "") return undefined;
+  let backing: Backing;
+  try {
+    backing = p.core.devices.get(df.device.id).backend.openBacking({
+      deviceId: df.device.id,
+      region: df.region(rec.region),
+      offset: BigInt(rec.offset),
+      length: BigInt(rec.length),
+      attribute: rec.requested,
+      prot: rec.prot,
+      allowFallback: rec.effective !== rec.requested,
+      allowDeviceFd: rec.kind === "vfio-device-fd",
+    });
+  } catch {
+    return undefined;
+  }
+  if (backing.effectiveAttribute === rec.effective) return backing;
+  backing.release();
+  return undefined;
+}
+
 function restoreMapping(
-  broker: Broker,
+  p: RestoreParts,
   store: StateStore,
   s: Session,
   df: DeviceFile,
   rec: MappingRec,
   now: number,
 ): Mapping | undefined {
-  const region = df.device.regions.find((r) => r.index === rec.region);
-  if (!region) return undefined;
-  const offset = BigInt(rec.offset);
-  const length = BigInt(rec.length);
-  let backing: Backing;
-  if (rec.state === "delivered") backing = deliveredBacking(rec);
-  else {
-    if (now >= rec.expiresAt || rec.ticket === "") return undefined;
-    try {
-      backing = broker.device(df.device.id).backend.openBacking({
-        deviceId: df.device.id,
-        region,
-        offset,
-        length,
-        attribute: rec.requested,
-        prot: rec.prot,
-        allowFallback: rec.effective !== rec.requested,
-        allowDeviceFd: rec.kind === "vfio-device-fd",
-      });
-    } catch {
-      return undefined;
-    }
-    if (backing.effectiveAttribute !== rec.effective) {
-      backing.release();
-      return undefined;
-    }
-  }
-  const m: Mapping = {
-    cookie: BigInt(rec.cookie),
-    deviceFile: df,
-    region,
-    regionOffset: offset,
-    length,
-    requestedAttribute: rec.requested,
-    effectiveAttribute: rec.effective,
-    fallbackReason: rec.fallbackReason,
-    prot: rec.prot,
-    backing,
-    state: rec.state,
-    ticket: rec.ticket,
-    ticketExpiresAt: rec.expiresAt,
-    rule: rec.rule,
-    createdAt: rec.createdAt,
-    requestId: rec.requestId,
-    refs: rec.refs ?? 1,
-  };
-  const attrs = broker.attributeMap(df.device.id);
+  if (!df.device.regions.some((r) => r.index === rec.region)) return undefined;
+  const backing = reopenBacking(p, df, rec, now);
+  if (!backing) return undefined;
+  const m = mappingOf(rec, df, backing);
+  const attrs = p.core.devices.attributeMap(df.device.id);
   try {
-    attrs.check(region.index, region.name, offset, length, rec.effective);
+    attrs.check(m.region.index, m.region.name, m.regionOffset, m.length, rec.effective);
     df.restoreMapping(m);
   } catch (e) {
     backing.release();
@@ -283,16 +249,13 @@ function restoreMapping(
       `mapping ${rec.df}/${rec.cookie} conflicts with another recorded one (${(e as Error).message})`,
     );
   }
-  attrs.acquire(region.index, offset, length, rec.effective);
-  broker.quotas.restore(s.quotaKeys, "mappings", m.refs);
-  broker.quotas.restore(s.quotaKeys, "bytes", length);
+  attrs.acquire(m.region.index, m.regionOffset, m.length, rec.effective);
+  p.charges.restore(s.quotaKeys, m.refs, m.length);
   // A pending mapping's ticket, or another reference's on a delivered one (it redelivers).
   if (rec.ticket !== "" && now < rec.expiresAt)
-    broker.tickets.restore(rec.ticket, m, holderOf(s), rec.expiresAt);
+    p.core.tickets.restore(rec.ticket, m, holderOf(s), rec.expiresAt);
   else m.ticket = "";
-  if (rec.state === "pending") {
-    broker.restorePending(s, m);
-  }
+  if (rec.state === "pending") p.charges.restorePending(s, m);
   s.remember(rec.requestId, { cookie: m.cookie });
   return m;
 }
