@@ -50,7 +50,15 @@ function same(m: Mapping, length: bigint, attribute: Attribute, prot: Prot): boo
   return m.length === length && m.requestedAttribute === attribute && m.prot === prot;
 }
 
-export type TreeEntry = { kind: "region"; region: RegionInfo } | { kind: "mapping"; mapping: Mapping };
+/**
+ * What the device file's offset space holds: a region's compat range, a live mapping, or the
+ * cookie of a revoked mapping whose holder may still map it (a hold, grants/holds.ts): that cookie
+ * is not given to another mapping until the hold ends, so a release of it can only mean the hold.
+ */
+export type TreeEntry =
+  | { kind: "region"; region: RegionInfo }
+  | { kind: "mapping"; mapping: Mapping }
+  | { kind: "held"; cookie: bigint; region: RegionInfo };
 
 /** What an offset in the device file's space resolves to. */
 export interface Resolved {
@@ -178,10 +186,23 @@ export class DeviceFile {
     return m;
   }
 
-  removeMapping(m: Mapping): void {
+  /** m leaves the device file; with keepCookie (it is held) its cookie stays taken until unheld. */
+  removeMapping(m: Mapping, keepCookie = false): void {
     this.unindex(m);
     this.mappings.delete(m.cookie);
     this.tree.erase(m.cookie);
+    if (keepCookie) this.reserveCookie(m.cookie, m.length, m.region);
+  }
+
+  /** A held cookie (a revoked mapping still mapped by its holder) stays out of allocation. */
+  reserveCookie(cookie: bigint, length: bigint, region: RegionInfo): void {
+    if (this.tree.find(cookie, cookie + length - 1n)) return;
+    this.tree.insert(cookie, cookie + length - 1n, { kind: "held", cookie, region });
+  }
+
+  /** The hold on cookie ended: the cookie may be given to a new mapping. */
+  releaseCookie(cookie: bigint): void {
+    if (this.tree.load(cookie)?.kind === "held") this.tree.erase(cookie);
   }
 
   /** Resolves [offset, offset+length) to one tree entry; the access must not leave it. */
@@ -201,6 +222,11 @@ export class DeviceFile {
         "range",
       );
     if (e.entry.kind === "region") return { region: e.entry.region, regionOffset: into, span };
+    if (e.entry.kind === "held")
+      throw invalid(
+        `offset ${hex(offset)} is in mapping ${e.entry.cookie}, which was revoked; it ends once its holder releases it or exits`,
+        "range",
+      );
     const m = e.entry.mapping;
     return { region: m.region, regionOffset: m.regionOffset + into, span, mapping: m };
   }

@@ -31,7 +31,8 @@ export class Ending {
         : undefined;
     if (hold) core.ledger.held(hold);
     core.ledger.released(df.id, m.cookie);
-    df.removeMapping(m);
+    // A held cookie stays taken: a release of it then can only mean the hold.
+    df.removeMapping(m, hold !== undefined);
     // Older tickets of other references find the mapping gone when redeemed (grants/delivery.ts).
     core.tickets.revoke(m.ticket);
     this.charges.settle(s, m);

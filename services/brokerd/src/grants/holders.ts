@@ -117,6 +117,7 @@ export class Holders {
     if (this.core.holds.get(h.id) !== h) return;
     this.core.ledger.unheld(h.id);
     this.core.holds.remove(h);
+    this.core.sessions.get(h.sessionId)?.deviceFiles.get(h.deviceFileId)?.releaseCookie(h.cookie);
     this.core.devices.attributeMap(h.deviceId).release(h.regionIndex, h.offset, h.length);
     this.charges.free(h.quotaKeys, h.refs, h.length);
     this.core.events.emit("mapping.unhold", h, how);

@@ -130,24 +130,32 @@ export function adminServiceImpl(broker: Broker, hooks: AdminHooks): grpc.Untype
     dumpDeviceFile: h((req) => {
       const { df } = broker.findDeviceFile(req.deviceFileId);
       const entries = [...df.tree.entries()].map((e) =>
-        e.entry.kind === "region"
+        e.entry.kind === "held"
           ? {
               start: e.start,
               last: e.last,
-              kind: "region",
+              kind: "held",
               regionIndex: e.entry.region.index,
               regionName: e.entry.region.name,
             }
-          : {
-              start: e.start,
-              last: e.last,
-              kind: "mapping",
-              regionIndex: e.entry.mapping.region.index,
-              regionName: e.entry.mapping.region.name,
-              attribute: attributeToPb(e.entry.mapping.effectiveAttribute),
-              state:
-                e.entry.mapping.state === "delivered" ? PbMappingState.DELIVERED : PbMappingState.PENDING,
-            },
+          : e.entry.kind === "region"
+            ? {
+                start: e.start,
+                last: e.last,
+                kind: "region",
+                regionIndex: e.entry.region.index,
+                regionName: e.entry.region.name,
+              }
+            : {
+                start: e.start,
+                last: e.last,
+                kind: "mapping",
+                regionIndex: e.entry.mapping.region.index,
+                regionName: e.entry.mapping.region.name,
+                attribute: attributeToPb(e.entry.mapping.effectiveAttribute),
+                state:
+                  e.entry.mapping.state === "delivered" ? PbMappingState.DELIVERED : PbMappingState.PENDING,
+              },
       );
       return {
         deviceFile: deviceFileInfo(df),
@@ -155,8 +163,17 @@ export function adminServiceImpl(broker: Broker, hooks: AdminHooks): grpc.Untype
         nodesJson: JSON.stringify(df.tree.dump(), (_k, v) => {
           if (typeof v === "bigint") return v.toString();
           // Tree entries hold live objects (regions, mappings with fds); show only what they are.
-          if (v && typeof v === "object" && "kind" in v && (v.kind === "region" || v.kind === "mapping"))
-            return v.kind === "region" ? { region: v.region.name } : { mapping: String(v.mapping.cookie) };
+          if (
+            v &&
+            typeof v === "object" &&
+            "kind" in v &&
+            (v.kind === "region" || v.kind === "mapping" || v.kind === "held")
+          )
+            return v.kind === "region"
+              ? { region: v.region.name }
+              : v.kind === "held"
+                ? { held: String(v.cookie) }
+                : { mapping: String(v.mapping.cookie) };
           return v;
         }),
         depth: df.tree.depth,

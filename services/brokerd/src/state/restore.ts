@@ -183,6 +183,9 @@ function restoreDeviceFile(
   s.deviceFiles.set(df.id, df);
   p.charges.restoreDeviceFile(s.quotaKeys);
   s.remember(d.requestId, { deviceFileId: df.id });
+  // Cookies of revoked mappings still held (restored before the sessions) stay taken.
+  for (const h of p.core.holds.ofSession(s.id, df.id))
+    df.reserveCookie(h.cookie, h.length, df.region(h.regionIndex));
   let dropped = 0;
   for (const rec of recs) {
     const m = restoreMapping(p, store, s, df, rec, now);
