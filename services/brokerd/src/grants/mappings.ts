@@ -110,7 +110,7 @@ export class Mappings {
         m.state = "delivered";
       } else {
         const issued = core.tickets.issue(m, holderOf(s));
-        t.did(() => core.tickets.revoke(issued.ticket));
+        t.did(() => core.tickets.forget(issued.ticket));
         m.ticket = issued.ticket;
         m.ticketExpiresAt = issued.expiresAt;
       }
@@ -143,7 +143,7 @@ export class Mappings {
       m.ticketExpiresAt = issued.expiresAt;
       t.did(() => {
         m.refs--;
-        tickets.revoke(issued.ticket);
+        tickets.forget(issued.ticket);
         m.ticket = before.ticket;
         m.ticketExpiresAt = before.expiresAt;
       });

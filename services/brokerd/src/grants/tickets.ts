@@ -68,6 +68,11 @@ export class TicketBook<M> {
     if (t?.state === "live") t.state = "revoked";
   }
 
+  /** A ticket issued for a creation that was then refused (never given out): gone at once. */
+  forget(id: string): void {
+    this.tickets.delete(id);
+  }
+
   /**
    * Returns the mappings whose tickets expired unused since the last sweep (the caller releases
    * them), and forgets tickets past their grace period.
