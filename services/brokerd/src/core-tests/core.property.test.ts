@@ -1,5 +1,5 @@
 // The core in process, model-based (fast-check commands): random sequences of open session, open
-// device, map, fetch, release, close device, end session, revoke, drain, policy reload, restart
+// device, map, fetch, set attribute, release, close device, end session, revoke, drain, policy reload, restart
 // (stop keeping grants, restore from the store), resume and process exit, run against a Broker on
 // a real StateStore with the sim backend and child processes as clients. After every step:
 //   - no page is booked with two attributes (live mappings and holds agree with each other, and
@@ -173,206 +173,235 @@ function cmd(name: string, args: unknown, run: (r: Real) => void | Promise<void>
 
 const n = fc.nat(1000);
 
-const [openS, endS, openD, mapM, fetchM, releaseM, closeD, revokeM, drainD, reloadP, restart, resume, exit] =
-  [
-    fc.record({ slot: fc.nat(UIDS.length - 1) }).map((a) =>
-      cmd("openSession", a, (r) => {
-        const p = r.proc(a.slot);
-        attempt("openSession", () => {
-          const s = openSession(r.broker, identityOf(p.pid, UIDS[a.slot]!));
-          r.tokens.set(s.id, s.resumeToken);
-        });
-      }),
-    ),
-    fc.record({ s: n, how: fc.constantFrom("disconnect", "revokeSession") }).map((a) =>
-      cmd("endSession", a, (r) => {
-        const s = pick([...r.broker.sessions.values()], a.s);
-        if (!s) return;
-        if (a.how === "disconnect" && !s.detached) {
-          disconnect(r.broker, s);
-          r.acted = true;
-        } else attempt("revokeSession", () => r.broker.revokeSession(s.id, "test"));
-      }),
-    ),
-    fc
-      .record({ s: n, device: fc.constantFrom("simA", "simB"), layout: fc.constantFrom("compact", "legacy") })
-      .map((a) =>
-        cmd("openDevice", a, (r) => {
-          const s = pick(r.attached(), a.s);
-          if (s)
-            attempt("openDevice", () => r.broker.openDevice(s, a.device, a.layout as "compact" | "legacy"));
-        }),
-      ),
-    fc
-      .record({
-        df: n,
-        region: n,
-        page: n,
-        pages: fc.integer({ min: 1, max: 4 }),
-        attribute: fc.constantFrom("UC", "WC"),
-        prot: fc.constantFrom("r", "rw"),
-        fallback: fc.boolean(),
-        deliver: fc.boolean(),
-      })
-      .map((a) =>
-        cmd("map", a, (r) => {
-          const dfs = r.attached().flatMap((s) => [...s.deviceFiles.values()].map((df) => ({ s, df })));
-          const at = pick(
-            dfs.filter(
-              (x) => HELD_COOKIES_RESERVED || r.broker.holds.ofSession(x.s.id, x.df.id).length === 0,
-            ),
-            a.df,
-          );
-          if (!at) return;
-          const region = pick(
-            at.df.device.regions.filter((x) => x.index <= 5),
-            a.region,
-          )!;
-          const pages = region.size / PAGE;
-          const first = BigInt(a.page) % pages;
-          const length = BigInt(Math.min(a.pages, Number(pages - first))) * PAGE;
-          attempt("map", () =>
-            map(r.broker, at.s, at.df.id, {
-              region: region.index,
-              offset: first * PAGE,
-              length,
-              attribute: a.attribute as "UC" | "WC",
-              prot: a.prot as "r" | "rw",
-              allowFallback: a.fallback,
-              deliver: a.deliver,
-            }),
-          );
-        }),
-      ),
-    fc.record({ m: n }).map((a) =>
-      cmd("fetchFd", a, (r) => {
-        const ms = r
-          .attached()
-          .flatMap((s) =>
-            [...s.deviceFiles.values()].flatMap((df) => [...df.mappings.values()].map((m) => ({ s, m }))),
-          );
-        const at = pick(
-          ms.filter((x) => x.m.ticket !== ""),
-          a.m,
-        );
-        if (!at) return;
-        const d = r.broker.redeemTicket(at.m.ticket, { uid: at.s.identity.uid, pid: at.s.identity.pid });
+const [
+  openS,
+  endS,
+  openD,
+  mapM,
+  fetchM,
+  releaseM,
+  closeD,
+  revokeM,
+  drainD,
+  reloadP,
+  restart,
+  resume,
+  exit,
+  setA,
+] = [
+  fc.record({ slot: fc.nat(UIDS.length - 1) }).map((a) =>
+    cmd("openSession", a, (r) => {
+      const p = r.proc(a.slot);
+      attempt("openSession", () => {
+        const s = openSession(r.broker, identityOf(p.pid, UIDS[a.slot]!));
+        r.tokens.set(s.id, s.resumeToken);
+      });
+    }),
+  ),
+  fc.record({ s: n, how: fc.constantFrom("disconnect", "revokeSession") }).map((a) =>
+    cmd("endSession", a, (r) => {
+      const s = pick([...r.broker.sessions.values()], a.s);
+      if (!s) return;
+      if (a.how === "disconnect" && !s.detached) {
+        disconnect(r.broker, s);
         r.acted = true;
-        assert.ok(d.ok || d.status === "internal", `redeem: ${d.ok ? "" : d.message}`);
+      } else attempt("revokeSession", () => r.broker.revokeSession(s.id, "test"));
+    }),
+  ),
+  fc
+    .record({ s: n, device: fc.constantFrom("simA", "simB"), layout: fc.constantFrom("compact", "legacy") })
+    .map((a) =>
+      cmd("openDevice", a, (r) => {
+        const s = pick(r.attached(), a.s);
+        if (s)
+          attempt("openDevice", () => r.broker.openDevice(s, a.device, a.layout as "compact" | "legacy"));
       }),
     ),
-    fc.record({ m: n }).map((a) =>
-      cmd("release", a, (r) => {
-        const live = r
-          .attached()
-          .flatMap((s) =>
-            [...s.deviceFiles.values()].flatMap((df) =>
-              [...df.mappings.keys()].map((c) => ({ s, df: df.id, c })),
-            ),
-          );
-        const held = [...r.broker.holds.all()].flatMap((h) => {
-          const s = r.broker.sessions.get(h.sessionId);
-          return s && !s.detached ? [{ s, df: h.deviceFileId, c: h.cookie }] : [];
-        });
-        const at = pick([...live, ...held], a.m);
-        if (at) attempt("release", () => r.broker.releaseMapping(at.s, at.df, at.c));
-      }),
-    ),
-    fc.record({ df: n }).map((a) =>
-      cmd("closeDevice", a, (r) => {
+  fc
+    .record({
+      df: n,
+      region: n,
+      page: n,
+      pages: fc.integer({ min: 1, max: 4 }),
+      attribute: fc.constantFrom("UC", "WC"),
+      prot: fc.constantFrom("r", "rw"),
+      fallback: fc.boolean(),
+      deliver: fc.boolean(),
+    })
+    .map((a) =>
+      cmd("map", a, (r) => {
+        const dfs = r.attached().flatMap((s) => [...s.deviceFiles.values()].map((df) => ({ s, df })));
         const at = pick(
-          r.attached().flatMap((s) => [...s.deviceFiles.keys()].map((id) => ({ s, id }))),
+          dfs.filter((x) => HELD_COOKIES_RESERVED || r.broker.holds.ofSession(x.s.id, x.df.id).length === 0),
           a.df,
         );
-        if (at) attempt("closeDevice", () => r.broker.closeDevice(at.s, at.id));
-      }),
-    ),
-    fc.record({ m: n }).map((a) =>
-      cmd("revokeMapping", a, (r) => {
-        const ms = [...r.broker.sessions.values()].flatMap((s) =>
-          [...s.deviceFiles.values()].flatMap((df) => [...df.mappings.keys()].map((c) => ({ df: df.id, c }))),
-        );
-        const at = pick(ms, a.m);
-        if (at) attempt("revokeMapping", () => r.broker.revokeMapping(at.df, at.c, "test"));
-      }),
-    ),
-    fc.record({ device: fc.constantFrom("simA", "simB") }).map((a) =>
-      cmd("drain", a, (r) => {
-        if (r.broker.healthOf(a.device) === "draining") r.broker.undrainDevice(a.device);
-        else r.broker.drainDevice(a.device, "test");
-        r.acted = true;
-      }),
-    ),
-    fc.record({ policy: fc.nat(POLICIES.length - 1) }).map((a) =>
-      cmd("reload", a, (r) => {
-        r.policy = POLICIES[a.policy]!;
-        r.acted = true;
-        r.broker.setPolicy(r.policy);
-      }),
-    ),
-    fc.constant(null).map(() =>
-      cmd("restart", {}, (r) => {
-        const b = r.broker;
-        const before = { grants: liveView(b), quotas: quotaView(b, quotaKeysOf(b)), pages: bookedPages(b) };
-        r.core = restartCore(r.core, r.policy);
-        r.acted = true;
-        const after = r.broker;
-        assert.deepEqual(
-          {
-            grants: liveView(after),
-            quotas: quotaView(after, quotaKeysOf(after)),
-            pages: bookedPages(after),
-          },
-          before,
-          "restored state",
-        );
-        for (const s of after.sessions.values()) assert.ok(s.detached, `session ${s.id} restored detached`);
-      }),
-    ),
-    fc.record({ s: n }).map((a) =>
-      cmd("resume", a, (r) => {
-        const target = pick(
-          [...r.broker.sessions.values()].filter((s) => s.detached),
-          a.s,
-        );
-        if (!target) return;
-        const p = r.procs.find((x) => x?.pid === target.identity.pid);
-        assert.ok(p, "a detached session's process lives");
-        let fresh: Session;
-        try {
-          fresh = openSession(r.broker, identityOf(p.pid, target.identity.uid));
-        } catch (e) {
-          refusal(e);
-          return;
-        }
-        const found = r.broker.resume(fresh, r.tokens.get(target.id)!, () => {});
-        assert.equal(found?.id, target.id, "its own process resumes it");
-        r.acted = true;
-      }),
-    ),
-    fc.record({ slot: fc.nat(UIDS.length - 1) }).map((a) =>
-      cmd("exit", a, async (r) => {
-        const p = r.procs[a.slot];
-        if (!p) return;
-        r.procs[a.slot] = undefined;
-        r.dead.push(p);
-        await p.kill();
-        r.acted = true;
-        const b = r.broker;
-        await until(
-          () =>
-            ![...b.sessions.values()].some((s) => s.identity.pid === p.pid) &&
-            ![...b.holds.all()].some((h) => h.pid === p.pid),
-          `the core to see pid ${p.pid} exit`,
+        if (!at) return;
+        const region = pick(
+          at.df.device.regions.filter((x) => x.index <= 5),
+          a.region,
+        )!;
+        const pages = region.size / PAGE;
+        const first = BigInt(a.page) % pages;
+        const length = BigInt(Math.min(a.pages, Number(pages - first))) * PAGE;
+        attempt("map", () =>
+          map(r.broker, at.s, at.df.id, {
+            region: region.index,
+            offset: first * PAGE,
+            length,
+            attribute: a.attribute as "UC" | "WC",
+            prot: a.prot as "r" | "rw",
+            allowFallback: a.fallback,
+            deliver: a.deliver,
+          }),
         );
       }),
     ),
-  ];
+  fc.record({ m: n }).map((a) =>
+    cmd("fetchFd", a, (r) => {
+      const ms = r
+        .attached()
+        .flatMap((s) =>
+          [...s.deviceFiles.values()].flatMap((df) => [...df.mappings.values()].map((m) => ({ s, m }))),
+        );
+      const at = pick(
+        ms.filter((x) => x.m.ticket !== ""),
+        a.m,
+      );
+      if (!at) return;
+      const d = r.broker.redeemTicket(at.m.ticket, { uid: at.s.identity.uid, pid: at.s.identity.pid });
+      r.acted = true;
+      assert.ok(d.ok || d.status === "internal", `redeem: ${d.ok ? "" : d.message}`);
+    }),
+  ),
+  fc.record({ m: n }).map((a) =>
+    cmd("release", a, (r) => {
+      const live = r
+        .attached()
+        .flatMap((s) =>
+          [...s.deviceFiles.values()].flatMap((df) =>
+            [...df.mappings.keys()].map((c) => ({ s, df: df.id, c })),
+          ),
+        );
+      const held = [...r.broker.holds.all()].flatMap((h) => {
+        const s = r.broker.sessions.get(h.sessionId);
+        return s && !s.detached ? [{ s, df: h.deviceFileId, c: h.cookie }] : [];
+      });
+      const at = pick([...live, ...held], a.m);
+      if (at) attempt("release", () => r.broker.releaseMapping(at.s, at.df, at.c));
+    }),
+  ),
+  fc.record({ df: n }).map((a) =>
+    cmd("closeDevice", a, (r) => {
+      const at = pick(
+        r.attached().flatMap((s) => [...s.deviceFiles.keys()].map((id) => ({ s, id }))),
+        a.df,
+      );
+      if (at) attempt("closeDevice", () => r.broker.closeDevice(at.s, at.id));
+    }),
+  ),
+  fc.record({ m: n }).map((a) =>
+    cmd("revokeMapping", a, (r) => {
+      const ms = [...r.broker.sessions.values()].flatMap((s) =>
+        [...s.deviceFiles.values()].flatMap((df) => [...df.mappings.keys()].map((c) => ({ df: df.id, c }))),
+      );
+      const at = pick(ms, a.m);
+      if (at) attempt("revokeMapping", () => r.broker.revokeMapping(at.df, at.c, "test"));
+    }),
+  ),
+  fc.record({ device: fc.constantFrom("simA", "simB") }).map((a) =>
+    cmd("drain", a, (r) => {
+      if (r.broker.healthOf(a.device) === "draining") r.broker.undrainDevice(a.device);
+      else r.broker.drainDevice(a.device, "test");
+      r.acted = true;
+    }),
+  ),
+  fc.record({ policy: fc.nat(POLICIES.length - 1) }).map((a) =>
+    cmd("reload", a, (r) => {
+      r.policy = POLICIES[a.policy]!;
+      r.acted = true;
+      r.broker.setPolicy(r.policy);
+    }),
+  ),
+  fc.constant(null).map(() =>
+    cmd("restart", {}, (r) => {
+      const b = r.broker;
+      const before = { grants: liveView(b), quotas: quotaView(b, quotaKeysOf(b)), pages: bookedPages(b) };
+      r.core = restartCore(r.core, r.policy);
+      r.acted = true;
+      const after = r.broker;
+      assert.deepEqual(
+        {
+          grants: liveView(after),
+          quotas: quotaView(after, quotaKeysOf(after)),
+          pages: bookedPages(after),
+        },
+        before,
+        "restored state",
+      );
+      for (const s of after.sessions.values()) assert.ok(s.detached, `session ${s.id} restored detached`);
+    }),
+  ),
+  fc.record({ s: n }).map((a) =>
+    cmd("resume", a, (r) => {
+      const target = pick(
+        [...r.broker.sessions.values()].filter((s) => s.detached),
+        a.s,
+      );
+      if (!target) return;
+      const p = r.procs.find((x) => x?.pid === target.identity.pid);
+      assert.ok(p, "a detached session's process lives");
+      let fresh: Session;
+      try {
+        fresh = openSession(r.broker, identityOf(p.pid, target.identity.uid));
+      } catch (e) {
+        refusal(e);
+        return;
+      }
+      const found = r.broker.resume(fresh, r.tokens.get(target.id)!, () => {});
+      assert.equal(found?.id, target.id, "its own process resumes it");
+      r.acted = true;
+    }),
+  ),
+  fc.record({ slot: fc.nat(UIDS.length - 1) }).map((a) =>
+    cmd("exit", a, async (r) => {
+      const p = r.procs[a.slot];
+      if (!p) return;
+      r.procs[a.slot] = undefined;
+      r.dead.push(p);
+      await p.kill();
+      r.acted = true;
+      const b = r.broker;
+      await until(
+        () =>
+          ![...b.sessions.values()].some((s) => s.identity.pid === p.pid) &&
+          ![...b.holds.all()].some((h) => h.pid === p.pid),
+        `the core to see pid ${p.pid} exit`,
+      );
+    }),
+  ),
+  fc.record({ m: n, attribute: fc.constantFrom("UC", "WC"), fallback: fc.boolean() }).map((a) =>
+    cmd("setAttribute", a, (r) => {
+      const ms = r
+        .attached()
+        .flatMap((s) =>
+          [...s.deviceFiles.values()].flatMap((df) => [...df.mappings.values()].map((m) => ({ s, df, m }))),
+        );
+      const at = pick(
+        ms.filter((x) => x.m.state === "pending"),
+        a.m,
+      );
+      if (at)
+        attempt("setAttribute", () =>
+          r.broker.setMappingAttribute(at.s, at.df.id, at.m.cookie, a.attribute as "UC" | "WC", a.fallback),
+        );
+    }),
+  ),
+];
 /** Weighted towards grants: most steps then find something to act on. */
 const commands = [
   ...[openS, openS, openD, openD, openD, openD, mapM, mapM, mapM, mapM, mapM, mapM, mapM, mapM],
   ...[fetchM, fetchM, fetchM, releaseM, releaseM, closeD, endS, revokeM, revokeM, drainD, reloadP],
-  ...[restart, resume, resume, exit],
+  ...[restart, resume, resume, exit, setA],
 ];
 
 test("model-based: random open/map/release/close/revoke/reload/restart/resume/exit sequences keep the core's invariants", async () => {
