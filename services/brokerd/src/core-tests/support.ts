@@ -1,5 +1,5 @@
 // Test support for the in-process core tests (core-tests/*.test.ts): builds the core as daemon.ts
-// does (sim backend, StateStore, Persister, restore) with no socket and no daemon process, gives
+// does (sim backend, StateStore, Ledger, restore) with no socket and no daemon process, gives
 // sessions real kernel identities (a pidfd on a child process the test spawned), and restarts the
 // core on its own state store. Test code only: never imported by brokerd. The composition lives
 // here alone, so that a change of how the daemon composes the core is one change for every test.
@@ -15,8 +15,8 @@ import { BrokerError } from "../errors.js";
 import { type PeerIdentity, processStartTime } from "../identity/peer.js";
 import type { Session } from "../identity/session.js";
 import { type Policy, parsePolicy } from "../policy/index.js";
-import { Persister } from "../state/persist.js";
-import { type RestoreReport, restoreState } from "../state/restore.js";
+import { Ledger } from "../state/ledger.js";
+import type { RestoreReport } from "../state/restore.js";
 import { currentBootId, StateStore } from "../state/store.js";
 
 export const PAGE = BigInt(PAGE_SIZE);
@@ -126,7 +126,7 @@ export interface CoreOptions {
 export interface Core {
   broker: Broker;
   store: StateStore;
-  persister: Persister;
+  ledger: Ledger;
   backend: SimBackend;
   restored: RestoreReport;
   /** The state directory (StateStore.replay reads it). */
@@ -141,13 +141,15 @@ export function tempDir(): { dir: string; remove: () => void } {
 
 /**
  * Opens a core on the state directory `stateDir` (created if missing) and restores what its store
- * holds, in daemon.ts's order: store, backend, Broker, Persister first, the run record, restore.
+ * holds, in daemon.ts's order: store, backend, Ledger, Broker, the run record, restore.
  */
 export function openCore(stateDir: string, p: Policy, o: CoreOptions = {}): Core {
   const opened = StateStore.open(stateDir, currentBootId());
   const store = opened.store;
   const backend = new SimBackend(DEVICES, join(stateDir, "sim"));
+  const ledger = new Ledger(store);
   const broker = new Broker({
+    ledger,
     backends: [backend],
     policy: p,
     tenants: o.tenants,
@@ -162,19 +164,11 @@ export function openCore(stateDir: string, p: Policy, o: CoreOptions = {}): Core
     maxAccessBytes: 1 << 20,
     fdSocketPath: join(stateDir, "fd.sock"),
   });
-  broker.nextDeviceFileId = opened.model.nextDeviceFileId;
-  const persister = new Persister(store, broker);
   // The transport's part: a session the core ended has its connection closed, its slot freed.
-  broker.onSessionEnded = (s) => broker.releaseSlot(s);
-  store.append({
-    t: "run",
-    run: opened.model.run + 1,
-    pid: process.pid,
-    at: Date.now(),
-    bootId: currentBootId(),
-  });
-  const restored = restoreState(broker, store);
-  return { broker, store, persister, backend, restored, stateDir };
+  broker.on("session.closed", (s) => broker.releaseSlot(s));
+  ledger.run(opened.model.run + 1, currentBootId());
+  const restored = broker.restore(store);
+  return { broker, store, ledger, backend, restored, stateDir };
 }
 
 /**
@@ -183,7 +177,7 @@ export function openCore(stateDir: string, p: Policy, o: CoreOptions = {}): Core
  * pidfds and pending backings (ended with a reason that makes no hold; nothing is recorded).
  */
 export function stopKeepingGrants(core: Core): void {
-  core.persister.freeze();
+  core.ledger.freeze();
   void core.broker.close(true);
   for (const s of [...core.broker.sessions.values()]) core.broker.endSession(s, "process-exit");
   core.store.close();
@@ -192,12 +186,12 @@ export function stopKeepingGrants(core: Core): void {
 
 /**
  * Stops a core releasing everything (brokerd's ordinary stop), then closes its store. What stays
- * held (a live holder) ends when the holder exits, with nothing more written: the persister is
+ * held (a live holder) ends when the holder exits, with nothing more written: the ledger is
  * frozen first, as the store's fd number may belong to another file by then.
  */
 export async function stopCore(core: Core): Promise<void> {
   await core.broker.close(false);
-  core.persister.freeze();
+  core.ledger.freeze();
   core.store.close();
   core.backend.close();
 }
