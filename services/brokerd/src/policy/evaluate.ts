@@ -7,8 +7,8 @@
 
 import { cgroupIdentityOf, parseCgroup } from "../identity/container.js";
 import { type CompiledGlob, compileGlob, matchCompiled } from "./glob.js";
-import type { Attribute, Identity, IdentityMatch, Limits, Policy, Prot, Rule } from "./schema.js";
-import { UNNAMED_LIMITS } from "./schema.js";
+import type { Attribute, Identity, IdentityMatch, Limits, Policy, Prot, Rule } from "./types.js";
+import { UNNAMED_LIMITS } from "./types.js";
 
 export type DenyReason = "no_rule" | "device" | "region" | "attribute" | "prot" | "read_write";
 export type Decision = { allow: true; rule: Rule } | { allow: false; reason: DenyReason; message: string };
