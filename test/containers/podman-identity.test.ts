@@ -1,4 +1,4 @@
-// Real container identities (DESIGN.md §10): two podman containers (runc, cgroupfs) with
+// Real container identities (docs/design.md §10): two podman containers (runc, cgroupfs) with
 // Kubernetes-like cgroup paths (--cgroup-parent=/kubepods/<qos>/pod<uid>) reach brokerd through its
 // socket directory bind-mounted at /run/vfio-broker. The policy allows one container of one pod by
 // `containers:` and `pods:`; the other is denied. brokerd names both in Hello and in the journal.

@@ -1,5 +1,5 @@
 // A client finds the fd channel next to the broker socket wherever the socket directory is mounted
-// (DESIGN.md §8b): brokerd's runtime dir is bind-mounted at another path, and in the client's own
+// (docs/design.md §9): brokerd's runtime dir is bind-mounted at another path, and in the client's own
 // mount namespace the original path is hidden (a tmpfs over it), as in a container that mounts
 // only the socket directory. No VFIO_BROKER_FD_SOCKET: the Node and Python clients must use Hello's
 // fd_socket_name next to the broker socket they were given, not the host path brokerd advertises.

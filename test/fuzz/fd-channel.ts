@@ -4,10 +4,11 @@
 // from a Prng alone, so a seed reproduces them, and run against the live socket with the raw
 // sendmsg, since a well-behaved FdSocket could never split a frame or put fds in its middle.
 //
-// What the spec promises and the runner checks (DESIGN.md §5, §8): every complete frame of at
-// most MAX_REQUEST_BYTES (brokerd's FdRequest limit) that precedes any violation gets its own FdReply,
-// in order, decodable, with an fd only when the status is OK; a violation (a longer frame, fds sent
-// to brokerd) makes brokerd close the connection; and nothing a peer does stops it answering.
+// What the spec promises and the runner checks (fdchannel.proto; docs/design.md §7): every complete
+// frame of at most MAX_REQUEST_BYTES (brokerd's FdRequest limit) that precedes any violation gets
+// its own FdReply, in order, decodable, with an fd only when the status is OK; a violation (a
+// longer frame, fds sent to brokerd) makes brokerd close the connection; and nothing a peer does
+// stops it answering.
 import { closeSync, openSync } from "node:fs";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { MAX_REQUEST_BYTES } from "@vfio-broker/brokerd/fdpass/channel";

@@ -3,7 +3,7 @@
 // own decoder sees them: well-typed random messages (messages.ts), mutations of them (mutate.ts)
 // and noise. Each answer is classified by status code and by whether the bytes were decodable at
 // all (decided with the same protobuf-es fromBinary brokerd uses). The spec wants INVALID_ARGUMENT
-// for undecodable requests (DESIGN.md §5); INTERNAL anywhere means brokerd did not expect the input.
+// for undecodable requests (docs/design.md §5.8); INTERNAL anywhere means brokerd did not expect the input.
 import { type DescMessage, type DescMethod, fromBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import {

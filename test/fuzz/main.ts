@@ -1,4 +1,4 @@
-// main.ts: the byte-level fuzzer of a live brokerd (DESIGN.md §10 "Fuzzing"), the TypeScript half
+// main.ts: the byte-level fuzzer of a live brokerd (docs/design.md §10, "Fuzzing"), the TypeScript half
 // of scripts/fuzz.sh. Runs the fd-channel phase and the gRPC phase (phases.ts), each against its own
 // brokerd, then judges the run with named checks and exits non-zero if any required check fails.
 //

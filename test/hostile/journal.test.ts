@@ -1,4 +1,4 @@
-// Hostile clients against the audit journal (DESIGN.md §8: "a full disk costs lines, not
+// Hostile clients against the audit journal (docs/design.md §6.7: "a full disk costs lines, not
 // availability"). The attacker is uid 65534 flooding the fd channel with tickets that were never
 // issued; the victim is uid 1000 mapping through the client library and the CLI. brokerd runs as
 // its own process. Each test prints what it measured (console.log) so the figures in

@@ -1,6 +1,6 @@
 // The REST API's JSON shapes: a JSON schema for each resource (it drives validation, serialization
 // and the OpenAPI document) and the function that builds it from brokerd's protobuf message.
-// uint64 values (cookies, offsets, sizes, ids, timestamps) are decimal strings, as in DESIGN.md §3;
+// uint64 values (cookies, offsets, sizes, ids, timestamps) are decimal strings (docs/design.md §3);
 // enums are lower-case words ("WC", "delivered", "healthy"), never protobuf numbers.
 import {
   Attribute,

@@ -1,5 +1,5 @@
 // BrokerError: the one error type the core throws. Its code names the gRPC status the rpc layer
-// answers with (DESIGN.md §5); its message says what the caller should change. The core never
+// answers with (docs/design.md §5.8); its message says what the caller should change. The core never
 // imports grpc-js: rpc/status.ts does the translation.
 
 export type ErrorCode =

@@ -1,12 +1,12 @@
 // The audit journal: one JSON line per security-relevant event (daemon start and stop, sessions,
 // device files, mappings, deliveries, denials, refused connections, revocations, policy reloads),
 // to a file or stderr. It subscribes to the Broker's events; it never changes state, and it never
-// stops brokerd (DESIGN.md §8): a line that cannot be written is dropped and counted (journal/
+// stops brokerd (docs/design.md §6.7): a line that cannot be written is dropped and counted (journal/
 // sink.ts), and failures a client can repeat at will are aggregated per identity (journal/
 // aggregate.ts) so that no client can fill the disk through us; so is the churn of its grants,
 // releases and sessions past a budget of full lines per identity and event. Lines are written with
 // every character a line-splitting reader could take for a line end, or a viewer could show as
-// something else, escaped. Field names use DESIGN.md's vocabulary. What it guarantees is written
+// something else, escaped. Field names use docs/design.md §3's vocabulary. What it guarantees is written
 // down in docs/security.md (section 4).
 import { type Broker, type BrokerEvents, type FdPeer, VERSION } from "./broker.js";
 import type { Mapping } from "./grants/device-file.js";

@@ -1,7 +1,7 @@
 // brokerd's Prometheus endpoint: GET /metrics on the configured address (config key `metrics`,
 // "127.0.0.1:9464" by default, "" for off). The metrics themselves live in metrics/collectors.ts.
 // This listener serves only /metrics: it takes no input and changes nothing, and it should stay
-// on loopback (DESIGN.md §4: brokerd listens on Unix sockets plus this).
+// on loopback (docs/design.md §2.2: brokerd listens on Unix sockets plus this).
 import { createServer, type Server } from "node:http";
 import { guardTcpPeers, idleHttpConnection, MAX_REFUSED_LINGERING, type PeerKey } from "@vfio-broker/native";
 import type { Broker } from "./broker.js";

@@ -1,5 +1,5 @@
 // A hostile local client of the admin REST API: any local user can connect to 127.0.0.1, so the
-// tests run this as uid 65534 (DESIGN.md §10: the attacker is another uid). It reads
+// tests run this as uid 65534 (docs/design.md §10: the attacker is another uid). It reads
 // {"port":N,"requests":[RawRequest...],"concurrency":N} on stdin, sends every request verbatim
 // (support/raw-http.ts) and prints one JSON array of {status, body} (bodies cut to 2 KiB) on stdout.
 

@@ -1,4 +1,4 @@
-// The fd channel (DESIGN.md §2 step 4): a Unix stream socket beside the gRPC one. A client sends
+// The fd channel (docs/design.md §5.4): a Unix stream socket beside the gRPC one. A client sends
 // FdRequest{ticket}; brokerd checks the ticket against the kernel-verified peer (SO_PEERCRED) and
 // replies with FdReply plus the backing fd (SCM_RIGHTS) only when everything matches. Any other
 // outcome is a reply with a status and no fd. The contract (frame size, requests served in order,

@@ -1,4 +1,4 @@
-// QuotaBook: what each identity holds, across all of its sessions (DESIGN.md §8: quotas per
+// QuotaBook: what each identity holds, across all of its sessions (docs/design.md §6.2: quotas per
 // identity). An identity is charged under several keys (its uid, and its container when known,
 // see identity/container.ts); a charge must fit under every key, so neither many sessions of one
 // uid nor many uids in one container escape the limit. Pure bookkeeping: the Broker decides the

@@ -1,5 +1,5 @@
 // Policy: default-deny rules from identity to devices, regions, attributes, prot and limits
-// (DESIGN.md §3, §8). The public face of policy/: schema.ts validates the file format, glob.ts
+// (docs/design.md §3, §7). The public face of policy/: schema.ts validates the file format, glob.ts
 // matches device and cgroup globs, evaluate.ts decides requests, load.ts is the only I/O.
 
 export {

@@ -1,4 +1,4 @@
-// State records: the durable facts about grants (DESIGN.md §5 vocabulary), one per change, and
+// State records: the durable facts about grants (docs/design.md §3 vocabulary), one per change, and
 // their on-disk encoding. A record is one line: 8 hex digits of CRC-32 over the JSON, a space, the
 // JSON, "\n". bigints (ids, cookies, offsets) are decimal strings. Pure: no I/O.
 import { crc32 } from "node:zlib";
