@@ -52,11 +52,16 @@ export class Deliveries {
         const why = e instanceof BrokerError ? e.message : String(e);
         return { ok: false, status: "internal", message: `no fresh fd for cookie ${m.cookie}: ${why}` };
       }
+    // Recorded before anything changes and the fd is sent: a restart then keeps the pages booked.
+    try {
+      core.ledger.delivered(m, m.ticket === ticket ? "" : m.ticket);
+    } catch (e) {
+      // No fd goes out: the mapping stays pending, and ends when its ticket expires.
+      return { ok: false, status: "internal", message: (e as Error).message };
+    }
     this.charges.settle(s, m);
     m.state = "delivered";
     if (m.ticket === ticket) m.ticket = "";
-    // Recorded before the fd is sent: a restart then keeps the pages booked.
-    core.ledger.delivered(m);
     return { ok: true, mapping: m };
   }
 

@@ -1,8 +1,9 @@
 // Ledger: the only writer of grant state to the StateStore. The core's services call it before the
 // change that a reply depends on is made and published, so a record is on disk before any reply,
 // fd or event that depends on it:
-//   - creations (a session, a device file, a mapping, a new reference) throw UNAVAILABLE
-//     store_failed when the write fails: the caller undoes what it prepared and refuses the call;
+//   - creations (a session, a device file, a mapping, a new reference) and deliveries throw
+//     UNAVAILABLE store_failed when the write fails: the caller undoes what it prepared and
+//     refuses the call (a delivery sends no fd);
 //   - releases and other ends are logged and counted when the write fails, and go ahead: the store
 //     then keeps a booking brokerd dropped, which a restart reconciles (it can only over-book,
 //     never grant a page twice).
@@ -130,13 +131,17 @@ export class Ledger {
     else this.may("a reference release", r);
   }
 
-  /** Written before the fd is sent: a restart then keeps the pages booked. */
-  delivered(m: Mapping): void {
-    this.may("a delivery", {
+  /**
+   * A delivery, written before the fd is sent (a restart then keeps the pages booked); `ticket` is
+   * another reference's live ticket left after it ("" if none). Throws UNAVAILABLE store_failed
+   * if it cannot be written: the fd must not go out then, or a restart could free pages it maps.
+   */
+  delivered(m: Mapping, ticket: string): void {
+    this.must({
       t: "map.deliver",
       df: String(m.deviceFile.id),
       cookie: String(m.cookie),
-      ...(m.ticket ? { ticket: m.ticket } : {}),
+      ...(ticket ? { ticket } : {}),
     });
   }
 
