@@ -20,7 +20,8 @@ import {
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { PAT_MEMTYPE_LIST, parsePatMemtypeList } from "@vfio-broker/brokerd/devices/pat";
-import { PciFunction, verifyPciAttribute } from "@vfio-broker/brokerd/devices/sysfs";
+import { verifyPciAttribute } from "@vfio-broker/brokerd/devices/pci-attribute";
+import { PciFunction } from "@vfio-broker/brokerd/devices/pci-function";
 import { VfioBackend } from "@vfio-broker/brokerd/devices/vfio";
 import { closeFd, mmap } from "@vfio-broker/native";
 import { AdminService, Attribute, createClient } from "@vfio-broker/proto";

@@ -2,7 +2,7 @@
 // /sys/kernel/debug/x86/pat_memtype_list and the question "which memory types does the kernel
 // hold for this physical range?". This is how brokerd verifies the *effective* attribute of a live
 // mapping instead of trusting its own bookkeeping. Pure: takes the file's text, never reads it
-// (sysfs.ts does).
+// (pci-attribute.ts does).
 
 import type { Attribute } from "./backend.js";
 

@@ -1,5 +1,6 @@
-// Tests for sysfs.ts: `resource` parsing, BDF normalization, and the sysfs backend over a fake
-// sysfs tree (regular files stand in for resourceN: the kernel's mmap rules are tested in test/vm).
+// Tests for the sysfs backend and its parts (pci-resources.ts, pci-function.ts, sysfs-backing.ts):
+// `resource` parsing, BDF normalization, and the sysfs backend over a fake sysfs tree (regular
+// files stand in for resourceN: the kernel's mmap rules are tested in test/vm).
 import assert from "node:assert/strict";
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -7,7 +8,10 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { BrokerError } from "../errors.js";
 import type { RegionInfo } from "./backend.js";
-import { chooseSysfsFile, normalizeBdf, PciFunction, parseResourceFile, SysfsBackend } from "./sysfs.js";
+import { PciFunction } from "./pci-function.js";
+import { normalizeBdf, parseResourceFile } from "./pci-resources.js";
+import { SysfsBackend } from "./sysfs.js";
+import { chooseSysfsFile } from "./sysfs-backing.js";
 
 // ivshmem-plain in the test guest: BAR0 256 B registers, BAR2 1 MiB 64-bit prefetchable.
 const IVSHMEM = `0x00000000fea11000 0x00000000fea110ff 0x0000000000040200

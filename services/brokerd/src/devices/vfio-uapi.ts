@@ -1,6 +1,7 @@
 // The VFIO and iommufd userspace API as brokerd uses it (linux/vfio.h, linux/iommufd.h): ioctl
 // numbers, constants, and the packing/unpacking of the structs those ioctls move, as plain
-// Buffers. Pure: no fds, no ioctl calls (vfio.ts does those through @vfio-broker/native).
+// Buffers, and how a failed call is named. Pure: no fds, no ioctl calls (vfio-open.ts, vfio-probe.ts
+// and vfio-backings.ts do those through @vfio-broker/native).
 // Every struct is little-endian x86_64/aarch64 layout with natural alignment, as the kernel's.
 
 // ---- ioctl numbers -------------------------------------------------------------------------------
@@ -242,3 +243,11 @@ export function packAttachPt(ptId: number): Buffer {
   b.writeUInt32LE(ptId, 8);
   return b;
 }
+
+// ---- fd flags and errors -------------------------------------------------------------------------
+
+/** open(2)'s O_CLOEXEC (asm-generic/fcntl.h), for the flags of an exported dma-buf. */
+export const O_CLOEXEC = 0o2000000;
+
+/** The errno name of a failed ioctl or open (EINVAL, ENOTTY, ...), else the error's message. */
+export const errno = (e: unknown): string => (e as { code?: string }).code ?? (e as Error).message;

@@ -1,9 +1,9 @@
-// Tests for the pure part of vfio.ts: backing families per BAR (never VFIO and sysfs on one BAR).
+// Tests for the pure part of the vfio backend (bar-families.ts): backing families per BAR (never VFIO and sysfs on one BAR).
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import fc from "fast-check";
 import { BrokerError } from "../errors.js";
-import { type BackingFamily, BarFamilies } from "./vfio.js";
+import { type BackingFamily, BarFamilies } from "./bar-families.js";
 
 const isPrecondition = (re: RegExp) => (e: unknown) =>
   e instanceof BrokerError &&
