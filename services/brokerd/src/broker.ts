@@ -91,6 +91,8 @@ export interface BrokerOptions {
   sweepIntervalMs?: number;
   /** How long a session restored after a restart waits for its client to resume it (ms). */
   resumeGraceMs?: number;
+  /** The initial onSessionEnded (the transport that closes a session's connection). */
+  onSessionEnded?: (s: Session, flushed: Promise<void>) => void;
 }
 
 export const DEFAULT_RESUME_GRACE_MS = 30_000;
@@ -301,6 +303,7 @@ export class Broker extends EventEmitter<BrokerEvents> {
     for (const b of opts.backends) b.onDeviceGone((id) => this.deviceGone(id));
     this.sweepTimer = setInterval(() => this.sweep(), opts.sweepIntervalMs ?? 500);
     this.sweepTimer.unref();
+    if (opts.onSessionEnded) this.onSessionEnded = opts.onSessionEnded;
   }
 
   get policy(): Policy {
