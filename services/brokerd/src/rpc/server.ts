@@ -7,7 +7,7 @@
 // errors, SETTINGS never acknowledged) closes it with GOAWAY(ENHANCE_YOUR_CALM), and its uid's
 // new connections are refused for a while (rpc/reconnect-backoff.ts) from SO_PEERCRED alone,
 // answered with prebuilt frames (rpc/h2-refusal.ts) instead of an HTTP/2 session.
-import { existsSync, lchownSync } from "node:fs";
+import { existsSync, lchownSync, unlinkSync } from "node:fs";
 import { constants as h2, type ServerHttp2Session, type ServerHttp2Stream } from "node:http2";
 import { connect, createServer, type Server as NetServer, type Socket } from "node:net";
 import * as grpc from "@grpc/grpc-js";
@@ -16,6 +16,7 @@ import { BrokerError } from "../errors.js";
 import { FairShare } from "../grants/fair-share.js";
 import { identityOfSocket, type PeerIdentity } from "../identity/peer.js";
 import { logLimited } from "../log.js";
+import { Connections } from "./connections.js";
 import { ENHANCE_YOUR_CALM, refusalFrames, SERVER_PREFACE, scanClientFrames } from "./h2-refusal.js";
 import { limitHttp2, MAX_HEADER_LIST_SIZE } from "./http2-limits.js";
 import { ReconnectBackoff } from "./reconnect-backoff.js";
@@ -94,8 +95,6 @@ let connCounter = 0;
 
 /** How long a refused connection is kept to answer its calls with the reason. */
 const REFUSED_LINGER_MS = 2000;
-/** After a session's last lease event is flushed, how long before its socket is closed. */
-const CLOSE_AFTER_FLUSH_MS = 20;
 
 /** Whether something accepts connections on the Unix socket at path. */
 function isLive(path: string): Promise<boolean> {
@@ -124,6 +123,7 @@ export async function serveUnix<C>(
   path: string,
   opts: ServeOptions,
   hooks: ConnectionHooks<C>,
+  connections: Connections<C> = new Connections<C>(),
 ): Promise<{
   listener: Listener;
   contextOf: (call: { getPeer(): string }) => C;
@@ -134,9 +134,6 @@ export async function serveUnix<C>(
   /** Closes every connection now, without the hooks' `closed` (brokerd hands its state on). */
   dropAll: () => void;
 }> {
-  const contexts = new Map<string, C>();
-  const refused = new Map<string, BrokerError>();
-  const sockets = new Map<C, Socket>();
   const maxRefusedPerTenant = opts.maxRefusedPerTenant ?? 8;
   // Every connection handed to grpc-js, by its key: whose it is, for the HTTP/2 session watch.
   const peers = new Map<string, { uid: number; pid: number }>();
@@ -334,12 +331,12 @@ export async function serveUnix<C>(
       }
       const key = `vfio-broker-refused-${++connCounter}`;
       Object.defineProperty(socket, "remoteAddress", { value: key, configurable: true });
-      refused.set(key, e);
+      connections.refuse(key, e);
       peers.set(key, peer);
       const timer = setTimeout(() => socket.destroy(), REFUSED_LINGER_MS);
       socket.on("close", () => {
         clearTimeout(timer);
-        refused.delete(key);
+        connections.forgive(key);
         peers.delete(key);
         release();
       });
@@ -348,16 +345,14 @@ export async function serveUnix<C>(
     }
     const key = `vfio-broker-conn-${++connCounter}`;
     Object.defineProperty(socket, "remoteAddress", { value: key, configurable: true });
-    contexts.set(key, ctx);
-    sockets.set(ctx, socket);
+    connections.admitted(key, ctx, socket);
     peers.set(key, { uid: identity.uid, pid: identity.pid });
     socket.on("close", () => {
       peers.delete(key);
       // The context may have changed since accept (rebind: a resumed session).
-      const cur = contexts.get(key);
-      contexts.delete(key);
+      const cur = connections.closed(key);
       if (cur === undefined || dropping) return;
-      sockets.delete(cur);
+      connections.forget(cur);
       hooks.closed(cur);
     });
     injector.injectConnection(socket);
@@ -365,28 +360,41 @@ export async function serveUnix<C>(
   net.maxConnections = opts.maxConnections;
   // accept(2) failing (EMFILE, ENFILE) is not a reason to stop serving: libuv retries.
   net.on("error", (e) => logLimited(`accept:${path}`, `brokerd: ${path}: ${e.message}`));
+  const at = opts.bindPath ?? path;
   let listenFd = opts.listenFd;
-  if (listenFd === undefined) {
-    // Never take over a socket someone is still serving (another brokerd, with its own runtime dir).
-    const at = opts.bindPath ?? path;
-    if (existsSync(at) && (await isLive(at)))
-      throw new BrokerError(
-        "UNAVAILABLE",
-        `another server is accepting on ${path}; stop it first, or give this brokerd other socket paths`,
-        "socket_in_use",
-      );
-    // Bound natively with its mode set before listen(), and served by net.Server through a dup:
-    // closing the server then never unlinks the path, so the socket (and its backlog) can live on
-    // in the next brokerd. A deep accept queue (the kernel caps it at somaxconn): a uid that floods
-    // connect() must not fill the queue for everyone before brokerd gets to turn it away.
-    listenFd = listenUnix(at, { mode: opts.mode, backlog: 4096 });
-    if (opts.gid !== undefined) lchownSync(at, process.getuid?.() ?? 0, opts.gid);
+  let served = -1;
+  try {
+    if (listenFd === undefined) {
+      // Never take over a socket someone is still serving (another brokerd, with its own runtime dir).
+      if (existsSync(at) && (await isLive(at)))
+        throw new BrokerError(
+          "UNAVAILABLE",
+          `another server is accepting on ${path}; stop it first, or give this brokerd other socket paths`,
+          "socket_in_use",
+        );
+      // Bound natively with its mode set before listen(), and served by net.Server through a dup:
+      // closing the server then never unlinks the path, so the socket (and its backlog) can live on
+      // in the next brokerd. A deep accept queue (the kernel caps it at somaxconn): a uid that floods
+      // connect() must not fill the queue for everyone before brokerd gets to turn it away.
+      listenFd = listenUnix(at, { mode: opts.mode, backlog: 4096 });
+      if (opts.gid !== undefined) lchownSync(at, process.getuid?.() ?? 0, opts.gid);
+    }
+    served = dupFd(listenFd);
+    await new Promise<void>((resolve, reject) => {
+      net.once("error", reject);
+      net.listen({ fd: served }, () => resolve());
+    });
+  } catch (e) {
+    // Nothing of this socket outlives the failure (the caller's start unwinds the rest).
+    clearInterval(sweep);
+    injector.destroy();
+    if (served >= 0) closeFd(served);
+    if (listenFd !== undefined && listenFd !== opts.listenFd) {
+      closeFd(listenFd);
+      unlinkSync(at); // bound here a moment ago
+    }
+    throw e;
   }
-  const served = dupFd(listenFd);
-  await new Promise<void>((resolve, reject) => {
-    net.once("error", reject);
-    net.listen({ fd: served }, () => resolve());
-  });
   const ownFd = listenFd;
   return {
     listener: {
@@ -396,38 +404,17 @@ export async function serveUnix<C>(
           clearInterval(sweep);
           injector.destroy();
           net.close(() => resolve());
-          for (const s of sockets.values()) s.destroy();
+          connections.destroyAll();
           closeFd(ownFd);
         }),
     },
-    contextOf: (call) => {
-      const why = refused.get(call.getPeer());
-      if (why) throw why;
-      const ctx = contexts.get(call.getPeer());
-      if (ctx === undefined)
-        throw new BrokerError("UNAUTHENTICATED", "this call's connection has no verified identity");
-      return ctx;
-    },
-    rebind: (call, ctx) => {
-      const key = call.getPeer();
-      const old = contexts.get(key);
-      if (old === undefined)
-        throw new BrokerError("UNAUTHENTICATED", "this call's connection has no verified identity");
-      const socket = sockets.get(old)!;
-      sockets.delete(old);
-      contexts.set(key, ctx);
-      sockets.set(ctx, socket);
-    },
+    contextOf: (call) => connections.contextOf(call),
+    rebind: (call, ctx) => connections.rebind(call, ctx),
     dropAll: () => {
       dropping = true;
       net.close();
-      for (const s of sockets.values()) s.destroy();
+      connections.destroyAll();
     },
-    closeAfter: (ctx, flushed) => {
-      const socket = sockets.get(ctx);
-      if (!socket) return;
-      const close = () => setTimeout(() => socket.destroy(), CLOSE_AFTER_FLUSH_MS).unref();
-      flushed.then(close, close);
-    },
+    closeAfter: (ctx, flushed) => connections.closeAfter(ctx, flushed),
   };
 }
