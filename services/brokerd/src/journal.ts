@@ -8,15 +8,17 @@
 // every character a line-splitting reader could take for a line end, or a viewer could show as
 // something else, escaped. Field names use docs/design.md §3's vocabulary. What it guarantees is written
 // down in docs/security.md (section 4).
-import { type Broker, type BrokerEvents, type FdPeer, VERSION } from "./broker.js";
-import type { Mapping } from "./grants/device-file.js";
-import type { Hold } from "./grants/holds.js";
-import { cgroupIdentityOf } from "./identity/container.js";
+import { type Broker, VERSION } from "./broker.js";
 import { type KeyFields, Repeats, type Summary } from "./journal/aggregate.js";
+import { grantLines } from "./journal/grants.js";
+import { hostLines } from "./journal/host.js";
+import type { Handlers, JournalLines } from "./journal/lines.js";
+import { refusalLines } from "./journal/refusals.js";
+import { revocationLines } from "./journal/revocation.js";
+import { sessionLines } from "./journal/sessions.js";
 import { JournalSink } from "./journal/sink.js";
 import { fsWriter, type JournalWriter } from "./journal/writer.js";
 import { logLimited } from "./log.js";
-import { bounded, DENY_REASONS, FD_RESULTS } from "./metrics/labels.js";
 
 export interface JournalOptions {
   /** The filesystem layer (tests inject failures). */
@@ -57,25 +59,7 @@ export interface JournalStats {
   aggregationKeys: number;
 }
 
-const holdFields = (h: Hold) => ({
-  hold: h.id,
-  session: h.sessionId,
-  deviceFile: h.deviceFileId,
-  cookie: h.cookie,
-  device: h.deviceId,
-  region: h.regionName,
-  regionOffset: h.offset,
-  length: h.length,
-  attribute: h.attribute,
-  backing: h.kind,
-  uid: h.uid,
-  pid: h.pid,
-  reason: h.reason,
-  ...(h.enforceAt > 0 ? { enforceAt: h.enforceAt, enforceBy: h.enforceBy } : {}),
-});
-
 const bigintSafe = (_k: string, v: unknown) => (typeof v === "bigint" ? v.toString() : v);
-const SOCKETS = ["broker", "fd", "admin"] as const;
 
 /**
  * What JSON.stringify leaves raw and must not be, as a class (the same one rpc/strings.ts refuses in
@@ -203,148 +187,21 @@ export class Journal {
     this.sink.close();
   }
 
+  /** Subscribes the journal's lines (journal/*.ts) to the Broker's events, each guarded. */
   attach(broker: Broker): void {
     // A batch's lines go in one write (never throws: drops are counted, as for one line).
     broker.addRecorder({ cork: () => this.sink.cork(), uncork: () => this.sink.uncork() });
-    const mapping = (m: Mapping) => ({
-      session: m.deviceFile.sessionId,
-      deviceFile: m.deviceFile.id,
-      device: m.deviceFile.device.id,
-      region: m.region.name,
-      cookie: m.cookie,
-      regionOffset: m.regionOffset,
-      length: m.length,
-      requested: m.requestedAttribute,
-      effective: m.effectiveAttribute,
-      prot: m.prot,
-      backing: m.backing.kind,
-      deviceFd: m.backing.kind === "vfio-device-fd",
-      rule: m.rule,
-    });
-    const peerFields = (p: FdPeer | undefined) => (p ? { uid: p.uid, pid: p.pid } : {});
-    /** The kernel-verified uid and pid of a session, by its id ("unknown" once it is gone). */
-    const whose = (sessionId: string): { uid: number | string; pid: number | undefined } => {
-      const id = broker.sessions?.get(sessionId)?.identity;
-      return id ? { uid: id.uid, pid: id.pid } : { uid: "unknown", pid: undefined };
+    const out: JournalLines = {
+      write: (event, fields) => this.write(event, fields),
+      repeated: (event, key, pid, full) => this.repeated(event, key, pid, full),
+      churn: (event, uid, pid, detail, full) => this.churn(event, uid, pid, detail, full),
     };
-    const what = (m: Mapping) =>
-      `${m.deviceFile.device.id} ${m.region.name} ${m.effectiveAttribute} ${m.backing.kind}`;
     const on: Partial<Handlers> = {
-      "session.open": (s) =>
-        this.churn("session.open", s.identity.uid, s.identity.pid, "", () => ({
-          session: s.id,
-          ...s.identity,
-          ...cgroupIdentityOf(s.identity),
-          pidfd: undefined,
-          groups: undefined,
-        })),
-      "session.resume": (s, fresh) =>
-        this.write("session.resume", {
-          session: s.id,
-          connection: fresh.id,
-          uid: s.identity.uid,
-          pid: s.identity.pid,
-          deviceFiles: s.deviceFiles.size,
-          mappings: s.mappingCount,
-        }),
-      "session.end": (s, reason, ms) =>
-        this.churn("session.end", s.identity.uid, s.identity.pid, reason, () => ({
-          session: s.id,
-          reason,
-          cleanupMs: ms,
-        })),
-      "devicefile.open": (df) => {
-        const w = whose(df.sessionId);
-        this.churn("devicefile.open", w.uid, w.pid, df.device.id, () => ({
-          session: df.sessionId,
-          deviceFile: df.id,
-          device: df.device.id,
-          layout: df.layout,
-        }));
-      },
-      "devicefile.close": (df, reason) => {
-        const w = whose(df.sessionId);
-        this.churn("devicefile.close", w.uid, w.pid, `${df.device.id} ${reason}`, () => ({
-          session: df.sessionId,
-          deviceFile: df.id,
-          reason,
-        }));
-      },
-      "mapping.create": (m) => {
-        const w = whose(m.deviceFile.sessionId);
-        this.churn("mapping.create", w.uid, w.pid, what(m), () => mapping(m));
-      },
-      // The fast path's create + delivery: one line, with the peer the fd went to.
-      "mapping.grant": (m, _ms, peer) =>
-        this.churn("mapping.grant", peer.uid, peer.pid, what(m), () => ({
-          ...mapping(m),
-          ...peerFields(peer),
-        })),
-      "mapping.release": (m, reason) => {
-        const w = whose(m.deviceFile.sessionId);
-        this.churn("mapping.release", w.uid, w.pid, `${what(m)} ${reason}`, () => ({
-          ...mapping(m),
-          reason,
-        }));
-      },
-      "mapping.refs": (m, how) => {
-        const w = whose(m.deviceFile.sessionId);
-        this.churn("mapping.refs", w.uid, w.pid, `${what(m)} ${how}`, () => ({
-          ...mapping(m),
-          change: how,
-          refs: m.refs,
-        }));
-      },
-      "fd.delivery": (result, m, _ms, peer) => {
-        const full = { result, ...peerFields(peer), ...(m ? mapping(m) : {}) };
-        // Delivered fds within the identity's budget of full lines, the rest counted; failures are
-        // what a client can repeat at will: one full line per window.
-        if (result === "ok")
-          this.churn("fd.delivery", peer?.uid ?? "unknown", peer?.pid, m ? what(m) : "", () => full);
-        else
-          this.repeated(
-            "fd.delivery",
-            { uid: peer?.uid ?? "unknown", result: bounded(FD_RESULTS, result) },
-            peer?.pid,
-            full,
-          );
-      },
-      "connection.refused": (socket, peer, reason) =>
-        this.repeated(
-          "connection.refused",
-          { uid: peer.uid, socket: bounded(SOCKETS, socket), reason: reason.slice(0, 64) },
-          peer.pid,
-          { socket, uid: peer.uid, pid: peer.pid, reason },
-        ),
-      denied: (s, reason, message) =>
-        this.repeated(
-          "denied",
-          { uid: s?.identity.uid ?? "unknown", reason: bounded(DENY_REASONS, reason) },
-          s?.identity.pid,
-          { session: s?.id, uid: s?.identity.uid, pid: s?.identity.pid, reason, message },
-        ),
-      revocation: (reason, count) => this.write("revocation", { reason, mappings: count }),
-      // A revoked mapping its holder may still map: booked until it unmaps (release) or exits.
-      "mapping.hold": (h) => this.write("mapping.hold", holdFields(h)),
-      "mapping.unhold": (h, how) => this.write("mapping.unhold", { ...holdFields(h), how }),
-      "mapping.revoke.enforced": (hs, result) =>
-        this.write("mapping.revoke.enforced", {
-          pid: hs[0]?.pid,
-          uid: hs[0]?.uid,
-          by: hs[0]?.enforceBy,
-          reason: hs[0]?.reason,
-          signal: "SIGKILL",
-          result,
-          holds: hs.map((h) => h.id),
-        }),
-      "policy.reload": (ok, errors) =>
-        this.write("policy.reload", {
-          ok,
-          errors,
-          digest: broker.policy.digest,
-          source: broker.policy.source,
-        }),
-      "device.health": (device, health) => this.write("device.health", { device, health }),
+      ...sessionLines(out, broker),
+      ...grantLines(out, broker),
+      ...refusalLines(out),
+      ...revocationLines(out),
+      ...hostLines(out, broker),
     };
     // A journal handler runs inside the emitter's caller (a request path): it must never throw.
     const guarded = Object.entries(on).map(([event, fn]) => {
@@ -406,5 +263,3 @@ export class Journal {
     return dropped ? { linesDropped: dropped } : {};
   }
 }
-
-type Handlers = { [K in keyof BrokerEvents]: (...args: BrokerEvents[K]) => void };

@@ -1,5 +1,5 @@
 // brokerd's Prometheus endpoint: GET /metrics on the configured address (config key `metrics`,
-// "127.0.0.1:9464" by default, "" for off). The metrics themselves live in metrics/collectors.ts.
+// "127.0.0.1:9464" by default, "" for off). The metrics live in metrics/, one file per concept.
 // This listener serves only /metrics: it takes no input and changes nothing, and it should stay
 // on loopback (docs/design.md §2.2: brokerd listens on Unix sockets plus this).
 import { createServer, type Server } from "node:http";

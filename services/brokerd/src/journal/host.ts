@@ -1,0 +1,17 @@
+// Journal lines for what changes on the host's side rather than a client's: policy reloads (with
+// the policy now in force) and device health transitions. Written in full. Builds lines only.
+import type { Broker } from "../broker.js";
+import type { Handlers, JournalLines } from "./lines.js";
+
+export function hostLines(out: JournalLines, broker: Broker): Partial<Handlers> {
+  return {
+    "policy.reload": (ok, errors) =>
+      out.write("policy.reload", {
+        ok,
+        errors,
+        digest: broker.policy.digest,
+        source: broker.policy.source,
+      }),
+    "device.health": (device, health) => out.write("device.health", { device, health }),
+  };
+}
