@@ -63,7 +63,7 @@ export class Broker extends CoreEvents {
   /**
    * The fd channel's count of fds in replies its peers have not read yet (in flight in the kernel,
    * or held by brokerd while a send would block), and of connections it does not read from until
-   * their peers read (fdpass/ keeps both; metrics read them).
+   * their peers read (sessions/fd-connections.ts keeps both; metrics read them).
    */
   readonly fdReplies = { unreadFds: 0, heldFds: 0, pausedConnections: 0 };
   /** Held shut while a hand-over is in progress: calls wait on it instead of being refused. */

@@ -18,7 +18,7 @@ export const SESSION_FDS = 3;
 export const REFUSED_LINGER_FDS = 64;
 /**
  * Fds of fd-channel replies brokerd holds because the client's socket buffer is full (private
- * dups until the send completes), over all connections (fdpass/channel.ts): past it the reply is
+ * dups until the send completes), over all connections (fdpass/transport.ts): past it the reply is
  * dropped. A connection is not read from while its unread replies take 64 KiB, so a send blocks
  * only if the send buffer is smaller than that (net.core.wmem_default lowered).
  */

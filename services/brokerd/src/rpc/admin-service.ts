@@ -69,23 +69,98 @@ function enforcement(req: { enforce?: boolean; graceMs?: number }): { graceMs: n
   return { graceMs };
 }
 
-export function adminServiceImpl(broker: Broker, hooks: AdminHooks): grpc.UntypedServiceImplementation {
-  // biome-ignore lint/suspicious/noExplicitAny: requests are typed by the generated schemas
-  type Any = any;
-  const h = <O>(fn: (req: Any) => O) =>
-    unary<Any, O>((req, call) => {
-      hooks.authorize(call);
-      return fn(req);
-    });
-  const sessions = () => [...broker.sessions.values()];
-  const deviceFiles = (req: { sessionId?: string; deviceId?: string }) =>
-    sessions()
-      .filter((s) => !req.sessionId || s.id === req.sessionId)
-      .flatMap((s) => [...s.deviceFiles.values()])
-      .filter((df) => !req.deviceId || df.device.id === req.deviceId);
+// biome-ignore lint/suspicious/noExplicitAny: requests are typed by the generated schemas
+type Any = any;
+/** A handler for one AdminService method, authorized on every call. */
+type Handle = <O>(fn: (req: Any) => O) => grpc.handleUnaryCall<Any, O>;
+
+/** Every device file, of one session and one device if the request names them. */
+function deviceFilesOf(broker: Broker, req: { sessionId?: string; deviceId?: string }): DeviceFile[] {
+  return [...broker.sessions.values()]
+    .filter((s) => !req.sessionId || s.id === req.sessionId)
+    .flatMap((s) => [...s.deviceFiles.values()])
+    .filter((df) => !req.deviceId || df.device.id === req.deviceId);
+}
+
+/** Every mapping (live, and revoked ones their holders have not unmapped yet), as ListMappings says them. */
+function mappingsOf(broker: Broker, req: { sessionId?: string; deviceId?: string }) {
+  return deviceFilesOf(broker, req)
+    .flatMap((df) => {
+      const s = broker.sessions.get(df.sessionId);
+      return [...df.mappings.values()].map((m) => ({
+        mapping: mappingToPb(m, broker.revocationOf(m)),
+        sessionId: df.sessionId,
+        identity: s ? identityToPb(s.identity) : undefined,
+      }));
+    })
+    .concat(
+      // Revoked mappings their holders have not unmapped yet (state REVOKING).
+      [...broker.holds.all()]
+        .filter(
+          (h) =>
+            (!req.sessionId || h.sessionId === req.sessionId) &&
+            (!req.deviceId || h.deviceId === req.deviceId),
+        )
+        .map((h) => ({
+          mapping: holdToPb(h, heldRevocation(h)),
+          sessionId: h.sessionId,
+          identity: { uid: h.uid, pid: h.pid },
+        })),
+    );
+}
+
+/** A device file's tree, entry by entry and as JSON (DumpDeviceFile). */
+function dumpOf(df: DeviceFile) {
+  const entries = [...df.tree.entries()].map((e) =>
+    e.entry.kind === "held"
+      ? {
+          start: e.start,
+          last: e.last,
+          kind: "held",
+          regionIndex: e.entry.region.index,
+          regionName: e.entry.region.name,
+        }
+      : e.entry.kind === "region"
+        ? {
+            start: e.start,
+            last: e.last,
+            kind: "region",
+            regionIndex: e.entry.region.index,
+            regionName: e.entry.region.name,
+          }
+        : {
+            start: e.start,
+            last: e.last,
+            kind: "mapping",
+            regionIndex: e.entry.mapping.region.index,
+            regionName: e.entry.mapping.region.name,
+            attribute: attributeToPb(e.entry.mapping.effectiveAttribute),
+            state: e.entry.mapping.state === "delivered" ? PbMappingState.DELIVERED : PbMappingState.PENDING,
+          },
+  );
+  return {
+    deviceFile: deviceFileInfo(df),
+    entries,
+    nodesJson: JSON.stringify(df.tree.dump(), (_k, v) => {
+      if (typeof v === "bigint") return v.toString();
+      // Tree entries hold live objects (regions, mappings with fds); show only what they are.
+      if (v && typeof v === "object" && "kind" in v && ["region", "mapping", "held"].includes(v.kind))
+        return v.kind === "region"
+          ? { region: v.region.name }
+          : v.kind === "held"
+            ? { held: String(v.cookie) }
+            : { mapping: String(v.mapping.cookie) };
+      return v;
+    }),
+    depth: df.tree.depth,
+  };
+}
+
+/** Health and listings: what brokerd serves, its devices, sessions, device files, mappings. */
+function listings(broker: Broker, hooks: AdminHooks, h: Handle) {
   return {
     getHealth: h(() => {
-      const dfs = deviceFiles({});
+      const dfs = deviceFilesOf(broker, {});
       return {
         status: hooks.draining() ? "DRAINING" : "SERVING",
         version: VERSION,
@@ -100,98 +175,16 @@ export function adminServiceImpl(broker: Broker, hooks: AdminHooks): grpc.Untype
       };
     }),
     listAllDevices: h(() => ({ devices: broker.allDevices().map((d) => deviceToPb(d.info, d.health)) })),
-    listSessions: h(() => ({ sessions: sessions().map(sessionInfo) })),
-    listDeviceFiles: h((req) => ({ deviceFiles: deviceFiles(req).map(deviceFileInfo) })),
-    listMappings: h((req) => ({
-      mappings: deviceFiles(req)
-        .flatMap((df) => {
-          const s = broker.sessions.get(df.sessionId);
-          return [...df.mappings.values()].map((m) => ({
-            mapping: mappingToPb(m, broker.revocationOf(m)),
-            sessionId: df.sessionId,
-            identity: s ? identityToPb(s.identity) : undefined,
-          }));
-        })
-        .concat(
-          // Revoked mappings their holders have not unmapped yet (state REVOKING).
-          [...broker.holds.all()]
-            .filter(
-              (h) =>
-                (!req.sessionId || h.sessionId === req.sessionId) &&
-                (!req.deviceId || h.deviceId === req.deviceId),
-            )
-            .map((h) => ({
-              mapping: holdToPb(h, heldRevocation(h)),
-              sessionId: h.sessionId,
-              identity: { uid: h.uid, pid: h.pid },
-            })),
-        ),
-    })),
-    dumpDeviceFile: h((req) => {
-      const { df } = broker.findDeviceFile(req.deviceFileId);
-      const entries = [...df.tree.entries()].map((e) =>
-        e.entry.kind === "held"
-          ? {
-              start: e.start,
-              last: e.last,
-              kind: "held",
-              regionIndex: e.entry.region.index,
-              regionName: e.entry.region.name,
-            }
-          : e.entry.kind === "region"
-            ? {
-                start: e.start,
-                last: e.last,
-                kind: "region",
-                regionIndex: e.entry.region.index,
-                regionName: e.entry.region.name,
-              }
-            : {
-                start: e.start,
-                last: e.last,
-                kind: "mapping",
-                regionIndex: e.entry.mapping.region.index,
-                regionName: e.entry.mapping.region.name,
-                attribute: attributeToPb(e.entry.mapping.effectiveAttribute),
-                state:
-                  e.entry.mapping.state === "delivered" ? PbMappingState.DELIVERED : PbMappingState.PENDING,
-              },
-      );
-      return {
-        deviceFile: deviceFileInfo(df),
-        entries,
-        nodesJson: JSON.stringify(df.tree.dump(), (_k, v) => {
-          if (typeof v === "bigint") return v.toString();
-          // Tree entries hold live objects (regions, mappings with fds); show only what they are.
-          if (
-            v &&
-            typeof v === "object" &&
-            "kind" in v &&
-            (v.kind === "region" || v.kind === "mapping" || v.kind === "held")
-          )
-            return v.kind === "region"
-              ? { region: v.region.name }
-              : v.kind === "held"
-                ? { held: String(v.cookie) }
-                : { mapping: String(v.mapping.cookie) };
-          return v;
-        }),
-        depth: df.tree.depth,
-      };
-    }),
-    revokeMapping: h((req) =>
-      counts(broker.revokeMapping(req.deviceFileId, req.cookie, req.reason, enforcement(req))),
-    ),
-    revokeSession: h((req) => counts(broker.revokeSession(req.sessionId, req.reason, enforcement(req)))),
-    drainDevice: h((req) => counts(broker.drainDevice(req.deviceId, req.reason))),
-    undrainDevice: h((req) => {
-      broker.undrainDevice(req.deviceId);
-      return {};
-    }),
-    reloadPolicy: h(() => {
-      const r = hooks.reloadPolicy();
-      return { ok: r.ok, errors: r.errors, digest: broker.policy.digest, rules: broker.policy.rules.length };
-    }),
+    listSessions: h(() => ({ sessions: [...broker.sessions.values()].map(sessionInfo) })),
+    listDeviceFiles: h((req) => ({ deviceFiles: deviceFilesOf(broker, req).map(deviceFileInfo) })),
+    listMappings: h((req) => ({ mappings: mappingsOf(broker, req) })),
+  };
+}
+
+/** Looking inside: a device file's tree, a mapping's attribute as the page tables have it. */
+function inspection(broker: Broker, h: Handle) {
+  return {
+    dumpDeviceFile: h((req) => dumpOf(broker.findDeviceFile(req.deviceFileId).df)),
     verifyMappingAttribute: h((req) => {
       const { mapping, check } = broker.verifyMappingAttribute(req.deviceFileId, req.cookie);
       return {
@@ -207,10 +200,39 @@ export function adminServiceImpl(broker: Broker, hooks: AdminHooks): grpc.Untype
         unavailable: check.unavailable,
       };
     }),
+  };
+}
+
+/** What an operator ends or changes: revocations, drains, the policy. */
+function revocations(broker: Broker, hooks: AdminHooks, h: Handle) {
+  return {
+    revokeMapping: h((req) =>
+      counts(broker.revokeMapping(req.deviceFileId, req.cookie, req.reason, enforcement(req))),
+    ),
+    revokeSession: h((req) => counts(broker.revokeSession(req.sessionId, req.reason, enforcement(req)))),
+    drainDevice: h((req) => counts(broker.drainDevice(req.deviceId, req.reason))),
+    undrainDevice: h((req) => {
+      broker.undrainDevice(req.deviceId);
+      return {};
+    }),
+    reloadPolicy: h(() => {
+      const r = hooks.reloadPolicy();
+      return { ok: r.ok, errors: r.errors, digest: broker.policy.digest, rules: broker.policy.rules.length };
+    }),
+  };
+}
+
+/** The sim backend's devices, added and removed (tests and demos). */
+function simDevices(broker: Broker, hooks: AdminHooks, h: Handle) {
+  const sim = (): SimBackend => {
+    if (!hooks.sim) throw precondition("the sim backend is not enabled in this brokerd", "no_sim");
+    return hooks.sim;
+  };
+  return {
     addSimDevice: h((req) => {
-      if (!hooks.sim) throw precondition("the sim backend is not enabled in this brokerd", "no_sim");
+      const backend = sim();
       if (!req.deviceId) throw invalid("device_id is required", "device_id");
-      const info = hooks.sim.addDevice({
+      const info = backend.addDevice({
         id: req.deviceId,
         regions: req.regions.map((r: { index: number; size: bigint; prefetchable: boolean }) => ({
           index: r.index,
@@ -221,13 +243,11 @@ export function adminServiceImpl(broker: Broker, hooks: AdminHooks): grpc.Untype
       return { device: deviceToPb(info, "healthy") };
     }),
     removeSimDevice: h((req) => {
-      if (!hooks.sim) throw precondition("the sim backend is not enabled in this brokerd", "no_sim");
-      const before = {
-        m: deviceFiles({ deviceId: req.deviceId }).reduce((n, df) => n + df.mappings.size, 0),
-        d: deviceFiles({ deviceId: req.deviceId }).length,
-      };
+      const backend = sim();
+      const dfs = deviceFilesOf(broker, { deviceId: req.deviceId });
+      const before = { m: dfs.reduce((n, df) => n + df.mappings.size, 0), d: dfs.length };
       const held0 = broker.holds.size;
-      hooks.sim.removeDevice(req.deviceId);
+      backend.removeDevice(req.deviceId);
       return counts({
         mappingsRevoked: before.m,
         deviceFilesClosed: before.d,
@@ -235,5 +255,19 @@ export function adminServiceImpl(broker: Broker, hooks: AdminHooks): grpc.Untype
         mappingsHeld: broker.holds.size - held0,
       });
     }),
+  };
+}
+
+export function adminServiceImpl(broker: Broker, hooks: AdminHooks): grpc.UntypedServiceImplementation {
+  const h: Handle = (fn) =>
+    unary((req, call) => {
+      hooks.authorize(call);
+      return fn(req);
+    });
+  return {
+    ...listings(broker, hooks, h),
+    ...inspection(broker, h),
+    ...revocations(broker, hooks, h),
+    ...simDevices(broker, hooks, h),
   };
 }

@@ -1,5 +1,6 @@
 // BrokerService handlers: translate protobuf requests into Broker calls made on behalf of the
-// caller's kernel-verified Session, and results back. No policy or state lives here.
+// caller's kernel-verified Session, and results back. No policy or state lives here; the lease
+// rules (one per connection, keepalive expiry, why a session ends with it) are sessions/lease.ts's.
 
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
@@ -8,8 +9,17 @@ import type { LeaseRequest, LeaseResponseSchema } from "@vfio-broker/proto";
 import { isUndecodable, Layout as PbLayout } from "@vfio-broker/proto";
 import { type Broker, VERSION } from "../broker.js";
 import { invalid, precondition } from "../errors.js";
-import { MAX_BATCH_ITEMS } from "../fdpass/channel.js";
+import { MAX_BATCH_ITEMS } from "../fdpass/adapter.js";
 import type { Session } from "../identity/session.js";
+import {
+  checkNoLease,
+  KEEPALIVE_INTERVAL_MS,
+  LEASE_CANCELLED,
+  LEASE_CLOSED,
+  LEASE_ERROR,
+  type LeaseEnd,
+  LeaseExpiry,
+} from "../sessions/lease.js";
 import {
   attributeFromPb,
   attributeToPb,
@@ -26,7 +36,7 @@ import { leaseSink } from "./lease-sink.js";
 import { toStatus, unary } from "./status.js";
 import { checkString, checkStrings, SESSION_METADATA_LIMIT } from "./strings.js";
 
-export const KEEPALIVE_INTERVAL_MS = 5000;
+export { KEEPALIVE_INTERVAL_MS } from "../sessions/lease.js";
 
 /** Call metadata naming the session the client believes this connection has. */
 export const SESSION_METADATA = "vfio-broker-session";
@@ -47,10 +57,77 @@ function expectedSession(call: { metadata?: grpc.Metadata }, s: Session): Sessio
   return s;
 }
 
+type LeaseCall = grpc.ServerDuplexStream<LeaseRequest, MessageInitShape<typeof LeaseResponseSchema>>;
+
 export interface SessionBinding {
   sessionOf(call: { getPeer(): string }): Session;
   /** The call's connection has session s from now on (resume). */
   rebind(call: { getPeer(): string }, s: Session): void;
+}
+
+/** What this brokerd offers, for Hello: what this host can actually give, and the fd channel's limits. */
+function capabilities(broker: Broker) {
+  return {
+    maxFdsPerMessage: MAX_FDS_PER_MESSAGE,
+    layouts: [PbLayout.LEGACY, PbLayout.COMPACT],
+    // What this host can actually give: the union over its devices' regions and backends.
+    attributes: [
+      ...new Set(broker.allDevices().flatMap((d) => d.info.regions.flatMap((r) => r.attributes))),
+    ].map(attributeToPb),
+    backings: [
+      ...new Set(broker.opts.backends.flatMap((b) => b.offeredBackingKinds?.() ?? b.backingKinds)),
+    ].map(backingToPb),
+    ticketTtlMs: broker.opts.ticketTtlMs,
+    maxAccessBytes: broker.opts.maxAccessBytes,
+    fdSocketPath: broker.opts.fdSocketPath,
+    fdSocketName: broker.opts.fdSocketName ?? "",
+    fdGrants: true,
+    fdBatches: true,
+    maxFdBatchItems: MAX_BATCH_ITEMS,
+    pageSize: Number(broker.opts.pageSize),
+  };
+}
+
+/**
+ * One Lease stream: the session's events go down it (rpc/lease-sink.ts), keepalives refresh its
+ * expiry (sessions/lease.ts), and the session ends with it.
+ */
+function serveLease(
+  broker: Broker,
+  sessionOf: (call: LeaseCall) => Session,
+  keepaliveIntervalMs: number,
+  call: LeaseCall,
+): void {
+  let s: Session;
+  try {
+    s = expectedSession(call, sessionOf(call));
+    broker.authorize(s);
+    checkNoLease(s);
+  } catch (e) {
+    call.emit("error", toStatus(e));
+    return;
+  }
+  s.lease = leaseSink(call, (why) => broker.endSession(s, why.reason, why.message));
+  const end = (e: LeaseEnd) => broker.endSession(s, e.reason, e.message);
+  // Events missed while brokerd restarted (revocations made meanwhile) come first.
+  broker.leaseOpened(s);
+  const expiry = new LeaseExpiry(keepaliveIntervalMs, end);
+  call.once("close", () => expiry.stop());
+  call.write({ kind: { case: "granted", value: { sessionId: s.id, keepaliveIntervalMs } } });
+  call.on("data", (m: LeaseRequest) => {
+    if (isUndecodable(m)) {
+      call.emit("error", toStatus(invalid(m.message, "undecodable")));
+      broker.endSession(s, LEASE_ERROR.reason, m.message);
+      return;
+    }
+    expiry.refresh();
+    if (m.kind.case === "keepalive")
+      s.lease?.send({ kind: "keepalive_ack", sequence: m.kind.value.sequence });
+  });
+  // The client half-closed: a clean end (LeaseEnded, then status OK), and the session ends.
+  call.on("end", () => end(LEASE_CLOSED));
+  call.on("cancelled", () => end(LEASE_CANCELLED));
+  call.on("error", () => end(LEASE_ERROR));
 }
 
 export function brokerServiceImpl(
@@ -92,25 +169,7 @@ export function brokerServiceImpl(
         apiVersion: "vfiobroker.v1",
         sessionId: s.id,
         identity: identityToPb(s.identity),
-        capabilities: {
-          maxFdsPerMessage: MAX_FDS_PER_MESSAGE,
-          layouts: [PbLayout.LEGACY, PbLayout.COMPACT],
-          // What this host can actually give: the union over its devices' regions and backends.
-          attributes: [
-            ...new Set(broker.allDevices().flatMap((d) => d.info.regions.flatMap((r) => r.attributes))),
-          ].map(attributeToPb),
-          backings: [
-            ...new Set(broker.opts.backends.flatMap((b) => b.offeredBackingKinds?.() ?? b.backingKinds)),
-          ].map(backingToPb),
-          ticketTtlMs: broker.opts.ticketTtlMs,
-          maxAccessBytes: broker.opts.maxAccessBytes,
-          fdSocketPath: broker.opts.fdSocketPath,
-          fdSocketName: broker.opts.fdSocketName ?? "",
-          fdGrants: true,
-          fdBatches: true,
-          maxFdBatchItems: MAX_BATCH_ITEMS,
-          pageSize: Number(broker.opts.pageSize),
-        },
+        capabilities: capabilities(broker),
       };
     }),
     listDevices: h((_req, s) => ({
@@ -155,46 +214,6 @@ export function brokerServiceImpl(
     closeDevice: h((req, s) => ({ mappingsReleased: broker.closeDevice(s, req.deviceFileId) })),
     readRegion: h((req, s) => ({ data: broker.readRegion(s, req.deviceFileId, req.offset, req.length) })),
     writeRegion: h((req, s) => ({ written: broker.writeRegion(s, req.deviceFileId, req.offset, req.data) })),
-    lease: (call: grpc.ServerDuplexStream<LeaseRequest, MessageInitShape<typeof LeaseResponseSchema>>) => {
-      let s: Session;
-      try {
-        s = expectedSession(call, sessionOf(call));
-        broker.authorize(s);
-        if (s.lease)
-          throw precondition("this connection already has a lease; open one Lease per connection", "lease");
-      } catch (e) {
-        call.emit("error", toStatus(e));
-        return;
-      }
-      s.lease = leaseSink(call, (why) => broker.endSession(s, why.reason, why.message));
-      // Events missed while brokerd restarted (revocations made meanwhile) come first.
-      broker.leaseOpened(s);
-      // Exactly three missed intervals end the session, with LeaseEnded saying so.
-      const expiry = setTimeout(() => {
-        broker.endSession(
-          s,
-          "lease-expired",
-          `no keepalive for ${3 * keepaliveIntervalMs} ms (three intervals of ${keepaliveIntervalMs} ms); ` +
-            "the session ended and its mappings were released",
-        );
-      }, 3 * keepaliveIntervalMs);
-      expiry.unref();
-      call.once("close", () => clearTimeout(expiry));
-      call.write({ kind: { case: "granted", value: { sessionId: s.id, keepaliveIntervalMs } } });
-      call.on("data", (m: LeaseRequest) => {
-        if (isUndecodable(m)) {
-          call.emit("error", toStatus(invalid(m.message, "undecodable")));
-          broker.endSession(s, "lease-error", m.message);
-          return;
-        }
-        expiry.refresh();
-        if (m.kind.case === "keepalive")
-          s.lease?.send({ kind: "keepalive_ack", sequence: m.kind.value.sequence });
-      });
-      // The client half-closed: a clean end (LeaseEnded, then status OK), and the session ends.
-      call.on("end", () => broker.endSession(s, "lease-closed", "you closed the lease"));
-      call.on("cancelled", () => broker.endSession(s, "lease-cancelled"));
-      call.on("error", () => broker.endSession(s, "lease-error"));
-    },
+    lease: (call: LeaseCall) => serveLease(broker, sessionOf, keepaliveIntervalMs, call),
   } satisfies Record<string, unknown> as grpc.UntypedServiceImplementation;
 }

@@ -1,0 +1,259 @@
+// The fd channel's protocol adapter (proto/vfiobroker/v1/fdchannel.proto): decodes an FdRequest,
+// calls the core exactly as rpc/ does (the Broker's calls, grants/fd-batch.ts for what the fd
+// channel adds), and encodes the FdReply, handing the granted fd to the transport
+// (fdpass/transport.ts). A client sends FdRequest{ticket} and gets the backing fd (SCM_RIGHTS) only
+// when the ticket matches its kernel-verified peer; or a grant, a release or a batch of them for
+// the session whose token it carries, if it is that session's process. Any other outcome is a reply
+// with a status and no fd. It holds no state and decides no quota, policy, event or undo itself.
+
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import { closeFd } from "@vfio-broker/native";
+import { type FdBatch, FdReplySchema, type FdRequest, FdRequestSchema, FdStatus } from "@vfio-broker/proto";
+import type { Broker } from "../broker.js";
+import { invalid } from "../errors.js";
+import type { Mapping } from "../grants/device-file.js";
+import { grantBatch, grantForFd, type Outcome, undeliverable } from "../grants/fd-batch.js";
+import { reportFdBadRequest } from "../grants/fd-reports.js";
+import type { Session } from "../identity/session.js";
+import { attributeToPb, backingToPb, createMappingArgsFromPb, protToPb } from "../rpc/convert.js";
+import { toStatus } from "../rpc/status.js";
+import { checkStrings } from "../rpc/strings.js";
+import type { FdConnectionPeer } from "../sessions/fd-connections.js";
+import { type FdConnection, type FdProtocol, MAX_REPLY_FDS, sendFailure } from "./transport.js";
+
+/** The largest request frame (a ticket is 32 characters; a full FdBatch about 2.5 KiB). */
+export const MAX_REQUEST_BYTES = 3072;
+/** Releases + grants in one FdBatch (its reply carries at most one fd per item). */
+export const MAX_BATCH_ITEMS = MAX_REPLY_FDS;
+
+const STATUS: Record<string, FdStatus> = {
+  unknown: FdStatus.UNKNOWN_TICKET,
+  expired: FdStatus.EXPIRED,
+  already_used: FdStatus.ALREADY_USED,
+  wrong_peer: FdStatus.WRONG_PEER,
+  revoked: FdStatus.REVOKED,
+  internal: FdStatus.INTERNAL,
+};
+
+type FdReplyInit = MessageInitShape<typeof FdReplySchema>;
+
+const encode = (r: FdReplyInit): Uint8Array => toBinary(FdReplySchema, create(FdReplySchema, r));
+
+/** A grant's (or delivery's) reply: where the mapping is, how to mmap the fd that comes with it. */
+function mappingReply(m: Mapping): FdReplyInit {
+  return {
+    status: FdStatus.OK,
+    cookie: m.cookie,
+    mmapOffset: m.backing.mmapOffset,
+    length: m.length,
+    prot: protToPb(m.prot),
+    effectiveAttribute: attributeToPb(m.effectiveAttribute),
+    requestedAttribute: attributeToPb(m.requestedAttribute),
+    backing: backingToPb(m.backing.kind),
+    regionIndex: m.region.index,
+    regionOffset: m.regionOffset,
+    fallbackReason: m.fallbackReason,
+    refs: m.refs,
+  };
+}
+
+/** A refused grant or release: the status the gRPC call would have returned (an unexpected error is logged there, too). */
+function refused(e: unknown): FdReplyInit {
+  const st = toStatus(e);
+  return {
+    status: FdStatus.REFUSED,
+    grpcCode: grpc.status[st.code ?? grpc.status.INTERNAL],
+    message: st.details ?? "",
+  };
+}
+
+/** A batch's items as replies, each refusal encoded once however many items it refused. */
+function itemReplies<T>(outcomes: Outcome<T>[], ok: (v: T) => FdReplyInit): FdReplyInit[] {
+  const seen = new Map<unknown, FdReplyInit>();
+  return outcomes.map((o) => {
+    if (o.ok) return ok(o.value);
+    let r = seen.get(o.error);
+    if (!r) {
+      r = refused(o.error);
+      seen.set(o.error, r);
+    }
+    return r;
+  });
+}
+
+/** Fds a request's reply may carry. */
+function fdsWanted(req: FdRequest): number {
+  if (req.batch) return Math.min(req.batch.grants.length, MAX_BATCH_ITEMS);
+  if (req.release) return 0;
+  return 1;
+}
+
+export class FdAdapter implements FdProtocol {
+  readonly maxRequestBytes = MAX_REQUEST_BYTES;
+
+  constructor(private readonly broker: Broker) {}
+
+  stopped(): boolean {
+    return this.broker.frozen;
+  }
+
+  busy(message: string): Uint8Array {
+    return encode({ status: FdStatus.BUSY, message });
+  }
+
+  badFrame(e: Error, peer: FdConnectionPeer): Uint8Array {
+    reportFdBadRequest(this.broker, peer);
+    return encode({
+      status: FdStatus.BAD_REQUEST,
+      message: `bad frame (${e.message.slice(0, 120)}); send a 4-byte big-endian length and at most ${MAX_REQUEST_BYTES} bytes of FdRequest, with no fds`,
+    });
+  }
+
+  async serve(c: FdConnection, frame: Uint8Array): Promise<boolean> {
+    let req: FdRequest;
+    try {
+      req = fromBinary(FdRequestSchema, frame);
+    } catch {
+      await c.reply(
+        encode({ status: FdStatus.BAD_REQUEST, message: "the request is not an FdRequest protobuf" }),
+      );
+      reportFdBadRequest(this.broker, c.peer);
+      return true;
+    }
+    try {
+      // Tickets, tokens and request ids within their limits (rpc/strings.ts), before anything else.
+      checkStrings(req);
+    } catch (e) {
+      await c.reply(encode({ status: FdStatus.BAD_REQUEST, message: (e as Error).message }));
+      reportFdBadRequest(this.broker, c.peer);
+      return true;
+    }
+    // Its reply's fds must fit in the identity's unreadFds quota: until they do, it waits.
+    if (!(await c.room(fdsWanted(req)))) return false;
+    // Handing over to the next brokerd: wait for it to settle. Done, the state is final, so
+    // nothing is delivered here: the client sees the connection close and presents the same
+    // ticket to the next brokerd. Aborted, this brokerd serves the request as if nothing happened.
+    await this.broker.handover.wait();
+    if (this.broker.frozen) return false;
+    if (req.batch) await this.batch(c, req.batch);
+    else if (req.grant || req.release) await this.fastPath(c, req);
+    else await this.redeem(c, req.ticket);
+    return true;
+  }
+
+  /** A ticket from CreateMapping redeemed: its mapping's fd. */
+  private async redeem(c: FdConnection, ticket: string): Promise<void> {
+    const d = this.broker.redeemTicket(ticket, c.peer);
+    if (!d.ok) {
+      await c.reply(encode({ status: STATUS[d.status] ?? FdStatus.INTERNAL, message: d.message }));
+      return;
+    }
+    await this.deliver(c, d.mapping, false);
+  }
+
+  /**
+   * The grant fast path: CreateMapping + delivery in one exchange (or ReleaseMapping), for the
+   * session whose token the request carries, if this connection's peer is that session's process.
+   * The Broker does all the checking and recording exactly as on the gRPC path.
+   */
+  private async fastPath(c: FdConnection, req: FdRequest): Promise<void> {
+    let m: Mapping;
+    try {
+      if (req.release) {
+        const s = this.broker.sessionForFd(req.release.sessionToken, c.peer);
+        this.broker.releaseMapping(s, req.release.deviceFileId, req.release.cookie);
+        await c.reply(encode({ status: FdStatus.OK, cookie: req.release.cookie }));
+        return;
+      }
+      const g = req.grant!;
+      m = grantForFd(
+        this.broker,
+        this.broker.sessionForFd(g.sessionToken, c.peer),
+        createMappingArgsFromPb(g),
+        c.peer,
+      );
+    } catch (e) {
+      await c.reply(encode(refused(e)));
+      return;
+    }
+    await this.deliver(c, m, true);
+  }
+
+  /**
+   * FdBatch: releases, then grants (grants/fd-batch.ts), answered in one reply that carries the
+   * granted fds in item order.
+   */
+  private async batch(c: FdConnection, b: FdBatch): Promise<void> {
+    let s: Session;
+    try {
+      s = this.broker.sessionForFd(b.sessionToken, c.peer);
+      const n = b.releases.length + b.grants.length;
+      if (n > MAX_BATCH_ITEMS)
+        throw invalid(`a batch holds at most ${MAX_BATCH_ITEMS} items, this one ${n}; split it`, "batch");
+    } catch (e) {
+      await c.reply(encode(refused(e)));
+      return;
+    }
+    const out = grantBatch(this.broker, s, b, c.peer, { args: createMappingArgsFromPb, view: mappingReply });
+    const { fds } = out;
+    try {
+      const releases = itemReplies(out.releases, (cookie) => ({ status: FdStatus.OK, cookie }));
+      const grants = itemReplies(out.grants, (r) => r);
+      // reply() has handed the fds to the kernel, or (a client not reading) taken private dups of
+      // them, by the time it returns: ours are closed at once, not held for the send's duration.
+      const sending = c.reply(encode({ status: FdStatus.OK, items: [...releases, ...grants] }), fds);
+      const nfds = fds.length;
+      for (const fd of fds.splice(0)) closeFd(fd);
+      try {
+        await sending;
+      } catch (e) {
+        if (nfds === 0) throw e;
+        const no = this.undelivered(e, c.peer, out.granted);
+        if (!no) throw e;
+        // The same reply without fds: the releases stand, every granted item says why it has none.
+        const none = grants.map((i) => (i.status === FdStatus.OK ? no : i));
+        await c.reply(encode({ status: FdStatus.OK, items: [...releases, ...none] }));
+      }
+    } finally {
+      for (const fd of fds) closeFd(fd);
+    }
+  }
+
+  /**
+   * Sends a mapping's fd; brokerd keeps no copy of it afterwards, whatever happens. giveBack: a
+   * grant made by this request, released again if the kernel refused its fd (a redeemed ticket's
+   * mapping stays: its client releases it, as after any failed fetch).
+   */
+  private async deliver(c: FdConnection, m: Mapping, giveBack: boolean): Promise<void> {
+    try {
+      await c.reply(encode(mappingReply(m)), [m.backing.fd]);
+    } catch (e) {
+      const no = this.undelivered(e, c.peer, giveBack ? [m] : []);
+      if (!no) throw e;
+      await c.reply(encode(no));
+    } finally {
+      // Even when the reply failed (the client closed mid-reply, or stopped reading), the fd may
+      // have gone out with the first bytes, so the mapping stays booked as delivered until the
+      // session releases it or its process exits.
+      m.backing.handedOver();
+    }
+  }
+
+  /**
+   * A reply carrying fds failed: the core reports it and, if nothing of it left brokerd (the kernel
+   * refused the fds: ETOOMANYREFS), gives back the grants in giveBack; then the
+   * FD_STATUS_UNDELIVERABLE reply to send instead is returned; else undefined (the connection is
+   * lost, and the caller's error ends it as before).
+   */
+  private undelivered(e: unknown, peer: FdConnectionPeer, giveBack: Mapping[]): FdReplyInit | undefined {
+    const f = sendFailure(e);
+    undeliverable(this.broker, f, peer, giveBack);
+    if (!f.unsent) return undefined;
+    return {
+      status: FdStatus.UNDELIVERABLE,
+      message: `${f.message}${giveBack.length > 0 ? "; the grant was released" : "; release the mapping"}`,
+    };
+  }
+}
