@@ -10,41 +10,26 @@ import {
   disconnect,
   fetchFd,
   identityOf,
-  killAll,
   map,
   openCore,
   openSession,
   PAGE,
-  Proc,
   policy,
   reasonOf,
   rulesFor,
   stopCore,
-  tempDir,
+  testScope,
 } from "./support.js";
 import { bookedPages, expectedBookings, expectedQuotas, quotaKeysOf } from "./views.js";
 
-const procs: Proc[] = [];
-const dirs: (() => void)[] = [];
-after(async () => {
-  await killAll(procs);
-  for (const d of dirs) d();
-});
-
-function proc(): Proc {
-  const p = new Proc();
-  procs.push(p);
-  return p;
-}
+const { proc, dir } = testScope(after);
 
 async function withCore(
   yaml: string,
   fn: (c: Core) => void | Promise<void>,
   o: Parameters<typeof openCore>[2] = {},
 ): Promise<void> {
-  const t = tempDir();
-  dirs.push(t.remove);
-  const c = openCore(`${t.dir}/state`, policy(yaml), o);
+  const c = openCore(`${dir()}/state`, policy(yaml), o);
   try {
     await fn(c);
     // Whatever a test did, the books agree with the live objects.

@@ -11,34 +11,22 @@ import { StateStore } from "../state/store.js";
 import {
   fetchFd,
   identityOf,
-  killAll,
   map,
   openCore,
   openSession,
   PAGE,
-  Proc,
+  type Proc,
   policy,
   reasonOf,
   restartCore,
   rulesFor,
   stopCore,
   stopKeepingGrants,
-  tempDir,
+  testScope,
 } from "./support.js";
 import { bookedPages, liveView, modelView, quotaKeysOf, quotaView } from "./views.js";
 
-const procs: Proc[] = [];
-const dirs: (() => void)[] = [];
-after(async () => {
-  await killAll(procs);
-  for (const d of dirs) d();
-});
-
-function proc(): Proc {
-  const p = new Proc();
-  procs.push(p);
-  return p;
-}
+const { proc, dir } = testScope(after);
 
 const POLICY = policy(rulesFor([1000, 1001]));
 
@@ -49,9 +37,8 @@ function state(b: Broker) {
 
 /** A core with a bit of everything: pending, delivered, shared, fallback, held, and a drained device. */
 function busyCore(a: Proc, b: Proc) {
-  const t = tempDir();
-  dirs.push(t.remove);
-  const c = openCore(`${t.dir}/state`, POLICY);
+  const state = `${dir()}/state`;
+  const c = openCore(state, POLICY);
   const { broker } = c;
   const s1 = openSession(broker, identityOf(a.pid, 1000));
   const s2 = openSession(broker, identityOf(b.pid, 1001));
@@ -75,7 +62,7 @@ function busyCore(a: Proc, b: Proc) {
   broker.drainDevice("simB", "test");
   assert.equal(shared.mapping.refs, 2);
   assert.equal(broker.holds.size, 1);
-  return { c, s1, s2, df1, df2, df3, pending, shared, fallback, dir: `${t.dir}/state` };
+  return { c, s1, s2, df1, df2, df3, pending, shared, fallback, dir: state };
 }
 
 test("restore from the recorded store gives the state before: grants, holds, quotas, page bookings", async () => {

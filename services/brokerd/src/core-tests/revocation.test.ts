@@ -9,38 +9,23 @@ import {
   type Core,
   fetchFd,
   identityOf,
-  killAll,
   map,
   openCore,
   openSession,
   PAGE,
-  Proc,
   policy,
   reasonOf,
   rulesFor,
   stopCore,
-  tempDir,
+  testScope,
   until,
 } from "./support.js";
 import { bookedPages, expectedBookings, expectedQuotas, quotaKeysOf } from "./views.js";
 
-const procs: Proc[] = [];
-const dirs: (() => void)[] = [];
-after(async () => {
-  await killAll(procs);
-  for (const d of dirs) d();
-});
-
-function proc(): Proc {
-  const p = new Proc();
-  procs.push(p);
-  return p;
-}
+const { proc, dir } = testScope(after);
 
 function core(yaml: string, o: Parameters<typeof openCore>[2] = {}): Core {
-  const t = tempDir();
-  dirs.push(t.remove);
-  return openCore(`${t.dir}/state`, policy(yaml), o);
+  return openCore(`${dir()}/state`, policy(yaml), o);
 }
 
 /** The books agree with the live objects and holds. */

@@ -251,3 +251,28 @@ export function fetchFd(broker: Broker, s: Session, g: Grant): void {
   const d = broker.redeemTicket(g.ticket, { uid: s.identity.uid, pid: s.identity.pid });
   if (!d.ok) throw new Error(`redeem failed: ${d.status}: ${d.message}`);
 }
+
+/**
+ * What one test file spawns and creates, all taken down after its tests: holder processes
+ * (proc()) and state directories (dir()).
+ */
+export function testScope(after: (fn: () => Promise<void>) => void): { proc: () => Proc; dir: () => string } {
+  const procs: Proc[] = [];
+  const dirs: (() => void)[] = [];
+  after(async () => {
+    await killAll(procs);
+    for (const d of dirs) d();
+  });
+  return {
+    proc: () => {
+      const p = new Proc();
+      procs.push(p);
+      return p;
+    },
+    dir: () => {
+      const t = tempDir();
+      dirs.push(t.remove);
+      return t.dir;
+    },
+  };
+}

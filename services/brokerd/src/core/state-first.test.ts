@@ -7,11 +7,12 @@ import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writ
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { PAGE_SIZE, pidfdOpen } from "@vfio-broker/native";
+import { PAGE_SIZE } from "@vfio-broker/native";
 import { Broker } from "../broker.js";
+import { identityOf } from "../core-tests/support.js";
 import { SimBackend } from "../devices/sim.js";
 import { BrokerError } from "../errors.js";
-import { type PeerIdentity, processStartTime } from "../identity/peer.js";
+import type { PeerIdentity } from "../identity/peer.js";
 import { parsePolicy } from "../policy/index.js";
 import { Ledger } from "../state/ledger.js";
 import { StateStore } from "../state/store.js";
@@ -26,18 +27,9 @@ after(() => {
   rmSync(home, { recursive: true, force: true });
 });
 
+/** This test process, as a kernel-verified peer (a pidfd of its own). */
 function identity(): PeerIdentity {
-  return {
-    uid: process.getuid!(),
-    gid: process.getgid!(),
-    pid: process.pid,
-    cgroup: "",
-    cgroupTrusted: false,
-    pidfd: pidfdOpen(process.pid),
-    pidfdSource: "pidfd_open",
-    groups: [],
-    startTime: processStartTime(process.pid),
-  };
+  return identityOf(process.pid, process.getuid!(), { gid: process.getgid!() });
 }
 
 function open(): { broker: Broker; store: StateStore } {

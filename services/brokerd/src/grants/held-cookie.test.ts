@@ -5,26 +5,18 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
-import { PAGE_SIZE, pidfdOpen } from "@vfio-broker/native";
+import { PAGE_SIZE } from "@vfio-broker/native";
 import { Broker } from "../broker.js";
+import { identityOf } from "../core-tests/support.js";
 import { SimBackend } from "../devices/sim.js";
-import { type PeerIdentity, processStartTime } from "../identity/peer.js";
+import type { PeerIdentity } from "../identity/peer.js";
 import { parsePolicy } from "../policy/index.js";
 
 const policyFile = new URL("../../../../deploy/policy/sim-local.yaml", import.meta.url);
 
+/** This test process, as a kernel-verified peer (a pidfd of its own). */
 function identity(): PeerIdentity {
-  return {
-    uid: process.getuid!(),
-    gid: process.getgid!(),
-    pid: process.pid,
-    cgroup: "",
-    cgroupTrusted: false,
-    pidfd: pidfdOpen(process.pid),
-    pidfdSource: "pidfd_open",
-    groups: [],
-    startTime: processStartTime(process.pid),
-  };
+  return identityOf(process.pid, process.getuid!(), { gid: process.getgid!() });
 }
 
 test("a held cookie is not given to a new mapping, and its release ends only the hold", async () => {
