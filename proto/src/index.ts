@@ -5,4 +5,5 @@ export * from "./gen/vfiobroker/v1/admin_pb.js";
 export * from "./gen/vfiobroker/v1/broker_pb.js";
 export * from "./gen/vfiobroker/v1/fdchannel_pb.js";
 export * from "./gen/vfiobroker/v1/types_pb.js";
+export * from "./gen/vfiobroker/v1/workload_pb.js";
 export * from "./grpc.js";

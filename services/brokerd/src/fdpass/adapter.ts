@@ -37,9 +37,19 @@ const STATUS: Record<string, FdStatus> = {
   internal: FdStatus.INTERNAL,
 };
 
-type FdReplyInit = MessageInitShape<typeof FdReplySchema>;
+export type FdReplyInit = MessageInitShape<typeof FdReplySchema>;
 
 const encode = (r: FdReplyInit): Uint8Array => toBinary(FdReplySchema, create(FdReplySchema, r));
+
+/**
+ * For whom a grant, release or batch is made and how its reply is framed: the ticket protocol
+ * finds the session by the token the request carries and sends FdReply; the workload protocol
+ * (fdpass/workload-adapter.ts) has its connection's session and wraps the FdReply.
+ */
+export interface GrantPath {
+  session(token: string, peer: FdConnectionPeer): Session;
+  encode(r: FdReplyInit): Uint8Array;
+}
 
 /** A grant's (or delivery's) reply: where the mapping is, how to mmap the fd that comes with it. */
 function mappingReply(m: Mapping): FdReplyInit {
@@ -60,7 +70,7 @@ function mappingReply(m: Mapping): FdReplyInit {
 }
 
 /** A refused grant or release: the status the gRPC call would have returned (an unexpected error is logged there, too). */
-function refused(e: unknown): FdReplyInit {
+export function refused(e: unknown): FdReplyInit {
   const st = toStatus(e);
   return {
     status: FdStatus.REFUSED,
@@ -93,7 +103,12 @@ function fdsWanted(req: FdRequest): number {
 export class FdAdapter implements FdProtocol {
   readonly maxRequestBytes = MAX_REQUEST_BYTES;
 
-  constructor(private readonly broker: Broker) {}
+  /** The ticket protocol's: the session the request's token names, if it is this peer's. */
+  private readonly byToken: GrantPath;
+
+  constructor(private readonly broker: Broker) {
+    this.byToken = { session: (t, peer) => broker.sessionForFd(t, peer), encode };
+  }
 
   stopped(): boolean {
     return this.broker.frozen;
@@ -137,8 +152,8 @@ export class FdAdapter implements FdProtocol {
     // ticket to the next brokerd. Aborted, this brokerd serves the request as if nothing happened.
     await this.broker.handover.wait();
     if (this.broker.frozen) return false;
-    if (req.batch) await this.batch(c, req.batch);
-    else if (req.grant || req.release) await this.fastPath(c, req);
+    if (req.batch) await this.batch(c, req.batch, this.byToken);
+    else if (req.grant || req.release) await this.fastPath(c, req, this.byToken);
     else await this.redeem(c, req.ticket);
     return true;
   }
@@ -158,42 +173,37 @@ export class FdAdapter implements FdProtocol {
    * session whose token the request carries, if this connection's peer is that session's process.
    * The Broker does all the checking and recording exactly as on the gRPC path.
    */
-  private async fastPath(c: FdConnection, req: FdRequest): Promise<void> {
+  async fastPath(c: FdConnection, req: Pick<FdRequest, "grant" | "release">, path: GrantPath): Promise<void> {
     let m: Mapping;
     try {
       if (req.release) {
-        const s = this.broker.sessionForFd(req.release.sessionToken, c.peer);
+        const s = path.session(req.release.sessionToken, c.peer);
         this.broker.releaseMapping(s, req.release.deviceFileId, req.release.cookie);
-        await c.reply(encode({ status: FdStatus.OK, cookie: req.release.cookie }));
+        await c.reply(path.encode({ status: FdStatus.OK, cookie: req.release.cookie }));
         return;
       }
       const g = req.grant!;
-      m = grantForFd(
-        this.broker,
-        this.broker.sessionForFd(g.sessionToken, c.peer),
-        createMappingArgsFromPb(g),
-        c.peer,
-      );
+      m = grantForFd(this.broker, path.session(g.sessionToken, c.peer), createMappingArgsFromPb(g), c.peer);
     } catch (e) {
-      await c.reply(encode(refused(e)));
+      await c.reply(path.encode(refused(e)));
       return;
     }
-    await this.deliver(c, m, true);
+    await this.deliver(c, m, true, path.encode);
   }
 
   /**
    * FdBatch: releases, then grants (grants/fd-batch.ts), answered in one reply that carries the
    * granted fds in item order.
    */
-  private async batch(c: FdConnection, b: FdBatch): Promise<void> {
+  async batch(c: FdConnection, b: FdBatch, path: GrantPath): Promise<void> {
     let s: Session;
     try {
-      s = this.broker.sessionForFd(b.sessionToken, c.peer);
+      s = path.session(b.sessionToken, c.peer);
       const n = b.releases.length + b.grants.length;
       if (n > MAX_BATCH_ITEMS)
         throw invalid(`a batch holds at most ${MAX_BATCH_ITEMS} items, this one ${n}; split it`, "batch");
     } catch (e) {
-      await c.reply(encode(refused(e)));
+      await c.reply(path.encode(refused(e)));
       return;
     }
     const out = grantBatch(this.broker, s, b, c.peer, { args: createMappingArgsFromPb, view: mappingReply });
@@ -203,7 +213,7 @@ export class FdAdapter implements FdProtocol {
       const grants = itemReplies(out.grants, (r) => r);
       // reply() has handed the fds to the kernel, or (a client not reading) taken private dups of
       // them, by the time it returns: ours are closed at once, not held for the send's duration.
-      const sending = c.reply(encode({ status: FdStatus.OK, items: [...releases, ...grants] }), fds);
+      const sending = c.reply(path.encode({ status: FdStatus.OK, items: [...releases, ...grants] }), fds);
       const nfds = fds.length;
       for (const fd of fds.splice(0)) closeFd(fd);
       try {
@@ -214,7 +224,7 @@ export class FdAdapter implements FdProtocol {
         if (!no) throw e;
         // The same reply without fds: the releases stand, every granted item says why it has none.
         const none = grants.map((i) => (i.status === FdStatus.OK ? no : i));
-        await c.reply(encode({ status: FdStatus.OK, items: [...releases, ...none] }));
+        await c.reply(path.encode({ status: FdStatus.OK, items: [...releases, ...none] }));
       }
     } finally {
       for (const fd of fds) closeFd(fd);
@@ -226,13 +236,13 @@ export class FdAdapter implements FdProtocol {
    * grant made by this request, released again if the kernel refused its fd (a redeemed ticket's
    * mapping stays: its client releases it, as after any failed fetch).
    */
-  private async deliver(c: FdConnection, m: Mapping, giveBack: boolean): Promise<void> {
+  private async deliver(c: FdConnection, m: Mapping, giveBack: boolean, enc = encode): Promise<void> {
     try {
-      await c.reply(encode(mappingReply(m)), [m.backing.fd]);
+      await c.reply(enc(mappingReply(m)), [m.backing.fd]);
     } catch (e) {
       const no = this.undelivered(e, c.peer, giveBack ? [m] : []);
       if (!no) throw e;
-      await c.reply(encode(no));
+      await c.reply(enc(no));
     } finally {
       // Even when the reply failed (the client closed mid-reply, or stopped reading), the fd may
       // have gone out with the first bytes, so the mapping stays booked as delivered until the

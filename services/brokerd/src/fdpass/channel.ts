@@ -1,12 +1,13 @@
 // The fd channel (docs/design.md): the fd-passing transport (fdpass/transport.ts) speaking the
-// FdRequest/FdReply protocol (fdpass/adapter.ts, proto/vfiobroker/v1/fdchannel.proto) over the
-// core: connections admitted and charged by sessions/fd-connections.ts, grants made by the Broker
+// FdRequest/FdReply protocol (fdpass/adapter.ts, proto/vfiobroker/v1/fdchannel.proto) or the
+// workload protocol (fdpass/workload-adapter.ts, workload.proto), chosen per connection by its
+// first frame (fdpass/protocols.ts), over the core: connections admitted and charged by sessions/fd-connections.ts, grants made by the Broker
 // and grants/fd-batch.ts. It only composes them; another protocol over the same transport is
 // another adapter composed the same way.
 
 import type { Broker } from "../broker.js";
 import { FdConnections } from "../sessions/fd-connections.js";
-import { FdAdapter } from "./adapter.js";
+import { FdProtocols } from "./protocols.js";
 import { FdTransport, type FdTransportOptions } from "./transport.js";
 
 export { DEFAULT_MAX_CONNECTIONS } from "../sessions/fd-connections.js";
@@ -31,7 +32,7 @@ export class FdChannel {
 
   constructor(broker: Broker, opts: FdChannelOptions) {
     this.accounts = new FdConnections(broker, opts);
-    this.transport = new FdTransport(this.accounts, new FdAdapter(broker), opts);
+    this.transport = new FdTransport(this.accounts, new FdProtocols(broker), opts);
   }
 
   /** Open connections, by tenant: brokerd's fd-channel cap shared fairly. */

@@ -24,6 +24,7 @@
 import { FdServer, type FdSocket, frameNotSent, peerCred } from "@vfio-broker/native";
 import { nofileLimit } from "../fd-budget.js";
 import { FairShare } from "../grants/fair-share.js";
+import { identityOfSocket, type PeerIdentity } from "../identity/peer.js";
 import { logLimited } from "../log.js";
 import { FdAccount, type FdConnectionPeer, type FdConnections } from "../sessions/fd-connections.js";
 import { classifyDeliveryFailure, type DeliveryFailure } from "./delivery-failure.js";
@@ -60,6 +61,14 @@ export interface FdConnection {
   reply(bytes: Uint8Array, fds?: number[]): Promise<void>;
   /** Waits until a reply carrying `fds` fds fits the identity's unreadFds quota; false: close. */
   room(fds: number): Promise<boolean>;
+  /** The peer's full identity from the kernel (identity/peer.ts); the caller owns its pidfd. */
+  identify(): PeerIdentity;
+  /** The connection is a session's lease from now on: no idle close. */
+  holdOpen(): void;
+  /** Serve it no more: it closes once its replies are read (or its peer left). Idempotent. */
+  end(): void;
+  /** Frames brokerd holds unsent because the peer is not reading. */
+  readonly queued: number;
 }
 
 /** What the transport asks of the protocol spoken over it (fdpass/adapter.ts). */
@@ -74,6 +83,8 @@ export interface FdProtocol {
   serve(conn: FdConnection, frame: Uint8Array): Promise<boolean>;
   /** brokerd serves nothing more (a hand-over froze it): a paused connection stops waiting. */
   stopped(): boolean;
+  /** The connection is served no more (its peer left, idled, or it was ended); called once. */
+  closed?(conn: FdConnection): void;
 }
 
 export interface FdTransportOptions {
@@ -118,6 +129,14 @@ class Conn implements FdConnection {
   held = 0;
   /** What the core charges the identity for this connection (set once admitted). */
   account!: FdAccount;
+  /** A session's lease: never closed for idling. */
+  leased = false;
+  /** end() was called: resolves the serve loop's wait. */
+  ended = false;
+  private wake: (() => void) | undefined;
+  readonly stop = new Promise<null>((resolve) => {
+    this.wake = () => resolve(null);
+  });
 
   constructor(
     readonly sock: FdSocket,
@@ -131,6 +150,23 @@ class Conn implements FdConnection {
 
   room(fds: number): Promise<boolean> {
     return this.transport.room(this, fds);
+  }
+
+  identify(): PeerIdentity {
+    return identityOfSocket(this.sock.fd);
+  }
+
+  holdOpen(): void {
+    this.leased = true;
+  }
+
+  end(): void {
+    this.ended = true;
+    this.wake?.();
+  }
+
+  get queued(): number {
+    return this.sock.pendingSends;
   }
 }
 
@@ -180,6 +216,9 @@ export class FdTransport {
         // A client closing mid-reply (EPIPE, ECONNRESET), a send that timed out, anything else:
         // it ends this connection only.
         logLimited("fd-channel", `brokerd: fd channel: closing a connection: ${(e as Error).message}`);
+      } finally {
+        c.end();
+        this.protocol.closed?.(c);
       }
       // Done with it; but what its unread replies hold stays in flight until the peer reads them
       // or closes its end, so the connection stays, counted, until then.
@@ -199,16 +238,17 @@ export class FdTransport {
     const idleMs = this.opts.idleMs ?? DEFAULT_IDLE_MS;
     for (;;) {
       // Not read from while its unread replies hold a batch's worth (the peer reads, or leaves).
-      if (!(await this.readable(c))) return;
+      if (!(await this.readable(c)) || c.ended) return;
       let timer: NodeJS.Timeout | undefined;
       const idle = new Promise<null>((resolve) => {
-        timer = setTimeout(() => resolve(null), idleMs);
+        if (!c.leased) timer = setTimeout(() => resolve(null), idleMs);
       });
       let msg: Awaited<ReturnType<FdSocket["recv"]>>;
       try {
         msg = await Promise.race([
           sock.recv({ maxBytes: this.protocol.maxRequestBytes, maxFds: 0, keepOpenOnError: true }),
           idle,
+          c.stop,
         ]);
       } catch (e) {
         // A frame over the limit, fds sent to us, a frame cut by EOF: the stream position is lost.
@@ -218,7 +258,7 @@ export class FdTransport {
       } finally {
         clearTimeout(timer);
       }
-      if (!msg) return;
+      if (!msg || c.ended) return;
       if (!(await this.protocol.serve(c, msg.data))) return;
     }
   }

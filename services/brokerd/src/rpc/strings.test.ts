@@ -7,7 +7,12 @@ import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import type { DescMessage } from "@bufbuild/protobuf";
 import { create, ScalarType } from "@bufbuild/protobuf";
-import { BrokerService, FdRequestSchema, OpenDeviceRequestSchema } from "@vfio-broker/proto";
+import {
+  BrokerService,
+  FdRequestSchema,
+  OpenDeviceRequestSchema,
+  WorkloadRequestSchema,
+} from "@vfio-broker/proto";
 import fc from "fast-check";
 import { BrokerError } from "../errors.js";
 import { checkString, checkStrings, STRING_LIMITS, type StringLimit, stringProblem } from "./strings.js";
@@ -38,6 +43,7 @@ function clientStringFields(): string[] {
   };
   for (const method of BrokerService.methods) visit(method.input);
   visit(FdRequestSchema);
+  visit(WorkloadRequestSchema);
   return [...out].sort();
 }
 
@@ -47,7 +53,9 @@ test("every string field a client sends has a limit in the table, and nothing el
 
 test("the .proto says each field's limit next to it", () => {
   const dir = join(repoRoot(), "proto", "vfiobroker", "v1");
-  const files = ["broker.proto", "fdchannel.proto"].map((f) => readFileSync(join(dir, f), "utf8"));
+  const files = ["broker.proto", "fdchannel.proto", "workload.proto"].map((f) =>
+    readFileSync(join(dir, f), "utf8"),
+  );
   for (const [key, limit] of Object.entries(STRING_LIMITS)) {
     const [, message, field] = /^vfiobroker\.v1\.(\w+)\.(\w+)$/.exec(key)!;
     const text = files.find((t) => t.includes(`message ${message} {`))!;

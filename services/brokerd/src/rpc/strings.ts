@@ -11,6 +11,7 @@ import {
   file_vfiobroker_v1_broker,
   file_vfiobroker_v1_fdchannel,
   file_vfiobroker_v1_types,
+  file_vfiobroker_v1_workload,
 } from "@vfio-broker/proto";
 import { invalid } from "../errors.js";
 
@@ -59,6 +60,11 @@ export const STRING_LIMITS: Readonly<Record<string, StringLimit>> = Object.freez
   "vfiobroker.v1.FdGrant.session_token": { max: 32, kind: "hex" },
   "vfiobroker.v1.FdGrant.request_id": { max: 64, kind: "id" },
   "vfiobroker.v1.FdRelease.session_token": { max: 32, kind: "hex" },
+  "vfiobroker.v1.WorkloadHello.capabilities": { max: 32, kind: "id" },
+  "vfiobroker.v1.WorkloadHello.client_name": { max: 128, kind: "text" },
+  "vfiobroker.v1.WorkloadHello.resume_token": { max: 32, kind: "hex" },
+  "vfiobroker.v1.WorkloadOpenDevice.device_id": { max: 64, kind: "id" },
+  "vfiobroker.v1.WorkloadOpenDevice.request_id": { max: 64, kind: "id" },
 });
 
 /** The call metadata naming the session a client expects (broker-service.ts SESSION_METADATA). */
@@ -67,11 +73,12 @@ export const SESSION_METADATA_LIMIT: StringLimit = { max: 32, kind: "hex" };
 /** For a string field nobody listed: generous, but still a bound. */
 export const DEFAULT_LIMIT: StringLimit = { max: 256, kind: "text" };
 
-/** The request messages whose strings come from clients (BrokerService inputs, FdRequest). */
+/** The request messages whose strings come from clients (BrokerService inputs, FdRequest, WorkloadRequest). */
 export const registry = createRegistry(
   file_vfiobroker_v1_types,
   file_vfiobroker_v1_broker,
   file_vfiobroker_v1_fdchannel,
+  file_vfiobroker_v1_workload,
 );
 
 /** Why `value` breaks `limit`, or "" when it does not. */
