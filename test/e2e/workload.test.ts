@@ -7,10 +7,12 @@
 // tickets.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { after, before, describe, it } from "node:test";
-import { AdminService, createClient, FdStatus, Layout } from "@vfio-broker/proto";
+import { closeFd } from "@vfio-broker/native";
+import { AdminService, Attribute, createClient, FdStatus, Layout, Prot } from "@vfio-broker/proto";
 import { type BrokerProcess, NOBODY, REPO, run, startBrokerd, until } from "../lib/brokerd.js";
 import { brokerClient } from "./agents/raw.js";
 import { statusName, WorkloadClient } from "./agents/workload-client.js";
@@ -136,6 +138,35 @@ describe("the workload protocol", () => {
     assert.equal(out.grpcWhileFull, "RESOURCE_EXHAUSTED");
   });
 
+  it("a workload that stops reading its events loses its session (lease-stalled), bounded", {
+    timeout: 120_000,
+  }, async () => {
+    const c = await WorkloadClient.connect(b.fdSocket);
+    const admin = createClient(AdminService, `unix:${b.adminSocket}`);
+    try {
+      const w = (await c.hello()).reply;
+      assert.equal(w.kind.case, "hello");
+      const id = w.kind.case === "hello" ? w.kind.value.sessionId : "";
+      // Health events for every session, which this client never reads: once the kernel's buffer
+      // is full and MAX_QUEUED_EVENTS more wait in brokerd, its session ends.
+      const gone = async () => (await admin.listSessions({})).sessions.every((s) => s.sessionId !== id);
+      let rounds = 0;
+      while (!(await gone())) {
+        assert.ok(++rounds <= 5000, "the session outlived 10,000 unread events");
+        await admin.drainDevice({ deviceId: "sim1", reason: "stall test" });
+        await admin.undrainDevice({ deviceId: "sim1" });
+      }
+      assert.ok(readFileSync(b.journal, "utf8").includes('"reason":"lease-stalled"'), "the journal says why");
+      // What it reads now is what was queued, then the end of the connection.
+      let events = 0;
+      while ((await c.event()) !== null) events++;
+      assert.ok(events > 0);
+    } finally {
+      c.close();
+      admin.close();
+    }
+  });
+
   it("answers a version it does not speak, and bad frames, with an error", async () => {
     const v0 = await WorkloadClient.connect(b.fdSocket);
     try {
@@ -169,6 +200,61 @@ describe("the workload protocol", () => {
       assert.equal(await c.reply(), null);
     } finally {
       c.close();
+    }
+  });
+});
+
+describe("the workload protocol across a brokerd restart", () => {
+  it("SIGTERM keeps grants: the session hears why, and a hello with its token resumes it", {
+    timeout: 120_000,
+  }, async () => {
+    let b = await startBrokerd();
+    let c = await WorkloadClient.connect(b.fdSocket);
+    try {
+      const w = (await c.hello()).reply;
+      assert.equal(w.kind.case, "hello");
+      const token = w.kind.case === "hello" ? w.kind.value.resumeToken : "";
+      const open = (await c.call({ kind: { case: "openDevice", value: { deviceId: "sim0" } } })).reply;
+      assert.equal(open.kind.case, "deviceOpened");
+      const dfId = open.kind.case === "deviceOpened" ? open.kind.value.deviceFileId : 0n;
+      const g = await c.call({
+        kind: {
+          case: "grant",
+          value: {
+            deviceFileId: dfId,
+            regionIndex: 2,
+            length: 4096n,
+            attribute: Attribute.WC,
+            prot: Prot.READ_WRITE,
+          },
+        },
+      });
+      assert.equal(g.fds.length, 1);
+      for (const fd of g.fds) closeFd(fd);
+      const cookie = g.reply.kind.case === "grant" ? g.reply.kind.value.cookie : 0n;
+      const exited = new Promise((r) => b.proc.once("exit", r));
+      b.proc.kill("SIGTERM");
+      const ended = await c.event();
+      assert.equal(ended?.kind.case, "leaseEnded");
+      assert.equal(ended?.kind.case === "leaseEnded" && ended.kind.value.reason, "restart");
+      assert.equal(await c.event(), null, "then the connection closes");
+      c.close();
+      await exited;
+      b = await startBrokerd({ dir: b.dir });
+      c = await WorkloadClient.connect(b.fdSocket);
+      const again = (await c.hello({ version: 1, resumeToken: token })).reply;
+      assert.equal(again.kind.case, "hello");
+      const r = again.kind.case === "hello" ? again.kind.value : undefined;
+      assert.equal(r?.resumed, true);
+      assert.deepEqual(
+        r?.held.map((h) => [h.deviceFileId, h.cookies]),
+        [[dfId, [cookie]]],
+      );
+      const rel = await c.call({ kind: { case: "release", value: { deviceFileId: dfId, cookie } } });
+      assert.equal(statusName(rel.reply.status), "OK");
+    } finally {
+      c.close();
+      await b.stop();
     }
   });
 });

@@ -21,12 +21,15 @@ export async function shutdown(
   await handover.close();
   p.health.setAll(HealthCheckResponse_ServingStatus.NOT_SERVING);
   if (keepGrants) p.ledger.freeze();
-  // Keeping grants, the socket files stay: under systemd the sockets live on in the fdstore.
-  p.fdChannel.close({ keepPath: keepGrants });
+  // New fd-channel connections wait in the backlog; the open ones stay until the leases flushed
+  // (a workload-protocol session's lease is its fd-channel connection).
+  p.fdChannel.pauseAccepting();
   // Every leased client hears "shutdown" (revocations, then LeaseEnded) before its connection
   // closes; broker.close() waits for that, about 1 s at most. Keeping grants, it hears "restart"
   // instead, and no session ends.
   await p.broker.close(keepGrants);
+  // Keeping grants, the socket files stay: under systemd the sockets live on in the fdstore.
+  p.fdChannel.close({ keepPath: keepGrants });
   const { brokerSocket, adminSocket } = p;
   if (keepGrants) brokerSocket.listening.dropAll();
   await Promise.all([

@@ -4,7 +4,9 @@
 // (fdpass/transport.ts). A client sends FdRequest{ticket} and gets the backing fd (SCM_RIGHTS) only
 // when the ticket matches its kernel-verified peer; or a grant, a release or a batch of them for
 // the session whose token it carries, if it is that session's process. Any other outcome is a reply
-// with a status and no fd. It holds no state and decides no quota, policy, event or undo itself.
+// with a status and no fd. Its grant, release and batch also serve the workload protocol
+// (fdpass/workload-adapter.ts), which gives them its own session and reply framing (GrantPath).
+// It holds no state and decides no quota, policy, event or undo itself.
 
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";

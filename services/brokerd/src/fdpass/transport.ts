@@ -294,7 +294,7 @@ export class FdTransport {
       for (;;) {
         if (identityWide) c.account.settleIdentity();
         if (ok()) return true;
-        if (this.closed || this.protocol.stopped()) return false;
+        if (this.closed || this.protocol.stopped() || c.ended) return false;
         if (!paused) {
           paused = true;
           this.connections.paused(1);

@@ -18,6 +18,7 @@ import {
 } from "@vfio-broker/proto";
 import { type Broker, VERSION } from "../broker.js";
 import { invalid } from "../errors.js";
+import { reportFdBadRequest } from "../grants/fd-reports.js";
 import type { PeerIdentity } from "../identity/peer.js";
 import type { Session } from "../identity/session.js";
 import { deviceToPb, identityToPb, layoutFromPb, layoutToPb } from "../rpc/convert.js";
@@ -92,7 +93,7 @@ export class WorkloadAdapter {
           "hello",
         );
     } catch (e) {
-      await c.reply(badRequest((e as Error).message));
+      await this.bad(c, (e as Error).message);
       return false;
     }
     if (h.version < WORKLOAD_VERSION) {
@@ -180,22 +181,18 @@ export class WorkloadAdapter {
     let req: WorkloadRequest;
     try {
       req = fromBinary(WorkloadRequestSchema, frame);
+    } catch {
+      return this.bad(c, "the frame is not a WorkloadRequest protobuf");
+    }
+    try {
+      // Ids and tokens within their limits (rpc/strings.ts), before anything else.
       checkStrings(req);
     } catch (e) {
-      await c.reply(
-        badRequest(
-          e instanceof Error && "code" in e ? e.message : "the frame is not a WorkloadRequest protobuf",
-        ),
-      );
-      return true;
+      return this.bad(c, (e as Error).message);
     }
     const k = req.kind;
-    if (k.case === undefined || k.case === "hello") {
-      await c.reply(
-        badRequest(k.case ? "a hello is the first frame only" : "the WorkloadRequest names no request"),
-      );
-      return true;
-    }
+    if (k.case === undefined || k.case === "hello")
+      return this.bad(c, k.case ? "a hello is the first frame only" : "the WorkloadRequest names no request");
     const fds =
       k.case === "grant" ? 1 : k.case === "batch" ? Math.min(k.value.grants.length, MAX_BATCH_ITEMS) : 0;
     if (!(await c.room(fds))) return false;
@@ -224,6 +221,13 @@ export class WorkloadAdapter {
       reply = failed(e);
     }
     await c.reply(reply);
+    return true;
+  }
+
+  /** A malformed request: answered (the connection stays usable) and counted as the fd channel counts them. */
+  private async bad(c: FdConnection, message: string): Promise<boolean> {
+    await c.reply(badRequest(message));
+    reportFdBadRequest(this.broker, c.peer);
     return true;
   }
 
