@@ -12,6 +12,7 @@
 import { closeSync, openSync } from "node:fs";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { MAX_REQUEST_BYTES } from "@vfio-broker/brokerd/fdpass/channel";
+import { WorkloadAdapter } from "@vfio-broker/brokerd/fdpass/workload-adapter";
 import { closeFd, FdSocket } from "@vfio-broker/native";
 import { raw } from "@vfio-broker/native/binding";
 import { FdReplySchema, FdRequestSchema, FdStatus } from "@vfio-broker/proto";
@@ -60,6 +61,7 @@ export function judge(writes: readonly FdWrite[]): { answerable: number; violati
   const stream = Buffer.concat(writes.map((w) => w.bytes));
   let answerable = 0;
   let violation = false;
+  let workload = false;
   for (let pos = 0; pos + 4 <= stream.length; ) {
     const len = stream.readUInt32BE(pos);
     if (len > FD_MAX_FRAME) {
@@ -67,9 +69,13 @@ export function judge(writes: readonly FdWrite[]): { answerable: number; violati
       break;
     }
     if (pos + 4 + len > stream.length) break;
+    // A first frame that is a WorkloadRequest hello makes the connection speak the workload
+    // protocol (workload.proto), whose replies this runner does not judge: none is owed here.
+    if (pos === 0) workload = WorkloadAdapter.helloOf(stream.subarray(4, 4 + len)) !== undefined;
     answerable++;
     pos += 4 + len;
   }
+  if (workload) answerable = 0;
   if (writes.some((w) => w.fds > 0)) {
     // Frames written before the fds may be read together with them (the kernel merges writes into
     // one recvmsg) and then dropped with the connection, so none of them is owed a reply.

@@ -90,6 +90,10 @@ test("the fd-channel oracle: replies owed up to the first violation, and fds bre
   assert.deepEqual(judge([w(Buffer.concat([ok, big, ok]))]), { answerable: 1, violation: true });
   assert.deepEqual(judge([w(frame(Buffer.alloc(FD_MAX_FRAME)))]), { answerable: 1, violation: false });
   assert.deepEqual(judge([w(ok), w(ok, 1)]), { answerable: 0, violation: true });
+  // A first frame that is a workload hello: the workload protocol's replies are not judged here.
+  const hello = frame(Buffer.from([0x82, 0x01, 0x02, 0x08, 0x01]));
+  assert.deepEqual(judge([w(Buffer.concat([hello, ok]))]), { answerable: 0, violation: false });
+  assert.deepEqual(judge([w(Buffer.concat([ok, hello]))]), { answerable: 2, violation: false });
   for (let i = 0; i < 300; i++) {
     const c = generateFdCase(new Prng(i), []);
     assert.deepEqual({ answerable: c.answerable, violation: c.violation }, judge(c.writes));
