@@ -120,22 +120,24 @@ export class WorkloadAdapter {
     this.sessions.set(c, s);
     c.holdOpen();
     s.clientName = h.clientName;
-    s.lease = workloadLease(c, (why) => {
+    const lease = workloadLease(c, (why) => {
       const now = this.sessions.get(c);
       if (now) this.broker.endSession(now, why.reason, why.message);
       c.end();
     });
+    s.lease = lease;
     try {
       const resumed =
         h.resumeToken !== "" ? this.broker.resume(s, h.resumeToken, (r) => this.attach(c, s, r)) : undefined;
       if (resumed) s = resumed;
+      // Events it missed while brokerd restarted come first (held until the reply is out).
+      this.broker.leaseOpened(s);
       await c.reply(ok({ case: "hello", value: this.welcome(s, !!resumed) }));
     } catch (e) {
       await c.reply(failed(e));
       return false;
     }
-    // Events missed while brokerd restarted come first.
-    this.broker.leaseOpened(s);
+    lease.ready();
     return true;
   }
 

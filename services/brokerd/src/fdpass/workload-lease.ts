@@ -60,16 +60,24 @@ const STALLED = {
   message: `the workload connection left ${MAX_QUEUED_EVENTS} event frames unread; read your connection`,
 };
 
+/** A workload lease: events wait until ready() (the hello's reply is out), then go down as they come. */
+export interface WorkloadLease extends LeaseSink {
+  ready(): void;
+}
+
 /**
  * A LeaseSink over connection c. `stalled` is called (once) when the peer stops reading; the owner
- * ends the session. After end(), or once the connection ended, nothing more is sent.
+ * ends the session. After end(), or once the connection ended, nothing more is sent. Until ready()
+ * its events are held (at most MAX_QUEUED_EVENTS, as unsent frames are), so none comes before the
+ * hello's reply.
  */
 export function workloadLease(
   c: FdConnection,
   stalled: (why: { reason: string; message: string }) => void,
-): LeaseSink {
+): WorkloadLease {
   let open = true;
   let ending: Promise<void> | undefined;
+  let early: EventInit[] | undefined = [];
   const stall = () => {
     if (!open) return;
     open = false;
@@ -77,6 +85,11 @@ export function workloadLease(
   };
   const push = (e: EventInit): Promise<void> => {
     if (!open) return Promise.resolve();
+    if (early) {
+      if (early.length >= MAX_QUEUED_EVENTS) stall();
+      else early.push(e);
+      return Promise.resolve();
+    }
     if (c.queued >= MAX_QUEUED_EVENTS) {
       stall();
       return Promise.resolve();
@@ -88,13 +101,21 @@ export function workloadLease(
       else open = false;
     });
   };
+  const ready = () => {
+    const held = early ?? [];
+    early = undefined;
+    for (const e of held) void push(e);
+  };
   return {
+    ready,
     send(e) {
       const ev = toEvent(e);
       if (ev) void push(ev);
     },
     end(reason, message) {
       if (ending) return ending;
+      // Ended before its hello was answered: what was held goes first, as it would have.
+      if (early) ready();
       const last = push({ kind: { case: "leaseEnded", value: { reason, message } } });
       open = false;
       ending = new Promise<void>((resolve) => {
