@@ -2,14 +2,18 @@
 // (its closing line "N passed, 0 failed"), and the build leaves what the issue promises: a program
 // compiled with only `pkg-config --cflags --libs vfio-broker` against clients/c/build links (shared
 // and static) and runs, the shared library exports only the public vfb_ API, and `make install`
-// puts the header, both libraries and a .pc with the prefix under DESTDIR.
+// puts the header, both libraries and a .pc with the prefix under DESTDIR. Against a real brokerd
+// (its own process), the library's fd channel client, run as uid 65534 under ASan + UBSan
+// (tests/fdprobe.c), gets brokerd's refusal of an unknown ticket as VFB_E_UNKNOWN_TICKET with
+// brokerd's message, and VFB_E_CONNECT once brokerd is stopped, leaking no fd either way.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { REPO } from "../lib/brokerd.js";
+import { NOBODY, REPO, run as runAs, startBrokerd } from "../lib/brokerd.js";
 
 const CLIB = join(REPO, "clients/c");
 const BUILD = join(CLIB, "build");
@@ -121,5 +125,43 @@ describe("libvfio-broker (clients/c)", () => {
     assert.match(pc, /^prefix=\/opt\/vfb$/m);
     assert.match(pc, /^libdir=\/opt\/vfb\/lib$/m);
     assert.doesNotMatch(pc, /rpath|clients\/c/, "an installed .pc points at the prefix only");
+  });
+});
+
+describe("libvfio-broker's fd channel client against a real brokerd", () => {
+  const PROBE = join(BUILD, "asan/vfb-fdprobe");
+
+  /** "<code> <fds before> <fds after> <message>" from the probe, run as uid 65534. */
+  async function probe(fdSocket: string, ticket: string) {
+    const r = await runAs(PROBE, [fdSocket, ticket], {
+      uid: NOBODY,
+      env: { ASAN_OPTIONS: "detect_leaks=1" },
+    });
+    assert.equal(r.code, 0, `${r.stdout}${r.stderr}`);
+    const m = r.stdout.trim().match(/^(\S+) (\d+) (\d+) (.*)$/);
+    assert.ok(m, r.stdout);
+    return { code: m[1]!, before: Number(m[2]), after: Number(m[3]), message: m[4]! };
+  }
+
+  it("an unknown ticket is VFB_E_UNKNOWN_TICKET with brokerd's message; brokerd stopped is VFB_E_CONNECT", async () => {
+    const built = run("make", ["-s", "-C", CLIB, "build/asan/vfb-fdprobe"]);
+    assert.equal(built.status, 0, built.out);
+    const b = await startBrokerd();
+    try {
+      const unknown = await probe(b.fdSocket, randomBytes(16).toString("hex"));
+      assert.equal(unknown.code, "VFB_E_UNKNOWN_TICKET", JSON.stringify(unknown));
+      assert.notEqual(unknown.message, "", "brokerd's message is kept");
+      assert.equal(unknown.after, unknown.before, "no fd left behind");
+      // A ticket the library refuses itself never reaches brokerd.
+      const bad = await probe(b.fdSocket, "NOT-HEX");
+      assert.equal(bad.code, "VFB_E_INVALID_ARGUMENT");
+      assert.equal(bad.after, bad.before);
+    } finally {
+      await b.stop();
+    }
+    const gone = await probe(b.fdSocket, randomBytes(16).toString("hex"));
+    assert.equal(gone.code, "VFB_E_CONNECT", JSON.stringify(gone));
+    assert.match(gone.message, /is brokerd running/);
+    assert.equal(gone.after, gone.before);
   });
 });

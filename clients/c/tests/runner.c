@@ -21,7 +21,8 @@ int vfb_test_count_fds(void) {
   return n - 1; /* the DIR's own fd */
 }
 
-static const vfb_test *const suites[] = {vfb_frame_tests, vfb_error_tests, vfb_proto_tests};
+static const vfb_test *const suites[] = {vfb_frame_tests, vfb_error_tests, vfb_proto_tests,
+                                         vfb_fdchannel_tests};
 
 int main(int argc, char **argv) {
   const char *filter = argc > 1 ? argv[1] : NULL;

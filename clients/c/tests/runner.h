@@ -47,5 +47,6 @@ typedef struct {
 extern const vfb_test vfb_frame_tests[];
 extern const vfb_test vfb_error_tests[];
 extern const vfb_test vfb_proto_tests[];
+extern const vfb_test vfb_fdchannel_tests[];
 
 #endif
