@@ -13,6 +13,7 @@
 #include <stddef.h>
 
 #include "frame.h"
+#include "paths.h"
 #include "vfiobroker/v1/fdchannel.pb-c.h"
 
 #define VFB_FDCHANNEL_REQUEST_MAX_BYTES 3072
@@ -20,7 +21,7 @@
 #define VFB_FDCHANNEL_BATCH_MAX_ITEMS 32
 #define VFB_FDCHANNEL_TICKET_MAX 32
 #define VFB_FDCHANNEL_MESSAGE_MAX 512
-#define VFB_FDCHANNEL_PATH_MAX 107 /* sun_path without its NUL */
+#define VFB_FDCHANNEL_PATH_MAX VFB_SOCKET_PATH_MAX
 
 typedef enum {
   VFB_EXPECT_NO_FD,  /* a release: the reply carries none */
