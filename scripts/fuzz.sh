@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# fuzz.sh: builds and runs both fuzzers (native/fuzz/README.md): the libFuzzer target of the
-# native receive path (ASan + UBSan, clang-14), then the TypeScript fuzzer of a live brokerd
-# (test/fuzz/main.ts). Both always run; the exit status is non-zero if either found a problem.
+# fuzz.sh: builds and runs the fuzzers (native/fuzz/README.md): the libFuzzer target of the
+# native receive path (ASan + UBSan, clang-14), the libFuzzer target of libvfio-broker's decoder
+# (clients/c/tests/frame_fuzz.c, a third of the time: a small target), then the TypeScript fuzzer
+# of a live brokerd (test/fuzz/main.ts). All always run; the exit status is non-zero if any found
+# a problem.
 #
 #   scripts/fuzz.sh [--seconds N] [--seed S]   N seconds for each fuzzer (default 600)
-#   scripts/fuzz.sh --ci [--seed S]            45 s each, about 100 s in all (npm run fuzz:ci)
+#   scripts/fuzz.sh --ci [--seed S]            45 s each (15 s clients/c), about 115 s in all (npm run fuzz:ci)
 #
 # libFuzzer grows native/fuzz/build/corpus from the seeds in native/fuzz/corpus/fdrecv (which it
-# only reads) and writes crashing inputs to native/fuzz/build/artifacts/; the TypeScript fuzzer
-# writes crash reproducers and a summary to test-output/fuzz/. All of that is ignored by git.
+# only reads) and writes crashing inputs to native/fuzz/build/artifacts/; the C library's target
+# grows clients/c/build/fuzz/corpus from clients/c/tests/corpus/frame and writes crashes to
+# clients/c/build/fuzz/artifacts/; the TypeScript fuzzer writes crash reproducers and a summary to
+# test-output/fuzz/. All of that is ignored by git.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +35,7 @@ fi
 echo "== fuzz: seed $seed, $seconds s per fuzzer"
 echo "== build: native/fuzz (libFuzzer + ASan + UBSan) and test/ (tsc -b)"
 make -s -C native/fuzz || exit 2
+make -s -C clients/c fuzz || exit 2
 npx tsc -b test/tsconfig.json || exit 2
 
 fuzz=native/fuzz/build
@@ -45,9 +50,22 @@ if [ $native_rc -ne 0 ]; then
   echo "libFuzzer: FAILED (exit $native_rc); crashing input in $fuzz/artifacts/, log $fuzz/last-run.log"
 fi
 
+cfuzz=clients/c/build/fuzz
+cseconds=$(( seconds / 3 > 10 ? seconds / 3 : 10 ))
+mkdir -p "$cfuzz/corpus" "$cfuzz/artifacts"
+echo "== libFuzzer: libvfio-broker frame_fuzz for $cseconds s"
+"$cfuzz/frame_fuzz" -seed="$seed" -max_total_time="$cseconds" -timeout=10 -rss_limit_mb=2048 \
+  -print_final_stats=1 -artifact_prefix="$cfuzz/artifacts/" \
+  "$cfuzz/corpus" clients/c/tests/corpus/frame >"$cfuzz/last-run.log" 2>&1
+clib_rc=$?
+grep -E '^#[0-9]+.*DONE|ERROR|SUMMARY|fd leak' "$cfuzz/last-run.log" | tail -n 6
+if [ $clib_rc -ne 0 ]; then
+  echo "libFuzzer (clients/c): FAILED (exit $clib_rc); crashing input in $cfuzz/artifacts/, log $cfuzz/last-run.log"
+fi
+
 echo "== TypeScript: live brokerd for $seconds s (fd channel, then gRPC)"
 node test/dist/fuzz/main.js --seconds "$seconds" --seed "$seed"
 ts_rc=$?
 
-echo "== fuzz: libFuzzer exit $native_rc, TypeScript exit $ts_rc (seed $seed)"
-[ $native_rc -eq 0 ] && [ $ts_rc -eq 0 ]
+echo "== fuzz: libFuzzer exit $native_rc, clients/c libFuzzer exit $clib_rc, TypeScript exit $ts_rc (seed $seed)"
+[ $native_rc -eq 0 ] && [ $clib_rc -eq 0 ] && [ $ts_rc -eq 0 ]

@@ -1,0 +1,71 @@
+/* errors.c: the text of every VFB_E_* code (vfb_strerror, vfb_error_name). It owns the table and
+ * nothing else: no I/O, no state, no allocation; every string is static. A code added to
+ * vfio-broker.h gets its row here (tests/test_errors.c checks that every code has one). */
+#include "vfio-broker.h"
+
+#include <stddef.h>
+
+struct row {
+  int code;
+  const char *name;
+  const char *text;
+};
+
+static const struct row rows[] = {
+    {VFB_OK, "VFB_OK", "success"},
+    {VFB_E_INVALID_ARGUMENT, "VFB_E_INVALID_ARGUMENT",
+     "invalid argument: a NULL pointer, an unknown flag or a value over its limit; fix the call"},
+    {VFB_E_NO_MEMORY, "VFB_E_NO_MEMORY", "out of memory"},
+    {VFB_E_IO, "VFB_E_IO", "a system call failed; errno says which error"},
+    {VFB_E_CONNECT, "VFB_E_CONNECT",
+     "cannot reach brokerd's socket: is brokerd running, is VFIO_BROKER_SOCKET right, and may this "
+     "user open the socket's directory?"},
+    {VFB_E_CLOSED, "VFB_E_CLOSED",
+     "brokerd closed the connection (it stopped, restarted, or refused this client); connect again"},
+    {VFB_E_TIMEOUT, "VFB_E_TIMEOUT", "brokerd did not answer in time; is it overloaded or stopped?"},
+    {VFB_E_FRAME_TOO_LARGE, "VFB_E_FRAME_TOO_LARGE",
+     "a frame is longer than the protocol allows; the connection is unusable, connect again"},
+    {VFB_E_FRAME_TRUNCATED, "VFB_E_FRAME_TRUNCATED",
+     "the connection ended in the middle of a frame; brokerd went away, connect again"},
+    {VFB_E_UNEXPECTED_FDS, "VFB_E_UNEXPECTED_FDS",
+     "file descriptors arrived where the protocol allows none; they were closed and the "
+     "connection is unusable"},
+    {VFB_E_FDS_LOST, "VFB_E_FDS_LOST",
+     "the kernel could not deliver a message's file descriptors (is RLIMIT_NOFILE reached?); those "
+     "that arrived were closed"},
+    {VFB_E_PROTOCOL, "VFB_E_PROTOCOL",
+     "brokerd's reply does not follow the protocol (is the library older or newer than brokerd?)"},
+    {VFB_E_UNKNOWN_TICKET, "VFB_E_UNKNOWN_TICKET", "brokerd knows no such ticket"},
+    {VFB_E_EXPIRED, "VFB_E_EXPIRED", "the ticket expired before it was redeemed; map again"},
+    {VFB_E_ALREADY_USED, "VFB_E_ALREADY_USED", "the ticket was already redeemed: tickets are single use"},
+    {VFB_E_WRONG_PEER, "VFB_E_WRONG_PEER",
+     "brokerd issued this to another process: redeem it from the process that asked for it"},
+    {VFB_E_REVOKED, "VFB_E_REVOKED", "the mapping was released or revoked before its delivery"},
+    {VFB_E_INTERNAL, "VFB_E_INTERNAL", "brokerd failed internally; its log says why"},
+    {VFB_E_BAD_REQUEST, "VFB_E_BAD_REQUEST",
+     "brokerd could not read the request (brokerd's message names the field); a library bug or a "
+     "version mismatch"},
+    {VFB_E_BUSY, "VFB_E_BUSY",
+     "this identity holds too many connections to brokerd (or brokerd is at its cap); use one "
+     "session per process"},
+    {VFB_E_REFUSED, "VFB_E_REFUSED", "brokerd refused the request; its message says why"},
+    {VFB_E_UNDELIVERABLE, "VFB_E_UNDELIVERABLE",
+     "brokerd could not pass the file descriptor (the kernel's limit on fds in flight); the operator "
+     "must act, see brokerd's message"},
+};
+
+static const struct row *find(int err) {
+  for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
+    if (rows[i].code == err) return &rows[i];
+  return NULL;
+}
+
+VFB_API const char *vfb_strerror(int err) {
+  const struct row *r = find(err);
+  return r ? r->text : "unknown error code (from a newer libvfio-broker?)";
+}
+
+VFB_API const char *vfb_error_name(int err) {
+  const struct row *r = find(err);
+  return r ? r->name : "VFB_E_UNKNOWN";
+}
