@@ -134,9 +134,6 @@ class Conn implements FdConnection {
   /** end() was called: resolves the serve loop's wait. */
   ended = false;
   private wake: (() => void) | undefined;
-  readonly stop = new Promise<null>((resolve) => {
-    this.wake = () => resolve(null);
-  });
 
   constructor(
     readonly sock: FdSocket,
@@ -163,6 +160,18 @@ class Conn implements FdConnection {
   end(): void {
     this.ended = true;
     this.wake?.();
+  }
+
+  /**
+   * Settles when end() is called. A fresh promise for each wait: racing one long-lived promise in
+   * every read would pile a reaction onto it per frame, held until the connection ends (a flood of
+   * frames on one connection would grow brokerd's heap without bound).
+   */
+  stopping(): Promise<null> {
+    if (this.ended) return Promise.resolve(null);
+    return new Promise<null>((resolve) => {
+      this.wake = () => resolve(null);
+    });
   }
 
   get queued(): number {
@@ -248,7 +257,7 @@ export class FdTransport {
         msg = await Promise.race([
           sock.recv({ maxBytes: this.protocol.maxRequestBytes, maxFds: 0, keepOpenOnError: true }),
           idle,
-          c.stop,
+          c.stopping(),
         ]);
       } catch (e) {
         // A frame over the limit, fds sent to us, a frame cut by EOF: the stream position is lost.
