@@ -12,7 +12,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { FdStatus, type WorkloadEventSchema, WorkloadReplySchema } from "@vfio-broker/proto";
 import type { LeaseEvent, LeaseSink } from "../identity/session.js";
-import { healthToPb } from "../rpc/convert.js";
+import { leaseNoticeToPb } from "../rpc/convert.js";
 import type { FdConnection } from "./transport.js";
 
 /** Event frames held unsent in brokerd before the peer counts as not reading. */
@@ -32,27 +32,8 @@ export function eventFrame(e: EventInit): Uint8Array {
 
 /** A lease event as the workload protocol says it; undefined: not said on it (keepalive acks). */
 function toEvent(e: LeaseEvent): EventInit | undefined {
-  switch (e.kind) {
-    case "revocation":
-      return {
-        kind: {
-          case: "revocation",
-          value: {
-            deviceFileId: e.deviceFileId,
-            cookie: e.cookie,
-            deviceId: e.deviceId,
-            reason: e.reason,
-            message: e.message,
-          },
-        },
-      };
-    case "device_health":
-      return {
-        kind: { case: "deviceHealth", value: { deviceId: e.deviceId, health: healthToPb(e.health) } },
-      };
-    default:
-      return undefined;
-  }
+  const kind = leaseNoticeToPb(e);
+  return kind && { kind };
 }
 
 const STALLED = {

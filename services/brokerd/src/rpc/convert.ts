@@ -33,6 +33,7 @@ import type { Hold, RevocationView } from "../grants/holds.js";
 import type { Layout } from "../grants/layout.js";
 import { cgroupIdentityOf } from "../identity/container.js";
 import type { PeerIdentity } from "../identity/peer.js";
+import type { LeaseEvent } from "../identity/session.js";
 
 const ATTR: Record<Attribute, PbAttribute> = { UC: PbAttribute.UC, WC: PbAttribute.WC, WB: PbAttribute.WB };
 const BACKING: Record<BackingKind, PbBackingKind> = {
@@ -218,4 +219,29 @@ export function mappingToPb(m: Mapping, revocation?: RevocationView): MessageIni
     state: m.state === "delivered" ? PbMappingState.DELIVERED : PbMappingState.PENDING,
     refs: m.refs,
   };
+}
+
+/**
+ * A revocation or health event of a session's lease, as the Lease stream and the workload
+ * protocol both carry it (their messages share these fields); undefined for a keepalive ack,
+ * which only the Lease stream says.
+ */
+export function leaseNoticeToPb(e: LeaseEvent) {
+  switch (e.kind) {
+    case "revocation":
+      return {
+        case: "revocation" as const,
+        value: {
+          deviceFileId: e.deviceFileId,
+          cookie: e.cookie,
+          deviceId: e.deviceId,
+          reason: e.reason,
+          message: e.message,
+        },
+      };
+    case "device_health":
+      return { case: "deviceHealth" as const, value: { deviceId: e.deviceId, health: healthToPb(e.health) } };
+    default:
+      return undefined;
+  }
 }

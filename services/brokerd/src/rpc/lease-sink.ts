@@ -9,7 +9,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import type * as grpc from "@grpc/grpc-js";
 import type { LeaseRequest, LeaseResponseSchema } from "@vfio-broker/proto";
 import type { LeaseEvent, LeaseSink } from "../identity/session.js";
-import { healthToPb } from "./convert.js";
+import { leaseNoticeToPb } from "./convert.js";
 
 type LeaseCall = grpc.ServerDuplexStream<LeaseRequest, MessageInitShape<typeof LeaseResponseSchema>>;
 
@@ -19,27 +19,8 @@ export const MAX_QUEUED = 256;
 export const FLUSH_MS = 1000;
 
 function toPb(e: LeaseEvent): MessageInitShape<typeof LeaseResponseSchema> {
-  switch (e.kind) {
-    case "revocation":
-      return {
-        kind: {
-          case: "revocation",
-          value: {
-            deviceFileId: e.deviceFileId,
-            cookie: e.cookie,
-            deviceId: e.deviceId,
-            reason: e.reason,
-            message: e.message,
-          },
-        },
-      };
-    case "device_health":
-      return {
-        kind: { case: "deviceHealth", value: { deviceId: e.deviceId, health: healthToPb(e.health) } },
-      };
-    case "keepalive_ack":
-      return { kind: { case: "keepaliveAck", value: { sequence: e.sequence } } };
-  }
+  if (e.kind === "keepalive_ack") return { kind: { case: "keepaliveAck", value: { sequence: e.sequence } } };
+  return { kind: leaseNoticeToPb(e) };
 }
 
 /**
