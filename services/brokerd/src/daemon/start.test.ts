@@ -78,6 +78,21 @@ test("a damaged state store: the start fails, every fd it opened is closed, the 
   await d.close("test");
 });
 
+// The store's own files and a leftover log of another generation (a compaction cut short) alike.
+for (const name of ["state.0.log", "state.snap", "state.7.log"])
+  test(`${name} that is a directory: the start fails saying which path to remove, no errno trace`, async () => {
+    const p = place();
+    mkdirSync(join(p.stateDir, name), { mode: 0o700, recursive: true });
+    const before = openFds();
+    await assert.rejects(startDaemon(p.config), (e) => {
+      const m = (e as Error).message;
+      return (
+        m.includes(join(p.stateDir, name)) && /not a regular file; remove it/.test(m) && !/EISDIR/.test(m)
+      );
+    });
+    assert.deepEqual(openFds(), before, "the failed start left fds open");
+  });
+
 test("a broker socket another server accepts on: refused, every fd closed, the other server untouched", async () => {
   const p = place();
   mkdirSync(p.dir, { mode: 0o755, recursive: true });

@@ -167,8 +167,13 @@ export class StateStore {
       torn = "";
     }
     // Other generations' logs are leftovers of a compaction cut short.
-    for (const f of readdirSync(safe.self))
-      if (/^state\.\d+\.log$/.test(f) && f !== logName(gen)) unlinkSync(safe.at(f));
+    for (const f of readdirSync(safe.self)) {
+      if (!/^state\.\d+\.log$/.test(f) || f === logName(gen)) continue;
+      // Only a file of ours is removed; anything else under that name is for a person to look at.
+      if (!lstatSync(safe.at(f)).isFile())
+        throw new UnsafePlaceError(`${join(dir, f)} is not a regular file; remove it`);
+      unlinkSync(safe.at(f));
+    }
     const store = new StateStore(dir, safe, gen, model);
     // A torn tail is rewritten away by compacting at once, so the next record is not glued to it.
     if (torn !== "" || discarded !== "") store.compact();
