@@ -64,6 +64,13 @@ function wrapFd(k: "grant" | "release" | "batch"): (r: FdReplyInit) => Uint8Arra
       : encode({ status: r.status, message: r.message, grpcCode: r.grpcCode });
 }
 
+/** Why a WorkloadRequest without a kind is not served: FdRequest's fields (1-15) say it was one. */
+export function noRequest(req: WorkloadRequest): string {
+  return req.$unknown?.some((f) => f.no >= 1 && f.no <= 15)
+    ? "an FdRequest (ticket protocol) on a workload connection: this connection speaks the workload protocol since its hello; present tickets on a connection of their own, or grant with WorkloadRequest.grant"
+    : "the WorkloadRequest names no request this brokerd knows (workload protocol version 1)";
+}
+
 export class WorkloadAdapter {
   /** Each workload connection's session, once its hello opened one. */
   private readonly sessions = new WeakMap<FdConnection, Session>();
@@ -78,6 +85,15 @@ export class WorkloadAdapter {
     try {
       const req = fromBinary(WorkloadRequestSchema, frame);
       return req.kind.case === "hello" ? req.kind.value : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** The request kind a frame holds, if it is a WorkloadRequest that names one. */
+  static kindOf(frame: Uint8Array): NonNullable<WorkloadRequest["kind"]["case"]> | undefined {
+    try {
+      return fromBinary(WorkloadRequestSchema, frame).kind.case;
     } catch {
       return undefined;
     }
@@ -193,8 +209,8 @@ export class WorkloadAdapter {
       return this.bad(c, (e as Error).message);
     }
     const k = req.kind;
-    if (k.case === undefined || k.case === "hello")
-      return this.bad(c, k.case ? "a hello is the first frame only" : "the WorkloadRequest names no request");
+    if (k.case === "hello") return this.bad(c, "a hello is the first frame only");
+    if (k.case === undefined) return this.bad(c, noRequest(req));
     const fds =
       k.case === "grant" ? 1 : k.case === "batch" ? Math.min(k.value.grants.length, MAX_BATCH_ITEMS) : 0;
     if (!(await c.room(fds))) return false;
