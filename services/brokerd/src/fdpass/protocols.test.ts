@@ -9,7 +9,7 @@ import { FdStatus, WorkloadReplySchema, WorkloadRequestSchema } from "@vfio-brok
 import type { Broker } from "../broker.js";
 import { FdProtocols } from "./protocols.js";
 import type { FdConnection } from "./transport.js";
-import { noRequest } from "./workload-adapter.js";
+import { noRequest } from "./workload-decode.js";
 
 function fakes() {
   const replies: { status: string; message: string }[] = [];
