@@ -322,6 +322,7 @@ describe("hostile: the workload protocol", () => {
     const m = admin();
     let rounds = 0;
     let held = 0;
+    let inKernel = 0;
     try {
       const stalled = (await sessionsOf(ATTACKER))[0]!;
       assert.ok(stalled, "the stalling session is open");
@@ -342,7 +343,7 @@ describe("hostile: the workload protocol", () => {
         `the stalled session's mappings are not all held: ${left.map((x) => x.mapping?.state).join(",")}`,
       );
       a.kill("SIGTERM");
-      await a.result();
+      inKernel = ((await a.result()) as { eventsLeft: number }).eventsLeft;
       await until("the stalled holder's mappings released once it exited", async () =>
         (await m.listMappings({})).mappings.every((x) => x.identity?.uid !== ATTACKER),
       );
@@ -353,11 +354,21 @@ describe("hostile: the workload protocol", () => {
     const seen = await v.stop();
     report("workload stalled reader", {
       events: rounds * 2,
+      eventsLeftInKernel: inKernel,
       heldAfterStall: held,
       before,
       peak,
       victims: seen,
     });
+    // Each drain and each undrain is one event for it: at most 256 (MAX_QUEUED_EVENTS) were ever
+    // held in brokerd beyond what the kernel took (without that bound only the 5 s send timeout
+    // would end it, after as many events as the loop makes in 5 s: 1762 in a run without it). +4:
+    // the push that found 256 queued, the rest of its round, and one of slack.
+    assert.ok(inKernel > 0, "the kernel held some of its events");
+    assert.ok(
+      rounds * 2 <= inKernel + 256 + 4,
+      `${rounds * 2} events pushed, ${inKernel} taken by the kernel`,
+    );
     assert.ok(peak.maxRssMB - before.rssMB < 64, `brokerd's RSS grew ${peak.maxRssMB - before.rssMB} MB`);
     assert.ok(seen.workload.events > 0, "the workload victim heard the health events");
     assertNoVictimError(seen);

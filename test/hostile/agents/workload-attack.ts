@@ -13,7 +13,8 @@
 //   hog N                     one session: opens sim1 and grants N pages (BAR4, 4 KiB WC each) without
 //                             ever releasing (the fds are closed); holds the session
 //   stall GRANTS              one session: grants GRANTS pages of sim0 BAR2 from page 512, then never
-//                             reads its connection again
+//                             reads its connection again; at SIGTERM it reads what is left in it
+//                             (the events the kernel held) and says how many (eventsLeft)
 //   flood CONNS MS            CONNS connections at once, each: hello, then open sim1 / grant a page /
 //                             release / close the device file in a loop for MS ms
 //   midreply WORKERS MS       WORKERS loops: hello, open sim1, a batch of 8 grants, close the socket
@@ -198,7 +199,16 @@ async function stall(grants: number): Promise<never> {
     if (r.reply.kind.case === "grant") cookies.push(String(r.reply.kind.value.cookie));
   }
   // From here on the connection is never read again: brokerd's events pile up.
-  return holdUntilTerm({ sessionId, cookies });
+  const term = new Promise<void>((r) => process.once("SIGTERM", () => r()));
+  const alive = setInterval(() => {}, 1000);
+  print({ phase: "holding", tally, sessionId, cookies });
+  await term;
+  clearInterval(alive);
+  // What the kernel held for us when brokerd gave up (it dropped what it held itself).
+  let more = true;
+  while (more) more = (await c.reply().catch(() => null)) !== null;
+  print({ tally, messages: [...messages], eventsLeft: c.events.length });
+  process.exit(0);
 }
 
 async function flood(conns: number, ms: number): Promise<void> {
