@@ -12,12 +12,20 @@
 import { closeSync, openSync } from "node:fs";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { MAX_REQUEST_BYTES } from "@vfio-broker/brokerd/fdpass/channel";
+import { MAX_REPLY_FDS } from "@vfio-broker/brokerd/fdpass/transport";
 import { WorkloadAdapter } from "@vfio-broker/brokerd/fdpass/workload-adapter";
 import { closeFd, FdSocket } from "@vfio-broker/native";
 import { raw } from "@vfio-broker/native/binding";
-import { FdReplySchema, FdRequestSchema, FdStatus } from "@vfio-broker/proto";
+import { FdReplySchema, FdRequestSchema, FdStatus, WorkloadReplySchema } from "@vfio-broker/proto";
 import { mutate } from "./mutate.js";
 import type { Prng } from "./prng.js";
+import {
+  checkWorkloadReply,
+  openFrame,
+  patchSentinel,
+  preludeHello,
+  type WorkloadPlan,
+} from "./workload-wire.js";
 
 /** brokerd reads FdRequest frames of at most this many bytes (its own constant, not a copy). */
 export const FD_MAX_FRAME = MAX_REQUEST_BYTES;
@@ -44,6 +52,8 @@ export interface FdCase {
   /** Tickets in the case that were real when it was generated (for the report; not replayable). */
   realTickets: number;
   mutations: string[];
+  /** A workload-protocol case (workload.ts): how it starts. */
+  workload?: WorkloadPlan;
 }
 
 export function frame(payload: Buffer): Buffer {
@@ -61,7 +71,6 @@ export function judge(writes: readonly FdWrite[]): { answerable: number; violati
   const stream = Buffer.concat(writes.map((w) => w.bytes));
   let answerable = 0;
   let violation = false;
-  let workload = false;
   for (let pos = 0; pos + 4 <= stream.length; ) {
     const len = stream.readUInt32BE(pos);
     if (len > FD_MAX_FRAME) {
@@ -69,13 +78,11 @@ export function judge(writes: readonly FdWrite[]): { answerable: number; violati
       break;
     }
     if (pos + 4 + len > stream.length) break;
-    // A first frame that is a WorkloadRequest hello makes the connection speak the workload
-    // protocol (workload.proto), whose replies this runner does not judge: none is owed here.
-    if (pos === 0) workload = WorkloadAdapter.helloOf(stream.subarray(4, 4 + len)) !== undefined;
+    // One reply per frame on either protocol (workload.proto: events apart; a hello refused
+    // closes the connection, which the runner sees from its reply).
     answerable++;
     pos += 4 + len;
   }
-  if (workload) answerable = 0;
   if (writes.some((w) => w.fds > 0)) {
     // Frames written before the fds may be read together with them (the kernel merges writes into
     // one recvmsg) and then dropped with the connection, so none of them is owed a reply.
@@ -108,7 +115,7 @@ function payload(rng: Prng, real: readonly string[], muts: string[]): Buffer {
 }
 
 /** Splits bytes into 1..n writes at random points. */
-function pieces(rng: Prng, b: Buffer, n: number, fdsAt = -1, fds = 0): FdWrite[] {
+export function pieces(rng: Prng, b: Buffer, n: number, fdsAt = -1, fds = 0): FdWrite[] {
   const cuts = [...new Set(Array.from({ length: n - 1 }, () => rng.int(b.length)))]
     .filter((c) => c > 0)
     .sort((x, y) => x - y);
@@ -216,6 +223,8 @@ export interface FdResult {
   outcome: string;
   replies: string[];
   problems: string[];
+  /** The connection spoke the workload protocol (its replies are WorkloadReply). */
+  workload: boolean;
 }
 
 async function sleep(ms: number): Promise<void> {
@@ -264,7 +273,7 @@ async function receive(sock: FdSocket): Promise<Received> {
   const timeout = new Promise<Received>((r) => {
     timer = setTimeout(() => r({ kind: "timeout" }), REPLY_TIMEOUT_MS);
   });
-  const got = sock.recv({ maxBytes: 1 << 20, maxFds: 4 }).then(
+  const got = sock.recv({ maxBytes: 1 << 20, maxFds: MAX_REPLY_FDS }).then(
     (m): Received => (m ? { kind: "reply", data: m.data, fds: m.fds } : { kind: "eof" }),
     (e): Received => ({ kind: "error", code: String((e as { code?: string }).code ?? e) }),
   );
@@ -275,6 +284,9 @@ async function receive(sock: FdSocket): Promise<Received> {
   }
 }
 
+/** What a status column gets when its reply is a refusal without a message. */
+export const NO_MESSAGE = " (no message)";
+
 /** Decodes and checks one reply; returns its status name. Closes any fds that came with it. */
 function checkReply(r: { data: Buffer; fds: number[] }, problems: string[]): string {
   for (const fd of r.fds) closeFd(fd);
@@ -282,6 +294,8 @@ function checkReply(r: { data: Buffer; fds: number[] }, problems: string[]): str
   try {
     const reply = fromBinary(FdReplySchema, r.data);
     status = FdStatus[reply.status] ?? `status ${reply.status}`;
+    // Counted, and judged by main.ts (required with FUZZ_STRICT_STATUS=1): a refusal says why.
+    if (reply.status !== FdStatus.OK && reply.message === "") status += NO_MESSAGE;
     if (FdStatus[reply.status] === undefined) problems.push(`reply with unknown status ${reply.status}`);
     if (r.fds.length !== (reply.status === FdStatus.OK ? 1 : 0))
       problems.push(`${status} reply came with ${r.fds.length} fds`);
@@ -292,42 +306,110 @@ function checkReply(r: { data: Buffer; fds: number[] }, problems: string[]): str
   return status;
 }
 
+/** Checks one frame from brokerd against the connection's protocol; closes its fds. */
+function check(workload: boolean, r: { data: Buffer; fds: number[] }, problems: string[]) {
+  if (!workload) {
+    const column = checkReply(r, problems);
+    return { column, event: false, ok: column === "OK" };
+  }
+  try {
+    return checkWorkloadReply(r, problems);
+  } finally {
+    for (const fd of r.fds) closeFd(fd);
+  }
+}
+
+/** The next reply that is not an event (events are counted in replies as "event"). */
+async function nextReply(sock: FdSocket, workload: boolean, replies: string[], problems: string[]) {
+  for (;;) {
+    const r = await receive(sock);
+    if (r.kind !== "reply") return r;
+    const got = check(workload, r, problems);
+    replies.push(got.column);
+    if (!got.event) return { kind: "checked" as const, ...got };
+  }
+}
+
+/**
+ * A workload case's prelude: a hello, then the open (each answered first); the device file's id,
+ * or null when brokerd refused (its quota) and the case cannot go on.
+ */
+async function prelude(
+  sock: FdSocket,
+  plan: WorkloadPlan,
+  devnull: number,
+  replies: string[],
+  problems: string[],
+) {
+  const steps = [preludeHello(), ...(plan.open ? [openFrame(plan.open)] : [])];
+  let id = 0n;
+  for (const f of steps) {
+    if (!(await writeAll(sock.fd, { bytes: frame(f), fds: 0, pauseMs: 0 }, devnull))) return null;
+    const r = await receive(sock);
+    if (r.kind !== "reply") return null;
+    const reply = fromBinary(WorkloadReplySchema, r.data);
+    const got = check(true, r, problems);
+    replies.push(got.column);
+    if (!got.ok) return null;
+    if (reply.kind.case === "deviceOpened") id = reply.kind.value.deviceFileId;
+  }
+  return id;
+}
+
 export async function runFdCase(path: string, c: FdCase): Promise<FdResult> {
   const problems: string[] = [];
   const replies: string[] = [];
   const sock = await FdSocket.connect(path);
   const devnull = openSync("/dev/null", "r");
+  const first = firstFrame(c.writes);
+  const helloFirst = !c.workload?.prelude && first !== null && WorkloadAdapter.helloOf(first) !== undefined;
+  const workload = !!c.workload?.prelude || helloFirst;
   let outcome = "";
   try {
+    let writes = c.writes;
+    if (c.workload?.prelude) {
+      const id = await prelude(sock, c.workload, devnull, replies, problems);
+      if (id === null) return { outcome: "prelude-refused", replies, problems, workload };
+      writes = writes.map((w) => ({ ...w, bytes: patchSentinel(w.bytes, id) }));
+    }
     let wroteAll = true;
-    for (const w of c.writes) {
+    for (const w of writes) {
       await sleep(w.pauseMs);
       if (!(await writeAll(sock.fd, w, devnull))) {
         wroteAll = false;
         break;
       }
     }
-    if (!wroteAll && !c.violation)
+    // A refused hello closes the connection: the rest of the stream may meet a closed socket.
+    if (!wroteAll && !c.violation && !helloFirst)
       problems.push("brokerd closed the connection while a well-formed stream was written");
-    if (c.end === "close") return { outcome: "closed-by-us", replies, problems };
+    if (c.end === "close") return { outcome: "closed-by-us", replies, problems, workload };
     const want = c.end === "read-one-close" ? Math.min(1, c.answerable) : c.answerable;
-    while (replies.length < want) {
-      const r = await receive(sock);
-      if (r.kind !== "reply") {
+    let violation = c.violation;
+    for (let n = 0; n < want; n++) {
+      const r = await nextReply(sock, workload, replies, problems);
+      if (r.kind !== "checked") {
         outcome = r.kind === "error" ? `error:${r.code}` : r.kind;
-        problems.push(`${replies.length} of ${want} required replies, then ${outcome}`);
-        return { outcome, replies, problems };
+        problems.push(`${n} of ${want} required replies, then ${outcome}`);
+        return { outcome, replies, problems, workload };
       }
-      replies.push(checkReply(r, problems));
+      if (n === 0 && helloFirst) {
+        const expect = c.workload?.hello ?? "any";
+        const quota = r.column === "REFUSED/RESOURCE_EXHAUSTED";
+        if (expect === "OK" && !r.ok && !quota) problems.push(`a valid hello got ${r.column}`);
+        if (expect === "error" && r.ok) problems.push("a hello breaking a limit was answered OK");
+        // Not OK: the connection closes, nothing more is owed.
+        if (!r.ok) {
+          violation = c.end === "read";
+          break;
+        }
+      }
     }
-    if (c.end === "read" && c.violation) {
+    if (c.end === "read" && violation) {
       // Past the answerable frames brokerd may still answer some (timing), then must hang up.
       for (;;) {
-        const r = await receive(sock);
-        if (r.kind === "reply") {
-          replies.push(checkReply(r, problems));
-          continue;
-        }
+        const r = await nextReply(sock, workload, replies, problems);
+        if (r.kind === "checked") continue;
         outcome =
           r.kind === "error"
             ? `closed-by-brokerd:${r.code}`
@@ -341,11 +423,19 @@ export async function runFdCase(path: string, c: FdCase): Promise<FdResult> {
     } else {
       outcome = replies.length > 0 ? "replied" : "no-reply-owed";
     }
-    return { outcome, replies, problems };
+    return { outcome, replies, problems, workload };
   } finally {
     closeSync(devnull);
     sock.close();
   }
+}
+
+/** The stream's first complete frame, if any. */
+function firstFrame(writes: readonly FdWrite[]): Buffer | null {
+  const stream = Buffer.concat(writes.map((w) => w.bytes));
+  if (stream.length < 4) return null;
+  const len = stream.readUInt32BE(0);
+  return len <= FD_MAX_FRAME && 4 + len <= stream.length ? stream.subarray(4, 4 + len) : null;
 }
 
 /** A case as JSON for reproducer files: bytes in hex. */

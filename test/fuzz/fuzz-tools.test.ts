@@ -5,12 +5,21 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { create, type DescMessage, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { Attribute, CreateMappingRequestSchema, FdRequestSchema, Prot } from "@vfio-broker/proto";
+import { WorkloadAdapter } from "@vfio-broker/brokerd/fdpass/workload-adapter";
+import {
+  Attribute,
+  CreateMappingRequestSchema,
+  FdRequestSchema,
+  Prot,
+  WorkloadRequestSchema,
+} from "@vfio-broker/proto";
 import { FD_MAX_FRAME, frame, generateFdCase, judge } from "./fd-channel.js";
 import { generateGrpcCase, UNARY_METHODS } from "./grpc-unary.js";
 import { emptyPool, randomMessage } from "./messages.js";
 import { encodeWire, mutate, parseWire } from "./mutate.js";
 import { Prng } from "./prng.js";
+import { generateWorkloadCase } from "./workload.js";
+import { encodeRequest, patchSentinel, SENTINEL } from "./workload-wire.js";
 
 const draw = (p: Prng, n: number): number[] => Array.from({ length: n }, () => p.u32());
 
@@ -90,9 +99,10 @@ test("the fd-channel oracle: replies owed up to the first violation, and fds bre
   assert.deepEqual(judge([w(Buffer.concat([ok, big, ok]))]), { answerable: 1, violation: true });
   assert.deepEqual(judge([w(frame(Buffer.alloc(FD_MAX_FRAME)))]), { answerable: 1, violation: false });
   assert.deepEqual(judge([w(ok), w(ok, 1)]), { answerable: 0, violation: true });
-  // A first frame that is a workload hello: the workload protocol's replies are not judged here.
+  // A first frame that is a workload hello: one reply per frame all the same (the runner judges
+  // them as WorkloadReply, and a refused hello by the close that follows it).
   const hello = frame(Buffer.from([0x82, 0x01, 0x02, 0x08, 0x01]));
-  assert.deepEqual(judge([w(Buffer.concat([hello, ok]))]), { answerable: 0, violation: false });
+  assert.deepEqual(judge([w(Buffer.concat([hello, ok]))]), { answerable: 2, violation: false });
   assert.deepEqual(judge([w(Buffer.concat([ok, hello]))]), { answerable: 2, violation: false });
   for (let i = 0; i < 300; i++) {
     const c = generateFdCase(new Prng(i), []);
@@ -102,4 +112,25 @@ test("the fd-channel oracle: replies owed up to the first violation, and fds bre
       "every write carries at least one byte",
     );
   }
+});
+
+test("workload cases: the device-file sentinel is patched in place, and every case is judged as generated", () => {
+  const grant = encodeRequest({ kind: { case: "grant", value: { deviceFileId: SENTINEL, length: 4096n } } });
+  const patched = patchSentinel(grant, 7n);
+  assert.equal(patched.length, grant.length, "no frame changes length");
+  const req = fromBinary(WorkloadRequestSchema, patched);
+  assert.equal(req.kind.case === "grant" && req.kind.value.deviceFileId, 7n);
+  const kinds = new Set<string>();
+  let hellos = 0;
+  for (let i = 0; i < 500; i++) {
+    const c = generateWorkloadCase(new Prng(i));
+    kinds.add(c.kind);
+    assert.ok(c.workload, "a workload case has its plan");
+    assert.deepEqual({ answerable: c.answerable, violation: c.violation }, judge(c.writes));
+    const stream = Buffer.concat(c.writes.map((x) => x.bytes));
+    const first = stream.subarray(4, 4 + (stream.length >= 4 ? stream.readUInt32BE(0) : 0));
+    if (!c.workload.prelude && WorkloadAdapter.helloOf(first) !== undefined) hellos++;
+  }
+  assert.ok(kinds.size >= 8, `only ${[...kinds].join(", ")}`);
+  assert.ok(hellos > 50, `only ${hellos} cases start with a hello brokerd reads as one`);
 });

@@ -8,9 +8,11 @@
 //
 // --seconds is the total budget, split evenly between the phases. The seed is printed first; the
 // same seed regenerates the same cases (real tickets and brokerd's timing aside).
-// Checks: brokerd-no-crash, brokerd-alive, normal-client, brokerd-fds, fuzzer-fds, spec-problems
-// are required. no-internal-status (no INTERNAL answer to any request) is reported and becomes
-// required with FUZZ_STRICT_STATUS=1.
+// Checks: brokerd-no-crash, brokerd-alive, normal-client, normal-workload (a workload-protocol
+// session maps and releases after the fd phase), brokerd-fds, fuzzer-fds, spec-problems are
+// required. no-internal-status (no INTERNAL answer to any gRPC request) and status-and-message
+// (every fd.sock reply, FdReply or WorkloadReply, has a status other than INTERNAL, and a message
+// when it refuses) are reported and become required with FUZZ_STRICT_STATUS=1.
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseFdCase, runFdCase } from "./fd-channel.js";
@@ -18,7 +20,7 @@ import { parseGrpcCase, RawBroker, runGrpcCase } from "./grpc-unary.js";
 import { emptyPool } from "./messages.js";
 import { type Budget, fdPhase, grpcPhase, type PhaseReport } from "./phases.js";
 import { freshSeed } from "./prng.js";
-import { normalClientWorks, OUTPUT_DIR, Target, toJson } from "./target.js";
+import { normalClientWorks, normalWorkloadWorks, OUTPUT_DIR, Target, toJson } from "./target.js";
 
 /** brokerd may keep a few fds more than at its baseline (pollers, a lingering refused socket). */
 const BROKERD_FD_SLACK = 4;
@@ -125,6 +127,31 @@ async function judge(reports: PhaseReport[], fuzzerFdsBefore: number): Promise<C
               .map((p) => `${p.count}x ${p.message} (first at ${p.firstIteration})`)
               .join("; "),
     });
+    if (r.name === "fd-channel") {
+      // Every reply on fd.sock, either protocol: a status that is not INTERNAL, and a message
+      // with every refusal.
+      const bad = [...r.statuses.rows].flatMap(([row, cols]) =>
+        [...cols].filter(([col]) => /INTERNAL|no message/.test(col)).map(([col, n]) => `${n}x ${row} ${col}`),
+      );
+      checks.push({
+        name: "fd-channel: status-and-message",
+        ok: bad.length === 0,
+        required: strict,
+        detail: `${bad.length === 0 ? "every refusal had a status and a message" : bad.join("; ")}${strict ? "" : "; not enforced, set FUZZ_STRICT_STATUS=1"}`,
+      });
+      let workload = "";
+      try {
+        workload = `hello + open + grant + release OK (${await normalWorkloadWorks(t.broker.fdSocket)})`;
+      } catch (e) {
+        workload = `a normal workload failed: ${(e as Error).message}`;
+      }
+      checks.push({
+        name: "fd-channel: normal-workload",
+        ok: workload.startsWith("hello"),
+        required: true,
+        detail: workload,
+      });
+    }
     if (r.name === "grpc") {
       const internal = r.statuses.column("INTERNAL");
       checks.push({

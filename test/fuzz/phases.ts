@@ -9,6 +9,7 @@ import { Prng } from "./prng.js";
 import { Problems, Tally } from "./stats.js";
 import { type Crash, Target } from "./target.js";
 import { TicketSource } from "./tickets.js";
+import { generateWorkloadCase } from "./workload.js";
 
 export interface Budget {
   seed: number;
@@ -106,19 +107,24 @@ function newReport(name: string, target: Target): PhaseReport {
   };
 }
 
-/** fd.sock: framing, FdRequest decoding, tickets, fds sent to brokerd, hanging up mid-reply. */
+/**
+ * fd.sock: framing, FdRequest decoding, tickets, fds sent to brokerd, hanging up mid-reply; and the
+ * workload protocol on the same socket (hellos, sessions, every request kind).
+ */
 export async function fdPhase(budget: Budget): Promise<PhaseReport> {
   const target = new Target("fd");
   await target.start();
   const report = newReport("fd-channel", target);
   let tickets = new TicketSource(target.broker.socket);
   const step: Step = async (_i, rng) => {
-    const real = rng.chance(0.25) ? [await tickets.fresh()] : [];
-    const c: FdCase = generateFdCase(rng, real);
+    // Two cases in five speak the workload protocol (workload.ts), the rest the ticket protocol.
+    const workload = rng.chance(0.4);
+    const real = !workload && rng.chance(0.25) ? [await tickets.fresh()] : [];
+    const c: FdCase = workload ? generateWorkloadCase(rng) : generateFdCase(rng, real);
     const record = { type: "fd", case: describeFdCase(c) };
     const r = await runFdCase(target.broker.fdSocket, c);
     report.outcomes.add(c.kind, `${c.end}->${r.outcome}`);
-    for (const s of r.replies) report.statuses.add("FdReply", s);
+    for (const s of r.replies) report.statuses.add(r.workload ? "WorkloadReply" : "FdReply", s);
     return { record, problems: r.problems.map((p) => `${c.kind}/${c.end}: ${p}`) };
   };
   await loop(

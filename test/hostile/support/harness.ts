@@ -55,7 +55,22 @@ export function spawnAs(
 
 /** Starts the victim loop as VICTIM; stop() ends it and returns what it saw. */
 export function startVictim(b: BrokerProcess, slot = 0): { stop(): Promise<VictimResult> } {
-  const { child, out, err, exited } = spawnAs(VICTIM, [join(AGENTS, "victim.js"), b.socket, String(slot)]);
+  return victimOf(spawnAs(VICTIM, [join(AGENTS, "victim.js"), b.socket, String(slot)]));
+}
+
+/**
+ * Starts the workload-protocol victim (agents/workload-victim.ts: one session for the whole attack,
+ * granting and releasing) as uid; stop() ends it and returns what it saw.
+ */
+export function startWorkloadVictim(
+  b: BrokerProcess,
+  uid = VICTIM,
+  slot = 0,
+): { stop(): Promise<VictimResult & { events: number }> } {
+  return victimOf(spawnAs(uid, [join(AGENTS, "workload-victim.js"), b.fdSocket, String(slot)]));
+}
+
+function victimOf<R extends VictimResult>({ child, out, err, exited }: Spawned): { stop(): Promise<R> } {
   return {
     async stop() {
       // At least 5 cycles first (a quick attack must not end the victim before it started).
@@ -68,7 +83,7 @@ export function startVictim(b: BrokerProcess, slot = 0): { stop(): Promise<Victi
       clearTimeout(t);
       const line = out().trim().split("\n").pop() ?? "";
       try {
-        return JSON.parse(line) as VictimResult;
+        return JSON.parse(line) as R;
       } catch {
         throw new Error(`the victim printed no result: ${out()}\n${err()}`);
       }

@@ -121,11 +121,16 @@ export class FdAdapter implements FdProtocol {
   }
 
   badFrame(e: Error, peer: FdConnectionPeer): Uint8Array {
+    return this.badRequest(
+      `bad frame (${e.message.slice(0, 120)}); send a 4-byte big-endian length and at most ${MAX_REQUEST_BYTES} bytes of FdRequest (WorkloadRequest on a workload connection), with no fds`,
+      peer,
+    );
+  }
+
+  /** FD_STATUS_BAD_REQUEST with message, counted as the fd channel counts malformed requests. */
+  badRequest(message: string, peer: FdConnectionPeer): Uint8Array {
     reportFdBadRequest(this.broker, peer);
-    return encode({
-      status: FdStatus.BAD_REQUEST,
-      message: `bad frame (${e.message.slice(0, 120)}); send a 4-byte big-endian length and at most ${MAX_REQUEST_BYTES} bytes of FdRequest, with no fds`,
-    });
+    return encode({ status: FdStatus.BAD_REQUEST, message });
   }
 
   async serve(c: FdConnection, frame: Uint8Array): Promise<boolean> {

@@ -4,25 +4,18 @@
 // Broker's core calls exactly as the gRPC handlers do (rpc/broker-service.ts), so quotas, policy,
 // journal, metrics and state records are a gRPC session's. The session's lease is the connection
 // (fdpass/workload-lease.ts pushes its events); the connection closing ends the session.
+// What a frame says and whether it breaks a limit is fdpass/workload-decode.ts's (pure).
 // It holds only which session each connection has; it decides no quota, policy or event itself.
 
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { closeFd } from "@vfio-broker/native";
-import {
-  FdStatus,
-  type WorkloadHello,
-  WorkloadReplySchema,
-  type WorkloadRequest,
-  WorkloadRequestSchema,
-} from "@vfio-broker/proto";
+import { FdStatus, type WorkloadHello, WorkloadReplySchema, type WorkloadRequest } from "@vfio-broker/proto";
 import { type Broker, VERSION } from "../broker.js";
-import { invalid } from "../errors.js";
 import { reportFdBadRequest } from "../grants/fd-reports.js";
 import type { PeerIdentity } from "../identity/peer.js";
 import type { Session } from "../identity/session.js";
 import { deviceToPb, identityToPb, layoutFromPb, layoutToPb } from "../rpc/convert.js";
-import { checkStrings } from "../rpc/strings.js";
 import {
   type FdAdapter,
   type FdReplyInit,
@@ -32,14 +25,15 @@ import {
   refused,
 } from "./adapter.js";
 import { type FdConnection, MAX_REPLY_FDS } from "./transport.js";
+import { decodeRequest, helloOf, helloProblem, kindOf, MAX_CAPABILITIES } from "./workload-decode.js";
 import { MAX_QUEUED_EVENTS, workloadLease } from "./workload-lease.js";
 
 /** The protocol versions spoken: 1 only. */
 export const WORKLOAD_VERSION = 1;
 /** The largest reply frame (a device list past it is truncated). */
 export const MAX_REPLY_BYTES = 65536;
-/** Capability names a hello may carry. */
-export const MAX_CAPABILITIES = 16;
+export { MAX_CAPABILITIES } from "./workload-decode.js";
+
 /** What this brokerd offers (workload.proto, WorkloadWelcome). */
 const OFFERED = ["events", "batch", "resume"];
 
@@ -73,27 +67,16 @@ export class WorkloadAdapter {
     private readonly fd: FdAdapter,
   ) {}
 
-  /** The first frame's hello, if it is one (the connection then speaks this protocol). */
-  static helloOf(frame: Uint8Array): WorkloadHello | undefined {
-    try {
-      const req = fromBinary(WorkloadRequestSchema, frame);
-      return req.kind.case === "hello" ? req.kind.value : undefined;
-    } catch {
-      return undefined;
-    }
-  }
+  /** The first frame's hello, if it is one (workload-decode.ts). */
+  static helloOf = helloOf;
+  /** The request kind a frame holds, if it is a WorkloadRequest that names one. */
+  static kindOf = kindOf;
 
   /** The hello: a session for the connection's kernel identity; false: the connection closes. */
   async hello(c: FdConnection, h: WorkloadHello): Promise<boolean> {
-    try {
-      checkStrings(h);
-      if (h.capabilities.length > MAX_CAPABILITIES)
-        throw invalid(
-          `a hello names at most ${MAX_CAPABILITIES} capabilities, this one ${h.capabilities.length}`,
-          "hello",
-        );
-    } catch (e) {
-      await this.bad(c, (e as Error).message);
+    const problem = helloProblem(h);
+    if (problem !== undefined) {
+      await this.bad(c, problem);
       return false;
     }
     if (h.version < WORKLOAD_VERSION) {
@@ -180,21 +163,9 @@ export class WorkloadAdapter {
   async serve(c: FdConnection, frame: Uint8Array): Promise<boolean> {
     const s = this.sessions.get(c);
     if (!s || s.ended) return false;
-    let req: WorkloadRequest;
-    try {
-      req = fromBinary(WorkloadRequestSchema, frame);
-    } catch {
-      return this.bad(c, "the frame is not a WorkloadRequest protobuf");
-    }
-    try {
-      // Ids and tokens within their limits (rpc/strings.ts), before anything else.
-      checkStrings(req);
-    } catch (e) {
-      return this.bad(c, (e as Error).message);
-    }
-    const k = req.kind;
-    if (k.case === undefined || k.case === "hello")
-      return this.bad(c, k.case ? "a hello is the first frame only" : "the WorkloadRequest names no request");
+    const d = decodeRequest(frame);
+    if (!d.ok) return this.bad(c, d.message);
+    const k = d.kind;
     const fds =
       k.case === "grant" ? 1 : k.case === "batch" ? Math.min(k.value.grants.length, MAX_BATCH_ITEMS) : 0;
     if (!(await c.room(fds))) return false;
