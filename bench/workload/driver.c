@@ -2,7 +2,8 @@
  * backend (backend.h): the library's public API or raw frames. It owns timing, the sessions'
  * processes and threads, and printing one JSON line per run; it never starts brokerd or decides a
  * goal.
- *   latency SOCKET N          one session, N grants timed one by one (after N/10+100 of warm-up)
+ *   latency SOCKET N [PID]    one session, N grants timed one by one (after N/10+100 of warm-up);
+ *                             PID: the server, whose CPU over the N grants is given
  *   tput SOCKET P T SECONDS [PID]   P processes x T threads, one session each, granting in a loop
  *                             for SECONDS after a common start (a line on stdin once "ready" is
  *                             printed); PID: brokerd, whose CPU (utime+stime) over the run is given
@@ -47,23 +48,26 @@ static void raise_nofile(rlim_t want) {
   }
 }
 
-static int latency(const char *sock, long n) {
+static double cpu_s(long pid);
+
+static int latency(const char *sock, long n, long pid) {
   bk_session *s;
   if (bk_open(sock, DEVICE, &s) < 0) return 1;
   double *us = malloc(sizeof(double) * (size_t)n);
   if (!us) return 1;
   long warm = n / 10 + 100;
-  double t0 = 0;
+  double t0 = 0, cpu0 = 0;
   for (long i = -warm; i < n; i++) {
+    if (i == 0) cpu0 = cpu_s(pid);
     double a = now_us();
     if (i == 0) t0 = a;
     if (bk_grant(s, (unsigned)i) < 0) return 1;
     if (i >= 0) us[i] = now_us() - a;
   }
-  double total = now_us() - t0;
+  double total = now_us() - t0, cpu = cpu_s(pid) - cpu0;
   qsort(us, (size_t)n, sizeof *us, cmp_double);
-  printf("{\"client\":\"%s\",\"n\":%ld,\"p50\":%.2f,\"p99\":%.2f,\"mean\":%.2f}\n", bk_name, n,
-         us[n / 2], us[(long)((double)n * 0.99)], total / (double)n);
+  printf("{\"client\":\"%s\",\"n\":%ld,\"p50\":%.2f,\"p99\":%.2f,\"mean\":%.2f,\"serverCpuUs\":%.2f}\n",
+         bk_name, n, us[n / 2], us[(long)((double)n * 0.99)], total / (double)n, cpu * 1e6 / (double)n);
   bk_close(s);
   free(us);
   return 0;
@@ -218,10 +222,11 @@ static int idle(const char *sock, long n) {
 }
 
 int main(int argc, char **argv) {
-  if (argc >= 4 && strcmp(argv[1], "latency") == 0) return latency(argv[2], atol(argv[3]));
+  if (argc >= 4 && strcmp(argv[1], "latency") == 0)
+    return latency(argv[2], atol(argv[3]), argc > 4 ? atol(argv[4]) : 0);
   if (argc >= 6 && strcmp(argv[1], "tput") == 0)
     return tput(argv[2], atoi(argv[3]), atoi(argv[4]), atof(argv[5]), argc > 6 ? atol(argv[6]) : 0);
   if (argc >= 4 && strcmp(argv[1], "idle") == 0) return idle(argv[2], atol(argv[3]));
-  fprintf(stderr, "usage: %s latency SOCKET N | tput SOCKET P T SECONDS [PID] | idle SOCKET N\n", argv[0]);
+  fprintf(stderr, "usage: %s latency SOCKET N [PID] | tput SOCKET P T SECONDS [PID] | idle SOCKET N\n", argv[0]);
   return 2;
 }

@@ -54,6 +54,7 @@ interface Latency {
   p50: number;
   p99: number;
   mean: number;
+  serverCpuUs: number;
 }
 interface Tput {
   client: string;
@@ -185,17 +186,21 @@ try {
   const sockOf = (bin: string) => (bin === "driver-lib" ? join(dir, "b1", "broker.sock") : fd);
 
   // ---- 1. single grant -------------------------------------------------------------------------
-  const floorA = run<Latency>("driver-raw", ["latency", floor.socket, String(GRANTS)]);
-  const lat = clients.map((c) => [c, run<Latency>(c, ["latency", sockOf(c), String(GRANTS)])] as const);
-  const floorB = run<Latency>("driver-raw", ["latency", floor.socket, String(GRANTS)]);
+  const fp = String(floor.proc.pid);
+  const floorA = run<Latency>("driver-raw", ["latency", floor.socket, String(GRANTS), fp]);
+  const lat = clients.map(
+    (c) => [c, run<Latency>(c, ["latency", sockOf(c), String(GRANTS), String(bd.pid)])] as const,
+  );
+  const floorB = run<Latency>("driver-raw", ["latency", floor.socket, String(GRANTS), fp]);
   const fl = Math.min(floorA.p50, floorB.p50);
   console.log(`\n1. single grant (map 4 KiB WC + write + unmap, release awaited), ${GRANTS} each`);
-  console.log("| client | p50 µs | p99 µs | p50 / floor |");
-  console.log("|---|---|---|---|");
-  console.log(`| C floor (floor-server), before | ${f1(floorA.p50)} | ${f1(floorA.p99)} | |`);
-  for (const [c, l] of lat)
-    console.log(`| ${name(c)} -> brokerd | ${f1(l.p50)} | ${f1(l.p99)} | ${(l.p50 / fl).toFixed(2)}x |`);
-  console.log(`| C floor (floor-server), after | ${f1(floorB.p50)} | ${f1(floorB.p99)} | |`);
+  console.log("| client -> server | p50 µs | p99 µs | p50 / floor | server CPU µs / grant |");
+  console.log("|---|---|---|---|---|");
+  const lrow = (what: string, l: Latency, ratio: string) =>
+    console.log(`| ${what} | ${f1(l.p50)} | ${f1(l.p99)} | ${ratio} | ${f1(l.serverCpuUs)} |`);
+  lrow("raw frames -> C floor (floor-server), before", floorA, "");
+  for (const [c, l] of lat) lrow(`${name(c)} -> brokerd`, l, `${(l.p50 / fl).toFixed(2)}x`);
+  lrow("raw frames -> C floor (floor-server), after", floorB, "");
   const l0 = lat[0]![1];
   console.log(
     `goal: ${name(clients[0]!)} grant p50 <= 3x the floor: ${(l0.p50 / fl).toFixed(2)}x (${l0.p50 <= 3 * fl ? "met" : "missed"})`,

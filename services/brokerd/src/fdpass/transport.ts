@@ -249,16 +249,15 @@ export class FdTransport {
       // Not read from while its unread replies hold a batch's worth (the peer reads, or leaves).
       if (!(await this.readable(c)) || c.ended) return;
       let timer: NodeJS.Timeout | undefined;
-      const idle = new Promise<null>((resolve) => {
-        if (!c.leased) timer = setTimeout(() => resolve(null), idleMs);
-      });
+      const idle = c.leased // a session's lease never idles: no timer, no promise for it
+        ? undefined
+        : new Promise<null>((resolve) => {
+            timer = setTimeout(() => resolve(null), idleMs);
+          });
+      const recv = sock.recv({ maxBytes: this.protocol.maxRequestBytes, maxFds: 0, keepOpenOnError: true });
       let msg: Awaited<ReturnType<FdSocket["recv"]>>;
       try {
-        msg = await Promise.race([
-          sock.recv({ maxBytes: this.protocol.maxRequestBytes, maxFds: 0, keepOpenOnError: true }),
-          idle,
-          c.stopping(),
-        ]);
+        msg = await Promise.race(idle ? [recv, idle, c.stopping()] : [recv, c.stopping()]);
       } catch (e) {
         // A frame over the limit, fds sent to us, a frame cut by EOF: the stream position is lost.
         // Say so, then close (the socket stays open for this one reply).
@@ -294,9 +293,12 @@ export class FdTransport {
    * Waits until ok() holds (false if brokerd closes or stops meanwhile), looking at the kernel's
    * counts again on a backing-off timer. While it waits the connection is not read from.
    */
-  private async until(c: Conn, ok: () => boolean, identityWide: boolean): Promise<boolean> {
+  private until(c: Conn, ok: () => boolean, identityWide: boolean): Promise<boolean> {
     this.settle(c);
-    if (ok()) return true;
+    return ok() ? Promise.resolve(true) : this.wait(c, ok, identityWide); // no async frame in the usual case
+  }
+
+  private async wait(c: Conn, ok: () => boolean, identityWide: boolean): Promise<boolean> {
     let paused = false;
     let delay = 1;
     try {
@@ -412,7 +414,9 @@ export class FdTransport {
           });
       }
     }
-    await within(sending, SEND_TIMEOUT_MS, "the reply");
+    if (sock.pendingSends === 0)
+      await sending; // it went out (or failed) in the call: no timer
+    else await within(sending, SEND_TIMEOUT_MS, "the reply");
   }
 
   /**
