@@ -11,7 +11,8 @@
 //      the floor server;
 //   3. brokerd RSS per idle session (hello + one device open, nothing mapped) over 2,000 sessions on
 //      a fresh brokerd, against the floor server's; then 10,000 sessions held at once by a brokerd
-//      whose RLIMIT_NOFILE is 65,536.
+//      whose RLIMIT_NOFILE is 65,536 (or as many as fit under this machine's hard limit); and where
+//      an idle session's memory is, from two heap snapshots of a third fresh brokerd.
 // brokerd runs as its own process (sim backend, state store and journal on, as bench/lib/brokerd.ts
 // starts it), with its session quotas raised for one uid holding 10,000 sessions: the policy's
 // limits (sessions and fdConnections 10,240 for the identity) and --max-sessions,
@@ -23,6 +24,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync }
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { REPO, startBrokerd } from "../lib/brokerd.js";
+import { byKind, perItem, snapshot } from "../lib/heap-snapshot.js";
 
 const GRANTS = Number(process.argv[2] ?? 20000);
 const SECONDS = Number(process.argv[3] ?? 5);
@@ -155,9 +157,10 @@ async function floorServer(dir: string): Promise<{ proc: ChildProcess; socket: s
   return { proc, socket };
 }
 
-async function brokerd(dir: string): Promise<ChildProcess> {
+async function brokerd(dir: string, node: string[] = []): Promise<ChildProcess> {
   mkdirSync(dir);
   return startBrokerd(dir, {
+    node,
     nofile: NOFILE,
     limits: `{ sessions: ${QUOTA}, fdConnections: ${QUOTA}, deviceFiles: ${QUOTA}, pendingMappings: 512, mappings: 8192 }`,
     args: ["--max-sessions", String(QUOTA), "--max-fd-connections", String(QUOTA), "--tenant-reserve", "0"],
@@ -167,10 +170,19 @@ async function brokerd(dir: string): Promise<ChildProcess> {
 const f1 = (n: number) => n.toFixed(1);
 
 execFileSync("make", ["-s", "-C", W], { stdio: "inherit" });
-const lib = /\bint vfb_connect\s*\(/.test(
-  readFileSync(join(REPO, "clients/c/include/vfio-broker.h"), "utf8"),
-);
-if (lib) execFileSync("make", ["-s", "-C", W, "lib"], { stdio: "inherit" });
+/** The library-backed driver, if the library's session API is in this tree and links. */
+function buildLib(): boolean {
+  const header = readFileSync(join(REPO, "clients/c/include/vfio-broker.h"), "utf8");
+  if (!/\bint vfb_connect\s*\(/.test(header)) return false;
+  try {
+    execFileSync("make", ["-s", "-C", W, "lib"], { stdio: "inherit" });
+    return true;
+  } catch {
+    console.log("(driver-lib did not build against clients/c/build: see make's output above)");
+    return false;
+  }
+}
+const lib = buildLib();
 const clients = lib ? ["driver-lib", "driver-raw"] : ["driver-raw"];
 const name = (bin: string) => (bin === "driver-lib" ? "libvfio-broker" : "raw frames (wire.c)");
 
@@ -254,6 +266,28 @@ try {
     `| brokerd | ${HELD} | ${f1(bh.openMs)} | ${f1(bh.perSessionB)} B (RSS ${f1(bh.rssMiB)} MiB) | ${bh.fds} |`,
   );
   await bh.close();
+
+  // Where an idle session's memory is: brokerd's live JS objects (heap snapshots, garbage
+  // collected first) before and after the same idle sessions, on a third fresh brokerd.
+  bd.kill("SIGKILL");
+  const snaps = join(dir, "snaps");
+  mkdirSync(snaps);
+  bd = await brokerd(join(dir, "b3"), ["--heapsnapshot-signal=SIGUSR2", `--diagnostic-dir=${snaps}`]);
+  const sock3 = clients[0] === "driver-lib" ? join(dir, "b3", "broker.sock") : join(dir, "b3", "fd.sock");
+  const warm = await started(clients[0]!, ["idle", sock3, "50"]);
+  warm.proc.stdin!.end();
+  await finished(warm.proc).catch(() => {});
+  const base = byKind(await snapshot(bd, snaps));
+  const hs = await started(clients[0]!, ["idle", sock3, String(IDLE)]);
+  const rows = perItem(base, byKind(await snapshot(bd, snaps)), IDLE);
+  const doneH = finished(hs.proc).catch(() => "");
+  hs.proc.stdin!.end();
+  await doneH;
+  const heap = rows.reduce((t, r) => t + r.bytes, 0);
+  console.log(`\nbrokerd's JS heap per idle session (${IDLE} sessions, heap snapshots): ${f1(heap)} B`);
+  console.log("| object kind | bytes per session | objects per session |");
+  console.log("|---|---|---|");
+  for (const r of rows.slice(0, 12)) console.log(`| ${r.k} | ${f1(r.bytes)} | ${r.count.toFixed(2)} |`);
   console.log(
     `goal: <= 4 KiB brokerd RSS per idle session over ${IDLE}: ${f1(bi.perSessionB)} B (${bi.perSessionB <= 4096 ? "met" : "missed"}; the floor server: ${f1(fi.perSessionB)} B); ${HELD} sessions held under a ${NOFILE}-fd limit: ${bh.fds >= HELD ? "met" : "missed"} (${bh.fds} fds open in brokerd)`,
   );
