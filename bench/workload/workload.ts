@@ -232,13 +232,14 @@ try {
     "",
   );
   const ratios = clients.map((_, k) => rounds.map((r) => r.of[k]!.p50 / r.floor.p50));
-  clients.forEach((c, k) =>
+  clients.forEach((c, k) => {
+    const rk = ratios[k]!;
     lrow(
       `${name(c)} -> brokerd`,
       rounds.map((r) => r.of[k]!),
-      `${f2(median(ratios[k]!))}x (${range(ratios[k]!)})`,
-    ),
-  );
+      `${f2(median(rk))}x (${range(rk)})`,
+    );
+  });
   const r0 = median(ratios[0]!);
   console.log(
     `goal: ${name(clients[0]!)} grant p50 <= 3x the floor: ${f2(r0)}x, median of ${ROUNDS} rounds (${r0 <= 3 ? "met" : "missed"})`,
