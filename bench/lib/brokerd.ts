@@ -10,7 +10,7 @@ export const REPO = join(dirname(fileURLToPath(import.meta.url)), "..", "..", ".
 
 export async function startBrokerd(
   dir: string,
-  opts: { limits?: string; args?: string[]; node?: string[] } = {},
+  opts: { limits?: string; args?: string[]; node?: string[]; nofile?: number } = {},
 ): Promise<ChildProcess> {
   // brokerd refuses a policy file others may write: a copy with a known mode.
   const policy = join(dir, "policy.yaml");
@@ -22,9 +22,13 @@ export async function startBrokerd(
       : text,
   );
   chmodSync(policy, 0o644);
+  // nofile: brokerd's RLIMIT_NOFILE, soft and hard (util-linux prlimit), instead of this process's.
+  const argv0 = opts.nofile ? "prlimit" : process.execPath;
+  const pre = opts.nofile ? [`--nofile=${opts.nofile}:${opts.nofile}`, "--", process.execPath] : [];
   const proc = spawn(
-    process.execPath,
+    argv0,
     [
+      ...pre,
       ...(opts.node ?? []),
       join(REPO, "services/brokerd/dist/main.js"),
       "--runtime-dir",

@@ -18,6 +18,11 @@ export const MAX_FDS_PER_MESSAGE = 253 as const;
 /** ioctl SIOCOUTQ (= TIOCOUTQ): on an AF_UNIX stream socket, what this end sent and the peer has not read. */
 const SIOCOUTQ = 0x5411;
 const outqBuf = new Int32Array(1);
+/**
+ * recvmsg's fd output, shared by every socket: it is read back right after the synchronous call
+ * that fills it (a buffer per socket was 1 KiB of every idle connection).
+ */
+const fdsOut = new Int32Array(MAX_FDS_PER_MESSAGE + 1);
 
 export interface FdMessage {
   data: Buffer;
@@ -88,7 +93,12 @@ function checkLimits(limits: Partial<RecvLimits> | undefined): RecvLimits {
 export class FdSocket {
   readonly fd: number;
   #poller: Poller | null = null;
+  /** What #poller is pending for (ref'd while not 0). */
   #events = 0;
+  /** What #poller is started with (libuv's events); may be READABLE while #events is 0. */
+  #armed = 0;
+  /** recvmsg said EAGAIN and no readiness was reported since (valid while armed for reading). */
+  #drained = false;
   #reader = new FrameReader();
   #recvs: PendingRecv[] = [];
   #sends: PendingSend[] = [];
@@ -98,7 +108,6 @@ export class FdSocket {
   #sendError: Error | null = null;
   /** The receive side failed and the caller asked to keep the socket for sending. */
   #recvError: Error | null = null;
-  #fdsOut = new Int32Array(MAX_FDS_PER_MESSAGE + 1);
 
   private constructor(fd: number) {
     this.fd = fd;
@@ -330,9 +339,14 @@ export class FdSocket {
           break;
         }
         const [buf, off, len] = this.#reader.space(head.limits.maxBytes);
-        const out = this.#fdsOut;
+        const out = fdsOut;
+        // The poller armed since the last EAGAIN and silent: nothing came, no recvmsg to learn it.
+        if (this.#drained && this.#armed & READABLE) break;
         const n = raw.recvmsg(this.fd, buf, off, len, head.limits.maxFds, out);
-        if (n < 0) break; // EAGAIN: wait for readability
+        if (n < 0) {
+          this.#drained = true;
+          break; // EAGAIN: wait for readability
+        }
         if (n === 0) {
           this.#eof = true;
           continue;
@@ -401,22 +415,35 @@ export class FdSocket {
     this.#update();
   }
 
-  /** Arms the poller for what is pending; ref'd exactly while something is pending. */
+  /**
+   * Arms the poller for what is pending; ref'd exactly while something is pending. A poller armed
+   * for reading only stays armed (unref'd) when nothing is pending: a served connection asks for
+   * its next frame as soon as it answered this one, and stopping and restarting the poller would
+   * cost an epoll_ctl each (libuv's uv_poll_stop deletes the fd from epoll; uv_poll_start adds it
+   * again). If the socket turns readable meanwhile, #onReady stops it then.
+   */
   #update(): void {
     if (this.#closed) return;
     const want =
       (this.#recvs.length > 0 && !this.#eof ? READABLE : 0) | (this.#sends.length > 0 ? WRITABLE : 0);
-    if (want === this.#events) return;
+    if (want === this.#events && (want !== 0 || (this.#armed & WRITABLE) === 0)) return;
     if (want === 0) {
-      this.#poller!.stop();
-      this.#poller!.unref();
+      if (this.#armed & WRITABLE) {
+        // Armed for writing with nothing to write: a writable socket would wake us at once.
+        this.#poller!.stop();
+        this.#armed = 0;
+      }
+      if (this.#events !== 0) this.#poller!.unref();
     } else {
       if (!this.#poller) {
         const p = new raw.Poller(this.fd);
         p.onready = (errno, events) => this.#onReady(errno, events);
         this.#poller = p;
       }
-      this.#poller.start(want);
+      if (want !== this.#armed) {
+        this.#poller.start(want);
+        this.#armed = want;
+      }
       if (this.#events === 0) this.#poller.ref();
     }
     this.#events = want;
@@ -424,6 +451,13 @@ export class FdSocket {
 
   #onReady(errno: number, events: number): void {
     if (this.#closed) return;
+    if (this.#events === 0) {
+      // Left armed with nothing pending (#update): stop now; the next recv() reads what came.
+      this.#poller?.stop();
+      this.#armed = 0;
+      this.#drained = false;
+      return;
+    }
     if (errno !== 0) {
       // libuv reports POLLERR as UV_EBADF and stops watching. On a socket POLLERR is a pending
       // error (ECONNRESET: the peer closed with our bytes unread) with the frames that arrived
@@ -431,13 +465,18 @@ export class FdSocket {
       // if neither settles what is pending does libuv's error close the socket.
       const pollError = NativeError.fromErrno(errno, "uv_poll", `fd ${this.fd}`);
       this.#events = 0;
+      this.#armed = 0;
+      this.#drained = false;
       if (this.#sends.length > 0) this.#flush();
       if (this.#recvs.length > 0) this.#pump();
       if (!this.#closed && (this.#recvs.length > 0 || this.#sends.length > 0)) this.#shutdown(pollError);
       return;
     }
     if (events & WRITABLE) this.#flush();
-    if (events & READABLE) this.#pump();
+    if (events & READABLE) {
+      this.#drained = false;
+      this.#pump();
+    }
   }
 }
 

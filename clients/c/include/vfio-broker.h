@@ -5,27 +5,38 @@
  * exposes protobuf-c or any other dependency. It must never declare a function the library does not
  * implement.
  *
- * State of this version (0.1): the error vocabulary, the attribute and access constants and
- * vfb_strerror. The session API (vfb_connect, vfb_open_device, vfb_map, ...) comes with the
- * workload protocol on fd.sock and is added here as it is implemented; the opaque types are
- * declared now so that their names are fixed.
+ * A session is one connection to brokerd's fd.sock speaking the workload protocol
+ * (proto/vfiobroker/v1/workload.proto): the connection plus this process is the lease, so closing
+ * it (vfb_disconnect) or exiting releases everything the session holds.
  *
- * Conventions (every function, now and later):
+ * (Work in progress on branch i20-clib: this contract is committed ahead of its implementation,
+ * which follows in the next commits; until then the session API's symbols are not in the library.)
+ *
+ * Conventions (every function):
  *  - A function that can fail returns int: 0 on success, a negative VFB_E_* code on failure. Codes
- *    are stable: new ones are appended, none is ever renumbered or reused.
- *  - Strings returned as const char * are owned by the library (static or owned by the object
- *    named); the caller never frees them.
+ *    are stable: new ones are appended, none is ever renumbered or reused. vfb_strerror(code) says
+ *    what the code means and what to do; vfb_last_error(s) gives the session's last failure in
+ *    detail (brokerd's own message when brokerd refused).
+ *  - Strings returned as const char * are owned by the library (static, or owned by the object
+ *    named, valid until that object is freed); the caller never frees them.
  *  - Objects returned through an `out` parameter are owned by the caller until the matching
  *    close/free call; on failure *out is set to NULL and nothing needs freeing.
  *  - Every fd the library opens is close-on-exec, and fds it receives are received with
- *    MSG_CMSG_CLOEXEC. On failure the library leaves no fd open behind it.
- *  - Threads: functions without an object argument (vfb_strerror) may be called from any thread at
- *    any time. A session and everything opened through it is used by one thread at a time; different
- *    sessions may be used by different threads at once.
+ *    MSG_CMSG_CLOEXEC. On failure the library leaves no fd open behind it. A mapping's fd is
+ *    closed as soon as it is mmapped: the mapping outlives it.
+ *  - Threads: functions without an object argument (vfb_strerror, vfb_error_name, vfb_connect,
+ *    vfb_connect_ex) may be called from any thread at any time. A session and everything opened
+ *    through it (devices, mappings, device lists, the event fd) is used by one thread at a time;
+ *    the caller serialises (a mutex, or one thread per session). Different sessions may be used by
+ *    different threads at once: the library has no global mutable state. The one exception: any
+ *    thread may poll(2) the fd vfb_event_fd returned while another uses the session.
+ *  - fork(2): a child must not use its parent's sessions (the connection is the parent's lease);
+ *    exec closes the library's fds.
  */
 #ifndef VFIO_BROKER_H
 #define VFIO_BROKER_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -40,20 +51,46 @@ extern "C" {
 
 /* The library's version: major changes break the ABI (the soname is libvfio-broker.so.MAJOR). */
 #define VFB_VERSION_MAJOR 0
-#define VFB_VERSION_MINOR 1
+#define VFB_VERSION_MINOR 2
 #define VFB_VERSION_PATCH 0
 
-/* A connection to brokerd (one workload-protocol session). Not yet implemented. */
+/* A connection to brokerd (one workload-protocol session). */
 typedef struct vfb_session vfb_session;
-/* An open device of a session. Not yet implemented. */
+/* An open device of a session (brokerd's device file). */
 typedef struct vfb_device vfb_device;
-/* A mapped range of a device region. Not yet implemented. */
+/* A mapped range of a device region, mmapped in this process. */
 typedef struct vfb_mapping vfb_mapping;
+/* A snapshot of the devices this session may open (vfb_list_devices). */
+typedef struct vfb_device_list vfb_device_list;
 
 /* Memory type of a mapping (fdchannel.proto's Attribute). brokerd reports the effective one. */
 enum { VFB_ATTR_UC = 1, VFB_ATTR_WC = 2 };
-/* Access asked for on a mapping. */
+/* OR-ed into vfb_map's attr with VFB_ATTR_WC: take UC where this host cannot give WC for the
+ * region (vfb_mapping_attr says which was given). Without it, WC on a region that cannot be WC
+ * fails with VFB_E_WC_UNAVAILABLE. */
+enum { VFB_ATTR_FALLBACK_UC = 0x100 };
+/* Access asked for on a mapping (the mmap's prot: PROT_READ, or PROT_READ | PROT_WRITE). */
 enum { VFB_PROT_READ = 1, VFB_PROT_RW = 3 };
+
+/* A device's health (types.proto's DeviceHealth). */
+enum { VFB_HEALTH_UNKNOWN = 0, VFB_HEALTH_HEALTHY = 1, VFB_HEALTH_DRAINING = 2, VFB_HEALTH_GONE = 3 };
+
+/* What the mapping's fd was (types.proto's BackingKind). */
+enum {
+  VFB_BACKING_UNKNOWN = 0,
+  VFB_BACKING_DMABUF = 1,
+  VFB_BACKING_SYSFS_WC = 2,
+  VFB_BACKING_SYSFS = 3,
+  VFB_BACKING_VFIO_DEVICE_FD = 4,
+  VFB_BACKING_MEMFD = 5, /* the simulated backend's memory */
+};
+
+/* Limits the library states and enforces (brokerd enforces the same ones on its side). */
+#define VFB_MAX_BATCH 32              /* ranges per vfb_map_many / mappings per vfb_unmap_many */
+#define VFB_MAX_CLIENT_NAME 128       /* bytes of vfb_connect_options.client_name */
+#define VFB_MAX_DEVICE_ID 64          /* characters of a device id: letters, digits and . _ : - */
+#define VFB_DEFAULT_TIMEOUT_MS 5000   /* bound of the connect and of each exchange */
+#define VFB_MAX_QUEUED_HEALTH 256     /* device-health events the library holds unread (see events) */
 
 /* Error codes: 0 is success, every error is negative. vfb_strerror says what each means and what
  * to do. Codes from -100 down mirror brokerd's fd-channel statuses (FdStatus in fdchannel.proto). */
@@ -63,13 +100,15 @@ enum {
   VFB_E_INVALID_ARGUMENT = -1,
   /* malloc failed. */
   VFB_E_NO_MEMORY = -2,
-  /* A system call failed; errno says which error (it is left as the call set it). */
+  /* A system call failed (mmap, epoll, ...); errno says which error, vfb_last_error which call. */
   VFB_E_IO = -3,
   /* brokerd's socket could not be reached (not running, wrong path, permission denied). */
   VFB_E_CONNECT = -4,
-  /* brokerd closed the connection. */
+  /* The connection to brokerd is gone without brokerd saying why (brokerd killed, or it closed
+   * the connection after an error): the session has ended. vfb_resume may take it back if a
+   * brokerd restored it; else vfb_disconnect and connect again. */
   VFB_E_CLOSED = -5,
-  /* brokerd did not answer in time. */
+  /* brokerd did not answer in time; the connection was closed (its position in the stream is lost). */
   VFB_E_TIMEOUT = -6,
   /* A frame's length is over the limit for its direction (requests 3072 bytes, replies 64 KiB). */
   VFB_E_FRAME_TOO_LARGE = -7,
@@ -82,6 +121,46 @@ enum {
   VFB_E_FDS_LOST = -10,
   /* brokerd's reply is not what the protocol says (not a valid message, wrong fd count). */
   VFB_E_PROTOCOL = -11,
+  /* vfb_open_device: brokerd has no device of that id (brokerd's NOT_FOUND). */
+  VFB_E_UNKNOWN_DEVICE = -12,
+  /* vfb_map: offset or length is not a multiple of the page size (vfb_page_size), or length is 0. */
+  VFB_E_UNALIGNED = -13,
+  /* vfb_map: WC asked for a region this host can map UC only, without VFB_ATTR_FALLBACK_UC. */
+  VFB_E_WC_UNAVAILABLE = -14,
+  /* vfb_map / vfb_region_info: the device has no region of that index, or it cannot be mmapped. */
+  VFB_E_NO_SUCH_REGION = -15,
+  /* vfb_map: offset + length passes the end of the region. */
+  VFB_E_OUT_OF_RANGE = -16,
+  /* brokerd is restarting and said so (lease_ended "restart"): it keeps the session's grants.
+   * Call vfb_resume(s) once it is back (VFB_E_CONNECT until then). */
+  VFB_E_RESTARTED = -17,
+  /* vfb_mapping_status: brokerd revoked the mapping; its address is now inaccessible. vfb_unmap it. */
+  VFB_E_MAPPING_REVOKED = -18,
+  /* brokerd refused: a quota (sessions, mappings, bytes, fds) of this identity is used up
+   * (RESOURCE_EXHAUSTED); release something first. vfb_last_error names the quota. */
+  VFB_E_QUOTA = -19,
+  /* brokerd's policy does not allow this identity that device, region, attribute or access
+   * (PERMISSION_DENIED). vfb_last_error says which rule. */
+  VFB_E_PERMISSION = -20,
+  /* brokerd does not know the device file or mapping named (NOT_FOUND other than a device):
+   * it was closed, or lost when brokerd restarted without keeping it. */
+  VFB_E_NOT_FOUND = -21,
+  /* brokerd refused because of the state of what is held (FAILED_PRECONDITION): pages already
+   * mapped with the other memory type, or still held by a revoked mapping not yet released. */
+  VFB_E_CONFLICT = -22,
+  /* brokerd cannot do it now (UNAVAILABLE): the device is draining or gone, brokerd is handing
+   * over or cannot record to its state store. Try again later; vfb_last_error says which. */
+  VFB_E_UNAVAILABLE = -23,
+  /* brokerd found an argument invalid that the library did not check (INVALID_ARGUMENT): e.g. a
+   * range outside the region's mmap-able areas, RW on a read-only region. */
+  VFB_E_REJECTED = -24,
+  /* brokerd ended the session and said why (lease_ended: an operator, a reader that stopped
+   * reading its events, a shutdown): everything it held is released. vfb_disconnect and connect
+   * again. */
+  VFB_E_SESSION_ENDED = -25,
+  /* vfb_resume: brokerd is back but does not hold this session (it was not kept across the
+   * restart, or this is not the process it belonged to). vfb_disconnect and connect again. */
+  VFB_E_RESUME_REFUSED = -26,
 
   /* brokerd's FdStatus values. */
   VFB_E_UNKNOWN_TICKET = -102,
@@ -92,8 +171,12 @@ enum {
   VFB_E_INTERNAL = -107,
   VFB_E_BAD_REQUEST = -108,
   VFB_E_BUSY = -109,
+  /* brokerd refused for a reason none of the codes above names (vfb_last_error has its gRPC
+   * status name and message). */
   VFB_E_REFUSED = -110,
   VFB_E_UNDELIVERABLE = -111,
+  /* brokerd does not speak this library's protocol version (1); upgrade one of them. */
+  VFB_E_UNSUPPORTED_VERSION = -112,
 };
 
 /* What `err` (a value returned by this library) means and what to do about it, as one English
@@ -104,6 +187,276 @@ VFB_API const char *vfb_strerror(int err);
 /* The symbolic name of `err` ("VFB_E_TIMEOUT"), or "VFB_E_UNKNOWN" for a code this version does
  * not know. Static, thread-safe. */
 VFB_API const char *vfb_error_name(int err);
+
+/* ---- sessions ------------------------------------------------------------------------------ */
+
+/* Options of vfb_connect_ex. Zero it, set struct_size = sizeof(vfb_connect_options), then the
+ * fields wanted; a zero/NULL field takes its default. struct_size lets later versions append
+ * fields: a smaller struct_size (an older caller) is accepted, fields past it are defaults. */
+typedef struct vfb_connect_options {
+  size_t struct_size;
+  /* brokerd's socket path (as vfb_connect's broker_socket): NULL means $VFIO_BROKER_SOCKET, then
+   * /run/vfio-broker/broker.sock. The library connects to the fd channel beside it, fd.sock in the
+   * same directory ($VFIO_BROKER_FD_SOCKET overrides). At most 107 bytes. */
+  const char *broker_socket;
+  /* Shown in brokerd's admin listings. At most VFB_MAX_CLIENT_NAME bytes; NULL: "". */
+  const char *client_name;
+  /* Bounds the connect and each exchange with brokerd, ms; 0: VFB_DEFAULT_TIMEOUT_MS. */
+  int timeout_ms;
+  /* A resume token (32 lower-case hex digits) from vfb_resume_token of a session of THIS process,
+   * to take it back after a brokerd restart; NULL: a new session. The devices and mappings of the
+   * old vfb_session object are not carried over (use vfb_resume on it for that); what brokerd
+   * still holds is released when this session ends. */
+  const char *resume_token;
+  /* If not NULL, a failed connect writes what went wrong and what to do here (NUL-terminated, cut
+   * to error_message_size bytes): there is no session for vfb_last_error yet. */
+  char *error_message;
+  size_t error_message_size;
+} vfb_connect_options;
+
+/* Opens a session: connects to brokerd's fd.sock (found beside broker_socket, see
+ * vfb_connect_options) and says hello. broker_socket NULL: $VFIO_BROKER_SOCKET, then the default.
+ * Returns 0 and *out (the caller's: vfb_disconnect), or VFB_E_INVALID_ARGUMENT (out NULL, a path
+ * too long), VFB_E_NO_MEMORY, VFB_E_IO, VFB_E_CONNECT (brokerd not running, permission denied on
+ * its directory), VFB_E_TIMEOUT, VFB_E_BUSY (too many connections of this identity),
+ * VFB_E_QUOTA (this identity's sessions quota is used up), VFB_E_PERMISSION,
+ * VFB_E_UNSUPPORTED_VERSION, VFB_E_CLOSED, VFB_E_PROTOCOL. Uses VFB_DEFAULT_TIMEOUT_MS. */
+VFB_API int vfb_connect(const char *broker_socket, vfb_session **out);
+
+/* vfb_connect with options (see vfb_connect_options). opts NULL: the defaults. Also
+ * VFB_E_INVALID_ARGUMENT for a struct_size below the first version's, a client_name too long, a
+ * resume_token that is not 32 lower-case hex digits. A resume_token that brokerd does not know
+ * gives a new session (vfb_session_resumed says 0). */
+VFB_API int vfb_connect_ex(const vfb_connect_options *opts, vfb_session **out);
+
+/* Ends the session: closes the connection (brokerd releases everything the session holds),
+ * munmaps every mapping and frees every device, mapping and device list of the session (their
+ * pointers are invalid from now on) and closes the event fd. NULL is fine. Never fails. */
+VFB_API void vfb_disconnect(vfb_session *s);
+
+/* After brokerd restarted (a call returned VFB_E_RESTARTED, or VFB_E_CLOSED after a kill when
+ * brokerd restores its state): connects again and says hello with the session's resume token, so
+ * that brokerd gives the session back (the same kernel identity checks as a gRPC Hello: same uid,
+ * pid and process start time). On success the same vfb_device and vfb_mapping objects stay valid
+ * and mapped at the same addresses; a mapping brokerd no longer holds is treated as revoked (its
+ * address made inaccessible, a VFB_EVENT_REVOKED event with reason "lost-at-restart"), a device it
+ * no longer holds fails its calls with VFB_E_NOT_FOUND; releases and closes made while the
+ * connection was down are sent now. The event fd stays the same fd. A live session: 0, nothing
+ * done. Errors: VFB_E_CONNECT (brokerd not back yet: try again later), VFB_E_TIMEOUT,
+ * VFB_E_RESUME_REFUSED (brokerd is back without this session: vfb_disconnect), VFB_E_QUOTA,
+ * VFB_E_BUSY, VFB_E_UNSUPPORTED_VERSION, VFB_E_CLOSED, VFB_E_PROTOCOL, VFB_E_NO_MEMORY; the session
+ * stays ended on any error and vfb_resume may be called again. */
+VFB_API int vfb_resume(vfb_session *s);
+
+/* brokerd's id of the session (for its admin listings and journal). Owned by s. */
+VFB_API const char *vfb_session_id(const vfb_session *s);
+/* The session's resume token (32 hex digits): a secret of this process; give it only to
+ * vfb_connect_options.resume_token in this same process. Owned by s. */
+VFB_API const char *vfb_resume_token(const vfb_session *s);
+/* 1 if the hello (of vfb_connect_ex with a resume token, or of vfb_resume) took a restored
+ * session back, else 0. */
+VFB_API int vfb_session_resumed(const vfb_session *s);
+
+/* Who the kernel says this session's process is (SO_PEERCRED, as brokerd saw it). */
+typedef struct vfb_identity {
+  uint32_t uid;
+  uint32_t gid;
+  uint32_t pid;
+} vfb_identity;
+/* Fills *out with the session's identity. 0, or VFB_E_INVALID_ARGUMENT for a NULL argument. */
+VFB_API int vfb_session_identity(const vfb_session *s, vfb_identity *out);
+
+/* The page size every mapping's offset and length must be a multiple of (brokerd's welcome). */
+VFB_API uint64_t vfb_page_size(const vfb_session *s);
+/* brokerd's version, as its welcome said. Owned by s. */
+VFB_API const char *vfb_server_version(const vfb_session *s);
+
+/* The message of the session's last failed call: brokerd's message (prefixed by its gRPC status
+ * name when brokerd refused) or what the library saw, and what to do. "" before any failure; a
+ * successful call does not clear it. Never NULL (NULL s: ""). Owned by s, valid until its next
+ * call. At most 511 bytes. */
+VFB_API const char *vfb_last_error(const vfb_session *s);
+
+/* ---- devices -------------------------------------------------------------------------------- */
+
+/* One region of a device. name is owned by the device or list it came from. */
+typedef struct vfb_region {
+  unsigned index;       /* VFIO region index: 0-5 BAR0-BAR5, 6 ROM, 7 CONFIG, 8 VGA */
+  const char *name;     /* "BAR0".."BAR5", "ROM", "CONFIG", "VGA" */
+  uint64_t size;        /* bytes */
+  int readable;         /* 1 or 0, as each of the next three */
+  int writable;
+  int mappable;         /* can be mmapped at all (config space cannot) */
+  int prefetchable;     /* a prefetchable memory BAR (the only kind that may be WC) */
+  int attributes;       /* VFB_ATTR_UC | VFB_ATTR_WC: what this host can give a mapping of it */
+} vfb_region;
+
+/* The devices brokerd's policy lets this session's identity open, with their regions and health,
+ * in one exchange. Returns 0 and *out (the caller's: vfb_device_list_free; it stays valid after
+ * vfb_disconnect only until that call frees it too), or VFB_E_INVALID_ARGUMENT, VFB_E_NO_MEMORY,
+ * VFB_E_PERMISSION, VFB_E_RESTARTED, VFB_E_SESSION_ENDED, VFB_E_CLOSED, VFB_E_TIMEOUT,
+ * VFB_E_PROTOCOL. */
+VFB_API int vfb_list_devices(vfb_session *s, vfb_device_list **out);
+/* How many devices the list holds. */
+VFB_API size_t vfb_device_list_count(const vfb_device_list *l);
+/* 1 if brokerd cut the list to fit its 64 KiB reply (devices past it left out), else 0. */
+VFB_API int vfb_device_list_truncated(const vfb_device_list *l);
+/* Device i's id (NULL if i >= count). Owned by l. */
+VFB_API const char *vfb_device_list_id(const vfb_device_list *l, size_t i);
+/* Device i's health (VFB_HEALTH_*; VFB_HEALTH_UNKNOWN if i >= count). */
+VFB_API int vfb_device_list_health(const vfb_device_list *l, size_t i);
+/* How many regions device i lists (0 if i >= count). */
+VFB_API unsigned vfb_device_list_region_count(const vfb_device_list *l, size_t i);
+/* Region number `pos` (0 .. region count - 1, in brokerd's order) of device i. 0, or
+ * VFB_E_INVALID_ARGUMENT (NULL, i or pos out of range). */
+VFB_API int vfb_device_list_region(const vfb_device_list *l, size_t i, unsigned pos, vfb_region *out);
+/* Frees the list. NULL is fine. */
+VFB_API void vfb_device_list_free(vfb_device_list *l);
+
+/* Opens a device (brokerd's OpenDevice, compact layout) in the session. Returns 0 and *out (the
+ * caller's: vfb_close_device, or vfb_disconnect), or VFB_E_INVALID_ARGUMENT (NULL, an id over
+ * VFB_MAX_DEVICE_ID characters or with other characters), VFB_E_UNKNOWN_DEVICE,
+ * VFB_E_PERMISSION, VFB_E_QUOTA, VFB_E_UNAVAILABLE (device draining or gone), VFB_E_RESTARTED,
+ * VFB_E_SESSION_ENDED, VFB_E_CLOSED, VFB_E_TIMEOUT, VFB_E_NO_MEMORY, VFB_E_PROTOCOL. */
+VFB_API int vfb_open_device(vfb_session *s, const char *device_id, vfb_device **out);
+/* The device's id ("sim0", "0000:00:01.0"). Owned by d. */
+VFB_API const char *vfb_device_id(const vfb_device *d);
+/* brokerd's id of the device file (what admin RevokeMapping and the journal name). */
+VFB_API uint64_t vfb_device_file_id(const vfb_device *d);
+/* The device's health as last heard (open, or a VFB_EVENT_DEVICE_HEALTH event read). */
+VFB_API int vfb_device_health(const vfb_device *d);
+/* How many regions the device has. */
+VFB_API unsigned vfb_region_count(const vfb_device *d);
+/* Region number `pos` (0 .. vfb_region_count - 1, in brokerd's order). 0, or VFB_E_INVALID_ARGUMENT. */
+VFB_API int vfb_region_at(const vfb_device *d, unsigned pos, vfb_region *out);
+/* The region of VFIO index `region`. 0, VFB_E_INVALID_ARGUMENT (NULL), or VFB_E_NO_SUCH_REGION. */
+VFB_API int vfb_region_info(const vfb_device *d, unsigned region, vfb_region *out);
+
+/* Closes the device: every mapping still open on it is munmapped and freed (its pointer invalid
+ * from now on), and brokerd closes the device file and releases them. d is freed whatever the
+ * outcome. Returns 0, or brokerd's refusal, or VFB_E_RESTARTED (the close is sent by vfb_resume),
+ * VFB_E_SESSION_ENDED / VFB_E_CLOSED (nothing to close: the session's end released it),
+ * VFB_E_TIMEOUT. NULL: VFB_E_INVALID_ARGUMENT. */
+VFB_API int vfb_close_device(vfb_device *d);
+
+/* ---- mappings ------------------------------------------------------------------------------- */
+
+/* Maps [offset, offset + length) of region `region` (a VFIO index) of d: brokerd grants it and
+ * passes its fd in the same exchange; the library mmaps it (MAP_SHARED, at brokerd's mmap offset,
+ * with the prot brokerd gave) and closes the fd. attr: VFB_ATTR_UC or VFB_ATTR_WC, optionally
+ * | VFB_ATTR_FALLBACK_UC. prot: VFB_PROT_READ or VFB_PROT_RW. Returns 0 and *out (the caller's:
+ * vfb_unmap, or vfb_close_device, or vfb_disconnect), or: VFB_E_INVALID_ARGUMENT (NULL, an unknown
+ * attr or prot), VFB_E_NO_SUCH_REGION, VFB_E_UNALIGNED, VFB_E_OUT_OF_RANGE, VFB_E_WC_UNAVAILABLE
+ * (these four checked by the library against what brokerd said of the region, before anything is
+ * sent), VFB_E_PERMISSION, VFB_E_QUOTA, VFB_E_CONFLICT, VFB_E_UNAVAILABLE, VFB_E_REJECTED,
+ * VFB_E_NOT_FOUND, VFB_E_UNDELIVERABLE, VFB_E_IO (mmap failed: the grant is released again),
+ * VFB_E_RESTARTED, VFB_E_SESSION_ENDED, VFB_E_CLOSED, VFB_E_TIMEOUT, VFB_E_NO_MEMORY,
+ * VFB_E_PROTOCOL. */
+VFB_API int vfb_map(vfb_device *d, unsigned region, uint64_t offset, uint64_t length, int attr, int prot,
+                    vfb_mapping **out);
+
+/* One range of vfb_map_many: vfb_map's arguments. */
+typedef struct vfb_range {
+  unsigned region;
+  uint64_t offset;
+  uint64_t length;
+  int attr;
+  int prot;
+} vfb_range;
+
+/* Maps n (1 .. VFB_MAX_BATCH) ranges of d in one exchange (brokerd's batch). All or nothing:
+ * brokerd does each item on its own, so when any is refused the library releases the others it
+ * got (one more exchange) and returns the first refused item's error (vfb_last_error says which
+ * item and why), with every out[i] NULL. On 0, out[i] is range i's mapping (out has room for n).
+ * Errors: vfb_map's, checked for every range before anything is sent. */
+VFB_API int vfb_map_many(vfb_device *d, const vfb_range *ranges, size_t n, vfb_mapping **out);
+
+/* Releases the mapping in brokerd and munmaps it; m is freed whatever the outcome (its address
+ * is unmapped: touching it faults). A revoked mapping is released the same way. Returns 0, or
+ * brokerd's refusal of the release (VFB_E_NOT_FOUND, ...), VFB_E_RESTARTED (the release is sent
+ * by vfb_resume), VFB_E_SESSION_ENDED / VFB_E_CLOSED (the session's end released it already),
+ * VFB_E_TIMEOUT. NULL: VFB_E_INVALID_ARGUMENT. */
+VFB_API int vfb_unmap(vfb_mapping *m);
+
+/* vfb_unmap of n (1 .. VFB_MAX_BATCH) mappings of one session in one exchange. Every ms[i] is
+ * munmapped and freed whatever the outcome; returns 0 or the first release's error. NULL entries,
+ * mappings of different sessions or n out of range: VFB_E_INVALID_ARGUMENT, nothing freed. */
+VFB_API int vfb_unmap_many(vfb_mapping **ms, size_t n);
+
+/* The address the mapping is mmapped at (vfb_mapping_length bytes). */
+VFB_API void *vfb_mapping_addr(const vfb_mapping *m);
+/* Its length, bytes. */
+VFB_API uint64_t vfb_mapping_length(const vfb_mapping *m);
+/* The effective memory type brokerd gave (VFB_ATTR_UC or VFB_ATTR_WC; UC after a fallback). */
+VFB_API int vfb_mapping_attr(const vfb_mapping *m);
+/* The access it was mmapped with (VFB_PROT_READ or VFB_PROT_RW). */
+VFB_API int vfb_mapping_prot(const vfb_mapping *m);
+/* brokerd's cookie of the mapping (its offset in the device file's space; admin RevokeMapping
+ * names it). */
+VFB_API uint64_t vfb_mapping_cookie(const vfb_mapping *m);
+/* What the fd was (VFB_BACKING_*). */
+VFB_API int vfb_mapping_backing(const vfb_mapping *m);
+/* The region (VFIO index) and offset inside it that the mapping starts at. */
+VFB_API unsigned vfb_mapping_region(const vfb_mapping *m);
+VFB_API uint64_t vfb_mapping_offset(const vfb_mapping *m);
+/* The device it was mapped from. */
+VFB_API vfb_device *vfb_mapping_device(const vfb_mapping *m);
+/* Whether it is revoked: VFB_OK while it is live, VFB_E_MAPPING_REVOKED once a revocation of it
+ * was read (vfb_read_event) or vfb_resume found brokerd no longer holds it; its address is then
+ * mapped PROT_NONE. NULL: VFB_E_INVALID_ARGUMENT. */
+VFB_API int vfb_mapping_status(const vfb_mapping *m);
+
+/* ---- events --------------------------------------------------------------------------------- */
+
+enum {
+  /* brokerd revoked a mapping (an operator, a policy reload, a device drained or gone, ...). By
+   * the time vfb_read_event returns it, the library has replaced the mapping AT THE SAME ADDRESS
+   * by an inaccessible one (mmap MAP_FIXED, PROT_NONE, anonymous): an access faults (SIGSEGV)
+   * instead of reaching memory the session no longer holds. vfb_unmap it (brokerd keeps the pages
+   * booked until then). */
+  VFB_EVENT_REVOKED = 1,
+  /* A device's health changed (health, device_id). */
+  VFB_EVENT_DEVICE_HEALTH = 2,
+  /* The session ended: reason is brokerd's ("restart": vfb_resume once brokerd is back;
+   * "operator", "lease-stalled", "shutdown", ...) or the library's "connection-lost" (the
+   * connection closed without a word: brokerd killed). Delivered once; calls fail from now on. */
+  VFB_EVENT_SESSION_ENDED = 3,
+};
+
+typedef struct vfb_event {
+  int kind; /* VFB_EVENT_* */
+  /* REVOKED: the mapping concerned (the caller's still: vfb_unmap it), or NULL when no mapping
+   * object of the session holds the cookie (already unmapped). Several objects of one cookie (the
+   * same range mapped twice) get one event each. */
+  vfb_mapping *mapping;
+  uint64_t device_file_id; /* REVOKED */
+  uint64_t cookie;         /* REVOKED */
+  int health;              /* DEVICE_HEALTH: VFB_HEALTH_* */
+  char device_id[VFB_MAX_DEVICE_ID + 1]; /* REVOKED, DEVICE_HEALTH */
+  /* REVOKED: brokerd's reason ("operator", "policy-reload", "device-drain", "device-gone",
+   * "shutdown", "lost-at-restart"); SESSION_ENDED: see above. Cut to fit. */
+  char reason[64];
+  char message[512]; /* brokerd's message (REVOKED, SESSION_ENDED), cut to fit */
+} vfb_event;
+
+/* An fd that polls readable (POLLIN) whenever vfb_read_event has something to return: events
+ * brokerd pushed on the connection, INCLUDING those the library already took off the connection
+ * while it waited for the reply to another call. It is an epoll fd the library owns, holding the
+ * connection's socket and an eventfd the library sets while it holds unread events. Poll it
+ * (poll, select, epoll, an event loop), never read or close it; it stays the same fd for the
+ * session's life (vfb_resume included) and is closed by vfb_disconnect. It polls readable also
+ * when the connection is closed (an end to read). -1 for a NULL s. */
+VFB_API int vfb_event_fd(const vfb_session *s);
+
+/* Takes the next event without blocking. 1: *ev is an event; 0: none now; < 0: VFB_E_INVALID_ARGUMENT
+ * (NULL), VFB_E_PROTOCOL (brokerd sent something that is no event: the connection is closed,
+ * and a SESSION_ENDED event follows), VFB_E_IO. Events come in brokerd's order; a
+ * revocation is applied (the address made inaccessible) as it is returned. At most
+ * VFB_MAX_QUEUED_HEALTH device-health events are held unread: a newer one for a device replaces
+ * the one held for it (the latest health of each device is kept), and one for a device past that
+ * many is dropped. Revocations and the session's end are never dropped (there is at most one per
+ * mapping, and one end). */
+VFB_API int vfb_read_event(vfb_session *s, vfb_event *ev);
 
 #ifdef __cplusplus
 }

@@ -21,8 +21,10 @@ static const struct row rows[] = {
      "cannot reach brokerd's socket: is brokerd running, is VFIO_BROKER_SOCKET right, and may this "
      "user open the socket's directory?"},
     {VFB_E_CLOSED, "VFB_E_CLOSED",
-     "brokerd closed the connection (it stopped, restarted, or refused this client); connect again"},
-    {VFB_E_TIMEOUT, "VFB_E_TIMEOUT", "brokerd did not answer in time; is it overloaded or stopped?"},
+     "the connection to brokerd is gone without a word from brokerd (killed, or it closed after an "
+     "error): the session ended; vfb_resume if brokerd restored it, else disconnect and connect again"},
+    {VFB_E_TIMEOUT, "VFB_E_TIMEOUT",
+     "brokerd did not answer in time (is it overloaded or stopped?); the connection was closed"},
     {VFB_E_FRAME_TOO_LARGE, "VFB_E_FRAME_TOO_LARGE",
      "a frame is longer than the protocol allows; the connection is unusable, connect again"},
     {VFB_E_FRAME_TRUNCATED, "VFB_E_FRAME_TRUNCATED",
@@ -35,6 +37,44 @@ static const struct row rows[] = {
      "that arrived were closed"},
     {VFB_E_PROTOCOL, "VFB_E_PROTOCOL",
      "brokerd's reply does not follow the protocol (is the library older or newer than brokerd?)"},
+    {VFB_E_UNKNOWN_DEVICE, "VFB_E_UNKNOWN_DEVICE",
+     "brokerd has no device of that id; vfb_list_devices shows the ids this identity may open"},
+    {VFB_E_UNALIGNED, "VFB_E_UNALIGNED",
+     "offset and length must be multiples of the page size (vfb_page_size) and length at least one "
+     "page; round them"},
+    {VFB_E_WC_UNAVAILABLE, "VFB_E_WC_UNAVAILABLE",
+     "this host cannot map that region write-combining (vfb_region_info's attributes); ask for "
+     "VFB_ATTR_UC, or OR VFB_ATTR_FALLBACK_UC into attr"},
+    {VFB_E_NO_SUCH_REGION, "VFB_E_NO_SUCH_REGION",
+     "the device has no mappable region of that index; vfb_region_at lists its regions"},
+    {VFB_E_OUT_OF_RANGE, "VFB_E_OUT_OF_RANGE",
+     "the range passes the end of the region (vfb_region_info's size); map less, or from a lower offset"},
+    {VFB_E_RESTARTED, "VFB_E_RESTARTED",
+     "brokerd is restarting and keeps this session's grants; call vfb_resume once it is back"},
+    {VFB_E_MAPPING_REVOKED, "VFB_E_MAPPING_REVOKED",
+     "brokerd revoked the mapping and its address is now inaccessible; vfb_unmap it, then map again "
+     "if the device allows"},
+    {VFB_E_QUOTA, "VFB_E_QUOTA",
+     "a quota of this identity is used up (vfb_last_error names it); release something first"},
+    {VFB_E_PERMISSION, "VFB_E_PERMISSION",
+     "brokerd's policy does not allow this for this identity (vfb_last_error says which rule); ask "
+     "the operator"},
+    {VFB_E_NOT_FOUND, "VFB_E_NOT_FOUND",
+     "brokerd does not know that device file or mapping (closed, or lost across a restart); open or "
+     "map again"},
+    {VFB_E_CONFLICT, "VFB_E_CONFLICT",
+     "those pages are held with the other memory type, or by a revoked mapping not yet released; map "
+     "them with the same type, release the revoked one, or choose other pages"},
+    {VFB_E_UNAVAILABLE, "VFB_E_UNAVAILABLE",
+     "brokerd cannot do this now (the device is draining or gone, or brokerd is handing over); "
+     "vfb_last_error says which; try later"},
+    {VFB_E_REJECTED, "VFB_E_REJECTED",
+     "brokerd found an argument invalid (vfb_last_error names it); fix the call"},
+    {VFB_E_SESSION_ENDED, "VFB_E_SESSION_ENDED",
+     "brokerd ended the session and released what it held (the session-ended event says why); "
+     "disconnect and connect again"},
+    {VFB_E_RESUME_REFUSED, "VFB_E_RESUME_REFUSED",
+     "brokerd is back but does not hold this session any more; disconnect and connect again"},
     {VFB_E_UNKNOWN_TICKET, "VFB_E_UNKNOWN_TICKET", "brokerd knows no such ticket"},
     {VFB_E_EXPIRED, "VFB_E_EXPIRED", "the ticket expired before it was redeemed; map again"},
     {VFB_E_ALREADY_USED, "VFB_E_ALREADY_USED", "the ticket was already redeemed: tickets are single use"},
@@ -48,10 +88,12 @@ static const struct row rows[] = {
     {VFB_E_BUSY, "VFB_E_BUSY",
      "this identity holds too many connections to brokerd (or brokerd is at its cap); use one "
      "session per process"},
-    {VFB_E_REFUSED, "VFB_E_REFUSED", "brokerd refused the request; its message says why"},
+    {VFB_E_REFUSED, "VFB_E_REFUSED", "brokerd refused the request; vfb_last_error says why"},
     {VFB_E_UNDELIVERABLE, "VFB_E_UNDELIVERABLE",
      "brokerd could not pass the file descriptor (the kernel's limit on fds in flight); the operator "
      "must act, see brokerd's message"},
+    {VFB_E_UNSUPPORTED_VERSION, "VFB_E_UNSUPPORTED_VERSION",
+     "brokerd does not speak this library's workload protocol version; upgrade brokerd or the library"},
 };
 
 static const struct row *find(int err) {

@@ -339,7 +339,8 @@ static void t_status_codes(void) {
   CHECK_EQ(vfb_fd_status_error(VFIOBROKER__V1__FD_STATUS__FD_STATUS_OK), VFB_OK);
   for (int st = 2; st <= 11; st++) CHECK_EQ(vfb_fd_status_error(st), -100 - st);
   CHECK_EQ(vfb_fd_status_error(0), VFB_E_PROTOCOL);
-  CHECK_EQ(vfb_fd_status_error(12), VFB_E_PROTOCOL);
+  CHECK_EQ(vfb_fd_status_error(12), VFB_E_UNSUPPORTED_VERSION);
+  CHECK_EQ(vfb_fd_status_error(13), VFB_E_PROTOCOL);
 }
 
 const vfb_test vfb_fdchannel_tests[] = {

@@ -16,14 +16,8 @@ import { reportFdBadRequest } from "../grants/fd-reports.js";
 import type { PeerIdentity } from "../identity/peer.js";
 import type { Session } from "../identity/session.js";
 import { deviceToPb, identityToPb, layoutFromPb, layoutToPb } from "../rpc/convert.js";
-import {
-  type FdAdapter,
-  type FdReplyInit,
-  type GrantPath,
-  MAX_BATCH_ITEMS,
-  MAX_REQUEST_BYTES,
-  refused,
-} from "./adapter.js";
+import { type FdAdapter, type FdReplyInit, MAX_BATCH_ITEMS, MAX_REQUEST_BYTES, refused } from "./adapter.js";
+import { encodeWorkloadFdReply } from "./reply-codec.js";
 import { type FdConnection, MAX_REPLY_FDS } from "./transport.js";
 import { decodeRequest, helloOf, helloProblem, kindOf, MAX_CAPABILITIES } from "./workload-decode.js";
 import { MAX_QUEUED_EVENTS, workloadLease } from "./workload-lease.js";
@@ -54,9 +48,12 @@ function failed(e: unknown): Uint8Array {
 function wrapFd(k: "grant" | "release" | "batch"): (r: FdReplyInit) => Uint8Array {
   return (r) =>
     r.status === FdStatus.OK
-      ? ok({ case: k, value: r })
+      ? (k !== "batch" && encodeWorkloadFdReply(k, r)) || ok({ case: k, value: r })
       : encode({ status: r.status, message: r.message, grpcCode: r.grpcCode });
 }
+const wrapGrant = wrapFd("grant");
+const wrapRelease = wrapFd("release");
+const wrapBatch = wrapFd("batch");
 
 export class WorkloadAdapter {
   /** Each workload connection's session, once its hello opened one. */
@@ -171,20 +168,16 @@ export class WorkloadAdapter {
     if (!(await c.room(fds))) return false;
     await this.broker.handover.wait();
     if (this.broker.frozen) return false;
-    const path: GrantPath = { session: () => this.live(s), encode: wrapFd("grant") };
+    const session = () => this.live(s);
     switch (k.case) {
       case "grant":
-        await this.fd.fastPath(c, { grant: k.value, release: undefined }, path);
+        await this.fd.fastPath(c, { grant: k.value, release: undefined }, { session, encode: wrapGrant });
         return true;
       case "release":
-        await this.fd.fastPath(
-          c,
-          { release: k.value, grant: undefined },
-          { ...path, encode: wrapFd("release") },
-        );
+        await this.fd.fastPath(c, { release: k.value, grant: undefined }, { session, encode: wrapRelease });
         return true;
       case "batch":
-        await this.fd.batch(c, k.value, { ...path, encode: wrapFd("batch") });
+        await this.fd.batch(c, k.value, { session, encode: wrapBatch });
         return true;
     }
     let reply: Uint8Array;
