@@ -1,7 +1,8 @@
 // WorkloadChannel against a fake fd.sock speaking the workload protocol by a script: the welcome,
 // events pushed between replies reach the handler and do not answer a request, a reply carrying
 // more fds than it may is refused with every fd closed, a refusal is the gRPC call's error, and
-// the connection's end is reported once, as "restart" (resume) or as the session's end.
+// the connection's end is reported once, as "restart" (resume) or as the session's end; a brokerd
+// killed during the hello is "brokerd gone" (the resume loop tries again).
 import assert from "node:assert/strict";
 import { readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -25,9 +26,15 @@ const event = (e: Reply["kind"]) => frame({ status: FdStatus.OK, kind: e });
 const path = join(tmpdir(), `vb-client-workload-${process.pid}.sock`);
 /** What the fake brokerd does with each connection after its welcome. */
 let script: (sock: FdSocket) => Promise<void> = async () => {};
+/** The fake brokerd dies before answering the hello (closes with the hello unread: a reset). */
+let dying = false;
 const server = FdServer.listen(path);
 server.onConnection((sock) => {
   void (async () => {
+    if (dying) {
+      await new Promise((r) => setTimeout(r, 20));
+      return sock.close();
+    }
     const hello = await sock.recv({ maxBytes: 4096, maxFds: 0 }).catch(() => null);
     if (!hello) return sock.close();
     await sock.send(welcome);
@@ -139,4 +146,18 @@ test("a bare close is brokerd gone (resume); lease_ended with a reason is the se
       e.code === "UNAVAILABLE" &&
       /session has ended \(operator\)/.test(e.details),
   );
+});
+
+test("brokerd killed during the hello: the open fails as brokerd gone (a resume tries again), no fd leaked", async () => {
+  dying = true;
+  try {
+    const before = openFds();
+    for (let i = 0; i < 5; i++)
+      await assert.rejects(WorkloadChannel.open([path], { clientName: "t" }, handlers().h, 5000), (e) =>
+        brokerdGone(e),
+      );
+    assert.equal(openFds(), before, "no fd leaked");
+  } finally {
+    dying = false;
+  }
 });

@@ -149,8 +149,9 @@ export class WorkloadChannel {
     } catch (e) {
       sock.close();
       if (e instanceof BrokerClientError || e instanceof FdChannelError) throw e;
+      // ECLOSED: the send failed because the recv had already seen the reset, and closed the socket.
       const code = (e as NativeError).code;
-      throw code === "EPIPE" || code === "ECONNRESET"
+      throw code === "EPIPE" || code === "ECONNRESET" || code === "ECLOSED"
         ? gone(e)
         : new FdChannelError("PROTOCOL", `the hello failed: ${(e as Error).message}`, { cause: e });
     } finally {
