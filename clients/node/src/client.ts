@@ -1,9 +1,10 @@
 // client.ts: owns connect() and BrokerClient: the connection to brokerd (one connection = one
 // session) on either transport (workload-connect.ts chooses): the workload protocol on fd.sock (the
 // default: its hello, its connection as the lease, its events) or gRPC on broker.sock (Hello, the
-// automatic Lease); the DeviceFiles opened through it, and the events the lease carries. On a revocation it unmaps the revoked mappings BEFORE telling anyone, so no listener can
-// touch revoked memory, and then tells brokerd it has (ReleaseMapping / CloseDevice: brokerd keeps
-// the pages booked until then); on losing the lease it unmaps everything (the broker ended the session).
+// automatic Lease); the DeviceFiles opened through it, and the events the lease carries. On a
+// revocation it unmaps the revoked mappings BEFORE telling anyone, so no listener can touch revoked
+// memory, and then tells brokerd it has (ReleaseMapping / CloseDevice: brokerd keeps the pages
+// booked until then); on losing the lease it unmaps everything (the broker ended the session).
 import { randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { statSync } from "node:fs";
@@ -877,7 +878,10 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
   }
 }
 
-/** Connects to brokerd, says Hello and (by default) opens the lease. */
+/**
+ * Connects to brokerd: by default one workload-protocol connection to fd.sock (its hello; the
+ * connection is the lease); with transport "grpc", a gRPC Hello and (by default) the Lease.
+ */
 export async function connect(opts: ConnectOptions = {}): Promise<BrokerClient> {
   const socket = opts.socket || process.env.VFIO_BROKER_SOCKET || DEFAULT_SOCKET;
   const transport = chooseTransport(opts);
