@@ -1,13 +1,19 @@
 // Benchmark: the whole grant path a workload pays for one mapping, through a real brokerd process
 // (sim backend, state store and audit journal on), one client, mmap + one 32-bit write + munmap:
-//   - fast path (the client's default): grant + fd in one fd-channel exchange, release in another;
-//   - fast path, release not waited for: the client sends it in the next grant's FdBatch, so a
-//     grant costs one exchange;
-//   - gRPC path: CreateMapping, the ticket on the fd channel, ReleaseMapping.
+//   - workload protocol (the client's default since issue 20): the session is one connection to
+//     fd.sock, grant + fd in one exchange on it, release in another;
+//   - the same, release not waited for: the client sends it in the next grant's batch, so a grant
+//     costs one exchange;
+//   - gRPC session with fd-channel grants (transport "grpc", the default before issue 20): the
+//     same two exchanges on the fd channel, with the session held by gRPC (Hello + Lease);
+//   - gRPC path: CreateMapping, the ticket on the fd channel, ReleaseMapping;
+// and a whole short session (connect, open, close) on the workload protocol against gRPC.
 // Baselines from the same run: the C floor of the same two-exchange protocol (floor.c grant mode,
 // measured before and after the Node runs, since it drifts; and its batched variant, one exchange
 // per grant with the release riding along, for the batched row), a bare gRPC unary call and a bare
-// fd-channel round trip against the same brokerd. Prints p50/p99 and the ratios to the floor.
+// fd-channel round trip against the same brokerd. The ops are measured in turns of 100 calls each
+// (sampleAll), so the comparison between paths is fair on a loaded machine. Prints p50/p99 and the
+// ratios to the floor.
 // Usage: node bench/dist/grant/grant.js [iterations]   (default 2000)
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -21,15 +27,25 @@ import { startBrokerd } from "../lib/brokerd.js";
 
 const N = Number(process.argv[2] ?? 2000);
 
-/** Runs fn n times; per-call µs sorted. */
-async function sample(n: number, fn: () => Promise<void>): Promise<number[]> {
-  const us: number[] = [];
+/** Runs fn n times, adding each call's µs to `into`. */
+async function sample(n: number, fn: () => Promise<void>, into: number[]): Promise<void> {
   for (let i = 0; i < n; i++) {
     const t0 = performance.now();
     await fn();
-    us.push((performance.now() - t0) * 1000);
+    into.push((performance.now() - t0) * 1000);
   }
-  return us.sort((a, b) => a - b);
+}
+
+/**
+ * n calls of each op, in rounds of ROUND calls per op in turn, so a drift in the machine's load
+ * (it is shared) falls on every op alike rather than on whichever ran last. Per-op µs, sorted.
+ */
+const ROUND = 100;
+async function sampleAll(n: number, ops: (() => Promise<void>)[]): Promise<number[][]> {
+  const results = ops.map((): number[] => []);
+  for (let done = 0; done < n; done += ROUND)
+    for (const [i, fn] of ops.entries()) await sample(Math.min(ROUND, n - done), fn, results[i]!);
+  return results.map((xs) => xs.sort((a, b) => a - b));
 }
 
 const pct = (xs: number[], p: number) => xs[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!;
@@ -46,11 +62,13 @@ const brokerd = await startBrokerd(dir);
 try {
   const socket = join(dir, "broker.sock");
   const health = createClient(Health, `unix:${socket}`);
-  const fast = await connect({ socket, clientName: "bench-fast" });
+  const fast = await connect({ socket, clientName: "bench-fast", transport: "workload" });
+  const old = await connect({ socket, clientName: "bench-grpc-fd", transport: "grpc" });
   const grpc = await connect({ socket, clientName: "bench-grpc", fdGrants: false });
   const dfFast = await fast.open("sim0");
+  const dfOld = await old.open("sim0");
   const dfGrpc = await grpc.open("sim0");
-  const later = await connect({ socket, clientName: "bench-release-later" });
+  const later = await connect({ socket, clientName: "bench-release-later", transport: "workload" });
   const df2 = await later.open("sim0");
   const fdSock = await FdSocket.connect(join(dir, "fd.sock"));
   const unknown = toBinary(FdRequestSchema, create(FdRequestSchema, { ticket: "0".repeat(32) }));
@@ -78,14 +96,25 @@ try {
         await fdSock.recv();
       },
     ],
-    ["grant, fast path (fd channel, the default)", grantOn(dfFast)],
-    ["grant, fast path, release not waited for", releaseLater],
+    ["grant, workload protocol (the default)", grantOn(dfFast)],
+    ["grant, workload protocol, release not waited", releaseLater],
+    ["grant, gRPC session + fd-channel grants (old)", grantOn(dfOld)],
     ["grant, gRPC path (CreateMapping + ticket)", grantOn(dfGrpc)],
   ];
   // Warm every path (JIT, grpc-js, brokerd) before measuring any of them.
   for (const [, fn] of ops) for (let i = 0; i < 500; i++) await fn();
-  const results: number[][] = [];
-  for (const [, fn] of ops) results.push(await sample(N, fn));
+  const results = await sampleAll(
+    N,
+    ops.map(([, fn]) => fn),
+  );
+  // A whole session, as a short-lived workload pays it: connect (and the gRPC Lease), open, close.
+  const session = (transport: "workload" | "grpc") => async () => {
+    const c = await connect({ socket, clientName: `bench-session-${transport}`, transport });
+    await c.open("sim0");
+    await c.close();
+  };
+  const SESSIONS = Math.max(100, Math.floor(N / 10));
+  const sessions = await sampleAll(SESSIONS, [session("workload"), session("grpc")]);
   const floorAfter = runFloor(FLOOR_N, "grant");
   const batchedAfter = runFloor(FLOOR_N, "grant-batched");
   if (releaseFailed) throw releaseFailed;
@@ -111,7 +140,18 @@ try {
   console.log(
     `goal 1 (latency): fast-path grant p50 ${fastP50.toFixed(1)} µs = ${(fastP50 / floor).toFixed(2)}x the C floor ` +
       `(${floor.toFixed(1)} µs, the lower of the two floor runs); goal <= 5x: ${fastP50 / floor <= 5 ? "met" : "missed"}; ` +
-      `gRPC path ${(pct(results[4]!, 50) / fastP50).toFixed(2)}x the fast path`,
+      `gRPC path ${(pct(results[5]!, 50) / fastP50).toFixed(2)}x the fast path`,
+  );
+  const oldP50 = pct(results[4]!, 50);
+  console.log(
+    `issue 20 (Node client): grant p50 on the workload protocol ${fastP50.toFixed(1)} µs = ${(fastP50 / floor).toFixed(2)}x the C floor; ` +
+      `on a gRPC session with fd-channel grants (the old default) ${oldP50.toFixed(1)} µs = ${(oldP50 / floor).toFixed(2)}x; ` +
+      `new / old = ${(fastP50 / oldP50).toFixed(2)}`,
+  );
+  const [wlSession, grpcSession] = sessions.map((xs) => pct(xs, 50)) as [number, number];
+  console.log(
+    `issue 20 (Node client): a session (connect, open, close; ${SESSIONS} each) p50 ${(wlSession / 1000).toFixed(2)} ms ` +
+      `on the workload protocol, ${(grpcSession / 1000).toFixed(2)} ms on gRPC (Hello + Lease); new / old = ${(wlSession / grpcSession).toFixed(2)}`,
   );
   console.log(
     `goal 1, release not waited for (it rides in the next grant's FdBatch): p50 ${batchedP50.toFixed(1)} µs = ` +
@@ -120,6 +160,7 @@ try {
   );
   fdSock.close();
   await fast.close();
+  await old.close();
   await grpc.close();
   await later.close();
   health.close();

@@ -11,7 +11,15 @@ import { FdSocket } from "@vfio-broker/native";
 import { FdRequestSchema } from "@vfio-broker/proto";
 
 const [socket, page, seconds, mode] = process.argv.slice(2) as [string, string, string, string];
-const c = await connect({ socket, clientName: "bench-worker", lease: false, fdGrants: mode !== "grpc" });
+// A gRPC session (the transport these figures were first measured on), with fd-channel grants
+// unless the mode is grpc.
+const c = await connect({
+  socket,
+  clientName: "bench-worker",
+  lease: false,
+  transport: "grpc",
+  fdGrants: mode !== "grpc",
+});
 const df = await c.open("sim0");
 const fdSock = await FdSocket.connect(c.fdSocketPath);
 const unknown = toBinary(FdRequestSchema, create(FdRequestSchema, { ticket: "0".repeat(32) }));

@@ -44,7 +44,7 @@ if (what === "sessions") {
     "grpc.use_local_subchannel_pool": 1,
   });
   const hello = await rpc.hello({ clientName: "scale" });
-  const c = await connect({ socket, lease: false });
+  const c = await connect({ socket, lease: false, transport: "grpc" });
   const fdSock = await FdSocket.connect(c.fdSocketPath);
   let made = 0;
   const t0 = performance.now();

@@ -4,7 +4,7 @@
 // only the socket directory. No VFIO_BROKER_FD_SOCKET: the Node and Python clients must use Hello's
 // fd_socket_name next to the broker socket they were given, not the host path brokerd advertises.
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, rmSync, symlinkSync } from "node:fs";
+import { existsSync, linkSync, mkdirSync, rmSync, symlinkSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { type BrokerProcess, REPO, run, startBrokerd, tempDir } from "../lib/brokerd.js";
@@ -40,7 +40,7 @@ function inContainerLikeNs(argv: string[]) {
 }
 
 test("brokerd advertises fd_socket_name, the Node client finds fd.sock through a bind mount", async () => {
-  const r = await inContainerLikeNs([process.execPath, AGENT, join(mnt, "broker.sock")]);
+  const r = await inContainerLikeNs([process.execPath, AGENT, join(mnt, "broker.sock"), "grpc"]);
   assert.equal(r.code, 0, r.stderr);
   const out = JSON.parse(r.stdout.trim().split("\n").at(-1)!);
   assert.equal(out.ok, true, out.message);
@@ -52,15 +52,41 @@ test("brokerd advertises fd_socket_name, the Node client finds fd.sock through a
   assert.ok(existsSync(b.fdSocket));
 });
 
+test("the Node client's workload protocol finds fd.sock beside the broker socket through a bind mount", async () => {
+  const r = await inContainerLikeNs([process.execPath, AGENT, join(mnt, "broker.sock")]);
+  assert.equal(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout.trim().split("\n").at(-1)!);
+  assert.equal(out.ok, true, out.message);
+  assert.equal(out.transport, "workload");
+  assert.equal(out.fdSocketPath, join(mnt, "fd.sock"));
+  assert.equal(out.value, "mounted!");
+});
+
 test("the Node client falls back to the advertised path when nothing is next to the broker socket", async () => {
   // A directory holding only a symlink to broker.sock: no fd.sock beside it.
   const lone = tempDir("vfio-broker-lone-");
   try {
     mkdirSync(join(lone, "d"));
     symlinkSync(b.socket, join(lone, "d", "broker.sock"));
-    const a = await run(process.execPath, [AGENT, join(lone, "d", "broker.sock")], { timeoutMs: 30_000 });
-    const out = JSON.parse(a.stdout.trim().split("\n").at(-1)!);
+    // gRPC: Hello's advertised path. The workload protocol asks no Hello: it looks beside the
+    // file the link points to, which is the same path here.
+    for (const transport of ["grpc", "workload"]) {
+      const a = await run(process.execPath, [AGENT, join(lone, "d", "broker.sock"), transport], {
+        timeoutMs: 30_000,
+      });
+      const out = JSON.parse(a.stdout.trim().split("\n").at(-1)!);
+      assert.equal(out.ok, true, out.message);
+      assert.equal(out.transport, transport);
+      assert.equal(out.fdSocketPath, b.fdSocket);
+    }
+    // A hard link is no link to follow: the workload client asks gRPC's Hello for the advertised
+    // path (and ends that session at once).
+    mkdirSync(join(lone, "h"));
+    linkSync(b.socket, join(lone, "h", "broker.sock"));
+    const h = await run(process.execPath, [AGENT, join(lone, "h", "broker.sock")], { timeoutMs: 30_000 });
+    const out = JSON.parse(h.stdout.trim().split("\n").at(-1)!);
     assert.equal(out.ok, true, out.message);
+    assert.equal(out.transport, "workload");
     assert.equal(out.fdSocketPath, b.fdSocket);
   } finally {
     rmSync(lone, { recursive: true, force: true });

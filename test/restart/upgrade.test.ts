@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { after, describe, it } from "node:test";
 import { type BrokerProcess, NOBODY, SIM_POLICY, startBrokerd } from "../lib/brokerd.js";
-import { admin, type Fleet, percentile, report, startFleet } from "./support/fleet.js";
+import { admin, type Fleet, fleetSessionNames, percentile, report, startFleet } from "./support/fleet.js";
 
 const POLICY = readFileSync(SIM_POLICY, "utf8").replace(
   "allowDeviceFd: false",
@@ -46,7 +46,11 @@ describe("restart: planned upgrade", () => {
     a.close();
     const pids = new Set(fleets.map((f) => f.pid));
     const mine = sessions.filter((s) => pids.has(s.identity?.pid ?? -1));
-    assert.equal(mine.length, 32);
+    assert.deepEqual(
+      mine.map((s) => s.clientName).sort(),
+      fleetSessionNames(32, 16),
+      "one session per client (and one side session per workload-protocol client)",
+    );
     assert.equal(
       mine.reduce((n, s) => n + s.mappings, 0),
       stats.reduce((n, s) => n + s.mappings, 0),

@@ -27,8 +27,12 @@ Map options:
 Global options:
   --json              print one JSON object (64-bit numbers as decimal strings)
   --socket PATH       brokerd's socket (default $VFIO_BROKER_SOCKET or /run/vfio-broker/broker.sock)
-  --fd-socket PATH    the fd channel socket (default $VFIO_BROKER_FD_SOCKET or what brokerd says)
+  --fd-socket PATH    the fd channel socket (default $VFIO_BROKER_FD_SOCKET, else fd.sock beside
+                      the broker socket, else what brokerd says)
   -h, --help          this help
+
+The session is a workload-protocol connection to the fd channel socket; with
+VFIO_BROKER_TRANSPORT=grpc it is a gRPC session on the broker socket instead.
 
 Regions: BAR2, bar2 or 2 (also ROM, CONFIG, VGA). Numbers: 4096, 0x1000, 4K, 1M, 1G (K = 1024).
 Exit status: 0 ok, 1 broker or runtime error, 2 usage error, 3 the mapping was revoked (--hold).

@@ -1,11 +1,14 @@
-// client.ts: owns connect() and BrokerClient: the gRPC connection to brokerd (one connection = one
-// session), Hello, the automatic Lease, the DeviceFiles opened through it, and the events the lease
-// carries. On a revocation it unmaps the revoked mappings BEFORE telling anyone, so no listener can
-// touch revoked memory, and then tells brokerd it has (ReleaseMapping / CloseDevice: brokerd keeps
-// the pages booked until then); on losing the lease it unmaps everything (the broker ended the session).
+// client.ts: owns connect() and BrokerClient: the connection to brokerd (one connection = one
+// session) on either transport (workload-connect.ts chooses): the workload protocol on fd.sock (the
+// default: its hello, its connection as the lease, its events) or gRPC on broker.sock (Hello, the
+// automatic Lease); the DeviceFiles opened through it, and the events the lease carries. On a
+// revocation it unmaps the revoked mappings BEFORE telling anyone, so no listener can touch revoked
+// memory, and then tells brokerd it has (ReleaseMapping / CloseDevice: brokerd keeps the pages
+// booked until then); on losing the lease it unmaps everything (the broker ended the session).
 import { randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { statSync } from "node:fs";
+import { create } from "@bufbuild/protobuf";
 import { closeFd } from "@vfio-broker/native";
 import {
   BrokerService,
@@ -13,8 +16,12 @@ import {
   type FdReply,
   FdStatus,
   type HelloResponse,
+  type OpenDeviceResponse,
+  OpenDeviceResponseSchema,
+  type Identity as PbIdentity,
   type PromiseClient,
-  type Revocation,
+  type WorkloadEvent,
+  type WorkloadWelcome,
 } from "@vfio-broker/proto";
 import {
   type AttributeName,
@@ -29,7 +36,7 @@ import {
   layoutFromPb,
   layoutToPb,
 } from "./convert.js";
-import { DeviceFile, type DeviceFileHost } from "./device-file.js";
+import { type AccessTarget, DeviceFile, type DeviceFileHost } from "./device-file.js";
 import { BrokerClientError, toClientError } from "./errors.js";
 import {
   FdChannelConnection,
@@ -44,6 +51,9 @@ import {
 import { Lease } from "./lease.js";
 import type { Mapping } from "./mapping.js";
 import { backoffMs, brokerdGone, isRestart, leaseLossIsRestart, sessionBound, sleep } from "./resume.js";
+import { lazyRpc, SideSession } from "./side-session.js";
+import type { WorkloadChannel, WorkloadHandlers } from "./workload-channel.js";
+import { chooseTransport, openWorkload, reopenWorkload, type Transport } from "./workload-connect.js";
 
 export const DEFAULT_SOCKET = "/run/vfio-broker/broker.sock";
 
@@ -71,9 +81,20 @@ export interface ConnectOptions {
   resumeTimeoutMs?: number;
   /**
    * Map and release through the fd channel's grant fast path when brokerd offers it (one
-   * exchange per grant instead of two gRPC calls and a ticket). Default true; false: always gRPC.
+   * exchange per grant instead of two gRPC calls and a ticket). Default true; false: always gRPC
+   * (CreateMapping + a ticket), which implies transport "grpc".
    */
   fdGrants?: boolean;
+  /**
+   * "workload" (the default; else $VFIO_BROKER_TRANSPORT): the session is one workload-protocol
+   * connection to fd.sock (workload.proto): hello, list, open, map, release, batches, close and
+   * the events all go on it, and the connection is the lease (no keepalives; `lease` is ignored).
+   * The calls it lacks (read/write, device(), anything through `rpc`) go through a second
+   * session, over gRPC, opened at the first such call and counted against the sessions quota
+   * (side-session.ts). "grpc": everything on broker.sock as before (Hello, Lease, tickets or
+   * fd-channel grants).
+   */
+  transport?: Transport;
 }
 
 export interface Identity {
@@ -91,6 +112,11 @@ export interface Identity {
   qosClass: string;
 }
 
+/**
+ * What brokerd offers. On the workload transport only pageSize, maxFdsPerMessage, fdGrants,
+ * fdBatches and maxFdBatchItems come from the welcome; the others are the gRPC Hello's, known
+ * (and filled in here) once a gRPC-only call opened the side session, empty or 0 until then.
+ */
 export interface Capabilities {
   maxFdsPerMessage: number;
   layouts: LayoutName[];
@@ -168,6 +194,79 @@ function socketMissing(path: string): BrokerClientError | undefined {
   }
 }
 
+/** What a revocation says, from a gRPC Lease or a workload event (the same fields). */
+interface RevocationNotice {
+  deviceFileId: bigint;
+  cookie: bigint;
+  deviceId: string;
+  reason: string;
+  message: string;
+}
+
+function capabilitiesFromHello(hello: HelloResponse): Capabilities {
+  const c = hello.capabilities;
+  return {
+    maxFdsPerMessage: c?.maxFdsPerMessage ?? 1,
+    layouts: (c?.layouts ?? []).map(layoutFromPb),
+    attributes: (c?.attributes ?? [])
+      .map(attributeFromPb)
+      .filter((a): a is AttributeName => a !== "unspecified"),
+    backings: (c?.backings ?? []).map(backingFromPb),
+    ticketTtlMs: c?.ticketTtlMs ?? 0,
+    maxAccessBytes: c?.maxAccessBytes ?? 0,
+    fdSocketPath: c?.fdSocketPath ?? "",
+    fdSocketName: c?.fdSocketName ?? "",
+    fdGrants: c?.fdGrants ?? false,
+    fdBatches: c?.fdBatches ?? false,
+    maxFdBatchItems: Math.min(c?.maxFdBatchItems ?? 0, MAX_BATCH_ITEMS),
+    pageSize: c?.pageSize ?? 4096,
+  };
+}
+
+function identityFromPb(id: PbIdentity | undefined): Identity {
+  return {
+    uid: id?.uid ?? 0,
+    gid: id?.gid ?? 0,
+    pid: id?.pid ?? 0,
+    cgroup: id?.cgroup ?? "",
+    pidfdSource: id?.pidfdSource ?? "",
+    containerId: id?.containerId ?? "",
+    containerRuntime: id?.containerRuntime ?? "",
+    podUid: id?.podUid ?? "",
+    qosClass: id?.qosClass ?? "",
+  };
+}
+
+/**
+ * A workload channel's handlers, forwarding to the client once it exists (the channel reads from
+ * its welcome on, before connect() has made the client). `gen`: the connection generation the
+ * channel belongs to (a late loss of an older one is ignored).
+ */
+class Relay implements WorkloadHandlers {
+  #client: BrokerClient | undefined;
+  readonly #early: (() => void)[] = [];
+  constructor(readonly gen: number) {}
+  attach(c: BrokerClient): void {
+    this.#client = c;
+    for (const f of this.#early.splice(0)) f();
+  }
+  event(e: WorkloadEvent): void {
+    this.#run((c) => c.onWorkloadEvent(e));
+  }
+  closed(error: Error, endedReason: string | undefined): void {
+    this.#run((c) => c.onLeaseLost(error.message, error, endedReason, this.gen));
+  }
+  #run(f: (c: BrokerClient) => void): void {
+    if (this.#client) f(this.#client);
+    else this.#early.push(() => f(this.#client!));
+  }
+}
+
+/** @internal How a BrokerClient starts: a gRPC Hello, or a workload-protocol welcome. */
+export type ClientStart =
+  | { kind: "grpc"; rpc: PromiseClient<typeof BrokerService>; hello: HelloResponse }
+  | { kind: "workload"; channel: WorkloadChannel; relay: Relay };
+
 export class BrokerClient extends EventEmitter<BrokerClientEvents> implements DeviceFileHost {
   /** The gRPC socket path this client is connected to. */
   readonly socket: string;
@@ -176,8 +275,10 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
    * fetch connects, then the one that accepted.
    */
   get fdSocketPath(): string {
-    return this.#fdChannel.path;
+    return this.#wl?.path ?? this.#fdChannel.path;
   }
+  /** "workload" (the workload protocol on fd.sock) or "grpc" (ConnectOptions.transport). */
+  readonly transport: Transport;
   readonly serverVersion: string;
   readonly apiVersion: string;
   /** Who the kernel says this process is (as brokerd sees it). */
@@ -186,7 +287,12 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
   readonly capabilities: Capabilities;
   /** @internal Session-bound: every call names this client's session (resume.ts). */
   rpc: PromiseClient<typeof BrokerService>;
-  #raw: PromiseClient<typeof BrokerService>;
+  #raw: PromiseClient<typeof BrokerService> | undefined;
+  /** The workload transport: the connection (the session), and the gRPC side session. */
+  #wl: WorkloadChannel | undefined;
+  readonly #side: SideSession | undefined;
+  /** The side session's Hello the gRPC-only capabilities were last filled in from. */
+  #filledFrom: HelloResponse | undefined;
   readonly #token: string;
   readonly #opts: ConnectOptions;
   #resuming: Promise<void> | undefined;
@@ -206,52 +312,49 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
   #flushing = false;
 
   /** @internal Use connect(). */
-  constructor(
-    rpc: PromiseClient<typeof BrokerService>,
-    socket: string,
-    hello: HelloResponse,
-    opts: ConnectOptions = {},
-  ) {
+  constructor(start: ClientStart, socket: string, opts: ConnectOptions = {}) {
     super();
+    this.#opts = opts;
+    this.socket = socket;
+    this.transport = start.kind;
+    if (start.kind === "workload") {
+      const w: WorkloadWelcome = start.channel.welcome;
+      this.#wl = start.channel;
+      this.#side = new SideSession(socket, opts.clientName ?? "vfio-broker-node", opts.timeoutMs ?? 10_000);
+      this.rpc = lazyRpc(this.#side);
+      this.#token = w.resumeToken;
+      this.serverVersion = w.serverVersion;
+      this.apiVersion = "vfiobroker.v1";
+      this.sessionId = w.sessionId;
+      this.identity = identityFromPb(w.identity);
+      this.capabilities = {
+        maxFdsPerMessage: w.limits?.maxFdsPerReply ?? 1,
+        layouts: [],
+        attributes: [],
+        backings: [],
+        ticketTtlMs: 0,
+        maxAccessBytes: 0,
+        fdSocketPath: "",
+        fdSocketName: "",
+        fdGrants: true,
+        fdBatches: true,
+        maxFdBatchItems: Math.min(w.limits?.maxBatchItems ?? 0, MAX_BATCH_ITEMS),
+        pageSize: Number(w.pageSize || 4096n),
+      };
+      this.#fdChannel = new FdChannelConnection(start.channel.path);
+      start.relay.attach(this);
+      return;
+    }
+    const { rpc, hello } = start;
     this.#raw = rpc;
     this.rpc = sessionBound(rpc, () => this.sessionId);
     this.#token = hello.resumeToken;
-    this.#opts = opts;
-    const fdSocket = opts.fdSocket;
-    this.socket = socket;
     this.serverVersion = hello.serverVersion;
     this.apiVersion = hello.apiVersion;
     this.sessionId = hello.sessionId;
-    const id = hello.identity;
-    this.identity = {
-      uid: id?.uid ?? 0,
-      gid: id?.gid ?? 0,
-      pid: id?.pid ?? 0,
-      cgroup: id?.cgroup ?? "",
-      pidfdSource: id?.pidfdSource ?? "",
-      containerId: id?.containerId ?? "",
-      containerRuntime: id?.containerRuntime ?? "",
-      podUid: id?.podUid ?? "",
-      qosClass: id?.qosClass ?? "",
-    };
-    const c = hello.capabilities;
-    this.capabilities = {
-      maxFdsPerMessage: c?.maxFdsPerMessage ?? 1,
-      layouts: (c?.layouts ?? []).map(layoutFromPb),
-      attributes: (c?.attributes ?? [])
-        .map(attributeFromPb)
-        .filter((a): a is AttributeName => a !== "unspecified"),
-      backings: (c?.backings ?? []).map(backingFromPb),
-      ticketTtlMs: c?.ticketTtlMs ?? 0,
-      maxAccessBytes: c?.maxAccessBytes ?? 0,
-      fdSocketPath: c?.fdSocketPath ?? "",
-      fdSocketName: c?.fdSocketName ?? "",
-      fdGrants: c?.fdGrants ?? false,
-      fdBatches: c?.fdBatches ?? false,
-      maxFdBatchItems: Math.min(c?.maxFdBatchItems ?? 0, MAX_BATCH_ITEMS),
-      pageSize: c?.pageSize ?? 4096,
-    };
-    const explicit = fdSocket || process.env.VFIO_BROKER_FD_SOCKET;
+    this.identity = identityFromPb(hello.identity);
+    this.capabilities = capabilitiesFromHello(hello);
+    const explicit = opts.fdSocket || process.env.VFIO_BROKER_FD_SOCKET;
     this.#fdChannel = new FdChannelConnection(
       explicit || fdSocketCandidates(socket, this.capabilities.fdSocketName, this.capabilities.fdSocketPath),
     );
@@ -270,6 +373,7 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
    * ConnectOptions.fdGrants); a brokerd without them is used through gRPC.
    */
   get fdGrants(): boolean {
+    if (this.#wl) return this.capabilities.maxFdBatchItems > 0;
     return (
       this.capabilities.fdGrants &&
       this.capabilities.fdBatches &&
@@ -334,19 +438,8 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
     const releases = this.#releases.splice(0, this.capabilities.maxFdBatchItems - grants.length);
     let got: FetchedFd;
     try {
-      got = await this.#retrying(method, () =>
-        this.#fdChannel.request(
-          {
-            batch: {
-              sessionToken: this.#token,
-              releases: releases.map((r) => r.release),
-              grants,
-            },
-          },
-          { method },
-          "batch",
-        ),
-      );
+      const batch = { releases: releases.map((r) => r.release), grants };
+      got = await this.#retrying(method, () => this.#sendBatch(method, batch));
     } catch (e) {
       for (const r of releases) r.reject(e);
       throw e;
@@ -370,6 +463,18 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
     return { items: items.slice(releases.length), fds };
   }
 
+  /** One FdBatch: on the workload connection, or on the fd channel with the session token. */
+  async #sendBatch(
+    method: string,
+    batch: { releases: FdReleaseInit[]; grants: FdGrantInit[] },
+  ): Promise<FetchedFd> {
+    const wl = this.#wl;
+    if (!wl)
+      return this.#fdChannel.request({ batch: { ...batch, sessionToken: this.#token } }, { method }, "batch");
+    const { reply, fds } = await wl.request({ case: "batch", value: batch }, method);
+    return { reply: reply.kind.value as FdReply, fd: -1, fds };
+  }
+
   get #autoResume(): boolean {
     return this.#opts.autoResume !== false && this.#token !== "";
   }
@@ -378,8 +483,12 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
     return this.capabilities.maxAccessBytes;
   }
 
-  /** true while the lease stream is open (false without a lease, after close() or losing it). */
+  /**
+   * true while the lease is held: the gRPC Lease stream is open, or on the workload transport the
+   * connection is (false without a gRPC lease, after close() or losing it).
+   */
   get leaseActive(): boolean {
+    if (this.#wl) return this.#wl.open && !this.#closed;
     return this.#lease?.active ?? false;
   }
 
@@ -441,13 +550,14 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
   async #resume(cause: unknown): Promise<void> {
     const t0 = Date.now();
     const deadline = t0 + (this.#opts.resumeTimeoutMs ?? 60_000);
+    if (this.#wl) return this.#resumeWorkload(cause, t0, deadline);
     this.#lease?.end();
     this.#lease = undefined;
     // One new channel for the whole resume: it reconnects by itself (quickly: brokerd restarts in
     // about a second), and each Hello that fails fast while it cannot connect is tried again. A
     // channel per attempt would leak connections: grpc-js reconnects a closed channel's subchannel
     // once its backoff ends, opening sessions nobody uses.
-    this.#raw.close();
+    this.#raw?.close();
     this.#raw = createClient(BrokerService, `unix:${this.socket}`, undefined, {
       "grpc.use_local_subchannel_pool": 1,
       "grpc.initial_reconnect_backoff_ms": 25,
@@ -489,16 +599,62 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
         throw err;
       }
       this.#gen++;
-      this.#dropWhatIsNotHeld(hello);
+      this.#dropWhatIsNotHeld(hello.held);
       if (this.#opts.lease !== false) await this.#openLease(this.#opts.timeoutMs ?? 10_000);
       this.emit("resumed", { sessionId: this.sessionId, downtimeMs: Date.now() - t0, attempts: attempt });
       return;
     }
   }
 
+  /**
+   * The workload transport's resume: only once its connection is gone (brokerd restarted or was
+   * killed). A gRPC side-session call that failed as if brokerd restarted while the connection is
+   * still up resumes only the side session: the workload session is never given up for it.
+   */
+  async #resumeWorkload(cause: unknown, t0: number, deadline: number): Promise<void> {
+    const old = this.#wl!;
+    this.#side?.restarted();
+    if (old.open) return;
+    const relay = new Relay(this.#gen + 1);
+    relay.attach(this);
+    let got: { channel: WorkloadChannel; attempts: number };
+    try {
+      got = await reopenWorkload(
+        old.path,
+        { clientName: this.#opts.clientName ?? "vfio-broker-node", resumeToken: this.#token },
+        relay,
+        deadline,
+        () => !this.#closed,
+      );
+    } catch (e) {
+      const err = toClientError(e, "Hello");
+      this.#lose("resume-failed", err);
+      throw err;
+    }
+    const { channel, attempts } = got;
+    if (this.#closed) {
+      channel.close();
+      throw new Error("the client was closed while resuming");
+    }
+    if (!channel.welcome.resumed) {
+      channel.close();
+      const err = new BrokerClientError(
+        "FAILED_PRECONDITION",
+        `brokerd restarted and no longer has session ${this.sessionId} (its grants were released); connect() again`,
+        { method: "Hello", cause },
+      );
+      this.#lose("resume-refused", err);
+      throw err;
+    }
+    this.#gen++;
+    this.#wl = channel;
+    this.#dropWhatIsNotHeld(channel.welcome.held);
+    this.emit("resumed", { sessionId: this.sessionId, downtimeMs: Date.now() - t0, attempts });
+  }
+
   /** After a resume: what brokerd released while we were away is unmapped here too. */
-  #dropWhatIsNotHeld(hello: HelloResponse): void {
-    const held = new Map(hello.held.map((h) => [h.deviceFileId, new Set(h.cookies)]));
+  #dropWhatIsNotHeld(list: readonly { deviceFileId: bigint; cookies: bigint[] }[]): void {
+    const held = new Map(list.map((h) => [h.deviceFileId, new Set(h.cookies)]));
     for (const df of [...this.#deviceFiles.values()]) {
       const cookies = held.get(df.id);
       const gone = cookies ? df.mappings.filter((m) => !cookies.has(m.cookie)).map((m) => m.cookie) : [0n];
@@ -539,6 +695,14 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
 
   /** Devices this identity may open under the broker's policy. */
   async devices(): Promise<DeviceInfo[]> {
+    if (this.#wl) {
+      const { reply } = await this.call("ListDevices", () =>
+        this.#wl!.request({ case: "listDevices", value: {} }, "ListDevices"),
+      );
+      const list = reply.kind.case === "devices" ? reply.kind.value : undefined;
+      // A list past one reply frame (64 KiB) is truncated: the gRPC call has all of it.
+      if (list && !list.truncated) return list.devices.map(deviceFromPb);
+    }
     const res = await this.call("ListDevices", () => this.rpc.listDevices({}));
     return res.devices.map(deviceFromPb);
   }
@@ -552,12 +716,73 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
   /** OpenDevice: a DeviceFile (this client's own view of the device, with its own cookie space). */
   async open(deviceId: string, opts: { layout?: LayoutName } = {}): Promise<DeviceFile> {
     const requestId = randomUUID();
+    const layout = layoutToPb(opts.layout);
     const res = await this.call("OpenDevice", () =>
-      this.rpc.openDevice({ deviceId, layout: layoutToPb(opts.layout), requestId }),
+      this.#wl
+        ? this.#openWorkload(this.#wl, deviceId, layout, requestId)
+        : this.rpc.openDevice({ deviceId, layout, requestId }),
     );
     const df = new DeviceFile(this, res);
     this.#deviceFiles.set(df.id, df);
     return df;
+  }
+
+  /** OpenDevice on the workload connection, its reply as the gRPC call's. */
+  async #openWorkload(
+    wl: WorkloadChannel,
+    deviceId: string,
+    layout: ReturnType<typeof layoutToPb>,
+    requestId: string,
+  ): Promise<OpenDeviceResponse> {
+    const { reply } = await wl.request(
+      { case: "openDevice", value: { deviceId, layout, requestId } },
+      "OpenDevice",
+    );
+    if (reply.kind.case !== "deviceOpened") throw new Error("OpenDevice: brokerd's reply opened nothing");
+    const o = reply.kind.value;
+    return create(OpenDeviceResponseSchema, {
+      deviceFileId: o.deviceFileId,
+      layout: o.layout,
+      device: o.device,
+      regions: (o.device?.regions ?? []).map((region, i) => ({ region, cookie: o.regionCookies[i] ?? 0n })),
+    });
+  }
+
+  /** @internal DeviceFileHost: CloseDevice, on the session's own transport. */
+  async closeDevice(df: DeviceFile): Promise<void> {
+    const deviceFileId = df.id;
+    await this.call<unknown>(
+      "CloseDevice",
+      () =>
+        this.#wl
+          ? this.#wl.request({ case: "closeDevice", value: { deviceFileId } }, "CloseDevice")
+          : this.rpc.closeDevice({ deviceFileId }),
+      { idempotent: true },
+    );
+  }
+
+  /**
+   * @internal DeviceFileHost: where ReadRegion/WriteRegion on df go. gRPC: this session. Workload:
+   * df's shadow in the side session (side-session.ts), whose offsets are region space only.
+   */
+  async access(df: DeviceFile): Promise<AccessTarget> {
+    const side = this.#side;
+    if (!side)
+      return { rpc: this.rpc, deviceFileId: df.id, maxAccessBytes: this.maxAccessBytes, regionSpace: false };
+    const rpc = await side.rpc();
+    const hello = side.hello;
+    if (hello && this.#filledFrom !== hello) {
+      this.#filledFrom = hello;
+      const { pageSize, maxFdBatchItems, maxFdsPerMessage, fdGrants, fdBatches, ...grpcOnly } =
+        capabilitiesFromHello(hello);
+      Object.assign(this.capabilities, grpcOnly);
+    }
+    return {
+      rpc,
+      deviceFileId: await side.shadow(df),
+      maxAccessBytes: this.maxAccessBytes,
+      regionSpace: true,
+    };
   }
 
   /** Releases everything (unmaps, closes device files), ends the lease and the connection. Idempotent. */
@@ -579,27 +804,46 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
     }
     this.#closed = true;
     this.#lease?.end();
+    this.#wl?.close();
+    this.#side?.close();
     this.#fdChannel.close();
-    this.#raw.close();
-    if (errors.length > 0 && !(errors[0] instanceof BrokerClientError && errors[0].code === "UNAVAILABLE"))
-      throw errors[0];
+    this.#raw?.close();
+    // brokerd gone or the session already ended: there is nothing left to release.
+    const gone = (e: unknown) =>
+      brokerdGone(e) || (e instanceof BrokerClientError && e.code === "UNAVAILABLE");
+    if (errors.length > 0 && !gone(errors[0])) throw errors[0];
   }
 
   /** @internal DeviceFileHost */
   deviceFileClosed(df: DeviceFile): void {
     this.#deviceFiles.delete(df.id);
+    this.#side?.forget(df.id);
+  }
+
+  /** @internal An event on the workload connection (its lease). */
+  onWorkloadEvent(e: WorkloadEvent): void {
+    const k = e.kind;
+    if (k.case === "revocation") this.onRevocation(k.value);
+    else if (k.case === "deviceHealth")
+      this.emit("deviceHealth", { deviceId: k.value.deviceId, health: healthFromPb(k.value.health) });
+    // leaseEnded: the connection's close that follows reports it (onLeaseLost, with its reason).
   }
 
   /** @internal A Revocation came down the lease: unmap first, then tell listeners. */
-  onRevocation(r: Revocation): void {
+  onRevocation(r: RevocationNotice): void {
     const df = this.#deviceFiles.get(r.deviceFileId);
     const mappings = df ? df.revoke(r.cookie, r.reason) : [];
     // Unmapped: tell brokerd, which keeps the pages booked until the holder says so (or exits).
     if (mappings.length > 0) {
-      const ack =
-        r.cookie === 0n
-          ? this.rpc.closeDevice({ deviceFileId: r.deviceFileId })
-          : this.rpc.releaseMapping({ deviceFileId: r.deviceFileId, cookie: r.cookie });
+      const { deviceFileId, cookie } = r;
+      const wl = this.#wl;
+      const ack = wl
+        ? cookie === 0n
+          ? wl.request({ case: "closeDevice", value: { deviceFileId } }, "CloseDevice")
+          : wl.request({ case: "release", value: { deviceFileId, cookie } }, "ReleaseMapping")
+        : cookie === 0n
+          ? this.rpc.closeDevice({ deviceFileId })
+          : this.rpc.releaseMapping({ deviceFileId, cookie });
       Promise.resolve(ack).catch(() => {}); // the session may be ending (shutdown, revoked): its exit frees them
     }
     this.emit("revocation", {
@@ -634,12 +878,29 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
   }
 }
 
-/** Connects to brokerd, says Hello and (by default) opens the lease. */
+/**
+ * Connects to brokerd: by default one workload-protocol connection to fd.sock (its hello; the
+ * connection is the lease); with transport "grpc", a gRPC Hello and (by default) the Lease.
+ */
 export async function connect(opts: ConnectOptions = {}): Promise<BrokerClient> {
   const socket = opts.socket || process.env.VFIO_BROKER_SOCKET || DEFAULT_SOCKET;
-  const missing = socketMissing(socket);
+  const transport = chooseTransport(opts);
+  const explicit = opts.fdSocket || process.env.VFIO_BROKER_FD_SOCKET;
+  // On the workload protocol with fd.sock named, the broker socket is needed only by a gRPC-only call.
+  const missing = transport === "workload" && explicit ? undefined : socketMissing(socket);
   if (missing) throw missing;
   const timeoutMs = opts.timeoutMs ?? 10_000;
+  if (transport === "workload") {
+    const relay = new Relay(0);
+    const name = opts.clientName ?? "vfio-broker-node";
+    let channel: WorkloadChannel;
+    try {
+      channel = await openWorkload(socket, explicit, name, relay, timeoutMs);
+    } catch (e) {
+      throw toClientError(e, "Hello");
+    }
+    return new BrokerClient({ kind: "workload", channel, relay }, socket, opts);
+  }
   const deadline = Date.now() + timeoutMs;
   let rpc: PromiseClient<typeof BrokerService>;
   let hello: HelloResponse;
@@ -678,7 +939,7 @@ export async function connect(opts: ConnectOptions = {}): Promise<BrokerClient> 
       throw err;
     }
   }
-  const client = new BrokerClient(rpc, socket, hello, opts);
+  const client = new BrokerClient({ kind: "grpc", rpc, hello }, socket, opts);
   if (opts.lease !== false) {
     try {
       await client.openLease(timeoutMs);

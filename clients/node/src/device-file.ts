@@ -21,6 +21,7 @@ import {
   protToPb,
   regionFromPb,
 } from "./convert.js";
+import { BrokerClientError } from "./errors.js";
 import {
   type FdGrantInit,
   type FdReleaseInit,
@@ -29,6 +30,18 @@ import {
   MAX_BATCH_ITEMS,
 } from "./fd-channel.js";
 import { Mapping, type MappingOwner } from "./mapping.js";
+
+/** Where ReadRegion/WriteRegion on a DeviceFile go (DeviceFileHost.access). */
+export interface AccessTarget {
+  rpc: PromiseClient<typeof BrokerService>;
+  deviceFileId: bigint;
+  maxAccessBytes: number;
+  /**
+   * The device file there has this one's regions but not its mappings (the workload transport's
+   * side session): an offset inside a mapping is translated to the region's own cookie first.
+   */
+  regionSpace: boolean;
+}
 
 /** What a DeviceFile needs from the BrokerClient that opened it. */
 export interface DeviceFileHost {
@@ -46,6 +59,10 @@ export interface DeviceFileHost {
   /** A release on the fd channel (batched with the next grant or the other releases of this turn). */
   fdRelease(release: FdReleaseInit): Promise<void>;
   deviceFileClosed(df: DeviceFile): void;
+  /** CloseDevice on the session's own transport. */
+  closeDevice(df: DeviceFile): Promise<void>;
+  /** Where ReadRegion/WriteRegion on df go. */
+  access(df: DeviceFile): Promise<AccessTarget>;
 }
 
 export interface MapOptions {
@@ -302,13 +319,16 @@ export class DeviceFile implements MappingOwner {
   async read(offset: bigint, length: number): Promise<Buffer> {
     this.#checkOpen("read");
     const host = this.#host;
-    const max = host.maxAccessBytes > 0 ? host.maxAccessBytes : length;
+    const first = await host.call("ReadRegion", () => host.access(this));
+    const max = first.maxAccessBytes > 0 ? first.maxAccessBytes : length;
     const parts: Buffer[] = [];
     for (let done = 0; done < length; ) {
       const n = Math.min(max, length - done);
-      const res = await host.call("ReadRegion", () =>
-        host.rpc.readRegion({ deviceFileId: this.id, offset: offset + BigInt(done), length: n }),
-      );
+      const res = await host.call("ReadRegion", async () => {
+        const t = await host.access(this);
+        const at = this.#target(t, offset + BigInt(done), n, false);
+        return t.rpc.readRegion({ deviceFileId: t.deviceFileId, offset: at, length: n });
+      });
       parts.push(Buffer.from(res.data));
       done += n;
     }
@@ -319,17 +339,49 @@ export class DeviceFile implements MappingOwner {
   async write(offset: bigint, data: Uint8Array): Promise<number> {
     this.#checkOpen("write");
     const host = this.#host;
-    const max = host.maxAccessBytes > 0 ? host.maxAccessBytes : data.length;
+    const first = await host.call("WriteRegion", () => host.access(this));
+    const max = first.maxAccessBytes > 0 ? first.maxAccessBytes : data.length;
     let written = 0;
     for (let done = 0; done < data.length; ) {
       const chunk = data.subarray(done, done + max);
-      const res = await host.call("WriteRegion", () =>
-        host.rpc.writeRegion({ deviceFileId: this.id, offset: offset + BigInt(done), data: chunk }),
-      );
+      const res = await host.call("WriteRegion", async () => {
+        const t = await host.access(this);
+        const at = this.#target(t, offset + BigInt(done), chunk.length, true);
+        return t.rpc.writeRegion({ deviceFileId: t.deviceFileId, offset: at, data: chunk });
+      });
       written += res.written;
       done += chunk.length;
     }
     return written;
+  }
+
+  /**
+   * The offset to send to `t`: unchanged, or, where t has no mappings (regionSpace), an offset
+   * inside one of this DeviceFile's mappings as the same byte's offset in its region. The checks
+   * brokerd makes inside a mapping are made here then, with its words: the access stays inside
+   * the mapping, and a write needs a read-write one.
+   */
+  #target(t: AccessTarget, offset: bigint, length: number, write: boolean): bigint {
+    if (!t.regionSpace) return offset;
+    for (const set of this.#mappings.values()) {
+      const m = set.values().next().value;
+      if (!m || offset < m.cookie || offset >= m.cookie + BigInt(m.length)) continue;
+      const last = m.cookie + BigInt(m.length) - 1n;
+      if (offset + BigInt(length) - 1n > last)
+        throw new BrokerClientError(
+          "INVALID_ARGUMENT",
+          `access 0x${offset.toString(16)}+${length} leaves the entry 0x${m.cookie.toString(16)}-0x${last.toString(16)}; it has ${last - offset + 1n} bytes from there`,
+          { method: write ? "WriteRegion" : "ReadRegion" },
+        );
+      if (write && m.prot !== "rw")
+        throw new BrokerClientError(
+          "PERMISSION_DENIED",
+          `mapping ${m.cookie} is read-only (PROT_READ); write through a PROT_READ_WRITE mapping`,
+          { method: "WriteRegion" },
+        );
+      return this.region(m.regionIndex).cookie + m.regionOffset + (offset - m.cookie);
+    }
+    return offset;
   }
 
   /** Unmaps every mapping and closes the device file on the broker (releasing them there). Idempotent. */
@@ -340,10 +392,7 @@ export class DeviceFile implements MappingOwner {
     this.#mappings.clear();
     this.#host.deviceFileClosed(this);
     if (this.#revoked) return;
-    const host = this.#host;
-    await host.call("CloseDevice", () => host.rpc.closeDevice({ deviceFileId: this.id }), {
-      idempotent: true,
-    });
+    await this.#host.closeDevice(this);
   }
 
   /** @internal MappingOwner: ReleaseMapping for a mapping the client released. */

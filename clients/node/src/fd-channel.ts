@@ -119,7 +119,7 @@ export function fdSocketCandidates(
 }
 
 /** Connects to the first of `paths` that accepts; the error names every path tried. */
-async function connectFirst(paths: readonly string[]): Promise<{ sock: FdSocket; path: string }> {
+export async function connectFirst(paths: readonly string[]): Promise<{ sock: FdSocket; path: string }> {
   if (paths.length === 1) return { sock: await connectFdChannel(paths[0]!), path: paths[0]! };
   const failures: string[] = [];
   let last: unknown;

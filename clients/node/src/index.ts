@@ -34,3 +34,4 @@ export {
 } from "./errors.js";
 export { type FetchedFd, type FetchFdOptions, fdStatusName, fetchFd } from "./fd-channel.js";
 export { Mapping } from "./mapping.js";
+export type { Transport } from "./workload-connect.js";

@@ -35,10 +35,14 @@ export function brokerdGone(e: unknown): boolean {
   );
 }
 
-/** The LeaseEnded reason, or transport loss, that means "resume", not "your session ended". */
+/**
+ * The LeaseEnded reason (or lease_ended's, on the workload protocol), or transport loss, that means
+ * "resume", not "your session ended": a workload connection brokerd closed without saying why is
+ * brokerd gone (killed, crashed).
+ */
 export function leaseLossIsRestart(endedReason: string | undefined, error: Error | undefined): boolean {
   if (endedReason !== undefined) return endedReason === "restart";
-  return isRestart(error);
+  return isRestart(error) || brokerdGone(error);
 }
 
 /**

@@ -2,7 +2,10 @@
 // grants while an attack runs: a fresh connection, Hello, OpenDevice, CreateMapping (sim0 BAR2, WC),
 // the fd from the fd channel, mmap, write and read back, ReleaseMapping, close. Every step counts:
 // a cycle succeeds only if all of it did within the timeout. Runs until SIGTERM (or durationMs),
-// then prints {attempts, ok, failures, errors (first few), p50Ms, p99Ms}.
+// then prints {attempts, ok, failures, errors (first few), p50Ms, p99Ms}. Cycles alternate between
+// the client's two transports: even ones on the workload protocol (fd.sock only: its hello, grant,
+// release and close), odd ones on gRPC (broker.sock's Hello and Lease, fd-channel grants), so an
+// attack on either socket that hurts its honest users shows.
 import { connect } from "@vfio-broker/client";
 
 const [socket, slotArg = "0", durationArg = "600000"] = process.argv.slice(2);
@@ -29,7 +32,8 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
 }
 
 async function cycle(k: number): Promise<void> {
-  const client = await connect({ socket: socket!, clientName: "victim", timeoutMs: 5000 });
+  const transport = k % 2 === 0 ? "workload" : "grpc";
+  const client = await connect({ socket: socket!, clientName: "victim", timeoutMs: 5000, transport });
   try {
     const df = await client.open("sim0");
     const m = await df.map("BAR2", { offset: 0x100000n, length: 4096n, attr: "wc", prot: "rw" });

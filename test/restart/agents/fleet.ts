@@ -30,13 +30,15 @@ const members: Member[] = [];
 
 async function join(i: number): Promise<Member> {
   const page = first + i;
-  // Half the members grant through the fd-channel fast path, half through gRPC + tickets: the kill
-  // lands in every step of both handshakes.
+  // Half the members are workload-protocol sessions (the client's default, the even ones), a
+  // quarter gRPC sessions granting through CreateMapping + tickets (fdGrants: false), a quarter gRPC
+  // sessions granting on the fd channel: the kill lands in every step of each handshake.
   const c = await connect({
     socket,
     clientName: `fleet-${page}`,
     resumeTimeoutMs: 60_000,
-    fdGrants: i % 2 === 0,
+    transport: i % 2 === 0 ? "workload" : "grpc",
+    fdGrants: i % 4 !== 1,
   });
   const df = await c.open("sim0");
   const m = await df.map("BAR2", { offset: page * PAGE, length: PAGE, attr: "wc" });

@@ -114,3 +114,18 @@ export function percentile(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
 }
+
+/**
+ * The client names of the sessions fleets of `perFleet` members holding pages [0, clients) have
+ * once each has run "verify": one per member, plus one gRPC side session for each member on the
+ * workload protocol (the even ones, agents/fleet.ts), which its ReadRegion opened
+ * (clients/node/src/side-session.ts). Sorted.
+ */
+export function fleetSessionNames(clients: number, perFleet: number): string[] {
+  const want: string[] = [];
+  for (let page = 0; page < clients; page++) {
+    want.push(`fleet-${page}`);
+    if ((page % perFleet) % 2 === 0) want.push(`fleet-${page} (grpc)`);
+  }
+  return want.sort();
+}
