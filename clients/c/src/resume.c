@@ -1,0 +1,108 @@
+/* resume.c: vfb_resume: after brokerd restarted, a fresh connection and a hello with the session's
+ * resume token take the session back (brokerd checks the kernel identity: same uid, pid and start
+ * time). It owns the reconciliation with what the welcome says brokerd holds: a device file not
+ * held makes its device object "gone", a mapping not held is revoked (an event with reason
+ * "lost-at-restart", applied as any revocation when read), and the releases and closes made while
+ * the connection was down are sent. It never creates device or mapping objects. */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "session.h"
+
+static const Vfiobroker__V1__WorkloadHeldDevice *held_device(const Vfiobroker__V1__WorkloadWelcome *w, uint64_t id) {
+  for (size_t i = 0; i < w->n_held; i++)
+    if (w->held[i]->device_file_id == id) return w->held[i];
+  return NULL;
+}
+
+static int holds_cookie(const Vfiobroker__V1__WorkloadHeldDevice *h, uint64_t cookie) {
+  for (size_t i = 0; i < h->n_cookies; i++)
+    if (h->cookies[i] == cookie) return 1;
+  return 0;
+}
+
+/* Objects brokerd no longer holds: devices marked gone, mappings revoked (as events). */
+static void reconcile(vfb_session *s, const Vfiobroker__V1__WorkloadWelcome *w) {
+  for (vfb_device *d = s->devices; d != NULL; d = d->next) {
+    const Vfiobroker__V1__WorkloadHeldDevice *h = held_device(w, d->df_id);
+    if (h == NULL) d->gone = 1;
+    for (vfb_mapping *m = d->maps; m != NULL; m = m->next)
+      if (!m->revoked && (h == NULL || !holds_cookie(h, m->cookie)))
+        vfb_events_revoke(s, d->df_id, m->cookie, d->id, "lost-at-restart",
+                          "brokerd did not hold this mapping when the session resumed; vfb_unmap it");
+  }
+}
+
+/* One owed release or close, if brokerd still holds what it names; its outcome is not the caller's. */
+static void pay(vfb_session *s, const Vfiobroker__V1__WorkloadWelcome *w, const vfb_owed *o) {
+  const Vfiobroker__V1__WorkloadHeldDevice *h = held_device(w, o->df_id);
+  if (h == NULL || (!o->close && !holds_cookie(h, o->cookie))) return;
+  Vfiobroker__V1__WorkloadRequest req = VFIOBROKER__V1__WORKLOAD_REQUEST__INIT;
+  Vfiobroker__V1__FdRelease rel = VFIOBROKER__V1__FD_RELEASE__INIT;
+  Vfiobroker__V1__WorkloadCloseDevice c = VFIOBROKER__V1__WORKLOAD_CLOSE_DEVICE__INIT;
+  if (o->close) {
+    c.device_file_id = o->df_id;
+    req.kind_case = VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_CLOSE_DEVICE;
+    req.close_device = &c;
+  } else {
+    rel.device_file_id = o->df_id;
+    rel.cookie = o->cookie;
+    req.kind_case = VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_RELEASE;
+    req.release = &rel;
+  }
+  Vfiobroker__V1__WorkloadReply *r = NULL;
+  int fds[1];
+  size_t nfds = 0;
+  if (vfb_wl_call(s, &req, 0, &r, fds, &nfds) == VFB_OK) vfiobroker__v1__workload_reply__free_unpacked(r, NULL);
+}
+
+VFB_API int vfb_resume(vfb_session *s) {
+  if (s == NULL) return VFB_E_INVALID_ARGUMENT;
+  if (s->state == VFB_LIVE) return VFB_OK;
+  int fd = vfb_wl_connect(s);
+  if (fd < 0) return fd;
+  s->sock = fd;
+  vfb_frame_reader_next(&s->reader);
+  int rc = vfb_events_watch(s, fd);
+  if (rc < 0) {
+    close(fd);
+    s->sock = -1;
+    return rc;
+  }
+  vfb_state was = s->state;
+  Vfiobroker__V1__WorkloadReply *r = NULL;
+  char token[VFB_TOKEN_LEN + 1], id[VFB_SESSION_ID_MAX + 1];
+  memcpy(token, s->token, sizeof token);
+  memcpy(id, s->session_id, sizeof id);
+  rc = vfb_hello(s, token, &r);
+  if (rc < 0) {
+    s->state = was; /* a failed hello leaves the session as it was, down */
+    return rc;
+  }
+  if (!s->resumed) {
+    vfiobroker__v1__workload_reply__free_unpacked(r, NULL);
+    /* A fresh session that we do not want: closing the connection ends it in brokerd. */
+    memcpy(s->token, token, sizeof token);
+    memcpy(s->session_id, id, sizeof id);
+    close(s->sock);
+    s->sock = -1;
+    vfb_frame_reader_next(&s->reader);
+    return vfb_say(s, VFB_E_RESUME_REFUSED,
+                   "brokerd is back but does not hold session %s any more (not kept across its restart, or "
+                   "another process); disconnect and connect again",
+                   s->session_id);
+  }
+  s->state = VFB_LIVE;
+  s->end_queued = 0;
+  reconcile(s, r->hello);
+  while (s->owed != NULL && s->state == VFB_LIVE) {
+    vfb_owed *o = s->owed;
+    s->owed = o->next;
+    pay(s, r->hello, o);
+    free(o);
+  }
+  vfiobroker__v1__workload_reply__free_unpacked(r, NULL);
+  if (s->state != VFB_LIVE) return vfb_down_error(s);
+  return VFB_OK;
+}

@@ -1,0 +1,279 @@
+// libvfio-broker's session API (clients/c/include/vfio-broker.h) end to end: brokerd as its own
+// process, the C test tool clients/c/tests/e2e.c (the library's sources under ASan + UBSan) run as
+// uid 65534, and this test acting on brokerd between its steps. A workload connects, lists, opens
+// sim0, maps BAR2 WC and writes, and a gRPC session of another uid reads the bytes back; several
+// ranges map and release in one exchange each; every fault gets its own code and message and
+// leaves no fd behind; an operator's revocation arrives on the event fd and leaves the address
+// inaccessible; brokerd restarted mid-session is resumed and the mapping still reaches the device;
+// brokerd killed ends the session; two sessions work in two threads at once.
+import assert from "node:assert/strict";
+import { type ChildProcessWithoutNullStreams, spawn, spawnSync } from "node:child_process";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { after, before, describe, it } from "node:test";
+import { AdminService, createClient, Layout } from "@vfio-broker/proto";
+import { brokerClient } from "../e2e/agents/raw.js";
+import { type BrokerProcess, NOBODY, REPO, startBrokerd } from "../lib/brokerd.js";
+
+const CLIB = join(REPO, "clients/c");
+const E2E = join(CLIB, "build/asan/vfb-e2e");
+const PAGE = 4096n;
+
+// uid 65534 may open sim0 only, with 8 MiB mapped at most; root (this test's reader) every sim device.
+const POLICY = `version: 1
+rules:
+  - name: nobody
+    match: { uids: [${NOBODY}] }
+    devices: ["sim0"]
+    regions: ["*"]
+    attributes: [UC, WC]
+    prot: [r, rw]
+    readWrite: true
+    limits: { bytes: 8MiB }
+  - name: root
+    match: { uids: [0] }
+    devices: ["sim*"]
+    regions: ["*"]
+    attributes: [UC, WC]
+    prot: [r, rw]
+    readWrite: true
+`;
+
+/** The C tool as uid 65534: its lines one by one, and a line to send when it awaits. */
+function tool(scenario: string, b: BrokerProcess) {
+  const child: ChildProcessWithoutNullStreams = spawn(E2E, [scenario, b.socket], {
+    uid: NOBODY,
+    gid: NOBODY,
+    env: { ...process.env, ASAN_OPTIONS: "detect_leaks=1:abort_on_error=1" },
+  });
+  let out = "";
+  let err = "";
+  child.stderr.on("data", (d: Buffer) => {
+    err += d.toString();
+  });
+  const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+  const exited = new Promise<number | null>((r) => child.on("close", (code) => r(code)));
+  const all = () => `${out}\n${err}`;
+  return {
+    /** The next line starting with `key` (the ones before it are kept for the failure message). */
+    async line(key: string): Promise<string> {
+      for (;;) {
+        const l = await lines.next();
+        if (l.done) throw new Error(`no "${key}" line from the tool:\n${all()}`);
+        out += `${l.value}\n`;
+        assert.ok(!l.value.startsWith("FAIL"), all());
+        if (l.value.startsWith(`${key} `) || l.value === key) return l.value.slice(key.length + 1);
+      }
+    },
+    send(line: string) {
+      child.stdin.write(`${line}\n`);
+    },
+    async done(): Promise<void> {
+      const tail = await this.line("end");
+      assert.equal(tail, "failures=0", all());
+      assert.equal(await exited, 0, all());
+    },
+    output: all,
+  };
+}
+
+/** "k=v k2=v2" as an object. */
+function fields(s: string): Record<string, string> {
+  return Object.fromEntries(s.split(" ").map((kv) => kv.split("=") as [string, string]));
+}
+
+/** The fds line's two counts are equal. */
+async function noFdLeft(t: ReturnType<typeof tool>) {
+  const f = fields(await t.line("fds"));
+  assert.equal(f.after, f.before, `fds: ${t.output()}`);
+}
+
+describe("libvfio-broker's session API against a real brokerd", () => {
+  let b: BrokerProcess;
+  before(async () => {
+    const built = spawnSync("make", ["-s", "-C", CLIB, "build/asan/vfb-e2e"], { encoding: "utf8" });
+    assert.equal(built.status, 0, `${built.stdout}${built.stderr}`);
+    b = await startBrokerd({ policyText: POLICY });
+  });
+  after(() => b?.stop());
+
+  /** Bytes of sim0 BAR2 at `offset`, read by a gRPC session of this (root) process. */
+  async function readBar2(offset: bigint, length: number): Promise<Buffer> {
+    const rpc = brokerClient(b.socket);
+    try {
+      await rpc.hello({ clientName: "reader" });
+      const df = await rpc.openDevice({ deviceId: "sim0", layout: Layout.COMPACT });
+      const base = df.regions.find((r) => r.region?.index === 2)!.cookie;
+      const read = await rpc.readRegion({ deviceFileId: df.deviceFileId, offset: base + offset, length });
+      return Buffer.from(read.data);
+    } finally {
+      rpc.close();
+    }
+  }
+
+  async function mappingsOf(sessionId: string) {
+    const admin = createClient(AdminService, `unix:${b.adminSocket}`);
+    try {
+      return (await admin.listMappings({})).mappings.filter((m) => m.sessionId === sessionId);
+    } finally {
+      admin.close();
+    }
+  }
+
+  it("connects, lists, opens, maps BAR2 WC and writes; another process reads it back; batches map and release", {
+    timeout: 120_000,
+  }, async () => {
+    const t = tool("flow", b);
+    const session = await t.line("session");
+    const hello = fields(await t.line("hello"));
+    assert.equal(hello.uid, String(NOBODY), "the identity is the kernel's");
+    assert.equal(hello.page, "4096");
+    assert.equal(hello.token, "32");
+    assert.deepEqual(await t.line("devices"), "sim0", "the policy lets uid 65534 see sim0 only");
+    const regions = fields(await t.line("regions"));
+    assert.deepEqual([regions.bar2name, regions.bar2size], ["BAR2", String(16 << 20)]);
+    assert.equal(regions.bar2attrs, "3", "BAR2 can be UC or WC");
+    assert.equal(regions.bar0attrs, "1", "BAR0 is UC only");
+    const m = fields(await t.line("mapped"));
+    assert.deepEqual([m.attr, m.backing, m.region, m.offset, m.length, m.status], ["2", "5", "2", "12288", "4096", "0"]);
+    await t.line("await");
+    assert.equal((await readBar2(3n * PAGE + 0x100n, 8)).toString("hex"), "cafef00d0badc0de");
+    assert.equal((await mappingsOf(session)).length, 1);
+    t.send("go");
+    const many = fields(await t.line("many"));
+    assert.deepEqual([many.attrs, many.prots], ["2,2,1", "3,1,3"]);
+    await t.line("await");
+    assert.equal((await mappingsOf(session)).length, 0, "vfb_unmap and vfb_unmap_many released everything");
+    assert.equal((await readBar2(0n, 1)).toString("hex"), "5a");
+    t.send("go");
+    await noFdLeft(t);
+    await t.done();
+  });
+
+  it("each fault has its own code and a message that says what to do, and leaves no fd", {
+    timeout: 120_000,
+  }, async () => {
+    const t = tool("faults", b);
+    const want: Record<string, [string, RegExp]> = {
+      "not-running": ["VFB_E_CONNECT", /nothing listens at .*is brokerd running/],
+      "unknown-device": ["VFB_E_UNKNOWN_DEVICE", /^NOT_FOUND: no device "nope0"; ListDevices/],
+      permission: ["VFB_E_PERMISSION", /^PERMISSION_DENIED: /],
+      unaligned: ["VFB_E_UNALIGNED", /multiples of the 4096-byte page/],
+      "wc-on-uc-only": ["VFB_E_WC_UNAVAILABLE", /cannot map sim0 BAR0 write-combining.*VFB_ATTR_FALLBACK_UC/],
+      "no-such-region": ["VFB_E_NO_SUCH_REGION", /sim0 has no\s+region 5/],
+      "unmappable-region": ["VFB_E_NO_SUCH_REGION", /sim0 has no mappable region 7/],
+      "out-of-range": ["VFB_E_OUT_OF_RANGE", /passes the end of sim0 BAR2/],
+      quota: ["VFB_E_QUOTA", /^RESOURCE_EXHAUSTED: .*quota/],
+      "batch-quota": ["VFB_E_QUOTA", /^range 1: RESOURCE_EXHAUSTED: .*nothing was mapped \(the 1 granted were released\)/],
+    };
+    for (const name of Object.keys(want)) {
+      const line = await t.line("fault");
+      const [got, code, fdsBefore, fdsAfter, ...message] = line.split(" ");
+      assert.ok(got! in want, line);
+      const [c, m] = want[got!]!;
+      assert.equal(code, c, `${got}: ${line}`);
+      assert.match(message.join(" "), m, `${got}: ${line}`);
+      assert.equal(fdsAfter, fdsBefore, `${got} left an fd: ${line}`);
+      delete want[name];
+    }
+    assert.equal((await t.line("fallback")).split(" ")[0], "VFB_OK");
+    await t.line("await");
+    // The refused batch's granted item was given back: the session holds nothing.
+    const session = (t.output().match(/^session (\S+)$/m) ?? [])[1]!;
+    assert.equal((await mappingsOf(session)).length, 0);
+    t.send("go");
+    await t.done();
+  });
+
+  it("an operator's revocation arrives on the event fd, with its reason, and the address is then inaccessible", {
+    timeout: 120_000,
+  }, async () => {
+    const t = tool("revoke", b);
+    const m = fields(await t.line("mapped"));
+    assert.equal(m.perms, "rw-s");
+    const admin = createClient(AdminService, `unix:${b.adminSocket}`);
+    try {
+      await admin.revokeMapping({ deviceFileId: BigInt(m.df!), cookie: BigInt(m.cookie!), reason: "clib test" });
+    } finally {
+      admin.close();
+    }
+    const ev = await t.line("event");
+    assert.match(ev, /^kind=1 reason=operator mine=1 /);
+    const f = fields(ev.split(" message=")[0]!);
+    assert.deepEqual([f.cookie, f.device, f.status, f.perms, f.inaccessible], [m.cookie, "sim0", "VFB_E_MAPPING_REVOKED", "---p", "1"]);
+    await noFdLeft(t);
+    await t.done();
+  });
+
+  it("two sessions in two threads at once", { timeout: 120_000 }, async () => {
+    const t = tool("threads", b);
+    assert.equal(fields(await t.line("threads")).bad, "0");
+    await noFdLeft(t);
+    await t.done();
+  });
+});
+
+describe("libvfio-broker across brokerd restarts", () => {
+  it("brokerd restarted mid-session: VFB_E_RESTARTED, then vfb_resume, and the mapping still reaches the device", {
+    timeout: 180_000,
+  }, async () => {
+    let b = await startBrokerd({ policyText: POLICY });
+    try {
+      const t = tool("restart", b);
+      await t.line("mapped");
+      await t.line("await");
+      const exited = new Promise((r) => b.proc.once("exit", r));
+      b.proc.kill("SIGTERM");
+      await exited;
+      b = await startBrokerd({ dir: b.dir, policyText: POLICY });
+      t.send("go");
+      assert.equal(await t.line("event"), "1 kind=3 reason=restart");
+      assert.match(await t.line("call"), /^VFB_E_RESTARTED brokerd is restarting.*vfb_resume/);
+      const r = fields(await t.line("resume"));
+      assert.deepEqual([r.rc, r.resumed, r.status], ["VFB_OK", "1", "VFB_OK"]);
+      await t.line("await");
+      const bytes = await readBar2(5n * PAGE, 7);
+      assert.equal(bytes.toString(), "resumed", "a write through the old address reaches the restarted brokerd's device");
+      t.send("go");
+      await noFdLeft(t);
+      await t.done();
+    } finally {
+      await b.stop();
+    }
+
+    async function readBar2(offset: bigint, length: number) {
+      const rpc = brokerClient(b.socket);
+      try {
+        await rpc.hello({ clientName: "reader" });
+        const df = await rpc.openDevice({ deviceId: "sim0", layout: Layout.COMPACT });
+        const base = df.regions.find((x) => x.region?.index === 2)!.cookie;
+        return Buffer.from((await rpc.readRegion({ deviceFileId: df.deviceFileId, offset: base + offset, length })).data);
+      } finally {
+        rpc.close();
+      }
+    }
+  });
+
+  it("brokerd killed: VFB_E_CLOSED, the session-ended event (connection-lost), VFB_E_CONNECT on resume", {
+    timeout: 120_000,
+  }, async () => {
+    const b = await startBrokerd({ policyText: POLICY });
+    try {
+      const t = tool("killed", b);
+      await t.line("await");
+      const exited = new Promise((r) => b.proc.once("exit", r));
+      b.proc.kill("SIGKILL");
+      await exited;
+      t.send("go");
+      assert.match(await t.line("call"), /^VFB_E_CLOSED brokerd closed the connection without a word/);
+      assert.equal(await t.line("event"), "1 kind=3 reason=connection-lost");
+      assert.equal(await t.line("resume"), "VFB_E_CONNECT");
+      assert.equal(await t.line("unmap"), "VFB_E_CLOSED");
+      await noFdLeft(t);
+      await t.done();
+    } finally {
+      await b.stop();
+    }
+  });
+});
+
