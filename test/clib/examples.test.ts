@@ -7,7 +7,8 @@
 // poll loop prints an operator's revocation of one with its reason (and releases it), a drain's
 // health event, exits 0 on SIGTERM with as many fds open as at its start, and its session is gone
 // from brokerd; an operator ending its session is printed, exit 1; after a brokerd restart
-// (SIGTERM, grants kept) it takes its session back, both mappings held again.
+// (SIGTERM, grants kept; or SIGKILL, state restored) it takes its session back, both mappings held
+// again, and still leaks no fd. vfb-map's errors: no brokerd, an unknown device, a missing region.
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -165,10 +166,22 @@ describe("libvfio-broker's examples against brokerd, as uid 65534", () => {
     await holder.line(/^revoked: operator$/);
   });
 
-  it("vfb-map: an unknown device is exit 1 with the library's code; a bad command line is exit 2", async () => {
+  it("vfb-map: no brokerd, an unknown device, a missing region are exit 1 with the library's code; a bad command line is exit 2", async () => {
     const unknown = await run(VFB_MAP, ["--socket", b.socket, "nosuch0", "BAR2"], { uid: NOBODY });
     assert.equal(unknown.code, 1, unknown.stderr);
     assert.match(unknown.stderr, /^vfb-map: nosuch0: .*VFB_E_UNKNOWN_DEVICE/);
+    const nobroker = await run(
+      VFB_MAP,
+      ["--socket", join(b.dir, "no-brokerd-here", "broker.sock"), "sim0", "BAR2"],
+      {
+        uid: NOBODY,
+      },
+    );
+    assert.equal(nobroker.code, 1, nobroker.stderr);
+    assert.match(nobroker.stderr, /^vfb-map: connect: .*\(VFB_E_CONNECT\): .*is brokerd running/);
+    const region = await run(VFB_MAP, ["--socket", b.socket, "sim0", "BAR5"], { uid: NOBODY });
+    assert.equal(region.code, 1, region.stderr);
+    assert.match(region.stderr, /^vfb-map: sim0 has no region BAR5 \(VFB_E_NO_SUCH_REGION\)$/m);
     const usage = await run(VFB_MAP, ["--attr", "wb", "sim0", "BAR2"], { uid: NOBODY });
     assert.equal(usage.code, 2);
     assert.match(usage.stderr, /--attr wb: use uc or wc/);
@@ -234,34 +247,42 @@ describe("libvfio-broker's examples against brokerd, as uid 65534", () => {
 });
 
 describe("vfb-driver-start across a brokerd restart", () => {
-  it("hears the restart, takes its session back with its mappings, and exits 0 on SIGTERM with no fd leaked", {
-    timeout: 120_000,
-  }, async () => {
-    let b = await startBrokerd({ policyText: POLICY });
-    const driver = started(DRIVER, ["--socket", b.socket, "sim0"]);
-    try {
-      const session = (await driver.line(/^connected: session (\S+),/))[1]!;
-      await driver.line(/^ready: polling/);
-      const exited = new Promise((r) => b.proc.once("exit", r));
-      b.proc.kill("SIGTERM");
-      await exited;
-      await driver.line(/^session ended: restart/);
-      b = await startBrokerd({ dir: b.dir, policyText: POLICY });
-      await driver.line(new RegExp(`^resumed: session ${session}; mappings kept at the same addresses$`));
-      const admin = createClient(AdminService, `unix:${b.adminSocket}`);
+  // SIGTERM: brokerd says "restart" and keeps the grants; SIGKILL: the connection drops
+  // ("connection-lost") and brokerd restores the session from its state records.
+  for (const [signal, ended] of [
+    ["SIGTERM", "restart"],
+    ["SIGKILL", "connection-lost"],
+  ] as const) {
+    it(`brokerd stopped by ${signal}: it hears "${ended}", takes its session back with its mappings, and exits 0 on SIGTERM with no fd leaked`, {
+      timeout: 120_000,
+    }, async () => {
+      let b = await startBrokerd({ policyText: POLICY });
+      const driver = started(DRIVER, ["--socket", b.socket, "sim0"]);
       try {
-        const held = (await admin.listMappings({})).mappings.filter((m) => m.sessionId === session);
-        assert.equal(held.length, 2, "brokerd holds both of its mappings again");
+        const session = (await driver.line(/^connected: session (\S+),/))[1]!;
+        await driver.line(/^ready: polling/);
+        const exited = new Promise((r) => b.proc.once("exit", r));
+        b.proc.kill(signal);
+        await exited;
+        await driver.line(new RegExp(`^session ended: ${ended}`));
+        b = await startBrokerd({ dir: b.dir, policyText: POLICY });
+        await driver.line(new RegExp(`^resumed: session ${session}; mappings kept at the same addresses$`));
+        const admin = createClient(AdminService, `unix:${b.adminSocket}`);
+        try {
+          const held = (await admin.listMappings({})).mappings.filter((m) => m.sessionId === session);
+          assert.equal(held.length, 2, "brokerd holds both of its mappings again");
+        } finally {
+          admin.close();
+        }
+        driver.child.kill("SIGTERM");
+        assert.equal(await driver.exited, 0, driver.output());
+        await driver.line(/^unmapped 2 mapping\(s\): released$/);
+        const fds = await driver.line(/^fds: (\d+) at start, (\d+) at exit$/);
+        assert.equal(fds[2], fds[1], `no fd leaked: ${fds[0]}`);
       } finally {
-        admin.close();
+        driver.child.kill("SIGKILL");
+        await b.stop();
       }
-      driver.child.kill("SIGTERM");
-      assert.equal(await driver.exited, 0, driver.output());
-      const fds = await driver.line(/^fds: (\d+) at start, (\d+) at exit$/);
-      assert.equal(fds[2], fds[1], `no fd leaked: ${fds[0]}`);
-    } finally {
-      driver.child.kill("SIGKILL");
-      await b.stop();
-    }
-  });
+    });
+  }
 });
