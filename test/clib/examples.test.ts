@@ -6,9 +6,9 @@
 // usage errors exit 2. vfb-driver-start maps sim1's WC and UC BARs, touches them, and in its own
 // poll loop prints an operator's revocation of one with its reason (and releases it), a drain's
 // health event, exits 0 on SIGTERM with as many fds open as at its start, and its session is gone
-// from brokerd; an operator ending its session is printed, exit 1; after a brokerd restart
-// (SIGTERM, grants kept; or SIGKILL, state restored) it takes its session back, both mappings held
-// again, and still leaks no fd. vfb-map's errors: no brokerd, an unknown device, a missing region.
+// from brokerd (and under valgrind: no error, leak or fd); an operator ending its session is
+// printed, exit 1; after a brokerd restart (SIGTERM, grants kept; or SIGKILL, state restored) it
+// takes its session back, both mappings held again, and still leaks no fd. vfb-map's errors: no brokerd, an unknown device, a missing region.
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -57,6 +57,7 @@ function started(cmd: string, args: string[]) {
     child,
     exited,
     output,
+    stderr: () => stderr,
     /** The first line (from the start) matching re, waiting for it while the program runs. */
     async line(re: RegExp): Promise<RegExpMatchArray> {
       const end = Date.now() + 20_000;
@@ -231,6 +232,26 @@ describe("libvfio-broker's examples against brokerd, as uid 65534", () => {
     assert.equal(fds[2], fds[1], `no fd leaked: ${fds[0]}`);
     await until("the driver's session to end in brokerd", async () =>
       (await admin.listSessions({})).sessions.every((s) => s.sessionId !== session) ? true : undefined,
+    );
+  });
+
+  it("vfb-driver-start under valgrind: maps both BARs in one exchange, stops on SIGTERM, no error, no leak, no fd left", async () => {
+    const driver = started("valgrind", [
+      ...["-q", "--error-exitcode=99", "--leak-check=full", "--errors-for-leak-kinds=definite,indirect"],
+      ...["--track-fds=yes", DRIVER, "--socket", b.socket, "sim1"],
+    ]);
+    await driver.line(/^ready: polling/);
+    driver.child.kill("SIGTERM");
+    assert.equal(await driver.exited, 0, driver.output());
+    await driver.line(/^unmapped 2 mapping\(s\): released$/);
+    const open = driver
+      .stderr()
+      .split(/\n(?===\d+== Open )/)
+      .filter((b) => /Open (file descriptor|AF_UNIX socket)/.test(b));
+    assert.deepEqual(
+      open.filter((b) => !b.includes("<inherited from parent>")),
+      [],
+      driver.output(),
     );
   });
 
