@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # fuzz.sh: builds and runs the fuzzers (native/fuzz/README.md): the libFuzzer target of the
-# native receive path (ASan + UBSan, clang-14), the libFuzzer target of libvfio-broker's decoder
-# (clients/c/tests/frame_fuzz.c, a third of the time: a small target), then the TypeScript fuzzer
+# native receive path (ASan + UBSan, clang-14), the libFuzzer targets of libvfio-broker's decoders
+# (clients/c/tests/frame_fuzz.c: the frame reader; clients/c/tests/workload_fuzz.c: a session reading
+# workload-protocol replies and events; a third of the time each: small targets), then the TypeScript fuzzer
 # of a live brokerd (test/fuzz/main.ts). All always run; the exit status is non-zero if any found
 # a problem.
 #
 #   scripts/fuzz.sh [--seconds N] [--seed S]   N seconds for each fuzzer (default 600)
-#   scripts/fuzz.sh --ci [--seed S]            45 s each (15 s clients/c), about 115 s in all (npm run fuzz:ci)
+#   scripts/fuzz.sh --ci [--seed S]            45 s each (15 s each clients/c target), about 130 s in all (npm run fuzz:ci)
 #
 # libFuzzer grows native/fuzz/build/corpus from the seeds in native/fuzz/corpus/fdrecv (which it
-# only reads) and writes crashing inputs to native/fuzz/build/artifacts/; the C library's target
-# grows clients/c/build/fuzz/corpus from clients/c/tests/corpus/frame and writes crashes to
+# only reads) and writes crashing inputs to native/fuzz/build/artifacts/; the C library's targets
+# grow clients/c/build/fuzz/corpus/T from clients/c/tests/corpus/T (T: frame, workload) and write crashes to
 # clients/c/build/fuzz/artifacts/; the TypeScript fuzzer writes crash reproducers and a summary to
 # test-output/fuzz/. All of that is ignored by git.
 set -uo pipefail
@@ -52,16 +53,20 @@ fi
 
 cfuzz=clients/c/build/fuzz
 cseconds=$(( seconds / 3 > 10 ? seconds / 3 : 10 ))
-mkdir -p "$cfuzz/corpus" "$cfuzz/artifacts"
-echo "== libFuzzer: libvfio-broker frame_fuzz for $cseconds s"
-"$cfuzz/frame_fuzz" -seed="$seed" -max_total_time="$cseconds" -timeout=10 -rss_limit_mb=2048 \
-  -print_final_stats=1 -artifact_prefix="$cfuzz/artifacts/" \
-  "$cfuzz/corpus" clients/c/tests/corpus/frame >"$cfuzz/last-run.log" 2>&1
-clib_rc=$?
-grep -E '^#[0-9]+.*DONE|ERROR|SUMMARY|fd leak' "$cfuzz/last-run.log" | tail -n 6
-if [ $clib_rc -ne 0 ]; then
-  echo "libFuzzer (clients/c): FAILED (exit $clib_rc); crashing input in $cfuzz/artifacts/, log $cfuzz/last-run.log"
-fi
+clib_rc=0
+for target in frame workload; do
+  mkdir -p "$cfuzz/corpus/$target" "$cfuzz/artifacts"
+  echo "== libFuzzer: libvfio-broker ${target}_fuzz for $cseconds s"
+  "$cfuzz/${target}_fuzz" -seed="$seed" -max_total_time="$cseconds" -timeout=10 -rss_limit_mb=2048 \
+    -print_final_stats=1 -artifact_prefix="$cfuzz/artifacts/" \
+    "$cfuzz/corpus/$target" "clients/c/tests/corpus/$target" >"$cfuzz/$target-last-run.log" 2>&1
+  rc=$?
+  grep -E '^#[0-9]+.*DONE|ERROR|SUMMARY|fd leak' "$cfuzz/$target-last-run.log" | tail -n 6
+  if [ $rc -ne 0 ]; then
+    clib_rc=$rc
+    echo "libFuzzer (clients/c ${target}_fuzz): FAILED (exit $rc); crashing input in $cfuzz/artifacts/, log $cfuzz/$target-last-run.log"
+  fi
+done
 
 echo "== TypeScript: live brokerd for $seconds s (fd channel, then gRPC)"
 node test/dist/fuzz/main.js --seconds "$seconds" --seed "$seed"

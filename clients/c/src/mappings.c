@@ -32,8 +32,8 @@ int vfb_grant_args(vfb_device *d, unsigned region, uint64_t offset, uint64_t len
                    (unsigned long long)d->df_id, d->id);
   const vfb_region_rec *r = region_of(d, region);
   if (r == NULL || !r->info.mappable)
-    return vfb_say(s, VFB_E_NO_SUCH_REGION, "%s has no %s region %u; vfb_region_at lists its regions", d->id,
-                   r == NULL ? "" : "mappable", region);
+    return vfb_say(s, VFB_E_NO_SUCH_REGION, "%s has no %sregion %u; vfb_region_at lists its regions", d->id,
+                   r == NULL ? "" : "mappable ", region);
   uint64_t page = s->page_size;
   if (length == 0 || offset % page != 0 || length % page != 0)
     return vfb_say(s, VFB_E_UNALIGNED,

@@ -3,7 +3,8 @@
  * brokerd between steps: a gRPC ReadRegion, an admin RevokeMapping, a restart, a kill). Usage:
  * vfb-e2e SCENARIO BROKER_SOCKET, SCENARIO one of flow, faults, revoke, restart, killed, threads.
  * It prints one line per step ("key value ..."), waits for a line on stdin where the test acts,
- * and exits 0 when every step went as the scenario expects (each failure is printed as "FAIL ...").
+ * and exits 0 when every step went as the scenario expects (each failure is printed as "FAIL ...");
+ * its last line is "N passed, M failed", counting its checks.
  * Built with the library's sources under ASan + UBSan. */
 #include <dirent.h>
 #include <errno.h>
@@ -16,10 +17,12 @@
 
 #include "vfio-broker.h"
 
-static int failures;
+static int failures, passes;
 #define EXPECT(cond, ...)                          \
   do {                                             \
-    if (!(cond)) {                                 \
+    if (cond) {                                    \
+      passes++;                                    \
+    } else {                                       \
       printf("FAIL %d %s: ", __LINE__, #cond);     \
       printf(__VA_ARGS__);                         \
       printf("\n");                                \
@@ -152,7 +155,9 @@ static void flow(void) {
 }
 
 /* One fault: prints "fault NAME CODE FDS_BEFORE FDS_AFTER MESSAGE". */
-static void fault(const char *name, int rc, int before, const char *message) {
+static void fault(const char *name, int rc, int want, int before, const char *message) {
+  EXPECT(rc == want, "%s: %s, not %s", name, vfb_error_name(rc), vfb_error_name(want));
+  EXPECT(count_fds() == before, "%s left an fd open", name);
   printf("fault %s %s %d %d %s\n", name, vfb_error_name(rc), before, count_fds(), message);
   fflush(stdout);
 }
@@ -168,7 +173,7 @@ static void faults(void) {
   o.error_message_size = sizeof msg;
   vfb_session *none = NULL;
   int rc = vfb_connect_ex(&o, &none);
-  fault("not-running", rc, before, msg);
+  fault("not-running", rc, VFB_E_CONNECT, before, msg);
   EXPECT(none == NULL, "connect failure leaves *out NULL");
 
   vfb_session *s = connect_or_die();
@@ -176,10 +181,10 @@ static void faults(void) {
   vfb_device *d = NULL;
   before = count_fds();
   rc = vfb_open_device(s, "nope0", &d);
-  fault("unknown-device", rc, before, vfb_last_error(s));
+  fault("unknown-device", rc, VFB_E_UNKNOWN_DEVICE, before, vfb_last_error(s));
   before = count_fds();
   rc = vfb_open_device(s, "sim1", &d);
-  fault("permission", rc, before, vfb_last_error(s));
+  fault("permission", rc, VFB_E_PERMISSION, before, vfb_last_error(s));
   if (d != NULL) vfb_close_device(d);
   EXPECT(vfb_open_device(s, "sim0", &d) == VFB_OK, "%s", vfb_last_error(s));
   if (d == NULL) exit(1);
@@ -188,19 +193,19 @@ static void faults(void) {
     const char *name;
     unsigned region;
     uint64_t offset, length;
-    int attr;
+    int attr, want;
   } cases[] = {
-      {"unaligned", 2, 100, page, VFB_ATTR_WC},
-      {"wc-on-uc-only", 0, 0, page, VFB_ATTR_WC},
-      {"no-such-region", 5, 0, page, VFB_ATTR_UC},
-      {"unmappable-region", 7, 0, page, VFB_ATTR_UC},
-      {"out-of-range", 2, 16 << 20, page, VFB_ATTR_WC},
-      {"quota", 2, 0, 16 << 20, VFB_ATTR_WC},
+      {"unaligned", 2, 100, page, VFB_ATTR_WC, VFB_E_UNALIGNED},
+      {"wc-on-uc-only", 0, 0, page, VFB_ATTR_WC, VFB_E_WC_UNAVAILABLE},
+      {"no-such-region", 5, 0, page, VFB_ATTR_UC, VFB_E_NO_SUCH_REGION},
+      {"unmappable-region", 7, 0, page, VFB_ATTR_UC, VFB_E_NO_SUCH_REGION},
+      {"out-of-range", 2, 16 << 20, page, VFB_ATTR_WC, VFB_E_OUT_OF_RANGE},
+      {"quota", 2, 0, 16 << 20, VFB_ATTR_WC, VFB_E_QUOTA},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     before = count_fds();
     rc = vfb_map(d, cases[i].region, cases[i].offset, cases[i].length, cases[i].attr, VFB_PROT_RW, &m);
-    fault(cases[i].name, rc, before, vfb_last_error(s));
+    fault(cases[i].name, rc, cases[i].want, before, vfb_last_error(s));
     EXPECT(m == NULL, "%s leaves *out NULL", cases[i].name);
     if (m != NULL) vfb_unmap(m);
   }
@@ -215,7 +220,7 @@ static void faults(void) {
   vfb_mapping *ms[2] = {NULL, NULL};
   before = count_fds();
   rc = vfb_map_many(d, rs, 2, ms);
-  fault("batch-quota", rc, before, vfb_last_error(s));
+  fault("batch-quota", rc, VFB_E_QUOTA, before, vfb_last_error(s));
   EXPECT(ms[0] == NULL && ms[1] == NULL, "a refused batch maps nothing");
   await("batch-undone");
   EXPECT(vfb_close_device(d) == VFB_OK, "%s", vfb_last_error(s));
@@ -357,6 +362,6 @@ int main(int argc, char **argv) {
   else if (strcmp(c, "killed") == 0) killed();
   else if (strcmp(c, "threads") == 0) threads();
   else return 2;
-  printf("end failures=%d\n", failures);
+  printf("%d passed, %d failed\n", passes, failures);
   return failures == 0 ? 0 : 1;
 }
