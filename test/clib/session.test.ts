@@ -140,6 +140,15 @@ describe("libvfio-broker's session API against a real brokerd", () => {
     }
   }
 
+  async function allMappings() {
+    const admin = createClient(AdminService, `unix:${b.adminSocket}`);
+    try {
+      return (await admin.listMappings({})).mappings;
+    } finally {
+      admin.close();
+    }
+  }
+
   async function mappingsOf(sessionId: string) {
     const admin = createClient(AdminService, `unix:${b.adminSocket}`);
     try {
@@ -177,6 +186,13 @@ describe("libvfio-broker's session API against a real brokerd", () => {
     await t.line("await");
     assert.equal((await mappingsOf(session)).length, 0, "vfb_unmap and vfb_unmap_many released everything");
     assert.equal((await readBar2(0n, 1)).toString("hex"), "5a");
+    t.send("go");
+    await t.line("await");
+    assert.deepEqual(
+      (await allMappings()).map((x) => `${x.sessionId} ${x.mapping?.state}`),
+      [],
+      "vfb_disconnect with a page mapped left nothing held (not even a revoking hold)",
+    );
     t.send("go");
     await noFdLeft(t);
     await t.done();

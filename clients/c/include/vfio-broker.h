@@ -6,11 +6,8 @@
  * implement.
  *
  * A session is one connection to brokerd's fd.sock speaking the workload protocol
- * (proto/vfiobroker/v1/workload.proto): the connection plus this process is the lease, so closing
- * it (vfb_disconnect) or exiting releases everything the session holds.
- *
- * (Work in progress on branch i20-clib: this contract is committed ahead of its implementation,
- * which follows in the next commits; until then the session API's symbols are not in the library.)
+ * (proto/vfiobroker/v1/workload.proto): the connection plus this process is the lease, so
+ * vfb_disconnect or exiting releases everything the session holds.
  *
  * Conventions (every function):
  *  - A function that can fail returns int: 0 on success, a negative VFB_E_* code on failure. Codes
@@ -229,9 +226,13 @@ VFB_API int vfb_connect(const char *broker_socket, vfb_session **out);
  * gives a new session (vfb_session_resumed says 0). */
 VFB_API int vfb_connect_ex(const vfb_connect_options *opts, vfb_session **out);
 
-/* Ends the session: closes the connection (brokerd releases everything the session holds),
- * munmaps every mapping and frees every device, mapping and device list of the session (their
- * pointers are invalid from now on) and closes the event fd. NULL is fine. Never fails. */
+/* Ends the session: munmaps every mapping, closes each open device in brokerd (one exchange per
+ * device, while the connection is up: brokerd frees their pages at once), closes the connection
+ * (brokerd ends the session), frees every device and mapping of the session (their pointers are
+ * invalid from now on) and closes the event fd. Device lists stay the caller's
+ * (vfb_device_list_free). If the connection is already down, what brokerd still held of the
+ * session's delivered mappings stays booked until this process exits (brokerd cannot know they
+ * were unmapped). NULL is fine. Never fails. */
 VFB_API void vfb_disconnect(vfb_session *s);
 
 /* After brokerd restarted (a call returned VFB_E_RESTARTED, or VFB_E_CLOSED after a kill when
@@ -292,8 +293,8 @@ typedef struct vfb_region {
 } vfb_region;
 
 /* The devices brokerd's policy lets this session's identity open, with their regions and health,
- * in one exchange. Returns 0 and *out (the caller's: vfb_device_list_free; it stays valid after
- * vfb_disconnect only until that call frees it too), or VFB_E_INVALID_ARGUMENT, VFB_E_NO_MEMORY,
+ * in one exchange. Returns 0 and *out (the caller's: vfb_device_list_free; a copy, valid until that
+ * call, also after vfb_disconnect), or VFB_E_INVALID_ARGUMENT, VFB_E_NO_MEMORY,
  * VFB_E_PERMISSION, VFB_E_RESTARTED, VFB_E_SESSION_ENDED, VFB_E_CLOSED, VFB_E_TIMEOUT,
  * VFB_E_PROTOCOL. */
 VFB_API int vfb_list_devices(vfb_session *s, vfb_device_list **out);

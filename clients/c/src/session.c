@@ -132,9 +132,20 @@ VFB_API int vfb_connect(const char *broker_socket, vfb_session **out) {
 
 VFB_API void vfb_disconnect(vfb_session *s) {
   if (s == NULL) return;
+  /* Each device closed in brokerd after its mappings are munmapped: brokerd frees their pages at
+   * once. A connection that only closes leaves delivered mappings booked until this process exits
+   * (brokerd cannot know they were unmapped). The close stops at the first failed exchange. */
+  while (s->devices != NULL) {
+    vfb_device *d = s->devices;
+    if (s->state == VFB_LIVE && s->sock >= 0 && !d->gone) {
+      while (d->maps != NULL) vfb_mapping_free(d->maps);
+      (void)vfb_close_device(d);
+    } else {
+      vfb_device_free(d);
+    }
+  }
   if (s->sock >= 0) close(s->sock);
   s->sock = -1;
-  while (s->devices != NULL) vfb_device_free(s->devices);
   while (s->owed != NULL) {
     vfb_owed *o = s->owed;
     s->owed = o->next;

@@ -150,7 +150,12 @@ static void flow(void) {
   }
   await("none-mapped");
   EXPECT(vfb_close_device(d) == VFB_OK, "%s", vfb_last_error(s));
+  /* Disconnect with a device open and a page mapped: brokerd must free it at once. */
+  EXPECT(vfb_open_device(s, "sim0", &d) == VFB_OK, "%s", vfb_last_error(s));
+  m = NULL;
+  if (d != NULL) EXPECT(vfb_map(d, 2, 4 * page, page, VFB_ATTR_WC, VFB_PROT_RW, &m) == VFB_OK, "%s", vfb_last_error(s));
   vfb_disconnect(s);
+  await("disconnected");
   printf("fds before=%d after=%d\n", before, count_fds());
 }
 
