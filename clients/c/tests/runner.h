@@ -49,5 +49,6 @@ extern const vfb_test vfb_error_tests[];
 extern const vfb_test vfb_proto_tests[];
 extern const vfb_test vfb_fdchannel_tests[];
 extern const vfb_test vfb_paths_tests[];
+extern const vfb_test vfb_session_tests[];
 
 #endif
