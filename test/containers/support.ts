@@ -56,11 +56,14 @@ export function buildBaseImages() {
   );
 }
 
-/** deploy/Dockerfile as `IMAGE` (layer cache: seconds when the sources did not change). */
-export function buildImage() {
+/**
+ * deploy/Dockerfile as `tag` (default `IMAGE`; layer cache: seconds when the sources did not
+ * change). A suite that must not see another checkout's build under the shared name passes its own.
+ */
+export function buildImage(tag = IMAGE) {
   return must(
     "podman build -f deploy/Dockerfile",
-    podman(["build", "-q", "-f", join(REPO, "deploy/Dockerfile"), "-t", IMAGE, REPO], 600_000),
+    podman(["build", "-q", "-f", join(REPO, "deploy/Dockerfile"), "-t", tag, REPO], 600_000),
   );
 }
 
