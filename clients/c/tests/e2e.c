@@ -281,6 +281,9 @@ static void restarted(void) {
   vfb_device_list *l = NULL;
   rc = vfb_list_devices(s, &l);
   printf("call %s %s\n", vfb_error_name(rc), vfb_last_error(s));
+  char perms[8];
+  perms_of(p, perms);
+  printf("status %s %s\n", vfb_error_name(vfb_mapping_status(m)), perms); /* down: said so, left mapped */
   for (int i = 0; i < 300 && (rc = vfb_resume(s)) == VFB_E_CONNECT; i++) usleep(100000);
   printf("resume rc=%s resumed=%d session=%s status=%s\n", vfb_error_name(rc), vfb_session_resumed(s),
          vfb_session_id(s), vfb_error_name(vfb_mapping_status(m)));
@@ -307,6 +310,11 @@ static void killed(void) {
   vfb_event ev;
   rc = vfb_read_event(s, &ev);
   printf("event %d kind=%d reason=%s\n", rc, ev.kind, ev.reason);
+  if (m != NULL) {
+    char perms[8];
+    perms_of(vfb_mapping_addr(m), perms);
+    printf("status %s %s\n", vfb_error_name(vfb_mapping_status(m)), perms);
+  }
   rc = vfb_resume(s);
   printf("resume %s\n", vfb_error_name(rc));
   if (m != NULL) printf("unmap %s\n", vfb_error_name(vfb_unmap(m)));
