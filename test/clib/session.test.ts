@@ -5,7 +5,8 @@
 // ranges map and release in one exchange each; every fault gets its own code and message and
 // leaves no fd behind; an operator's revocation arrives on the event fd and leaves the address
 // inaccessible; brokerd restarted mid-session is resumed and the mapping still reaches the device;
-// brokerd killed ends the session; two sessions work in two threads at once.
+// brokerd killed ends the session; a hung brokerd times a call out and vfb_resume then says the
+// library's close ended the session (not a restart); two sessions work in two threads at once.
 import assert from "node:assert/strict";
 import { type ChildProcessWithoutNullStreams, spawn, spawnSync } from "node:child_process";
 import { join } from "node:path";
@@ -375,6 +376,33 @@ describe("libvfio-broker across brokerd restarts", () => {
       assert.equal(await t.line("status"), "VFB_E_CLOSED rw-s");
       assert.equal(await t.line("resume"), "VFB_E_CONNECT");
       assert.equal(await t.line("unmap"), "VFB_E_CLOSED");
+      await noFdLeft(t);
+      await t.done();
+    } finally {
+      await b.stop();
+    }
+  });
+
+  it("brokerd hung: the call times out, and vfb_resume says the library's close ended the session (no restart)", {
+    timeout: 120_000,
+  }, async () => {
+    const b = await startBrokerd({ policyText: POLICY });
+    try {
+      const t = tool("hung", b);
+      await t.line("await");
+      b.proc.kill("SIGSTOP");
+      try {
+        t.send("go");
+        assert.equal(await t.line("call"), "VFB_E_TIMEOUT");
+        assert.equal(await t.line("status"), "VFB_E_CLOSED");
+        await t.line("await");
+      } finally {
+        b.proc.kill("SIGCONT");
+      }
+      t.send("go");
+      const resume = await t.line("resume");
+      assert.match(resume, /^VFB_E_RESUME_REFUSED .*the library closed its connection \(no reply from/);
+      assert.doesNotMatch(resume, /restart/);
       await noFdLeft(t);
       await t.done();
     } finally {

@@ -146,7 +146,7 @@ __attribute__((format(printf, 3, 4))) static int broken(vfb_session *s, int err,
   va_start(ap, fmt);
   vsnprintf(what, sizeof what, fmt, ap);
   va_end(ap);
-  vfb_say(s, err, "%s (%s); the connection to brokerd was closed and the session ended", what,
+  vfb_say(s, err, "%s (%s); the connection to brokerd was closed and the session is down", what,
           vfb_error_name(err));
   if (err != VFB_E_CLOSED && err != VFB_E_FRAME_TRUNCATED && s->sock >= 0) {
     s->lib_closed = 1;
