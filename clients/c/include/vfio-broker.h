@@ -442,7 +442,8 @@ VFB_API vfb_device *vfb_mapping_device(const vfb_mapping *m);
  * loop):
  *  - VFB_OK: the session is live and no revocation of the mapping was read.
  *  - VFB_E_MAPPING_REVOKED: a revocation of it was read (vfb_read_event), or vfb_resume found
- *    brokerd no longer holds it; its address is mapped PROT_NONE. vfb_unmap it.
+ *    brokerd no longer holds it; its address is mapped PROT_NONE. vfb_unmap it. (Said before the
+ *    two codes of a down session below, after VFB_E_SESSION_ENDED.)
  *  - VFB_E_RESTARTED / VFB_E_CLOSED (also after a VFB_E_TIMEOUT): the session is down (brokerd
  *    restarting, the connection lost). The address is LEFT MAPPED as it was: the kernel keeps the
  *    mapping, brokerd keeps its pages booked for this process until it exits (or, once resumed,

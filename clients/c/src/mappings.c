@@ -211,10 +211,12 @@ VFB_API vfb_device *vfb_mapping_device(const vfb_mapping *m) {
 }
 VFB_API int vfb_mapping_status(const vfb_mapping *m) {
   if (m == NULL) return VFB_E_INVALID_ARGUMENT;
-  switch (m->d->s->state) {
-    case VFB_DOWN_RESTART: return VFB_E_RESTARTED;
-    case VFB_DOWN_LOST: return VFB_E_CLOSED;
-    case VFB_DOWN_ENDED: return VFB_E_SESSION_ENDED;
-    default: return m->revoked ? VFB_E_MAPPING_REVOKED : VFB_OK;
-  }
+  /* brokerd's end first (it released everything), then the mapping's own revocation, then a
+   * session merely down. */
+  vfb_state st = m->d->s->state;
+  if (st == VFB_DOWN_ENDED) return VFB_E_SESSION_ENDED;
+  if (m->revoked) return VFB_E_MAPPING_REVOKED;
+  if (st == VFB_DOWN_RESTART) return VFB_E_RESTARTED;
+  if (st == VFB_DOWN_LOST) return VFB_E_CLOSED;
+  return VFB_OK;
 }

@@ -90,6 +90,29 @@ static void t_status_after_end(void) {
   end_with("operator", VFB_E_SESSION_ENDED, "---p"); /* brokerd released everything: inaccessible */
 }
 
+/* A mapping revoked before brokerd's restart says so (more than the session being down). */
+static void t_revoked_then_restart(void) {
+  int sv[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  put_opened(sv[0]);
+  put_grant(sv[0], 8192);
+  vfb_session *s = session_on(sv[1]);
+  vfb_device *d = NULL;
+  vfb_mapping *m = NULL;
+  CHECK_EQ(vfb_open_device(s, "sim0", &d), VFB_OK);
+  CHECK_EQ(vfb_map(d, 2, 0, 4096, VFB_ATTR_WC, VFB_PROT_RW, &m), VFB_OK);
+  put_revocation(sv[0], 8192);
+  put_end(sv[0], "restart");
+  close(sv[0]);
+  vfb_event ev;
+  CHECK_EQ(vfb_read_event(s, &ev), 1);
+  CHECK(ev.kind == VFB_EVENT_REVOKED && ev.mapping == m);
+  CHECK_EQ(vfb_read_event(s, &ev), 1);
+  CHECK_EQ(ev.kind, VFB_EVENT_SESSION_ENDED);
+  if (m != NULL) CHECK_EQ(vfb_mapping_status(m), VFB_E_MAPPING_REVOKED);
+  vfb_disconnect(s);
+}
+
 static void t_resume_after_ended(void) {
   int sv[2];
   REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
@@ -246,6 +269,7 @@ static void t_last_error(void) {
 
 const vfb_test vfb_lifecycle_tests[] = {
     {"lifecycle: a mapping's status and access after restart, connection lost, brokerd's end", t_status_after_end},
+    {"lifecycle: a mapping revoked before a restart reports the revocation", t_revoked_then_restart},
     {"lifecycle: vfb_resume of a session brokerd ended says so without connecting", t_resume_after_ended},
     {"lifecycle: vfb_resume: closed before the hello is CONNECT; refused says why, truthfully", t_resume_answers},
     {"lifecycle: a flood of revocations is bounded (repeats dropped, unknown cookies capped)", t_queue_bound},
