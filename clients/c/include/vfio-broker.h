@@ -229,13 +229,13 @@ typedef struct vfb_connect_options {
  * dup), and counts as one of this identity's sessions and fd-channel connections (brokerd's
  * policy quotas `sessions` and `fdConnections`, 64 by default) and of brokerd's cap on fd-channel
  * connections of all identities (--max-fd-connections, 1024 by default, lowered to fit its
- * RLIMIT_NOFILE): over a cap, VFB_E_BUSY or VFB_E_QUOTA. Share one session between threads (with
- * a mutex) rather than open one per thread when there are many threads. The library trusts
- * whatever listens at the socket's path (README: "Trust").  broker_socket NULL: $VFIO_BROKER_SOCKET, then the default.
- * Returns 0 and *out (the caller's: vfb_disconnect), or VFB_E_INVALID_ARGUMENT (out NULL, a path
+ * RLIMIT_NOFILE): over a connection cap VFB_E_BUSY, over the sessions quota VFB_E_QUOTA. Share
+ * one session between threads (with a mutex) rather than open one per thread when there are many
+ * threads. The library trusts whatever listens at the socket's path (README: "Trust").
+ * broker_socket NULL: $VFIO_BROKER_SOCKET, then the default. Returns 0 and *out (the caller's: vfb_disconnect), or VFB_E_INVALID_ARGUMENT (out NULL, a path
  * too long), VFB_E_NO_MEMORY, VFB_E_IO, VFB_E_CONNECT (brokerd not running, permission denied on
- * its directory), VFB_E_TIMEOUT, VFB_E_BUSY (too many connections of this identity),
- * VFB_E_QUOTA (this identity's sessions quota is used up), VFB_E_PERMISSION,
+ * its directory), VFB_E_TIMEOUT, VFB_E_BUSY (this identity's, or brokerd's, cap of fd-channel
+ * connections, above), VFB_E_QUOTA (this identity's sessions quota is used up), VFB_E_PERMISSION,
  * VFB_E_UNSUPPORTED_VERSION, VFB_E_CLOSED, VFB_E_PROTOCOL. Uses VFB_DEFAULT_TIMEOUT_MS. The
  * message (vfb_connect_options.error_message) names the fd.sock path, where it came from (the
  * argument, $VFIO_BROKER_SOCKET, the default, $VFIO_BROKER_FD_SOCKET), and a missing directory. */
@@ -371,9 +371,9 @@ VFB_API int vfb_region_info(const vfb_device *d, unsigned region, vfb_region *ou
 
 /* Closes the device: every mapping still open on it is munmapped and freed (its pointer invalid
  * from now on), and brokerd closes the device file and releases them. d is freed whatever the
- * outcome. Returns 0, or brokerd's refusal, or VFB_E_RESTARTED (the close is sent by vfb_resume),
- * VFB_E_SESSION_ENDED / VFB_E_CLOSED (nothing to close: the session's end released it),
- * VFB_E_TIMEOUT. NULL: VFB_E_INVALID_ARGUMENT. */
+ * outcome. Returns 0, or brokerd's refusal, or VFB_E_RESTARTED / VFB_E_CLOSED (the session is
+ * down: the close is sent by a successful vfb_resume; without one, brokerd releases it when this
+ * process exits), VFB_E_SESSION_ENDED (brokerd released it already), VFB_E_TIMEOUT. NULL: VFB_E_INVALID_ARGUMENT. */
 VFB_API int vfb_close_device(vfb_device *d);
 
 /* ---- mappings ------------------------------------------------------------------------------- */
@@ -410,9 +410,9 @@ VFB_API int vfb_map_many(vfb_device *d, const vfb_range *ranges, size_t n, vfb_m
 
 /* Releases the mapping in brokerd and munmaps it; m is freed whatever the outcome (its address
  * is unmapped: touching it faults). A revoked mapping is released the same way. Returns 0, or
- * brokerd's refusal of the release (VFB_E_NOT_FOUND, ...), VFB_E_RESTARTED (the release is sent
- * by vfb_resume), VFB_E_SESSION_ENDED / VFB_E_CLOSED (the session's end released it already),
- * VFB_E_TIMEOUT. NULL: VFB_E_INVALID_ARGUMENT. */
+ * brokerd's refusal of the release (VFB_E_NOT_FOUND, ...), VFB_E_RESTARTED / VFB_E_CLOSED (the
+ * session is down: the release is sent by a successful vfb_resume; without one, brokerd releases
+ * it when this process exits), VFB_E_SESSION_ENDED (brokerd released it already), VFB_E_TIMEOUT. NULL: VFB_E_INVALID_ARGUMENT. */
 VFB_API int vfb_unmap(vfb_mapping *m);
 
 /* vfb_unmap of n (1 .. VFB_MAX_BATCH) mappings of one session in one exchange. Every ms[i] is
