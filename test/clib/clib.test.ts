@@ -124,7 +124,14 @@ describe("libvfio-broker (clients/c)", () => {
     const pc = readFileSync(join(dest, "opt/vfb/lib/pkgconfig/vfio-broker.pc"), "utf8");
     assert.match(pc, /^prefix=\/opt\/vfb$/m);
     assert.match(pc, /^libdir=\/opt\/vfb\/lib$/m);
-    assert.doesNotMatch(pc, /rpath|clients\/c/, "an installed .pc points at the prefix only");
+    assert.doesNotMatch(pc, /clients\/c/, "an installed .pc points at the prefix only");
+    // A prefix ld.so does not search: the .pc's rpath lets a program linked with it load the library.
+    assert.match(pc, /^Libs: -L\$\{libdir\} -lvfio-broker -Wl,-rpath,\$\{libdir\}$/m);
+    const usr = join(tmp, "stage-usr");
+    const u = run("make", ["-s", "-C", CLIB, "install", `DESTDIR=${usr}`, "PREFIX=/usr"]);
+    assert.equal(u.status, 0, u.out);
+    const upc = readFileSync(join(usr, "usr/lib/pkgconfig/vfio-broker.pc"), "utf8");
+    assert.doesNotMatch(upc, /rpath/, "PREFIX=/usr needs no rpath");
   });
 });
 

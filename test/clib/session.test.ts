@@ -5,7 +5,8 @@
 // ranges map and release in one exchange each; every fault gets its own code and message and
 // leaves no fd behind; an operator's revocation arrives on the event fd and leaves the address
 // inaccessible; brokerd restarted mid-session is resumed and the mapping still reaches the device;
-// brokerd killed ends the session; two sessions work in two threads at once.
+// brokerd killed ends the session; a hung brokerd times a call out and vfb_resume then says the
+// library's close ended the session (not a restart); two sessions work in two threads at once.
 import assert from "node:assert/strict";
 import { type ChildProcessWithoutNullStreams, spawn, spawnSync } from "node:child_process";
 import { join } from "node:path";
@@ -239,7 +240,10 @@ describe("libvfio-broker's session API against a real brokerd", () => {
       await t.exit();
     });
     const want: Record<string, [string, RegExp]> = {
-      "not-running": ["VFB_E_CONNECT", /nothing listens at .*is brokerd running/],
+      "not-running": [
+        "VFB_E_CONNECT",
+        /the directory \/nonexistent-vfb-test does not exist .*from the argument.*is brokerd running/,
+      ],
       "unknown-device": ["VFB_E_UNKNOWN_DEVICE", /^NOT_FOUND: no device "nope0"; ListDevices/],
       permission: ["VFB_E_PERMISSION", /^PERMISSION_DENIED: /],
       unaligned: ["VFB_E_UNALIGNED", /multiples of the 4096-byte page/],
@@ -322,7 +326,9 @@ describe("libvfio-broker across brokerd restarts", () => {
       b = await startBrokerd({ dir: b.dir, policyText: POLICY });
       t.send("go");
       assert.equal(await t.line("event"), "1 kind=3 reason=restart");
-      assert.match(await t.line("call"), /^VFB_E_RESTARTED brokerd is restarting.*vfb_resume/);
+      assert.match(await t.line("call"), /^VFB_E_RESTARTED brokerd said it is restarting.*vfb_resume/);
+      // The session is down: the status says so, the mapping is left as it was (brokerd keeps it).
+      assert.equal(await t.line("status"), "VFB_E_RESTARTED rw-s");
       const r = fields(await t.line("resume"));
       assert.deepEqual([r.rc, r.resumed, r.status], ["VFB_OK", "1", "VFB_OK"]);
       await t.line("await");
@@ -367,8 +373,36 @@ describe("libvfio-broker across brokerd restarts", () => {
       t.send("go");
       assert.match(await t.line("call"), /^VFB_E_CLOSED brokerd closed the connection without a word/);
       assert.equal(await t.line("event"), "1 kind=3 reason=connection-lost");
+      assert.equal(await t.line("status"), "VFB_E_CLOSED rw-s");
       assert.equal(await t.line("resume"), "VFB_E_CONNECT");
       assert.equal(await t.line("unmap"), "VFB_E_CLOSED");
+      await noFdLeft(t);
+      await t.done();
+    } finally {
+      await b.stop();
+    }
+  });
+
+  it("brokerd hung: the call times out, and vfb_resume says the library's close ended the session (no restart)", {
+    timeout: 120_000,
+  }, async () => {
+    const b = await startBrokerd({ policyText: POLICY });
+    try {
+      const t = tool("hung", b);
+      await t.line("await");
+      b.proc.kill("SIGSTOP");
+      try {
+        t.send("go");
+        assert.equal(await t.line("call"), "VFB_E_TIMEOUT");
+        assert.equal(await t.line("status"), "VFB_E_CLOSED");
+        await t.line("await");
+      } finally {
+        b.proc.kill("SIGCONT");
+      }
+      t.send("go");
+      const resume = await t.line("resume");
+      assert.match(resume, /^VFB_E_RESUME_REFUSED .*the library closed its connection \(no reply from/);
+      assert.doesNotMatch(resume, /restart/);
       await noFdLeft(t);
       await t.done();
     } finally {

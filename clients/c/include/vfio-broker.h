@@ -69,7 +69,9 @@ enum { VFB_ATTR_FALLBACK_UC = 0x100 };
 /* Access asked for on a mapping (the mmap's prot: PROT_READ, or PROT_READ | PROT_WRITE). */
 enum { VFB_PROT_READ = 1, VFB_PROT_RW = 3 };
 
-/* A device's health (types.proto's DeviceHealth). */
+/* A device's health (types.proto's DeviceHealth), as brokerd reports it: UNKNOWN brokerd has not
+ * said; HEALTHY serving; DRAINING an operator or the backend is taking it away (its mappings are
+ * being revoked, new maps are refused VFB_E_UNAVAILABLE); GONE removed (hot-unplug, unbound). */
 enum { VFB_HEALTH_UNKNOWN = 0, VFB_HEALTH_HEALTHY = 1, VFB_HEALTH_DRAINING = 2, VFB_HEALTH_GONE = 3 };
 
 /* What the mapping's fd was (types.proto's BackingKind). */
@@ -88,6 +90,7 @@ enum {
 #define VFB_MAX_DEVICE_ID 64          /* characters of a device id: letters, digits and . _ : - */
 #define VFB_DEFAULT_TIMEOUT_MS 5000   /* bound of the connect and of each exchange */
 #define VFB_MAX_QUEUED_HEALTH 256     /* device-health events the library holds unread (see events) */
+#define VFB_MAX_QUEUED_UNKNOWN 256    /* unread revocations of cookies no mapping object holds (see events) */
 
 /* Error codes: 0 is success, every error is negative. vfb_strerror says what each means and what
  * to do. Codes from -100 down mirror brokerd's fd-channel statuses (FdStatus in fdchannel.proto). */
@@ -101,11 +104,14 @@ enum {
   VFB_E_IO = -3,
   /* brokerd's socket could not be reached (not running, wrong path, permission denied). */
   VFB_E_CONNECT = -4,
-  /* The connection to brokerd is gone without brokerd saying why (brokerd killed, or it closed
-   * the connection after an error): the session has ended. vfb_resume may take it back if a
-   * brokerd restored it; else vfb_disconnect and connect again. */
+  /* The connection to brokerd is gone without brokerd saying why: brokerd was killed or crashed,
+   * or the library closed it itself after a timeout or a broken frame (vfb_last_error says which).
+   * The session is down. Call vfb_resume: 0 if brokerd (restarted and restored) still holds the
+   * session, VFB_E_CONNECT while nothing listens, VFB_E_RESUME_REFUSED if the session is gone
+   * (brokerd ends a session whose connection closes, unless it is restarting). */
   VFB_E_CLOSED = -5,
-  /* brokerd did not answer in time; the connection was closed (its position in the stream is lost). */
+  /* brokerd did not answer in time (hung, SIGSTOPped, overloaded); the library closed the connection
+   * (its position in the stream is lost), so the session is down as after VFB_E_CLOSED. */
   VFB_E_TIMEOUT = -6,
   /* A frame's length is over the limit for its direction (requests 3072 bytes, replies 64 KiB). */
   VFB_E_FRAME_TOO_LARGE = -7,
@@ -128,8 +134,11 @@ enum {
   VFB_E_NO_SUCH_REGION = -15,
   /* vfb_map: offset + length passes the end of the region. */
   VFB_E_OUT_OF_RANGE = -16,
-  /* brokerd is restarting and said so (lease_ended "restart"): it keeps the session's grants.
-   * Call vfb_resume(s) once it is back (VFB_E_CONNECT until then). */
+  /* brokerd said it is stopping with the session's grants kept for a next brokerd (lease_ended
+   * "restart": its default on SIGTERM, --on-stop keep). brokerd cannot know whether a next brokerd
+   * will start (a restart and a plain stop look alike to it): call vfb_resume while it returns
+   * VFB_E_CONNECT or VFB_E_TIMEOUT, for a bound of your choosing (brokerd's resume grace,
+   * --resume-grace-ms, is 30 s by default), then give the session up (README: "Resuming"). */
   VFB_E_RESTARTED = -17,
   /* vfb_mapping_status: brokerd revoked the mapping; its address is now inaccessible. vfb_unmap it. */
   VFB_E_MAPPING_REVOKED = -18,
@@ -152,11 +161,14 @@ enum {
    * range outside the region's mmap-able areas, RW on a read-only region. */
   VFB_E_REJECTED = -24,
   /* brokerd ended the session and said why (lease_ended: an operator, a reader that stopped
-   * reading its events, a shutdown): everything it held is released. vfb_disconnect and connect
-   * again. */
+   * reading its events, a shutdown with --on-stop release): everything it held is released.
+   * vfb_resume cannot take it back (it returns this code without connecting). vfb_disconnect and
+   * connect again. */
   VFB_E_SESSION_ENDED = -25,
-  /* vfb_resume: brokerd is back but does not hold this session (it was not kept across the
-   * restart, or this is not the process it belonged to). vfb_disconnect and connect again. */
+  /* vfb_resume: brokerd answers but does not hold this session: it ended the session when the
+   * connection closed (after a kill -9 without restored state, or after the library's own timeout),
+   * or a restarted brokerd did not keep it (vfb_last_error says which the library can tell).
+   * vfb_disconnect and connect again. */
   VFB_E_RESUME_REFUSED = -26,
 
   /* brokerd's FdStatus values. */
@@ -212,12 +224,21 @@ typedef struct vfb_connect_options {
 } vfb_connect_options;
 
 /* Opens a session: connects to brokerd's fd.sock (found beside broker_socket, see
- * vfb_connect_options) and says hello. broker_socket NULL: $VFIO_BROKER_SOCKET, then the default.
- * Returns 0 and *out (the caller's: vfb_disconnect), or VFB_E_INVALID_ARGUMENT (out NULL, a path
+ * vfb_connect_options) and says hello. Each session costs 3 fds in this process (its socket, the
+ * epoll fd of vfb_event_fd, an eventfd) and 3 in brokerd (the socket, the process's pidfd and its
+ * dup), and counts as one of this identity's sessions and fd-channel connections (brokerd's
+ * policy quotas `sessions` and `fdConnections`, 64 by default) and of brokerd's cap on fd-channel
+ * connections of all identities (--max-fd-connections, 1024 by default, lowered to fit its
+ * RLIMIT_NOFILE): over a connection cap VFB_E_BUSY, over the sessions quota VFB_E_QUOTA. Share
+ * one session between threads (with a mutex) rather than open one per thread when there are many
+ * threads. The library trusts whatever listens at the socket's path (README: "Trust").
+ * broker_socket NULL: $VFIO_BROKER_SOCKET, then the default. Returns 0 and *out (the caller's: vfb_disconnect), or VFB_E_INVALID_ARGUMENT (out NULL, a path
  * too long), VFB_E_NO_MEMORY, VFB_E_IO, VFB_E_CONNECT (brokerd not running, permission denied on
- * its directory), VFB_E_TIMEOUT, VFB_E_BUSY (too many connections of this identity),
- * VFB_E_QUOTA (this identity's sessions quota is used up), VFB_E_PERMISSION,
- * VFB_E_UNSUPPORTED_VERSION, VFB_E_CLOSED, VFB_E_PROTOCOL. Uses VFB_DEFAULT_TIMEOUT_MS. */
+ * its directory), VFB_E_TIMEOUT, VFB_E_BUSY (this identity's, or brokerd's, cap of fd-channel
+ * connections, above), VFB_E_QUOTA (this identity's sessions quota is used up), VFB_E_PERMISSION,
+ * VFB_E_UNSUPPORTED_VERSION, VFB_E_CLOSED, VFB_E_PROTOCOL. Uses VFB_DEFAULT_TIMEOUT_MS. The
+ * message (vfb_connect_options.error_message) names the fd.sock path, where it came from (the
+ * argument, $VFIO_BROKER_SOCKET, the default, $VFIO_BROKER_FD_SOCKET), and a missing directory. */
 VFB_API int vfb_connect(const char *broker_socket, vfb_session **out);
 
 /* vfb_connect with options (see vfb_connect_options). opts NULL: the defaults. Also
@@ -235,18 +256,28 @@ VFB_API int vfb_connect_ex(const vfb_connect_options *opts, vfb_session **out);
  * were unmapped). NULL is fine. Never fails. */
 VFB_API void vfb_disconnect(vfb_session *s);
 
-/* After brokerd restarted (a call returned VFB_E_RESTARTED, or VFB_E_CLOSED after a kill when
- * brokerd restores its state): connects again and says hello with the session's resume token, so
- * that brokerd gives the session back (the same kernel identity checks as a gRPC Hello: same uid,
- * pid and process start time). On success the same vfb_device and vfb_mapping objects stay valid
- * and mapped at the same addresses; a mapping brokerd no longer holds is treated as revoked (its
- * address made inaccessible, a VFB_EVENT_REVOKED event with reason "lost-at-restart"), a device it
- * no longer holds fails its calls with VFB_E_NOT_FOUND; releases and closes made while the
- * connection was down are sent now. The event fd stays the same fd. A live session: 0, nothing
- * done. Errors: VFB_E_CONNECT (brokerd not back yet: try again later), VFB_E_TIMEOUT,
- * VFB_E_RESUME_REFUSED (brokerd is back without this session: vfb_disconnect), VFB_E_QUOTA,
- * VFB_E_BUSY, VFB_E_UNSUPPORTED_VERSION, VFB_E_CLOSED, VFB_E_PROTOCOL, VFB_E_NO_MEMORY; the session
- * stays ended on any error and vfb_resume may be called again. */
+/* Takes a down session back (after VFB_E_RESTARTED, VFB_E_CLOSED or VFB_E_TIMEOUT, or a
+ * VFB_EVENT_SESSION_ENDED of reason "restart" or "connection-lost"): connects again and says hello
+ * with the session's resume token, so that brokerd gives the session back (the same kernel identity
+ * checks as a gRPC Hello: same uid, pid and process start time). On success the same vfb_device
+ * and vfb_mapping objects stay valid and mapped at the same addresses; a mapping brokerd no longer
+ * holds is treated as revoked (its address made inaccessible, a VFB_EVENT_REVOKED event with
+ * reason "lost-at-restart"), a device it no longer holds fails its calls with VFB_E_NOT_FOUND;
+ * releases and closes made while the connection was down are sent now. The event fd stays the
+ * same fd. A live session: 0, nothing done. Errors, all of them:
+ *  - VFB_E_CONNECT: brokerd is not back yet: nothing listens, or a brokerd accepted the connection
+ *    and closed it before answering (the stopping one's backlog). Try again later.
+ *  - VFB_E_TIMEOUT: a brokerd accepted but did not answer in time (hung, stopped). Try again later.
+ *  - VFB_E_RESUME_REFUSED: brokerd answers without this session (see the code). Give up.
+ *  - VFB_E_SESSION_ENDED: brokerd ended the session itself (not a restart): nothing to resume, no
+ *    connection attempted. Give up.
+ *  - VFB_E_QUOTA, VFB_E_BUSY (a cap: as vfb_connect), VFB_E_PERMISSION, VFB_E_UNSUPPORTED_VERSION
+ *    (a different brokerd came back), VFB_E_PROTOCOL, VFB_E_IO, VFB_E_NO_MEMORY, and the
+ *    frame errors VFB_E_FRAME_TOO_LARGE, VFB_E_UNEXPECTED_FDS, VFB_E_FDS_LOST.
+ * It never returns VFB_E_RESTARTED or VFB_E_CLOSED. The session stays down on any error and
+ * vfb_resume may be called again; retry only VFB_E_CONNECT and VFB_E_TIMEOUT, with a bound (the
+ * README's loop). Giving up: vfb_disconnect (brokerd releases what it still holds of the session
+ * when this process exits, or at once if it restored it and the resume grace ends). */
 VFB_API int vfb_resume(vfb_session *s);
 
 /* brokerd's id of the session (for its admin listings and journal). Owned by s. */
@@ -269,11 +300,15 @@ VFB_API int vfb_session_identity(const vfb_session *s, vfb_identity *out);
 
 /* The page size every mapping's offset and length must be a multiple of (brokerd's welcome). */
 VFB_API uint64_t vfb_page_size(const vfb_session *s);
-/* brokerd's version, as its welcome said. Owned by s. */
+/* brokerd's version (its package's), as its welcome said: unrelated to this library's
+ * VFB_VERSION_* (they talk workload protocol version 1 whatever their versions). Owned by s. */
 VFB_API const char *vfb_server_version(const vfb_session *s);
 
 /* The message of the session's last failed call: brokerd's message (prefixed by its gRPC status
- * name when brokerd refused) or what the library saw, and what to do. "" before any failure; a
+ * name when brokerd refused) or what the library saw, and what to do. Every call that fails and
+ * reaches the session (a call on the session, or on a device, mapping or batch of it) sets it;
+ * a call given no object of a session (a NULL session, device or mapping) cannot.
+ * vfb_mapping_status reports a state and leaves it alone. "" before any failure; a
  * successful call does not clear it. Never NULL (NULL s: ""). Owned by s, valid until its next
  * call. At most 511 bytes. */
 VFB_API const char *vfb_last_error(const vfb_session *s);
@@ -330,14 +365,15 @@ VFB_API int vfb_device_health(const vfb_device *d);
 VFB_API unsigned vfb_region_count(const vfb_device *d);
 /* Region number `pos` (0 .. vfb_region_count - 1, in brokerd's order). 0, or VFB_E_INVALID_ARGUMENT. */
 VFB_API int vfb_region_at(const vfb_device *d, unsigned pos, vfb_region *out);
-/* The region of VFIO index `region`. 0, VFB_E_INVALID_ARGUMENT (NULL), or VFB_E_NO_SUCH_REGION. */
+/* The region of VFIO index `region`. 0, VFB_E_INVALID_ARGUMENT (NULL), or VFB_E_NO_SUCH_REGION.
+ * Local, as vfb_region_at: it reads what the open's reply said, no exchange with brokerd. */
 VFB_API int vfb_region_info(const vfb_device *d, unsigned region, vfb_region *out);
 
 /* Closes the device: every mapping still open on it is munmapped and freed (its pointer invalid
  * from now on), and brokerd closes the device file and releases them. d is freed whatever the
- * outcome. Returns 0, or brokerd's refusal, or VFB_E_RESTARTED (the close is sent by vfb_resume),
- * VFB_E_SESSION_ENDED / VFB_E_CLOSED (nothing to close: the session's end released it),
- * VFB_E_TIMEOUT. NULL: VFB_E_INVALID_ARGUMENT. */
+ * outcome. Returns 0, or brokerd's refusal, or VFB_E_RESTARTED / VFB_E_CLOSED (the session is
+ * down: the close is sent by a successful vfb_resume; without one, brokerd releases it when this
+ * process exits), VFB_E_SESSION_ENDED (brokerd released it already), VFB_E_TIMEOUT. NULL: VFB_E_INVALID_ARGUMENT. */
 VFB_API int vfb_close_device(vfb_device *d);
 
 /* ---- mappings ------------------------------------------------------------------------------- */
@@ -374,9 +410,9 @@ VFB_API int vfb_map_many(vfb_device *d, const vfb_range *ranges, size_t n, vfb_m
 
 /* Releases the mapping in brokerd and munmaps it; m is freed whatever the outcome (its address
  * is unmapped: touching it faults). A revoked mapping is released the same way. Returns 0, or
- * brokerd's refusal of the release (VFB_E_NOT_FOUND, ...), VFB_E_RESTARTED (the release is sent
- * by vfb_resume), VFB_E_SESSION_ENDED / VFB_E_CLOSED (the session's end released it already),
- * VFB_E_TIMEOUT. NULL: VFB_E_INVALID_ARGUMENT. */
+ * brokerd's refusal of the release (VFB_E_NOT_FOUND, ...), VFB_E_RESTARTED / VFB_E_CLOSED (the
+ * session is down: the release is sent by a successful vfb_resume; without one, brokerd releases
+ * it when this process exits), VFB_E_SESSION_ENDED (brokerd released it already), VFB_E_TIMEOUT. NULL: VFB_E_INVALID_ARGUMENT. */
 VFB_API int vfb_unmap(vfb_mapping *m);
 
 /* vfb_unmap of n (1 .. VFB_MAX_BATCH) mappings of one session in one exchange. Every ms[i] is
@@ -402,9 +438,22 @@ VFB_API unsigned vfb_mapping_region(const vfb_mapping *m);
 VFB_API uint64_t vfb_mapping_offset(const vfb_mapping *m);
 /* The device it was mapped from. */
 VFB_API vfb_device *vfb_mapping_device(const vfb_mapping *m);
-/* Whether it is revoked: VFB_OK while it is live, VFB_E_MAPPING_REVOKED once a revocation of it
- * was read (vfb_read_event) or vfb_resume found brokerd no longer holds it; its address is then
- * mapped PROT_NONE. NULL: VFB_E_INVALID_ARGUMENT. */
+/* Whether the mapping is still held, without an exchange (check it before writing, e.g. each
+ * loop):
+ *  - VFB_OK: the session is live and no revocation of the mapping was read.
+ *  - VFB_E_MAPPING_REVOKED: a revocation of it was read (vfb_read_event), or vfb_resume found
+ *    brokerd no longer holds it; its address is mapped PROT_NONE. vfb_unmap it. (Said before the
+ *    two codes of a down session below, after VFB_E_SESSION_ENDED.)
+ *  - VFB_E_RESTARTED / VFB_E_CLOSED (also after a VFB_E_TIMEOUT): the session is down (brokerd
+ *    restarting, the connection lost). The address is LEFT MAPPED as it was: the kernel keeps the
+ *    mapping, brokerd keeps its pages booked for this process until it exits (or, once resumed,
+ *    the session holds them again), and a driver in the middle of I/O is not cut off. Writes through it
+ *    reach the device while brokerd is down; stop them if that matters, and vfb_resume (which
+ *    revokes it if brokerd no longer holds it).
+ *  - VFB_E_SESSION_ENDED: brokerd ended the session and released its pages. Once the
+ *    VFB_EVENT_SESSION_ENDED event is read the address is PROT_NONE, as after a revocation.
+ * The state is what the library has read off the connection: a call or vfb_read_event notices an
+ * end, this accessor does not read. NULL: VFB_E_INVALID_ARGUMENT. */
 VFB_API int vfb_mapping_status(const vfb_mapping *m);
 
 /* ---- events --------------------------------------------------------------------------------- */
@@ -418,9 +467,13 @@ enum {
   VFB_EVENT_REVOKED = 1,
   /* A device's health changed (health, device_id). */
   VFB_EVENT_DEVICE_HEALTH = 2,
-  /* The session ended: reason is brokerd's ("restart": vfb_resume once brokerd is back;
-   * "operator", "lease-stalled", "shutdown", ...) or the library's "connection-lost" (the
-   * connection closed without a word: brokerd killed). Delivered once; calls fail from now on. */
+  /* The session is down: reason is brokerd's ("restart": vfb_resume; "operator", "lease-stalled",
+   * "shutdown", ...: brokerd released everything) or the library's "connection-lost" (the
+   * connection closed without a word, or the library closed it: vfb_resume). Delivered once; calls
+   * fail from now on (vfb_mapping_status says what that means for a mapping). For a reason of
+   * brokerd's other than "restart", every live mapping is made PROT_NONE as this event is read.
+   * Afterwards: vfb_resume, or vfb_disconnect (it munmaps and frees every device and mapping; no
+   * vfb_unmap or vfb_close_device needed first, though both are allowed and free their object). */
   VFB_EVENT_SESSION_ENDED = 3,
 };
 
@@ -455,8 +508,12 @@ VFB_API int vfb_event_fd(const vfb_session *s);
  * revocation is applied (the address made inaccessible) as it is returned. At most
  * VFB_MAX_QUEUED_HEALTH device-health events are held unread: a newer one for a device replaces
  * the one held for it (the latest health of each device is kept), and one for a device past that
- * many is dropped. Revocations and the session's end are never dropped (there is at most one per
- * mapping, and one end). */
+ * many is dropped. Revocations: one is held per (device file, cookie) (a repeat while one is
+ * unread is dropped), so those of the session's mappings are never dropped; those of cookies no
+ * mapping object holds (already unmapped, or never mapped: a misbehaving peer) are held up to
+ * VFB_MAX_QUEUED_UNKNOWN, then dropped. The session's end: one. Whatever the peer sends, the queue
+ * holds at most (mappings of the session) + VFB_MAX_QUEUED_UNKNOWN + VFB_MAX_QUEUED_HEALTH + 1
+ * events. */
 VFB_API int vfb_read_event(vfb_session *s, vfb_event *ev);
 
 #ifdef __cplusplus

@@ -89,11 +89,11 @@ static int undo(vfb_device *d, const Vfiobroker__V1__FdReply *const *items, size
 VFB_API int vfb_map_many(vfb_device *d, const vfb_range *ranges, size_t n, vfb_mapping **out) {
   if (out != NULL && n <= VFB_MAX_BATCH)
     for (size_t i = 0; i < n; i++) out[i] = NULL;
-  if (d == NULL || ranges == NULL || out == NULL || n == 0 || n > VFB_MAX_BATCH) {
-    if (d != NULL && n > VFB_MAX_BATCH)
-      return vfb_say(d->s, VFB_E_INVALID_ARGUMENT, "%zu ranges: a batch holds 1 to %d", n, VFB_MAX_BATCH);
-    return VFB_E_INVALID_ARGUMENT;
-  }
+  if (d == NULL) return VFB_E_INVALID_ARGUMENT;
+  if (ranges == NULL || out == NULL)
+    return vfb_say(d->s, VFB_E_INVALID_ARGUMENT, "vfb_map_many: %s is NULL", ranges == NULL ? "ranges" : "out");
+  if (n == 0 || n > VFB_MAX_BATCH)
+    return vfb_say(d->s, VFB_E_INVALID_ARGUMENT, "%zu ranges: a batch holds 1 to %d", n, VFB_MAX_BATCH);
   vfb_session *s = d->s;
   Vfiobroker__V1__FdGrant grants[VFB_MAX_BATCH];
   Vfiobroker__V1__FdGrant *ptrs[VFB_MAX_BATCH];
@@ -155,9 +155,13 @@ VFB_API int vfb_map_many(vfb_device *d, const vfb_range *ranges, size_t n, vfb_m
 }
 
 VFB_API int vfb_unmap_many(vfb_mapping **ms, size_t n) {
-  if (ms == NULL || n == 0 || n > VFB_MAX_BATCH) return VFB_E_INVALID_ARGUMENT;
+  if (ms == NULL || n == 0 || ms[0] == NULL) return VFB_E_INVALID_ARGUMENT; /* no session to tell */
+  if (n > VFB_MAX_BATCH)
+    return vfb_say(ms[0]->d->s, VFB_E_INVALID_ARGUMENT, "%zu mappings: a batch holds 1 to %d", n, VFB_MAX_BATCH);
   for (size_t i = 0; i < n; i++)
-    if (ms[i] == NULL || ms[i]->d->s != ms[0]->d->s) return VFB_E_INVALID_ARGUMENT;
+    if (ms[i] == NULL || ms[i]->d->s != ms[0]->d->s)
+      return vfb_say(ms[0]->d->s, VFB_E_INVALID_ARGUMENT, "vfb_unmap_many: mapping %zu is %s", i,
+                     ms[i] == NULL ? "NULL" : "of another session");
   vfb_session *s = ms[0]->d->s;
   /* One batch per device file would need grouping; a batch's releases each name their own. */
   Vfiobroker__V1__FdRelease items[VFB_MAX_BATCH];

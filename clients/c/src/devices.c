@@ -72,7 +72,8 @@ VFB_API void vfb_device_list_free(vfb_device_list *l) {
 
 VFB_API int vfb_list_devices(vfb_session *s, vfb_device_list **out) {
   if (out != NULL) *out = NULL;
-  if (s == NULL || out == NULL) return VFB_E_INVALID_ARGUMENT;
+  if (s == NULL) return VFB_E_INVALID_ARGUMENT;
+  if (out == NULL) return vfb_say(s, VFB_E_INVALID_ARGUMENT, "vfb_list_devices: out is NULL");
   Vfiobroker__V1__WorkloadListDevices ld = VFIOBROKER__V1__WORKLOAD_LIST_DEVICES__INIT;
   Vfiobroker__V1__WorkloadRequest req = VFIOBROKER__V1__WORKLOAD_REQUEST__INIT;
   req.kind_case = VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_LIST_DEVICES;
@@ -139,7 +140,9 @@ VFB_API int vfb_device_list_region(const vfb_device_list *l, size_t i, unsigned 
 
 VFB_API int vfb_open_device(vfb_session *s, const char *device_id, vfb_device **out) {
   if (out != NULL) *out = NULL;
-  if (s == NULL || out == NULL || device_id == NULL) return VFB_E_INVALID_ARGUMENT;
+  if (s == NULL) return VFB_E_INVALID_ARGUMENT;
+  if (out == NULL || device_id == NULL)
+    return vfb_say(s, VFB_E_INVALID_ARGUMENT, "vfb_open_device: %s is NULL", out == NULL ? "out" : "device_id");
   if (!valid_id(device_id))
     return vfb_say(s, VFB_E_INVALID_ARGUMENT,
                    "a device id is 1 to %d characters: letters, digits and . _ : -", VFB_MAX_DEVICE_ID);
@@ -195,15 +198,20 @@ VFB_API unsigned vfb_region_count(const vfb_device *d) {
 }
 
 VFB_API int vfb_region_at(const vfb_device *d, unsigned pos, vfb_region *out) {
-  if (d == NULL || out == NULL || pos >= d->nregions) return VFB_E_INVALID_ARGUMENT;
+  if (d == NULL) return VFB_E_INVALID_ARGUMENT;
+  if (out == NULL) return vfb_say(d->s, VFB_E_INVALID_ARGUMENT, "vfb_region_at: out is NULL");
+  if (pos >= d->nregions)
+    return vfb_say(d->s, VFB_E_INVALID_ARGUMENT, "vfb_region_at: position %u, but %s has %u regions (0 to %u)", pos,
+                   d->id, d->nregions, d->nregions == 0 ? 0 : d->nregions - 1);
   return region_out(&d->regions[pos], out);
 }
 
 VFB_API int vfb_region_info(const vfb_device *d, unsigned region, vfb_region *out) {
-  if (d == NULL || out == NULL) return VFB_E_INVALID_ARGUMENT;
+  if (d == NULL) return VFB_E_INVALID_ARGUMENT;
+  if (out == NULL) return vfb_say(d->s, VFB_E_INVALID_ARGUMENT, "vfb_region_info: out is NULL");
   for (unsigned i = 0; i < d->nregions; i++)
     if (d->regions[i].info.index == region) return region_out(&d->regions[i], out);
-  return VFB_E_NO_SUCH_REGION;
+  return vfb_say(d->s, VFB_E_NO_SUCH_REGION, "%s has no region %u; vfb_region_at lists its regions", d->id, region);
 }
 
 void vfb_device_free(vfb_device *d) {

@@ -21,10 +21,13 @@ static const struct row rows[] = {
      "cannot reach brokerd's socket: is brokerd running, is VFIO_BROKER_SOCKET right, and may this "
      "user open the socket's directory?"},
     {VFB_E_CLOSED, "VFB_E_CLOSED",
-     "the connection to brokerd is gone without a word from brokerd (killed, or it closed after an "
-     "error): the session ended; vfb_resume if brokerd restored it, else disconnect and connect again"},
+     "the connection to brokerd is gone (brokerd killed, or the library closed it after a timeout or a "
+     "protocol error; vfb_last_error says which): call vfb_resume, which takes the session back if brokerd "
+     "still or again holds it, says VFB_E_CONNECT while nothing listens and VFB_E_RESUME_REFUSED if the "
+     "session is gone (then disconnect and connect again)"},
     {VFB_E_TIMEOUT, "VFB_E_TIMEOUT",
-     "brokerd did not answer in time (is it overloaded or stopped?); the connection was closed"},
+     "brokerd did not answer in time (hung, stopped or overloaded); the connection was closed, so the "
+     "session is down: vfb_resume later says whether brokerd still holds it"},
     {VFB_E_FRAME_TOO_LARGE, "VFB_E_FRAME_TOO_LARGE",
      "a frame is longer than the protocol allows; the connection is unusable, connect again"},
     {VFB_E_FRAME_TRUNCATED, "VFB_E_FRAME_TRUNCATED",
@@ -50,7 +53,9 @@ static const struct row rows[] = {
     {VFB_E_OUT_OF_RANGE, "VFB_E_OUT_OF_RANGE",
      "the range passes the end of the region (vfb_region_info's size); map less, or from a lower offset"},
     {VFB_E_RESTARTED, "VFB_E_RESTARTED",
-     "brokerd is restarting and keeps this session's grants; call vfb_resume once it is back"},
+     "brokerd said it is restarting and keeps this session's grants for the next brokerd; call vfb_resume "
+     "while it returns VFB_E_CONNECT or VFB_E_TIMEOUT, up to a bound (brokerd's resume grace, 30 s by "
+     "default), then disconnect"},
     {VFB_E_MAPPING_REVOKED, "VFB_E_MAPPING_REVOKED",
      "brokerd revoked the mapping and its address is now inaccessible; vfb_unmap it, then map again "
      "if the device allows"},
@@ -74,7 +79,8 @@ static const struct row rows[] = {
      "brokerd ended the session and released what it held (the session-ended event says why); "
      "disconnect and connect again"},
     {VFB_E_RESUME_REFUSED, "VFB_E_RESUME_REFUSED",
-     "brokerd is back but does not hold this session any more; disconnect and connect again"},
+     "brokerd answers but does not hold this session (vfb_last_error says why: it ended when its "
+     "connection closed, or brokerd restarted without it); disconnect and connect again"},
     {VFB_E_UNKNOWN_TICKET, "VFB_E_UNKNOWN_TICKET", "brokerd knows no such ticket"},
     {VFB_E_EXPIRED, "VFB_E_EXPIRED", "the ticket expired before it was redeemed; map again"},
     {VFB_E_ALREADY_USED, "VFB_E_ALREADY_USED", "the ticket was already redeemed: tickets are single use"},
@@ -86,8 +92,9 @@ static const struct row rows[] = {
      "brokerd could not read the request (brokerd's message names the field); a library bug or a "
      "version mismatch"},
     {VFB_E_BUSY, "VFB_E_BUSY",
-     "this identity holds too many connections to brokerd (or brokerd is at its cap); use one "
-     "session per process"},
+     "this identity, or brokerd as a whole, is at its cap of fd-channel connections (each session is "
+     "one; vfb_last_error names the cap): end sessions you do not need or share one between threads, "
+     "or ask the operator to raise the cap"},
     {VFB_E_REFUSED, "VFB_E_REFUSED", "brokerd refused the request; vfb_last_error says why"},
     {VFB_E_UNDELIVERABLE, "VFB_E_UNDELIVERABLE",
      "brokerd could not pass the file descriptor (the kernel's limit on fds in flight); the operator "

@@ -2,8 +2,9 @@
  * socket and an eventfd that is set while events wait in the library), the queue of events taken
  * off the socket, vfb_read_event, and what a revocation does to the mapping it names (replaced at
  * the same address by an inaccessible anonymous mapping, before the event is returned). It owns
- * the queue's bound: revocations and the end are never dropped (one per mapping, one end), device
- * health is coalesced per device and held for at most VFB_MAX_QUEUED_HEALTH devices. It never
+ * the queue's bound, whatever the peer sends: one revocation queued per (device file, cookie) (a
+ * repeat is dropped), at most VFB_MAX_QUEUED_UNKNOWN of cookies no mapping object holds, one end,
+ * device health coalesced per device and held for at most VFB_MAX_QUEUED_HEALTH devices. It never
  * sends anything to brokerd and never frees a mapping (the caller does, with vfb_unmap). */
 #include <errno.h>
 #include <stdlib.h>
@@ -47,6 +48,7 @@ void vfb_events_close(vfb_session *s) {
   }
   s->q_tail = NULL;
   s->q_health = 0;
+  s->q_unknown = 0;
 }
 
 int vfb_events_watch(vfb_session *s, int sock) {
@@ -80,10 +82,26 @@ static vfb_queued *push(vfb_session *s, int kind) {
   return q;
 }
 
+/* The first live mapping object of (df, cookie), or NULL. */
+static vfb_mapping *holder(vfb_session *s, uint64_t df_id, uint64_t cookie) {
+  for (vfb_device *d = s->devices; d != NULL; d = d->next) {
+    if (d->df_id != df_id) continue;
+    for (vfb_mapping *m = d->maps; m != NULL; m = m->next)
+      if (m->cookie == cookie && !m->revoked) return m;
+  }
+  return NULL;
+}
+
 void vfb_events_revoke(vfb_session *s, uint64_t df_id, uint64_t cookie, const char *device_id, const char *reason,
                        const char *message) {
+  for (vfb_queued *q = s->q_head; q != NULL; q = q->next)
+    if (q->kind == VFB_EVENT_REVOKED && q->df_id == df_id && q->cookie == cookie) return; /* already queued */
+  int unknown = holder(s, df_id, cookie) == NULL;
+  if (unknown && s->q_unknown >= VFB_MAX_QUEUED_UNKNOWN) return; /* a peer's flood of cookies never held */
   vfb_queued *q = push(s, VFB_EVENT_REVOKED);
   if (q == NULL) return;
+  q->unknown = unknown;
+  if (unknown) s->q_unknown++;
   q->df_id = df_id;
   q->cookie = cookie;
   vfb_copy(q->device_id, sizeof q->device_id, device_id);
@@ -140,21 +158,12 @@ int vfb_revoke_mapping(vfb_mapping *m) {
   return VFB_OK;
 }
 
-/* The first live mapping object of (df, cookie), or NULL. */
-static vfb_mapping *holder(vfb_session *s, uint64_t df_id, uint64_t cookie) {
-  for (vfb_device *d = s->devices; d != NULL; d = d->next) {
-    if (d->df_id != df_id) continue;
-    for (vfb_mapping *m = d->maps; m != NULL; m = m->next)
-      if (m->cookie == cookie && !m->revoked) return m;
-  }
-  return NULL;
-}
-
 static void pop(vfb_session *s) {
   vfb_queued *q = s->q_head;
   s->q_head = q->next;
   if (s->q_head == NULL) s->q_tail = NULL;
   if (q->kind == VFB_EVENT_DEVICE_HEALTH) s->q_health--;
+  if (q->kind == VFB_EVENT_REVOKED && q->unknown) s->q_unknown--;
   free(q);
   signal_queue(s);
 }
@@ -175,7 +184,8 @@ VFB_API int vfb_event_fd(const vfb_session *s) {
 }
 
 VFB_API int vfb_read_event(vfb_session *s, vfb_event *ev) {
-  if (s == NULL || ev == NULL) return VFB_E_INVALID_ARGUMENT;
+  if (s == NULL) return VFB_E_INVALID_ARGUMENT;
+  if (ev == NULL) return vfb_say(s, VFB_E_INVALID_ARGUMENT, "vfb_read_event: ev is NULL");
   int rc = VFB_OK;
   if (s->q_head == NULL) rc = vfb_wl_poll(s);
   while (s->q_head != NULL) {
@@ -183,6 +193,14 @@ VFB_API int vfb_read_event(vfb_session *s, vfb_event *ev) {
     if (q->kind == VFB_EVENT_DEVICE_HEALTH) {
       for (vfb_device *d = s->devices; d != NULL; d = d->next)
         if (strcmp(d->id, q->device_id) == 0) d->health = q->health;
+    }
+    if (q->kind == VFB_EVENT_SESSION_ENDED && s->state == VFB_DOWN_ENDED) {
+      /* brokerd ended the session and released every grant: as a revocation of each mapping. */
+      for (vfb_device *d = s->devices; d != NULL; d = d->next)
+        for (vfb_mapping *m = d->maps; m != NULL; m = m->next)
+          if (vfb_revoke_mapping(m) < 0)
+            return vfb_say(s, VFB_E_IO, "mmap(MAP_FIXED, PROT_NONE) over the mapping at %p: %s", m->addr,
+                           strerror(errno));
     }
     if (q->kind != VFB_EVENT_REVOKED) {
       fill(ev, q);

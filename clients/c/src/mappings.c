@@ -137,8 +137,9 @@ static int release(vfb_session *s, uint64_t df_id, uint64_t cookie) {
 VFB_API int vfb_map(vfb_device *d, unsigned region, uint64_t offset, uint64_t length, int attr, int prot,
                     vfb_mapping **out) {
   if (out != NULL) *out = NULL;
-  if (d == NULL || out == NULL) return VFB_E_INVALID_ARGUMENT;
+  if (d == NULL) return VFB_E_INVALID_ARGUMENT;
   vfb_session *s = d->s;
+  if (out == NULL) return vfb_say(s, VFB_E_INVALID_ARGUMENT, "vfb_map: out is NULL");
   Vfiobroker__V1__FdGrant g = VFIOBROKER__V1__FD_GRANT__INIT;
   int rc = vfb_grant_args(d, region, offset, length, attr, prot, &g);
   if (rc < 0) return rc;
@@ -210,5 +211,12 @@ VFB_API vfb_device *vfb_mapping_device(const vfb_mapping *m) {
 }
 VFB_API int vfb_mapping_status(const vfb_mapping *m) {
   if (m == NULL) return VFB_E_INVALID_ARGUMENT;
-  return m->revoked ? VFB_E_MAPPING_REVOKED : VFB_OK;
+  /* brokerd's end first (it released everything), then the mapping's own revocation, then a
+   * session merely down. */
+  vfb_state st = m->d->s->state;
+  if (st == VFB_DOWN_ENDED) return VFB_E_SESSION_ENDED;
+  if (m->revoked) return VFB_E_MAPPING_REVOKED;
+  if (st == VFB_DOWN_RESTART) return VFB_E_RESTARTED;
+  if (st == VFB_DOWN_LOST) return VFB_E_CLOSED;
+  return VFB_OK;
 }

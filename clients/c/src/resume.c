@@ -57,9 +57,48 @@ static void pay(vfb_session *s, const Vfiobroker__V1__WorkloadWelcome *w, const 
   if (vfb_wl_call(s, &req, 0, &r, fds, &nfds) == VFB_OK) vfiobroker__v1__workload_reply__free_unpacked(r, NULL);
 }
 
+/* Why brokerd is back without the session, as far as the library can tell. */
+static int refused(vfb_session *s, vfb_state was) {
+  if (was == VFB_DOWN_RESTART)
+    return vfb_say(s, VFB_E_RESUME_REFUSED,
+                   "brokerd is back but did not restore session %s (its state was not kept, or the session ended "
+                   "when its resume grace ran out); vfb_disconnect and connect again",
+                   s->session_id);
+  if (s->lib_closed)
+    return vfb_say(s, VFB_E_RESUME_REFUSED,
+                   "brokerd answers but no longer holds session %s: the library closed its connection (%s) and "
+                   "brokerd ends a session whose connection closes; vfb_disconnect and connect again",
+                   s->session_id, s->down_why);
+  return vfb_say(s, VFB_E_RESUME_REFUSED,
+                 "brokerd answers but does not hold session %s: it ended the session when the connection closed, "
+                 "or it restarted without its state; vfb_disconnect and connect again",
+                 s->session_id);
+}
+
+/* A failed hello of vfb_resume as the caller should see it: a connection brokerd closed before
+ * answering (the stopping brokerd's backlog, a new one not ready) is "not back yet". */
+static int hello_failed(vfb_session *s, int rc) {
+  if (rc == VFB_E_RESTARTED || rc == VFB_E_CLOSED || rc == VFB_E_SESSION_ENDED || rc == VFB_E_FRAME_TRUNCATED)
+    return vfb_say(s, VFB_E_CONNECT,
+                   "brokerd at %s accepted the connection but closed it before answering the hello (a stopping "
+                   "brokerd, or a new one not ready); try vfb_resume again later",
+                   s->fd_path);
+  if (rc == VFB_E_TIMEOUT)
+    return vfb_say(s, VFB_E_TIMEOUT,
+                   "brokerd at %s accepted the connection but did not answer the hello within %d ms (hung, stopped "
+                   "or overloaded); try vfb_resume again later",
+                   s->fd_path, s->timeout_ms);
+  return rc;
+}
+
 VFB_API int vfb_resume(vfb_session *s) {
   if (s == NULL) return VFB_E_INVALID_ARGUMENT;
   if (s->state == VFB_LIVE) return VFB_OK;
+  if (s->state == VFB_DOWN_ENDED)
+    return vfb_say(s, VFB_E_SESSION_ENDED,
+                   "brokerd ended session %s (reason \"%s\") and released what it held: there is nothing to resume; "
+                   "vfb_disconnect and connect again",
+                   s->session_id, s->end_reason);
   int fd = vfb_wl_connect(s);
   if (fd < 0) return fd;
   s->sock = fd;
@@ -71,14 +110,19 @@ VFB_API int vfb_resume(vfb_session *s) {
     return rc;
   }
   vfb_state was = s->state;
+  int lib_closed = s->lib_closed;
+  char why[sizeof s->down_why];
+  memcpy(why, s->down_why, sizeof why);
   Vfiobroker__V1__WorkloadReply *r = NULL;
   char token[VFB_TOKEN_LEN + 1], id[VFB_SESSION_ID_MAX + 1];
   memcpy(token, s->token, sizeof token);
   memcpy(id, s->session_id, sizeof id);
   rc = vfb_hello(s, token, &r);
   if (rc < 0) {
-    s->state = was; /* a failed hello leaves the session as it was, down */
-    return rc;
+    s->state = was; /* a failed hello leaves the session as it was, down, for the same reason */
+    s->lib_closed = lib_closed;
+    memcpy(s->down_why, why, sizeof why);
+    return hello_failed(s, rc);
   }
   if (!s->resumed) {
     vfiobroker__v1__workload_reply__free_unpacked(r, NULL);
@@ -88,13 +132,12 @@ VFB_API int vfb_resume(vfb_session *s) {
     close(s->sock);
     s->sock = -1;
     vfb_frame_reader_next(&s->reader);
-    return vfb_say(s, VFB_E_RESUME_REFUSED,
-                   "brokerd is back but does not hold session %s any more (not kept across its restart, or "
-                   "another process); disconnect and connect again",
-                   s->session_id);
+    return refused(s, was);
   }
   s->state = VFB_LIVE;
   s->end_queued = 0;
+  s->lib_closed = 0;
+  s->end_reason[0] = '\0';
   reconcile(s, r->hello);
   while (s->owed != NULL && s->state == VFB_LIVE) {
     vfb_owed *o = s->owed;

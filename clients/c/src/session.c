@@ -2,6 +2,7 @@
  * its accessors, and vfb_disconnect. It owns the session object's life and the hello's checks
  * (the version, the page size, the strings' bounds); it never decides what brokerd grants.
  * vfb_resume (resume.c) reuses its hello. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -97,6 +98,14 @@ VFB_API int vfb_connect_ex(const vfb_connect_options *o, vfb_session **out) {
     free(s);
     return failed(o, "a socket path is longer than 107 bytes, or the broker socket's path is a directory", rc);
   }
+  const char *env_fd = getenv("VFIO_BROKER_FD_SOCKET");
+  if (env_fd != NULL && env_fd[0] != '\0')
+    vfb_copy(s->path_from, sizeof s->path_from, "from $VFIO_BROKER_FD_SOCKET");
+  else
+    snprintf(s->path_from, sizeof s->path_from, "beside the broker socket %s, from %s", broker_path,
+             broker != NULL && broker[0] != '\0' ? "the argument"
+             : getenv("VFIO_BROKER_SOCKET") != NULL && getenv("VFIO_BROKER_SOCKET")[0] != '\0' ? "$VFIO_BROKER_SOCKET"
+                                                                                               : "the default");
   s->rbuf = malloc(VFB_WL_REPLY_MAX_BYTES);
   if (s->rbuf == NULL) {
     free(s);
@@ -170,7 +179,8 @@ VFB_API int vfb_session_resumed(const vfb_session *s) {
 }
 
 VFB_API int vfb_session_identity(const vfb_session *s, vfb_identity *out) {
-  if (s == NULL || out == NULL) return VFB_E_INVALID_ARGUMENT;
+  if (s == NULL) return VFB_E_INVALID_ARGUMENT;
+  if (out == NULL) return vfb_say((vfb_session *)s, VFB_E_INVALID_ARGUMENT, "vfb_session_identity: out is NULL");
   *out = s->identity;
   return VFB_OK;
 }

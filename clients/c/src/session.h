@@ -83,6 +83,7 @@ typedef struct vfb_queued {
   uint64_t df_id, cookie;
   int health;
   int delivered; /* REVOKED: objects of the cookie already returned */
+  int unknown;   /* REVOKED: no mapping object held the cookie when it was queued */
   char device_id[VFB_MAX_DEVICE_ID + 1];
   char reason[64];
   char message[512];
@@ -104,6 +105,10 @@ struct vfb_session {
   int end_queued; /* the SESSION_ENDED event was queued */
   int timeout_ms;
   char fd_path[VFB_SOCKET_PATH_MAX + 1];
+  char path_from[VFB_SOCKET_PATH_MAX + 64]; /* where fd_path came from, for connect's messages */
+  int lib_closed;          /* the library closed the connection (timeout, protocol error) */
+  char down_why[160];      /* why the library closed it */
+  char end_reason[64];     /* brokerd's lease_ended reason, or "connection-lost" */
   char client_name[VFB_MAX_CLIENT_NAME + 1];
   char session_id[VFB_SESSION_ID_MAX + 1];
   char token[VFB_TOKEN_LEN + 1];
@@ -115,6 +120,7 @@ struct vfb_session {
   vfb_device *devices;
   vfb_queued *q_head, *q_tail;
   size_t q_health;
+  size_t q_unknown; /* queued revocations of cookies no mapping object held */
   vfb_owed *owed;
   vfb_frame_reader reader;
   uint8_t *rbuf; /* VFB_WL_REPLY_MAX_BYTES */

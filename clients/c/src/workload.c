@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -49,16 +50,44 @@ int vfb_down_error(vfb_session *s) {
   switch (s->state) {
     case VFB_DOWN_RESTART:
       return vfb_say(s, VFB_E_RESTARTED,
-                     "brokerd is restarting and keeps this session's grants; call vfb_resume once it is back");
+                     "brokerd said it is restarting (lease_ended \"restart\") and keeps this session's grants for the "
+                     "next brokerd; call vfb_resume until it is not VFB_E_CONNECT or VFB_E_TIMEOUT, for a bound of "
+                     "your choice (brokerd's resume grace, 30 s by default)");
     case VFB_DOWN_ENDED:
       return vfb_say(s, VFB_E_SESSION_ENDED,
-                     "brokerd ended this session (the session-ended event says why); disconnect and connect again");
+                     "brokerd ended this session (reason \"%s\") and released what it held; vfb_disconnect and "
+                     "connect again",
+                     s->end_reason);
     default:
+      if (s->lib_closed)
+        return vfb_say(s, VFB_E_CLOSED,
+                       "the library closed the connection to brokerd at %s (%s); brokerd ends a session whose "
+                       "connection closes: call vfb_resume, which says VFB_E_RESUME_REFUSED if the session is gone",
+                       s->fd_path, s->down_why);
       return vfb_say(s, VFB_E_CLOSED,
-                     "the connection to brokerd at %s is gone; vfb_resume if brokerd restored the session, "
-                     "else disconnect and connect again",
+                     "the connection to brokerd at %s closed without a word from brokerd (killed or crashed); call "
+                     "vfb_resume: it takes the session back if a restarted brokerd restored it, says VFB_E_CONNECT "
+                     "while nothing listens, VFB_E_RESUME_REFUSED if the session is gone",
                      s->fd_path);
   }
+}
+
+/* ENOENT on connect: the socket file, or its directory, is missing; says which, and where the
+ * path came from. */
+static int not_there(vfb_session *s) {
+  char dir[VFB_SOCKET_PATH_MAX + 1];
+  vfb_copy(dir, sizeof dir, s->fd_path);
+  char *slash = strrchr(dir, '/');
+  if (slash != NULL && slash != dir) *slash = '\0';
+  struct stat st;
+  if (slash != NULL && stat(dir, &st) < 0 && errno == ENOENT)
+    return vfb_say(s, VFB_E_CONNECT,
+                   "the directory %s does not exist (the fd channel %s is %s): is brokerd running, "
+                   "is the socket path right, and is its directory mounted here?",
+                   dir, s->fd_path, s->path_from);
+  return vfb_say(s, VFB_E_CONNECT,
+                 "nothing listens at %s (%s); is brokerd running, and is the socket path right?", s->fd_path,
+                 s->path_from);
 }
 
 int vfb_wl_connect(vfb_session *s) {
@@ -78,10 +107,7 @@ int vfb_wl_connect(vfb_session *s) {
     int e = errno;
     close(fd);
     errno = e;
-    if (e == ENOENT || e == ECONNREFUSED)
-      return vfb_say(s, VFB_E_CONNECT,
-                     "nothing listens at %s; is brokerd running, and is its socket directory mounted here?",
-                     s->fd_path);
+    if (e == ENOENT || e == ECONNREFUSED) return not_there(s);
     if (e == EACCES || e == EPERM)
       return vfb_say(s, VFB_E_CONNECT,
                      "permission denied connecting to %s; the socket's directory or mode does not let this user in",
@@ -105,7 +131,10 @@ void vfb_wl_down(vfb_session *s, vfb_state state, const char *reason, const char
   if (s->sock >= 0) close(s->sock); /* also leaves the epoll set */
   s->sock = -1;
   vfb_frame_reader_next(&s->reader);
-  if (s->state == VFB_LIVE) s->state = state;
+  if (s->state == VFB_LIVE) {
+    s->state = state;
+    if (state == VFB_DOWN_LOST) vfb_copy(s->end_reason, sizeof s->end_reason, "connection-lost");
+  }
   if (!s->end_queued) vfb_events_end(s, reason, message);
 }
 
@@ -117,8 +146,12 @@ __attribute__((format(printf, 3, 4))) static int broken(vfb_session *s, int err,
   va_start(ap, fmt);
   vsnprintf(what, sizeof what, fmt, ap);
   va_end(ap);
-  vfb_say(s, err, "%s (%s); the connection to brokerd was closed and the session ended", what,
+  vfb_say(s, err, "%s (%s); the connection to brokerd was closed and the session is down", what,
           vfb_error_name(err));
+  if (err != VFB_E_CLOSED && err != VFB_E_FRAME_TRUNCATED && s->sock >= 0) {
+    s->lib_closed = 1;
+    vfb_copy(s->down_why, sizeof s->down_why, what);
+  }
   vfb_wl_down(s, VFB_DOWN_LOST, "connection-lost", s->message);
   errno = saved;
   return err;
@@ -171,7 +204,10 @@ static int decode(vfb_session *s, Vfiobroker__V1__WorkloadReply **out, size_t nf
   const Vfiobroker__V1__WorkloadEvent *e = r->event;
   if (e->kind_case == VFIOBROKER__V1__WORKLOAD_EVENT__KIND_LEASE_ENDED && e->lease_ended != NULL) {
     const char *why = e->lease_ended->reason;
-    if (s->state == VFB_LIVE) s->state = strcmp(why, "restart") == 0 ? VFB_DOWN_RESTART : VFB_DOWN_ENDED;
+    if (s->state == VFB_LIVE) {
+      s->state = strcmp(why, "restart") == 0 ? VFB_DOWN_RESTART : VFB_DOWN_ENDED;
+      vfb_copy(s->end_reason, sizeof s->end_reason, why);
+    }
   }
   vfb_events_take(s, e);
   vfiobroker__v1__workload_reply__free_unpacked(r, NULL);

@@ -281,6 +281,9 @@ static void restarted(void) {
   vfb_device_list *l = NULL;
   rc = vfb_list_devices(s, &l);
   printf("call %s %s\n", vfb_error_name(rc), vfb_last_error(s));
+  char perms[8];
+  perms_of(p, perms);
+  printf("status %s %s\n", vfb_error_name(vfb_mapping_status(m)), perms); /* down: said so, left mapped */
   for (int i = 0; i < 300 && (rc = vfb_resume(s)) == VFB_E_CONNECT; i++) usleep(100000);
   printf("resume rc=%s resumed=%d session=%s status=%s\n", vfb_error_name(rc), vfb_session_resumed(s),
          vfb_session_id(s), vfb_error_name(vfb_mapping_status(m)));
@@ -307,9 +310,42 @@ static void killed(void) {
   vfb_event ev;
   rc = vfb_read_event(s, &ev);
   printf("event %d kind=%d reason=%s\n", rc, ev.kind, ev.reason);
+  if (m != NULL) {
+    char perms[8];
+    perms_of(vfb_mapping_addr(m), perms);
+    printf("status %s %s\n", vfb_error_name(vfb_mapping_status(m)), perms);
+  }
   rc = vfb_resume(s);
   printf("resume %s\n", vfb_error_name(rc));
   if (m != NULL) printf("unmap %s\n", vfb_error_name(vfb_unmap(m)));
+  vfb_disconnect(s);
+  printf("fds before=%d after=%d\n", before, count_fds());
+}
+
+/* brokerd hung (SIGSTOPped): a call times out and the library closes the connection; once brokerd
+ * runs again it has ended the session (its connection closed), and vfb_resume says so truthfully. */
+static void hung(void) {
+  int before = count_fds();
+  vfb_connect_options o;
+  memset(&o, 0, sizeof o);
+  o.struct_size = sizeof o;
+  o.broker_socket = SOCK;
+  o.timeout_ms = 500;
+  vfb_session *s = NULL;
+  if (vfb_connect_ex(&o, &s) != VFB_OK) exit(1);
+  vfb_device *d = NULL;
+  EXPECT(vfb_open_device(s, "sim0", &d) == VFB_OK, "%s", vfb_last_error(s));
+  vfb_mapping *m = NULL;
+  if (d != NULL) vfb_map(d, 2, 0, vfb_page_size(s), VFB_ATTR_WC, VFB_PROT_RW, &m);
+  await("stopped");
+  vfb_device_list *l = NULL;
+  int rc = vfb_list_devices(s, &l);
+  printf("call %s\n", vfb_error_name(rc));
+  if (m != NULL) printf("status %s\n", vfb_error_name(vfb_mapping_status(m)));
+  await("continued");
+  rc = vfb_resume(s);
+  for (int i = 0; i < 50 && rc == VFB_E_TIMEOUT; i++) rc = vfb_resume(s); /* until brokerd catches up */
+  printf("resume %s %s\n", vfb_error_name(rc), vfb_last_error(s));
   vfb_disconnect(s);
   printf("fds before=%d after=%d\n", before, count_fds());
 }
@@ -354,7 +390,7 @@ static void threads(void) {
 
 int main(int argc, char **argv) {
   if (argc != 3) {
-    fprintf(stderr, "usage: vfb-e2e flow|faults|revoke|restart|killed|threads BROKER_SOCKET\n");
+    fprintf(stderr, "usage: vfb-e2e flow|faults|revoke|restart|killed|hung|threads BROKER_SOCKET\n");
     return 2;
   }
   setvbuf(stdout, NULL, _IOLBF, 0);
@@ -365,6 +401,7 @@ int main(int argc, char **argv) {
   else if (strcmp(c, "revoke") == 0) revoked();
   else if (strcmp(c, "restart") == 0) restarted();
   else if (strcmp(c, "killed") == 0) killed();
+  else if (strcmp(c, "hung") == 0) hung();
   else if (strcmp(c, "threads") == 0) threads();
   else return 2;
   printf("%d passed, %d failed\n", passes, failures);

@@ -22,7 +22,8 @@ int vfb_test_count_fds(void) {
 }
 
 static const vfb_test *const suites[] = {vfb_frame_tests, vfb_error_tests, vfb_proto_tests,
-                                         vfb_fdchannel_tests, vfb_paths_tests, vfb_session_tests};
+                                         vfb_fdchannel_tests, vfb_paths_tests, vfb_session_tests,
+                                         vfb_lifecycle_tests};
 
 int main(int argc, char **argv) {
   const char *filter = argc > 1 ? argv[1] : NULL;

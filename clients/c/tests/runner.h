@@ -50,5 +50,6 @@ extern const vfb_test vfb_proto_tests[];
 extern const vfb_test vfb_fdchannel_tests[];
 extern const vfb_test vfb_paths_tests[];
 extern const vfb_test vfb_session_tests[];
+extern const vfb_test vfb_lifecycle_tests[];
 
 #endif

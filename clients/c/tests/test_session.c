@@ -5,6 +5,7 @@
  * "restart" makes calls fail VFB_E_RESTARTED; connect's own failures; brokerd's statuses as codes.
  * Real brokerd runs are test/clib/session.test.ts's. */
 #include <errno.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -14,10 +15,11 @@
 #include <unistd.h>
 
 #include "runner.h"
+#include "script.h"
 #include "session.h"
 
 /* A live session on sock, as vfb_connect_ex leaves one after its hello. */
-static vfb_session *session_on(int sock) {
+vfb_session *session_on(int sock) {
   vfb_session *s = calloc(1, sizeof *s);
   if (s == NULL) abort();
   s->sock = s->epfd = s->evfd = -1;
@@ -36,7 +38,7 @@ static vfb_session *session_on(int sock) {
 }
 
 /* Writes one reply frame (and fd, if >= 0) to sock, as brokerd would. */
-static void put(int sock, Vfiobroker__V1__WorkloadReply *r, int fd) {
+void put(int sock, Vfiobroker__V1__WorkloadReply *r, int fd) {
   uint8_t buf[4096];
   r->status = VFIOBROKER__V1__FD_STATUS__FD_STATUS_OK;
   size_t n = vfiobroker__v1__workload_reply__pack(r, buf + 4);
@@ -63,7 +65,7 @@ static void put(int sock, Vfiobroker__V1__WorkloadReply *r, int fd) {
   if (sendmsg(sock, &msg, MSG_NOSIGNAL) != (ssize_t)(n + 4)) abort();
 }
 
-static void put_event(int sock, Vfiobroker__V1__WorkloadEvent *e) {
+void put_event(int sock, Vfiobroker__V1__WorkloadEvent *e) {
   Vfiobroker__V1__WorkloadReply r = VFIOBROKER__V1__WORKLOAD_REPLY__INIT;
   r.kind_case = VFIOBROKER__V1__WORKLOAD_REPLY__KIND_EVENT;
   r.event = e;
@@ -71,7 +73,7 @@ static void put_event(int sock, Vfiobroker__V1__WorkloadEvent *e) {
 }
 
 /* The device_opened reply of sim0 (device file 7) with BAR2: 1 MiB, UC or WC. */
-static void put_opened(int sock) {
+void put_opened(int sock) {
   Vfiobroker__V1__Attribute attrs[2] = {VFIOBROKER__V1__ATTRIBUTE__ATTRIBUTE_UC, VFIOBROKER__V1__ATTRIBUTE__ATTRIBUTE_WC};
   Vfiobroker__V1__Region rg = VFIOBROKER__V1__REGION__INIT;
   rg.index = 2;
@@ -95,7 +97,7 @@ static void put_opened(int sock) {
   put(sock, &r, -1);
 }
 
-static void put_plain(int sock, int kind) {
+void put_plain(int sock, int kind) {
   Vfiobroker__V1__FdReply fr = VFIOBROKER__V1__FD_REPLY__INIT;
   fr.status = VFIOBROKER__V1__FD_STATUS__FD_STATUS_OK;
   Vfiobroker__V1__WorkloadDeviceClosed dc = VFIOBROKER__V1__WORKLOAD_DEVICE_CLOSED__INIT;
@@ -106,7 +108,7 @@ static void put_plain(int sock, int kind) {
   put(sock, &r, -1);
 }
 
-static void perms_of(const void *addr, char out[8]) {
+void perms_of(const void *addr, char out[8]) {
   out[0] = '\0';
   FILE *f = fopen("/proc/self/maps", "re");
   if (f == NULL) return;
@@ -233,7 +235,17 @@ static void t_connect_failures(void) {
   o.error_message_size = sizeof msg;
   CHECK_EQ(vfb_connect_ex(&o, &s), VFB_E_CONNECT);
   CHECK(s == NULL);
-  CHECK(strstr(msg, "/nonexistent-vfb-unit/fd.sock") != NULL && strstr(msg, "is brokerd running") != NULL);
+  /* The message names the missing directory and where the path came from. */
+  CHECK(strstr(msg, "the directory /nonexistent-vfb-unit does not exist") != NULL);
+  CHECK(strstr(msg, "beside the broker socket /nonexistent-vfb-unit/broker.sock, from the argument") != NULL);
+  char dir[] = "/tmp/vfb-unit-XXXXXX", sock[64];
+  REQUIRE(mkdtemp(dir) != NULL);
+  snprintf(sock, sizeof sock, "%s/broker.sock", dir);
+  o.broker_socket = sock;
+  CHECK_EQ(vfb_connect_ex(&o, &s), VFB_E_CONNECT);
+  CHECK(strstr(msg, "nothing listens at /tmp/vfb-unit-") != NULL && strstr(msg, "is brokerd running") != NULL);
+  rmdir(dir);
+  o.broker_socket = "/nonexistent-vfb-unit/broker.sock";
   o.resume_token = "not-a-token";
   CHECK_EQ(vfb_connect_ex(&o, &s), VFB_E_INVALID_ARGUMENT);
   CHECK(strstr(msg, "32 lower-case hex") != NULL);

@@ -116,8 +116,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   int events = 0;
   while (vfb_read_event(s, &ev) == 1) {
     if (++events > 100000) abort(); /* the queue is bounded: it must run dry */
-    if (ev.kind == VFB_EVENT_REVOKED && ev.mapping != NULL && vfb_mapping_status(ev.mapping) != VFB_E_MAPPING_REVOKED)
-      abort(); /* a revocation returned is applied */
+    if (ev.kind == VFB_EVENT_REVOKED && ev.mapping != NULL && !ev.mapping->revoked)
+      abort(); /* a revocation returned is applied (its status may say the session's end first) */
   }
   vfb_disconnect(s);
   close(sv[0]);

@@ -31,7 +31,8 @@ const NOUNS: Record<QuotaResource, string> = {
 /** What to tell a client about a limit it hit, per resource. */
 const ADVICE: Record<QuotaResource, string> = {
   sessions: "close a connection first",
-  fdConnections: "reuse one fd-channel connection per process",
+  fdConnections:
+    "use fewer connections: one fd-channel connection per process for tickets, and one per workload-protocol (libvfio-broker) session, so share a session between threads instead of opening one each; or ask the operator to raise the cap",
   pendingMappings: "fetch the fds of the mappings you created (or release them) first",
   deviceFiles: "close a device file first",
   mappings: "release a mapping first",

@@ -68,6 +68,8 @@ test("fdConnections: two admitted, the third refused and reported with nothing c
     assert.equal(r.ok, false);
     assert.equal(r.reason, "limit:fdConnections");
     assert.match(r.message, /2 fd-channel connections of the 2 its quota allows/);
+    // The advice fits a workload-protocol client too (each of its sessions is a connection).
+    assert.match(r.message, /one per workload-protocol \(libvfio-broker\) session/);
     assert.deepEqual(events, ["refused fd limit:fdConnections", "delivery refused_busy"]);
     assert.equal(b.quotas.usage(key).fdConnections, 2, "a refusal charges nothing");
     assert.equal(conns.shares.total, 2);
@@ -75,6 +77,13 @@ test("fdConnections: two admitted, the third refused and reported with nothing c
     conns.release(a2);
     assert.equal(b.quotas.usage(key).fdConnections, 0);
     assert.equal(conns.shares.total, 0);
+    const tight = new FdConnections(b, { maxConnections: 1 });
+    const t1 = tight.admit(me, () => {});
+    assert.ok(t1 instanceof FdAccount);
+    const g = tight.admit(me, () => {}) as FdRefusal;
+    assert.equal(g.reason, "limit:global_fd_connections");
+    assert.match(g.message, /share a session between threads/);
+    tight.release(t1);
   } finally {
     await done();
   }

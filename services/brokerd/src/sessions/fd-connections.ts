@@ -129,7 +129,7 @@ export class FdConnections {
         v,
         describeTenant(peer.uid, tenant),
         "fd-channel connections",
-        "reuse one fd-channel connection per process",
+        "use fewer connections: one fd-channel connection per process for tickets, and one per workload-protocol (libvfio-broker) session, so share a session between threads instead of opening one each; or ask the operator to raise the cap",
       );
       return this.refused(peer, tenant.key, "limit:global_fd_connections", why);
     }

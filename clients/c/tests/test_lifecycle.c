@@ -1,0 +1,278 @@
+/* test_lifecycle.c: what a session's end means to its mappings and to vfb_resume, the bound of the
+ * event queue against a peer that floods it, and the last error of every failed call, on a
+ * scripted socketpair (script.h) and, for vfb_resume, a listening socket served by a thread. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "runner.h"
+#include "script.h"
+#include "session.h"
+
+/* The grant of one page (cookie) of sim0 BAR2, with a memfd as the fd. */
+static void put_grant(int sock, uint64_t cookie) {
+  int bar = memfd_create("test-bar", MFD_CLOEXEC);
+  if (bar < 0 || ftruncate(bar, 4096) != 0) abort();
+  Vfiobroker__V1__FdReply g = VFIOBROKER__V1__FD_REPLY__INIT;
+  g.status = VFIOBROKER__V1__FD_STATUS__FD_STATUS_OK;
+  g.cookie = cookie;
+  g.length = 4096;
+  g.region_index = 2;
+  g.prot = VFIOBROKER__V1__PROT__PROT_READ_WRITE;
+  g.effective_attribute = VFIOBROKER__V1__ATTRIBUTE__ATTRIBUTE_WC;
+  g.backing = VFIOBROKER__V1__BACKING_KIND__BACKING_KIND_MEMFD;
+  Vfiobroker__V1__WorkloadReply gr = VFIOBROKER__V1__WORKLOAD_REPLY__INIT;
+  gr.kind_case = VFIOBROKER__V1__WORKLOAD_REPLY__KIND_GRANT;
+  gr.grant = &g;
+  put(sock, &gr, bar);
+  close(bar);
+}
+
+static void put_end(int sock, const char *reason) {
+  Vfiobroker__V1__WorkloadLeaseEnded le = VFIOBROKER__V1__WORKLOAD_LEASE_ENDED__INIT;
+  le.reason = (char *)reason;
+  le.message = "scripted";
+  Vfiobroker__V1__WorkloadEvent e = VFIOBROKER__V1__WORKLOAD_EVENT__INIT;
+  e.kind_case = VFIOBROKER__V1__WORKLOAD_EVENT__KIND_LEASE_ENDED;
+  e.lease_ended = &le;
+  put_event(sock, &e);
+}
+
+static void put_revocation(int sock, uint64_t cookie) {
+  Vfiobroker__V1__WorkloadRevocation rv = VFIOBROKER__V1__WORKLOAD_REVOCATION__INIT;
+  rv.device_file_id = 7;
+  rv.cookie = cookie;
+  rv.device_id = "sim0";
+  rv.reason = "operator";
+  rv.message = "scripted";
+  Vfiobroker__V1__WorkloadEvent e = VFIOBROKER__V1__WORKLOAD_EVENT__INIT;
+  e.kind_case = VFIOBROKER__V1__WORKLOAD_EVENT__KIND_REVOCATION;
+  e.revocation = &rv;
+  put_event(sock, &e);
+}
+
+/* A session with sim0 open and one page mapped; then brokerd's side says `reason` (NULL: nothing)
+ * and closes. Reads the session-ended event. */
+static void end_with(const char *reason, int want_status, const char *want_perms) {
+  int sv[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  put_opened(sv[0]);
+  put_grant(sv[0], 8192);
+  vfb_session *s = session_on(sv[1]);
+  vfb_device *d = NULL;
+  vfb_mapping *m = NULL;
+  CHECK_EQ(vfb_open_device(s, "sim0", &d), VFB_OK);
+  CHECK_EQ(vfb_map(d, 2, 0, 4096, VFB_ATTR_WC, VFB_PROT_RW, &m), VFB_OK);
+  if (reason != NULL) put_end(sv[0], reason);
+  close(sv[0]);
+  vfb_event ev;
+  CHECK_EQ(vfb_read_event(s, &ev), 1);
+  CHECK_EQ(ev.kind, VFB_EVENT_SESSION_ENDED);
+  CHECK(strcmp(ev.reason, reason != NULL ? reason : "connection-lost") == 0);
+  if (m != NULL) {
+    CHECK_EQ(vfb_mapping_status(m), want_status); /* no longer VFB_OK: the session is down */
+    char perms[8];
+    perms_of(vfb_mapping_addr(m), perms);
+    CHECK(strcmp(perms, want_perms) == 0);
+  }
+  vfb_disconnect(s);
+}
+
+static void t_status_after_end(void) {
+  end_with("restart", VFB_E_RESTARTED, "rw-s"); /* kept by brokerd for the next one: left mapped */
+  end_with(NULL, VFB_E_CLOSED, "rw-s");         /* brokerd killed: it keeps the pages until exit or resume */
+  end_with("operator", VFB_E_SESSION_ENDED, "---p"); /* brokerd released everything: inaccessible */
+}
+
+/* A mapping revoked before brokerd's restart says so (more than the session being down). */
+static void t_revoked_then_restart(void) {
+  int sv[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  put_opened(sv[0]);
+  put_grant(sv[0], 8192);
+  vfb_session *s = session_on(sv[1]);
+  vfb_device *d = NULL;
+  vfb_mapping *m = NULL;
+  CHECK_EQ(vfb_open_device(s, "sim0", &d), VFB_OK);
+  CHECK_EQ(vfb_map(d, 2, 0, 4096, VFB_ATTR_WC, VFB_PROT_RW, &m), VFB_OK);
+  put_revocation(sv[0], 8192);
+  put_end(sv[0], "restart");
+  close(sv[0]);
+  vfb_event ev;
+  CHECK_EQ(vfb_read_event(s, &ev), 1);
+  CHECK(ev.kind == VFB_EVENT_REVOKED && ev.mapping == m);
+  CHECK_EQ(vfb_read_event(s, &ev), 1);
+  CHECK_EQ(ev.kind, VFB_EVENT_SESSION_ENDED);
+  if (m != NULL) CHECK_EQ(vfb_mapping_status(m), VFB_E_MAPPING_REVOKED);
+  vfb_disconnect(s);
+}
+
+static void t_resume_after_ended(void) {
+  int sv[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  put_end(sv[0], "operator");
+  close(sv[0]);
+  vfb_session *s = session_on(sv[1]);
+  vfb_event ev;
+  CHECK_EQ(vfb_read_event(s, &ev), 1);
+  /* Nothing to take back: no connection attempted (fd_path "test" does not exist either way). */
+  CHECK_EQ(vfb_resume(s), VFB_E_SESSION_ENDED);
+  CHECK(strstr(vfb_last_error(s), "nothing to resume") != NULL && strstr(vfb_last_error(s), "operator") != NULL);
+  vfb_disconnect(s);
+}
+
+/* One connection accepted on a listening socket: closed at once (welcome 0), or answered with a
+ * welcome of a fresh session (welcome 1), then held until the client closes it. */
+struct server {
+  int listener;
+  int welcome;
+};
+
+static void *serve(void *arg) {
+  struct server *sv = arg;
+  int c = accept4(sv->listener, NULL, NULL, SOCK_CLOEXEC);
+  if (c < 0) return NULL;
+  if (sv->welcome) {
+    uint8_t hdr[4], body[4096];
+    if (recv(c, hdr, 4, MSG_WAITALL) == 4) {
+      uint32_t n = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
+      if (n <= sizeof body && recv(c, body, n, MSG_WAITALL) == (ssize_t)n) {
+        Vfiobroker__V1__Identity id = VFIOBROKER__V1__IDENTITY__INIT;
+        Vfiobroker__V1__WorkloadWelcome w = VFIOBROKER__V1__WORKLOAD_WELCOME__INIT;
+        w.version = 1;
+        w.page_size = 4096;
+        w.identity = &id;
+        w.session_id = "fresh";
+        w.resume_token = "0123456789abcdef0123456789abcdef";
+        Vfiobroker__V1__WorkloadReply r = VFIOBROKER__V1__WORKLOAD_REPLY__INIT;
+        r.kind_case = VFIOBROKER__V1__WORKLOAD_REPLY__KIND_HELLO;
+        r.hello = &w;
+        put(c, &r, -1);
+        while (recv(c, body, sizeof body, 0) > 0) {
+        }
+      }
+    }
+  }
+  close(c);
+  return NULL;
+}
+
+/* A session whose connection the library closed itself (no reply within its timeout), resumed
+ * against a listening socket whose peer does `welcome`. */
+static int resume_against(int welcome, vfb_session **out) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) abort();
+  vfb_session *s = session_on(sv[1]);
+  s->timeout_ms = 50;
+  vfb_device_list *l = NULL;
+  CHECK_EQ(vfb_list_devices(s, &l), VFB_E_TIMEOUT); /* nobody answers on sv[0] */
+  close(sv[0]);
+  char dir[] = "/tmp/vfb-resume-XXXXXX";
+  if (mkdtemp(dir) == NULL) abort();
+  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  snprintf(a.sun_path, sizeof a.sun_path, "%s/fd.sock", dir);
+  struct server srv = {.listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), .welcome = welcome};
+  if (srv.listener < 0 || bind(srv.listener, (struct sockaddr *)&a, sizeof a) != 0 || listen(srv.listener, 4) != 0)
+    abort();
+  vfb_copy(s->fd_path, sizeof s->fd_path, a.sun_path);
+  s->timeout_ms = 5000;
+  pthread_t th;
+  if (pthread_create(&th, NULL, serve, &srv) != 0) abort();
+  int rc = vfb_resume(s);
+  pthread_join(th, NULL);
+  close(srv.listener);
+  unlink(a.sun_path);
+  rmdir(dir);
+  *out = s;
+  return rc;
+}
+
+static void t_resume_answers(void) {
+  vfb_session *s = NULL;
+  /* Accepted and closed before the hello's answer (a stopping brokerd's backlog): not back yet. */
+  CHECK_EQ(resume_against(0, &s), VFB_E_CONNECT);
+  CHECK(strstr(vfb_last_error(s), "closed it before answering the hello") != NULL);
+  CHECK_EQ(vfb_resume(s), VFB_E_CONNECT); /* the socket is gone now: still "not back", never RESTARTED */
+  vfb_disconnect(s);
+  /* A brokerd that answers without the session, after the library's own timeout: says so. */
+  CHECK_EQ(resume_against(1, &s), VFB_E_RESUME_REFUSED);
+  CHECK(strstr(vfb_last_error(s), "the library closed its connection (no reply from") != NULL);
+  CHECK(strstr(vfb_last_error(s), "restart") == NULL); /* no restart happened */
+  vfb_disconnect(s);
+}
+
+static void t_queue_bound(void) {
+  int sv[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  int big = 1 << 20;
+  setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+  put_opened(sv[0]);
+  put_grant(sv[0], 8192);
+  vfb_session *s = session_on(sv[1]);
+  vfb_device *d = NULL;
+  vfb_mapping *m = NULL;
+  CHECK_EQ(vfb_open_device(s, "sim0", &d), VFB_OK);
+  CHECK_EQ(vfb_map(d, 2, 0, 4096, VFB_ATTR_WC, VFB_PROT_RW, &m), VFB_OK);
+  for (int i = 0; i < 50; i++) put_revocation(sv[0], 8192);             /* repeats of a held cookie */
+  for (int i = 0; i < 400; i++) put_revocation(sv[0], (uint64_t)(i + 100) << 12); /* cookies never held */
+  vfb_event ev;
+  int held = 0, unknown = 0, n;
+  while ((n = vfb_read_event(s, &ev)) == 1) {
+    if (ev.mapping == m && m != NULL) held++;
+    else if (ev.mapping == NULL) unknown++;
+  }
+  CHECK_EQ(n, 0);
+  CHECK_EQ(held, 1);
+  CHECK_EQ(unknown, VFB_MAX_QUEUED_UNKNOWN);
+  close(sv[0]);
+  vfb_disconnect(s);
+}
+
+static void t_last_error(void) {
+  int sv[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  put_opened(sv[0]);
+  vfb_session *s = session_on(sv[1]);
+  vfb_device *d = NULL;
+  CHECK_EQ(vfb_open_device(s, "sim0", &d), VFB_OK);
+  REQUIRE(d != NULL);
+  vfb_mapping *m = NULL;
+  vfb_region r;
+  CHECK_EQ(vfb_map(d, 2, 1, 4096, VFB_ATTR_UC, VFB_PROT_RW, &m), VFB_E_UNALIGNED);
+  CHECK_EQ(vfb_region_info(d, 9, &r), VFB_E_NO_SUCH_REGION);
+  CHECK(strstr(vfb_last_error(s), "no region 9") != NULL);
+  CHECK_EQ(vfb_region_at(d, 5, &r), VFB_E_INVALID_ARGUMENT);
+  CHECK(strstr(vfb_last_error(s), "position 5") != NULL);
+  CHECK_EQ(vfb_region_info(d, 2, NULL), VFB_E_INVALID_ARGUMENT);
+  CHECK(strstr(vfb_last_error(s), "vfb_region_info: out is NULL") != NULL);
+  CHECK_EQ(vfb_map(d, 2, 0, 4096, VFB_ATTR_UC, VFB_PROT_RW, NULL), VFB_E_INVALID_ARGUMENT);
+  CHECK(strstr(vfb_last_error(s), "vfb_map: out is NULL") != NULL);
+  vfb_range rg = {.region = 2, .offset = 0, .length = 4096, .attr = VFB_ATTR_UC, .prot = VFB_PROT_RW};
+  CHECK_EQ(vfb_map_many(d, &rg, 0, &m), VFB_E_INVALID_ARGUMENT);
+  CHECK(strstr(vfb_last_error(s), "0 ranges") != NULL);
+  CHECK_EQ(vfb_read_event(s, NULL), VFB_E_INVALID_ARGUMENT);
+  CHECK(strstr(vfb_last_error(s), "ev is NULL") != NULL);
+  CHECK_EQ(vfb_session_identity(s, NULL), VFB_E_INVALID_ARGUMENT);
+  CHECK(strstr(vfb_last_error(s), "out is NULL") != NULL);
+  CHECK_EQ(vfb_open_device(s, "sim0", NULL), VFB_E_INVALID_ARGUMENT);
+  CHECK(strstr(vfb_last_error(s), "vfb_open_device: out") != NULL);
+  put_plain(sv[0], VFIOBROKER__V1__WORKLOAD_REPLY__KIND_DEVICE_CLOSED);
+  vfb_disconnect(s);
+  close(sv[0]);
+}
+
+const vfb_test vfb_lifecycle_tests[] = {
+    {"lifecycle: a mapping's status and access after restart, connection lost, brokerd's end", t_status_after_end},
+    {"lifecycle: a mapping revoked before a restart reports the revocation", t_revoked_then_restart},
+    {"lifecycle: vfb_resume of a session brokerd ended says so without connecting", t_resume_after_ended},
+    {"lifecycle: vfb_resume: closed before the hello is CONNECT; refused says why, truthfully", t_resume_answers},
+    {"lifecycle: a flood of revocations is bounded (repeats dropped, unknown cookies capped)", t_queue_bound},
+    {"lifecycle: every failed call of a session sets its last error, device-level ones too", t_last_error},
+    {NULL, NULL},
+};
