@@ -1,13 +1,13 @@
 // connect.ts: owns connect(): which transport a client uses (workload-connect.ts decides), the
 // first check that brokerd's socket is there (with words for a missing socket or a closed
 // directory), and the start of the session on that transport (the workload welcome, or the gRPC
-// Hello and its first Lease), handed to a new BrokerClient. It keeps no state and never touches
-// a session once the client has it.
+// Hello and its first Lease), handed to a new BrokerClient. The gRPC transport is imported only
+// when chosen, so a workload client does not load grpc-js for it. It keeps no state and never
+// touches a session once the client has it.
 import { statSync } from "node:fs";
 import { BrokerClient } from "./client.js";
 import { type ConnectOptions, DEFAULT_SOCKET } from "./connect-options.js";
 import { BrokerClientError, toClientError } from "./errors.js";
-import { GrpcSession, helloGrpc } from "./grpc-session.js";
 import type { WorkloadChannel } from "./workload-channel.js";
 import { chooseTransport, openWorkload } from "./workload-connect.js";
 import { Relay, WorkloadSession } from "./workload-session.js";
@@ -54,6 +54,8 @@ export async function connect(opts: ConnectOptions = {}): Promise<BrokerClient> 
     }
     return new BrokerClient(new WorkloadSession(channel, relay, socket, opts), socket, opts);
   }
+  // The gRPC transport (and grpc-js with it) is loaded only by a client that uses it.
+  const { GrpcSession, helloGrpc } = await import("./grpc-session.js");
   const { rpc, hello } = await helloGrpc(socket, name, timeoutMs);
   const session = new GrpcSession(rpc, hello, socket, opts);
   const client = new BrokerClient(session, socket, opts);

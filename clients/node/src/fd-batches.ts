@@ -4,7 +4,7 @@
 // hears its own item's result. It never chooses the transport or retries: `send` (the
 // BrokerClient's, resumed and retried if brokerd restarts) does the exchange.
 import { closeFd } from "@vfio-broker/native";
-import { type FdReply, FdStatus } from "@vfio-broker/proto";
+import { type FdReply, FdStatus } from "@vfio-broker/proto/messages";
 import {
   type FdGrantInit,
   type FdReleaseInit,

@@ -4,22 +4,17 @@
 // resume after a brokerd restart (a fresh channel, Hello with the resume token until brokerd is
 // back, the new Lease). It reports lease events only through its SessionListener and never keeps
 // device files or mappings: what a revocation or a resume means for them is BrokerClient's.
-import {
-  BrokerService,
-  createClient,
-  type HelloResponse,
-  type OpenDeviceResponse,
-  type PromiseClient,
-} from "@vfio-broker/proto";
+import type { BrokerService, HelloResponse, OpenDeviceResponse, PromiseClient } from "@vfio-broker/proto";
 import { capabilitiesFromHello, identityFromPb } from "./capabilities.js";
 import type { ConnectOptions } from "./connect-options.js";
 import { type DeviceInfo, deviceFromPb, healthFromPb, type LayoutName, layoutToPb } from "./convert.js";
 import { BrokerClientError, toClientError } from "./errors.js";
 import type { SessionListener } from "./events.js";
 import { FdChannelConnection, type FetchedFd, fdSocketCandidates } from "./fd-channel.js";
+import { brokerChannel, sessionBound } from "./grpc-channel.js";
 import { Lease } from "./lease.js";
 import type { AccessTarget } from "./region-access.js";
-import { backoffMs, isRestart, sessionBound, sleep } from "./resume.js";
+import { backoffMs, isRestart, sleep } from "./resume.js";
 import {
   type FdBatchInit,
   type ResumeContext,
@@ -43,9 +38,7 @@ export async function helloGrpc(
   for (let backoffMs = 10; ; backoffMs = Math.min(backoffMs * 2, 250)) {
     // One BrokerClient = one connection = one brokerd session. grpc-js would otherwise share one
     // subchannel between clients with the same target, merging their sessions (and leases).
-    const rpc = createClient(BrokerService, `unix:${socket}`, undefined, {
-      "grpc.use_local_subchannel_pool": 1,
-    });
+    const rpc = brokerChannel(socket);
     try {
       const hello = await rpc.hello(
         { clientName, clientVersion: "0.1.0" },
@@ -203,8 +196,7 @@ export class GrpcSession implements Session {
     // channel per attempt would leak connections: grpc-js reconnects a closed channel's subchannel
     // once its backoff ends, opening sessions nobody uses.
     this.#raw.close();
-    const raw = createClient(BrokerService, `unix:${this.socket}`, undefined, {
-      "grpc.use_local_subchannel_pool": 1,
+    const raw = brokerChannel(this.socket, {
       "grpc.initial_reconnect_backoff_ms": 25,
       "grpc.min_reconnect_backoff_ms": 25,
       "grpc.max_reconnect_backoff_ms": 1000,

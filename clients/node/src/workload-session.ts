@@ -11,7 +11,7 @@ import {
   type OpenDeviceResponse,
   OpenDeviceResponseSchema,
   type WorkloadEvent,
-} from "@vfio-broker/proto";
+} from "@vfio-broker/proto/messages";
 import { capabilitiesFromWelcome, fillGrpcOnly, identityFromPb } from "./capabilities.js";
 import type { ConnectOptions } from "./connect-options.js";
 import { type DeviceInfo, deviceFromPb, healthFromPb, type LayoutName, layoutToPb } from "./convert.js";
