@@ -6,7 +6,9 @@
 import { realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { type Command, checkOps, HELP, parseCli } from "./args.js";
-import { type BrokerClient, connect, DEFAULT_SOCKET } from "./client.js";
+import type { BrokerClient } from "./client.js";
+import { connect } from "./connect.js";
+import { DEFAULT_SOCKET } from "./connect-options.js";
 import { describeError, devicesTable, formatKeyValues, regionsTable, toJson } from "./format.js";
 import { hexdump } from "./hexdump.js";
 import type { Mapping } from "./mapping.js";

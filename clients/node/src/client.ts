@@ -1,282 +1,41 @@
-// client.ts: owns connect() and BrokerClient: the connection to brokerd (one connection = one
-// session) on either transport (workload-connect.ts chooses): the workload protocol on fd.sock (the
-// default: its hello, its connection as the lease, its events) or gRPC on broker.sock (Hello, the
-// automatic Lease); the DeviceFiles opened through it, and the events the lease carries. On a
-// revocation it unmaps the revoked mappings BEFORE telling anyone, so no listener can touch revoked
-// memory, and then tells brokerd it has (ReleaseMapping / CloseDevice: brokerd keeps the pages
-// booked until then); on losing the lease it unmaps everything (the broker ended the session).
+// client.ts: owns BrokerClient, the public facade of one session with brokerd (one
+// connection = one session) on either transport: the workload protocol on fd.sock (the default,
+// workload-session.ts) or gRPC on broker.sock (grpc-session.ts); connect.ts makes it. It
+// keeps the DeviceFiles opened through it and tells listeners what the lease carries
+// (events.ts). On a revocation it unmaps the revoked mappings BEFORE telling anyone, so no
+// listener can touch revoked memory, and then tells brokerd it has (ReleaseMapping / CloseDevice:
+// brokerd keeps the pages booked until then); on losing the lease it unmaps everything (the
+// broker ended the session). It retries a call once brokerd is back (the resume is the
+// transport's). It never speaks a transport's protocol itself: every exchange goes through its
+// Session; the transports never call it except through the SessionListener.
 import { randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
-import { statSync } from "node:fs";
-import { create } from "@bufbuild/protobuf";
-import { closeFd } from "@vfio-broker/native";
-import {
-  BrokerService,
-  createClient,
-  type FdReply,
-  FdStatus,
-  type HelloResponse,
-  type OpenDeviceResponse,
-  OpenDeviceResponseSchema,
-  type Identity as PbIdentity,
-  type PromiseClient,
-  type WorkloadEvent,
-  type WorkloadWelcome,
-} from "@vfio-broker/proto";
-import {
-  type AttributeName,
-  attributeFromPb,
-  type BackingName,
-  backingFromPb,
-  type DeviceInfo,
-  deviceFromPb,
-  type HealthName,
-  healthFromPb,
-  type LayoutName,
-  layoutFromPb,
-  layoutToPb,
-} from "./convert.js";
+import type { Capabilities, Identity } from "./capabilities.js";
+import type { ConnectOptions } from "./connect-options.js";
+import { type DeviceInfo, deviceFromPb, type HealthName, type LayoutName } from "./convert.js";
 import { type AccessTarget, DeviceFile, type DeviceFileHost } from "./device-file.js";
 import { BrokerClientError, toClientError } from "./errors.js";
-import {
-  FdChannelConnection,
-  type FdGrantInit,
-  type FdReleaseInit,
-  type FetchedFd,
-  fdSocketCandidates,
-  type GrantResult,
-  itemError,
-  MAX_BATCH_ITEMS,
-} from "./fd-channel.js";
-import { Lease } from "./lease.js";
+import type { BrokerClientEvents, RevocationNotice, SessionListener } from "./events.js";
+import { FdBatches } from "./fd-batches.js";
+import type { FdGrantInit, FdReleaseInit, FetchedFd, GrantResult } from "./fd-channel.js";
 import type { Mapping } from "./mapping.js";
-import { backoffMs, brokerdGone, isRestart, leaseLossIsRestart, sessionBound, sleep } from "./resume.js";
-import { lazyRpc, SideSession } from "./side-session.js";
-import type { WorkloadChannel, WorkloadHandlers } from "./workload-channel.js";
-import { chooseTransport, openWorkload, reopenWorkload, type Transport } from "./workload-connect.js";
+import { brokerdGone, isRestart, leaseLossIsRestart } from "./resume.js";
+import { type Rpc, type Session, SessionLost } from "./session.js";
+import type { Transport } from "./workload-connect.js";
 
-export const DEFAULT_SOCKET = "/run/vfio-broker/broker.sock";
-
-export interface ConnectOptions {
-  /** brokerd's gRPC socket. Default: $VFIO_BROKER_SOCKET, else /run/vfio-broker/broker.sock. */
-  socket?: string;
-  /**
-   * The fd channel socket. Default: $VFIO_BROKER_FD_SOCKET, else found by itself: Hello's
-   * fd_socket_name next to `socket` (wherever its directory is mounted), then Hello's fd_socket_path.
-   */
-  fdSocket?: string;
-  /** Shown to operators (admin API, audit log). Default "vfio-broker-node". */
-  clientName?: string;
-  /** Open the Lease stream and keep it alive (default true). Without it there are no events. */
-  lease?: boolean;
-  /** Deadline for Hello and the lease grant, milliseconds. Default 10000. */
-  timeoutMs?: number;
-  /**
-   * When brokerd restarts (upgrade, crash, kill -9), reconnect with backoff and resume the session:
-   * device files and mappings stay (mappings stay mapped), the lease is reopened, calls in flight
-   * are retried (each state change carries a request id, so none is doubled). Default true.
-   */
-  autoResume?: boolean;
-  /** How long to keep trying to resume before giving up (then "leaseLost"), ms. Default 60000. */
-  resumeTimeoutMs?: number;
-  /**
-   * Map and release through the fd channel's grant fast path when brokerd offers it (one
-   * exchange per grant instead of two gRPC calls and a ticket). Default true; false: always gRPC
-   * (CreateMapping + a ticket), which implies transport "grpc".
-   */
-  fdGrants?: boolean;
-  /**
-   * "workload" (the default; else $VFIO_BROKER_TRANSPORT): the session is one workload-protocol
-   * connection to fd.sock (workload.proto): hello, list, open, map, release, batches, close and
-   * the events all go on it, and the connection is the lease (no keepalives; `lease` is ignored).
-   * The calls it lacks (read/write, device(), anything through `rpc`) go through a second
-   * session, over gRPC, opened at the first such call and counted against the sessions quota
-   * (side-session.ts). "grpc": everything on broker.sock as before (Hello, Lease, tickets or
-   * fd-channel grants).
-   */
-  transport?: Transport;
-}
-
-export interface Identity {
-  uid: number;
-  gid: number;
-  pid: number;
-  cgroup: string;
-  pidfdSource: string;
-  /** From the cgroup path, "" when it names none or a user could have made it: the 64-hex container id, */
-  containerId: string;
-  /** "docker", "podman", "containerd", "cri-o" or "kubepods", */
-  containerRuntime: string;
-  /** the Kubernetes pod UID and the pod's QoS class. */
-  podUid: string;
-  qosClass: string;
-}
-
-/**
- * What brokerd offers. On the workload transport only pageSize, maxFdsPerMessage, fdGrants,
- * fdBatches and maxFdBatchItems come from the welcome; the others are the gRPC Hello's, known
- * (and filled in here) once a gRPC-only call opened the side session, empty or 0 until then.
- */
-export interface Capabilities {
-  maxFdsPerMessage: number;
-  layouts: LayoutName[];
-  attributes: AttributeName[];
-  backings: BackingName[];
-  ticketTtlMs: number;
-  maxAccessBytes: number;
-  fdSocketPath: string;
-  /** The fd socket's name relative to the broker socket's directory ("" if elsewhere). */
-  fdSocketName: string;
-  /** brokerd takes grants and releases on the fd channel (one exchange per grant, no gRPC call). */
-  fdGrants: boolean;
-  /** ... and batches of them (FdBatch), up to maxFdBatchItems items each. */
-  fdBatches: boolean;
-  maxFdBatchItems: number;
-  pageSize: number;
-}
-
-export interface RevocationEvent {
-  deviceFileId: bigint;
-  /** 0n when the whole device file was revoked. */
-  cookie: bigint;
-  deviceId: string;
-  /** "operator", "device-drain", "device-gone", "policy". */
-  reason: string;
-  message: string;
-  /** The mappings of this client that the revocation took (already unmapped). */
-  mappings: Mapping[];
-}
-
-export interface DeviceHealthEvent {
-  deviceId: string;
-  health: HealthName;
-}
-
-export interface LeaseLostEvent {
-  reason: string;
-  error: Error | undefined;
-  /** Every mapping this client still held (all unmapped now: the broker ended the session). */
-  mappings: Mapping[];
-}
-
-export interface ResumedEvent {
-  sessionId: string;
-  /** From noticing brokerd was gone to having the session back, ms. */
-  downtimeMs: number;
-  /** Attempts it took (each a fresh connection and Hello). */
-  attempts: number;
-}
-
-export type BrokerClientEvents = {
-  revocation: [RevocationEvent];
-  deviceHealth: [DeviceHealthEvent];
-  leaseLost: [LeaseLostEvent];
-  /** brokerd restarted and this client has its session back (mappings never left). */
-  resumed: [ResumedEvent];
-};
-
-function socketMissing(path: string): BrokerClientError | undefined {
-  try {
-    const st = statSync(path);
-    if (!st.isSocket())
-      return new BrokerClientError("UNAVAILABLE", `${path} is not a socket; brokerd is not running there`);
-    return undefined;
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === "ENOENT" || code === "ENOTDIR")
-      return new BrokerClientError("UNAVAILABLE", `brokerd is not running at ${path} (no socket there)`);
-    if (code === "EACCES")
-      return new BrokerClientError(
-        "PERMISSION_DENIED",
-        `cannot reach ${path}: permission denied on its directory`,
-      );
-    return undefined;
-  }
-}
-
-/** What a revocation says, from a gRPC Lease or a workload event (the same fields). */
-interface RevocationNotice {
-  deviceFileId: bigint;
-  cookie: bigint;
-  deviceId: string;
-  reason: string;
-  message: string;
-}
-
-function capabilitiesFromHello(hello: HelloResponse): Capabilities {
-  const c = hello.capabilities;
-  return {
-    maxFdsPerMessage: c?.maxFdsPerMessage ?? 1,
-    layouts: (c?.layouts ?? []).map(layoutFromPb),
-    attributes: (c?.attributes ?? [])
-      .map(attributeFromPb)
-      .filter((a): a is AttributeName => a !== "unspecified"),
-    backings: (c?.backings ?? []).map(backingFromPb),
-    ticketTtlMs: c?.ticketTtlMs ?? 0,
-    maxAccessBytes: c?.maxAccessBytes ?? 0,
-    fdSocketPath: c?.fdSocketPath ?? "",
-    fdSocketName: c?.fdSocketName ?? "",
-    fdGrants: c?.fdGrants ?? false,
-    fdBatches: c?.fdBatches ?? false,
-    maxFdBatchItems: Math.min(c?.maxFdBatchItems ?? 0, MAX_BATCH_ITEMS),
-    pageSize: c?.pageSize ?? 4096,
-  };
-}
-
-function identityFromPb(id: PbIdentity | undefined): Identity {
-  return {
-    uid: id?.uid ?? 0,
-    gid: id?.gid ?? 0,
-    pid: id?.pid ?? 0,
-    cgroup: id?.cgroup ?? "",
-    pidfdSource: id?.pidfdSource ?? "",
-    containerId: id?.containerId ?? "",
-    containerRuntime: id?.containerRuntime ?? "",
-    podUid: id?.podUid ?? "",
-    qosClass: id?.qosClass ?? "",
-  };
-}
-
-/**
- * A workload channel's handlers, forwarding to the client once it exists (the channel reads from
- * its welcome on, before connect() has made the client). `gen`: the connection generation the
- * channel belongs to (a late loss of an older one is ignored).
- */
-class Relay implements WorkloadHandlers {
-  #client: BrokerClient | undefined;
-  readonly #early: (() => void)[] = [];
-  constructor(readonly gen: number) {}
-  attach(c: BrokerClient): void {
-    this.#client = c;
-    for (const f of this.#early.splice(0)) f();
-  }
-  event(e: WorkloadEvent): void {
-    this.#run((c) => c.onWorkloadEvent(e));
-  }
-  closed(error: Error, endedReason: string | undefined): void {
-    this.#run((c) => c.onLeaseLost(error.message, error, endedReason, this.gen));
-  }
-  #run(f: (c: BrokerClient) => void): void {
-    if (this.#client) f(this.#client);
-    else this.#early.push(() => f(this.#client!));
-  }
-}
-
-/** @internal How a BrokerClient starts: a gRPC Hello, or a workload-protocol welcome. */
-export type ClientStart =
-  | { kind: "grpc"; rpc: PromiseClient<typeof BrokerService>; hello: HelloResponse }
-  | { kind: "workload"; channel: WorkloadChannel; relay: Relay };
+export type { Capabilities, Identity } from "./capabilities.js";
+export { type ConnectOptions, DEFAULT_SOCKET } from "./connect-options.js";
+export type {
+  BrokerClientEvents,
+  DeviceHealthEvent,
+  LeaseLostEvent,
+  ResumedEvent,
+  RevocationEvent,
+} from "./events.js";
 
 export class BrokerClient extends EventEmitter<BrokerClientEvents> implements DeviceFileHost {
   /** The gRPC socket path this client is connected to. */
   readonly socket: string;
-  /**
-   * The fd channel socket path tickets are presented on: the first candidate until the first
-   * fetch connects, then the one that accepted.
-   */
-  get fdSocketPath(): string {
-    return this.#wl?.path ?? this.#fdChannel.path;
-  }
   /** "workload" (the workload protocol on fd.sock) or "grpc" (ConnectOptions.transport). */
   readonly transport: Transport;
   readonly serverVersion: string;
@@ -285,15 +44,7 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
   readonly identity: Identity;
   readonly sessionId: string;
   readonly capabilities: Capabilities;
-  /** @internal Session-bound: every call names this client's session (resume.ts). */
-  rpc: PromiseClient<typeof BrokerService>;
-  #raw: PromiseClient<typeof BrokerService> | undefined;
-  /** The workload transport: the connection (the session), and the gRPC side session. */
-  #wl: WorkloadChannel | undefined;
-  readonly #side: SideSession | undefined;
-  /** The side session's Hello the gRPC-only capabilities were last filled in from. */
-  #filledFrom: HelloResponse | undefined;
-  readonly #token: string;
+  readonly #session: Session;
   readonly #opts: ConnectOptions;
   #resuming: Promise<void> | undefined;
   /**
@@ -303,61 +54,51 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
    */
   #gen = 0;
   readonly #deviceFiles = new Map<bigint, DeviceFile>();
-  #lease: Lease | undefined;
   #closed = false;
   #closing: Promise<void> | undefined;
-  readonly #fdChannel: FdChannelConnection;
-  /** Releases waiting for the next batch (fdRelease). */
-  readonly #releases: { release: FdReleaseInit; resolve(): void; reject(e: unknown): void }[] = [];
-  #flushing = false;
+  readonly #batches: FdBatches;
 
   /** @internal Use connect(). */
-  constructor(start: ClientStart, socket: string, opts: ConnectOptions = {}) {
+  constructor(session: Session, socket: string, opts: ConnectOptions = {}) {
     super();
+    this.#session = session;
     this.#opts = opts;
     this.socket = socket;
-    this.transport = start.kind;
-    if (start.kind === "workload") {
-      const w: WorkloadWelcome = start.channel.welcome;
-      this.#wl = start.channel;
-      this.#side = new SideSession(socket, opts.clientName ?? "vfio-broker-node", opts.timeoutMs ?? 10_000);
-      this.rpc = lazyRpc(this.#side);
-      this.#token = w.resumeToken;
-      this.serverVersion = w.serverVersion;
-      this.apiVersion = "vfiobroker.v1";
-      this.sessionId = w.sessionId;
-      this.identity = identityFromPb(w.identity);
-      this.capabilities = {
-        maxFdsPerMessage: w.limits?.maxFdsPerReply ?? 1,
-        layouts: [],
-        attributes: [],
-        backings: [],
-        ticketTtlMs: 0,
-        maxAccessBytes: 0,
-        fdSocketPath: "",
-        fdSocketName: "",
-        fdGrants: true,
-        fdBatches: true,
-        maxFdBatchItems: Math.min(w.limits?.maxBatchItems ?? 0, MAX_BATCH_ITEMS),
-        pageSize: Number(w.pageSize || 4096n),
-      };
-      this.#fdChannel = new FdChannelConnection(start.channel.path);
-      start.relay.attach(this);
-      return;
-    }
-    const { rpc, hello } = start;
-    this.#raw = rpc;
-    this.rpc = sessionBound(rpc, () => this.sessionId);
-    this.#token = hello.resumeToken;
-    this.serverVersion = hello.serverVersion;
-    this.apiVersion = hello.apiVersion;
-    this.sessionId = hello.sessionId;
-    this.identity = identityFromPb(hello.identity);
-    this.capabilities = capabilitiesFromHello(hello);
-    const explicit = opts.fdSocket || process.env.VFIO_BROKER_FD_SOCKET;
-    this.#fdChannel = new FdChannelConnection(
-      explicit || fdSocketCandidates(socket, this.capabilities.fdSocketName, this.capabilities.fdSocketPath),
+    this.transport = session.transport;
+    const { sessionId, serverVersion, apiVersion, identity, capabilities } = session.info;
+    this.sessionId = sessionId;
+    this.serverVersion = serverVersion;
+    this.apiVersion = apiVersion;
+    this.identity = identity;
+    this.capabilities = capabilities;
+    // Grants and releases, resumed and retried if brokerd restarts under them (request ids make a
+    // retried grant return the same mapping).
+    this.#batches = new FdBatches(
+      () => this.capabilities.maxFdBatchItems,
+      (method, batch) => this.#retrying(method, () => this.#session.sendBatch(method, batch)),
     );
+    const listener: SessionListener = {
+      revocation: (r) => this.#onRevocation(r),
+      deviceHealth: (deviceId, health) => this.#onDeviceHealth(deviceId, health),
+      lost: (reason, error, endedReason, gen) => this.#onLeaseLost(reason, error, endedReason, gen),
+    };
+    session.listen(listener);
+  }
+
+  /**
+   * The fd channel socket path tickets are presented on: the first candidate until the first
+   * fetch connects, then the one that accepted.
+   */
+  get fdSocketPath(): string {
+    return this.#session.fdSocketPath;
+  }
+
+  /**
+   * @internal Session-bound: every call names this client's session (resume.ts); on the workload
+   * transport, through its gRPC side session (side-session.ts).
+   */
+  get rpc(): Rpc {
+    return this.#session.rpc;
   }
 
   /**
@@ -365,7 +106,7 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
    * restarts meanwhile, the ticket (kept in its state store) is presented again to the new one.
    */
   fetchFd(ticket: string): Promise<FetchedFd> {
-    return this.#retrying("FetchFd", () => this.#fdChannel.fetch(ticket));
+    return this.#retrying("FetchFd", () => this.#session.fetchFd(ticket));
   }
 
   /**
@@ -373,110 +114,21 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
    * ConnectOptions.fdGrants); a brokerd without them is used through gRPC.
    */
   get fdGrants(): boolean {
-    if (this.#wl) return this.capabilities.maxFdBatchItems > 0;
-    return (
-      this.capabilities.fdGrants &&
-      this.capabilities.fdBatches &&
-      this.capabilities.maxFdBatchItems > 0 &&
-      this.#opts.fdGrants !== false &&
-      this.#token !== ""
-    );
+    return this.#session.fdGrants;
   }
 
-  /**
-   * @internal DeviceFileHost: grants on the fd channel, in one FdBatch (with any releases waiting
-   * to go), retried after a resume if brokerd restarts under it (request ids make a retried grant
-   * return the same mapping). One result per grant, in order: its reply and fd, or its error.
-   */
-  async fdGrant(grants: FdGrantInit[]): Promise<GrantResult[]> {
-    const max = this.capabilities.maxFdBatchItems;
-    if (grants.length > max)
-      throw new RangeError(`at most ${max} mappings in one batch, got ${grants.length}; split them`);
-    // Releases that do not fit go first, in batches of their own (brokerd serves them in order), so
-    // a grant of a page just released makes a fresh mapping, not another reference on the old one.
-    this.#sendReleases(max - grants.length);
-    const { items, fds } = await this.#batch("CreateMapping", grants);
-    let next = 0;
-    return items.map((it) => {
-      if (it.status === FdStatus.OK) return { reply: it, fd: fds[next++]! };
-      return { error: itemError(it, "CreateMapping") };
-    });
+  /** @internal DeviceFileHost: grants in one FdBatch (fd-batches.ts). */
+  fdGrant(grants: FdGrantInit[]): Promise<GrantResult[]> {
+    return this.#batches.grant(grants);
   }
 
-  /**
-   * @internal DeviceFileHost: a release on the fd channel. It is not sent on its own at once: it
-   * rides along with the next grant of this turn of the event loop, or goes in one batch with the
-   * other releases of this turn after it. Resolves when brokerd has done it; a cookie brokerd no
-   * longer has (revoked meanwhile, or released by a retry) counts as released.
-   */
+  /** @internal DeviceFileHost: a release, batched with the next grant or the others of this turn. */
   fdRelease(release: FdReleaseInit): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.#releases.push({ release, resolve, reject });
-      if (this.#flushing) return;
-      this.#flushing = true;
-      setImmediate(() => {
-        this.#flushing = false;
-        this.#sendReleases(0);
-      });
-    });
-  }
-
-  /**
-   * Sends waiting releases in batches of their own until at most `keep` wait. Each release's own
-   * promise hears how it went (#batch settles it), so the batch's is not needed here.
-   */
-  #sendReleases(keep: number): void {
-    while (this.#releases.length > keep) this.#batch("ReleaseMapping", []).catch(() => {});
-  }
-
-  /**
-   * One FdBatch: the waiting releases that fit, then `grants`. The releases' promises are settled
-   * here (with their own item's result, or the whole batch's error); the grants' items and fds
-   * are returned.
-   */
-  async #batch(method: string, grants: FdGrantInit[]): Promise<{ items: FdReply[]; fds: number[] }> {
-    const releases = this.#releases.splice(0, this.capabilities.maxFdBatchItems - grants.length);
-    let got: FetchedFd;
-    try {
-      const batch = { releases: releases.map((r) => r.release), grants };
-      got = await this.#retrying(method, () => this.#sendBatch(method, batch));
-    } catch (e) {
-      for (const r of releases) r.reject(e);
-      throw e;
-    }
-    const items = got.reply.items;
-    const fds = got.fds ?? [];
-    if (items.length !== releases.length + grants.length) {
-      for (const fd of fds) closeFd(fd);
-      const e = new Error(
-        `fd channel: a batch of ${releases.length + grants.length} items got ${items.length} results`,
-      );
-      for (const r of releases) r.reject(e);
-      throw e;
-    }
-    releases.forEach((r, i) => {
-      const it = items[i]!;
-      if (it.status === FdStatus.OK || (it.status === FdStatus.REFUSED && it.grpcCode === "NOT_FOUND"))
-        r.resolve();
-      else r.reject(itemError(it, "ReleaseMapping"));
-    });
-    return { items: items.slice(releases.length), fds };
-  }
-
-  /** One FdBatch: on the workload connection, or on the fd channel with the session token. */
-  async #sendBatch(
-    method: string,
-    batch: { releases: FdReleaseInit[]; grants: FdGrantInit[] },
-  ): Promise<FetchedFd> {
-    const wl = this.#wl;
-    if (!wl)
-      return this.#fdChannel.request({ batch: { ...batch, sessionToken: this.#token } }, { method }, "batch");
-    const { reply, fds } = await wl.request({ case: "batch", value: batch }, method);
-    return { reply: reply.kind.value as FdReply, fd: -1, fds };
+    return this.#batches.release(release);
   }
 
   get #autoResume(): boolean {
-    return this.#opts.autoResume !== false && this.#token !== "";
+    return this.#opts.autoResume !== false && this.#session.resumable;
   }
 
   get maxAccessBytes(): number {
@@ -488,8 +140,7 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
    * connection is (false without a gRPC lease, after close() or losing it).
    */
   get leaseActive(): boolean {
-    if (this.#wl) return this.#wl.open && !this.#closed;
-    return this.#lease?.active ?? false;
+    return !this.#closed && this.#session.leaseActive;
   }
 
   get closed(): boolean {
@@ -549,106 +200,25 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
 
   async #resume(cause: unknown): Promise<void> {
     const t0 = Date.now();
-    const deadline = t0 + (this.#opts.resumeTimeoutMs ?? 60_000);
-    if (this.#wl) return this.#resumeWorkload(cause, t0, deadline);
-    this.#lease?.end();
-    this.#lease = undefined;
-    // One new channel for the whole resume: it reconnects by itself (quickly: brokerd restarts in
-    // about a second), and each Hello that fails fast while it cannot connect is tried again. A
-    // channel per attempt would leak connections: grpc-js reconnects a closed channel's subchannel
-    // once its backoff ends, opening sessions nobody uses.
-    this.#raw?.close();
-    this.#raw = createClient(BrokerService, `unix:${this.socket}`, undefined, {
-      "grpc.use_local_subchannel_pool": 1,
-      "grpc.initial_reconnect_backoff_ms": 25,
-      "grpc.min_reconnect_backoff_ms": 25,
-      "grpc.max_reconnect_backoff_ms": 1000,
-    });
-    this.rpc = sessionBound(this.#raw, () => this.sessionId);
-    for (let attempt = 1; ; attempt++) {
-      if (this.#closed) throw new Error("the client was closed while resuming");
-      let hello: HelloResponse;
-      try {
-        hello = await this.#raw.hello(
-          {
-            clientName: this.#opts.clientName ?? "vfio-broker-node",
-            clientVersion: "0.1.0",
-            resumeToken: this.#token,
-          },
-          { timeoutMs: Math.max(1, Math.min(2000, deadline - Date.now())) },
-        );
-      } catch (e) {
-        const err = toClientError(e, "Hello");
-        if (
-          Date.now() + backoffMs(attempt) < deadline &&
-          (isRestart(err) || (err instanceof BrokerClientError && err.code === "DEADLINE_EXCEEDED"))
-        ) {
-          await sleep(backoffMs(attempt));
-          continue;
-        }
-        this.#lose("resume-failed", err);
-        throw err;
-      }
-      if (!hello.resumed) {
-        const err = new BrokerClientError(
-          "FAILED_PRECONDITION",
-          `brokerd restarted and no longer has session ${this.sessionId} (its grants were released); connect() again`,
-          { method: "Hello", cause },
-        );
-        this.#lose("resume-refused", err);
-        throw err;
-      }
-      this.#gen++;
-      this.#dropWhatIsNotHeld(hello.held);
-      if (this.#opts.lease !== false) await this.#openLease(this.#opts.timeoutMs ?? 10_000);
-      this.emit("resumed", { sessionId: this.sessionId, downtimeMs: Date.now() - t0, attempts: attempt });
-      return;
-    }
-  }
-
-  /**
-   * The workload transport's resume: only once its connection is gone (brokerd restarted or was
-   * killed). A gRPC side-session call that failed as if brokerd restarted while the connection is
-   * still up resumes only the side session: the workload session is never given up for it.
-   */
-  async #resumeWorkload(cause: unknown, t0: number, deadline: number): Promise<void> {
-    const old = this.#wl!;
-    this.#side?.restarted();
-    if (old.open) return;
-    const relay = new Relay(this.#gen + 1);
-    relay.attach(this);
-    let got: { channel: WorkloadChannel; attempts: number };
+    const gen = this.#gen + 1;
+    let attempts: number | undefined;
     try {
-      got = await reopenWorkload(
-        old.path,
-        { clientName: this.#opts.clientName ?? "vfio-broker-node", resumeToken: this.#token },
-        relay,
-        deadline,
-        () => !this.#closed,
-      );
+      attempts = await this.#session.resume({
+        cause,
+        deadline: t0 + (this.#opts.resumeTimeoutMs ?? 60_000),
+        gen,
+        live: () => !this.#closed,
+        back: (held) => {
+          this.#gen = gen;
+          this.#dropWhatIsNotHeld(held);
+        },
+      });
     } catch (e) {
-      const err = toClientError(e, "Hello");
-      this.#lose("resume-failed", err);
-      throw err;
+      if (!(e instanceof SessionLost)) throw e;
+      this.#lose(e.reason, e.error);
+      throw e.error;
     }
-    const { channel, attempts } = got;
-    if (this.#closed) {
-      channel.close();
-      throw new Error("the client was closed while resuming");
-    }
-    if (!channel.welcome.resumed) {
-      channel.close();
-      const err = new BrokerClientError(
-        "FAILED_PRECONDITION",
-        `brokerd restarted and no longer has session ${this.sessionId} (its grants were released); connect() again`,
-        { method: "Hello", cause },
-      );
-      this.#lose("resume-refused", err);
-      throw err;
-    }
-    this.#gen++;
-    this.#wl = channel;
-    this.#dropWhatIsNotHeld(channel.welcome.held);
+    if (attempts === undefined) return;
     this.emit("resumed", { sessionId: this.sessionId, downtimeMs: Date.now() - t0, attempts });
   }
 
@@ -672,37 +242,10 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
     }
   }
 
-  /** @internal Opens the lease on the current connection (connect, resume). */
-  async #openLease(timeoutMs: number): Promise<void> {
-    const gen = this.#gen;
-    const { lease } = await Lease.open(
-      this.rpc,
-      {
-        revocation: (r) => this.onRevocation(r),
-        deviceHealth: (deviceId, health) =>
-          this.emit("deviceHealth", { deviceId, health: healthFromPb(health) }),
-        lost: (reason, error, endedReason) => this.onLeaseLost(reason, error, endedReason, gen),
-      },
-      timeoutMs,
-    );
-    this.#lease = lease;
-  }
-
-  /** @internal connect(): the first lease. */
-  openLease(timeoutMs: number): Promise<void> {
-    return this.#openLease(timeoutMs);
-  }
-
   /** Devices this identity may open under the broker's policy. */
   async devices(): Promise<DeviceInfo[]> {
-    if (this.#wl) {
-      const { reply } = await this.call("ListDevices", () =>
-        this.#wl!.request({ case: "listDevices", value: {} }, "ListDevices"),
-      );
-      const list = reply.kind.case === "devices" ? reply.kind.value : undefined;
-      // A list past one reply frame (64 KiB) is truncated: the gRPC call has all of it.
-      if (list && !list.truncated) return list.devices.map(deviceFromPb);
-    }
+    const list = await this.call("ListDevices", () => this.#session.listDevices());
+    if (list) return list;
     const res = await this.call("ListDevices", () => this.rpc.listDevices({}));
     return res.devices.map(deviceFromPb);
   }
@@ -716,73 +259,25 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
   /** OpenDevice: a DeviceFile (this client's own view of the device, with its own cookie space). */
   async open(deviceId: string, opts: { layout?: LayoutName } = {}): Promise<DeviceFile> {
     const requestId = randomUUID();
-    const layout = layoutToPb(opts.layout);
     const res = await this.call("OpenDevice", () =>
-      this.#wl
-        ? this.#openWorkload(this.#wl, deviceId, layout, requestId)
-        : this.rpc.openDevice({ deviceId, layout, requestId }),
+      this.#session.openDevice(deviceId, opts.layout, requestId),
     );
     const df = new DeviceFile(this, res);
     this.#deviceFiles.set(df.id, df);
     return df;
   }
 
-  /** OpenDevice on the workload connection, its reply as the gRPC call's. */
-  async #openWorkload(
-    wl: WorkloadChannel,
-    deviceId: string,
-    layout: ReturnType<typeof layoutToPb>,
-    requestId: string,
-  ): Promise<OpenDeviceResponse> {
-    const { reply } = await wl.request(
-      { case: "openDevice", value: { deviceId, layout, requestId } },
-      "OpenDevice",
-    );
-    if (reply.kind.case !== "deviceOpened") throw new Error("OpenDevice: brokerd's reply opened nothing");
-    const o = reply.kind.value;
-    return create(OpenDeviceResponseSchema, {
-      deviceFileId: o.deviceFileId,
-      layout: o.layout,
-      device: o.device,
-      regions: (o.device?.regions ?? []).map((region, i) => ({ region, cookie: o.regionCookies[i] ?? 0n })),
-    });
-  }
-
   /** @internal DeviceFileHost: CloseDevice, on the session's own transport. */
   async closeDevice(df: DeviceFile): Promise<void> {
-    const deviceFileId = df.id;
-    await this.call<unknown>(
-      "CloseDevice",
-      () =>
-        this.#wl
-          ? this.#wl.request({ case: "closeDevice", value: { deviceFileId } }, "CloseDevice")
-          : this.rpc.closeDevice({ deviceFileId }),
-      { idempotent: true },
-    );
+    await this.call<unknown>("CloseDevice", () => this.#session.closeDevice(df.id), { idempotent: true });
   }
 
   /**
    * @internal DeviceFileHost: where ReadRegion/WriteRegion on df go. gRPC: this session. Workload:
    * df's shadow in the side session (side-session.ts), whose offsets are region space only.
    */
-  async access(df: DeviceFile): Promise<AccessTarget> {
-    const side = this.#side;
-    if (!side)
-      return { rpc: this.rpc, deviceFileId: df.id, maxAccessBytes: this.maxAccessBytes, regionSpace: false };
-    const rpc = await side.rpc();
-    const hello = side.hello;
-    if (hello && this.#filledFrom !== hello) {
-      this.#filledFrom = hello;
-      const { pageSize, maxFdBatchItems, maxFdsPerMessage, fdGrants, fdBatches, ...grpcOnly } =
-        capabilitiesFromHello(hello);
-      Object.assign(this.capabilities, grpcOnly);
-    }
-    return {
-      rpc,
-      deviceFileId: await side.shadow(df),
-      maxAccessBytes: this.maxAccessBytes,
-      regionSpace: true,
-    };
+  access(df: DeviceFile): Promise<AccessTarget> {
+    return this.#session.access(df);
   }
 
   /** Releases everything (unmaps, closes device files), ends the lease and the connection. Idempotent. */
@@ -794,7 +289,7 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
   async #close(): Promise<void> {
     const errors: unknown[] = [];
     // Closing the device files releases everything on brokerd: releases still waiting are done.
-    for (const r of this.#releases.splice(0)) r.resolve();
+    this.#batches.settleWaiting();
     for (const df of [...this.#deviceFiles.values()]) {
       try {
         await df.close();
@@ -803,11 +298,7 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
       }
     }
     this.#closed = true;
-    this.#lease?.end();
-    this.#wl?.close();
-    this.#side?.close();
-    this.#fdChannel.close();
-    this.#raw?.close();
+    this.#session.close();
     // brokerd gone or the session already ended: there is nothing left to release.
     const gone = (e: unknown) =>
       brokerdGone(e) || (e instanceof BrokerClientError && e.code === "UNAVAILABLE");
@@ -817,33 +308,22 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
   /** @internal DeviceFileHost */
   deviceFileClosed(df: DeviceFile): void {
     this.#deviceFiles.delete(df.id);
-    this.#side?.forget(df.id);
+    this.#session.forget(df.id);
   }
 
-  /** @internal An event on the workload connection (its lease). */
-  onWorkloadEvent(e: WorkloadEvent): void {
-    const k = e.kind;
-    if (k.case === "revocation") this.onRevocation(k.value);
-    else if (k.case === "deviceHealth")
-      this.emit("deviceHealth", { deviceId: k.value.deviceId, health: healthFromPb(k.value.health) });
-    // leaseEnded: the connection's close that follows reports it (onLeaseLost, with its reason).
+  #onDeviceHealth(deviceId: string, health: HealthName): void {
+    this.emit("deviceHealth", { deviceId, health });
   }
 
-  /** @internal A Revocation came down the lease: unmap first, then tell listeners. */
-  onRevocation(r: RevocationNotice): void {
+  /** A Revocation came down the lease: unmap first, then tell listeners. */
+  #onRevocation(r: RevocationNotice): void {
     const df = this.#deviceFiles.get(r.deviceFileId);
     const mappings = df ? df.revoke(r.cookie, r.reason) : [];
     // Unmapped: tell brokerd, which keeps the pages booked until the holder says so (or exits).
     if (mappings.length > 0) {
       const { deviceFileId, cookie } = r;
-      const wl = this.#wl;
-      const ack = wl
-        ? cookie === 0n
-          ? wl.request({ case: "closeDevice", value: { deviceFileId } }, "CloseDevice")
-          : wl.request({ case: "release", value: { deviceFileId, cookie } }, "ReleaseMapping")
-        : cookie === 0n
-          ? this.rpc.closeDevice({ deviceFileId })
-          : this.rpc.releaseMapping({ deviceFileId, cookie });
+      const s = this.#session;
+      const ack = cookie === 0n ? s.closeDevice(deviceFileId) : s.releaseMapping(deviceFileId, cookie);
       Promise.resolve(ack).catch(() => {}); // the session may be ending (shutdown, revoked): its exit frees them
     }
     this.emit("revocation", {
@@ -857,11 +337,11 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
   }
 
   /**
-   * @internal The lease is gone. If brokerd is restarting (LeaseEnded "restart", or the connection
+   * The lease is gone. If brokerd is restarting (LeaseEnded "restart", or the connection
    * dropped), the session is resumed and nothing is unmapped; else the session and every grant in
    * it are gone.
    */
-  onLeaseLost(reason: string, error: Error | undefined, endedReason?: string, gen = this.#gen): void {
+  #onLeaseLost(reason: string, error: Error | undefined, endedReason: string | undefined, gen: number): void {
     if (this.#closed || this.#closing || gen !== this.#gen) return;
     if (this.#autoResume && leaseLossIsRestart(endedReason, error)) {
       this.resume(error, gen).catch(() => {}); // a failed resume reports leaseLost itself
@@ -876,77 +356,4 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
     for (const df of [...this.#deviceFiles.values()]) mappings.push(...df.revokeAll("lease-lost"));
     this.emit("leaseLost", { reason, error, mappings });
   }
-}
-
-/**
- * Connects to brokerd: by default one workload-protocol connection to fd.sock (its hello; the
- * connection is the lease); with transport "grpc", a gRPC Hello and (by default) the Lease.
- */
-export async function connect(opts: ConnectOptions = {}): Promise<BrokerClient> {
-  const socket = opts.socket || process.env.VFIO_BROKER_SOCKET || DEFAULT_SOCKET;
-  const transport = chooseTransport(opts);
-  const explicit = opts.fdSocket || process.env.VFIO_BROKER_FD_SOCKET;
-  // On the workload protocol with fd.sock named, the broker socket is needed only by a gRPC-only call.
-  const missing = transport === "workload" && explicit ? undefined : socketMissing(socket);
-  if (missing) throw missing;
-  const timeoutMs = opts.timeoutMs ?? 10_000;
-  if (transport === "workload") {
-    const relay = new Relay(0);
-    const name = opts.clientName ?? "vfio-broker-node";
-    let channel: WorkloadChannel;
-    try {
-      channel = await openWorkload(socket, explicit, name, relay, timeoutMs);
-    } catch (e) {
-      throw toClientError(e, "Hello");
-    }
-    return new BrokerClient({ kind: "workload", channel, relay }, socket, opts);
-  }
-  const deadline = Date.now() + timeoutMs;
-  let rpc: PromiseClient<typeof BrokerService>;
-  let hello: HelloResponse;
-  for (let backoffMs = 10; ; backoffMs = Math.min(backoffMs * 2, 250)) {
-    // One BrokerClient = one connection = one brokerd session. grpc-js would otherwise share one
-    // subchannel between clients with the same target, merging their sessions (and leases).
-    rpc = createClient(BrokerService, `unix:${socket}`, undefined, { "grpc.use_local_subchannel_pool": 1 });
-    try {
-      hello = await rpc.hello(
-        { clientName: opts.clientName ?? "vfio-broker-node", clientVersion: "0.1.0" },
-        { timeoutMs: Math.max(1, deadline - Date.now()) },
-      );
-      break;
-    } catch (e) {
-      rpc.close();
-      const err = toClientError(e, "Hello");
-      if (err instanceof BrokerClientError && err.code === "UNAVAILABLE") {
-        // grpc-js: "No connection established. Last error: Error: connect ECONNREFUSED /path. Resolution note: "
-        const errno = /connect (E[A-Z]+)/.exec(err.details)?.[1];
-        // EAGAIN: brokerd's accept queue is full for a moment (someone floods it); try again.
-        if (errno === "EAGAIN" && Date.now() + backoffMs < deadline) {
-          await new Promise((r) => setTimeout(r, backoffMs));
-          continue;
-        }
-        const why =
-          errno === "ECONNREFUSED"
-            ? "connect ECONNREFUSED: a stale socket file, nothing accepts on it"
-            : errno
-              ? `connect ${errno}`
-              : err.details;
-        throw new BrokerClientError("UNAVAILABLE", `brokerd is not answering at ${socket} (${why})`, {
-          method: "Hello",
-          cause: e,
-        });
-      }
-      throw err;
-    }
-  }
-  const client = new BrokerClient({ kind: "grpc", rpc, hello }, socket, opts);
-  if (opts.lease !== false) {
-    try {
-      await client.openLease(timeoutMs);
-    } catch (e) {
-      rpc.close();
-      throw toClientError(e, "Lease");
-    }
-  }
-  return client;
 }

@@ -8,7 +8,7 @@ import {
   type Device as PbDevice,
   type Region as PbRegion,
   Prot,
-} from "@vfio-broker/proto";
+} from "@vfio-broker/proto/messages";
 
 export type AttributeName = "uc" | "wc" | "wb";
 export type ProtName = "r" | "rw";

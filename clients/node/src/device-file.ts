@@ -1,14 +1,14 @@
 // device-file.ts: owns the client's DeviceFile: one open view of one device with its own cookie space
-// (OpenDevice), the regions with their compat cookies, the mappings created through it, and
-// ReadRegion/WriteRegion. It never keeps a Mapping the broker failed to deliver: if the fd channel
-// or mmap fails after CreateMapping, the cookie is released again before the error is thrown.
-import { randomUUID } from "node:crypto";
+// (OpenDevice), the regions with their compat cookies, the mappings created through it (on the fd
+// channel's batches or through CreateMapping and a ticket), and ReadRegion/WriteRegion in chunks.
+// What a map() asks for is map-request.ts's; where an access goes, region-access.ts's; it reaches
+// brokerd only through its DeviceFileHost (the BrokerClient), never through a transport. It never
+// keeps a Mapping the broker failed to deliver: if the fd channel or mmap fails after the grant,
+// the cookie is released again before the error is thrown.
 import { closeFd } from "@vfio-broker/native";
 import type { BrokerService, OpenDeviceResponse, PromiseClient } from "@vfio-broker/proto";
 import {
-  type AttributeName,
   attributeFromPb,
-  attributeToPb,
   backingFromPb,
   type DeviceFileRegion,
   type DeviceInfo,
@@ -16,12 +16,9 @@ import {
   findRegion,
   type LayoutName,
   layoutFromPb,
-  type ProtName,
   protFromPb,
-  protToPb,
   regionFromPb,
 } from "./convert.js";
-import { BrokerClientError } from "./errors.js";
 import {
   type FdGrantInit,
   type FdReleaseInit,
@@ -29,19 +26,12 @@ import {
   type GrantResult,
   MAX_BATCH_ITEMS,
 } from "./fd-channel.js";
+import { type MapOptions, type MapRequest, type MapSpec, mapRequest } from "./map-request.js";
 import { Mapping, type MappingOwner } from "./mapping.js";
+import { type AccessTarget, accessOffset } from "./region-access.js";
 
-/** Where ReadRegion/WriteRegion on a DeviceFile go (DeviceFileHost.access). */
-export interface AccessTarget {
-  rpc: PromiseClient<typeof BrokerService>;
-  deviceFileId: bigint;
-  maxAccessBytes: number;
-  /**
-   * The device file there has this one's regions but not its mappings (the workload transport's
-   * side session): an offset inside a mapping is translated to the region's own cookie first.
-   */
-  regionSpace: boolean;
-}
+export type { MapOptions, MapSpec } from "./map-request.js";
+export type { AccessTarget } from "./region-access.js";
 
 /** What a DeviceFile needs from the BrokerClient that opened it. */
 export interface DeviceFileHost {
@@ -63,40 +53,6 @@ export interface DeviceFileHost {
   closeDevice(df: DeviceFile): Promise<void>;
   /** Where ReadRegion/WriteRegion on df go. */
   access(df: DeviceFile): Promise<AccessTarget>;
-}
-
-export interface MapOptions {
-  /** Offset inside the region, bytes (page aligned). Default 0. */
-  offset?: bigint | number;
-  /** Bytes (page aligned). Default: the rest of the region from `offset`. */
-  length?: bigint | number;
-  /** Default "uc". */
-  attr?: AttributeName;
-  /** Default "rw". */
-  prot?: ProtName;
-  /** If the host cannot give `attr`, map UC instead of failing (the Mapping says why). */
-  allowFallback?: boolean;
-}
-
-/** One mapping of a mapMany() call: map()'s arguments in one object. */
-export interface MapSpec extends MapOptions {
-  region: DeviceFileRegion | string | number;
-}
-
-interface Spec {
-  region: DeviceFileRegion;
-  attr: AttributeName;
-  /** What CreateMappingRequest and FdGrant both carry. */
-  request: {
-    deviceFileId: bigint;
-    regionIndex: number;
-    offset: bigint;
-    length: bigint;
-    attribute: ReturnType<typeof attributeToPb>;
-    prot: ReturnType<typeof protToPb>;
-    allowFallback: boolean;
-    requestId: string;
-  };
 }
 
 export class DeviceFile implements MappingOwner {
@@ -185,44 +141,15 @@ export class DeviceFile implements MappingOwner {
   }
 
   /** Checks a map() request and turns it into what CreateMapping and FdGrant both carry. */
-  #spec(what: string, region: DeviceFileRegion | string | number, opts: MapOptions): Spec {
-    const r = typeof region === "object" ? region : this.region(region);
-    const offset = BigInt(opts.offset ?? 0);
-    if (offset < 0n) throw new RangeError(`${what}: offset must not be negative, got ${offset}`);
-    if (opts.length === undefined && offset >= r.size)
-      throw new RangeError(
-        `${what}: offset ${offset} is at or past the end of ${r.name} (${r.size} bytes); pick a smaller offset`,
-      );
-    const length = opts.length === undefined ? r.size - offset : BigInt(opts.length);
-    if (length <= 0n) throw new RangeError(`${what}: length must be positive, got ${length}`);
-    if (length > BigInt(Number.MAX_SAFE_INTEGER))
-      throw new RangeError(
-        `${what}: length ${length} is too large to map into this process; map a smaller range`,
-      );
-    const attr = opts.attr ?? "uc";
-    const prot = opts.prot ?? "rw";
-    return {
-      region: r,
-      attr,
-      // The same request id on every retry (brokerd restarted before replying): one mapping, not two.
-      request: {
-        deviceFileId: this.id,
-        regionIndex: r.index,
-        offset,
-        length,
-        attribute: attributeToPb(attr),
-        prot: protToPb(prot),
-        allowFallback: opts.allowFallback ?? false,
-        requestId: randomUUID(),
-      },
-    };
+  #spec(what: string, region: DeviceFileRegion | string | number, opts: MapOptions): MapRequest {
+    return mapRequest(what, this.id, typeof region === "object" ? region : this.region(region), opts);
   }
 
   /**
    * The fast path: the mappings are created and their fds delivered in one fd-channel exchange
    * (with any releases waiting to go). All or nothing, as mapMany.
    */
-  async #mapBatch(specs: Spec[]): Promise<Mapping[]> {
+  async #mapBatch(specs: MapRequest[]): Promise<Mapping[]> {
     const host = this.#host;
     const results = await host.fdGrant(specs.map((x) => x.request));
     const made: Mapping[] = [];
@@ -270,7 +197,7 @@ export class DeviceFile implements MappingOwner {
   }
 
   /** The gRPC path: CreateMapping, the ticket on the fd channel, mmap. */
-  async #mapGrpc({ region: r, attr, request }: Spec): Promise<Mapping> {
+  async #mapGrpc({ region: r, attr, request }: MapRequest): Promise<Mapping> {
     const host = this.#host;
     const res = await host.call("CreateMapping", () => host.rpc.createMapping(request));
     const m = res.mapping;
@@ -355,33 +282,10 @@ export class DeviceFile implements MappingOwner {
     return written;
   }
 
-  /**
-   * The offset to send to `t`: unchanged, or, where t has no mappings (regionSpace), an offset
-   * inside one of this DeviceFile's mappings as the same byte's offset in its region. The checks
-   * brokerd makes inside a mapping are made here then, with its words: the access stays inside
-   * the mapping, and a write needs a read-write one.
-   */
+  /** The offset to send to `t` (region-access.ts): this DeviceFile's mappings, one per cookie. */
   #target(t: AccessTarget, offset: bigint, length: number, write: boolean): bigint {
-    if (!t.regionSpace) return offset;
-    for (const set of this.#mappings.values()) {
-      const m = set.values().next().value;
-      if (!m || offset < m.cookie || offset >= m.cookie + BigInt(m.length)) continue;
-      const last = m.cookie + BigInt(m.length) - 1n;
-      if (offset + BigInt(length) - 1n > last)
-        throw new BrokerClientError(
-          "INVALID_ARGUMENT",
-          `access 0x${offset.toString(16)}+${length} leaves the entry 0x${m.cookie.toString(16)}-0x${last.toString(16)}; it has ${last - offset + 1n} bytes from there`,
-          { method: write ? "WriteRegion" : "ReadRegion" },
-        );
-      if (write && m.prot !== "rw")
-        throw new BrokerClientError(
-          "PERMISSION_DENIED",
-          `mapping ${m.cookie} is read-only (PROT_READ); write through a PROT_READ_WRITE mapping`,
-          { method: "WriteRegion" },
-        );
-      return this.region(m.regionIndex).cookie + m.regionOffset + (offset - m.cookie);
-    }
-    return offset;
+    const mappings = [...this.#mappings.values()].flatMap((set) => [...set].slice(0, 1));
+    return accessOffset(t, mappings, (i) => this.region(i).cookie, offset, length, write);
   }
 
   /** Unmaps every mapping and closes the device file on the broker (releasing them there). Idempotent. */

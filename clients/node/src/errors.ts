@@ -2,7 +2,7 @@
 // BrokerClientError carries the gRPC status NAME ("PERMISSION_DENIED") and the broker's own message,
 // which says what to change; FdChannelError carries the fd channel's FdStatus name ("EXPIRED").
 // Pure: no I/O, safe to import from tests without the native addon.
-import { status as GrpcStatus } from "@grpc/grpc-js";
+import type { status as GrpcStatus } from "@grpc/grpc-js";
 
 /** gRPC status names, e.g. "PERMISSION_DENIED", plus "UNKNOWN" for anything unrecognised. */
 export type BrokerErrorCode = keyof typeof GrpcStatus;
@@ -56,11 +56,29 @@ export class MappingGoneError extends Error {
   }
 }
 
-const CODE_NAMES: Record<number, string> = Object.fromEntries(
-  Object.entries(GrpcStatus)
-    .filter(([, v]) => typeof v === "number")
-    .map(([k, v]) => [v as number, k]),
-);
+/**
+ * gRPC's status codes by number (the protocol's, grpc-js's `status`), written out so that this
+ * module does not load grpc-js (a client on the workload protocol may never need it).
+ */
+const CODE_NAMES: readonly BrokerErrorCode[] = [
+  "OK",
+  "CANCELLED",
+  "UNKNOWN",
+  "INVALID_ARGUMENT",
+  "DEADLINE_EXCEEDED",
+  "NOT_FOUND",
+  "ALREADY_EXISTS",
+  "PERMISSION_DENIED",
+  "RESOURCE_EXHAUSTED",
+  "FAILED_PRECONDITION",
+  "ABORTED",
+  "OUT_OF_RANGE",
+  "UNIMPLEMENTED",
+  "INTERNAL",
+  "UNAVAILABLE",
+  "DATA_LOSS",
+  "UNAUTHENTICATED",
+];
 
 /** The name of a numeric gRPC status code (14 -> "UNAVAILABLE"); "UNKNOWN" for anything else. */
 export function grpcCodeName(code: number): string {

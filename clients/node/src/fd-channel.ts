@@ -13,7 +13,7 @@ import {
   FdReplySchema,
   FdRequestSchema,
   FdStatus,
-} from "@vfio-broker/proto";
+} from "@vfio-broker/proto/messages";
 import { BrokerClientError, FdChannelError } from "./errors.js";
 
 /** What an FdRequest may carry: a ticket, or a grant or release of the fast path. */

@@ -1,15 +1,9 @@
 // resume.ts: owns what the client does when brokerd restarts under it (kill -9, a crash, an
 // upgrade): which errors mean "brokerd went away, nothing was done" and may be retried after a
-// resume, the session-bound RPC client (every call names the session it expects, so a call that
-// lands on a fresh connection is refused by brokerd with nothing done), and the backoff.
-// The resume itself (Hello with the token, the held list, the new lease) is BrokerClient's.
-import * as grpc from "@grpc/grpc-js";
-import type { BrokerService, PromiseClient } from "@vfio-broker/proto";
+// resume, and the backoff. The session-bound RPC client is grpc-channel.ts's; the resume itself
+// (Hello with the token, the held list, the new lease) is the session transports'.
 import { BrokerClientError, FdChannelError } from "./errors.js";
 import { isClosedByPeer } from "./fd-channel.js";
-
-/** Metadata naming the session a call expects (brokerd: rpc/broker-service.ts SESSION_METADATA). */
-export const SESSION_METADATA = "vfio-broker-session";
 
 /** brokerd's own UNAVAILABLE answers that mean "not now", not "brokerd went away". */
 const BROKERD_REFUSALS =
@@ -43,32 +37,6 @@ export function brokerdGone(e: unknown): boolean {
 export function leaseLossIsRestart(endedReason: string | undefined, error: Error | undefined): boolean {
   if (endedReason !== undefined) return endedReason === "restart";
   return isRestart(error) || brokerdGone(error);
-}
-
-/**
- * rpc with the session metadata on every call but Hello (which is where a session is resumed).
- * `session()` is read per call: after a resume the same client names the same session again.
- */
-export function sessionBound(
-  rpc: PromiseClient<typeof BrokerService>,
-  session: () => string,
-): PromiseClient<typeof BrokerService> {
-  const md = () => {
-    const m = new grpc.Metadata();
-    m.set(SESSION_METADATA, session());
-    return m;
-  };
-  return new Proxy(rpc, {
-    get(target, prop, recv) {
-      const v = Reflect.get(target, prop, recv) as unknown;
-      if (typeof v !== "function" || prop === "close" || prop === "hello") return v;
-      const fn = v as (...args: unknown[]) => unknown;
-      if (prop === "lease")
-        return (opts?: { metadata?: grpc.Metadata }) => fn.call(target, { ...opts, metadata: md() });
-      return (req: unknown, opts?: { metadata?: grpc.Metadata }) =>
-        fn.call(target, req, { ...opts, metadata: md() });
-    },
-  });
 }
 
 /** Exponential backoff from 25 ms to 1 s, for reconnecting while brokerd restarts. */

@@ -9,11 +9,10 @@
 // are the workload session's, so DeviceFile translates a mapping cookie to region space itself.
 // After a brokerd restart it resumes with its own token at its next use. It decides no retry: its
 // errors go to the BrokerClient's retry loop like any gRPC call's.
-import { BrokerService, createClient, type HelloResponse, type PromiseClient } from "@vfio-broker/proto";
+import type { BrokerService, HelloResponse, PromiseClient } from "@vfio-broker/proto";
 import type { LayoutName } from "./convert.js";
 import { layoutToPb } from "./convert.js";
 import { BrokerClientError, toClientError } from "./errors.js";
-import { sessionBound } from "./resume.js";
 
 type Rpc = PromiseClient<typeof BrokerService>;
 
@@ -60,10 +59,10 @@ export class SideSession {
   async #open(): Promise<Rpc> {
     const token = this.#stale ? (this.#hello?.resumeToken ?? "") : "";
     this.#raw?.close();
+    // grpc-js is loaded here, at the first gRPC-only call, never before.
+    const { brokerChannel, sessionBound } = await import("./grpc-channel.js");
     // Its own subchannel: one connection, one session (grpc-js would share one between clients).
-    const raw = createClient(BrokerService, `unix:${this.socket}`, undefined, {
-      "grpc.use_local_subchannel_pool": 1,
-    });
+    const raw = brokerChannel(this.socket);
     this.#raw = raw;
     let hello: HelloResponse;
     try {

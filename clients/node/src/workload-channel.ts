@@ -15,7 +15,7 @@ import {
   WorkloadReplySchema,
   WorkloadRequestSchema,
   type WorkloadWelcome,
-} from "@vfio-broker/proto";
+} from "@vfio-broker/proto/messages";
 import { BrokerClientError, FdChannelError } from "./errors.js";
 import { connectFirst, fdStatusName, MAX_BATCH_ITEMS } from "./fd-channel.js";
 

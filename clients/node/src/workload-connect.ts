@@ -5,7 +5,6 @@
 // or the deadline). It keeps no state and never decides what a welcome means for the session.
 import { realpathSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { BrokerService, createClient } from "@vfio-broker/proto";
 import { BrokerClientError, FdChannelError, toClientError } from "./errors.js";
 import { fdSocketCandidates } from "./fd-channel.js";
 import { backoffMs, brokerdGone, isRestart, sleep } from "./resume.js";
@@ -43,9 +42,8 @@ export function localCandidates(socket: string, explicit: string | undefined): s
 
 /** Asks brokerd's gRPC Hello where its fd socket is, ending that session at once. */
 async function advertised(socket: string, timeoutMs: number): Promise<string[]> {
-  const rpc = createClient(BrokerService, `unix:${socket}`, undefined, {
-    "grpc.use_local_subchannel_pool": 1,
-  });
+  const { brokerChannel } = await import("./grpc-channel.js"); // grpc-js: only when it is needed
+  const rpc = brokerChannel(socket);
   try {
     const hello = await rpc.hello({ clientName: "vfio-broker-node (fd.sock lookup)" }, { timeoutMs });
     const c = hello.capabilities;
