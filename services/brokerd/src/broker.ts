@@ -188,6 +188,14 @@ export class Broker extends CoreEvents {
     return this.core.recorders.batch(fn);
   }
 
+  /**
+   * Runs fn with its state records written together with those of other connections' calls in
+   * this event-loop turn (state/ledger.ts group); settles once they are written.
+   */
+  group(fn: () => void, ending?: string): Promise<void> {
+    return this.core.ledger.group(fn, ending);
+  }
+
   /** Rebuilds sessions, device files, mappings, bookings and holds from the state store's model. */
   restore(store: StateStore, now = Date.now()): RestoreReport {
     return restoreState(

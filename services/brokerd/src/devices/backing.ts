@@ -1,6 +1,7 @@
 // fdBacking: the Backing over an fd that a backend opened for one mapping. It closes the fd exactly
 // once, either when the client has its own copy (handedOver, right after delivery) or at release,
-// and runs the backend's bookkeeping (e.g. the BAR's backing family refcount) once, at release.
+// unless the backend lends it (sharedFdBacking: an fd the backend keeps open for many mappings, never
+// closed here), and runs the backend's bookkeeping (e.g. the BAR's backing family refcount) once, at release.
 // A class, not closures: every live mapping keeps its Backing (100,000 of them are a goal), and
 // three closures with their context cost about 220 bytes each time, the class's methods nothing.
 import { closeSync } from "node:fs";
@@ -9,7 +10,6 @@ import type { Attribute, Backing, BackingKind } from "./backend.js";
 const NOTHING = () => {};
 
 class FdBacking implements Backing {
-  private fdOpen = true;
   private live = true;
 
   constructor(
@@ -20,6 +20,8 @@ class FdBacking implements Backing {
     readonly effectiveAttribute: Attribute,
     readonly fallbackReason: string,
     private readonly onRelease: () => void,
+    /** Ours to close (false: the backend's, lent). */
+    private fdOpen: boolean,
   ) {}
 
   handedOver(): void {
@@ -45,5 +47,17 @@ export function fdBacking(
   fallbackReason: string,
   onRelease: () => void = NOTHING,
 ): Backing {
-  return new FdBacking(kind, fd, mmapOffset, length, effectiveAttribute, fallbackReason, onRelease);
+  return new FdBacking(kind, fd, mmapOffset, length, effectiveAttribute, fallbackReason, onRelease, true);
+}
+
+/** A Backing over an fd the backend keeps open for many mappings: handedOver() and release() leave it open. */
+export function sharedFdBacking(
+  kind: BackingKind,
+  fd: number,
+  mmapOffset: bigint,
+  length: bigint,
+  effectiveAttribute: Attribute,
+  fallbackReason: string,
+): Backing {
+  return new FdBacking(kind, fd, mmapOffset, length, effectiveAttribute, fallbackReason, NOTHING, false);
 }

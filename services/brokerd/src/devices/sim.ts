@@ -1,8 +1,11 @@
 // The sim backend: devices described in config whose BARs are memfds owned by brokerd, so every
 // client and brokerd see the same bytes. It is the embedded default (npm start, CI) and goes
-// through the same Backend interface as sysfs and vfio. Each mapping gets its own fd, reopened
-// through /proc/self/fd with the granted access mode, so a read-only grant cannot be mmapped
-// writable and releasing one mapping closes exactly its fd.
+// through the same Backend interface as sysfs and vfio. A mapping's fd is one of two descriptions
+// of its region, opened with the region through /proc/self/fd, one per access mode: a read-only
+// grant gets the O_RDONLY one, so it cannot be mmapped writable. Both are apart from the
+// description brokerd reads and writes through (a client setting O_APPEND on its copy must not
+// move brokerd's WriteRegion), and the clients of one region and mode share theirs (its offset and
+// status flags, which mmap does not use): a grant then costs no open(2) and no close(2).
 //
 // With a memory directory (the state directory's sim/), each region's memory is a file there
 // instead of an anonymous memfd, so a restarted brokerd (kill -9 included) finds the bytes its
@@ -26,7 +29,7 @@ import {
 import { memfdCreate, openInSafeDir, openSafeDir, type SafeDir } from "@vfio-broker/native";
 import { invalid, notFound, quoted } from "../errors.js";
 import type { Attribute, Backend, Backing, BackingRequest, DeviceInfo, RegionInfo } from "./backend.js";
-import { fdBacking } from "./backing.js";
+import { sharedFdBacking } from "./backing.js";
 import { CONFIG_REGION_INDEX, configRegionInfo, regionName } from "./regions.js";
 
 export interface SimRegionSpec {
@@ -70,6 +73,9 @@ const SIM_DEVICE = 0x0010;
 interface SimRegion {
   info: RegionInfo;
   memfd: number;
+  /** The clients' descriptions, read-only and read-write (opened with the region). */
+  ro: number;
+  rw: number;
 }
 
 interface SimDevice {
@@ -108,6 +114,24 @@ function configHeader(spec: SimDeviceSpec): Buffer {
     cfg.writeUInt32LE(r.prefetchable ? 0x8 : 0x0, 0x10 + 4 * r.index);
   }
   return cfg;
+}
+
+/** A region over memfd, with its clients' two descriptions (the caller's memfd is closed on failure). */
+function simRegion(info: RegionInfo, memfd: number): SimRegion {
+  const r: SimRegion = { info, memfd, ro: -1, rw: -1 };
+  try {
+    r.ro = openSync(`/proc/self/fd/${memfd}`, constants.O_RDONLY);
+    r.rw = openSync(`/proc/self/fd/${memfd}`, constants.O_RDWR);
+  } catch (e) {
+    closeRegion(r);
+    throw e;
+  }
+  return r;
+}
+
+function closeRegion(r: SimRegion): void {
+  for (const fd of [r.memfd, r.ro, r.rw]) if (fd >= 0) closeSync(fd);
+  r.ro = r.rw = -1;
 }
 
 export class SimBackend implements Backend {
@@ -169,16 +193,13 @@ export class SimBackend implements Backend {
           attributes: r.prefetchable ? ["UC", "WC", "WB"] : ["UC"],
           sparseAreas: [],
         };
-        regions.set(r.index, { info, memfd: this.memory(spec.id, info.name, size) });
+        regions.set(r.index, simRegion(info, this.memory(spec.id, info.name, size)));
       }
-      const cfgFd = this.memory(spec.id, "CONFIG", CONFIG_SIZE);
-      regions.set(CONFIG_REGION_INDEX, {
-        memfd: cfgFd,
-        info: configRegionInfo(CONFIG_SIZE),
-      });
-      writeSync(cfgFd, configHeader(spec), 0, Number(CONFIG_SIZE), 0);
+      const cfg = simRegion(configRegionInfo(CONFIG_SIZE), this.memory(spec.id, "CONFIG", CONFIG_SIZE));
+      regions.set(CONFIG_REGION_INDEX, cfg);
+      writeSync(cfg.memfd, configHeader(spec), 0, Number(CONFIG_SIZE), 0);
     } catch (e) {
-      for (const r of regions.values()) closeSync(r.memfd);
+      for (const r of regions.values()) closeRegion(r);
       throw e;
     }
     const info: DeviceInfo = {
@@ -200,7 +221,7 @@ export class SimBackend implements Backend {
     for (const cb of this.goneCallbacks) cb(id);
     this.devs.delete(id);
     for (const r of dev.regions.values()) {
-      closeSync(r.memfd);
+      closeRegion(r);
       if (this.memoryDir)
         try {
           unlinkSync(this.memoryDir.at(`${id}.${r.info.name}`));
@@ -230,11 +251,14 @@ export class SimBackend implements Backend {
       effective = "UC";
       fallbackReason = `${r.info.name} is not prefetchable, so ${req.attribute} is not possible; mapped UC`;
     }
-    const fd = openSync(
-      `/proc/self/fd/${r.memfd}`,
-      req.prot === "rw" ? constants.O_RDWR : constants.O_RDONLY,
+    return sharedFdBacking(
+      "memfd",
+      req.prot === "rw" ? r.rw : r.ro,
+      req.offset,
+      req.length,
+      effective,
+      fallbackReason,
     );
-    return fdBacking("memfd", fd, req.offset, req.length, effective, fallbackReason);
   }
 
   read(deviceId: string, regionIndex: number, offset: bigint, length: number): Buffer {
@@ -254,7 +278,7 @@ export class SimBackend implements Backend {
   }
 
   close(): void {
-    for (const d of this.devs.values()) for (const r of d.regions.values()) closeSync(r.memfd);
+    for (const d of this.devs.values()) for (const r of d.regions.values()) closeRegion(r);
     this.devs.clear();
     this.memoryDir?.close();
   }

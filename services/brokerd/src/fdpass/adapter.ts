@@ -16,7 +16,7 @@ import { type FdBatch, FdReplySchema, type FdRequest, FdRequestSchema, FdStatus 
 import type { Broker } from "../broker.js";
 import { invalid } from "../errors.js";
 import type { Mapping } from "../grants/device-file.js";
-import { grantBatch, grantForFd, type Outcome, undeliverable } from "../grants/fd-batch.js";
+import { giveBack, grantBatch, grantForFd, type Outcome, undeliverable } from "../grants/fd-batch.js";
 import { reportFdBadRequest } from "../grants/fd-reports.js";
 import type { Session } from "../identity/session.js";
 import { attributeToPb, backingToPb, createMappingArgsFromPb, protToPb } from "../rpc/convert.js";
@@ -181,21 +181,33 @@ export class FdAdapter implements FdProtocol {
    * The Broker does all the checking and recording exactly as on the gRPC path.
    */
   async fastPath(c: FdConnection, req: Pick<FdRequest, "grant" | "release">, path: GrantPath): Promise<void> {
-    let m: Mapping;
+    let m: Mapping | undefined;
     try {
+      // Each record is written (with other connections' of this turn: Broker.group) before the
+      // reply that depends on it goes out.
       if (req.release) {
-        const s = path.session(req.release.sessionToken, c.peer);
-        this.broker.releaseMapping(s, req.release.deviceFileId, req.release.cookie);
-        await c.reply(path.encode({ status: FdStatus.OK, cookie: req.release.cookie }));
+        const { sessionToken, deviceFileId, cookie } = req.release;
+        const s = path.session(sessionToken, c.peer);
+        await this.broker.group(() => this.broker.releaseMapping(s, deviceFileId, cookie), "a release");
+        await c.reply(path.encode({ status: FdStatus.OK, cookie }));
         return;
       }
       const g = req.grant!;
-      m = grantForFd(this.broker, path.session(g.sessionToken, c.peer), createMappingArgsFromPb(g), c.peer);
+      const s = path.session(g.sessionToken, c.peer);
+      try {
+        await this.broker.group(() => {
+          m = grantForFd(this.broker, s, createMappingArgsFromPb(g), c.peer);
+        });
+      } catch (e) {
+        // Its records did not reach the store: the grant is given back, its fd never sent.
+        if (m) giveBack(this.broker, s, m);
+        throw e;
+      }
     } catch (e) {
       await c.reply(path.encode(refused(e)));
       return;
     }
-    await this.deliver(c, m, true, path.encode);
+    await this.deliver(c, m!, true, path.encode);
   }
 
   /**

@@ -321,11 +321,10 @@ export class FdTransport {
 
   /** The connection may be read from: its own unread replies are under a batch's worth. */
   private readable(c: Conn): Promise<boolean> {
-    return this.until(
-      c,
-      () => c.account.unreadFds < UNREAD_FDS_PER_CONNECTION && c.outq < UNREAD_BYTES_PER_CONNECTION,
-      false,
-    );
+    // Counts never below the truth (no reply half sent) allow a read without asking the kernel (room() does).
+    const ok = () =>
+      c.account.unreadFds < UNREAD_FDS_PER_CONNECTION && c.unread.outq < UNREAD_BYTES_PER_CONNECTION;
+    return c.sock.pendingSends === 0 && ok() ? Promise.resolve(true) : this.until(c, ok, false);
   }
 
   /** A request whose reply may carry `want` fds may be served (FdConnection.room). */

@@ -83,3 +83,25 @@ test("a reply sendmsg refused whole is forgotten, so it cannot make an older unr
   u.unsent(100, 0); // fd-less replies are never refused for their fds: nothing forgotten
   assert.equal(u.fds, 16);
 });
+
+test("property: outq (what the transport reads without asking the kernel) is never below SIOCOUTQ now", () => {
+  fc.assert(
+    fc.property(
+      fc.array(reply, { maxLength: 30 }),
+      fc.array(reply, { maxLength: 30 }),
+      fc.nat(),
+      (before, after, cut) => {
+        const u = new UnreadReplies();
+        for (const r of before) u.sentReply(r.bytes, r.fds);
+        const read = before.length === 0 ? 0 : cut % (before.length + 1);
+        const kernel = (rs: typeof before) => rs.reduce((a, r) => a + r.bytes + r.overhead, 0);
+        u.settle(kernel(before.slice(read)));
+        assert.equal(u.outq, kernel(before.slice(read)), "exact right after asking");
+        // More replies go out; the peer reads nothing more: the kernel's figure only grows by them.
+        for (const r of after) u.sentReply(r.bytes, r.fds);
+        const now = kernel(before.slice(read)) + kernel(after);
+        assert.ok(u.outq >= now, `outq ${u.outq} < ${now} bytes unread`);
+      },
+    ),
+  );
+});

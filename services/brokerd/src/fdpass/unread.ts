@@ -11,6 +11,16 @@
 // because the send would block are counted apart (held) until they are in the kernel.
 // Pure: the caller reads SIOCOUTQ and passes it in; nothing here does I/O or keeps time.
 
+/**
+ * At least the kernel memory (skb truesize) of a frame of `bytes` sent in one sendmsg on an AF_UNIX
+ * stream socket: its head is kmalloc'ed (rounded up to at most twice its size) with the sk_buff and
+ * shared info (under 1 KiB), a paged part is counted in whole pages, and a long frame is cut into
+ * skbs of at most half the send buffer (counted here per 32 KiB, fewer bytes than any such cut).
+ */
+export function truesizeBound(bytes: number): number {
+  return 2 * bytes + 8192 * (1 + Math.ceil(bytes / 32768));
+}
+
 interface Sent {
   /** Bytes of the frame(s), length prefix included. */
   bytes: number;
@@ -23,10 +33,20 @@ export class UnreadReplies {
   private sentFds = 0;
   /** Fds of a reply brokerd holds because the send would block. */
   private heldFds = 0;
+  /** SIOCOUTQ at the last settle() plus truesizeBound() of every reply sent since. */
+  private outqBound = 0;
 
   /** The fds counted as unread now: possibly unread replies plus held ones. */
   get fds(): number {
     return this.sentFds + this.heldFds;
+  }
+
+  /**
+   * Bytes the peer may not have read, never fewer than SIOCOUTQ would say now: what it said at the
+   * last settle() plus every reply in the kernel since (so a caller may skip asking while this is low).
+   */
+  get outq(): number {
+    return this.outqBound;
   }
 
   /** Replies remembered (bounded by what may be unread). */
@@ -40,6 +60,7 @@ export class UnreadReplies {
     if (fds === 0 && last && last.fds === 0) last.bytes += bytes;
     else this.sent.push({ bytes, fds });
     this.sentFds += fds;
+    this.outqBound += truesizeBound(bytes);
   }
 
   /**
@@ -63,6 +84,7 @@ export class UnreadReplies {
    * replies that must have been read and returns the fds counted as unread.
    */
   settle(outq: number): number {
+    this.outqBound = Math.max(outq, 0);
     if (outq <= 0) {
       this.sent = [];
       this.sentFds = 0;

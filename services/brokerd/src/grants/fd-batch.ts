@@ -119,3 +119,12 @@ export function undeliverable(
     }
   }
 }
+
+/** Gives back a grant whose state records did not reach the store: its fd is never sent. */
+export function giveBack(broker: Broker, s: Session, m: Mapping): void {
+  try {
+    broker.releaseMapping(s, m.deviceFile.id, m.cookie);
+  } catch {
+    // already gone (revoked meanwhile): nothing to give back
+  }
+}

@@ -108,9 +108,17 @@ export function checkString(field: string, value: string, limit: StringLimit): v
     );
 }
 
+/** limitOf's answers by field (the registry's descriptors are fixed: at most one entry each). */
+const LIMIT_OF = new WeakMap<DescField, StringLimit>();
+
 /** The limit of one field of a message. */
 export function limitOf(message: DescMessage, field: DescField): StringLimit {
-  return STRING_LIMITS[`${message.typeName}.${field.name}`] ?? DEFAULT_LIMIT;
+  let limit = LIMIT_OF.get(field);
+  if (limit === undefined) {
+    limit = STRING_LIMITS[`${message.typeName}.${field.name}`] ?? DEFAULT_LIMIT;
+    LIMIT_OF.set(field, limit);
+  }
+  return limit;
 }
 
 /**
@@ -136,11 +144,15 @@ function walk(desc: DescMessage, msg: Record<string, unknown>, path: string): vo
   for (const field of desc.fields) {
     const v = fieldValue(field, msg);
     if (v === undefined || v === null) continue;
+    if (field.fieldKind === "scalar") {
+      // The common case, without building the field's path unless it is needed for the error.
+      if (field.scalar !== ScalarType.STRING) continue;
+      const limit = limitOf(desc, field);
+      if (stringProblem(v as string, limit) !== "") checkString(`${path}.${field.name}`, v as string, limit);
+      continue;
+    }
     const at = `${path}.${field.name}`;
     switch (field.fieldKind) {
-      case "scalar":
-        if (field.scalar === ScalarType.STRING) checkString(at, v as string, limitOf(desc, field));
-        break;
       case "message":
         walk(field.message, v as Record<string, unknown>, at);
         break;

@@ -17,7 +17,7 @@ import type { Session } from "../identity/session.js";
 import { logLimited } from "../log.js";
 import { deviceFileRec, holdRec, mappingRec, sessionRec } from "./convert.js";
 import type { StateRecord } from "./records.js";
-import type { StateStore, StoreStats } from "./store.js";
+import { GroupWriteError, type StateStore, type StoreStats } from "./store.js";
 
 export class Ledger {
   /** Writes that failed (ends only; failed creations were refused). */
@@ -42,8 +42,31 @@ export class Ledger {
     this.store?.uncork();
   }
 
+  /** Whatever group() holds is written first: once frozen the state is final. */
   freeze(): void {
+    this.store?.flushGroup();
     this.frozen = true;
+  }
+
+  /**
+   * Group commit (StateStore.group): runs fn, its records written with those of other connections
+   * of this event-loop turn in one write(2); settles once they are written. A creation's write
+   * failing rejects with UNAVAILABLE store_failed (the caller undoes what fn did and refuses); for
+   * an ending (`ending` names it) the failure is logged and counted, as for any ending.
+   */
+  async group(fn: () => void, ending?: string): Promise<void> {
+    if (this.frozen || !this.store) return fn();
+    try {
+      await this.store.group(fn);
+    } catch (e) {
+      if (!(e instanceof GroupWriteError)) throw e;
+      if (!ending) throw storeFailed(e.cause);
+      this.failures++;
+      logLimited(
+        "state.write",
+        `vfio-brokerd: state store: recording ${ending} failed: ${(e.cause as Error).message}`,
+      );
+    }
   }
 
   thaw(): void {
@@ -51,7 +74,7 @@ export class Ledger {
   }
 
   get stats(): StoreStats & { failures: number } {
-    const none = { appends: 0, bytes: 0, compactions: 0, compactFailures: 0, lastCompactMs: 0 };
+    const none = { appends: 0, writes: 0, bytes: 0, compactions: 0, compactFailures: 0, lastCompactMs: 0 };
     return { ...(this.store?.stats ?? none), failures: this.failures };
   }
 

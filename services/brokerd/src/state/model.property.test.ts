@@ -9,6 +9,7 @@ import {
   decodeLog,
   decodeRecord,
   encodeRecord,
+  encodeRecordBytes,
   type MappingRec,
   RecordError,
   type StateRecord,
@@ -180,6 +181,16 @@ test("records round-trip through their encoding; ids never go backwards", () => 
       assert.deepEqual(back.records, rs);
       const m = replay(back.records);
       for (const id of m.deviceFiles.keys()) assert.ok(BigInt(id) < m.nextDeviceFileId);
+    }),
+  );
+});
+
+test("the store's byte encoding is encodeRecord's, byte for byte (non-ASCII text included)", () => {
+  fc.assert(
+    fc.property(fc.array(opArb, { maxLength: 40 }), fc.string({ unit: "grapheme" }), (ops, text) => {
+      const rs: StateRecord[] = [...history(ops), { t: "session.end", id: text }];
+      for (const r of rs) assert.deepEqual(encodeRecordBytes(r), Buffer.from(encodeRecord(r)));
+      assert.deepEqual(decodeLog(Buffer.concat(rs.map(encodeRecordBytes)).toString()).records, rs);
     }),
   );
 });

@@ -125,6 +125,25 @@ export function encodeRecord(r: StateRecord): string {
   return `${crcHex(json)} ${json}\n`;
 }
 
+/** encodeRecord's bytes, built in one buffer: the JSON is encoded once, the CRC taken over it there. */
+export function encodeRecordBytes(r: StateRecord): Buffer {
+  const json = JSON.stringify(r);
+  const len = Buffer.byteLength(json);
+  const line = Buffer.allocUnsafe(len + 10);
+  line.write(json, 9, len, "utf8");
+  line.write(
+    crc32(line.subarray(9, 9 + len))
+      .toString(16)
+      .padStart(8, "0"),
+    0,
+    8,
+    "latin1",
+  );
+  line[8] = 0x20;
+  line[9 + len] = 0x0a;
+  return line;
+}
+
 const TYPES = new Set([
   "run",
   "session.open",

@@ -16,8 +16,9 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
+import { Ledger } from "./ledger.js";
 import type { StateRecord } from "./records.js";
-import { StateError, StateStore } from "./store.js";
+import { GroupWriteError, StateError, StateStore } from "./store.js";
 
 const root = mkdtempSync(join(tmpdir(), "vfio-state-"));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -248,4 +249,73 @@ test("a revoked mapping's hold survives a reopen and a compaction; hold.end remo
   const d = StateStore.open(dir, "boot1");
   assert.equal(d.store.model.holds.size, 0);
   d.store.close();
+});
+
+test("group: the records of calls in one event-loop turn go out in one write, before any of them settles", async () => {
+  const dir = fresh();
+  const { store } = StateStore.open(dir, "boot1");
+  store.append({ t: "run", run: 1, pid: 1, at: 0, bootId: "boot1" });
+  const log = () => readFileSync(join(dir, "state.0.log"), "utf8");
+  const before = log();
+  const w0 = store.stats.writes;
+  let settled = 0;
+  const a = store.group(() => store.append(session("a"))).then(() => settled++);
+  const b = store.group(() => store.append(session("b"))).then(() => settled++);
+  assert.equal(log(), before, "held until the turn is over");
+  assert.equal(store.model.sessions.size, 0, "applied before it was written");
+  await Promise.resolve();
+  assert.equal(settled, 0, "settled before the write");
+  await Promise.all([a, b]);
+  assert.equal(store.stats.writes, w0 + 1, "one write for both");
+  assert.deepEqual([...store.model.sessions.keys()], ["a", "b"]);
+  // Another record written while a group holds some takes them first, in order, in its write.
+  const c = store.group(() => store.append(session("c")));
+  store.append({ t: "session.end", id: "c" });
+  assert.equal(store.stats.writes, w0 + 2);
+  await c;
+  assert.ok(!store.model.sessions.has("c"), "the end was applied after the opening");
+  // fn throws: what it recorded is written all the same, then its error is the promise's.
+  await assert.rejects(
+    store.group(() => {
+      store.append(session("d"));
+      throw new Error("refused");
+    }),
+    /refused/,
+  );
+  assert.ok(store.model.sessions.has("d"));
+  store.close();
+  const { model } = StateStore.open(dir, "boot1");
+  assert.deepEqual([...model.sessions.keys()], ["a", "b", "d"]);
+});
+
+test("group: a write that fails rejects every waiter with GroupWriteError and applies none of them", async () => {
+  const dir = fresh();
+  const { store } = StateStore.open(dir, "boot1");
+  const inner = store as unknown as { fd: number };
+  const fd = inner.fd;
+  inner.fd = 1 << 20; // not an open fd: the write fails (EBADF)
+  const a = store.group(() => store.append(session("a")));
+  const b = store.group(() => store.append(session("b")));
+  await assert.rejects(a, GroupWriteError);
+  await assert.rejects(b, GroupWriteError);
+  assert.equal(store.model.sessions.size, 0);
+  inner.fd = fd;
+  store.append(session("c"));
+  store.close();
+  const { model } = StateStore.open(dir, "boot1");
+  assert.deepEqual([...model.sessions.keys()], ["c"]);
+});
+
+test("group: the ledger's freeze writes what a group holds first (the state it hands over is final)", async () => {
+  const dir = fresh();
+  const { store } = StateStore.open(dir, "boot1");
+  const ledger = new Ledger(store);
+  const w0 = store.stats.writes;
+  const held = store.group(() => store.append(session("a")));
+  ledger.freeze();
+  assert.equal(store.stats.writes, w0 + 1, "written at the freeze, not after it");
+  await held;
+  store.close();
+  const { model } = StateStore.open(dir, "boot1");
+  assert.deepEqual([...model.sessions.keys()], ["a"]);
 });

@@ -4,8 +4,10 @@
 // Why write(2) and no fsync per record: a grant is only meaningful while its client process lives,
 // and no process outlives a reboot. What must survive is brokerd's own death (kill -9, a crash, an
 // upgrade), and a completed write(2) is in the kernel's page cache, which survives the process.
-// So each record is one write(2) before the reply that depends on it; no fsync. A store left by an
-// earlier boot is set aside at start (its boot id differs): nothing in it can be live. Measured
+// So each record is in a write(2) before the reply that depends on it; no fsync. Records of
+// several calls may share one write(2) (cork() for a batch, group() for the calls of one turn of
+// the event loop); the replies then wait for it. A store left by an earlier boot is set aside at
+// start (its boot id differs): nothing in it can be live. Measured
 // cost per record and the choice against SQLite are in BENCHMARKS.md ("state store").
 //
 // Files: state.snap (header line "vfio-broker-state 1 <gen> <crc32> <bytes>", then the snapshot
@@ -37,7 +39,7 @@ import { join } from "node:path";
 import { openInSafeDir, openSafeDir, type SafeDir, UnsafePlaceError } from "@vfio-broker/native";
 import { logLimited } from "../log.js";
 import { ModelError, type Snapshot, StateModel } from "./model.js";
-import { crcHex, decodeLog, encodeRecord, RecordError, type StateRecord } from "./records.js";
+import { crcHex, decodeLog, encodeRecordBytes, RecordError, type StateRecord } from "./records.js";
 
 /** A store brokerd must not start from; says which file and what an operator can do. */
 export class StateError extends Error {
@@ -54,8 +56,17 @@ export class StateError extends Error {
   }
 }
 
+/** group()'s records could not be written (cause: the write's error). */
+export class GroupWriteError extends Error {
+  constructor(override readonly cause: unknown) {
+    super(`the state records were not written: ${(cause as Error)?.message ?? String(cause)}`);
+  }
+}
+
 export interface StoreStats {
   appends: number;
+  /** write(2)s that carried them (fewer than appends: cork() and group() write several at once). */
+  writes: number;
   bytes: number;
   compactions: number;
   /** Compactions that failed (a full disk): the store stayed as it was, and tries again later. */
@@ -110,7 +121,14 @@ function readSnapshot(dir: SafeDir): { gen: number; snap: Snapshot } {
 const CORK_MAX = 1024;
 
 export class StateStore {
-  readonly stats: StoreStats = { appends: 0, bytes: 0, compactions: 0, compactFailures: 0, lastCompactMs: 0 };
+  readonly stats: StoreStats = {
+    appends: 0,
+    writes: 0,
+    bytes: 0,
+    compactions: 0,
+    compactFailures: 0,
+    lastCompactMs: 0,
+  };
   private fd: number;
   /** A failed compaction is tried again once the log has this many applied records. */
   private compactAfter = 0;
@@ -118,6 +136,10 @@ export class StateStore {
   private size = 0;
   /** Records held by cork() until uncork(). */
   private corked: StateRecord[] | undefined;
+  /** group()'s records not written yet, and who waits for their write. */
+  private grouped: StateRecord[] = [];
+  private groupWaiters: { written: () => void; failed: (e: unknown) => void }[] = [];
+  private groupDue = false;
 
   private constructor(
     readonly dir: string,
@@ -248,14 +270,81 @@ export class StateStore {
     if (recs && recs.length > 0) this.write(recs);
   }
 
+  /** Writes recs (after what group() holds, in the same write(2)); throws if that failed. */
+  private write(recs: StateRecord[]): void {
+    if (this.grouped.length === 0) {
+      this.writeNow(recs);
+      return;
+    }
+    // group()'s held records go first, in the same write(2): the order of the log stays the order
+    // of the changes, and a record never lands before one it follows (a delivery before its creation).
+    const waiters = this.groupWaiters;
+    const all = this.grouped.concat(recs);
+    this.grouped = [];
+    this.groupWaiters = [];
+    try {
+      this.writeNow(all);
+    } catch (e) {
+      for (const w of waiters) w.failed(e);
+      throw e;
+    }
+    for (const w of waiters) w.written();
+  }
+
+  /**
+   * Group commit: runs fn with the records it appends held, and writes them with those of every
+   * other group() call of this turn of the event loop in one write(2), at setImmediate (or sooner,
+   * ahead of any other record). Resolves once they are written; rejects with GroupWriteError if
+   * that write failed (then none of them is applied), else with what fn threw, after the write.
+   * The caller sends nothing that depends on them before it settles.
+   */
+  group(fn: () => void): Promise<void> {
+    if (this.corked) {
+      fn(); // inside cork(): the corked batch writes them before its caller goes on
+      return Promise.resolve();
+    }
+    this.corked = [];
+    let threw: { e: unknown } | undefined;
+    try {
+      fn();
+    } catch (e) {
+      threw = { e };
+    } finally {
+      this.grouped.push(...this.corked);
+      this.corked = undefined;
+    }
+    if (this.grouped.length === 0) return threw ? Promise.reject(threw.e) : Promise.resolve();
+    if (!this.groupDue) {
+      this.groupDue = true;
+      setImmediate(() => this.flushGroup());
+    }
+    return new Promise<void>((resolve, reject) =>
+      this.groupWaiters.push({
+        written: () => (threw ? reject(threw.e) : resolve()),
+        failed: (e) => reject(threw ? threw.e : new GroupWriteError(e)),
+      }),
+    );
+  }
+
+  /** Writes group()'s held records now (a hand-over's freeze, a close); a failure is the waiters'. */
+  flushGroup(): void {
+    this.groupDue = false;
+    if (this.grouped.length === 0) return;
+    try {
+      this.write([]);
+    } catch {
+      // each waiter was told
+    }
+  }
+
   /**
    * Writes whole records or none: a write cut short (ENOSPC after part of it fit) is truncated
    * away, so the next record does not start in the middle of a line (which would make the whole
    * log unreadable at the next start). A compaction that fails does not fail the write (its
    * records are in the log); it is tried again after COMPACT_SLACK more records.
    */
-  private write(recs: StateRecord[]): void {
-    const data = Buffer.from(recs.length === 1 ? encodeRecord(recs[0]!) : recs.map(encodeRecord).join(""));
+  private writeNow(recs: StateRecord[]): void {
+    const data = recs.length === 1 ? encodeRecordBytes(recs[0]!) : Buffer.concat(recs.map(encodeRecordBytes));
     let off = 0;
     try {
       while (off < data.length) off += writeSync(this.fd, data, off);
@@ -266,6 +355,7 @@ export class StateStore {
     this.size += data.length;
     for (const r of recs) this.model.apply(r);
     this.stats.appends += recs.length;
+    this.stats.writes++;
     this.stats.bytes += data.length;
     if (
       this.model.applied > 2 * this.model.liveCount + COMPACT_SLACK &&
@@ -332,6 +422,7 @@ export class StateStore {
   }
 
   close(): void {
+    this.flushGroup();
     closeSync(this.fd);
     this.safe.close();
   }
