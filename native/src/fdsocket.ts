@@ -82,7 +82,15 @@ export function frameNotSent(err: unknown): boolean {
 }
 
 function checkLimits(limits: Partial<RecvLimits> | undefined): RecvLimits {
-  const l = { ...DEFAULT_RECV_LIMITS, ...limits };
+  // A frozen, complete limits object is kept as it is (a server reading many connections passes
+  // one: no copy held by every pending recv).
+  const whole =
+    limits !== undefined &&
+    Object.isFrozen(limits) &&
+    "maxBytes" in limits &&
+    "maxFds" in limits &&
+    "keepOpenOnError" in limits;
+  const l = whole ? (limits as RecvLimits) : { ...DEFAULT_RECV_LIMITS, ...limits };
   if (!Number.isSafeInteger(l.maxBytes) || l.maxBytes < 0 || l.maxBytes > 0xffffffff)
     throw invalid("recv", `maxBytes must be an integer in [0, 2^32-1], got ${l.maxBytes}`);
   if (!Number.isInteger(l.maxFds) || l.maxFds < 0 || l.maxFds > MAX_FDS_PER_MESSAGE)
@@ -218,7 +226,9 @@ export class FdSocket {
       dups = [];
     }
     return new Promise<void>((resolve, reject) => {
-      this.#sends.push({ bytes, offset: Math.max(sent, 0), fds: dups, resolve, reject });
+      const p = { bytes, offset: Math.max(sent, 0), fds: dups, resolve, reject };
+      if (this.#sends.length === 0) this.#sends = [p];
+      else this.#sends.push(p);
       this.#update();
     });
   }
@@ -261,7 +271,10 @@ export class FdSocket {
       return Promise.reject(err);
     }
     return new Promise((resolve, reject) => {
-      this.#recvs.push({ limits: l, resolve, reject });
+      const r = { limits: l, resolve, reject };
+      // An array literal of one holds one slot; push onto an empty array would allocate 17.
+      if (this.#recvs.length === 0) this.#recvs = [r];
+      else this.#recvs.push(r);
       this.#pump();
     });
   }
