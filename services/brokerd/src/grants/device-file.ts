@@ -74,8 +74,9 @@ export class DeviceFile {
   readonly tree = new MapleTree<TreeEntry>();
   readonly mappings = new Map<bigint, Mapping>();
   readonly regionCookies = new Map<number, bigint>();
-  /** Live mappings by where they start (startKey): what a CreateMapping of the same range shares. */
-  private readonly starts = new Map<number, Mapping | Mapping[]>();
+  /** Live mappings by where they start (startKey): what a CreateMapping of the same range shares
+   * (made with the first mapping: an open device file with none holds no empty Map). */
+  private starts: Map<number, Mapping | Mapping[]> | undefined;
   readonly aliasBase: bigint;
   openedAt = Date.now();
   /** The OpenDevice request id ("" if none). */
@@ -140,7 +141,7 @@ export class DeviceFile {
     attribute: Attribute,
     prot: Prot,
   ): Mapping | undefined {
-    const at = this.starts.get(startKey(regionIndex, offset, this.pageSize));
+    const at = this.starts?.get(startKey(regionIndex, offset, this.pageSize));
     if (at === undefined) return undefined;
     if (!Array.isArray(at)) return same(at, length, attribute, prot) ? at : undefined;
     return at.find((m) => same(m, length, attribute, prot));
@@ -148,19 +149,21 @@ export class DeviceFile {
 
   private index(m: Mapping): void {
     const k = startKey(m.region.index, m.regionOffset, this.pageSize);
-    const at = this.starts.get(k);
-    if (at === undefined) this.starts.set(k, m);
+    this.starts ??= new Map();
+    const starts = this.starts;
+    const at = starts.get(k);
+    if (at === undefined) starts.set(k, m);
     else if (Array.isArray(at)) at.push(m);
-    else this.starts.set(k, [at, m]);
+    else starts.set(k, [at, m]);
   }
 
   private unindex(m: Mapping): void {
     const k = startKey(m.region.index, m.regionOffset, this.pageSize);
-    const at = this.starts.get(k);
-    if (at === m) this.starts.delete(k);
+    const at = this.starts?.get(k);
+    if (at === m) this.starts!.delete(k);
     else if (Array.isArray(at)) {
       const rest = at.filter((x) => x !== m);
-      this.starts.set(k, rest.length === 1 ? rest[0]! : rest);
+      this.starts!.set(k, rest.length === 1 ? rest[0]! : rest);
     }
   }
 
