@@ -70,9 +70,15 @@ export interface Resolved {
   mapping?: Mapping;
 }
 
+const NO_MAPPINGS: ReadonlyMap<bigint, Mapping> = new Map();
+
 export class DeviceFile {
   readonly tree = new MapleTree<TreeEntry>();
-  readonly mappings = new Map<bigint, Mapping>();
+  /** Its live mappings by cookie (the Map is made with the first: an idle open device file has none). */
+  get mappings(): ReadonlyMap<bigint, Mapping> {
+    return this.#mappings ?? NO_MAPPINGS;
+  }
+  #mappings: Map<bigint, Mapping> | undefined;
   readonly regionCookies = new Map<number, bigint>();
   /** Live mappings by where they start (startKey): what a CreateMapping of the same range shares
    * (made with the first mapping: an open device file with none holds no empty Map). */
@@ -128,7 +134,8 @@ export class DeviceFile {
     }
     const m = build(cookie);
     this.tree.insert(cookie, cookie + length - 1n, { kind: "mapping", mapping: m });
-    this.mappings.set(cookie, m);
+    this.#mappings ??= new Map();
+    this.#mappings.set(cookie, m);
     this.index(m);
     return m;
   }
@@ -172,7 +179,8 @@ export class DeviceFile {
     if (m.cookie < this.aliasBase || this.tree.find(m.cookie, m.cookie + m.length - 1n))
       throw invalid(`cookie ${hex(m.cookie)} of device file ${this.id} is not free`, "restore");
     this.tree.insert(m.cookie, m.cookie + m.length - 1n, { kind: "mapping", mapping: m });
-    this.mappings.set(m.cookie, m);
+    this.#mappings ??= new Map();
+    this.#mappings.set(m.cookie, m);
     this.index(m);
   }
 
@@ -192,7 +200,7 @@ export class DeviceFile {
   /** m leaves the device file; with keepCookie (it is held) its cookie stays taken until unheld. */
   removeMapping(m: Mapping, keepCookie = false): void {
     this.unindex(m);
-    this.mappings.delete(m.cookie);
+    this.#mappings?.delete(m.cookie);
     this.tree.erase(m.cookie);
     if (keepCookie) this.reserveCookie(m.cookie, m.length, m.region);
   }
