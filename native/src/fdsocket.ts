@@ -107,7 +107,8 @@ export class FdSocket {
   #armed = 0;
   /** recvmsg said EAGAIN and no readiness was reported since (valid while armed for reading). */
   #drained = false;
-  #reader = new FrameReader();
+  /** Made for a read and kept only while a frame is partial: an idle socket holds none. */
+  #reader: FrameReader | null = null;
   #recvs: PendingRecv[] = [];
   #sends: PendingSend[] = [];
   #closed = false;
@@ -318,8 +319,8 @@ export class FdSocket {
     this.#poller?.close();
     this.#poller = null;
     closeQuietly([this.fd]);
-    closeQuietly(this.#reader.drainFds());
-    this.#reader.reset();
+    closeQuietly(this.#reader?.drainFds() ?? []);
+    this.#reader = null;
     const err = reason ?? closedError("recv", this.fd);
     for (const r of this.#recvs.splice(0)) r.reject(err);
     const serr = reason ?? closedError("send", this.fd);
@@ -330,19 +331,21 @@ export class FdSocket {
   }
 
   #pump(): void {
+    this.#reader ??= new FrameReader();
+    const reader = this.#reader;
     try {
       while (this.#recvs.length > 0 && !this.#closed) {
         const head = this.#recvs[0]!;
-        const frame = this.#reader.next(head.limits.maxBytes);
+        const frame = reader.next(head.limits.maxBytes);
         if (frame) {
           this.#recvs.shift();
           head.resolve(frame);
           continue;
         }
         if (this.#eof) {
-          if (this.#reader.buffered > 0) {
+          if (reader.buffered > 0) {
             throw new NativeError(
-              `recvmsg(fd ${this.fd}): the peer closed the connection in the middle of a frame (${this.#reader.buffered} bytes of it received)`,
+              `recvmsg(fd ${this.fd}): the peer closed the connection in the middle of a frame (${reader.buffered} bytes of it received)`,
               "ECONNRESET",
               ERRNO.ECONNRESET,
               "recvmsg",
@@ -351,7 +354,7 @@ export class FdSocket {
           for (const r of this.#recvs.splice(0)) r.resolve(null);
           break;
         }
-        const [buf, off, len] = this.#reader.space(head.limits.maxBytes);
+        const [buf, off, len] = reader.space(head.limits.maxBytes);
         const out = fdsOut;
         // The poller armed since the last EAGAIN and silent: nothing came, no recvmsg to learn it.
         if (this.#drained && this.#armed & READABLE) break;
@@ -368,20 +371,24 @@ export class FdSocket {
         const fds: number[] = [];
         for (let i = 1; i <= count; i++) fds.push(out[i]!);
         try {
-          this.#reader.push(n, fds);
+          reader.push(n, fds);
         } catch (err) {
           closeQuietly(fds);
           throw err;
         }
       }
-      this.#reader.settle();
+      reader.settle();
+      if (reader.buffered === 0 && this.#reader === reader) {
+        closeQuietly(reader.drainFds()); // none: each came with a frame delivered
+        this.#reader = null;
+      }
     } catch (err) {
-      this.#reader.settle();
+      reader.settle();
       if (this.#recvs[0]?.limits.keepOpenOnError) {
         // The stream position is lost: no more receiving, but the socket stays open for a reply.
         this.#recvError = err as Error;
-        closeQuietly(this.#reader.drainFds());
-        this.#reader.reset();
+        closeQuietly(reader.drainFds());
+        reader.reset();
         for (const r of this.#recvs.splice(0)) r.reject(err as Error);
         this.#update();
         return;
