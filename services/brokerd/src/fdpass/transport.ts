@@ -175,23 +175,33 @@ export class FdTransport {
       return;
     }
     const c = new Conn(sock, peer, this);
-    const admitted = this.connections.admit(peer, () => this.settle(c));
-    if (admitted instanceof FdAccount) {
-      c.account = admitted;
-      this.conns.add(sock);
-      this.next(c);
-    } else void this.refuse(sock, admitted.tenant, admitted.message).finally(() => sock.close());
+    try {
+      const admitted = this.connections.admit(peer, () => this.settle(c));
+      if (admitted instanceof FdAccount) {
+        c.account = admitted;
+        this.conns.add(sock);
+        this.next(c);
+      } else void this.refuse(sock, admitted.tenant, admitted.message).finally(() => sock.close());
+    } catch (e) {
+      closing(e); // never brokerd's: this connection only
+      if (c.account) this.finish(c);
+      else sock.close();
+    }
   }
 
   /** Reads the next request once its unread replies are under a batch's worth (the peer reads, or leaves). */
   private next(c: Conn): void {
-    this.settle(c);
-    if (c.ended || this.mayRead(c)) this.read(c);
-    else
-      this.wait(c, () => this.mayRead(c), false).then(
-        (ok) => (ok ? this.read(c) : this.finish(c)),
-        (e: unknown) => this.finish(c, e),
-      );
+    try {
+      this.settle(c);
+      if (c.ended || this.mayRead(c)) this.read(c);
+      else
+        this.wait(c, () => this.mayRead(c), false).then(
+          (ok) => (ok ? this.read(c) : this.finish(c)),
+          (e: unknown) => this.finish(c, e),
+        );
+    } catch (e) {
+      this.finish(c, e);
+    }
   }
 
   private read(c: Conn): void {
@@ -207,7 +217,7 @@ export class FdTransport {
       // Say so, then close (the socket stays open for this one reply).
       (e: Error) =>
         this.received(c) &&
-        this.send(c.sock, this.protocol.badFrame(e, c.peer))
+        new Promise<void>((r) => r(this.send(c.sock, this.protocol.badFrame(e, c.peer))))
           .catch(() => {})
           .then(() => this.finish(c)),
     );
@@ -256,7 +266,8 @@ export class FdTransport {
         this.forget(c);
         this.conns.delete(c.sock);
         c.sock.close();
-      });
+      })
+      .catch(closing);
   }
 
   // ---- fds in replies not read yet ------------------------------------------------------------
