@@ -29,6 +29,8 @@ export async function startBrokerd(
     argv0,
     [
       ...pre,
+      // As the systemd unit and the image run it (deploy/): V8's young generation capped at 4 MiB.
+      "--max-semi-space-size=4",
       ...(opts.node ?? []),
       join(REPO, "services/brokerd/dist/main.js"),
       "--runtime-dir",

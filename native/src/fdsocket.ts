@@ -82,7 +82,15 @@ export function frameNotSent(err: unknown): boolean {
 }
 
 function checkLimits(limits: Partial<RecvLimits> | undefined): RecvLimits {
-  const l = { ...DEFAULT_RECV_LIMITS, ...limits };
+  // A frozen, complete limits object is kept as it is (a server reading many connections passes
+  // one: no copy held by every pending recv).
+  const whole =
+    limits !== undefined &&
+    Object.isFrozen(limits) &&
+    "maxBytes" in limits &&
+    "maxFds" in limits &&
+    "keepOpenOnError" in limits;
+  const l = whole ? (limits as RecvLimits) : { ...DEFAULT_RECV_LIMITS, ...limits };
   if (!Number.isSafeInteger(l.maxBytes) || l.maxBytes < 0 || l.maxBytes > 0xffffffff)
     throw invalid("recv", `maxBytes must be an integer in [0, 2^32-1], got ${l.maxBytes}`);
   if (!Number.isInteger(l.maxFds) || l.maxFds < 0 || l.maxFds > MAX_FDS_PER_MESSAGE)
@@ -99,7 +107,8 @@ export class FdSocket {
   #armed = 0;
   /** recvmsg said EAGAIN and no readiness was reported since (valid while armed for reading). */
   #drained = false;
-  #reader = new FrameReader();
+  /** Made for a read and kept only while a frame is partial: an idle socket holds none. */
+  #reader: FrameReader | null = null;
   #recvs: PendingRecv[] = [];
   #sends: PendingSend[] = [];
   #closed = false;
@@ -218,7 +227,9 @@ export class FdSocket {
       dups = [];
     }
     return new Promise<void>((resolve, reject) => {
-      this.#sends.push({ bytes, offset: Math.max(sent, 0), fds: dups, resolve, reject });
+      const p = { bytes, offset: Math.max(sent, 0), fds: dups, resolve, reject };
+      if (this.#sends.length === 0) this.#sends = [p];
+      else this.#sends.push(p);
       this.#update();
     });
   }
@@ -261,7 +272,10 @@ export class FdSocket {
       return Promise.reject(err);
     }
     return new Promise((resolve, reject) => {
-      this.#recvs.push({ limits: l, resolve, reject });
+      const r = { limits: l, resolve, reject };
+      // An array literal of one holds one slot; push onto an empty array would allocate 17.
+      if (this.#recvs.length === 0) this.#recvs = [r];
+      else this.#recvs.push(r);
       this.#pump();
     });
   }
@@ -305,8 +319,8 @@ export class FdSocket {
     this.#poller?.close();
     this.#poller = null;
     closeQuietly([this.fd]);
-    closeQuietly(this.#reader.drainFds());
-    this.#reader.reset();
+    closeQuietly(this.#reader?.drainFds() ?? []);
+    this.#reader = null;
     const err = reason ?? closedError("recv", this.fd);
     for (const r of this.#recvs.splice(0)) r.reject(err);
     const serr = reason ?? closedError("send", this.fd);
@@ -317,19 +331,21 @@ export class FdSocket {
   }
 
   #pump(): void {
+    this.#reader ??= new FrameReader();
+    const reader = this.#reader;
     try {
       while (this.#recvs.length > 0 && !this.#closed) {
         const head = this.#recvs[0]!;
-        const frame = this.#reader.next(head.limits.maxBytes);
+        const frame = reader.next(head.limits.maxBytes);
         if (frame) {
           this.#recvs.shift();
           head.resolve(frame);
           continue;
         }
         if (this.#eof) {
-          if (this.#reader.buffered > 0) {
+          if (reader.buffered > 0) {
             throw new NativeError(
-              `recvmsg(fd ${this.fd}): the peer closed the connection in the middle of a frame (${this.#reader.buffered} bytes of it received)`,
+              `recvmsg(fd ${this.fd}): the peer closed the connection in the middle of a frame (${reader.buffered} bytes of it received)`,
               "ECONNRESET",
               ERRNO.ECONNRESET,
               "recvmsg",
@@ -338,7 +354,7 @@ export class FdSocket {
           for (const r of this.#recvs.splice(0)) r.resolve(null);
           break;
         }
-        const [buf, off, len] = this.#reader.space(head.limits.maxBytes);
+        const [buf, off, len] = reader.space(head.limits.maxBytes);
         const out = fdsOut;
         // The poller armed since the last EAGAIN and silent: nothing came, no recvmsg to learn it.
         if (this.#drained && this.#armed & READABLE) break;
@@ -355,20 +371,24 @@ export class FdSocket {
         const fds: number[] = [];
         for (let i = 1; i <= count; i++) fds.push(out[i]!);
         try {
-          this.#reader.push(n, fds);
+          reader.push(n, fds);
         } catch (err) {
           closeQuietly(fds);
           throw err;
         }
       }
-      this.#reader.settle();
+      reader.settle();
+      if (reader.buffered === 0 && this.#reader === reader) {
+        closeQuietly(reader.drainFds()); // none: each came with a frame delivered
+        this.#reader = null;
+      }
     } catch (err) {
-      this.#reader.settle();
+      reader.settle();
       if (this.#recvs[0]?.limits.keepOpenOnError) {
         // The stream position is lost: no more receiving, but the socket stays open for a reply.
         this.#recvError = err as Error;
-        closeQuietly(this.#reader.drainFds());
-        this.#reader.reset();
+        closeQuietly(reader.drainFds());
+        reader.reset();
         for (const r of this.#recvs.splice(0)) r.reject(err as Error);
         this.#update();
         return;

@@ -7,8 +7,9 @@
 // quota, a grant or an event itself.
 //
 // Every client here is untrusted: it may close mid-reply, never read, send garbage or open many
-// connections. So each connection is served by one loop that owns it and treats any failure as
-// that client's disconnect (never brokerd's), and brokerd's copy of a delivered fd is closed at once.
+// connections. So each connection is served in order, frame by frame, by callbacks that own it (no
+// suspended async call per idle connection) and treat any failure as that client's disconnect
+// (never brokerd's), and brokerd's copy of a delivered fd is closed at once.
 //
 // The fds of a reply the client has not read stay in flight in the kernel (one open file each) for
 // as long as the client keeps its socket, whatever brokerd does with its end. So they are counted
@@ -21,12 +22,13 @@
 // only once three quarters of the send buffer are free), so a timer that starts at 1 ms and backs
 // off to 64 ms is what notices an honest client that read its replies.
 
-import { FdServer, type FdSocket, frameNotSent, peerCred } from "@vfio-broker/native";
+import { FdServer, type FdSocket, frameNotSent, peerCred, type RecvLimits } from "@vfio-broker/native";
 import { nofileLimit } from "../fd-budget.js";
 import { FairShare } from "../grants/fair-share.js";
 import { identityOfSocket, type PeerIdentity } from "../identity/peer.js";
 import { logLimited } from "../log.js";
 import { FdAccount, type FdConnectionPeer, type FdConnections } from "../sessions/fd-connections.js";
+import type { FdConnection, FdProtocol } from "./connection.js";
 import { classifyDeliveryFailure, type DeliveryFailure } from "./delivery-failure.js";
 import { UnreadReplies } from "./unread.js";
 
@@ -52,43 +54,7 @@ const LINGER_RECHECK_MAX_MS = 1000;
  * frame is always there is served alone, in microtasks: a 100 ms+ p99 for 64 busy sessions). */
 const FRAMES_PER_TURN = 4;
 
-/** One served connection as its adapter sees it. */
-export interface FdConnection {
-  /** The kernel-verified peer (SO_PEERCRED). */
-  readonly peer: FdConnectionPeer;
-  /**
-   * Sends one reply: its bytes and fds count as unread from the moment they are in the kernel.
-   * By the time this returns (before it settles) the fds are in the kernel or privately dup'ed:
-   * the caller may close its own at once. Rejects when the client does not take it.
-   */
-  reply(bytes: Uint8Array, fds?: number[]): Promise<void>;
-  /** Waits until a reply carrying `fds` fds fits the identity's unreadFds quota; false: close. */
-  room(fds: number): Promise<boolean>;
-  /** The peer's full identity from the kernel (identity/peer.ts); the caller owns its pidfd. */
-  identify(): PeerIdentity;
-  /** The connection is a session's lease from now on: no idle close. */
-  holdOpen(): void;
-  /** Serve it no more: it closes once its replies are read (or its peer left). Idempotent. */
-  end(): void;
-  /** Frames brokerd holds unsent because the peer is not reading. */
-  readonly queued: number;
-}
-
-/** What the transport asks of the protocol spoken over it (fdpass/adapter.ts). */
-export interface FdProtocol {
-  /** The largest request frame. */
-  readonly maxRequestBytes: number;
-  /** The reply to a frame that cannot be read (over the limit, fds sent, cut by EOF); then it closes. */
-  badFrame(e: Error, peer: FdConnectionPeer): Uint8Array;
-  /** The reply to a refused connection. */
-  busy(message: string): Uint8Array;
-  /** Serves one request frame; false: the connection is served no more. */
-  serve(conn: FdConnection, frame: Uint8Array): Promise<boolean>;
-  /** brokerd serves nothing more (a hand-over froze it): a paused connection stops waiting. */
-  stopped(): boolean;
-  /** The connection is served no more (its peer left, idled, or it was ended); called once. */
-  closed?(conn: FdConnection): void;
-}
+export type { FdConnection, FdProtocol } from "./connection.js";
 
 export interface FdTransportOptions {
   path: string;
@@ -115,6 +81,9 @@ function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([p, t]).finally(() => clearTimeout(timer));
 }
 
+const closing = (e: unknown) =>
+  logLimited("fd-channel", `brokerd: fd channel: closing a connection: ${(e as Error).message}`);
+
 /** What a failed reply carrying fds was (by errno), and whether nothing of it left brokerd. */
 export function sendFailure(e: unknown): DeliveryFailure {
   return classifyDeliveryFailure(e, frameNotSent(e), {
@@ -134,9 +103,16 @@ class Conn implements FdConnection {
   account!: FdAccount;
   /** A session's lease: never closed for idling. */
   leased = false;
-  /** end() was called: resolves the serve loop's wait. */
+  /** end() was called: no frame is read or served after the one being served. */
   ended = false;
-  private wake: (() => void) | undefined;
+  /** A recv() for its next frame is pending (nothing else of it waits). */
+  reading = false;
+  /** The transport is done serving it (finish() ran): it lingers, then closes. */
+  finished = false;
+  /** Frames served since the connection opened (for FRAMES_PER_TURN). */
+  served = 0;
+  /** The idle close of a connection that is not a lease, while its next frame is awaited. */
+  timer: NodeJS.Timeout | undefined;
 
   constructor(
     readonly sock: FdSocket,
@@ -157,21 +133,10 @@ class Conn implements FdConnection {
     this.leased = true;
   }
 
+  /** A frame being served, or a wait for room, sees `ended` when it is done; a pending read ends now. */
   end(): void {
     this.ended = true;
-    this.wake?.();
-  }
-
-  /**
-   * Settles when end() is called. A fresh promise for each wait: racing one long-lived promise in
-   * every read would pile a reaction onto it per frame, held until the connection ends (a flood of
-   * frames on one connection would grow brokerd's heap without bound).
-   */
-  stopping(): Promise<null> {
-    if (this.ended) return Promise.resolve(null);
-    return new Promise<null>((resolve) => {
-      this.wake = () => resolve(null);
-    });
+    if (this.reading) queueMicrotask(() => this.transport.finish(this));
   }
 
   get queued(): number {
@@ -185,6 +150,7 @@ export class FdTransport {
   /** Connections being told they are refused right now, by tenant. */
   private readonly refusing = new FairShare(MAX_REFUSING, MAX_REFUSING / 2, 1);
   private closed = false;
+  private readonly limits: Readonly<RecvLimits>; // one object, kept by every pending recv
 
   constructor(
     private readonly connections: FdConnections,
@@ -195,80 +161,114 @@ export class FdTransport {
       opts.listenFd !== undefined
         ? FdServer.adopt(opts.bindPath ?? opts.path, opts.listenFd)
         : FdServer.listen(opts.bindPath ?? opts.path, { mode: opts.mode });
-    this.server.onConnection((sock) => {
-      void this.own(sock);
-    });
+    this.limits = Object.freeze({ maxBytes: protocol.maxRequestBytes, maxFds: 0, keepOpenOnError: true });
+    this.server.onConnection((sock) => this.own(sock));
   }
 
-  /** Owns one connection from accept to close: whatever happens inside stays with this client. */
-  private async own(sock: FdSocket): Promise<void> {
-    let conn: Conn | undefined;
+  /** Owns one connection from accept to close; between frames, one pending recv() and its callbacks. */
+  private own(sock: FdSocket): void {
+    let peer: FdConnectionPeer;
     try {
-      let peer: FdConnectionPeer;
-      try {
-        peer = peerCred(sock.fd);
-      } catch {
-        return; // the peer is gone already
-      }
-      const c = new Conn(sock, peer, this);
+      peer = peerCred(sock.fd);
+    } catch {
+      sock.close(); // the peer is gone already
+      return;
+    }
+    const c = new Conn(sock, peer, this);
+    try {
       const admitted = this.connections.admit(peer, () => this.settle(c));
-      if (!(admitted instanceof FdAccount)) {
-        await this.refuse(sock, admitted.tenant, admitted.message);
-        return;
-      }
-      c.account = admitted;
-      conn = c;
-      this.conns.add(sock);
-      try {
-        await this.serve(c);
-      } catch (e) {
-        // A client closing mid-reply (EPIPE, ECONNRESET), a send that timed out, anything else:
-        // it ends this connection only.
-        logLimited("fd-channel", `brokerd: fd channel: closing a connection: ${(e as Error).message}`);
-      } finally {
-        c.end();
-        this.protocol.closed?.(c);
-      }
-      // Done with it; but what its unread replies hold stays in flight until the peer reads them
-      // or closes its end, so the connection stays, counted, until then.
-      await this.linger(c);
+      if (admitted instanceof FdAccount) {
+        c.account = admitted;
+        this.conns.add(sock);
+        this.next(c);
+      } else void this.refuse(sock, admitted.tenant, admitted.message).finally(() => sock.close());
     } catch (e) {
-      logLimited("fd-channel", `brokerd: fd channel: closing a connection: ${(e as Error).message}`);
-    } finally {
-      if (conn) this.forget(conn);
-      this.conns.delete(sock);
-      sock.close();
+      closing(e); // never brokerd's: this connection only
+      if (c.account) this.finish(c);
+      else sock.close();
     }
   }
 
-  /** Reads and serves requests in order until the peer leaves, idles or the adapter says stop. */
-  private async serve(c: Conn): Promise<void> {
-    const { sock } = c;
-    const idleMs = this.opts.idleMs ?? DEFAULT_IDLE_MS;
-    for (let served = 0; ; ) {
-      // Not read from while its unread replies hold a batch's worth (the peer reads, or leaves).
-      if (!(await this.readable(c)) || c.ended) return;
-      let timer: NodeJS.Timeout | undefined;
-      const idle = c.leased // a session's lease never idles: no timer, no promise for it
-        ? undefined
-        : new Promise<null>((resolve) => {
-            timer = setTimeout(() => resolve(null), idleMs);
-          });
-      const recv = sock.recv({ maxBytes: this.protocol.maxRequestBytes, maxFds: 0, keepOpenOnError: true });
-      let msg: Awaited<ReturnType<FdSocket["recv"]>>;
-      try {
-        msg = await Promise.race(idle ? [recv, idle, c.stopping()] : [recv, c.stopping()]);
-      } catch (e) {
-        // A frame over the limit, fds sent to us, a frame cut by EOF: the stream position is lost.
-        // Say so, then close (the socket stays open for this one reply).
-        await this.send(sock, this.protocol.badFrame(e as Error, c.peer)).catch(() => {});
-        return;
-      } finally {
-        clearTimeout(timer);
-      }
-      if (!msg || c.ended || !(await this.protocol.serve(c, msg.data))) return;
-      if (++served % FRAMES_PER_TURN === 0) await new Promise((r) => setImmediate(r));
+  /** Reads the next request once its unread replies are under a batch's worth (the peer reads, or leaves). */
+  private next(c: Conn): void {
+    try {
+      // Counts never below the truth (no reply half sent) allow a read without asking the kernel (room() does).
+      if (!c.ended && (c.sock.pendingSends > 0 || !this.mayRead(c))) this.settle(c);
+      if (c.ended || this.mayRead(c)) this.read(c);
+      else
+        this.wait(c, () => this.mayRead(c), false).then(
+          (ok) => (ok ? this.read(c) : this.finish(c)),
+          (e: unknown) => this.finish(c, e),
+        );
+    } catch (e) {
+      this.finish(c, e);
     }
+  }
+
+  private read(c: Conn): void {
+    if (c.ended) {
+      this.finish(c);
+      return;
+    }
+    if (!c.leased) c.timer = setTimeout(() => c.end(), this.opts.idleMs ?? DEFAULT_IDLE_MS);
+    c.reading = true; // (a session's lease never idles: no timer for it)
+    c.sock.recv(this.limits).then<unknown, unknown>(
+      (msg) => this.received(c) && this.frame(c, msg),
+      // A frame over the limit, fds sent to us, a frame cut by EOF: the stream position is lost.
+      // Say so, then close (the socket stays open for this one reply).
+      (e: Error) =>
+        this.received(c) &&
+        new Promise<void>((r) => r(this.send(c.sock, this.protocol.badFrame(e, c.peer))))
+          .catch(() => {})
+          .then(() => this.finish(c)),
+    );
+  }
+
+  /** The pending recv() settled; false: the connection was finished meanwhile (what came is dropped). */
+  private received(c: Conn): boolean {
+    c.reading = false;
+    clearTimeout(c.timer);
+    c.timer = undefined;
+    return !c.finished;
+  }
+
+  /** Serves one request in order; then the next, or (every FRAMES_PER_TURN) others get a turn first. */
+  private frame(c: Conn, msg: Awaited<ReturnType<FdSocket["recv"]>>): void {
+    if (!msg || c.ended) {
+      this.finish(c);
+      return;
+    }
+    new Promise<boolean>((r) => r(this.protocol.serve(c, msg.data))).then(
+      (go) => {
+        if (!go) this.finish(c);
+        else if (++c.served % FRAMES_PER_TURN === 0) setImmediate(() => this.next(c));
+        else this.next(c);
+      },
+      (e: unknown) => this.finish(c, e),
+    );
+  }
+
+  /**
+   * Serves the connection no more (once). What its unread replies hold stays in flight until the
+   * peer reads them or closes its end, so it stays, counted, until then; then it closes. `failed`:
+   * a client closing mid-reply (EPIPE, ECONNRESET), a send that timed out, anything else (logged).
+   */
+  finish(c: Conn, failed?: unknown): void {
+    if (failed !== undefined) closing(failed);
+    if (c.finished) return;
+    c.finished = true;
+    clearTimeout(c.timer);
+    c.end();
+    new Promise<void>((r) => r(this.protocol.closed?.(c)))
+      .catch(closing)
+      .then(() => this.linger(c))
+      .catch(closing)
+      .finally(() => {
+        this.forget(c);
+        this.conns.delete(c.sock);
+        c.sock.close();
+      })
+      .catch(closing);
   }
 
   // ---- fds in replies not read yet ------------------------------------------------------------
@@ -320,11 +320,8 @@ export class FdTransport {
   }
 
   /** The connection may be read from: its own unread replies are under a batch's worth. */
-  private readable(c: Conn): Promise<boolean> {
-    // Counts never below the truth (no reply half sent) allow a read without asking the kernel (room() does).
-    const ok = () =>
-      c.account.unreadFds < UNREAD_FDS_PER_CONNECTION && c.unread.outq < UNREAD_BYTES_PER_CONNECTION;
-    return c.sock.pendingSends === 0 && ok() ? Promise.resolve(true) : this.until(c, ok, false);
+  private mayRead(c: Conn): boolean {
+    return c.account.unreadFds < UNREAD_FDS_PER_CONNECTION && c.unread.outq < UNREAD_BYTES_PER_CONNECTION;
   }
 
   /** A request whose reply may carry `want` fds may be served (FdConnection.room). */

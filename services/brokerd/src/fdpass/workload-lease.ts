@@ -50,64 +50,81 @@ export interface WorkloadLease extends LeaseSink {
  * A LeaseSink over connection c. `stalled` is called (once) when the peer stops reading; the owner
  * ends the session. After end(), or once the connection ended, nothing more is sent. Until ready()
  * its events are held (at most MAX_QUEUED_EVENTS, as unsent frames are), so none comes before the
- * hello's reply.
+ * hello's reply. One object per session, no closures of its own: an idle session's lease is small.
  */
 export function workloadLease(
   c: FdConnection,
   stalled: (why: { reason: string; message: string }) => void,
 ): WorkloadLease {
-  let open = true;
-  let ending: Promise<void> | undefined;
-  let early: EventInit[] | undefined = [];
-  const stall = () => {
-    if (!open) return;
-    open = false;
-    queueMicrotask(() => stalled(STALLED));
-  };
-  const push = (e: EventInit): Promise<void> => {
-    if (!open) return Promise.resolve();
-    if (early) {
-      if (early.length >= MAX_QUEUED_EVENTS) stall();
-      else early.push(e);
+  return new Lease(c, stalled);
+}
+
+class Lease implements WorkloadLease {
+  private open = true;
+  private ending: Promise<void> | undefined;
+  /** ready() was called (the hello's reply is out). */
+  private live = false;
+  /** Events held until ready() (allocated on the first). */
+  private early: EventInit[] | undefined;
+
+  constructor(
+    private readonly c: FdConnection,
+    private readonly stalled: (why: { reason: string; message: string }) => void,
+  ) {}
+
+  private stall(): void {
+    if (!this.open) return;
+    this.open = false;
+    queueMicrotask(() => this.stalled(STALLED));
+  }
+
+  private push(e: EventInit): Promise<void> {
+    if (!this.open) return Promise.resolve();
+    if (!this.live) {
+      this.early ??= [];
+      if (this.early.length >= MAX_QUEUED_EVENTS) this.stall();
+      else this.early.push(e);
       return Promise.resolve();
     }
-    if (c.queued >= MAX_QUEUED_EVENTS) {
-      stall();
+    if (this.c.queued >= MAX_QUEUED_EVENTS) {
+      this.stall();
       return Promise.resolve();
     }
-    return c.reply(eventFrame(e)).catch((err: unknown) => {
+    return this.c.reply(eventFrame(e)).catch((err: unknown) => {
       // Not taken in time: a reader that stopped. Any other failure is the peer gone, which the
       // transport sees as well (the session ends as "disconnect").
-      if ((err as { code?: string }).code === "ETIMEDOUT") stall();
-      else open = false;
+      if ((err as { code?: string }).code === "ETIMEDOUT") this.stall();
+      else this.open = false;
     });
-  };
-  const ready = () => {
-    const held = early ?? [];
-    early = undefined;
-    for (const e of held) void push(e);
-  };
-  return {
-    ready,
-    send(e) {
-      const ev = toEvent(e);
-      if (ev) void push(ev);
-    },
-    end(reason, message) {
-      if (ending) return ending;
-      // Ended before its hello was answered: what was held goes first, as it would have.
-      if (early) ready();
-      const last = push({ kind: { case: "leaseEnded", value: { reason, message } } });
-      open = false;
-      ending = new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, FLUSH_MS);
-        t.unref();
-        void last.finally(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      }).finally(() => c.end());
-      return ending;
-    },
-  };
+  }
+
+  ready(): void {
+    if (this.live) return;
+    const held = this.early ?? [];
+    this.live = true;
+    this.early = undefined;
+    for (const e of held) void this.push(e);
+  }
+
+  send(e: LeaseEvent): void {
+    const ev = toEvent(e);
+    if (ev) void this.push(ev);
+  }
+
+  end(reason: string, message: string): Promise<void> {
+    if (this.ending) return this.ending;
+    // Ended before its hello was answered: what was held goes first, as it would have.
+    this.ready();
+    const last = this.push({ kind: { case: "leaseEnded", value: { reason, message } } });
+    this.open = false;
+    this.ending = new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, FLUSH_MS);
+      t.unref();
+      void last.finally(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    }).finally(() => this.c.end());
+    return this.ending;
+  }
 }

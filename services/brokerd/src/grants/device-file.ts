@@ -70,12 +70,19 @@ export interface Resolved {
   mapping?: Mapping;
 }
 
+const NO_MAPPINGS: ReadonlyMap<bigint, Mapping> = new Map();
+
 export class DeviceFile {
   readonly tree = new MapleTree<TreeEntry>();
-  readonly mappings = new Map<bigint, Mapping>();
+  /** Its live mappings by cookie (the Map is made with the first: an idle open device file has none). */
+  get mappings(): ReadonlyMap<bigint, Mapping> {
+    return this.#mappings ?? NO_MAPPINGS;
+  }
+  #mappings: Map<bigint, Mapping> | undefined;
   readonly regionCookies = new Map<number, bigint>();
-  /** Live mappings by where they start (startKey): what a CreateMapping of the same range shares. */
-  private readonly starts = new Map<number, Mapping | Mapping[]>();
+  /** Live mappings by where they start (startKey): what a CreateMapping of the same range shares
+   * (made with the first mapping: an open device file with none holds no empty Map). */
+  private starts: Map<number, Mapping | Mapping[]> | undefined;
   readonly aliasBase: bigint;
   openedAt = Date.now();
   /** The OpenDevice request id ("" if none). */
@@ -127,7 +134,8 @@ export class DeviceFile {
     }
     const m = build(cookie);
     this.tree.insert(cookie, cookie + length - 1n, { kind: "mapping", mapping: m });
-    this.mappings.set(cookie, m);
+    this.#mappings ??= new Map();
+    this.#mappings.set(cookie, m);
     this.index(m);
     return m;
   }
@@ -140,7 +148,7 @@ export class DeviceFile {
     attribute: Attribute,
     prot: Prot,
   ): Mapping | undefined {
-    const at = this.starts.get(startKey(regionIndex, offset, this.pageSize));
+    const at = this.starts?.get(startKey(regionIndex, offset, this.pageSize));
     if (at === undefined) return undefined;
     if (!Array.isArray(at)) return same(at, length, attribute, prot) ? at : undefined;
     return at.find((m) => same(m, length, attribute, prot));
@@ -148,19 +156,21 @@ export class DeviceFile {
 
   private index(m: Mapping): void {
     const k = startKey(m.region.index, m.regionOffset, this.pageSize);
-    const at = this.starts.get(k);
-    if (at === undefined) this.starts.set(k, m);
+    this.starts ??= new Map();
+    const starts = this.starts;
+    const at = starts.get(k);
+    if (at === undefined) starts.set(k, m);
     else if (Array.isArray(at)) at.push(m);
-    else this.starts.set(k, [at, m]);
+    else starts.set(k, [at, m]);
   }
 
   private unindex(m: Mapping): void {
     const k = startKey(m.region.index, m.regionOffset, this.pageSize);
-    const at = this.starts.get(k);
-    if (at === m) this.starts.delete(k);
+    const at = this.starts?.get(k);
+    if (at === m) this.starts!.delete(k);
     else if (Array.isArray(at)) {
       const rest = at.filter((x) => x !== m);
-      this.starts.set(k, rest.length === 1 ? rest[0]! : rest);
+      this.starts!.set(k, rest.length === 1 ? rest[0]! : rest);
     }
   }
 
@@ -169,7 +179,8 @@ export class DeviceFile {
     if (m.cookie < this.aliasBase || this.tree.find(m.cookie, m.cookie + m.length - 1n))
       throw invalid(`cookie ${hex(m.cookie)} of device file ${this.id} is not free`, "restore");
     this.tree.insert(m.cookie, m.cookie + m.length - 1n, { kind: "mapping", mapping: m });
-    this.mappings.set(m.cookie, m);
+    this.#mappings ??= new Map();
+    this.#mappings.set(m.cookie, m);
     this.index(m);
   }
 
@@ -189,7 +200,7 @@ export class DeviceFile {
   /** m leaves the device file; with keepCookie (it is held) its cookie stays taken until unheld. */
   removeMapping(m: Mapping, keepCookie = false): void {
     this.unindex(m);
-    this.mappings.delete(m.cookie);
+    this.#mappings?.delete(m.cookie);
     this.tree.erase(m.cookie);
     if (keepCookie) this.reserveCookie(m.cookie, m.length, m.region);
   }
