@@ -267,13 +267,6 @@ describe("libvfio-broker's examples against brokerd, as uid 65534", () => {
   });
 });
 
-// A known library bug, not the example's: vfb_resume (clients/c/src/resume.c) replaces the
-// session's socket without closing the old connection when it is called before the library has
-// read that connection's EOF (as here: the driver resumes on "restart" without reading further);
-// one fd leaks per resume. The SIGTERM case runs and reports as TODO (not as passing) until
-// resume.c closes it; then delete this and the test must pass.
-const RESUME_LEAK = "depends on a libvfio-broker fix: vfb_resume leaks the old connection's socket";
-
 describe("vfb-driver-start across a brokerd restart", () => {
   // SIGTERM: brokerd says "restart" and keeps the grants; SIGKILL: the connection drops
   // ("connection-lost") and brokerd restores the session from its state records.
@@ -283,7 +276,6 @@ describe("vfb-driver-start across a brokerd restart", () => {
   ] as const) {
     it(`brokerd stopped by ${signal}: it hears "${ended}", takes its session back with its mappings, and exits 0 on SIGTERM with no fd leaked`, {
       timeout: 120_000,
-      todo: signal === "SIGTERM" ? RESUME_LEAK : undefined,
     }, async () => {
       let b = await startBrokerd({ policyText: POLICY });
       const driver = started(DRIVER, ["--socket", b.socket, "sim0"]);

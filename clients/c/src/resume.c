@@ -99,6 +99,11 @@ VFB_API int vfb_resume(vfb_session *s) {
                    "brokerd ended session %s (reason \"%s\") and released what it held: there is nothing to resume; "
                    "vfb_disconnect and connect again",
                    s->session_id, s->end_reason);
+  if (s->sock >= 0) { /* the old connection, when its EOF was not read yet (a "restart" event read first) */
+    close(s->sock);   /* also leaves the epoll set */
+    s->sock = -1;
+    vfb_frame_reader_next(&s->reader);
+  }
   int fd = vfb_wl_connect(s);
   if (fd < 0) return fd;
   s->sock = fd;
