@@ -3,6 +3,7 @@
  * the stream's position (a frame error, a timeout, an undecodable reply) closes the socket, since
  * the next reply read would belong to this request. */
 #include "fdchannel.h"
+#include "unix.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -101,22 +102,11 @@ const char *vfb_fdchannel_message(const vfb_fdchannel *c) {
 int vfb_fdchannel_connect(vfb_fdchannel *c) {
   if (c == NULL) return VFB_E_INVALID_ARGUMENT;
   if (c->sock >= 0) return VFB_OK;
-  int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (s < 0) return say(c, VFB_E_IO, "socket(AF_UNIX): %s", strerror(errno));
-  /* A blocking connect waits while brokerd's backlog is full (a hand-over): bounded by the timeout. */
-  struct timeval tv = {.tv_sec = c->timeout_ms / 1000, .tv_usec = (c->timeout_ms % 1000) * 1000};
-  setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  struct sockaddr_un addr;
-  memset(&addr, 0, sizeof addr);
-  addr.sun_family = AF_UNIX;
-  memcpy(addr.sun_path, c->path, strlen(c->path));
-  int r;
-  do r = connect(s, (struct sockaddr *)&addr, sizeof addr);
-  while (r < 0 && errno == EINTR);
-  if (r < 0) {
+  const char *failed;
+  int s = vfb_unix_connect(c->path, c->timeout_ms, &failed);
+  if (s < 0) {
     int e = errno;
-    close(s);
-    errno = e;
+    if (strcmp(failed, "connect") != 0) return say(c, VFB_E_IO, "%s: %s", failed, strerror(e));
     if (e == ENOENT || e == ECONNREFUSED)
       return say(c, VFB_E_CONNECT, "nothing listens at %s; is brokerd running, and is its socket directory mounted here?",
                  c->path);
@@ -128,13 +118,6 @@ int vfb_fdchannel_connect(vfb_fdchannel *c) {
       return say(c, VFB_E_TIMEOUT, "brokerd did not accept a connection at %s within %d ms", c->path,
                  c->timeout_ms);
     return say(c, VFB_E_CONNECT, "cannot connect to %s: %s", c->path, strerror(e));
-  }
-  int fl = fcntl(s, F_GETFL);
-  if (fl < 0 || fcntl(s, F_SETFL, fl | O_NONBLOCK) < 0) {
-    int e = errno;
-    close(s);
-    errno = e;
-    return say(c, VFB_E_IO, "fcntl(O_NONBLOCK): %s", strerror(e));
   }
   c->sock = s;
   vfb_frame_reader_next(&c->reader);

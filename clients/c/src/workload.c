@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "session.h"
+#include "unix.h"
 
 void vfb_copy(char *dst, size_t cap, const char *src) {
   if (cap == 0) return;
@@ -91,40 +92,20 @@ static int not_there(vfb_session *s) {
 }
 
 int vfb_wl_connect(vfb_session *s) {
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return vfb_say(s, VFB_E_IO, "socket(AF_UNIX): %s", strerror(errno));
-  /* A blocking connect waits while brokerd's backlog is full (a hand-over): bounded by the timeout. */
-  struct timeval tv = {.tv_sec = s->timeout_ms / 1000, .tv_usec = (s->timeout_ms % 1000) * 1000};
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  struct sockaddr_un addr;
-  memset(&addr, 0, sizeof addr);
-  addr.sun_family = AF_UNIX;
-  memcpy(addr.sun_path, s->fd_path, strlen(s->fd_path));
-  int r;
-  do r = connect(fd, (struct sockaddr *)&addr, sizeof addr);
-  while (r < 0 && errno == EINTR);
-  if (r < 0) {
-    int e = errno;
-    close(fd);
-    errno = e;
-    if (e == ENOENT || e == ECONNREFUSED) return not_there(s);
-    if (e == EACCES || e == EPERM)
-      return vfb_say(s, VFB_E_CONNECT,
-                     "permission denied connecting to %s; the socket's directory or mode does not let this user in",
-                     s->fd_path);
-    if (e == EAGAIN || e == ETIMEDOUT || e == EINPROGRESS)
-      return vfb_say(s, VFB_E_TIMEOUT, "brokerd did not accept a connection at %s within %d ms", s->fd_path,
-                     s->timeout_ms);
-    return vfb_say(s, VFB_E_CONNECT, "cannot connect to %s: %s", s->fd_path, strerror(e));
-  }
-  int fl = fcntl(fd, F_GETFL);
-  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
-    int e = errno;
-    close(fd);
-    errno = e;
-    return vfb_say(s, VFB_E_IO, "fcntl(O_NONBLOCK): %s", strerror(e));
-  }
-  return fd;
+  const char *failed;
+  int fd = vfb_unix_connect(s->fd_path, s->timeout_ms, &failed);
+  if (fd >= 0) return fd;
+  int e = errno;
+  if (strcmp(failed, "connect") != 0) return vfb_say(s, VFB_E_IO, "%s: %s", failed, strerror(e));
+  if (e == ENOENT || e == ECONNREFUSED) return not_there(s);
+  if (e == EACCES || e == EPERM)
+    return vfb_say(s, VFB_E_CONNECT,
+                   "permission denied connecting to %s; the socket's directory or mode does not let this user in",
+                   s->fd_path);
+  if (e == EAGAIN || e == ETIMEDOUT || e == EINPROGRESS)
+    return vfb_say(s, VFB_E_TIMEOUT, "brokerd did not accept a connection at %s within %d ms", s->fd_path,
+                   s->timeout_ms);
+  return vfb_say(s, VFB_E_CONNECT, "cannot connect to %s: %s", s->fd_path, strerror(e));
 }
 
 void vfb_wl_down(vfb_session *s, vfb_state state, const char *reason, const char *message) {
