@@ -58,16 +58,19 @@ SHM=$(mktemp /dev/shm/vfio-broker-vm.XXXXXX)
 SHARE=$(mktemp -d "${TMPDIR:-/tmp}/vfio-broker-vm.XXXXXX")
 LOG="$SHARE.console"
 qpid=""
-truncate -s 1M "$SHM"
-printf 'HOST-wrote-this-before-boot\0' | dd of="$SHM" bs=1 seek=$((0x8000)) conv=notrunc status=none
 cat > "$SHARE/run-guest.sh" <<GUEST
 export VMTEST_ONLY='${VMTEST_ONLY:-}'
 exec ${VMTEST_GUEST_CMD:-/usr/bin/node '$repo/test/dist/vm/guest.js'}
 GUEST
 ACCEL=tcg; CPU=max
-# KVM only where the CPU shows vmx/svm and kvm_pvm is not loaded (on this machine type /dev/kvm is
-# kvm_pvm, which cannot run a stock kernel: see /work/shared/reference/vm-vfio/FINDINGS.md).
+# KVM only where the CPU shows vmx/svm and kvm_pvm is not loaded (on some cloud machine types
+# /dev/kvm is kvm_pvm, a paravirtualized KVM that cannot run a stock kernel: TCG is used there).
 if [ -w /dev/kvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo && [ ! -d /sys/module/kvm_pvm ]; then ACCEL=kvm; CPU=host; fi
+# A kernel that panics before userspace (none of this project's code has run: seen once with 7.3.4
+# under TCG, an int3 oops in sched_clock_cpu during boot) is booted again, once, and said so.
+for attempt in 1 2; do
+truncate -s 0 "$SHM"; truncate -s 1M "$SHM"
+printf 'HOST-wrote-this-before-boot\0' | dd of="$SHM" bs=1 seek=$((0x8000)) conv=notrunc status=none
 echo "vm: [$KL] booting $KL under $ACCEL (PVH vmlinux), ivshmem BAR2 = $SHM"
 tb=$(date +%s.%N)
 timeout "${VMTEST_TIMEOUT:-300}" qemu-system-x86_64 \
@@ -88,6 +91,13 @@ if [ "${VMTEST_VERBOSE:-0}" = 1 ]; then tail -n +1 -f "$LOG" --pid=$qpid & else
 tailpid=$!
 wait "$qpid"; qrc=$?; qpid=""
 wait "$tailpid" 2>/dev/null
+if [ "$attempt" = 1 ] && ! grep -q '^VMTEST: root ready' "$LOG" && grep -q 'Kernel panic' "$LOG"; then
+  echo "vm: [$KL] the guest kernel panicked before userspace; booting it again. Its console:"
+  grep -v '^VMTEST-CHECK' "$LOG" | grep -A3 -m1 -E 'Oops|BUG|Kernel panic' | sed "s/^/[$KL] /"
+  continue
+fi
+break
+done
 t1=$(date +%s.%N)
 
 # ---- 4. results ------------------------------------------------------------------------------------
