@@ -124,25 +124,6 @@ int vfb_fdchannel_connect(vfb_fdchannel *c) {
   return VFB_OK;
 }
 
-static long long now_ms(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
-/* Waits until the socket is ready for `events` or the deadline passes (VFB_E_TIMEOUT). */
-static int wait_for(int sock, short events, long long deadline) {
-  for (;;) {
-    long long left = deadline - now_ms();
-    if (left <= 0) return VFB_E_TIMEOUT;
-    struct pollfd p = {.fd = sock, .events = events, .revents = 0};
-    int r = poll(&p, 1, left > 60000 ? 60000 : (int)left);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) return VFB_E_IO;
-    if (r > 0) return VFB_OK; /* ready, or POLLHUP/POLLERR: the next call says which */
-  }
-}
-
 static void close_fds(int *fds, size_t n) {
   for (size_t i = 0; i < n; i++) close(fds[i]);
 }
@@ -163,7 +144,7 @@ static int send_request(vfb_fdchannel *c, const uint8_t *bytes, size_t n, long l
   if (rc < 0) return say(c, VFB_E_INVALID_ARGUMENT, "the request is %zu bytes, over the fd channel's %d", n,
                          VFB_FDCHANNEL_REQUEST_MAX_BYTES);
   while ((rc = vfb_frame_write(&w, c->sock)) == VFB_FRAME_AGAIN) {
-    int wrc = wait_for(c->sock, POLLOUT, deadline);
+    int wrc = vfb_unix_wait(c->sock, POLLOUT, deadline);
     if (wrc < 0) return broken(c, wrc, "sending the request to %s", c->path);
   }
   if (rc == VFB_E_CLOSED) return broken(c, rc, "brokerd closed the connection before the request was sent");
@@ -174,7 +155,7 @@ static int send_request(vfb_fdchannel *c, const uint8_t *bytes, size_t n, long l
 static int receive_reply(vfb_fdchannel *c, long long deadline) {
   int rc;
   while ((rc = vfb_frame_read(&c->reader, c->sock)) == VFB_FRAME_AGAIN) {
-    int wrc = wait_for(c->sock, POLLIN, deadline);
+    int wrc = vfb_unix_wait(c->sock, POLLIN, deadline);
     if (wrc == VFB_E_TIMEOUT)
       return broken(c, wrc, "no reply from %s within %d ms", c->path, c->timeout_ms);
     if (wrc < 0) return broken(c, wrc, "waiting for the reply: %s", strerror(errno));
@@ -199,7 +180,7 @@ int vfb_fdchannel_exchange(vfb_fdchannel *c, const Vfiobroker__V1__FdRequest *re
     return say(c, VFB_E_INVALID_ARGUMENT, "the request is %zu bytes, over the fd channel's %d", n,
                VFB_FDCHANNEL_REQUEST_MAX_BYTES);
   vfiobroker__v1__fd_request__pack(req, out);
-  long long deadline = now_ms() + c->timeout_ms;
+  long long deadline = vfb_now_ms() + c->timeout_ms;
   /* A reply may carry only as many fds as this request can be owed: one (also for a refusal that
    * wrongly brings one), none for a release, a batch's worth for a batch. */
   c->reader.max_fds = expect == VFB_EXPECT_BATCH ? VFB_FDCHANNEL_BATCH_MAX_ITEMS

@@ -146,24 +146,6 @@ static int eof(vfb_session *s) {
   return vfb_down_error(s);
 }
 
-static long long now_ms(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
-static int wait_for(int sock, short events, long long deadline) {
-  for (;;) {
-    long long left = deadline - now_ms();
-    if (left <= 0) return VFB_E_TIMEOUT;
-    struct pollfd p = {.fd = sock, .events = events, .revents = 0};
-    int r = poll(&p, 1, left > 60000 ? 60000 : (int)left);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) return VFB_E_IO;
-    if (r > 0) return VFB_OK;
-  }
-}
-
 static void close_fds(int *fds, size_t n) {
   for (size_t i = 0; i < n; i++) close(fds[i]);
 }
@@ -203,7 +185,7 @@ static int read_reply(vfb_session *s, long long deadline, Vfiobroker__V1__Worklo
     int rc = vfb_frame_read(&s->reader, s->sock);
     if (rc == VFB_FRAME_AGAIN) {
       if (deadline < 0) return VFB_FRAME_AGAIN;
-      int w = wait_for(s->sock, POLLIN, deadline);
+      int w = vfb_unix_wait(s->sock, POLLIN, deadline);
       if (w == VFB_E_TIMEOUT) return broken(s, w, "no reply from %s within %d ms", s->fd_path, s->timeout_ms);
       if (w < 0) return broken(s, w, "waiting for brokerd: %s", strerror(errno));
       continue;
@@ -235,7 +217,7 @@ static int send_frame(vfb_session *s, const uint8_t *bytes, size_t n, long long 
   if (rc < 0) return vfb_say(s, VFB_E_INVALID_ARGUMENT, "the request is %zu bytes, over the protocol's %d", n,
                              VFB_WL_REQUEST_MAX_BYTES);
   while ((rc = vfb_frame_write(&w, s->sock)) == VFB_FRAME_AGAIN) {
-    int w2 = wait_for(s->sock, POLLOUT, deadline);
+    int w2 = vfb_unix_wait(s->sock, POLLOUT, deadline);
     if (w2 < 0) return broken(s, w2, "sending the request to %s", s->fd_path);
   }
   if (rc == VFB_E_CLOSED) {
@@ -243,7 +225,7 @@ static int send_frame(vfb_session *s, const uint8_t *bytes, size_t n, long long 
     Vfiobroker__V1__WorkloadReply *r = NULL;
     int fds[VFB_FRAME_MAX_FDS];
     size_t nfds = 0;
-    int got = read_reply(s, now_ms() + s->timeout_ms, &r, fds, &nfds);
+    int got = read_reply(s, vfb_now_ms() + s->timeout_ms, &r, fds, &nfds);
     if (got != VFB_OK) return got;
     close_fds(fds, nfds);
     vfiobroker__v1__workload_reply__free_unpacked(r, NULL);
@@ -280,7 +262,7 @@ int vfb_wl_call(vfb_session *s, const Vfiobroker__V1__WorkloadRequest *req, size
     return vfb_say(s, VFB_E_INVALID_ARGUMENT, "the request is %zu bytes, over the protocol's %d", n,
                    VFB_WL_REQUEST_MAX_BYTES);
   vfiobroker__v1__workload_request__pack(req, out);
-  long long deadline = now_ms() + s->timeout_ms;
+  long long deadline = vfb_now_ms() + s->timeout_ms;
   int rc = send_frame(s, out, n, deadline);
   if (rc < 0) return rc;
   /* A reply may carry only as many fds as this request can be owed; events carry none. */
