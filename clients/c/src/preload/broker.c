@@ -8,7 +8,8 @@
  * After fork the child does not use the parent's session: the child handler closes the session's
  * fds in the child (the parent's connection stays the parent's lease) and makes every inherited
  * grant the parent's (the child's closes and munmaps of it are tracked, never released). A child
- * that opens a BAR file gets a session of its own. */
+ * that opens a BAR file gets a session of its own. The session ends when the process holds no
+ * grant any more (no fd, no mapping), so an idle process holds nothing in brokerd. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -33,7 +34,7 @@ static pthread_mutex_t lock = PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP;
 static vfb_session *session;
 static shim_dev *devs;
 /* Sessions left behind in forked children (kept reachable, never used): at most one per fork. */
-static vfb_session *forsaken;
+static vfb_session *volatile forsaken; /* volatile: written, never read, yet must stay */
 static atomic_int said;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
@@ -141,6 +142,14 @@ static shim_dev *device(const char *bdf, int *rc) {
   return d;
 }
 
+/* Nothing held: the session ends (its 3 fds closed here, its session slot freed in brokerd); the
+ * next BAR file opened makes a new one. */
+static void idle(void) {
+  if (devs != NULL || session == NULL) return;
+  vfb_disconnect(session);
+  session = NULL;
+}
+
 static void device_unref(shim_dev *d) {
   if (--d->grants > 0) return;
   for (shim_dev **p = &devs; *p != NULL; p = &(*p)->next)
@@ -150,6 +159,7 @@ static void device_unref(shim_dev *d) {
     }
   vfb_close_device(d->d);
   free(d);
+  idle();
 }
 
 void shim_release(shim_grant *g) {
@@ -217,7 +227,6 @@ static int grant(const char *path, const shim_bar_path *p, int flags, int real_e
     g->st_ino = st.st_ino;
   }
   if (rc == 0) return gr.fd; /* d->grants stays counted: the grant's */
-  if (d != NULL) device_unref(d);
   int quiet;
   int e = errno_of(rc, real_errno, &quiet);
   if (!quiet)
@@ -225,6 +234,8 @@ static int grant(const char *path, const shim_bar_path *p, int flags, int real_e
                   (flags & O_ACCMODE) == O_RDONLY ? "read-only" : "read-write",
                   session == NULL ? "could not be reached for" : "refused", p->bdf, p->bar, p->wc ? "WC" : "UC", why,
                   vfb_error_name(rc), strerrorname_np(e));
+  if (d != NULL) device_unref(d);
+  else idle();
   errno = e;
   return -1;
 }
