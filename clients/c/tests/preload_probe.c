@@ -7,6 +7,7 @@
  *                                           /sys/bus/pci/devices): resource2 this uid may open,
  *                                           resource0 root's only
  *   vfb-preload-probe execd FD              (flow's exec: the fd must be closed here)
+ *   vfb-preload-probe bench N               ns per passed-through call (BENCHMARKS.md)
  * It prints one line per step ("key value ..."), waits for a line on stdin where the test looks at
  * brokerd ("await WHAT"), prints each failed check as "FAIL ..." and ends with "N passed, M failed".
  * What it must never do: link libvfio-broker, or know how the shim works inside. */
@@ -23,6 +24,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "preload_probe.h"
@@ -157,18 +159,47 @@ static int scenario_local(void) {
   return finish();
 }
 
+/* ---- bench: what the shim costs calls it passes through ------------------------------------- */
+
+static double ns_per(struct timespec a, struct timespec b, long n) {
+  return ((double)(b.tv_sec - a.tv_sec) * 1e9 + (double)(b.tv_nsec - a.tv_nsec)) / (double)n;
+}
+
+/* Prints ns per open+close of /dev/null, per failed open of a missing path whose last component
+ * looks like a BAR file's (the shim parses it), and per anonymous mmap+munmap of a page. */
+static int scenario_bench(long n) {
+  struct timespec a, b;
+  clock_gettime(CLOCK_MONOTONIC, &a);
+  for (long i = 0; i < n; i++) close(open("/dev/null", O_RDONLY));
+  clock_gettime(CLOCK_MONOTONIC, &b);
+  double oc = ns_per(a, b, n);
+  clock_gettime(CLOCK_MONOTONIC, &a);
+  for (long i = 0; i < n; i++)
+    if (open("/nonexistent/resource0", O_RDONLY) >= 0) return 1;
+  clock_gettime(CLOCK_MONOTONIC, &b);
+  double miss = ns_per(a, b, n);
+  clock_gettime(CLOCK_MONOTONIC, &a);
+  for (long i = 0; i < n; i++) munmap(mmap(NULL, (size_t)PAGE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), (size_t)PAGE);
+  clock_gettime(CLOCK_MONOTONIC, &b);
+  double mm = ns_per(a, b, n);
+  printf("%s: open+close %.0f ns, missing resource0 %.0f ns, mmap+munmap %.0f ns (%ld each)\n",
+         getenv("LD_PRELOAD") != NULL ? "shim    " : "baseline", oc, miss, mm, n);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   PAGE = sysconf(_SC_PAGESIZE);
   setvbuf(stdout, NULL, _IOLBF, 0);
   if (argc >= 2 && strcmp(argv[1], "local") == 0) return scenario_local();
   if (argc >= 4 && strcmp(argv[1], "flow") == 0) return scenario_flow(argv[0], argv[2], argv[3]);
   if (argc >= 3 && strcmp(argv[1], "self") == 0) return scenario_self(argv[2]);
+  if (argc >= 3 && strcmp(argv[1], "bench") == 0) return scenario_bench(atol(argv[2]));
   if (argc >= 3 && strcmp(argv[1], "execd") == 0) {
     int fd = atoi(argv[2]);
     errno = 0;
     int r = fcntl(fd, F_GETFD);
     return r == -1 && errno == EBADF ? 0 : 1;
   }
-  fprintf(stderr, "usage: vfb-preload-probe local | flow BDF BDF_DENIED | self BDF | execd FD\n");
+  fprintf(stderr, "usage: vfb-preload-probe local | flow BDF BDF_DENIED | self BDF | execd FD | bench N\n");
   return 2;
 }

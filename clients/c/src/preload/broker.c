@@ -185,6 +185,7 @@ static int errno_of(int rc, int real_errno, int *quiet) {
   case VFB_E_UNAVAILABLE:
   case VFB_E_OUT_OF_RANGE:
   case VFB_E_UNALIGNED:
+  case VFB_E_REJECTED:
     return ENODEV;
   case VFB_E_QUOTA:
   case VFB_E_BUSY:
