@@ -8,9 +8,14 @@
 // last munmap, dups, two opens of one file and opens from a second thread, fork (the child maps the
 // inherited fd), exec (the fd is closed there), fopen and other spellings of the path, a refused
 // open (EACCES and one message). A last run mounts a tmpfs over /sys/bus/pci/devices in a mount
-// namespace: a file the probe may open itself is the real file, one it may not is brokerd's.
+// namespace: a file the probe may open itself is the real file, one it may not is brokerd's. And a
+// program built on Debian's libpciaccess (clients/c/tests/preload_pciaccess.c), given the device's
+// config and resource files in such a namespace, maps BAR2 with PCI_DEV_MAP_FLAG_WRITE_COMBINE
+// through the plain shim; the bytes are read back at its offset, and nothing stays held.
 import assert from "node:assert/strict";
 import { type ChildProcessWithoutNullStreams, spawn, spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { after, before, describe, it } from "node:test";
@@ -23,6 +28,7 @@ const PROBE = join(CLIB, "build/asan/vfb-preload-probe");
 const PROBE_PLAIN = join(CLIB, "build/test/vfb-preload-probe");
 const SHIM = join(CLIB, "build/asan/libvfio-broker-preload.so");
 const SHIM_PLAIN = join(CLIB, "build/libvfio-broker-preload.so");
+const PCIACCESS = join(CLIB, "build/test/vfb-preload-pciaccess");
 const PAGE = 4096n;
 const DEV = "0000:7e:00.1";
 const DENIED = "0000:7e:00.2";
@@ -129,6 +135,7 @@ describe("libvfio-broker-preload.so against a real brokerd", () => {
         "build/asan/vfb-preload-probe",
         "build/test/vfb-preload-probe",
         "build/asan/libvfio-broker-preload.so",
+        "build/test/vfb-preload-pciaccess",
         "all",
       ],
       { encoding: "utf8" },
@@ -274,5 +281,65 @@ describe("libvfio-broker-preload.so against a real brokerd", () => {
       "resource0 (EACCES) came from brokerd",
     );
     assert.equal(t.stderr(), "", "nothing printed");
+  });
+  it("Debian's libpciaccess maps BAR2 write-combining through the shim (pci_device_map_range)", {
+    timeout: 60_000,
+  }, async () => {
+    // The device's sysfs directory as libpciaccess reads it (config: vendor 1af4 device 1110,
+    // class 0500; resource: BAR0 64 KiB, BAR2 1 MiB prefetchable 64-bit), with no resourceN
+    // files: resource2_wc is ENOENT, so the shim asks brokerd.
+    const src = mkdtempSync(join(tmpdir(), "vfb-pciaccess-"));
+    try {
+      const config = Buffer.alloc(256);
+      config.writeUInt16LE(0x1af4, 0);
+      config.writeUInt16LE(0x1110, 2);
+      config[0x0b] = 0x05;
+      config.writeUInt32LE(0xfe00000c, 0x18);
+      writeFileSync(join(src, "config"), config, { mode: 0o644 });
+      const line = (a: bigint, b: bigint, f: bigint) =>
+        [a, b, f].map((v) => `0x${v.toString(16).padStart(16, "0")}`).join(" ");
+      const zero = line(0n, 0n, 0n);
+      const resource = [
+        line(0xfe100000n, 0xfe10ffffn, 0x40200n),
+        zero,
+        line(0xfe000000n, 0xfe0fffffn, 0x14220cn),
+        zero,
+        zero,
+        zero,
+        zero,
+      ];
+      writeFileSync(join(src, "resource"), `${resource.join("\n")}\n`, { mode: 0o644 });
+      const dir = `/sys/bus/pci/devices/${DEV}`;
+      const setup = [
+        "mount -t tmpfs tmpfs /sys/bus/pci/devices",
+        `mkdir ${dir}`,
+        `cp ${src}/config ${src}/resource ${dir}/`,
+        `exec setpriv --reuid=${NOBODY} --regid=${NOBODY} --clear-groups "$@"`,
+      ].join(" && ");
+      const r = spawnSync(
+        "unshare",
+        ["--mount", "sh", "-c", setup, "sh", PCIACCESS, DEV, "0x2000", "libpciaccess-wc"],
+        {
+          encoding: "utf8",
+          // The plain shim, as installed: the namespace's setup commands run with it preloaded too.
+          env: { ...process.env, LD_PRELOAD: SHIM_PLAIN, VFIO_BROKER_SOCKET: b.socket },
+        },
+      );
+      assert.equal(r.status, 0, `${r.stdout}${r.stderr}`);
+      assert.match(r.stdout, /^pciaccess bar2 base=0xfe000000 size=0x100000 mapped=1 unmapped=1$/m);
+      assert.equal(r.stderr, "", "nothing printed");
+      assert.equal(
+        Buffer.from(await readBar2(0x2000n, 15), "hex").toString(),
+        "libpciaccess-wc",
+        "the bytes landed at BAR2 offset 0x2000 (libpciaccess's mmap offset, through the shim)",
+      );
+      assert.equal(
+        await held(),
+        0,
+        "pci_device_unmap_range after libpciaccess closed the fd released the grant",
+      );
+    } finally {
+      rmSync(src, { recursive: true, force: true });
+    }
   });
 });
