@@ -3,8 +3,10 @@
 // VFIO_BROKER_MMAP_OFFSET and writes; another session reads the bytes back through ReadRegion. The
 // program's fds are only 0-2 and the backing (no session socket); the grant is held while it runs
 // and released when it exits; SIGINT/SIGTERM/SIGHUP reach it from exec; exec exits with its
-// status; a refused map or a missing program runs nothing; a revocation warns (or signals it); and
-// exec killed with -9 frees the grant at brokerd while the program keeps its mmap.
+// status; a refused map or a missing program runs nothing; a revocation or the session's end warns
+// (or signals it) and keeps the pages held until exec exits; and what docs say brokerd cannot
+// prevent: the program's child, or the program after exec was killed with -9, still maps the pages
+// brokerd freed.
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readlinkSync, rmSync } from "node:fs";
@@ -369,8 +371,81 @@ describe("vfio-broker exec (sim backend)", () => {
     }
   });
 
-  it("exec killed with -9: brokerd frees the grant, and PROGRAM keeps running with its mmap", async () => {
-    const e = startExec(b, ["sim0", "BAR2", "--offset", "3M", "--length", "4K", "--", POKE, "--wait"]);
+  it("the session ended by an operator while PROGRAM runs: a warning, one --on-revoke signal, the pages held until exec exits", async () => {
+    const e = startExec(b, [
+      "sim1",
+      "BAR4",
+      "--length",
+      "4K",
+      "--on-revoke",
+      "HUP",
+      "--",
+      POKE,
+      "--wait",
+      "--wait",
+    ]);
+    try {
+      await until("PROGRAM to wait", () => e.out().includes("waiting\n") || e.child.exitCode !== null);
+      const [m] = await mappingsOf(e.child.pid!);
+      assert.ok(m, e.err());
+      await admin.revokeSession({ sessionId: m.sessionId, reason: "tenant evicted" });
+      await until("the warning", () => e.err().includes("the session with brokerd ended"));
+      // PROGRAM got SIGHUP once (its second --wait still waits), and runs on; brokerd holds the pages.
+      await until("PROGRAM to hear SIGHUP", () => /^signal 1 from pid \d+$/m.test(e.out()));
+      assert.equal(e.out().match(/^signal /gm)?.length, 1, e.out());
+      assert.match(e.out(), new RegExp(`^signal 1 from pid ${e.child.pid}$`, "m"));
+      assert.equal(e.child.exitCode, null);
+      const held = await mappingsOf(e.child.pid!);
+      assert.deepEqual(
+        held.map((x) => x.mapping?.state),
+        [MappingState.REVOKING],
+      );
+      process.kill(e.child.pid!, "SIGTERM");
+      assert.equal((await e.exited).code, 115, e.err());
+      await until("the hold to end", async () => (await mappingsOf(e.child.pid!)).length === 0);
+    } finally {
+      killQuietly(e.child);
+    }
+  });
+
+  it("PROGRAM's child inherits fd 3: exec releases when PROGRAM exits, though the child still maps it", async () => {
+    // PROGRAM (sh) starts vfb-fd-poke in the background with fd 3 and exits at once.
+    const script = `${POKE} --wait --write 0x80=0badf00d --read 0x80:4 & echo "child $!"`;
+    const e = startExec(b, [
+      "sim0",
+      "BAR2",
+      "--offset",
+      "4M",
+      "--length",
+      "4K",
+      "--",
+      "/bin/sh",
+      "-c",
+      script,
+    ]);
+    let childPid: number | undefined;
+    try {
+      await until(
+        "the background child to wait",
+        () => /^child \d+$/m.test(e.out()) && e.out().includes("waiting\n"),
+      );
+      childPid = Number(/child (\d+)/.exec(e.out())![1]);
+      assert.equal((await e.exited).code, 0, e.err());
+      // exec waited only for PROGRAM: the grant is gone while the child still has the fd mapped.
+      assert.deepEqual(await mappingsOf(e.child.pid!), []);
+      assert.ok(readlinkSync(`/proc/${childPid}/fd/3`).length > 0, "the child still holds fd 3");
+      process.kill(childPid, "SIGTERM");
+      await until("the child's write", () => e.out().includes("0x80: 0badf00d\n"));
+    } finally {
+      killQuietly(e.child);
+      killQuietly(childPid);
+    }
+  });
+
+  it("exec's own fds never reach PROGRAM; exec killed with -9: brokerd frees the grant, PROGRAM keeps its mmap and writes through it", async () => {
+    // PROGRAM waits for a signal, then writes through its mapping and reads the bytes back.
+    const poke = [POKE, "--wait", "--write", "0x40=a1b2c3d4", "--read", "0x40:4"];
+    const e = startExec(b, ["sim0", "BAR2", "--offset", "3M", "--length", "4K", "--", ...poke]);
     let programPid: number | undefined;
     try {
       await until("PROGRAM to wait", () => e.out().includes("waiting\n") || e.child.exitCode !== null);
@@ -395,8 +470,25 @@ describe("vfio-broker exec (sim backend)", () => {
       e.child.kill("SIGKILL");
       await e.exited;
       await until("brokerd to free the grant", async () => (await mappingsOf(e.child.pid!)).length === 0);
-      // The kernel keeps PROGRAM's mapping; nothing stopped it.
-      process.kill(programPid, 0);
+      // Nothing stopped PROGRAM, and the kernel kept its mapping: after brokerd let the grant go it
+      // still writes through it (what docs/security.md 2.1 says brokerd cannot prevent).
+      process.kill(programPid, "SIGTERM");
+      await until("PROGRAM's write", () => e.out().includes("0x40: a1b2c3d4\n"));
+      assert.match(e.out(), new RegExp(`^signal 15 from pid ${process.pid}$`, "m"));
+      const rpc = brokerClient(b.socket);
+      try {
+        await rpc.hello({ clientName: "exec-reader" });
+        const df = await rpc.openDevice({ deviceId: "sim0", layout: Layout.COMPACT });
+        const base = df.regions.find((x) => x.region?.index === 2)!.cookie;
+        const read = await rpc.readRegion({
+          deviceFileId: df.deviceFileId,
+          offset: base + (3n << 20n) + 0x40n,
+          length: 4,
+        });
+        assert.equal(Buffer.from(read.data).toString("hex"), "a1b2c3d4");
+      } finally {
+        rpc.close();
+      }
     } finally {
       killQuietly(e.child);
       killQuietly(programPid);

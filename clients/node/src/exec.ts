@@ -72,6 +72,7 @@ function run(client: BrokerClient, m: Mapping, cmd: ExecCommand, io: Io): Promis
   const child = spawn(cmd.program, cmd.args, { stdio, env: { ...process.env, ...execEnv(m) } });
   return new Promise((resolve) => {
     let settled = false;
+    let signalled = false;
     const forward = (sig: NodeJS.Signals) => {
       if (child.exitCode === null && child.signalCode === null) child.kill(sig);
     };
@@ -89,7 +90,9 @@ function run(client: BrokerClient, m: Mapping, cmd: ExecCommand, io: Io): Promis
       io.err(
         `vfio-broker: ${what}; ${cmd.program} (pid ${pid}) keeps its mmap, which brokerd cannot take back${pages}`,
       );
-      if (cmd.onRevoke) {
+      if (cmd.onRevoke && !signalled) {
+        // Once: a session's end after its revocation is the same loss.
+        signalled = true;
         io.err(`vfio-broker: sending ${cmd.onRevoke} to ${cmd.program} (pid ${pid}) (--on-revoke)`);
         forward(cmd.onRevoke);
       }
