@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // cli.ts: the `vfio-broker` command: devices, regions <dev>, map <dev> <region>, exec <dev> <region>
-// -- PROGRAM (see args.ts for the command line, format.ts for the output, exec.ts for exec). It uses the client library exactly as a user would and
-// only adds printing, exit statuses and signals. Exit: 0 ok, 1 broker/runtime error, 2 usage, 3 the
-// held mapping was revoked. Errors are one line on stderr: "vfio-broker: <what>; <what to do>".
+// -- PROGRAM (see args.ts for the command line, format.ts for the output, exec.ts for exec). It uses
+// the client library exactly as a user would and only adds printing, exit statuses and signals.
+// Exit: 0 ok, 1 broker/runtime error, 2 usage, 3 the held mapping was revoked; exec: PROGRAM's
+// status (126/127: it could not run). Errors are one line on stderr: "vfio-broker: <what>; <what to do>".
 import { realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { type Command, checkOps, HELP, parseCli } from "./args.js";

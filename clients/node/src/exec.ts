@@ -2,8 +2,8 @@
 // as fd 3 and the mapping described in its environment (execEnv), passes SIGINT/SIGTERM/SIGHUP on to
 // it, and returns its exit status. Its process is the mapping's holder for brokerd (the session's
 // connection and pidfd), so it stays until PROGRAM exits; cli.ts then closes the client, which
-// releases the mapping. It never touches the memory for PROGRAM, and never says brokerd took back
-// what PROGRAM mapped: no revocation can (docs/security.md section 2.1).
+// releases the mapping. It maps the range itself too (the client's Mapping) but never touches it, and
+// never says brokerd took back what PROGRAM mapped: no revocation can (docs/security.md section 2.1).
 import { spawn } from "node:child_process";
 import { constants } from "node:os";
 import type { Command } from "./args.js";
@@ -108,8 +108,9 @@ function run(client: BrokerClient, m: Mapping, cmd: ExecCommand, io: Io): Promis
     for (const sig of FORWARDED_SIGNALS) process.on(sig, forward);
     client.on("revocation", onRevocation);
     client.on("leaseLost", onLeaseLost);
-    child.once("error", (e: NodeJS.ErrnoException) => {
-      // spawn failed (the program is not there, or not executable): nothing ran.
+    child.on("error", (e: NodeJS.ErrnoException) => {
+      // spawn failed (the program is not there, or not executable): nothing ran. (A signal that
+      // could not be sent is an error too, with a pid: PROGRAM runs on, and exec waits for it.)
       if (child.pid !== undefined) return;
       const why =
         e.code === "ENOENT"
