@@ -40,6 +40,25 @@ function startExec(b: BrokerProcess, args: string[]) {
   return { child, exited, out: () => out, err: () => err };
 }
 
+/** exec as uid 65534 to its end, against the brokerd at `socket`. */
+function runExec(socket: string, args: string[]) {
+  return run(process.execPath, [CLI, "exec", "--socket", socket, ...args], { uid: NOBODY });
+}
+
+/** `length` bytes at `offset` in sim0's BAR2, read by another session (root, gRPC ReadRegion). */
+async function readBar2(socket: string, offset: bigint, length: number): Promise<string> {
+  const rpc = brokerClient(socket);
+  try {
+    await rpc.hello({ clientName: "exec-reader" });
+    const df = await rpc.openDevice({ deviceId: "sim0", layout: Layout.COMPACT });
+    const base = df.regions.find((x) => x.region?.index === 2)!.cookie;
+    const read = await rpc.readRegion({ deviceFileId: df.deviceFileId, offset: base + offset, length });
+    return Buffer.from(read.data).toString("hex");
+  } finally {
+    rpc.close();
+  }
+}
+
 /** What fd n of this process is ("" if not open): a fd PROGRAM may have only by inheriting it from us. */
 function inheritedHere(n: number): string {
   try {
@@ -83,33 +102,25 @@ describe("vfio-broker exec (sim backend)", () => {
   });
 
   it("PROGRAM maps fd 3 at VFIO_BROKER_MMAP_OFFSET and writes; another session reads the bytes; released after it exits", async () => {
-    const r = await run(
-      process.execPath,
-      [
-        CLI,
-        "exec",
-        "sim0",
-        "BAR2",
-        "--offset",
-        "0x20000",
-        "--length",
-        "8K",
-        "--attr",
-        "wc",
-        "--socket",
-        b.socket,
-        "--",
-        POKE,
-        "--write",
-        "0x100=feedfacecafebeef",
-        "--read",
-        "0x100:8",
-        "--fds",
-        "--exit",
-        "7",
-      ],
-      { uid: NOBODY },
-    );
+    const r = await runExec(b.socket, [
+      "sim0",
+      "BAR2",
+      "--offset",
+      "0x20000",
+      "--length",
+      "8K",
+      "--attr",
+      "wc",
+      "--",
+      POKE,
+      "--write",
+      "0x100=feedfacecafebeef",
+      "--read",
+      "0x100:8",
+      "--fds",
+      "--exit",
+      "7",
+    ]);
     assert.equal(r.code, 7, `exec: ${r.stderr}`);
     assert.match(r.stdout, /^0x100: feedfacecafebeef$/m);
     // Its fds: stdin, stdout, stderr (the socketpairs run() gave exec), the backing as fd 3, and
@@ -129,46 +140,25 @@ describe("vfio-broker exec (sim backend)", () => {
     for (const [n, target] of fds.slice(4))
       assert.equal(target, inheritedHere(n), `fd ${n} of PROGRAM is exec's`);
     // Another session (root, gRPC) reads what the program wrote through its own mmap.
-    const rpc = brokerClient(b.socket);
-    try {
-      await rpc.hello({ clientName: "exec-reader" });
-      const df = await rpc.openDevice({ deviceId: "sim0", layout: Layout.COMPACT });
-      const base = df.regions.find((x) => x.region?.index === 2)!.cookie;
-      const read = await rpc.readRegion({
-        deviceFileId: df.deviceFileId,
-        offset: base + 0x20100n,
-        length: 8,
-      });
-      assert.equal(Buffer.from(read.data).toString("hex"), "feedfacecafebeef");
-    } finally {
-      rpc.close();
-    }
+    assert.equal(await readBar2(b.socket, 0x20100n, 8), "feedfacecafebeef");
     // exec released the grant before it exited: no mapping of uid 65534 is left.
     const left = (await admin.listMappings({})).mappings.filter((m) => m.identity?.uid === NOBODY);
     assert.deepEqual(left, []);
   });
 
   it("PROGRAM's environment describes the fd", async () => {
-    const r = await run(
-      process.execPath,
-      [
-        CLI,
-        "exec",
-        "sim0",
-        "2",
-        "--offset",
-        "64K",
-        "--length",
-        "4K",
-        "--prot",
-        "ro",
-        "--socket",
-        b.socket,
-        "--",
-        "env",
-      ],
-      { uid: NOBODY },
-    );
+    const r = await runExec(b.socket, [
+      "sim0",
+      "2",
+      "--offset",
+      "64K",
+      "--length",
+      "4K",
+      "--prot",
+      "ro",
+      "--",
+      "env",
+    ]);
     assert.equal(r.code, 0, r.stderr);
     const env = Object.fromEntries(
       [...r.stdout.matchAll(/^(VFIO_BROKER_[A-Z_]+)=(.*)$/gm)]
@@ -213,39 +203,32 @@ describe("vfio-broker exec (sim backend)", () => {
   });
 
   it("exit status: PROGRAM's code, 128+N when signal N killed it", async () => {
-    const exit3 = await run(
-      process.execPath,
-      [CLI, "exec", "sim0", "BAR2", "--length", "4K", "--socket", b.socket, "--", "/bin/sh", "-c", "exit 3"],
-      { uid: NOBODY },
-    );
+    const exit3 = await runExec(b.socket, [
+      "sim0",
+      "BAR2",
+      "--length",
+      "4K",
+      "--",
+      "/bin/sh",
+      "-c",
+      "exit 3",
+    ]);
     assert.equal(exit3.code, 3, exit3.stderr);
-    const killed = await run(
-      process.execPath,
-      [
-        CLI,
-        "exec",
-        "sim0",
-        "BAR2",
-        "--length",
-        "4K",
-        "--socket",
-        b.socket,
-        "--",
-        "/bin/sh",
-        "-c",
-        "kill -USR1 $$",
-      ],
-      { uid: NOBODY },
-    );
+    const killed = await runExec(b.socket, [
+      "sim0",
+      "BAR2",
+      "--length",
+      "4K",
+      "--",
+      "/bin/sh",
+      "-c",
+      "kill -USR1 $$",
+    ]);
     assert.equal(killed.code, 128 + 10, killed.stderr);
   });
 
   it("a missing program: 127 and a message, the grant released; a map brokerd refuses: PROGRAM never runs", async () => {
-    const missing = await run(
-      process.execPath,
-      [CLI, "exec", "sim0", "BAR2", "--length", "4K", "--socket", b.socket, "--", "/nonexistent/prog"],
-      { uid: NOBODY },
-    );
+    const missing = await runExec(b.socket, ["sim0", "BAR2", "--length", "4K", "--", "/nonexistent/prog"]);
     assert.equal(missing.code, 127);
     assert.match(
       missing.stderr,
@@ -273,45 +256,21 @@ describe("vfio-broker exec (sim backend)", () => {
       ].join("\n"),
     });
     try {
-      const refused = await run(
-        process.execPath,
-        [
-          CLI,
-          "exec",
-          "sim0",
-          "BAR2",
-          "--length",
-          "4K",
-          "--attr",
-          "wc",
-          "--socket",
-          strict.socket,
-          "--",
-          "/bin/touch",
-          marker,
-        ],
-        { uid: NOBODY },
-      );
+      const refused = await runExec(strict.socket, [
+        "sim0",
+        "BAR2",
+        "--length",
+        "4K",
+        "--attr",
+        "wc",
+        "--",
+        "/bin/touch",
+        marker,
+      ]);
       assert.notEqual(refused.code, 0);
       assert.match(refused.stderr, /^vfio-broker: .*(policy|WC|not allowed|denied)/im);
       assert.equal(existsSync(marker), false, "PROGRAM ran although the map was refused");
-      const ok = await run(
-        process.execPath,
-        [
-          CLI,
-          "exec",
-          "sim0",
-          "BAR2",
-          "--length",
-          "4K",
-          "--socket",
-          strict.socket,
-          "--",
-          "/bin/touch",
-          marker,
-        ],
-        { uid: NOBODY },
-      );
+      const ok = await runExec(strict.socket, ["sim0", "BAR2", "--length", "4K", "--", "/bin/touch", marker]);
       assert.equal(ok.code, 0, ok.stderr);
       assert.equal(existsSync(marker), true, "the same command with UC runs PROGRAM");
     } finally {
@@ -475,20 +434,7 @@ describe("vfio-broker exec (sim backend)", () => {
       process.kill(programPid, "SIGTERM");
       await until("PROGRAM's write", () => e.out().includes("0x40: a1b2c3d4\n"));
       assert.match(e.out(), new RegExp(`^signal 15 from pid ${process.pid}$`, "m"));
-      const rpc = brokerClient(b.socket);
-      try {
-        await rpc.hello({ clientName: "exec-reader" });
-        const df = await rpc.openDevice({ deviceId: "sim0", layout: Layout.COMPACT });
-        const base = df.regions.find((x) => x.region?.index === 2)!.cookie;
-        const read = await rpc.readRegion({
-          deviceFileId: df.deviceFileId,
-          offset: base + (3n << 20n) + 0x40n,
-          length: 4,
-        });
-        assert.equal(Buffer.from(read.data).toString("hex"), "a1b2c3d4");
-      } finally {
-        rpc.close();
-      }
+      assert.equal(await readBar2(b.socket, (3n << 20n) + 0x40n, 4), "a1b2c3d4");
     } finally {
       killQuietly(e.child);
       killQuietly(programPid);
