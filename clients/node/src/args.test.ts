@@ -86,7 +86,10 @@ test("map: every option; --write/--read keep their command-line order", () => {
 });
 
 test("argument errors say what to do", () => {
-  usageError([], /no command given; use devices, regions <dev> or map <dev> <region>/);
+  usageError(
+    [],
+    /no command given; use devices, regions <dev>, map <dev> <region> or exec <dev> <region> -- PROGRAM/,
+  );
   usageError(["frobnicate"], /unknown command "frobnicate"/);
   usageError(["devices", "--bogus"], /unknown option --bogus/);
   usageError(["devices", "extra"], /devices takes no arguments/);
@@ -94,7 +97,7 @@ test("argument errors say what to do", () => {
   usageError(["regions"], /regions needs exactly one device id/);
   usageError(["map", "sim0"], /map needs a device and a region/);
   usageError(["map", "sim0", "2", "--attr", "wb"], /--attr "wb" is not valid; use uc or wc/);
-  usageError(["map", "sim0", "2", "--prot", "w"], /--prot "w" is not valid; use r or rw/);
+  usageError(["map", "sim0", "2", "--prot", "w"], /--prot "w" is not valid; use r or ro or rw/);
   usageError(
     ["map", "sim0", "2", "--layout", "dense"],
     /--layout "dense" is not valid; use legacy or compact/,
@@ -124,4 +127,66 @@ test("checkOps: every access must fall inside the mapping", () => {
     () => checkOps([{ kind: "write", offset: 4096, data: Buffer.alloc(1) }], 4096n),
     /--write at 0x1000/,
   );
+});
+
+test("exec: the device, region and options before --, PROGRAM and its own options after", () => {
+  const c = parseCli([
+    "exec",
+    "sim0",
+    "BAR2",
+    "--attr",
+    "wc",
+    "--length",
+    "8K",
+    "--offset",
+    "0x10000",
+    "--prot",
+    "ro",
+    "--on-revoke",
+    "term",
+    "--socket",
+    "/tmp/b.sock",
+    "--",
+    "prog",
+    "--length",
+    "1",
+    "--",
+    "x",
+  ]) as Extract<Command, { cmd: "exec" }>;
+  assert.equal(c.cmd, "exec");
+  assert.deepEqual(
+    [c.device, c.region, c.offset, c.length, c.attr, c.prot],
+    ["sim0", "BAR2", 0x10000n, 8192n, "wc", "r"],
+  );
+  assert.equal(c.onRevoke, "SIGTERM");
+  assert.equal(c.socket, "/tmp/b.sock");
+  assert.equal(c.program, "prog");
+  assert.deepEqual(c.args, ["--length", "1", "--", "x"]);
+  const d = parseCli(["exec", "sim0", "2", "--", "true"]) as Extract<Command, { cmd: "exec" }>;
+  assert.deepEqual([d.attr, d.prot, d.onRevoke, d.args], ["uc", "rw", undefined, []]);
+  assert.equal(
+    (parseCli(["exec", "sim0", "2", "--on-revoke=warn", "--", "true"]) as typeof d).onRevoke,
+    undefined,
+  );
+  assert.equal(
+    (parseCli(["exec", "sim0", "2", "--on-revoke", "SIGKILL", "--", "true"]) as typeof d).onRevoke,
+    "SIGKILL",
+  );
+});
+
+test("exec: argument errors say what to do", () => {
+  usageError(["exec", "sim0", "BAR2"], /exec needs "--" and a program after it, e\.g\. vfio-broker exec/);
+  usageError(["exec", "sim0", "BAR2", "--"], /exec needs "--" and a program after it/);
+  usageError(["exec", "sim0", "--", "prog"], /exec needs a device and a region before "--"/);
+  usageError(["exec", "sim0", "BAR2", "prog", "--", "x"], /exec needs a device and a region before "--"/);
+  usageError(["exec", "sim0", "BAR2", "--json", "--", "prog"], /--json does not apply to exec/);
+  usageError(["exec", "sim0", "BAR2", "--write", "0=00", "--", "prog"], /--write does not apply to exec/);
+  usageError(["exec", "sim0", "BAR2", "--hold", "--", "prog"], /--hold does not apply to exec/);
+  usageError(
+    ["exec", "sim0", "BAR2", "--on-revoke", "STOP", "--", "p"],
+    /--on-revoke "STOP" is not valid; use warn or one of TERM/,
+  );
+  usageError(["exec", "sim0", "BAR2", "--", ""], /the program name is empty/);
+  usageError(["exec", "sim0", "BAR2", "--bogus", "--", "prog"], /unknown option --bogus/);
+  usageError(["map", "sim0", "BAR2", "--on-revoke", "TERM"], /--on-revoke only applies to the exec command/);
 });

@@ -1,14 +1,16 @@
 #!/usr/bin/env node
-// cli.ts: the `vfio-broker` command: devices, regions <dev>, map <dev> <region> (see args.ts for the
-// command line, format.ts for the output). It uses the client library exactly as a user would and
-// only adds printing, exit statuses and signals. Exit: 0 ok, 1 broker/runtime error, 2 usage, 3 the
-// held mapping was revoked. Errors are one line on stderr: "vfio-broker: <what>; <what to do>".
+// cli.ts: the `vfio-broker` command: devices, regions <dev>, map <dev> <region>, exec <dev> <region>
+// -- PROGRAM (see args.ts for the command line, format.ts for the output, exec.ts for exec). It uses
+// the client library exactly as a user would and only adds printing, exit statuses and signals.
+// Exit: 0 ok, 1 broker/runtime error, 2 usage, 3 the held mapping was revoked; exec: PROGRAM's
+// status (126/127: it could not run). Errors are one line on stderr: "vfio-broker: <what>; <what to do>".
 import { realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { type Command, checkOps, HELP, parseCli } from "./args.js";
 import type { BrokerClient } from "./client.js";
 import { connect } from "./connect.js";
 import { DEFAULT_SOCKET } from "./connect-options.js";
+import { execProgram } from "./exec.js";
 import { describeError, devicesTable, formatKeyValues, regionsTable, toJson } from "./format.js";
 import { hexdump } from "./hexdump.js";
 import type { Mapping } from "./mapping.js";
@@ -182,7 +184,7 @@ export async function main(argv: readonly string[], io: Io = stdio): Promise<num
       socket,
       fdSocket: cmd.fdSocket,
       clientName: `vfio-broker-cli ${cmd.cmd}`,
-      lease: cmd.cmd === "map",
+      lease: cmd.cmd === "map" || cmd.cmd === "exec",
     });
     switch (cmd.cmd) {
       case "devices":
@@ -191,6 +193,8 @@ export async function main(argv: readonly string[], io: Io = stdio): Promise<num
         return await regions(client, cmd, io);
       case "map":
         return await map(client, cmd, io);
+      case "exec":
+        return await execProgram(client, cmd, io);
     }
     return 0;
   } catch (e) {

@@ -4,7 +4,8 @@
 // keeps the DeviceFiles opened through it and tells listeners what the lease carries
 // (events.ts). On a revocation it unmaps the revoked mappings BEFORE telling anyone, so no
 // listener can touch revoked memory, and then tells brokerd it has (ReleaseMapping / CloseDevice:
-// brokerd keeps the pages booked until then); on losing the lease it unmaps everything (the
+// brokerd keeps the pages booked until then), except for a mapping whose fd it kept to hand on
+// (keepFd: another process may still map it); on losing the lease it unmaps everything (the
 // broker ended the session). It retries a call once brokerd is back (the resume is the
 // transport's). It never speaks a transport's protocol itself: every exchange goes through its
 // Session; the transports never call it except through the SessionListener.
@@ -320,7 +321,9 @@ export class BrokerClient extends EventEmitter<BrokerClientEvents> implements De
     const df = this.#deviceFiles.get(r.deviceFileId);
     const mappings = df ? df.revoke(r.cookie, r.reason) : [];
     // Unmapped: tell brokerd, which keeps the pages booked until the holder says so (or exits).
-    if (mappings.length > 0) {
+    // Not for a mapping whose fd was kept to hand on (keepFd): another process may still map it,
+    // so its pages stay booked until this process releases it, closes the device file or exits.
+    if (mappings.length > 0 && !mappings.some((m) => m.keepsFd)) {
       const { deviceFileId, cookie } = r;
       const s = this.#session;
       const ack = cookie === 0n ? s.closeDevice(deviceFileId) : s.releaseMapping(deviceFileId, cookie);

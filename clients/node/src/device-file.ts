@@ -180,6 +180,7 @@ export class DeviceFile implements MappingOwner {
               mmapOffset: reply.mmapOffset,
             },
             fd,
+            spec.keepFd,
           ),
         );
       } catch (e) {
@@ -197,7 +198,7 @@ export class DeviceFile implements MappingOwner {
   }
 
   /** The gRPC path: CreateMapping, the ticket on the fd channel, mmap. */
-  async #mapGrpc({ region: r, attr, request }: MapRequest): Promise<Mapping> {
+  async #mapGrpc({ region: r, attr, keepFd, request }: MapRequest): Promise<Mapping> {
     const host = this.#host;
     const res = await host.call("CreateMapping", () => host.rpc.createMapping(request));
     const m = res.mapping;
@@ -231,6 +232,7 @@ export class DeviceFile implements MappingOwner {
           mmapOffset: reply.mmapOffset,
         },
         owned,
+        keepFd,
       );
       this.#add(mapping);
       return mapping;

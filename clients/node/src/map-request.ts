@@ -22,6 +22,12 @@ export interface MapOptions {
   prot?: ProtName;
   /** If the host cannot give `attr`, map UC instead of failing (the Mapping says why). */
   allowFallback?: boolean;
+  /**
+   * Keep the backing fd (Mapping.fd, close-on-exec) to hand to another process. Such a mapping is
+   * not released on brokerd when it is revoked: the process it went to may still map it, so its
+   * pages stay booked (a hold) until this process releases it, closes its device file or exits.
+   */
+  keepFd?: boolean;
 }
 
 /** One mapping of a mapMany() call: map()'s arguments in one object. */
@@ -32,6 +38,7 @@ export interface MapSpec extends MapOptions {
 export interface MapRequest {
   region: DeviceFileRegion;
   attr: AttributeName;
+  keepFd: boolean;
   /** What CreateMappingRequest and FdGrant both carry. */
   request: {
     deviceFileId: bigint;
@@ -69,6 +76,7 @@ export function mapRequest(
   return {
     region: r,
     attr,
+    keepFd: opts.keepFd ?? false,
     // The same request id on every retry (brokerd restarted before replying): one mapping, not two.
     request: {
       deviceFileId,

@@ -126,3 +126,26 @@ test("revocation: unmapped at once, accessors name the reason, release does not 
   await m.release();
   assert.deepEqual(o.released, []);
 });
+
+test("keepFd: the backing fd stays open until the mapping ends here, then is closed", async () => {
+  const fd = memfdCreate("keepfd", 4096);
+  for (const end of ["release", "revoke", "close"] as const) {
+    const plain = Mapping.fromFd(owner(), grant(), openSync(`/proc/self/fd/${fd}`, "r+"));
+    assert.equal(plain.fd, undefined, "without keepFd no fd is kept");
+    assert.equal(plain.keepsFd, false);
+    await plain.release();
+    const before = openFds();
+    const own = openSync(`/proc/self/fd/${fd}`, "r+");
+    const m = Mapping.fromFd(owner(), grant(), own, true);
+    assert.equal(m.fd, own);
+    assert.equal(m.keepsFd, true);
+    assert.equal(openFds(), before + 1, "the fd is kept");
+    if (end === "release") await m.release();
+    else if (end === "revoke") m.markRevoked("operator");
+    else m.markReleased();
+    assert.equal(openFds(), before, `${end}: the kept fd is closed`);
+    assert.equal(m.keepsFd, true);
+    assert.throws(() => m.fd, MappingGoneError);
+  }
+  closeFd(fd);
+});

@@ -3,6 +3,8 @@
 // by the broker). It never touches the memory after it was released or revoked: the memory is
 // unmapped first and every accessor then throws MappingGoneError. It never writes through a
 // read-only ("r") mapping, which would fault the whole process (SIGSEGV): writes throw instead.
+// With keepFd it also keeps the backing fd (close-on-exec) for handing to another process (the
+// CLI's exec), and closes it when the mapping ends here.
 import { endianness } from "node:os";
 import { closeFd, mmap, type Mapping as NativeMapping } from "@vfio-broker/native";
 import type { AttributeName, BackingName, ProtName } from "./convert.js";
@@ -66,25 +68,35 @@ export class Mapping {
   readonly #u16: Uint16Array;
   readonly #u32: Uint32Array;
   readonly #u64: BigUint64Array;
+  /** The backing fd, kept (close-on-exec) when map() was asked to keepFd; closed when the mapping ends. */
+  #fd: number | undefined;
+  readonly #keeps: boolean;
   #released = false;
   #revoked = false;
   #revokeReason = "";
   #releasing: Promise<void> | undefined;
 
-  /** @internal Use DeviceFile.map(). Takes ownership of `fd` and closes it right after mmap. */
-  static fromFd(owner: MappingOwner, grant: MappingGrant, fd: number): Mapping {
+  /**
+   * @internal Use DeviceFile.map(). Takes ownership of `fd`: closes it right after mmap, or with
+   * `keepFd` keeps it (it arrived close-on-exec) until the mapping ends; closes it if mmap fails.
+   */
+  static fromFd(owner: MappingOwner, grant: MappingGrant, fd: number, keepFd = false): Mapping {
     let mem: NativeMapping;
     try {
       mem = mmap(fd, grant.mmapOffset, grant.length, grant.prot);
-    } finally {
-      closeFd(fd); // the mapping keeps the memory; the fd is no longer needed
+    } catch (e) {
+      closeFd(fd);
+      throw e;
     }
-    return new Mapping(owner, grant, mem);
+    if (!keepFd) closeFd(fd); // the mapping keeps the memory; the fd is no longer needed
+    return new Mapping(owner, grant, mem, keepFd ? fd : undefined);
   }
 
-  private constructor(owner: MappingOwner, grant: MappingGrant, mem: NativeMapping) {
+  private constructor(owner: MappingOwner, grant: MappingGrant, mem: NativeMapping, fd: number | undefined) {
     this.#owner = owner;
     this.#mem = mem;
+    this.#fd = fd;
+    this.#keeps = fd !== undefined;
     this.#u8 = new Uint8Array(mem.buffer, 0, grant.length);
     this.#u16 = new Uint16Array(mem.buffer, 0, grant.length >> 1);
     this.#u32 = new Uint32Array(mem.buffer, 0, grant.length >> 2);
@@ -117,6 +129,23 @@ export class Mapping {
   /** The broker's reason for the revocation ("operator", "device-gone", ...), "" if not revoked. */
   get revokeReason(): string {
     return this.#revokeReason;
+  }
+
+  /**
+   * The backing fd (close-on-exec), when map() was asked to keepFd: what to hand to another process,
+   * which mmaps it at `mmapOffset` for `length` bytes. undefined without keepFd; throws once the
+   * mapping ended here (released or revoked: the fd is closed then). brokerd cannot take back what
+   * another process mapped through it.
+   */
+  get fd(): number | undefined {
+    if (!this.#keeps) return undefined;
+    this.#live("fd");
+    return this.#fd;
+  }
+
+  /** true when map() kept the backing fd (keepFd), so another process may hold it. */
+  get keepsFd(): boolean {
+    return this.#keeps;
   }
 
   /** The mapped memory itself (no copy). Throws once released or revoked. */
@@ -177,7 +206,7 @@ export class Mapping {
     if (this.#releasing) return this.#releasing;
     const wasRevoked = this.#revoked;
     this.#released = true;
-    this.#mem.unmap();
+    this.#end();
     // A revoked mapping is already gone on the broker: nothing to release there.
     this.#releasing = wasRevoked ? Promise.resolve() : this.#owner.releaseMapping(this);
     return this.#releasing;
@@ -188,7 +217,7 @@ export class Mapping {
     if (this.#released || this.#revoked) return;
     this.#revoked = true;
     this.#revokeReason = reason;
-    this.#mem.unmap();
+    this.#end();
   }
 
   /** @internal The client is closing and releases everything by CloseDevice: only unmap. */
@@ -196,7 +225,16 @@ export class Mapping {
     if (this.#released) return;
     this.#released = true;
     this.#releasing ??= Promise.resolve();
+    this.#end();
+  }
+
+  /** Unmaps the memory and closes the kept fd, if any. */
+  #end(): void {
     this.#mem.unmap();
+    if (this.#fd === undefined) return;
+    const fd = this.#fd;
+    this.#fd = undefined;
+    closeFd(fd);
   }
 
   toJSON(): Record<string, unknown> {
