@@ -118,6 +118,7 @@ patterns=(
   0x60100:VFIO-DEVFD-killed-uid65534  # vfio backend, device fd, client then SIGKILLed
   0x70100:WRITEREGION-VFIO            # WriteRegion through brokerd (vfio backend, device fd pwrite)
   0xa0100:VFIO-RESTART-KEPT-uid65534  # restart phase: written before brokerd was replaced (--take-over)
+  0xb0100:MODE-SYSFSWC-uid65534       # mode phase: resource2_wc of a vfio-pci-bound device in mode sysfs-wc
 )
 if [ "${KL%%.*}" -ge 7 ]; then  # 7.x: vfio-pci claims the BARs at open: no sysfs through the vfio backend
   patterns+=(0x30100:VFIOBE-7X-DEVFD-UC-uid65534)  # vfio backend, UC through the device fd
@@ -127,7 +128,7 @@ else
 fi
 for p in "${patterns[@]}"; do
   off=${p%%:*}; pat=${p#*:}
-  [ -n "${VMTEST_ONLY:-}" ] && case "$pat" in SYSFS*|*SYSFS) [ "$VMTEST_ONLY" = sysfs ] || continue;; *) [ "$VMTEST_ONLY" = vfio ] || continue;; esac
+  [ -n "${VMTEST_ONLY:-}" ] && case "$pat" in MODE*) [ "$VMTEST_ONLY" = mode ] || continue;; SYSFS*|*SYSFS) [ "$VMTEST_ONLY" = sysfs ] || continue;; *) [ "$VMTEST_ONLY" = vfio ] || continue;; esac
   got=$(dd if="$SHM" bs=1 skip=$((off)) count=${#pat} status=none | tr -d '\0')
   [ "$got" = "$pat" ] && ok "host sees BAR2+$off = $pat" || bad "host: BAR2+$off is '$got', want '$pat'"
 done
