@@ -14,7 +14,7 @@
 # Last line: "vm: N passed, N failed"; exit status non-zero on any failure. Cleans up after itself
 # (qemu is under `timeout`, the shm file and temp dirs are removed by a trap).
 # Env: VMTEST_BUILD, VMTEST_TIMEOUT (qemu wall limit, default 300 s), VMTEST_MEM (default 768M),
-#      VMTEST_SMP (default 2), VMTEST_ONLY=sysfs|vfio|dmabuf (one phase), VMTEST_VERBOSE=1 (whole
+#      VMTEST_SMP (default 2), VMTEST_ONLY=sysfs|vfio|dmabuf|restart|mode (one phase), VMTEST_VERBOSE=1 (whole
 #      console), VMTEST_KERNELS (default "deb12 7x"; a subset prints a FAIL line: the matrix is both).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
