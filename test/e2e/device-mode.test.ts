@@ -1,6 +1,7 @@
 // The per-device mode against a real brokerd process on its simulated devices (the sim backend
 // switches through the same AdminService call, holder check and publication as a PCI function):
-// the mode in Hello, GetDevice, ListDevices, the admin list and /metrics; SetDeviceMode refused
+// the mode in Hello (gRPC and the workload protocol's welcome), GetDevice, ListDevices, the admin
+// list and /metrics; SetDeviceMode refused
 // while a device file, a pending mapping or a held (revoked, not unmapped) mapping is on the
 // device, with a message naming each holder; accepted once nothing holds it, then journaled and
 // reported everywhere; bad requests refused. (What a mode means on a real kernel: test/vm.)
@@ -11,6 +12,7 @@ import { AdminService, Attribute, createClient, DeviceMode, Prot } from "@vfio-b
 import { freePort } from "../hostile/journal-support.js";
 import { type BrokerProcess, startBrokerd, until } from "../lib/brokerd.js";
 import { brokerClient, codeOf, present } from "./agents/raw.js";
+import { WorkloadClient } from "./agents/workload-client.js";
 
 const SIM_DEVICES = JSON.stringify([
   { id: "sim0", regions: [{ index: 2, size: 1 << 20, prefetchable: true }] },
@@ -38,6 +40,15 @@ describe("device modes", () => {
     try {
       const h = await c.hello({ clientName: "mode-test" });
       assert.deepEqual(h.capabilities!.deviceModes, [DeviceMode.SYSFS_WC, DeviceMode.VFIO]);
+      const w = await WorkloadClient.connect(b.fdSocket);
+      try {
+        const welcome = (await w.hello()).reply;
+        assert.equal(welcome.kind.case, "hello");
+        if (welcome.kind.case === "hello")
+          assert.deepEqual(welcome.kind.value.deviceModes, [DeviceMode.SYSFS_WC, DeviceMode.VFIO]);
+      } finally {
+        w.close();
+      }
       assert.equal((await c.getDevice({ deviceId: "sim0" })).device!.mode, DeviceMode.SYSFS_WC);
       assert.equal((await c.getDevice({ deviceId: "simv" })).device!.mode, DeviceMode.VFIO);
       const listed = (await c.listDevices({})).devices.map((d) => [d.id, d.mode]);

@@ -283,6 +283,12 @@ export class Broker extends CoreEvents {
     return this.allDevices().filter((d) => authorizeDevice(this.policy, s.identity, d.info.id).allow);
   }
 
+  /** The modes of the devices the policy lets s open, sorted (Hello, the workload welcome); never throws. */
+  deviceModesFor(s: Session): DeviceMode[] {
+    const mine = this.allDevices().filter((d) => authorizeDevice(this.policy, s.identity, d.info.id).allow);
+    return [...new Set(mine.map((d) => d.info.mode))].sort();
+  }
+
   getDevice(s: Session, id: string): { info: DeviceInfo; health: DeviceHealth } {
     this.authorize(s);
     const d = this.device(id);

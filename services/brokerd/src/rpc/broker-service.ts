@@ -84,7 +84,7 @@ function capabilities(broker: Broker, s: Session) {
       ),
     ].map(backingToPb),
     // The modes of the devices this caller may open (each device's own is in Device.mode).
-    deviceModes: [...new Set(broker.listDevices(s).map((d) => d.info.mode))].sort().map(modeToPb),
+    deviceModes: broker.deviceModesFor(s).map(modeToPb),
     ticketTtlMs: broker.opts.ticketTtlMs,
     maxAccessBytes: broker.opts.maxAccessBytes,
     fdSocketPath: broker.opts.fdSocketPath,
