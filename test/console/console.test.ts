@@ -160,6 +160,26 @@ test("a mapping made by the CLI appears with its cookie space, and revoking it r
   await p.locator("#mappings-body", { hasText: "No live mappings." }).waitFor();
 });
 
+test("the Devices table shows each device's mode; its button switches it, and a refusal names the holder", async () => {
+  const p = page!;
+  assert.match(await shown(p.locator("#devices-body")), /sysfs-wc/);
+  const cli = holdMapping(brokerd!.socket); // holds sim0
+  await poll("the CLI to hold its mapping", () =>
+    cli.stdout.includes("holding the mapping") ? true : undefined,
+  );
+  const dialog = p.getByRole("dialog");
+  await p.getByRole("button", { name: "Serve sim0 in vfio" }).click();
+  await dialog.waitFor();
+  await dialog.getByRole("button", { name: "Serve in vfio" }).click();
+  await p.locator("#status", { hasText: /sim0 stays in mode sysfs-wc: it is in use: session/ }).waitFor();
+  await p.getByRole("button", { name: "Serve sim1 in vfio" }).click();
+  await dialog.waitFor();
+  await p.getByLabel("Reason").fill("console test");
+  await dialog.getByRole("button", { name: "Serve in vfio" }).click();
+  await p.locator("#status", { hasText: "sim1 is served in mode vfio now (was sysfs-wc)" }).waitFor();
+  await p.getByRole("button", { name: "Serve sim1 in sysfs-wc" }).waitFor();
+});
+
 test("#token= in the URL logs in without the form, and the token leaves the address bar", async () => {
   const ctx = await browser!.newContext();
   try {

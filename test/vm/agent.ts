@@ -13,6 +13,7 @@ import {
   BackingKind,
   BrokerService,
   createClient,
+  DeviceMode,
   FdReplySchema,
   FdRequestSchema,
   FdStatus,
@@ -78,6 +79,7 @@ async function main(): Promise<void> {
     deviceFileId: df.deviceFileId,
     backings: hello.capabilities!.backings.map((b) => BackingKind[b]),
     attributes: hello.capabilities!.attributes.map((a) => Attribute[a]),
+    deviceModes: hello.capabilities!.deviceModes.map((m) => DeviceMode[m]),
   });
   const live = new Map<string, { cookie: bigint; mem: NativeMapping; dfId: bigint }>();
 

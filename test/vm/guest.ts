@@ -26,6 +26,7 @@ import { VfioBackend } from "@vfio-broker/brokerd/devices/vfio";
 import { closeFd, mmap } from "@vfio-broker/native";
 import { AdminService, Attribute, createClient } from "@vfio-broker/proto";
 import type { Step } from "./agent.js";
+import { modePhase } from "./mode-phase.js";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = join(HERE, "..", "..", "..");
@@ -952,6 +953,18 @@ rules:
   if (only === "" || only === "vfio") await vfioPhase(fn, policy);
   if (only === "" || only === "restart") await restartPhase(fn, policy);
   if (only === "" || only === "dmabuf") await dmabufPhase(fn);
+  if (only === "" || only === "mode")
+    await modePhase({
+      check,
+      log,
+      startBrokerd,
+      agent: (sock, dev, plan) => new Agent(sock, dev, plan),
+      adminVerify,
+      fn,
+      policy,
+      kver: readFileSync("/proc/sys/kernel/osrelease", "utf8").trim(),
+      k7: K7,
+    });
 }
 
 main()

@@ -96,6 +96,24 @@ const since = (ms) => {
 
 // ---- sections ---------------------------------------------------------------------------------
 
+// The mode switch: brokerd refuses it (and says who holds the device) while anything is open on it.
+function modeButton(d) {
+  const to = d.mode === "vfio" ? "sysfs-wc" : "vfio";
+  return h(
+    "button",
+    {
+      type: "button",
+      class: "secondary",
+      "data-action": "mode",
+      "data-device": d.id,
+      "data-mode": to,
+      "data-key": `mode-${d.id}`,
+      disabled: d.health === "gone",
+    },
+    `Serve ${d.id} in ${to}`,
+  );
+}
+
 function devicesView({ devices }) {
   if (!devices.length) return h("p", { class: "empty" }, "brokerd has no devices.");
   const frag = document.createDocumentFragment();
@@ -107,6 +125,7 @@ function devicesView({ devices }) {
         { label: "Backend" },
         { label: "Description" },
         { label: "Health" },
+        { label: "Mode" },
         { label: "Regions" },
         { label: "Actions" },
       ],
@@ -116,6 +135,12 @@ function devicesView({ devices }) {
           d.backend,
           d.description,
           badge(d.health),
+          h(
+            "span",
+            { "data-mode": d.mode },
+            badge(d.mode),
+            ...(d.modeNotes ?? []).map((n) => h("div", { class: "note" }, n)),
+          ),
           h(
             "ul",
             { class: "regions" },
@@ -128,30 +153,36 @@ function devicesView({ devices }) {
               ),
             ),
           ),
-          d.health === "draining"
-            ? h(
-                "button",
-                {
-                  type: "button",
-                  class: "secondary",
-                  "data-action": "undrain",
-                  "data-device": d.id,
-                  "data-key": `undrain-${d.id}`,
-                },
-                `Undrain ${d.id}`,
-              )
-            : h(
-                "button",
-                {
-                  type: "button",
-                  class: "danger",
-                  "data-action": "drain",
-                  "data-device": d.id,
-                  "data-key": `drain-${d.id}`,
-                  disabled: d.health === "gone",
-                },
-                `Drain ${d.id}`,
-              ),
+          h(
+            "span",
+            { class: "actions" },
+            modeButton(d),
+            " ",
+            d.health === "draining"
+              ? h(
+                  "button",
+                  {
+                    type: "button",
+                    class: "secondary",
+                    "data-action": "undrain",
+                    "data-device": d.id,
+                    "data-key": `undrain-${d.id}`,
+                  },
+                  `Undrain ${d.id}`,
+                )
+              : h(
+                  "button",
+                  {
+                    type: "button",
+                    class: "danger",
+                    "data-action": "drain",
+                    "data-device": d.id,
+                    "data-key": `drain-${d.id}`,
+                    disabled: d.health === "gone",
+                  },
+                  `Drain ${d.id}`,
+                ),
+          ),
         ],
       })),
     ),
@@ -543,6 +574,21 @@ async function onAction(ev) {
           body: JSON.stringify({ reason }),
         });
         say(`${d.device} drained: ${revokedText(r)}`);
+        break;
+      }
+      case "mode": {
+        const answer = await confirmAction(
+          `Serve ${d.device} in mode ${d.mode}? brokerd closes its files of the device and opens it afresh ` +
+            `(${d.mode === "vfio" ? "through VFIO: the device is reset" : "through sysfs only: no VFIO device fd"}). ` +
+            "It refuses while any device file or held mapping is on the device. Until brokerd restarts; the configuration decides after.",
+          `Serve in ${d.mode}`,
+        );
+        if (answer === null) return;
+        const r = await api(`/devices/${encodeURIComponent(d.device)}/mode`, {
+          method: "POST",
+          body: JSON.stringify({ mode: d.mode, reason: answer.reason }),
+        });
+        say(`${d.device} is served in mode ${r.device.mode} now (was ${r.previousMode})`);
         break;
       }
       case "undrain":

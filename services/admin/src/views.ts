@@ -8,6 +8,7 @@ import {
   type Device,
   type DeviceFileInfo,
   DeviceHealth,
+  DeviceMode,
   type GetHealthResponse,
   type Identity,
   Layout,
@@ -138,6 +139,16 @@ const HEALTH: Record<number, string> = {
   [DeviceHealth.DRAINING]: "draining",
   [DeviceHealth.GONE]: "gone",
 };
+const MODE: Record<number, string> = {
+  [DeviceMode.SYSFS_WC]: "sysfs-wc",
+  [DeviceMode.VFIO]: "vfio",
+};
+/** The REST names of the modes and their API numbers (POST /devices/:id/mode). */
+export const MODE_NUMBER: Record<string, DeviceMode> = {
+  "sysfs-wc": DeviceMode.SYSFS_WC,
+  vfio: DeviceMode.VFIO,
+};
+export const modeName = (m: number) => name(MODE, m);
 const STATE: Record<number, string> = {
   [MappingState.PENDING]: "pending",
   [MappingState.DELIVERED]: "delivered",
@@ -193,6 +204,17 @@ export const DEVICE = {
     description: { type: "string" },
     health: { type: "string", enum: ["healthy", "draining", "gone", "unspecified"] },
     regions: { type: "array", items: REGION },
+    mode: {
+      type: "string",
+      enum: ["sysfs-wc", "vfio", "unspecified"],
+      description:
+        "sysfs-wc: never opened through VFIO (resourceN/resourceN_wc fds); vfio: brokerd holds a VFIO device fd",
+    },
+    modeNotes: {
+      type: "array",
+      items: { type: "string" },
+      description: "What the kernel probe found this mode cannot give here, and why",
+    },
   },
 } as const;
 
@@ -204,6 +226,8 @@ export const deviceView = (d: Device) => ({
   description: d.description,
   health: name(HEALTH, d.health),
   regions: d.regions.map(regionView),
+  mode: name(MODE, d.mode),
+  modeNotes: d.modeNotes,
 });
 
 // ---- sessions ------------------------------------------------------------------------------------

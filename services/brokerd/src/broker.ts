@@ -17,7 +17,15 @@ import {
   type Recorder,
   type RevokeCounts,
 } from "./core/types.js";
-import type { AttributeCheck, Backend, DeviceHealth, DeviceInfo, RegionInfo } from "./devices/backend.js";
+import type {
+  AttributeCheck,
+  Backend,
+  DeviceHealth,
+  DeviceInfo,
+  DeviceMode,
+  RegionInfo,
+} from "./devices/backend.js";
+import type { ModeChange } from "./devices/modes.js";
 import { hex } from "./devices/regions.js";
 import { DeviceRegistry, type ServedDevice } from "./devices/registry.js";
 import { BrokerError } from "./errors.js";
@@ -26,6 +34,7 @@ import { Charges } from "./grants/charges.js";
 import { Deliveries } from "./grants/delivery.js";
 import type { DeviceFile, Mapping } from "./grants/device-file.js";
 import { DeviceFiles } from "./grants/device-files.js";
+import { setDeviceMode } from "./grants/device-mode.js";
 import { Ending } from "./grants/ending.js";
 import { DEFAULT_RESERVE_PERCENT, type FairShare, tenantShare } from "./grants/fair-share.js";
 import { Holders } from "./grants/holders.js";
@@ -274,6 +283,12 @@ export class Broker extends CoreEvents {
     return this.allDevices().filter((d) => authorizeDevice(this.policy, s.identity, d.info.id).allow);
   }
 
+  /** The modes of the devices the policy lets s open, sorted (Hello, the workload welcome); never throws. */
+  deviceModesFor(s: Session): DeviceMode[] {
+    const mine = this.allDevices().filter((d) => authorizeDevice(this.policy, s.identity, d.info.id).allow);
+    return [...new Set(mine.map((d) => d.info.mode))].sort();
+  }
+
   getDevice(s: Session, id: string): { info: DeviceInfo; health: DeviceHealth } {
     this.authorize(s);
     const d = this.device(id);
@@ -375,6 +390,11 @@ export class Broker extends CoreEvents {
     this.device(deviceId);
     this.revocation.setHealth(deviceId, "draining");
     return this.revocation.revokeDevice(deviceId, "device-drain", reason || "device drained by an operator");
+  }
+
+  /** AdminService.SetDeviceMode (grants/device-mode.ts): refused while anything holds the device. */
+  setDeviceMode(deviceId: string, mode: DeviceMode, reason: string): ModeChange {
+    return setDeviceMode(this.core, deviceId, mode, reason);
   }
 
   undrainDevice(deviceId: string): void {

@@ -4,6 +4,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { SimDeviceSpec } from "./devices/sim.js";
 import { invalid } from "./errors.js";
+import { pciModes } from "./pci-modes.js";
 
 export interface Config {
   /** broker.sock and fd.sock, nothing else: the directory workloads and containers mount. */
@@ -38,11 +39,11 @@ export interface Config {
   leaseKeepaliveMs: number;
   maxAccessBytes: number;
   journal: string | undefined;
-  /** PCI functions (BDFs) served by the sysfs backend. */
+  /** PCI functions (BDFs) served in mode sysfs-wc (the sysfs backend): --pci BDF=sysfs-wc, --sysfs. */
   sysfs: string[];
-  /** PCI functions (BDFs) served by the vfio backend. */
+  /** PCI functions (BDFs) served in mode vfio (the vfio backend): --pci BDF=vfio, --vfio. */
   vfio: string[];
-  /** Bind --vfio functions to vfio-pci through driver_override when they are not yet. */
+  /** Bind functions to vfio-pci through driver_override (mode vfio: any; sysfs-wc: unbound or a host driver's). */
   vfioBind: boolean;
   /** The grant state store and the sim devices' memory (default PRIVATE-DIR/state, mode 0700). */
   stateDir: string;
@@ -94,9 +95,18 @@ const HELP = `usage: vfio-brokerd [options]
                         private dir (PRIVATE-DIR/handover.sock); it freezes its state and exits, clients resume
   --on-stop keep|release  SIGTERM/SIGINT: keep every grant for the next brokerd (default: clients resume),
                         or release them all (clients hear "shutdown" revocations)
-  --sysfs BDF[,BDF]     serve these PCI functions through sysfs resourceN/resourceN_wc (docs/real-hardware.md)
-  --vfio BDF[,BDF]      serve these PCI functions through vfio-pci (group/container or iommufd cdev)
-  --vfio-bind           bind --vfio functions to vfio-pci (driver_override + drivers_probe) if they are not
+  --pci BDF=MODE[,BDF=MODE]  serve these PCI functions, each in its mode (docs/real-hardware.md):
+                        sysfs-wc  never opened through VFIO (may be bound to vfio-pci or pci-stub): resourceN /
+                                  resourceN_wc fds, WC on every kernel; no device fd, DMA or interrupts
+                        vfio      through vfio-pci (group/container or iommufd cdev): UC, the device fd by
+                                  policy; WC only where the kernel allows it (not 7.x)
+                        config file: "pci": {"0000:3b:00.1": "sysfs-wc"}; AdminService.SetDeviceMode switches
+                        a device while nothing holds it (until the next start)
+  --sysfs BDF[,BDF]     the same as --pci BDF=sysfs-wc for each
+  --vfio BDF[,BDF]      the same as --pci BDF=vfio for each
+  --vfio-bind           bind functions to vfio-pci (driver_override + drivers_probe): in mode vfio any not on
+                        vfio-pci; in mode sysfs-wc an unbound one or a host driver's (pci-stub and
+                        uio_pci_generic stay), only to keep host drivers off: brokerd never opens it
   --config FILE         JSON file with any of the keys above in camelCase
 Every option can also be given as VFIO_BROKER_<NAME> (e.g. VFIO_BROKER_WORKLOAD_DIR).`;
 
@@ -105,14 +115,6 @@ function int(name: string, v: string, min: number, max: number): number {
   if (!Number.isInteger(n) || n < min || n > max)
     throw invalid(`--${name} ${v}: expected an integer from ${min} to ${max}`);
   return n;
-}
-
-/** "0000:00:01.0,0000:00:02.0" (or a JSON list from --config) -> BDFs; the backends validate them. */
-function bdfList(v: string | boolean | undefined): string[] {
-  if (v === undefined || typeof v === "boolean") return [];
-  const t = v.trim();
-  const items: unknown = t.startsWith("[") ? JSON.parse(t) : t.split(",");
-  return (Array.isArray(items) ? items : []).map((x) => String(x).trim()).filter((x) => x !== "");
 }
 
 const KNOWN = new Set([
@@ -141,6 +143,7 @@ const KNOWN = new Set([
   "config",
   "sysfs",
   "vfio",
+  "pci",
   "vfio-bind",
   "state-dir",
   "resume-grace-ms",
@@ -277,8 +280,7 @@ export function parseConfig(
     leaseKeepaliveMs: int("lease-keepalive-ms", str("lease-keepalive-ms", "5000"), 100, 3_600_000),
     maxAccessBytes: int("max-access-bytes", str("max-access-bytes", "4096"), 1, 1 << 20),
     journal: raw.journal === undefined ? undefined : String(raw.journal),
-    sysfs: bdfList(raw.sysfs),
-    vfio: bdfList(raw.vfio),
+    ...pciModes(raw),
     vfioBind: raw["vfio-bind"] === true || raw["vfio-bind"] === "true" || raw["vfio-bind"] === "1",
     stateDir: str("state-dir", join(privateDir, "state")),
     resumeGraceMs: int("resume-grace-ms", str("resume-grace-ms", "30000"), 100, 86_400_000),

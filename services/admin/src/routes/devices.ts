@@ -1,5 +1,6 @@
-// /api/v1/devices: every device of every backend with its regions and health, and the drain /
-// undrain controls (drain revokes everything on the device and refuses new device files).
+// /api/v1/devices: every device of every backend with its regions, health and mode, the drain /
+// undrain controls (drain revokes everything on the device and refuses new device files) and the
+// mode switch (refused by brokerd, naming what holds the device, while anything does).
 // Simulated-device hotplug (/api/v1/sim-devices) lives here too: it is a device operation.
 import type { FastifyInstance } from "fastify";
 import type { Brokerd } from "../brokerd.js";
@@ -10,6 +11,8 @@ import {
   DEVICE_ID,
   deviceView,
   EMPTY_BODY,
+  MODE_NUMBER,
+  modeName,
   parseU64,
   REASON_BODY,
   REVOKED,
@@ -97,6 +100,38 @@ export async function devicesRoutes(app: FastifyInstance, opts: { brokerd: Broke
       const { deviceId } = req.params;
       await brokerd.call((c) => c.undrainDevice({ deviceId }));
       return { deviceId, health: "healthy" };
+    },
+  );
+
+  app.post<{ Params: { deviceId: string }; Body: { mode: string; reason?: string } }>(
+    "/devices/:deviceId/mode",
+    {
+      schema: {
+        tags: TAGS,
+        summary:
+          "Serve a device in another mode (sysfs-wc or vfio) until brokerd restarts; refused (409, naming the holders) while any device file or held mapping is on it",
+        params,
+        body: {
+          type: "object",
+          additionalProperties: false,
+          required: ["mode"],
+          properties: {
+            mode: { type: "string", enum: ["sysfs-wc", "vfio"] },
+            reason: { type: "string", maxLength: 256 },
+          },
+        },
+        response: responses(
+          { type: "object", properties: { device: DEVICE, previousMode: { type: "string" } } },
+          200,
+          [404, 409],
+        ),
+      },
+    },
+    async (req) => {
+      const { deviceId } = req.params;
+      const mode = MODE_NUMBER[req.body.mode]!;
+      const r = await brokerd.call((c) => c.setDeviceMode({ deviceId, mode, reason: req.body.reason ?? "" }));
+      return { device: r.device ? deviceView(r.device) : undefined, previousMode: modeName(r.previousMode) };
     },
   );
 

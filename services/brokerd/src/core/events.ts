@@ -3,7 +3,7 @@
 // reach the caller: a listener that throws is logged (rate-limited) and the next one still runs.
 // Owns the event names and their arguments; must never decide or record anything itself.
 import { EventEmitter } from "node:events";
-import type { DeviceHealth } from "../devices/backend.js";
+import type { DeviceHealth, DeviceMode } from "../devices/backend.js";
 import type { DeviceFile, Mapping } from "../grants/device-file.js";
 import type { Hold } from "../grants/holds.js";
 import type { Session } from "../identity/session.js";
@@ -18,6 +18,8 @@ export interface BrokerEvents {
    * last event, LeaseEnded, is on its way then).
    */
   "session.closed": [Session, Promise<void>];
+  /** AdminService.SetDeviceMode moved a device: its id, the new mode, the old one, the operator's reason. */
+  "device.mode": [string, DeviceMode, DeviceMode, string];
   "devicefile.open": [DeviceFile];
   "devicefile.close": [DeviceFile, string];
   "mapping.create": [Mapping, number];

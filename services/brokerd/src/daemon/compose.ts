@@ -18,7 +18,7 @@ import type { PeerIdentity } from "../identity/peer.js";
 import type { Session } from "../identity/session.js";
 import { openPlaces } from "../places.js";
 import { loadPolicyFile } from "../policy/index.js";
-import { storeFds } from "../restart/fdstore.js";
+import { restoreChangedFds, storeFds } from "../restart/fdstore.js";
 import { Connections } from "../rpc/connections.js";
 import { HealthState } from "../rpc/health-service.js";
 import { lockRuntimeDir } from "../runtime-lock.js";
@@ -111,20 +111,28 @@ export async function compose(config: Config, extras: DaemonExtras, unwind: Unwi
     adminSocket,
     fdChannel,
     // What outlives this process: handed to a successor started with --take-over, and parked in
-    // systemd's fdstore below.
-    parked: [
-      { name: "broker.sock", fd: brokerSocket.listening.listener.fd },
-      { name: "fd.sock", fd: fdChannel.listenFd },
-      { name: "admin.sock", fd: adminSocket.listening.listener.fd },
-      ...backends.real.flatMap((b) => (b instanceof VfioBackend ? b.parkedFds() : [])),
-    ],
+    // systemd's fdstore below. Read when used: a mode switch opens or closes device fds.
+    get parked() {
+      return [
+        { name: "broker.sock", fd: brokerSocket.listening.listener.fd },
+        { name: "fd.sock", fd: fdChannel.listenFd },
+        { name: "admin.sock", fd: adminSocket.listening.listener.fd },
+        ...backends.real.flatMap((b) => (b instanceof VfioBackend ? b.parkedFds() : [])),
+      ];
+    },
     ...(metrics ? { metrics } : {}),
   };
   const handover = offerUpgrade(parts, extras.onHandedOver ?? (() => process.exit(0)));
   unwind.add("the hand-over offer", () => handover.close());
   // Parked once nothing can fail any more: a failed start leaves no socket in the fdstore whose
   // file it removed (a no-op without NOTIFY_SOCKET).
-  storeFds(parts.parked);
+  let stored = parts.parked;
+  storeFds(stored);
+  // A mode switch closed or opened VFIO fds: the fdstore follows (a stored copy of a closed device
+  // fd would keep the device open in systemd, and on 7.x its BARs claimed).
+  broker.on("device.mode", () => {
+    stored = restoreChangedFds(stored, parts.parked);
+  });
   journal.started(broker, {
     run,
     stateDir: config.stateDir,

@@ -4,13 +4,14 @@
 // store into it. Every part is registered with the start's unwinding the moment it exists. It
 // never serves a socket (daemon/listeners.ts) and never stops a running daemon (daemon/shutdown.ts).
 import { basename, dirname, join, resolve } from "node:path";
-import { PAGE_SIZE } from "@vfio-broker/native";
+import { closeFd, PAGE_SIZE } from "@vfio-broker/native";
 import { Broker } from "../broker.js";
 import type { Config } from "../config.js";
 import type { Backend } from "../devices/backend.js";
 import { SimBackend } from "../devices/sim.js";
 import { SysfsBackend } from "../devices/sysfs.js";
 import { VfioBackend } from "../devices/vfio.js";
+import { vfioFdName } from "../devices/vfio-open.js";
 import type { FdBudget } from "../fd-budget.js";
 import type { Session } from "../identity/session.js";
 import type { TenantMap } from "../identity/subuid.js";
@@ -60,17 +61,37 @@ export function openBackends(
   const sim = config.sim ? new SimBackend(config.simDevices, join(config.stateDir, "sim")) : undefined;
   if (sim) unwind.add("the simulated devices", () => sim.close());
   const real: Backend[] = [];
-  if (config.sysfs.length > 0) {
-    const sysfs = new SysfsBackend({ devices: config.sysfs });
+  if (config.sysfs.length > 0 || config.vfio.length > 0) {
+    // Both PCI backends exist when any function is served, so that AdminService.SetDeviceMode can
+    // move a function from one mode to the other (devices/modes.ts); an empty one holds no fd.
+    dropInheritedVfio(config.sysfs, inherited);
+    const sysfs = new SysfsBackend({ devices: config.sysfs, bind: config.vfioBind });
     unwind.add("the sysfs backend", () => sysfs.close());
     real.push(sysfs);
-  }
-  if (config.vfio.length > 0) {
     const vfio = new VfioBackend({ devices: config.vfio, bind: config.vfioBind, inherited: inherited.fds });
     unwind.add("the VFIO backend", () => vfio.close());
     real.push(vfio);
   }
   return { sim, real, all: [...(sim ? [sim] : []), ...real, ...extra] };
+}
+
+/**
+ * A function served in mode sysfs-wc must have no VFIO device fd open anywhere (on 7.x vfio-pci
+ * claims its BARs while one is): a device fd a previous brokerd served it through (its mode was
+ * vfio then) is closed here, before the sysfs backend probes it.
+ */
+function dropInheritedVfio(sysfsMode: string[], inherited: Inherited): void {
+  for (const bdf of sysfsMode)
+    for (const kind of ["device", "iommufd"] as const) {
+      const name = vfioFdName(kind, bdf);
+      const fd = inherited.fds.get(name);
+      if (fd === undefined) continue;
+      inherited.taken(name);
+      closeFd(fd);
+      console.error(
+        `vfio-brokerd: ${bdf}: closed the inherited VFIO ${kind} fd: it is served in mode sysfs-wc now`,
+      );
+    }
 }
 
 /** Which uids belong to one user (the operator's subordinate uid ranges), for fair shares. */

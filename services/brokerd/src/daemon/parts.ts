@@ -86,7 +86,10 @@ export interface Parts {
   brokerSocket: Served<Session>;
   adminSocket: Served<PeerIdentity>;
   fdChannel: FdChannel;
-  /** The fds that outlive this process: parked in systemd's fdstore, handed to a successor. */
-  parked: NamedFd[];
+  /**
+   * The fds that outlive this process: parked in systemd's fdstore, handed to a successor. Read
+   * each time it is needed (a mode switch changes the device fds).
+   */
+  readonly parked: NamedFd[];
   metrics?: { close(): Promise<void> };
 }

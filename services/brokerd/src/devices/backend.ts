@@ -6,6 +6,12 @@ export type Attribute = "UC" | "WC" | "WB";
 export type Prot = "r" | "rw";
 export type BackingKind = "dmabuf" | "sysfs-wc" | "sysfs" | "vfio-device-fd" | "memfd";
 export type DeviceHealth = "healthy" | "draining" | "gone";
+/**
+ * How a device is served (devices/modes.ts): "sysfs-wc" never opens it through VFIO (resourceN /
+ * resourceN_wc fds, WC on every kernel, no device fd, DMA or interrupts); "vfio" holds a VFIO device fd.
+ */
+export type DeviceMode = "sysfs-wc" | "vfio";
+export const DEVICE_MODES: readonly DeviceMode[] = ["sysfs-wc", "vfio"];
 
 export interface SparseArea {
   offset: bigint;
@@ -33,6 +39,9 @@ export interface DeviceInfo {
   deviceId: number;
   description: string;
   regions: RegionInfo[];
+  mode: DeviceMode;
+  /** What the kernel probe found this mode cannot give here, and why (for the API and the log). */
+  modeNotes: string[];
 }
 
 export interface BackingRequest {
@@ -91,6 +100,17 @@ export interface Backend {
    */
   offeredBackingKinds?(): BackingKind[];
   devices(): DeviceInfo[];
+  /**
+   * The mode every device this backend takes in is served in (sysfs: "sysfs-wc", vfio: "vfio");
+   * absent for a backend that serves each device in either mode itself (sim: setMode).
+   */
+  readonly mode?: DeviceMode;
+  /** Starts serving the PCI function `id` (a BDF) in this backend's mode (devices/modes.ts). */
+  attach?(id: string): DeviceInfo;
+  /** Stops serving `id`, closing what it holds for it; only called when nothing holds the device. */
+  detach?(id: string): void;
+  /** Serves `id` in `mode` from now on, within this backend (sim). */
+  setMode?(id: string, mode: DeviceMode): DeviceInfo;
   /**
    * Chooses and opens the backing for one mapping. Throws BrokerError (INVALID_ARGUMENT when the
    * attribute cannot be given and no fallback is allowed; PERMISSION_DENIED when the only backing

@@ -28,7 +28,16 @@ import {
 } from "node:fs";
 import { memfdCreate, openInSafeDir, openSafeDir, type SafeDir } from "@vfio-broker/native";
 import { invalid, notFound, quoted } from "../errors.js";
-import type { Attribute, Backend, Backing, BackingRequest, DeviceInfo, RegionInfo } from "./backend.js";
+import {
+  type Attribute,
+  type Backend,
+  type Backing,
+  type BackingRequest,
+  DEVICE_MODES,
+  type DeviceInfo,
+  type DeviceMode,
+  type RegionInfo,
+} from "./backend.js";
 import { sharedFdBacking } from "./backing.js";
 import { CONFIG_REGION_INDEX, configRegionInfo, regionName } from "./regions.js";
 
@@ -44,6 +53,8 @@ export interface SimDeviceSpec {
   deviceId?: number;
   description?: string;
   regions: SimRegionSpec[];
+  /** The mode it reports (default "sysfs-wc", which a memfd of the whole BAR models); see setMode. */
+  mode?: DeviceMode;
 }
 
 /** The default: sim0 as the issue describes (UC register BAR, prefetchable WC-capable BAR), sim1 smaller. */
@@ -84,6 +95,10 @@ interface SimDevice {
 }
 
 function validateSpec(spec: SimDeviceSpec): void {
+  if (spec.mode !== undefined && !DEVICE_MODES.includes(spec.mode))
+    throw invalid(
+      `sim device ${spec.id}: mode ${quoted(String(spec.mode))} is not one of ${DEVICE_MODES.join(", ")}`,
+    );
   if (!/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$/.test(spec.id))
     throw invalid(
       `sim device id ${quoted(String(spec.id))} must be 1-64 letters, digits, '_', '.', ':' or '-'`,
@@ -209,9 +224,23 @@ export class SimBackend implements Backend {
       deviceId: spec.deviceId ?? SIM_DEVICE,
       description: spec.description ?? `simulated device ${spec.id}`,
       regions: [...regions.values()].map((r) => r.info),
+      mode: spec.mode ?? "sysfs-wc",
+      modeNotes: [],
     };
     this.devs.set(spec.id, { info, regions });
     return info;
+  }
+
+  /**
+   * Serves the device in `mode` from now on. The memory stays the same memfd (a simulation has no
+   * VFIO to open): only what brokerd reports changes, through the same switch as a real device's.
+   * A new DeviceInfo, so that a device file opened before keeps the one it was opened with.
+   */
+  setMode(id: string, mode: DeviceMode): DeviceInfo {
+    const dev = this.devs.get(id);
+    if (!dev) throw notFound(`sim device ${id} does not exist`);
+    dev.info = { ...dev.info, mode };
+    return dev.info;
   }
 
   /** Hot-unplug: tells the broker (which revokes everything on the device), then frees the memory. */

@@ -1,17 +1,29 @@
 // Tests for the sysfs backend and its parts (pci-resources.ts, pci-function.ts, sysfs-backing.ts):
 // `resource` parsing, BDF normalization, and the sysfs backend over a fake sysfs tree (regular
-// files stand in for resourceN: the kernel's mmap rules are tested in test/vm).
+// files stand in for resourceN: the kernel's mmap rules are tested in test/vm); and that mode
+// sysfs-wc (this backend) never opens a device through VFIO while mode vfio does (modes.ts).
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readlinkSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { BrokerError } from "../errors.js";
 import type { RegionInfo } from "./backend.js";
+import { serveInMode } from "./modes.js";
 import { PciFunction } from "./pci-function.js";
 import { normalizeBdf, parseResourceFile } from "./pci-resources.js";
 import { SysfsBackend } from "./sysfs.js";
 import { chooseSysfsFile } from "./sysfs-backing.js";
+import { VfioBackend } from "./vfio.js";
+import { VfioOpener } from "./vfio-open.js";
 
 // ivshmem-plain in the test guest: BAR0 256 B registers, BAR2 1 MiB 64-bit prefetchable.
 const IVSHMEM = `0x00000000fea11000 0x00000000fea110ff 0x0000000000040200
@@ -145,6 +157,68 @@ test("a function driven by a kernel driver is refused with the unbind command", 
       /driven by the kernel driver "e1000e".*unbind/,
     );
   } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test("mode sysfs-wc never opens the device through VFIO, even bound to vfio-pci; mode vfio does (devices/modes.ts)", () => {
+  const root = mkdtempSync(join(tmpdir(), "sysfs-test-"));
+  const devRoot = join(root, "dev-vfio"); // empty: a VFIO open here fails, and is counted below
+  const opens: string[] = [];
+  const realOpen = VfioOpener.prototype.open;
+  VfioOpener.prototype.open = function (fn, backend, log) {
+    opens.push(fn.bdf);
+    return realOpen.call(this, fn, backend, log);
+  };
+  try {
+    const bdf = "0000:00:04.0";
+    fakeDevice(root, bdf, true);
+    mkdirSync(join(root, "drivers", "vfio-pci"), { recursive: true });
+    mkdirSync(join(root, "iommu_groups", "7"), { recursive: true });
+    mkdirSync(devRoot);
+    symlinkSync(join(root, "drivers", "vfio-pci"), join(root, bdf, "driver"));
+    symlinkSync(join(root, "iommu_groups", "7"), join(root, bdf, "iommu_group"));
+    const sysfs = new SysfsBackend({ devices: [bdf], sysfsRoot: root, presencePollMs: 0, log: () => {} });
+    const vfio = new VfioBackend({ devices: [], sysfsRoot: root, devRoot, log: () => {} });
+    const backends = [sysfs, vfio];
+    const served = () => backends.flatMap((b) => b.devices().map((d) => `${b.name}:${d.id}:${d.mode}`));
+    assert.deepEqual(served(), [`sysfs:${bdf}:sysfs-wc`]);
+    const wc = sysfs.openBacking({
+      deviceId: bdf,
+      region: sysfs.devices()[0]!.regions.find((r) => r.index === 2)!,
+      offset: 0n,
+      length: 0x1000n,
+      attribute: "WC",
+      prot: "rw",
+      allowFallback: false,
+      allowDeviceFd: false,
+    });
+    assert.equal(wc.kind, "sysfs-wc");
+    wc.release();
+    assert.deepEqual(opens, [], "mode sysfs-wc opened the device through VFIO");
+    const intoDev = readdirSync("/proc/self/fd").filter((fd) => {
+      try {
+        return readlinkSync(`/proc/self/fd/${fd}`).startsWith(devRoot);
+      } catch {
+        return false;
+      }
+    });
+    assert.deepEqual(intoDev, []);
+    // The same function switched to mode vfio goes through the VFIO opener (it fails here, with no
+    // /dev/vfio to open) and stays in mode sysfs-wc, saying why.
+    assert.throws(
+      () => serveInMode(backends, bdf, "vfio"),
+      (e: unknown) =>
+        e instanceof BrokerError &&
+        e.code === "FAILED_PRECONDITION" &&
+        /cannot be served in mode vfio: .*; it stays in mode sysfs-wc/.test(e.message),
+    );
+    assert.deepEqual(opens, [bdf]);
+    assert.deepEqual(served(), [`sysfs:${bdf}:sysfs-wc`]);
+    sysfs.close();
+    vfio.close();
+  } finally {
+    VfioOpener.prototype.open = realOpen;
     rmSync(root, { recursive: true, force: true });
   }
 });

@@ -3,7 +3,8 @@
 // backed by per-BAR fds (`resourceN` for UC, `resourceN_wc` for WC on prefetchable BARs; see
 // sysfs-backing.ts), unplugged functions noticed by polling. Also owns the backends' log type.
 // Never takes a function a kernel driver drives (that would race the driver), never hands out a
-// device fd, and never disables a function it did not enable itself.
+// device fd, never opens anything under /dev/vfio (mode "sysfs-wc": a function bound to vfio-pci
+// stays unopened), and never disables a function it did not enable itself.
 import { invalid, notFound, precondition } from "../errors.js";
 import type { AttributeCheck, Backend, Backing, BackingRequest, DeviceInfo } from "./backend.js";
 import { verifyPciAttribute } from "./pci-attribute.js";
@@ -11,6 +12,8 @@ import { PciFunction } from "./pci-function.js";
 import { normalizeBdf } from "./pci-resources.js";
 import { formatBytes } from "./regions.js";
 import { openSysfsBacking } from "./sysfs-backing.js";
+import { type FunctionUndo, handsOffFunction, probeSysfsRegions, undoHandsOff } from "./sysfs-probe.js";
+import { bindToVfioPci } from "./vfio-open.js";
 
 export type Log = (message: string) => void;
 export const defaultLog: Log = (m) => console.error(`vfio-brokerd: ${m}`);
@@ -18,6 +21,11 @@ export const defaultLog: Log = (m) => console.error(`vfio-brokerd: ${m}`);
 export interface SysfsBackendOptions {
   /** BDFs to expose ("0000:3b:00.1"). */
   devices: string[];
+  /**
+   * Bind a function that is unbound or driven by a host driver to vfio-pci first (never opened:
+   * it only keeps host drivers off); one on pci-stub or uio_pci_generic is left there.
+   */
+  bind?: boolean;
   /** Default /sys/bus/pci/devices (tests point it elsewhere). */
   sysfsRoot?: string;
   /** How often to look for hot-unplugged functions, ms (0: never). */
@@ -27,51 +35,96 @@ export interface SysfsBackendOptions {
 
 /** Drivers next to which mapping BARs from userspace is sane (none of them drives the device). */
 const HANDS_OFF_DRIVERS = new Set(["", "vfio-pci", "pci-stub", "uio_pci_generic"]);
+/** With bind, a function on none of these (unbound, or a host driver's) is bound to vfio-pci. */
+const BIND_KEEPS = new Set(["vfio-pci", "pci-stub", "uio_pci_generic"]);
 
+interface SysfsDevice {
+  fn: PciFunction;
+  info: DeviceInfo;
+  /** What attach() changed on the function, undone by detach(). */
+  undo: FunctionUndo;
+}
+
+/** The sysfs backend: serves its functions in mode "sysfs-wc" (never through VFIO). */
 export class SysfsBackend implements Backend {
   readonly name = "sysfs";
+  readonly mode = "sysfs-wc";
   readonly backingKinds = ["sysfs-wc", "sysfs"] as const;
-  private readonly fns = new Map<string, { fn: PciFunction; info: DeviceInfo; enabledByUs: boolean }>();
+  private readonly fns = new Map<string, SysfsDevice>();
   private readonly goneCallbacks: ((id: string) => void)[] = [];
   private readonly timer: NodeJS.Timeout | undefined;
+  private readonly log: Log;
 
-  constructor(opts: SysfsBackendOptions) {
-    const log = opts.log ?? defaultLog;
-    for (const raw of opts.devices) {
-      const bdf = normalizeBdf(raw);
-      if (this.fns.has(bdf)) continue;
-      const fn = new PciFunction(bdf, opts.sysfsRoot);
-      const drv = fn.driver();
-      if (!HANDS_OFF_DRIVERS.has(drv))
-        throw precondition(
-          `${bdf} is driven by the kernel driver "${drv}"; mapping its BARs from userspace would race that driver. ` +
-            `Unbind it first: echo ${bdf} > /sys/bus/pci/drivers/${drv}/unbind`,
-        );
-      const regions = fn.sysfsRegions();
-      // Only an unbound function is enabled here; vfio-pci, pci-stub and uio manage it themselves.
-      const enabledByUs = drv === "" && fn.ensureEnabled();
-      if (enabledByUs) log(`sysfs: ${bdf}: enabled the function (sysfs enable = 1) so that its BARs decode`);
-      const info: DeviceInfo = {
-        id: bdf,
-        backend: this.name,
-        vendorId: fn.vendorId,
-        deviceId: fn.deviceId,
-        description: `PCI ${bdf} [${fn.vendorId.toString(16).padStart(4, "0")}:${fn.deviceId.toString(16).padStart(4, "0")}] via sysfs`,
-        regions,
-      };
-      this.fns.set(bdf, { fn, info, enabledByUs });
-      log(
-        `sysfs: ${bdf} [${info.description}] driver=${drv || "none"}: ` +
-          regions
-            .map((r) => `${r.name} ${formatBytes(r.size)} ${r.attributes.join("/") || "rw-only"}`)
-            .join(", "),
-      );
+  constructor(private readonly opts: SysfsBackendOptions) {
+    this.log = opts.log ?? defaultLog;
+    try {
+      for (const raw of opts.devices) if (!this.fns.has(normalizeBdf(raw))) this.attach(raw);
+    } catch (e) {
+      this.close();
+      throw e;
     }
     const pollMs = opts.presencePollMs ?? 2000;
     if (pollMs > 0) {
       this.timer = setInterval(() => this.checkPresence(), pollMs);
       this.timer.unref();
     }
+  }
+
+  /**
+   * Serves one more function. Refuses one a kernel driver drives (unless bind: then it is bound to
+   * vfio-pci, which never drives it here); makes sure it decodes its BARs (handsOffFunction); then
+   * the kernel probe decides which attributes each BAR can have (probeSysfsRegions).
+   */
+  attach(raw: string): DeviceInfo {
+    const bdf = normalizeBdf(raw);
+    if (this.fns.has(bdf)) throw precondition(`${bdf} is served by the sysfs backend already`);
+    const fn = new PciFunction(bdf, this.opts.sysfsRoot);
+    let drv = fn.driver();
+    if (this.opts.bind && !BIND_KEEPS.has(drv)) {
+      // --vfio-bind: onto vfio-pci, only to keep host drivers off; brokerd never opens it here
+      bindToVfioPci(fn, this.log);
+      drv = fn.driver();
+    }
+    if (!HANDS_OFF_DRIVERS.has(drv))
+      throw precondition(
+        `${bdf} is driven by the kernel driver "${drv}"; mapping its BARs from userspace would race that driver. ` +
+          `Unbind it first (echo ${bdf} > /sys/bus/pci/drivers/${drv}/unbind), or bind it to vfio-pci (--vfio-bind)`,
+      );
+    const undo = handsOffFunction(fn, drv, this.log);
+    try {
+      const probed = probeSysfsRegions(fn, fn.sysfsRegions());
+      const info: DeviceInfo = {
+        id: bdf,
+        backend: this.name,
+        vendorId: fn.vendorId,
+        deviceId: fn.deviceId,
+        description: `PCI ${bdf} [${fn.vendorId.toString(16).padStart(4, "0")}:${fn.deviceId.toString(16).padStart(4, "0")}] via sysfs`,
+        regions: probed.regions,
+        mode: "sysfs-wc",
+        modeNotes: probed.notes,
+      };
+      this.fns.set(bdf, { fn, info, undo });
+      this.log(
+        `sysfs: ${bdf} [${info.description}] driver=${drv || "none"} mode=sysfs-wc (no VFIO fd): ` +
+          info.regions
+            .map((r) => `${r.name} ${formatBytes(r.size)} ${r.attributes.join("/") || "rw-only"}`)
+            .join(", "),
+      );
+      for (const n of probed.notes) this.log(`sysfs: ${bdf}: ${n}`);
+      return info;
+    } catch (e) {
+      undoHandsOff(fn, undo);
+      throw e;
+    }
+  }
+
+  /** Stops serving `id`: closes what brokerd holds for it and undoes what attach() changed. */
+  detach(id: string): void {
+    const d = this.fns.get(id);
+    if (!d) throw notFound(`the sysfs backend has no device ${id}`, "unknown_device");
+    this.fns.delete(id);
+    if (d.fn.present) undoHandsOff(d.fn, d.undo);
+    d.fn.close();
   }
 
   private checkPresence(): void {
@@ -121,10 +174,6 @@ export class SysfsBackend implements Backend {
 
   close(): void {
     if (this.timer) clearInterval(this.timer);
-    for (const d of this.fns.values()) {
-      d.fn.close();
-      if (d.enabledByUs && d.fn.present) d.fn.disable();
-    }
-    this.fns.clear();
+    for (const id of [...this.fns.keys()]) this.detach(id);
   }
 }

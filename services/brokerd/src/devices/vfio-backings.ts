@@ -8,7 +8,8 @@
 // The first live mapping of a BAR fixes its family (bar-families.ts); a conflicting request gets
 // FAILED_PRECONDITION. Also exports dma-bufs for DMA importers.
 // Never sends the device fd unless the request says allowDeviceFd; never opens or closes the
-// device itself (vfio-open.ts does), and never gives WC that only a probe could prove (vfio-probe.ts).
+// device itself (vfio-open.ts does), and never gives WC that a probe did not prove (vfio-probe.ts,
+// dmabuf-wc.ts).
 import { constants } from "node:fs";
 import { closeFd, ioctl, mmap, PAGE_SIZE } from "@vfio-broker/native";
 import { BrokerError, denied, invalid, precondition } from "../errors.js";
@@ -32,8 +33,14 @@ export function openVfioBacking(d: VfioDevice, req: BackingRequest, log: Log): B
       "attribute_unsupported",
     );
 
-  // WC: only sysfs resourceN_wc can give it here (no DMABUF WC attribute upstream).
+  // WC: sysfs resourceN_wc; or a DMABUF slice where the probe saw the kernel map one WC
+  // (dmabuf-wc.ts: no kernel known here does).
   if (req.attribute === "WC") {
+    if (d.features.dmabufWc && req.region.prefetchable && held !== "sysfs") {
+      d.families.check(bar, "vfio");
+      const b = tryDmabuf(d, req, "", log, "WC");
+      if (b) return b;
+    }
     if (held === "vfio") {
       if (!req.allowFallback) d.families.check(bar, "sysfs", "a WC mapping (WC needs sysfs resourceN_wc)");
       return vfioBacking(
@@ -62,7 +69,8 @@ export function openVfioBacking(d: VfioDevice, req: BackingRequest, log: Log): B
   // device fd (policy opted in), else sysfs resourceN.
   if (held === "sysfs") return sysfsBacking(d, req);
   if (held === "vfio") return vfioBacking(d, req, "", log);
-  if (d.features.dmabuf && d.features.dmabufMmap === true) {
+  // (where the kernel maps dma-bufs WC, one cannot give UC)
+  if (d.features.dmabuf && d.features.dmabufMmap === true && !d.features.dmabufWc) {
     const b = tryDmabuf(d, req, "", log);
     if (b) return b;
   }
@@ -84,7 +92,7 @@ function vfioBacking(d: VfioDevice, req: BackingRequest, fallbackReason: string,
   const bar = req.region.index;
   d.families.check(bar, "vfio");
   const effective: Attribute = "UC";
-  if (d.features.dmabuf && d.features.dmabufMmap === true) {
+  if (d.features.dmabuf && d.features.dmabufMmap === true && !d.features.dmabufWc) {
     const b = tryDmabuf(d, req, fallbackReason, log);
     if (b) return b;
   }
@@ -144,6 +152,7 @@ function tryDmabuf(
   req: BackingRequest,
   fallbackReason: string,
   log: Log,
+  effective: Attribute = "UC",
 ): Backing | undefined {
   const bar = req.region.index;
   let fd: number;
@@ -174,7 +183,9 @@ function tryDmabuf(
     return undefined;
   }
   d.families.acquire(bar, "vfio");
-  return fdBacking("dmabuf", fd, 0n, req.length, "UC", fallbackReason, () => d.families.release(bar, "vfio"));
+  return fdBacking("dmabuf", fd, 0n, req.length, effective, fallbackReason, () =>
+    d.families.release(bar, "vfio"),
+  );
 }
 
 /**

@@ -15,7 +15,7 @@ import { BarFamilies } from "./bar-families.js";
 import type { PciFunction } from "./pci-function.js";
 import { formatBytes } from "./regions.js";
 import type { Log } from "./sysfs.js";
-import { offeredRegions, probeFeatures, type VfioFeatures } from "./vfio-probe.js";
+import { offeredRegions, probeFeatures, type VfioFeatures, vfioModeNotes } from "./vfio-probe.js";
 import * as uapi from "./vfio-uapi.js";
 
 /** One open device: what brokerd holds for it and what the kernel can give for it. */
@@ -109,6 +109,8 @@ export class VfioOpener {
         deviceId: fn.deviceId,
         description: `PCI ${fn.bdf} [${fn.vendorId.toString(16).padStart(4, "0")}:${fn.deviceId.toString(16).padStart(4, "0")}] via vfio-pci (${h.api}${h.group ? ` ${h.group.id}` : ""})`,
         regions,
+        mode: "vfio",
+        modeNotes: vfioModeNotes(features),
       };
       log(
         `vfio: ${fn.bdf} opened through the ${h.api} API in ${(performance.now() - t0).toFixed(1)} ms: ${numRegions} regions, ` +

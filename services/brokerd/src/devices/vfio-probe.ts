@@ -1,12 +1,14 @@
 // The kernel feature probe of the vfio backend: what this kernel can give for one opened device
 // (VFIO DMABUF export and whether a dma-buf can be CPU-mmapped, sysfs resourceN mmaps while the
-// device fd is open, and so WC through resourceN_wc), found by trying it once at open, and what
-// that makes brokerd offer: the attributes per region and the backing kinds advertised in Hello.
+// device fd is open, and so WC through resourceN_wc; a DMABUF WC mmap, dmabuf-wc.ts), found by
+// trying it once at open, and what that makes brokerd offer: the attributes per region, the
+// backing kinds advertised in Hello and the notes of mode vfio (Device.mode_notes).
 // Never keeps an fd it opened to probe, never maps a BAR beyond one page, and never offers
 // something a probe did not prove (a dmabuf backing only where a dma-buf mmap worked).
 import { constants } from "node:fs";
 import { closeFd, ioctl, mmap, PAGE_SIZE } from "@vfio-broker/native";
 import type { BackingKind, RegionInfo } from "./backend.js";
+import { probeDmabufWc } from "./dmabuf-wc.js";
 import type { PciFunction } from "./pci-function.js";
 import { CONFIG_REGION_INDEX, regionName } from "./regions.js";
 import * as uapi from "./vfio-uapi.js";
@@ -32,7 +34,10 @@ export interface VfioFeatures {
    * backend can give neither sysfs backings nor WC.
    */
   sysfsWhileOpen: boolean;
-  /** A DMABUF slice can be mmapped write-combining. No upstream uapi for it is known to this brokerd. */
+  /**
+   * A DMABUF slice of a prefetchable BAR is mmapped write-combining: probed (dmabuf-wc.ts) only
+   * where dmabufMmap is true, by the PAT type the kernel books; no settled uAPI asks for it.
+   */
   dmabufWc: boolean;
   /** What is absent and why, for the log and the API. */
   notes: string[];
@@ -58,9 +63,6 @@ export function probeFeatures(
       `no VFIO DMABUF export (VFIO_DEVICE_FEATURE_DMA_BUF probe: ${uapi.errno(e)}; needs Linux 6.19+)`,
     );
   }
-  notes.push(
-    "no DMABUF write-combining mmap attribute (no upstream uapi known to this brokerd): WC goes through sysfs resourceN_wc",
-  );
   // the largest memory BAR with a resource file (a sub-page BAR cannot take a one-page probe)
   const probeBar = [...vfioRegions.entries()]
     .filter(
@@ -85,12 +87,21 @@ export function probeFeatures(
         `DMABUF slices cannot be mmapped by the CPU on this kernel (${refused}): no dmabuf backing for CPU mappings`,
       );
   }
+  // the optional WC backing (dmabuf-wc.ts): only where a dma-buf CPU-maps at all
+  const wc =
+    dmabufMmap === true
+      ? probeDmabufWc(fn, fd, vfioRegions)
+      : {
+          wc: false,
+          note: "no DMABUF write-combining mmap (no settled kernel uAPI; not probed: no dma-buf CPU mmap here)",
+        };
+  if (!wc.wc) notes.push(`${wc.note}: WC goes through sysfs resourceN_wc`);
   return {
     iommufdCdev: opened.cdev,
     api: opened.api,
     dmabuf,
     dmabufMmap,
-    dmabufWc: false,
+    dmabufWc: wc.wc,
     sysfsWhileOpen,
     notes,
   };
@@ -153,7 +164,8 @@ export function offeredRegions(
     const bar = i <= 5 ? fn.bar(i) : undefined;
     const isMemBar = !!bar?.mem;
     const mappable = isMemBar && (r.mappable || fn.hasResourceFile(i, false));
-    const wc = mappable && ((f.sysfsWhileOpen && fn.hasResourceFile(i, true)) || f.dmabufWc);
+    const wc =
+      mappable && ((f.sysfsWhileOpen && fn.hasResourceFile(i, true)) || (f.dmabufWc && !!bar?.prefetchable));
     out.push({
       index: i,
       name: regionName(i),
@@ -175,5 +187,22 @@ export function offeredBackingKinds(features: VfioFeatures[]): BackingKind[] {
   if (features.some((f) => f.dmabufMmap === true)) out.push("dmabuf");
   if (features.length === 0 || features.some((f) => f.sysfsWhileOpen)) out.push("sysfs-wc", "sysfs");
   out.push("vfio-device-fd");
+  return out;
+}
+
+/** What mode "vfio" cannot give on this kernel for a device with these features (Device.mode_notes). */
+export function vfioModeNotes(f: VfioFeatures): string[] {
+  const out: string[] = [];
+  if (!f.sysfsWhileOpen)
+    out.push(
+      "no WC in mode vfio on this kernel: vfio-pci claimed every BAR when brokerd opened the device fd " +
+        "(Linux 7.1+), so resourceN_wc cannot be mapped while brokerd holds it; mode sysfs-wc gives WC",
+    );
+  if (!f.dmabufWc)
+    out.push(
+      "no DMABUF write-combining attribute (no settled kernel uAPI): WC only through sysfs resourceN_wc",
+    );
+  if (f.dmabuf && f.dmabufMmap === false)
+    out.push("VFIO DMABUF export works but a dma-buf cannot be CPU-mapped: no dmabuf backing for mappings");
   return out;
 }

@@ -39,35 +39,53 @@ export interface VfioBackendOptions {
 
 export class VfioBackend implements Backend {
   readonly name = "vfio";
+  readonly mode = "vfio";
   readonly backingKinds = ["dmabuf", "sysfs-wc", "sysfs", "vfio-device-fd"] as const;
   private readonly devs = new Map<string, VfioDevice>();
   private readonly goneCallbacks: ((id: string) => void)[] = [];
   private readonly log: Log;
   private readonly opener: VfioOpener;
 
-  constructor(opts: VfioBackendOptions) {
+  constructor(private readonly opts: VfioBackendOptions) {
     this.log = opts.log ?? defaultLog;
     this.opener = new VfioOpener(opts.devRoot ?? "/dev/vfio", opts.inherited ?? new Map());
     try {
-      for (const raw of opts.devices) {
-        const bdf = normalizeBdf(raw);
-        if (this.devs.has(bdf)) continue;
-        const fn = new PciFunction(bdf, opts.sysfsRoot ?? SYSFS_PCI_DEVICES);
-        if (fn.driver() !== "vfio-pci") {
-          if (!opts.bind)
-            throw precondition(
-              `${bdf} is bound to "${fn.driver() || "no driver"}", not vfio-pci; bind it (echo vfio-pci > ${fn.dir}/driver_override; ` +
-                `echo ${bdf} > /sys/bus/pci/drivers_probe) or start brokerd with --vfio-bind`,
-              "vfio_unbound",
-            );
-          bindToVfioPci(fn, this.log);
-        }
-        this.devs.set(bdf, this.opener.open(fn, this.name, this.log));
-      }
+      for (const raw of opts.devices) if (!this.devs.has(normalizeBdf(raw))) this.attach(raw);
     } catch (e) {
       this.close();
       throw e;
     }
+  }
+
+  /** Opens one more function through VFIO (binding it to vfio-pci first when `bind`). */
+  attach(raw: string): DeviceInfo {
+    const bdf = normalizeBdf(raw);
+    if (this.devs.has(bdf)) throw precondition(`${bdf} is served by the vfio backend already`);
+    const fn = new PciFunction(bdf, this.opts.sysfsRoot ?? SYSFS_PCI_DEVICES);
+    if (fn.driver() !== "vfio-pci") {
+      if (!this.opts.bind)
+        throw precondition(
+          `${bdf} is bound to "${fn.driver() || "no driver"}", not vfio-pci; bind it (echo vfio-pci > ${fn.dir}/driver_override; ` +
+            `echo ${bdf} > /sys/bus/pci/drivers_probe) or start brokerd with --vfio-bind`,
+          "vfio_unbound",
+        );
+      bindToVfioPci(fn, this.log);
+    }
+    const d = this.opener.open(fn, this.name, this.log);
+    this.devs.set(bdf, d);
+    return d.info;
+  }
+
+  /**
+   * Stops serving `id`: closes its device fd (vfio-pci then resets the device and, on 7.x, lets go
+   * of its BARs) and its group's when it was the group's last. Only with nothing mapped.
+   */
+  detach(id: string): void {
+    const d = this.dev(id);
+    this.devs.delete(id);
+    this.opener.closeFds(d);
+    d.fn.close();
+    this.log(`vfio: ${id}: device fd closed (no longer served through VFIO)`);
   }
 
   /**

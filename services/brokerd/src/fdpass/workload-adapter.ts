@@ -15,7 +15,7 @@ import { type Broker, VERSION } from "../broker.js";
 import { reportFdBadRequest } from "../grants/fd-reports.js";
 import type { PeerIdentity } from "../identity/peer.js";
 import type { Session } from "../identity/session.js";
-import { deviceToPb, identityToPb, layoutFromPb, layoutToPb } from "../rpc/convert.js";
+import { deviceToPb, identityToPb, layoutFromPb, layoutToPb, modeToPb } from "../rpc/convert.js";
 import { type FdAdapter, type FdReplyInit, MAX_BATCH_ITEMS, MAX_REQUEST_BYTES, refused } from "./adapter.js";
 import { encodeWorkloadFdReply } from "./reply-codec.js";
 import { type FdConnection, MAX_REPLY_FDS } from "./transport.js";
@@ -153,6 +153,7 @@ export class WorkloadAdapter {
         maxCapabilities: MAX_CAPABILITIES,
       },
       pageSize: BigInt(this.broker.opts.pageSize),
+      deviceModes: this.broker.deviceModesFor(s).map(modeToPb),
     };
   }
 

@@ -26,6 +26,8 @@ const device: DeviceInfo = {
   deviceId: 0,
   description: "",
   regions: [region(0), region(2)],
+  mode: "sysfs-wc",
+  modeNotes: [],
 };
 const backing = {} as Backing;
 

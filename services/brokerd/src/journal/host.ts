@@ -1,5 +1,5 @@
 // Journal lines for what changes on the host's side rather than a client's: policy reloads (with
-// the policy now in force) and device health transitions. Written in full. Builds lines only.
+// the policy now in force), device health transitions and mode switches. Written in full. Builds lines only.
 import type { Broker } from "../broker.js";
 import type { Handlers, JournalLines } from "./lines.js";
 
@@ -13,5 +13,7 @@ export function hostLines(out: JournalLines, broker: Broker): Partial<Handlers> 
         source: broker.policy.source,
       }),
     "device.health": (device, health) => out.write("device.health", { device, health }),
+    "device.mode": (device, mode, previous, reason) =>
+      out.write("device.mode", { device, mode, previous, reason }),
   };
 }

@@ -1,8 +1,10 @@
 // Devices as Prometheus series: the DeviceFiles and MapleTrees open on each (read at scrape time,
-// so they cannot drift), each device's health now and its transitions, DeviceFiles opened. Only
-// reads; the device label is a configured device id, the state label one of HEALTH_STATES.
+// so they cannot drift), each device's health and mode now and their transitions, DeviceFiles
+// opened. Only reads; the device label is a configured device id, the state label one of
+// HEALTH_STATES, the mode label one of DEVICE_MODES.
 import { Counter, Gauge, type Registry } from "prom-client";
 import type { Broker } from "../broker.js";
+import { DEVICE_MODES } from "../devices/backend.js";
 import { bounded, HEALTH_STATES } from "./labels.js";
 import { perDevice } from "./per-device.js";
 import { P, subscribe } from "./series.js";
@@ -53,6 +55,23 @@ export function registerDeviceMetrics(registry: Registry, broker: Broker): () =>
       }
     },
   });
+  new Gauge({
+    name: `${P}device_mode`,
+    help: "1 for the mode the device is served in now (sysfs-wc: never opened through VFIO; vfio), 0 for the other.",
+    labelNames: ["device", "mode"],
+    registers,
+    collect() {
+      this.reset();
+      for (const d of broker.allDevices())
+        for (const mode of DEVICE_MODES) this.set({ device: d.info.id, mode }, d.info.mode === mode ? 1 : 0);
+    },
+  });
+  const modeChanges = new Counter({
+    name: `${P}device_mode_changes_total`,
+    help: "Mode switches (AdminService.SetDeviceMode), by device and new mode.",
+    labelNames: ["device", "mode"],
+    registers,
+  });
   const deviceFilesOpened = new Counter({
     name: `${P}device_files_opened_total`,
     help: "DeviceFiles opened, by device.",
@@ -68,5 +87,6 @@ export function registerDeviceMetrics(registry: Registry, broker: Broker): () =>
   return subscribe(broker, {
     "devicefile.open": (df) => deviceFilesOpened.inc({ device: df.device.id }),
     "device.health": (device, health) => healthChanges.inc({ device, state: bounded(HEALTH_STATES, health) }),
+    "device.mode": (device, mode) => modeChanges.inc({ device, mode: bounded(DEVICE_MODES, mode) }),
   });
 }

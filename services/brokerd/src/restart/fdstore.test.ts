@@ -12,7 +12,14 @@ import { join } from "node:path";
 import { after, test } from "node:test";
 import { closeFd, dupFd, listenUnix, memfdCreate, sdNotify } from "@vfio-broker/native";
 import fc from "fast-check";
-import { fdNameProblem, MAX_LISTEN_FDS, parseListenFds, removeStoredFds, storeFds } from "./fdstore.js";
+import {
+  fdNameProblem,
+  fdStoreChanges,
+  MAX_LISTEN_FDS,
+  parseListenFds,
+  removeStoredFds,
+  storeFds,
+} from "./fdstore.js";
 
 const dir = mkdtempSync(join(tmpdir(), "vfio-fdstore-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -130,6 +137,30 @@ test("fdNameProblem / storeFds validate names before sending anything", () => {
   } finally {
     if (old !== undefined) process.env.NOTIFY_SOCKET = old;
   }
+});
+
+test("fdStoreChanges: a mode switch's device fds leave and join the fdstore, the rest stay", () => {
+  const sockets = [
+    { name: "broker.sock", fd: 3 },
+    { name: "fd.sock", fd: 4 },
+  ];
+  const vfio = [
+    { name: "vfio-group-7", fd: 20 },
+    { name: "vfio-container-7", fd: 21 },
+    { name: "vfio-device-0000.00.01.0", fd: 22 },
+  ];
+  assert.deepEqual(fdStoreChanges([...sockets, ...vfio], sockets), {
+    remove: ["vfio-group-7", "vfio-container-7", "vfio-device-0000.00.01.0"],
+    store: [],
+  });
+  assert.deepEqual(fdStoreChanges(sockets, [...sockets, ...vfio]), { remove: [], store: vfio });
+  // reopened under the same name with another fd: replaced
+  const again = [{ name: "vfio-device-0000.00.01.0", fd: 30 }];
+  assert.deepEqual(fdStoreChanges(vfio.slice(2), again), {
+    remove: ["vfio-device-0000.00.01.0"],
+    store: again,
+  });
+  assert.deepEqual(fdStoreChanges(sockets, sockets), { remove: [], store: [] });
 });
 
 // The fake systemd. It stores fds per FDSTORE=1 message and drops them on FDSTOREREMOVE=1, until

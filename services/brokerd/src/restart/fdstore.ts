@@ -144,6 +144,36 @@ export function removeStoredFds(name: string): boolean {
   return true;
 }
 
+/** Pure: what takes the fdstore from `before` to `now`: names to remove, fds to store. */
+export function fdStoreChanges(
+  before: readonly NamedFd[],
+  now: readonly NamedFd[],
+): { remove: string[]; store: NamedFd[] } {
+  const key = (list: readonly NamedFd[], name: string) =>
+    list
+      .filter((x) => x.name === name)
+      .map((x) => x.fd)
+      .join(",");
+  const changed = [...new Set([...before, ...now].map((x) => x.name))].filter(
+    (n) => key(before, n) !== key(now, n),
+  );
+  return {
+    remove: changed.filter((n) => before.some((x) => x.name === n)),
+    store: now.filter((x) => changed.includes(x.name)),
+  };
+}
+
+/**
+ * Brings the fdstore from `before` to `now` (a mode switch opened or closed device fds): names gone
+ * or changed are removed, new or changed ones stored. Returns `now`. A no-op without NOTIFY_SOCKET.
+ */
+export function restoreChangedFds(before: readonly NamedFd[], now: readonly NamedFd[]): NamedFd[] {
+  const c = fdStoreChanges(before, now);
+  for (const n of c.remove) removeStoredFds(n);
+  storeFds(c.store);
+  return [...now];
+}
+
 const pause = new Int32Array(new SharedArrayBuffer(4));
 
 /**

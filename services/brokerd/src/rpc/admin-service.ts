@@ -8,7 +8,16 @@ import { invalid, precondition } from "../errors.js";
 import type { DeviceFile } from "../grants/device-file.js";
 import { heldRevocation } from "../grants/holds.js";
 import type { Session } from "../identity/session.js";
-import { attributeToPb, deviceToPb, holdToPb, identityToPb, layoutToPb, mappingToPb } from "./convert.js";
+import {
+  attributeToPb,
+  deviceToPb,
+  holdToPb,
+  identityToPb,
+  layoutToPb,
+  mappingToPb,
+  modeFromPb,
+  modeToPb,
+} from "./convert.js";
 import { unary } from "./status.js";
 
 export interface AdminHooks {
@@ -203,7 +212,13 @@ function inspection(broker: Broker, h: Handle) {
   };
 }
 
-/** What an operator ends or changes: revocations, drains, the policy. */
+/** SetDeviceMode's reason, for the journal: at most 256 bytes (as the proto says). */
+function boundedReason(r: string): string {
+  if (Buffer.byteLength(r, "utf8") > 256) throw invalid("reason is longer than 256 bytes", "reason");
+  return r;
+}
+
+/** What an operator ends or changes: revocations, drains, modes, the policy. */
 function revocations(broker: Broker, hooks: AdminHooks, h: Handle) {
   return {
     revokeMapping: h((req) =>
@@ -211,6 +226,14 @@ function revocations(broker: Broker, hooks: AdminHooks, h: Handle) {
     ),
     revokeSession: h((req) => counts(broker.revokeSession(req.sessionId, req.reason, enforcement(req)))),
     drainDevice: h((req) => counts(broker.drainDevice(req.deviceId, req.reason))),
+    setDeviceMode: h((req) => {
+      const { info, previous } = broker.setDeviceMode(
+        req.deviceId,
+        modeFromPb(req.mode),
+        boundedReason(req.reason),
+      );
+      return { device: deviceToPb(info, broker.healthOf(info.id)), previousMode: modeToPb(previous) };
+    }),
     undrainDevice: h((req) => {
       broker.undrainDevice(req.deviceId);
       return {};

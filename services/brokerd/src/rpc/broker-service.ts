@@ -30,6 +30,7 @@ import {
   layoutFromPb,
   layoutToPb,
   mappingToPb,
+  modeToPb,
   regionToPb,
 } from "./convert.js";
 import { leaseSink } from "./lease-sink.js";
@@ -66,7 +67,7 @@ export interface SessionBinding {
 }
 
 /** What this brokerd offers, for Hello: what this host can actually give, and the fd channel's limits. */
-function capabilities(broker: Broker) {
+function capabilities(broker: Broker, s: Session) {
   return {
     maxFdsPerMessage: MAX_FDS_PER_MESSAGE,
     layouts: [PbLayout.LEGACY, PbLayout.COMPACT],
@@ -74,9 +75,16 @@ function capabilities(broker: Broker) {
     attributes: [
       ...new Set(broker.allDevices().flatMap((d) => d.info.regions.flatMap((r) => r.attributes))),
     ].map(attributeToPb),
+    // (a backend serving no device gives nothing: both PCI backends exist whenever one does)
     backings: [
-      ...new Set(broker.opts.backends.flatMap((b) => b.offeredBackingKinds?.() ?? b.backingKinds)),
+      ...new Set(
+        broker.opts.backends
+          .filter((b) => b.devices().length > 0)
+          .flatMap((b) => b.offeredBackingKinds?.() ?? b.backingKinds),
+      ),
     ].map(backingToPb),
+    // The modes of the devices this caller may open (each device's own is in Device.mode).
+    deviceModes: broker.deviceModesFor(s).map(modeToPb),
     ticketTtlMs: broker.opts.ticketTtlMs,
     maxAccessBytes: broker.opts.maxAccessBytes,
     fdSocketPath: broker.opts.fdSocketPath,
@@ -169,7 +177,7 @@ export function brokerServiceImpl(
         apiVersion: "vfiobroker.v1",
         sessionId: s.id,
         identity: identityToPb(s.identity),
-        capabilities: capabilities(broker),
+        capabilities: capabilities(broker, s),
       };
     }),
     listDevices: h((_req, s) => ({

@@ -13,6 +13,7 @@ import {
   Attribute as PbAttribute,
   BackingKind as PbBackingKind,
   DeviceHealth as PbDeviceHealth,
+  DeviceMode as PbDeviceMode,
   Layout as PbLayout,
   MappingState as PbMappingState,
   Prot as PbProt,
@@ -24,6 +25,7 @@ import type {
   BackingKind,
   DeviceHealth,
   DeviceInfo,
+  DeviceMode,
   Prot,
   RegionInfo,
 } from "../devices/backend.js";
@@ -49,7 +51,31 @@ const HEALTH: Record<DeviceHealth, PbDeviceHealth> = {
   gone: PbDeviceHealth.GONE,
 };
 
+const MODE: Record<DeviceMode, PbDeviceMode> = { "sysfs-wc": PbDeviceMode.SYSFS_WC, vfio: PbDeviceMode.VFIO };
+/** Device.mode_notes: at most this many, each cut to MAX_MODE_NOTE_BYTES (as the proto says). */
+export const MAX_MODE_NOTES = 16;
+export const MAX_MODE_NOTE_BYTES = 512;
+
 export const attributeToPb = (a: Attribute): PbAttribute => ATTR[a];
+export const modeToPb = (m: DeviceMode): PbDeviceMode => MODE[m];
+
+/** UNSPECIFIED and unknown numbers: INVALID_ARGUMENT naming the modes. */
+export function modeFromPb(m: PbDeviceMode): DeviceMode {
+  if (m === PbDeviceMode.SYSFS_WC) return "sysfs-wc";
+  if (m === PbDeviceMode.VFIO) return "vfio";
+  throw invalid(`mode ${m} is not one of DEVICE_MODE_SYSFS_WC (1), DEVICE_MODE_VFIO (2)`, "mode");
+}
+
+/** A note cut to MAX_MODE_NOTE_BYTES of UTF-8 (at a character boundary). */
+function boundedNote(n: string): string {
+  const b = Buffer.from(n, "utf8");
+  return b.length <= MAX_MODE_NOTE_BYTES
+    ? n
+    : b
+        .subarray(0, MAX_MODE_NOTE_BYTES)
+        .toString("utf8")
+        .replace(/\uFFFD$/, "");
+}
 export const backingToPb = (b: BackingKind): PbBackingKind => BACKING[b];
 export const healthToPb = (h: DeviceHealth): PbDeviceHealth => HEALTH[h];
 export const protToPb = (p: Prot): PbProt => (p === "rw" ? PbProt.READ_WRITE : PbProt.READ);
@@ -145,6 +171,8 @@ export function deviceToPb(d: DeviceInfo, health: DeviceHealth): MessageInitShap
     description: d.description,
     regions: d.regions.map(regionToPb),
     health: healthToPb(health),
+    mode: modeToPb(d.mode),
+    modeNotes: d.modeNotes.slice(0, MAX_MODE_NOTES).map(boundedNote),
   };
 }
 
