@@ -26,6 +26,8 @@ import { VfioBackend } from "@vfio-broker/brokerd/devices/vfio";
 import { closeFd, mmap } from "@vfio-broker/native";
 import { AdminService, Attribute, createClient } from "@vfio-broker/proto";
 import type { Step } from "./agent.js";
+import { dpdkPhase } from "./phase-dpdk.js";
+import { libpciaccessPhase } from "./phase-libpciaccess.js";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = join(HERE, "..", "..", "..");
@@ -74,7 +76,7 @@ async function until<T>(
 
 // ---- brokerd ---------------------------------------------------------------------------------------
 
-interface Brokerd {
+export interface Brokerd {
   proc: ChildProcess;
   dir: string;
   stderr: () => string;
@@ -952,6 +954,10 @@ rules:
   if (only === "" || only === "vfio") await vfioPhase(fn, policy);
   if (only === "" || only === "restart") await restartPhase(fn, policy);
   if (only === "" || only === "dmabuf") await dmabufPhase(fn);
+  // Issue 21: unmodified programs (phase-*.ts); they start their own brokerd.
+  const ctx = { check, log, startBrokerd, fn, policy, repo: REPO };
+  if (only === "" || only === "libpciaccess") await libpciaccessPhase(ctx);
+  if (only === "" || only === "dpdk") await dpdkPhase(ctx);
 }
 
 main()

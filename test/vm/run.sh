@@ -14,7 +14,7 @@
 # Last line: "vm: N passed, N failed"; exit status non-zero on any failure. Cleans up after itself
 # (qemu is under `timeout`, the shm file and temp dirs are removed by a trap).
 # Env: VMTEST_BUILD, VMTEST_TIMEOUT (qemu wall limit, default 300 s), VMTEST_MEM (default 768M),
-#      VMTEST_SMP (default 2), VMTEST_ONLY=sysfs|vfio|dmabuf (one phase), VMTEST_VERBOSE=1 (whole
+#      VMTEST_SMP (default 2), VMTEST_ONLY=sysfs|vfio|restart|dmabuf|libpciaccess|dpdk (one phase), VMTEST_VERBOSE=1 (whole
 #      console), VMTEST_KERNELS (default "deb12 7x"; a subset prints a FAIL line: the matrix is both).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -44,6 +44,8 @@ need=("$repo/native/build/Release/vfio_native.node" "$repo/services/brokerd/dist
 if [ ! -f "${need[0]}" ]; then (cd "$repo" && node native/scripts/build.mjs >/dev/null && npx tsc -b native >/dev/null 2>&1); fi
 # tsc -b is incremental: quick when nothing changed. Other packages' type errors do not stop emit.
 (cd "$repo" && npx tsc -b services/brokerd test >/dev/null 2>&1) || echo "vm: note: tsc -b reported errors (checking outputs)"
+# The unmodified-library programs (libpciaccess, DPDK 22.11; phase-libpciaccess.ts, phase-dpdk.ts).
+make -s -C "$here/programs" >/dev/null || bad "test/vm/programs did not build (needs libpciaccess-dev, libdpdk-dev, pkg-config)"
 for f in "${need[@]}"; do
   [ -f "$f" ] || { bad "missing build output $f (run npm run build)"; finish; }
 done
@@ -118,6 +120,8 @@ patterns=(
   0x60100:VFIO-DEVFD-killed-uid65534  # vfio backend, device fd, client then SIGKILLed
   0x70100:WRITEREGION-VFIO            # WriteRegion through brokerd (vfio backend, device fd pwrite)
   0xa0100:VFIO-RESTART-KEPT-uid65534  # restart phase: written before brokerd was replaced (--take-over)
+  0xb0100:LIBPCIACCESS-WC-root        # Debian's libpciaccess, resource2_wc, as root (phase-libpciaccess.ts)
+  0xb1100:LIBPCIACCESS-WC-uid65534    # the same as uid 65534 through the LD_PRELOAD shim
 )
 if [ "${KL%%.*}" -ge 7 ]; then  # 7.x: vfio-pci claims the BARs at open: no sysfs through the vfio backend
   patterns+=(0x30100:VFIOBE-7X-DEVFD-UC-uid65534)  # vfio backend, UC through the device fd
@@ -127,7 +131,9 @@ else
 fi
 for p in "${patterns[@]}"; do
   off=${p%%:*}; pat=${p#*:}
-  [ -n "${VMTEST_ONLY:-}" ] && case "$pat" in SYSFS*|*SYSFS) [ "$VMTEST_ONLY" = sysfs ] || continue;; *) [ "$VMTEST_ONLY" = vfio ] || continue;; esac
+  [ -n "${VMTEST_ONLY:-}" ] && case "$pat" in SYSFS*|*SYSFS) [ "$VMTEST_ONLY" = sysfs ] || continue;;
+    LIBPCIACCESS*) [ "$VMTEST_ONLY" = libpciaccess ] || continue;;
+    *) [ "$VMTEST_ONLY" = vfio ] || continue;; esac
   got=$(dd if="$SHM" bs=1 skip=$((off)) count=${#pat} status=none | tr -d '\0')
   [ "$got" = "$pat" ] && ok "host sees BAR2+$off = $pat" || bad "host: BAR2+$off is '$got', want '$pat'"
 done
