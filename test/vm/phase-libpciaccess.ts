@@ -10,6 +10,8 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { verifyPciAttribute } from "@vfio-broker/brokerd/devices/pci-attribute";
+import { AdminService, Attribute, BackingKind, createClient } from "@vfio-broker/proto";
+import type { Brokerd } from "./guest.js";
 import type { PhaseContext } from "./phase-context.js";
 import { Program, programPath, type RunAs } from "./program-run.js";
 
@@ -26,8 +28,37 @@ function pat(ctx: PhaseContext, size: bigint): string {
   return v.unavailable ? `unavailable (${v.unavailable})` : v.patTypes.join(",") || "none";
 }
 
-/** One run of the program over the whole BAR2: maps, writes, PAT while live, unmaps, PAT after. */
-async function mapRun(ctx: PhaseContext, label: string, as: RunAs, at: number, text: string): Promise<void> {
+/** brokerd's own view (AdminService.ListMappings) of the mappings it holds: "" when none. */
+async function brokerdMappings(b: Brokerd): Promise<string> {
+  const admin = createClient(AdminService, `unix:${b.dir}.private/admin.sock`);
+  try {
+    const r = await admin.listMappings({});
+    return r.mappings
+      .map(
+        (m) =>
+          `uid ${m.identity?.uid} pid ${m.identity?.pid} region ${m.mapping?.regionIndex} length ${m.mapping?.length} ` +
+          `${BackingKind[m.mapping?.backing ?? 0]} ${Attribute[m.mapping?.effectiveAttribute ?? 0]}`,
+      )
+      .join("; ");
+  } catch (e) {
+    return `ListMappings failed: ${(e as Error).message}`;
+  } finally {
+    admin.close();
+  }
+}
+
+/**
+ * One run of the program over the whole BAR2: maps, writes, PAT while live, unmaps, PAT after; with
+ * brokerd (the shim's runs), also what brokerd holds for it while live and after.
+ */
+async function mapRun(
+  ctx: PhaseContext,
+  label: string,
+  as: RunAs,
+  at: number,
+  text: string,
+  b?: Brokerd,
+): Promise<void> {
   const size = ctx.fn.bar(2)!.size;
   const p = new Program(
     "PCIACCESS",
@@ -49,6 +80,11 @@ async function mapRun(ctx: PhaseContext, label: string, as: RunAs, at: number, t
       got === "write-combining",
       "want write-combining",
     );
+    if (b) {
+      const held = await brokerdMappings(b);
+      const want = `uid 65534 pid ${p.proc.pid} region 2 length ${size} SYSFS_WC WC`;
+      ctx.check(`libpciaccess ${label}: brokerd holds the mapping: ${held}`, held === want, `want ${want}`);
+    }
   }
   p.resume();
   const u = await p.next();
@@ -61,6 +97,15 @@ async function mapRun(ctx: PhaseContext, label: string, as: RunAs, at: number, t
   );
   const after = pat(ctx, size);
   ctx.check(`libpciaccess ${label}: after exit no PAT entry over BAR2`, after === "none", after);
+  if (b) {
+    // brokerd ends the session when it sees the socket close: wait for that (up to 20 s).
+    let held = await brokerdMappings(b);
+    for (let i = 0; i < 100 && held !== ""; i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      held = await brokerdMappings(b);
+    }
+    ctx.check(`libpciaccess ${label}: after exit brokerd holds no mapping`, held === "", held);
+  }
 }
 
 export async function libpciaccessPhase(ctx: PhaseContext): Promise<void> {
@@ -98,6 +143,7 @@ export async function libpciaccessPhase(ctx: PhaseContext): Promise<void> {
       "as uid 65534, LD_PRELOAD shim, brokerd --sysfs",
       { uid: 65534, env: { LD_PRELOAD: shim, VFIO_BROKER_SOCKET: join(b.dir, "broker.sock") } },
       ...LIBPCIACCESS_PATTERNS.shim,
+      b,
     );
   } finally {
     await b.stop();
