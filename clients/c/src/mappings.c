@@ -10,6 +10,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "grantfd.h"
 #include "session.h"
 
 static const vfb_region_rec *region_of(const vfb_device *d, unsigned index) {
@@ -180,6 +181,13 @@ VFB_API int vfb_unmap(vfb_mapping *m) {
   if (d->gone) return VFB_OK; /* brokerd lost it in its restart: nothing to release */
   if (s->state == VFB_DOWN_ENDED) return vfb_down_error(s);
   return release(s, d->df_id, cookie);
+}
+
+/* The preload shim's release (grantfd.h): vfb_unmap's, for a grant no mapping object holds. */
+int vfb_release_grant(vfb_device *d, uint64_t cookie) {
+  if (d->gone) return VFB_OK;
+  if (d->s->state == VFB_DOWN_ENDED) return vfb_down_error(d->s);
+  return release(d->s, d->df_id, cookie);
 }
 
 VFB_API void *vfb_mapping_addr(const vfb_mapping *m) {
