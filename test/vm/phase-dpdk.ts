@@ -8,8 +8,8 @@
 //   struct rte_pci_driver are in the driver SDK, which libdpdk-dev does not ship);
 // - uid 65534 under LD_PRELOAD of libvfio-broker-preload.so against brokerd --sysfs: EAL has no
 //   physical addresses (Linux zeroes pagemap's frame numbers without CAP_SYS_ADMIN), and DPDK maps a
-//   uio device only with them, so rte_pci_map_device refuses before it opens /dev/uioN or any sysfs
-//   file: nothing reaches the shim, whatever the shim does.
+//   uio device only with them, so rte_pci_map_device refuses before it opens /dev/uioN or any
+//   resourceN file: nothing reaches the shim, whatever the shim does.
 // A check that passes here records an outcome; it would fail if DPDK started mapping (then this
 // phase must check PAT and the bytes instead). It binds the device to uio_pci_generic and, when
 // done, unbinds it and clears driver_override: the device is left unbound.
