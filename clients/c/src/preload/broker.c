@@ -103,6 +103,13 @@ static void drop_session(void) {
 /* The live session, made or resumed as needed: 0, or the library's code (message in why). */
 static int live_session(char *why, size_t cap) {
   pthread_once(&atfork_once, register_atfork);
+  /* brokerd's events, read only now (the shim has no thread of its own): a revocation asks for an
+   * unmap the shim leaves to the program (the grant becomes brokerd's hold until it is released);
+   * the session's end moves it to a state handled below. Read and dropped, so the socket and the
+   * library's queue do not fill. */
+  vfb_event ev;
+  while (session != NULL && session->state == VFB_LIVE && vfb_read_event(session, &ev) == 1) {
+  }
   if (session != NULL && session->state == VFB_DOWN_ENDED) drop_session();
   if (session != NULL && session->state != VFB_LIVE) {
     int rc = vfb_resume(session);

@@ -1,6 +1,7 @@
 /* open.c: the open family (open, open64, openat, openat64, the fortify entry points __open_2,
  * __open64_2, __openat_2, __openat64_2) and fopen/fopen64 (glibc's fopen opens inside libc, not
- * through open's PLT entry), and fclose (it closes inside libc too). Each calls the real function
+ * through open's PLT entry), fclose (it closes inside libc too), and access/faccessat (DPDK asks
+ * access(resourceN_wc, R_OK | W_OK) before it opens the file, and falls back to UC when refused). Each calls the real function
  * first: a process that can open the file gets the real file, and any other path is passed through
  * untouched, at the cost of one string test of its last component. Only when the real open failed
  * with EACCES, EPERM or ENOENT and the path is a BAR file (path.c) is brokerd asked (broker.c). It
@@ -149,4 +150,24 @@ EXPORT int fclose(FILE *f) {
   shim_unlock();
   errno = e;
   return r;
+}
+
+/* access/faccessat of a BAR file the real call refuses: brokerd is asked for the grant the open
+ * would get (read-write for W_OK), which is released at once. X_OK is never brokered (a BAR file is
+ * not executable). As with any access(2), the answer may be stale by the time the file is opened. */
+static int do_access(int dirfd, const char *path, int mode, int flags) {
+  shim_resolve();
+  int r = shim_real_faccessat(dirfd, path, mode, flags);
+  if (r == 0 || (mode & X_OK) != 0 || !candidate(errno, path, 0)) return r;
+  int fd = brokered(dirfd, path, (mode & W_OK) != 0 ? O_RDWR : O_RDONLY, errno);
+  if (fd < 0) return -1;
+  close(fd); /* the shim's close: the grant is released */
+  return 0;
+}
+
+EXPORT int access(const char *path, int mode) {
+  return do_access(AT_FDCWD, path, mode, 0);
+}
+EXPORT int faccessat(int dirfd, const char *path, int mode, int flags) {
+  return do_access(dirfd, path, mode, flags);
 }

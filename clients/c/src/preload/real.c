@@ -7,6 +7,7 @@
 
 int (*shim_real_open)(const char *, int, ...);
 int (*shim_real_openat)(int, const char *, int, ...);
+int (*shim_real_faccessat)(int, const char *, int, int);
 FILE *(*shim_real_fopen)(const char *, const char *);
 FILE *(*shim_real_fopen64)(const char *, const char *);
 int (*shim_real_close)(int);
@@ -27,6 +28,7 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 static void resolve(void) {
   NEXT(shim_real_open, "open");
   NEXT(shim_real_openat, "openat");
+  NEXT(shim_real_faccessat, "faccessat");
   NEXT(shim_real_fopen, "fopen");
   NEXT(shim_real_fopen64, "fopen64");
   NEXT(shim_real_close, "close");

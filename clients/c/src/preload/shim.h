@@ -6,7 +6,7 @@
  * Files: path.c which paths are BAR files (pure); table.c the grants, the fds and the mappings
  * that keep each grant alive (pure bookkeeping, no I/O); broker.c the process's session, grants and
  * releases, refusals as errno and the once-per-process message, fork; open.c open/openat/open64/
- * the fortify variants/fopen; fds.c close, dup, fcntl, close_range, mmap, munmap; real.c the next
+ * the fortify variants/fopen/access; fds.c close, dup, fcntl, close_range, mmap, munmap; real.c the next
  * definition of each wrapped function (dlsym RTLD_NEXT). */
 #ifndef VFB_SHIM_H
 #define VFB_SHIM_H
@@ -85,6 +85,7 @@ void shim_say_once(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* ---- real.c: the next definition of each wrapped function ---- */
 extern int (*shim_real_open)(const char *, int, ...);
 extern int (*shim_real_openat)(int, const char *, int, ...);
+extern int (*shim_real_faccessat)(int, const char *, int, int);
 extern FILE *(*shim_real_fopen)(const char *, const char *);
 extern FILE *(*shim_real_fopen64)(const char *, const char *);
 extern int (*shim_real_close)(int);
