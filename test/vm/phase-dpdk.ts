@@ -136,10 +136,12 @@ export async function dpdkPhase(ctx: PhaseContext): Promise<void> {
       );
     } finally {
       await b.stop();
+      ctx.log("DPDK: brokerd stopped");
     }
   } finally {
     hugepages(false);
     const back = bindTo(ctx, "");
+    ctx.log(`DPDK: hugepages released, device unbound ${back || "(ok)"}`);
     ctx.check(
       "DPDK: the device is unbound from uio_pci_generic again",
       back === "" && ctx.fn.driver() === "",
