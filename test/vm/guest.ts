@@ -27,6 +27,8 @@ import { closeFd, mmap } from "@vfio-broker/native";
 import { AdminService, Attribute, createClient } from "@vfio-broker/proto";
 import type { Step } from "./agent.js";
 import { modePhase } from "./mode-phase.js";
+import { dpdkPhase } from "./phase-dpdk.js";
+import { libpciaccessPhase } from "./phase-libpciaccess.js";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = join(HERE, "..", "..", "..");
@@ -75,7 +77,7 @@ async function until<T>(
 
 // ---- brokerd ---------------------------------------------------------------------------------------
 
-interface Brokerd {
+export interface Brokerd {
   proc: ChildProcess;
   dir: string;
   stderr: () => string;
@@ -965,6 +967,10 @@ rules:
       kver: readFileSync("/proc/sys/kernel/osrelease", "utf8").trim(),
       k7: K7,
     });
+  // Issue 21: unmodified programs (phase-*.ts); they start their own brokerd.
+  const ctx = { check, log, startBrokerd, fn, policy, repo: REPO };
+  if (only === "" || only === "libpciaccess") await libpciaccessPhase(ctx);
+  if (only === "" || only === "dpdk") await dpdkPhase(ctx);
 }
 
 main()

@@ -14,7 +14,7 @@
 # Last line: "vm: N passed, N failed"; exit status non-zero on any failure. Cleans up after itself
 # (qemu is under `timeout`, the shm file and temp dirs are removed by a trap).
 # Env: VMTEST_BUILD, VMTEST_TIMEOUT (qemu wall limit, default 600 s: the whole 7.x guest took 304 s under TCG on a loaded 2-core machine), VMTEST_MEM (default 768M),
-#      VMTEST_SMP (default 2), VMTEST_ONLY=sysfs|vfio|dmabuf|restart|mode (one phase), VMTEST_VERBOSE=1 (whole
+#      VMTEST_SMP (default 2), VMTEST_ONLY=sysfs|vfio|dmabuf|restart|mode|libpciaccess|dpdk (one phase), VMTEST_VERBOSE=1 (whole
 #      console), VMTEST_KERNELS (default "deb12 7x"; a subset prints a FAIL line: the matrix is both).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -44,6 +44,8 @@ need=("$repo/native/build/Release/vfio_native.node" "$repo/services/brokerd/dist
 if [ ! -f "${need[0]}" ]; then (cd "$repo" && node native/scripts/build.mjs >/dev/null && npx tsc -b native >/dev/null 2>&1); fi
 # tsc -b is incremental: quick when nothing changed. Other packages' type errors do not stop emit.
 (cd "$repo" && npx tsc -b services/brokerd test >/dev/null 2>&1) || echo "vm: note: tsc -b reported errors (checking outputs)"
+# The unmodified-library programs (libpciaccess, DPDK 22.11; phase-libpciaccess.ts, phase-dpdk.ts).
+make -s -C "$here/programs" >/dev/null || bad "test/vm/programs did not build (needs libpciaccess-dev, libdpdk-dev, pkg-config)"
 for f in "${need[@]}"; do
   [ -f "$f" ] || { bad "missing build output $f (run npm run build)"; finish; }
 done
@@ -106,7 +108,7 @@ grc=$(sed -n 's/^VMTEST-RC=\([0-9]*\).*/\1/p' "$LOG" | tail -1)
 [ "$grc" = 0 ] && ok "guest suite exited 0" || bad "guest suite exit status '${grc:-none}'"
 gp=$(grep -c '^VMTEST-CHECK PASS' "$LOG"); gf=$(grep -c '^VMTEST-CHECK FAIL' "$LOG")
 pass=$((pass+gp)); fail=$((fail+gf))
-want=40; [ "${KL%%.*}" -ge 7 ] && want=52
+want=61; [ "${KL%%.*}" -ge 7 ] && want=73  # 21 of them: phase-libpciaccess.ts (14), phase-dpdk.ts (7)
 [ "$gp" -ge $want ] || [ -n "${VMTEST_ONLY:-}" ] || bad "only $gp guest checks passed; expected at least $want (did the guest suite stop early?)"
 # What the uid-65534 clients (and WriteRegion through brokerd) wrote, as the host sees it in the
 # shared-memory file behind BAR2. Keep in sync with guest.ts.
@@ -119,6 +121,8 @@ patterns=(
   0x70100:WRITEREGION-VFIO            # WriteRegion through brokerd (vfio backend, device fd pwrite)
   0xa0100:VFIO-RESTART-KEPT-uid65534  # restart phase: written before brokerd was replaced (--take-over)
   0xb0100:MODE-SYSFSWC-uid65534       # mode phase: resource2_wc of a vfio-pci-bound device in mode sysfs-wc
+  0xc0100:LIBPCIACCESS-WC-root        # Debian's libpciaccess, resource2_wc, as root (phase-libpciaccess.ts)
+  0xc1100:LIBPCIACCESS-WC-uid65534    # the same as uid 65534 through the LD_PRELOAD shim
 )
 if [ "${KL%%.*}" -ge 7 ]; then  # 7.x: vfio-pci claims the BARs at open: no sysfs through the vfio backend
   patterns+=(0x30100:VFIOBE-7X-DEVFD-UC-uid65534)  # vfio backend, UC through the device fd
@@ -128,7 +132,10 @@ else
 fi
 for p in "${patterns[@]}"; do
   off=${p%%:*}; pat=${p#*:}
-  [ -n "${VMTEST_ONLY:-}" ] && case "$pat" in MODE*) [ "$VMTEST_ONLY" = mode ] || continue;; SYSFS*|*SYSFS) [ "$VMTEST_ONLY" = sysfs ] || continue;; *) [ "$VMTEST_ONLY" = vfio ] || continue;; esac
+  [ -n "${VMTEST_ONLY:-}" ] && case "$pat" in MODE*) [ "$VMTEST_ONLY" = mode ] || continue;;
+    SYSFS*|*SYSFS) [ "$VMTEST_ONLY" = sysfs ] || continue;;
+    LIBPCIACCESS*) [ "$VMTEST_ONLY" = libpciaccess ] || continue;;
+    *) [ "$VMTEST_ONLY" = vfio ] || continue;; esac
   got=$(dd if="$SHM" bs=1 skip=$((off)) count=${#pat} status=none | tr -d '\0')
   [ "$got" = "$pat" ] && ok "host sees BAR2+$off = $pat" || bad "host: BAR2+$off is '$got', want '$pat'"
 done

@@ -42,11 +42,13 @@ need_tools() {
 }
 
 # Modules in load order; a name absent from the package is built in or merged into another module
-# (see above). The REQUIRED ones must be modules in every kernel of the matrix.
+# (see above). The REQUIRED ones must be modules in every kernel of the matrix. uio and
+# uio_pci_generic: DPDK's uio path (phase-dpdk.ts); both are modules in 6.1 and 7.x.
 MODS_ALL="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci
           netfs fscache 9pnet 9pnet_virtio 9p
-          irqbypass vfio vfio_virqfd vfio_iommu_type1 vfio-pci-core vfio-pci"
-REQUIRED="9pnet 9pnet_virtio 9p vfio vfio_iommu_type1 vfio-pci-core vfio-pci"
+          irqbypass vfio vfio_virqfd vfio_iommu_type1 vfio-pci-core vfio-pci
+          uio uio_pci_generic"
+REQUIRED="9pnet 9pnet_virtio 9p vfio vfio_iommu_type1 vfio-pci-core vfio-pci uio uio_pci_generic"
 
 build_entry() {  # $1 entry, $2 kernel package, $3 apt command prefix (for downloads)
   local name=$1 KPKG=$2 APT=$3 d="$B/$1" KVER=${2#linux-image-} t0=$SECONDS
@@ -73,7 +75,7 @@ build_entry() {  # $1 entry, $2 kernel package, $3 apt command prefix (for downl
   for base in ./lib/modules ./usr/lib/modules; do
     K=$base/$KVER/kernel
     pat+=("$base/$KVER/vmlinuz" "$K/drivers/virtio/*" "$K/net/9p/*" "$K/fs/9p/*" "$K/fs/netfs/*" "$K/fs/fscache/*"
-          "$K/drivers/vfio/*" "$K/virt/lib/*")
+          "$K/drivers/vfio/*" "$K/virt/lib/*" "$K/drivers/uio/uio.ko*" "$K/drivers/uio/uio_pci_generic.ko*")
   done
   pat+=("./boot/vmlinuz-$KVER")
   for p in "${pkgs[@]}"; do
