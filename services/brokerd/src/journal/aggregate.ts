@@ -28,7 +28,16 @@ export interface SeeOptions {
   detail?: string;
   /** Write the count so far every this many ms while the window lasts (default: at its end only). */
   reportMs?: number;
+  /** keyOf(event, fields), when the caller has it already. */
+  key?: string;
 }
+
+/** What makes two events "the same": the event and its key fields. */
+export const keyOf = (event: string, fields: KeyFields): string => `${event}\u0000${JSON.stringify(fields)}`;
+
+/** keyOf(event, { uid }) without building and serializing the object (a churn event's key). */
+export const uidKeyOf = (event: string, uid: number | string): string =>
+  `${event}\u0000{"uid":${typeof uid === "number" && Number.isInteger(uid) ? uid : JSON.stringify(uid)}}`;
 
 /** Distinct details tallied per summary; more are tallied as "other". */
 export const MAX_DETAILS = 16;
@@ -77,7 +86,7 @@ export class Repeats {
     now: number,
     opts: SeeOptions = {},
   ): { full: boolean; closed?: Summary } {
-    const key = `${event}\u0000${JSON.stringify(fields)}`;
+    const key = opts.key ?? keyOf(event, fields);
     const w = this.windows.get(key);
     if (w && now - w.since < this.opts.windowMs) {
       if (w.written < w.budget) {
