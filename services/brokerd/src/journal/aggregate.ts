@@ -58,6 +58,10 @@ interface Window {
   lastPid: number | undefined;
 }
 
+/** see()'s two answers without a summary, shared (callers only read them). */
+const WRITE: { readonly full: boolean } = Object.freeze({ full: true });
+const COUNT: { readonly full: boolean } = Object.freeze({ full: false });
+
 /** A line to write when a window closes: `${event}.suppressed` with the key fields and the count. */
 export type Summary = Record<string, unknown> & { event: string; count: number };
 
@@ -85,13 +89,13 @@ export class Repeats {
     pid: number | undefined,
     now: number,
     opts: SeeOptions = {},
-  ): { full: boolean; closed?: Summary } {
+  ): { readonly full: boolean; readonly closed?: Summary } {
     const key = opts.key ?? keyOf(event, fields);
     const w = this.windows.get(key);
     if (w && now - w.since < this.opts.windowMs) {
       if (w.written < w.budget) {
         w.written++;
-        return { full: true };
+        return WRITE;
       }
       w.count++;
       w.lastPid = pid;
@@ -101,7 +105,7 @@ export class Repeats {
         w.details.set(d, (w.details.get(d) ?? 0) + 1);
       }
       this.bump(event);
-      return { full: false };
+      return COUNT;
     }
     let closed: Summary | undefined;
     if (w) {
@@ -112,7 +116,7 @@ export class Repeats {
       this.other.count++;
       this.other.events.set(event, (this.other.events.get(event) ?? 0) + 1);
       this.bump("other");
-      return { full: false };
+      return COUNT;
     }
     this.windows.set(key, {
       event,
@@ -126,7 +130,7 @@ export class Repeats {
       details: undefined,
       lastPid: pid,
     });
-    return closed ? { full: true, closed } : { full: true };
+    return closed ? { full: true, closed } : WRITE;
   }
 
   /**
