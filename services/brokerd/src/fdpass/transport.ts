@@ -28,7 +28,7 @@ import { FairShare } from "../grants/fair-share.js";
 import { identityOfSocket, type PeerIdentity } from "../identity/peer.js";
 import { logLimited } from "../log.js";
 import { FdAccount, type FdConnectionPeer, type FdConnections } from "../sessions/fd-connections.js";
-import type { FdConnection, FdProtocol } from "./connection.js";
+import { type FdConnection, type FdProtocol, serveFrame } from "./connection.js";
 import { classifyDeliveryFailure, type DeliveryFailure } from "./delivery-failure.js";
 import { UnreadReplies } from "./unread.js";
 
@@ -238,7 +238,7 @@ export class FdTransport {
       this.finish(c);
       return;
     }
-    new Promise<boolean>((r) => r(this.protocol.serve(c, msg.data))).then(
+    serveFrame(this.protocol, c, msg.data).then(
       (go) => {
         if (!go) this.finish(c);
         else if (++c.served % FRAMES_PER_TURN === 0) setImmediate(() => this.next(c));
