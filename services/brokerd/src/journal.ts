@@ -9,7 +9,7 @@
 // something else, escaped. Field names use docs/design.md §3's vocabulary. What it guarantees is written
 // down in docs/security.md (section 4).
 import { type Broker, VERSION } from "./broker.js";
-import { type KeyFields, Repeats, type Summary } from "./journal/aggregate.js";
+import { type KeyFields, Repeats, type Summary, uidKeyOf } from "./journal/aggregate.js";
 import { grantLines } from "./journal/grants.js";
 import { hostLines } from "./journal/host.js";
 import type { Handlers, JournalLines } from "./journal/lines.js";
@@ -248,6 +248,7 @@ export class Journal {
       budget: this.churnBudget,
       detail,
       reportMs: this.churnReportMs,
+      key: uidKeyOf(event, uid),
     });
     if (r.closed) this.writeSummary(r.closed);
     if (r.full) this.write(event, full());

@@ -16,6 +16,7 @@ import { logLimited } from "../log.js";
 import { authorizeIdentity, type Decision, type Policy } from "../policy/index.js";
 import type { SessionTable } from "../sessions/table.js";
 import type { Ledger } from "../state/ledger.js";
+import { Decisions } from "./decisions.js";
 import type { CoreEvents } from "./events.js";
 import type { BrokerOptions, Recorder } from "./types.js";
 
@@ -59,6 +60,8 @@ export class Guard {
    * every call is refused (UNAVAILABLE, reason "restarting") and the client retries there.
    */
   frozen = false;
+  /** The policy's allows, remembered per session for the policy in force (core/decisions.ts). */
+  readonly decisions = new Decisions();
 
   constructor(
     private readonly policy: PolicyInForce,
@@ -83,7 +86,10 @@ export class Guard {
   /** Every call starts here: the identity must be named by the policy, and the session alive. */
   authorize(s: Session): void {
     this.live(s);
-    this.decide(s, authorizeIdentity(this.policy.current, s.identity));
+    const p = this.policy.current;
+    if (this.decisions.identityAllowed(p, s)) return;
+    this.decide(s, authorizeIdentity(p, s.identity));
+    this.decisions.rememberIdentity(p, s);
   }
 
   /** One of the session's device files, for a call the policy must allow. */

@@ -1,6 +1,6 @@
 // The contract between the fd channel's transport (fdpass/transport.ts) and the protocol spoken over
 // it (fdpass/protocols.ts, adapter.ts, workload-adapter.ts): what a protocol sees of one served
-// connection, and what the transport asks of a protocol. Types only: no I/O, no state.
+// connection, and what the transport asks of a protocol (and how it calls serve). No I/O, no state.
 import type { PeerIdentity } from "../identity/peer.js";
 import type { FdConnectionPeer } from "../sessions/fd-connections.js";
 
@@ -40,4 +40,16 @@ export interface FdProtocol {
   stopped(): boolean;
   /** The connection is served no more (its peer left, idled, or it was ended); called once. */
   closed?(conn: FdConnection): void;
+}
+
+/**
+ * p.serve(conn, frame), a throw as a rejection. Not `new Promise((r) => r(p.serve(...)))`: resolving
+ * a promise with another costs two more microtasks on every frame.
+ */
+export function serveFrame(p: FdProtocol, conn: FdConnection, frame: Uint8Array): Promise<boolean> {
+  try {
+    return p.serve(conn, frame);
+  } catch (e) {
+    return Promise.reject(e);
+  }
 }

@@ -28,7 +28,7 @@ import { FairShare } from "../grants/fair-share.js";
 import { identityOfSocket, type PeerIdentity } from "../identity/peer.js";
 import { logLimited } from "../log.js";
 import { FdAccount, type FdConnectionPeer, type FdConnections } from "../sessions/fd-connections.js";
-import type { FdConnection, FdProtocol } from "./connection.js";
+import { type FdConnection, type FdProtocol, serveFrame } from "./connection.js";
 import { classifyDeliveryFailure, type DeliveryFailure } from "./delivery-failure.js";
 import { UnreadReplies } from "./unread.js";
 
@@ -238,7 +238,7 @@ export class FdTransport {
       this.finish(c);
       return;
     }
-    new Promise<boolean>((r) => r(this.protocol.serve(c, msg.data))).then(
+    serveFrame(this.protocol, c, msg.data).then(
       (go) => {
         if (!go) this.finish(c);
         else if (++c.served % FRAMES_PER_TURN === 0) setImmediate(() => this.next(c));
@@ -371,7 +371,7 @@ export class FdTransport {
    * most HELD_REPLY_FDS such fds in all; past that the reply is taken back, its fds closed, and the
    * connection is served no more).
    */
-  async send(sock: FdSocket, bytes: Uint8Array, fds: number[] = [], c?: Conn): Promise<void> {
+  send(sock: FdSocket, bytes: Uint8Array, fds: number[] = [], c?: Conn): Promise<void> {
     const sending = sock.send(bytes, fds);
     if (c) {
       const frame = 4 + bytes.length;
@@ -379,12 +379,14 @@ export class FdTransport {
         c.unread.sentReply(frame, fds.length);
         this.recharge(c);
         // Refused whole by sendmsg (ETOOMANYREFS: nothing of it is in the kernel): not unread.
+        // Only a frame with fds can be (and UnreadReplies.unsent forgets only those).
         const n = fds.length;
-        sending.catch((e) => {
-          if (!frameNotSent(e)) return;
-          c.unread.unsent(frame, n);
-          this.recharge(c);
-        });
+        if (n > 0)
+          sending.catch((e) => {
+            if (!frameNotSent(e)) return;
+            c.unread.unsent(frame, n);
+            this.recharge(c);
+          });
       } else {
         const held = sock.heldFds;
         if (!this.connections.holdReplyFds(held)) {
@@ -392,8 +394,10 @@ export class FdTransport {
           // more, and lingers, counted, while its earlier replies are unread.
           sending.catch(() => {});
           sock.dropUnsent();
-          throw new Error(
-            `brokerd holds ${this.connections.heldReplyFds} fds of replies that would block, its limit; closing a connection that does not read`,
+          return Promise.reject(
+            new Error(
+              `brokerd holds ${this.connections.heldReplyFds} fds of replies that would block, its limit; closing a connection that does not read`,
+            ),
           );
         }
         c.held = held;
@@ -410,9 +414,8 @@ export class FdTransport {
           });
       }
     }
-    if (sock.pendingSends === 0)
-      await sending; // it went out (or failed) in the call: no timer
-    else await within(sending, SEND_TIMEOUT_MS, "the reply");
+    // It went out (or failed) in the call: no timer.
+    return sock.pendingSends === 0 ? sending : within(sending, SEND_TIMEOUT_MS, "the reply");
   }
 
   /**

@@ -167,7 +167,7 @@ export class WorkloadAdapter {
     const fds =
       k.case === "grant" ? 1 : k.case === "batch" ? Math.min(k.value.grants.length, MAX_BATCH_ITEMS) : 0;
     if (!(await c.room(fds))) return false;
-    await this.broker.handover.wait();
+    if (this.broker.handover.held) await this.broker.handover.wait(); // no await (a microtask) when not held
     if (this.broker.frozen) return false;
     const session = () => this.live(s);
     switch (k.case) {

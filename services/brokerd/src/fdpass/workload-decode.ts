@@ -7,6 +7,7 @@
 import { fromBinary } from "@bufbuild/protobuf";
 import { type WorkloadHello, type WorkloadRequest, WorkloadRequestSchema } from "@vfio-broker/proto";
 import { checkStrings } from "../rpc/strings.js";
+import { fastRequest } from "./workload-fast-decode.js";
 
 /** Capability names a hello may carry. */
 export const MAX_CAPABILITIES = 16;
@@ -56,8 +57,17 @@ export function noRequest(req: WorkloadRequest): string {
     : "the WorkloadRequest names no request this brokerd knows (workload protocol version 1)";
 }
 
-/** A frame after the hello: its request, or the BAD_REQUEST message for it. */
+/**
+ * A frame after the hello: its request, or the BAD_REQUEST message for it. A plain grant or release
+ * is read straight off the wire (workload-fast-decode.ts), to the same result.
+ */
 export function decodeRequest(frame: Uint8Array): Decoded {
+  const fast = fastRequest(frame);
+  return fast ? { ok: true, kind: fast } : decodeGeneral(frame);
+}
+
+/** decodeRequest through protobuf-es and the string walk, for any frame. */
+export function decodeGeneral(frame: Uint8Array): Decoded {
   const req = decode(frame);
   if (!req) return { ok: false, message: "the frame is not a WorkloadRequest protobuf" };
   try {

@@ -36,14 +36,17 @@ export class Mappings {
 
   /** The policy rule that lets s map region with attribute and prot (PERMISSION_DENIED if none). */
   rule(s: Session, df: DeviceFile, region: RegionInfo, attribute: Attribute, prot: Prot): Rule {
-    const d = authorizeMapping(this.core.policy.current, s.identity, {
-      device: df.device.id,
-      region: region.name,
-      attribute,
-      prot,
-    });
-    this.core.guard.decide(s, d);
-    return (d as { rule: Rule }).rule;
+    const { guard, policy } = this.core;
+    const p = policy.current;
+    // The same request allowed under this very policy before (core/decisions.ts): its rule.
+    const key = `${df.device.id}\u0000${region.name}\u0000${attribute}\u0000${prot}`;
+    const known = guard.decisions.rule(p, s, key);
+    if (known) return known;
+    const d = authorizeMapping(p, s.identity, { device: df.device.id, region: region.name, attribute, prot });
+    guard.decide(s, d);
+    const rule = (d as { rule: Rule }).rule;
+    guard.decisions.rememberRule(p, s, key, rule);
+    return rule;
   }
 
   /**

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import fc from "fast-check";
-import { MAX_DETAILS, Repeats, type Summary } from "./aggregate.js";
+import { keyOf, MAX_DETAILS, Repeats, type Summary, uidKeyOf } from "./aggregate.js";
 
 const step = fc.oneof(
   fc.record({
@@ -85,4 +85,14 @@ test("a window writes at most its budget of full lines, whatever the rate", () =
   for (let i = 0; i < 100_000; i++)
     if (r.see("mapping.grant", { uid: 1 }, 1, i / 10, { budget: 64 }).full) full++;
   assert.equal(full, 64);
+});
+
+test("a churn event's key (uidKeyOf) is the key of its fields ({ uid }), for any uid", () => {
+  for (const uid of [0, 1000, 65534, 4294967295, -1, 1.5, "other", 'a"b', "1000"])
+    assert.equal(uidKeyOf("mapping.grant", uid), keyOf("mapping.grant", { uid }), String(uid));
+  // So the same uid is one window whichever way its key was made.
+  const r = new Repeats({ windowMs: 1000, maxKeys: 8 });
+  assert.equal(r.see("e", { uid: 7 }, 1, 0).full, true);
+  assert.equal(r.see("e", { uid: 7 }, 1, 1, { key: uidKeyOf("e", 7) }).full, false);
+  assert.equal(r.size, 1);
 });

@@ -28,7 +28,16 @@ export interface SeeOptions {
   detail?: string;
   /** Write the count so far every this many ms while the window lasts (default: at its end only). */
   reportMs?: number;
+  /** keyOf(event, fields), when the caller has it already. */
+  key?: string;
 }
+
+/** What makes two events "the same": the event and its key fields. */
+export const keyOf = (event: string, fields: KeyFields): string => `${event}\u0000${JSON.stringify(fields)}`;
+
+/** keyOf(event, { uid }) without building and serializing the object (a churn event's key). */
+export const uidKeyOf = (event: string, uid: number | string): string =>
+  `${event}\u0000{"uid":${typeof uid === "number" && Number.isInteger(uid) ? uid : JSON.stringify(uid)}}`;
 
 /** Distinct details tallied per summary; more are tallied as "other". */
 export const MAX_DETAILS = 16;
@@ -48,6 +57,10 @@ interface Window {
   details: Map<string, number> | undefined;
   lastPid: number | undefined;
 }
+
+/** see()'s two answers without a summary, shared (callers only read them). */
+const WRITE: { readonly full: boolean } = Object.freeze({ full: true });
+const COUNT: { readonly full: boolean } = Object.freeze({ full: false });
 
 /** A line to write when a window closes: `${event}.suppressed` with the key fields and the count. */
 export type Summary = Record<string, unknown> & { event: string; count: number };
@@ -76,13 +89,13 @@ export class Repeats {
     pid: number | undefined,
     now: number,
     opts: SeeOptions = {},
-  ): { full: boolean; closed?: Summary } {
-    const key = `${event}\u0000${JSON.stringify(fields)}`;
+  ): { readonly full: boolean; readonly closed?: Summary } {
+    const key = opts.key ?? keyOf(event, fields);
     const w = this.windows.get(key);
     if (w && now - w.since < this.opts.windowMs) {
       if (w.written < w.budget) {
         w.written++;
-        return { full: true };
+        return WRITE;
       }
       w.count++;
       w.lastPid = pid;
@@ -92,7 +105,7 @@ export class Repeats {
         w.details.set(d, (w.details.get(d) ?? 0) + 1);
       }
       this.bump(event);
-      return { full: false };
+      return COUNT;
     }
     let closed: Summary | undefined;
     if (w) {
@@ -103,7 +116,7 @@ export class Repeats {
       this.other.count++;
       this.other.events.set(event, (this.other.events.get(event) ?? 0) + 1);
       this.bump("other");
-      return { full: false };
+      return COUNT;
     }
     this.windows.set(key, {
       event,
@@ -117,7 +130,7 @@ export class Repeats {
       details: undefined,
       lastPid: pid,
     });
-    return closed ? { full: true, closed } : { full: true };
+    return closed ? { full: true, closed } : WRITE;
   }
 
   /**
