@@ -108,7 +108,7 @@ grc=$(sed -n 's/^VMTEST-RC=\([0-9]*\).*/\1/p' "$LOG" | tail -1)
 [ "$grc" = 0 ] && ok "guest suite exited 0" || bad "guest suite exit status '${grc:-none}'"
 gp=$(grep -c '^VMTEST-CHECK PASS' "$LOG"); gf=$(grep -c '^VMTEST-CHECK FAIL' "$LOG")
 pass=$((pass+gp)); fail=$((fail+gf))
-want=61; [ "${KL%%.*}" -ge 7 ] && want=73  # 21 of them: phase-libpciaccess.ts (14), phase-dpdk.ts (7)
+want=100; [ "${KL%%.*}" -ge 7 ] && want=110  # 6.1: 105, 7.x: 114 (phases mode, libpciaccess (14), dpdk (7) included)
 [ "$gp" -ge $want ] || [ -n "${VMTEST_ONLY:-}" ] || bad "only $gp guest checks passed; expected at least $want (did the guest suite stop early?)"
 # What the uid-65534 clients (and WriteRegion through brokerd) wrote, as the host sees it in the
 # shared-memory file behind BAR2. Keep in sync with guest.ts.
