@@ -10,6 +10,7 @@
 //   ioctl.c   ioctl with in/out buffers
 //   notify.c  sd_notify (FDSTORE)
 //   poll.c    uv_poll readiness (the event loop, never the threadpool)
+//   epoll.c   an epoll set: many fds behind one Poller (exit watches)
 //   lock.c    flock (one brokerd per private dir)
 //   sockdiag.c NETLINK_SOCK_DIAG exact lookup: who created one TCP socket (loopback peers)
 #include "common.h"
@@ -50,6 +51,7 @@ static napi_value Init(napi_env env, napi_value exports) {
   register_ioctl(env, exports);
   register_notify(env, exports);
   register_poll(env, exports);
+  register_epoll(env, exports);
   register_lock(env, exports);
   register_sockdiag(env, exports);
   napi_value v;

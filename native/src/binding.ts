@@ -54,6 +54,10 @@ export interface RawBinding {
     dst: Uint8Array,
     dstPort: number,
   ): { uid: number; state: number } | null;
+  epollCreate(): number;
+  epollAdd(set: number, fd: number): void;
+  epollDelete(set: number, fd: number): void;
+  epollReady(set: number, out: Int32Array): number;
   Poller: new (fd: number) => Poller;
   PAGE_SIZE: number;
   MAX_FDS_PER_MESSAGE: number;

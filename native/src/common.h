@@ -76,6 +76,7 @@ void register_mem(napi_env env, napi_value exports);
 void register_ioctl(napi_env env, napi_value exports);
 void register_notify(napi_env env, napi_value exports);
 void register_poll(napi_env env, napi_value exports);
+void register_epoll(napi_env env, napi_value exports);
 void register_lock(napi_env env, napi_value exports);
 void register_sockdiag(napi_env env, napi_value exports);
 void poll_env_cleanup(addon_state* st);

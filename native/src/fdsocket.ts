@@ -47,6 +47,15 @@ export const DEFAULT_RECV_LIMITS: Readonly<RecvLimits> = {
   keepOpenOnError: false,
 };
 
+/**
+ * What receive() delivers to: the next frame (msg null at orderly EOF), or the error recv() would
+ * reject with (err set, msg null). Called once per receive(), from the event loop or from the
+ * receive() call itself once the socket's state is settled, never in the middle of a read.
+ */
+export interface FrameReceiver {
+  onFrame(err: Error | null, msg: FdMessage | null): void;
+}
+
 interface PendingRecv {
   limits: RecvLimits;
   resolve(m: FdMessage | null): void;
@@ -81,6 +90,15 @@ export function frameNotSent(err: unknown): boolean {
   return (err as NativeError | undefined)?.code === "ETOOMANYREFS";
 }
 
+function busy(fd: number): NativeError {
+  return new NativeError(
+    `recv(fd ${fd}): a receive() is pending; one reader at a time`,
+    "EBUSY",
+    ERRNO.EBUSY,
+    "recv",
+  );
+}
+
 function checkLimits(limits: Partial<RecvLimits> | undefined): RecvLimits {
   // A frozen, complete limits object is kept as it is (a server reading many connections passes
   // one: no copy held by every pending recv).
@@ -110,6 +128,9 @@ export class FdSocket {
   /** Made for a read and kept only while a frame is partial: an idle socket holds none. */
   #reader: FrameReader | null = null;
   #recvs: PendingRecv[] = [];
+  /** A pending receive(): its receiver and limits (no promise, no object per read). */
+  #rx: FrameReceiver | null = null;
+  #rxLimits: RecvLimits = DEFAULT_RECV_LIMITS;
   #sends: PendingSend[] = [];
   #closed = false;
   #closeReason: Error | undefined;
@@ -265,6 +286,7 @@ export class FdSocket {
   recv(limits?: Partial<RecvLimits>): Promise<FdMessage | null> {
     if (this.#closed) return Promise.reject(closedError("recv", this.fd, this.#closeReason));
     if (this.#recvError) return Promise.reject(this.#recvError);
+    if (this.#rx) return Promise.reject(busy(this.fd));
     let l: RecvLimits;
     try {
       l = checkLimits(limits);
@@ -278,6 +300,26 @@ export class FdSocket {
       else this.#recvs.push(r);
       this.#pump();
     });
+  }
+
+  /**
+   * recv() with a callback: the next frame, or the error, goes to `to.onFrame` (see FrameReceiver),
+   * with no promise or closure made per read: a server's idle connection waiting for its next
+   * frame holds only the receiver it passed. One at a time, and not while recv() promises are
+   * pending (EBUSY, thrown). Errors and fds as recv(). limits: as recv()'s (a frozen complete one is
+   * kept as it is); invalid ones throw.
+   */
+  receive(limits: Partial<RecvLimits> | undefined, to: FrameReceiver): void {
+    if (this.#rx || this.#recvs.length > 0) throw busy(this.fd);
+    const l = checkLimits(limits);
+    const fail = this.#closed ? closedError("recv", this.fd, this.#closeReason) : this.#recvError;
+    if (fail) {
+      queueMicrotask(() => to.onFrame(fail, null));
+      return;
+    }
+    this.#rx = to;
+    this.#rxLimits = l;
+    this.#pump();
   }
 
   /**
@@ -323,6 +365,10 @@ export class FdSocket {
     this.#reader = null;
     const err = reason ?? closedError("recv", this.fd);
     for (const r of this.#recvs.splice(0)) r.reject(err);
+    const to = this.#rx;
+    this.#rx = null;
+    // Told later, not inside close(): its caller may be the receiver itself.
+    if (to) queueMicrotask(() => to.onFrame(err, null));
     const serr = reason ?? closedError("send", this.fd);
     for (const s of this.#sends.splice(0)) {
       closeQuietly(s.fds);
@@ -330,16 +376,31 @@ export class FdSocket {
     }
   }
 
+  /** A recv() or receive() is pending. */
+  #wanted(): boolean {
+    return this.#rx !== null || this.#recvs.length > 0;
+  }
+
+  /**
+   * Reads until every pending receive has its frame or the socket would block. A receive()'s
+   * receiver is told last, once this socket's state is settled (it may call receive() again).
+   */
   #pump(): void {
     this.#reader ??= new FrameReader();
     const reader = this.#reader;
+    let to: FrameReceiver | null = null;
+    let got: FdMessage | null = null;
     try {
-      while (this.#recvs.length > 0 && !this.#closed) {
-        const head = this.#recvs[0]!;
-        const frame = reader.next(head.limits.maxBytes);
+      while (this.#wanted() && !this.#closed) {
+        const limits = this.#rx ? this.#rxLimits : this.#recvs[0]!.limits;
+        const frame = reader.next(limits.maxBytes);
         if (frame) {
-          this.#recvs.shift();
-          head.resolve(frame);
+          if (this.#rx) {
+            [to, got] = [this.#rx, frame];
+            this.#rx = null;
+            break;
+          }
+          this.#recvs.shift()!.resolve(frame);
           continue;
         }
         if (this.#eof) {
@@ -351,14 +412,16 @@ export class FdSocket {
               "recvmsg",
             );
           }
+          to = this.#rx;
+          this.#rx = null;
           for (const r of this.#recvs.splice(0)) r.resolve(null);
           break;
         }
-        const [buf, off, len] = reader.space(head.limits.maxBytes);
+        const [buf, off, len] = reader.space(limits.maxBytes);
         const out = fdsOut;
         // The poller armed since the last EAGAIN and silent: nothing came, no recvmsg to learn it.
         if (this.#drained && this.#armed & READABLE) break;
-        const n = raw.recvmsg(this.fd, buf, off, len, head.limits.maxFds, out);
+        const n = raw.recvmsg(this.fd, buf, off, len, limits.maxFds, out);
         if (n < 0) {
           this.#drained = true;
           break; // EAGAIN: wait for readability
@@ -384,19 +447,22 @@ export class FdSocket {
       }
     } catch (err) {
       reader.settle();
-      if (this.#recvs[0]?.limits.keepOpenOnError) {
+      const keep = (this.#rx ? this.#rxLimits : this.#recvs[0]?.limits)?.keepOpenOnError;
+      const failed = this.#rx;
+      this.#rx = null;
+      if (keep) {
         // The stream position is lost: no more receiving, but the socket stays open for a reply.
         this.#recvError = err as Error;
         closeQuietly(reader.drainFds());
         reader.reset();
         for (const r of this.#recvs.splice(0)) r.reject(err as Error);
         this.#update();
-        return;
-      }
-      this.#shutdown(err as Error);
+      } else this.#shutdown(err as Error);
+      failed?.onFrame(err as Error, null);
       return;
     }
     this.#update();
+    to?.onFrame(null, got);
   }
 
   #flush(): void {
@@ -444,8 +510,7 @@ export class FdSocket {
    */
   #update(): void {
     if (this.#closed) return;
-    const want =
-      (this.#recvs.length > 0 && !this.#eof ? READABLE : 0) | (this.#sends.length > 0 ? WRITABLE : 0);
+    const want = (this.#wanted() && !this.#eof ? READABLE : 0) | (this.#sends.length > 0 ? WRITABLE : 0);
     if (want === this.#events && (want !== 0 || (this.#armed & WRITABLE) === 0)) return;
     if (want === 0) {
       if (this.#armed & WRITABLE) {
@@ -488,8 +553,8 @@ export class FdSocket {
       this.#armed = 0;
       this.#drained = false;
       if (this.#sends.length > 0) this.#flush();
-      if (this.#recvs.length > 0) this.#pump();
-      if (!this.#closed && (this.#recvs.length > 0 || this.#sends.length > 0)) this.#shutdown(pollError);
+      if (this.#wanted()) this.#pump();
+      if (!this.#closed && (this.#wanted() || this.#sends.length > 0)) this.#shutdown(pollError);
       return;
     }
     if (events & WRITABLE) this.#flush();
