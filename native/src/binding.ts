@@ -54,10 +54,9 @@ export interface RawBinding {
     dst: Uint8Array,
     dstPort: number,
   ): { uid: number; state: number } | null;
-  epollCreate(): number;
-  epollAdd(set: number, fd: number): void;
-  epollDelete(set: number, fd: number): void;
-  epollReady(set: number, out: Int32Array): number;
+  epollSet(): number;
+  epollControl(op: 1 | 2 | 3, fd: number, events: number): void;
+  epollReady(out: Int32Array): number;
   Poller: new (fd: number) => Poller;
   PAGE_SIZE: number;
   MAX_FDS_PER_MESSAGE: number;

@@ -1,7 +1,8 @@
 // fdsocket.ts: owns the fd channel transport: FdSocket (a connected Unix STREAM socket that sends
 // and receives length-prefixed frames, each with the fds that travelled with it) and FdServer.
-// Readiness comes from uv_poll on the event loop, never the threadpool. A poller is armed only while
-// a recv() or send() waits and is ref'd exactly then, so idle sockets cost nothing and never keep the
+// Readiness comes from the event loop, never the threadpool: a socket waits in the thread's one
+// epoll set (readiness.ts), armed only while a recv() or send() waits (or since its last read) and
+// holding a ref exactly while one waits, so idle sockets cost an epoll entry and never keep the
 // process alive. Fds are never leaked: undelivered fds are closed on close(), and any receive error
 // (truncated control data, too many fds, oversize frame, fds mid-frame, EOF mid-frame) closes every
 // fd received so far AND closes the socket, whose stream position is lost: it is unusable for
@@ -12,6 +13,7 @@ import { type Poller, READABLE, raw, WRITABLE } from "./binding.js";
 import { closedError, ERRNO, invalid, NativeError } from "./errors.js";
 import { FrameReader, HEADER_BYTES } from "./frames.js";
 import { type PeerIdentity, peerIdentity } from "./identity.js";
+import { onReady, readiness, type Watcher } from "./readiness.js";
 
 export const MAX_FDS_PER_MESSAGE = 253 as const;
 
@@ -70,6 +72,12 @@ interface PendingSend {
   reject(e: Error): void;
 }
 
+/**
+ * The empty queue every socket starts with (two empty arrays were 64 bytes of every idle socket).
+ * Only ever read, spliced to nothing or replaced: a first entry makes a socket its own array.
+ */
+const NONE: never[] = [];
+
 function closeQuietly(fds: Iterable<number>): void {
   for (const fd of fds) {
     try {
@@ -116,22 +124,23 @@ function checkLimits(limits: Partial<RecvLimits> | undefined): RecvLimits {
   return l;
 }
 
-export class FdSocket {
+export class FdSocket implements Watcher {
   readonly fd: number;
-  #poller: Poller | null = null;
-  /** What #poller is pending for (ref'd while not 0). */
+  /** What is pending on readiness (a ref on the thread's readiness while not 0). */
   #events = 0;
-  /** What #poller is started with (libuv's events); may be READABLE while #events is 0. */
+  /** What the fd is watched for in the readiness set; may be READABLE while #events is 0. */
   #armed = 0;
   /** recvmsg said EAGAIN and no readiness was reported since (valid while armed for reading). */
   #drained = false;
   /** Made for a read and kept only while a frame is partial: an idle socket holds none. */
   #reader: FrameReader | null = null;
-  #recvs: PendingRecv[] = [];
+  /** Pending recv()s; the shared NONE while there are none (never pushed to: see recv()). */
+  #recvs: PendingRecv[] = NONE;
   /** A pending receive(): its receiver and limits (no promise, no object per read). */
   #rx: FrameReceiver | null = null;
   #rxLimits: RecvLimits = DEFAULT_RECV_LIMITS;
-  #sends: PendingSend[] = [];
+  /** Frames not entirely sent; the shared NONE while there are none (never pushed to: see send()). */
+  #sends: PendingSend[] = NONE;
   #closed = false;
   #closeReason: Error | undefined;
   #eof = false;
@@ -358,8 +367,10 @@ export class FdSocket {
     if (this.#closed) return;
     this.#closed = true;
     this.#closeReason = reason;
-    this.#poller?.close();
-    this.#poller = null;
+    if (this.#armed !== 0) readiness().disarm(this.fd);
+    if (this.#events !== 0) readiness().unref();
+    this.#armed = 0;
+    this.#events = 0;
     closeQuietly([this.fd]);
     closeQuietly(this.#reader?.drainFds() ?? []);
     this.#reader = null;
@@ -419,7 +430,7 @@ export class FdSocket {
         }
         const [buf, off, len] = reader.space(limits.maxBytes);
         const out = fdsOut;
-        // The poller armed since the last EAGAIN and silent: nothing came, no recvmsg to learn it.
+        // Armed since the last EAGAIN and not told of readiness: nothing came, no recvmsg to learn it.
         if (this.#drained && this.#armed & READABLE) break;
         const n = raw.recvmsg(this.fd, buf, off, len, limits.maxFds, out);
         if (n < 0) {
@@ -502,53 +513,51 @@ export class FdSocket {
   }
 
   /**
-   * Arms the poller for what is pending; ref'd exactly while something is pending. A poller armed
-   * for reading only stays armed (unref'd) when nothing is pending: a served connection asks for
-   * its next frame as soon as it answered this one, and stopping and restarting the poller would
-   * cost an epoll_ctl each (libuv's uv_poll_stop deletes the fd from epoll; uv_poll_start adds it
-   * again). If the socket turns readable meanwhile, #onReady stops it then.
+   * Arms the fd in the thread's readiness set (readiness.ts) for what is pending; holds a ref on it
+   * exactly while something is pending. An fd armed for reading only stays armed when nothing is
+   * pending: a served connection asks for its next frame as soon as it answered this one, and
+   * disarming and arming again would cost an epoll_ctl each. If the socket turns readable
+   * meanwhile, [onReady] disarms it then.
    */
   #update(): void {
     if (this.#closed) return;
     const want = (this.#wanted() && !this.#eof ? READABLE : 0) | (this.#sends.length > 0 ? WRITABLE : 0);
     if (want === this.#events && (want !== 0 || (this.#armed & WRITABLE) === 0)) return;
+    const r = readiness();
     if (want === 0) {
       if (this.#armed & WRITABLE) {
         // Armed for writing with nothing to write: a writable socket would wake us at once.
-        this.#poller!.stop();
+        r.disarm(this.fd);
         this.#armed = 0;
       }
-      if (this.#events !== 0) this.#poller!.unref();
+      if (this.#events !== 0) r.unref();
     } else {
-      if (!this.#poller) {
-        const p = new raw.Poller(this.fd);
-        p.onready = (errno, events) => this.#onReady(errno, events);
-        this.#poller = p;
-      }
       if (want !== this.#armed) {
-        this.#poller.start(want);
+        r.arm(this.fd, want, this);
         this.#armed = want;
       }
-      if (this.#events === 0) this.#poller.ref();
+      if (this.#events === 0) r.ref();
     }
     this.#events = want;
   }
 
-  #onReady(errno: number, events: number): void {
+  /** @internal The thread's readiness: the fd may be ready for events (or errno: it failed). */
+  [onReady](errno: number, events: number): void {
     if (this.#closed) return;
     if (this.#events === 0) {
-      // Left armed with nothing pending (#update): stop now; the next recv() reads what came.
-      this.#poller?.stop();
+      // Left armed with nothing pending (#update): disarm now; the next recv() reads what came.
+      if (this.#armed !== 0) readiness().disarm(this.fd);
       this.#armed = 0;
       this.#drained = false;
       return;
     }
     if (errno !== 0) {
-      // libuv reports POLLERR as UV_EBADF and stops watching. On a socket POLLERR is a pending
-      // error (ECONNRESET: the peer closed with our bytes unread) with the frames that arrived
-      // before it still queued: deliver those and let recvmsg/sendmsg report the real error. Only
-      // if neither settles what is pending does libuv's error close the socket.
+      // An error on the socket (POLLERR: the fd is no longer watched) is a pending error
+      // (ECONNRESET: the peer closed with our bytes unread) with the frames that arrived before it
+      // still queued: deliver those and let recvmsg/sendmsg report the real error. Only if neither
+      // settles what is pending does the poll error close the socket.
       const pollError = NativeError.fromErrno(errno, "uv_poll", `fd ${this.fd}`);
+      readiness().unref();
       this.#events = 0;
       this.#armed = 0;
       this.#drained = false;

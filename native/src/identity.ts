@@ -3,7 +3,8 @@
 // what a peer says. The fallback is weaker: between SO_PEERCRED and pidfd_open the peer may exit and
 // its pid be reused, so its result is labelled pidfdSource "pidfd_open" for policy to weigh.
 // VFIO_NATIVE_NO_PEERPIDFD=1 forces the fallback (tests; kernels without SO_PEERPIDFD take it anyway).
-import { type Poller, READABLE, raw } from "./binding.js";
+import { READABLE, raw } from "./binding.js";
+import { onReady, readiness, type Watcher } from "./readiness.js";
 
 export interface PeerCred {
   pid: number;
@@ -60,109 +61,46 @@ export function pidfdSendSignal(pidfd: number, sig: number): boolean {
   return raw.pidfdSendSignal(pidfd, sig);
 }
 
-/**
- * Every exit watch of this thread: one epoll set of private pidfd dups (epoll.c) behind one unref'd
- * Poller, so a watched process costs a dup, an epoll entry and a small object, not a uv_poll_t, a
- * wrapper and closures of its own. Made with the first watch and closed with the last.
- */
-class ExitWatches {
-  readonly set: number;
-  readonly poller: Poller;
-  readonly byFd = new Map<number, PidWatch>();
+/** One exit watch: a private dup of the pidfd, waiting in this thread's readiness set. */
+class PidWatch implements Watch, Watcher {
+  #fd: number;
 
-  constructor() {
-    this.set = raw.epollCreate();
-    try {
-      this.poller = new raw.Poller(this.set);
-    } catch (err) {
-      raw.closeFd(this.set);
-      throw err;
-    }
-    this.poller.onready = (errno) => this.ready(errno);
-    this.poller.start(READABLE);
-    this.poller.unref();
-  }
-
-  /** Some watched processes exited: each watch is closed, then told (in the order the kernel said). */
-  private ready(errno: number): void {
-    let exited: PidWatch[];
-    if (errno !== 0) {
-      // libuv stopped watching the set: ask each process, then watch again.
-      exited = [...this.byFd.values()].filter((w) => !raw.pidfdAlive(w.fd));
-      if (this.byFd.size > exited.length) this.poller.start(READABLE);
-    } else {
-      exited = [];
-      for (;;) {
-        const n = raw.epollReady(this.set, readyOut);
-        for (let i = 0; i < n; i++) {
-          const w = this.byFd.get(readyOut[i]!);
-          if (w) exited.push(w);
-        }
-        if (n < readyOut.length) break;
-      }
-    }
-    for (const w of exited) w.close();
-    for (const w of exited) {
-      try {
-        w.onExit(w.arg);
-      } catch (err) {
-        queueMicrotask(() => {
-          throw err; // as uncaught as it was, without skipping the other watches
-        });
-      }
-    }
-  }
-
-  close(): void {
-    this.poller.close();
-    raw.closeFd(this.set);
-  }
-}
-
-const readyOut = new Int32Array(64);
-let watches: ExitWatches | null = null;
-
-class PidWatch implements Watch {
   constructor(
-    readonly fd: number,
+    fd: number,
     readonly onExit: (arg: unknown) => void,
     readonly arg: unknown,
-  ) {}
+  ) {
+    this.#fd = fd;
+    readiness().arm(fd, READABLE, this);
+  }
+
+  [onReady](): void {
+    if (this.#fd < 0 || raw.pidfdAlive(this.#fd)) return; // not for us, or not an exit after all
+    this.close();
+    this.onExit(this.arg);
+  }
 
   close(): void {
-    const all = watches;
-    if (all?.byFd.get(this.fd) !== this) return;
-    all.byFd.delete(this.fd);
-    raw.epollDelete(all.set, this.fd);
-    raw.closeFd(this.fd);
-    if (all.byFd.size === 0) {
-      watches = null;
-      all.close();
-    }
+    if (this.#fd < 0) return;
+    readiness().disarm(this.#fd);
+    raw.closeFd(this.#fd);
+    this.#fd = -1;
   }
 }
 
 /**
- * Calls onExit(arg) once, from the event loop, when the process exits (a private dup of the pidfd
- * in this thread's one epoll set, so the caller may close its pidfd at any time and several watches
- * may share one pidfd). The watch never keeps the process alive. close() is idempotent and
- * cancels it. Pass a shared onExit and the watched thing as arg: the watch then holds no closure.
+ * Calls onExit(arg) once, from the event loop, when the process exits: a private dup of the pidfd
+ * waits in this thread's readiness set (readiness.ts), so the caller may close its pidfd at any
+ * time and several watches may share one pidfd. The watch never keeps the process alive. close()
+ * is idempotent and cancels it. Pass a shared onExit and the watched thing as arg: the watch then holds no closure.
  */
 export function watchPidfd<T = undefined>(pidfd: number, onExit: (arg: T) => void, arg?: T): Watch {
   if (typeof onExit !== "function") throw new TypeError("watchPidfd: onExit must be a function");
   const dup = raw.dupFd(pidfd);
   try {
-    watches ??= new ExitWatches();
-    raw.epollAdd(watches.set, dup);
+    return new PidWatch(dup, onExit as (arg: unknown) => void, arg);
   } catch (err) {
     raw.closeFd(dup);
-    if (watches?.byFd.size === 0) {
-      watches.close();
-      watches = null;
-    }
     throw err;
   }
-  const w = new PidWatch(dup, onExit as (arg: unknown) => void, arg);
-  watches.byFd.set(dup, w);
-  return w;
 }

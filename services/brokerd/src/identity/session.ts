@@ -5,6 +5,7 @@ import type { Watch } from "@vfio-broker/native";
 import type { DeviceHealth } from "../devices/backend.js";
 import type { DeviceFile } from "../grants/device-file.js";
 import type { PeerIdentity } from "./peer.js";
+import { SmallMap } from "./small-map.js";
 import { type Tenant, uidTenant } from "./subuid.js";
 
 export type LeaseEvent =
@@ -42,7 +43,8 @@ export const MAX_REMEMBERED_REQUESTS = 256;
 export const MAX_MISSED_EVENTS = 256;
 
 export class Session {
-  readonly deviceFiles = new Map<bigint, DeviceFile>();
+  /** Its open device files by id (one, usually: held without a Map until a second). */
+  readonly deviceFiles: Map<bigint, DeviceFile> = new SmallMap();
   readonly connectedAt = Date.now();
   clientName = "";
   lease: LeaseSink | undefined;
