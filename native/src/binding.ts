@@ -55,6 +55,7 @@ export interface RawBinding {
     dstPort: number,
   ): { uid: number; state: number } | null;
   epollSet(): number;
+  epollClose(): void;
   epollControl(op: 1 | 2 | 3, fd: number, events: number): void;
   epollReady(out: Int32Array): number;
   Poller: new (fd: number) => Poller;

@@ -1,6 +1,6 @@
 // epoll.c: owns the env's one epoll set, the readiness source of every FdSocket and exit watch of
 // that thread (readiness.ts puts the set behind one Poller instead of a uv_poll_t per fd). It
-// creates the set on first use (close-on-exec) and closes it with the env; adds, changes and
+// creates the set on first use (close-on-exec) and closes it when told or with the env; adds, changes and
 // deletes fds in it; and reads its ready fds without ever blocking (timeout 0). Level-triggered:
 // an fd stays ready until the caller reads, writes or deletes it. Never closes a watched fd.
 #include "common.h"
@@ -27,6 +27,13 @@ static int the_set(napi_env env) {
 void epoll_env_cleanup(addon_state* st) {
   if (st->epoll_fd != 0) close(st->epoll_fd - 1);
   st->epoll_fd = 0;
+}
+
+// epollClose(): closes the set (nothing may be watched in it any more); the next use makes another.
+static napi_value js_epoll_close(napi_env env, napi_callback_info info) {
+  (void)info;
+  epoll_env_cleanup(state_of(env));
+  return make_undefined(env);
 }
 
 // epollSet() -> the set's fd (for the one Poller that watches it; it stays the env's).
@@ -88,6 +95,7 @@ static napi_value js_epoll_ready(napi_env env, napi_callback_info info) {
 
 void register_epoll(napi_env env, napi_value exports) {
   export_fn(env, exports, "epollSet", js_epoll_set);
+  export_fn(env, exports, "epollClose", js_epoll_close);
   export_fn(env, exports, "epollControl", js_epoll_control);
   export_fn(env, exports, "epollReady", js_epoll_ready);
 }

@@ -523,15 +523,15 @@ export class FdSocket implements Watcher {
     if (this.#closed) return;
     const want = (this.#wanted() && !this.#eof ? READABLE : 0) | (this.#sends.length > 0 ? WRITABLE : 0);
     if (want === this.#events && (want !== 0 || (this.#armed & WRITABLE) === 0)) return;
-    const r = readiness();
     if (want === 0) {
       if (this.#armed & WRITABLE) {
         // Armed for writing with nothing to write: a writable socket would wake us at once.
-        r.disarm(this.fd);
+        readiness().disarm(this.fd);
         this.#armed = 0;
       }
-      if (this.#events !== 0) r.unref();
+      if (this.#events !== 0) readiness().unref();
     } else {
+      const r = readiness();
       if (want !== this.#armed) {
         r.arm(this.fd, want, this);
         this.#armed = want;

@@ -2,7 +2,8 @@
 // (epoll.c) behind one Poller (poll.c). Every FdSocket and every exit watch waits here, so a
 // waiting socket or process costs an epoll entry and a slot in one Map, not a uv_poll_t, a napi
 // wrapper and closures of its own (10,000 idle sessions held 10,000 of each). The Poller keeps the
-// process alive exactly while some watcher asks it to (ref/unref, counted). Level-triggered: a
+// process alive exactly while some watcher asks it to (ref/unref, counted); the set and the Poller
+// are made on first use and closed once nothing is watched or pending (no fd held at rest). Level-triggered: a
 // watcher is told on every turn of the loop while its fd is ready and armed. A watcher may be told
 // of readiness that is gone by then (or, on an fd number reused within one turn, was another's),
 // so it must treat an event as "look", never as a fact. Never reads, writes or closes a watched fd.
@@ -45,6 +46,7 @@ class Readiness {
   /** Stops watching fd (idempotent); must come before fd is closed. */
   disarm(fd: number): void {
     if (this.#byFd.delete(fd)) raw.epollControl(DEL, fd, 0);
+    this.#closeIfIdle();
   }
 
   /** One more watcher needs the process kept alive. */
@@ -54,6 +56,15 @@ class Readiness {
 
   unref(): void {
     if (--this.#refs === 0) this.#poller.unref();
+    this.#closeIfIdle();
+  }
+
+  /** Nothing watched and nothing pending: the set and its Poller go (a process at rest holds neither). */
+  #closeIfIdle(): void {
+    if (this.#byFd.size !== 0 || this.#refs !== 0 || the !== this) return;
+    the = null;
+    this.#poller.close();
+    raw.epollClose();
   }
 
   #ready(errno: number): void {
@@ -76,6 +87,7 @@ class Readiness {
           this.disarm(fd);
           w[onReady](ERRNO.EBADF, 0);
         } else w[onReady](0, events);
+        if (the !== this) return; // the last watcher went: the set is closed
       }
       if (n < out.length / 2) break;
     }
@@ -84,7 +96,7 @@ class Readiness {
 
 let the: Readiness | null = null;
 
-/** This thread's readiness (made on first use; it lives as long as the thread). */
+/** This thread's readiness (made on first use; closed once nothing is watched or pending). */
 export function readiness(): Readiness {
   the ??= new Readiness();
   return the;
