@@ -14,6 +14,7 @@
         "src/ioctl.c",
         "src/notify.c",
         "src/poll.c",
+        "src/epoll.c",
         "src/lock.c",
         "src/sockdiag.c"
       ],

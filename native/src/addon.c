@@ -10,6 +10,7 @@
 //   ioctl.c   ioctl with in/out buffers
 //   notify.c  sd_notify (FDSTORE)
 //   poll.c    uv_poll readiness (the event loop, never the threadpool)
+//   epoll.c   the env's epoll set: every FdSocket and exit watch behind one Poller
 //   lock.c    flock (one brokerd per private dir)
 //   sockdiag.c NETLINK_SOCK_DIAG exact lookup: who created one TCP socket (loopback peers)
 #include "common.h"
@@ -27,6 +28,7 @@ static void on_env_cleanup(void* arg) {
   st->tearing_down = true;
   poll_env_cleanup(st);
   sockdiag_env_cleanup(st);
+  epoll_env_cleanup(st);
 }
 
 static void on_state_finalize(napi_env env, void* data, void* hint) {
@@ -50,6 +52,7 @@ static napi_value Init(napi_env env, napi_value exports) {
   register_ioctl(env, exports);
   register_notify(env, exports);
   register_poll(env, exports);
+  register_epoll(env, exports);
   register_lock(env, exports);
   register_sockdiag(env, exports);
   napi_value v;

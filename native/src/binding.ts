@@ -54,6 +54,10 @@ export interface RawBinding {
     dst: Uint8Array,
     dstPort: number,
   ): { uid: number; state: number } | null;
+  epollSet(): number;
+  epollClose(): void;
+  epollControl(op: 1 | 2 | 3, fd: number, events: number): void;
+  epollReady(out: Int32Array): number;
   Poller: new (fd: number) => Poller;
   PAGE_SIZE: number;
   MAX_FDS_PER_MESSAGE: number;

@@ -22,6 +22,7 @@ typedef struct {
   bool tearing_down;   // env cleanup started: no more napi calls from libuv callbacks
   poller* pollers;     // live pollers, closed by the env cleanup hook
   int diag_fd;         // NETLINK_SOCK_DIAG socket + 1 (0: not open yet), sockdiag.c
+  int epoll_fd;        // the readiness set + 1 (0: not made yet), epoll.c
 } addon_state;
 
 addon_state* state_of(napi_env env);
@@ -76,9 +77,11 @@ void register_mem(napi_env env, napi_value exports);
 void register_ioctl(napi_env env, napi_value exports);
 void register_notify(napi_env env, napi_value exports);
 void register_poll(napi_env env, napi_value exports);
+void register_epoll(napi_env env, napi_value exports);
 void register_lock(napi_env env, napi_value exports);
 void register_sockdiag(napi_env env, napi_value exports);
 void poll_env_cleanup(addon_state* st);
 void sockdiag_env_cleanup(addon_state* st);
+void epoll_env_cleanup(addon_state* st);
 
 #endif

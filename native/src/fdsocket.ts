@@ -1,7 +1,8 @@
 // fdsocket.ts: owns the fd channel transport: FdSocket (a connected Unix STREAM socket that sends
 // and receives length-prefixed frames, each with the fds that travelled with it) and FdServer.
-// Readiness comes from uv_poll on the event loop, never the threadpool. A poller is armed only while
-// a recv() or send() waits and is ref'd exactly then, so idle sockets cost nothing and never keep the
+// Readiness comes from the event loop, never the threadpool: a socket waits in the thread's one
+// epoll set (readiness.ts), armed only while a recv() or send() waits (or since its last read) and
+// holding a ref exactly while one waits, so idle sockets cost an epoll entry and never keep the
 // process alive. Fds are never leaked: undelivered fds are closed on close(), and any receive error
 // (truncated control data, too many fds, oversize frame, fds mid-frame, EOF mid-frame) closes every
 // fd received so far AND closes the socket, whose stream position is lost: it is unusable for
@@ -12,6 +13,7 @@ import { type Poller, READABLE, raw, WRITABLE } from "./binding.js";
 import { closedError, ERRNO, invalid, NativeError } from "./errors.js";
 import { FrameReader, HEADER_BYTES } from "./frames.js";
 import { type PeerIdentity, peerIdentity } from "./identity.js";
+import { onReady, readiness, type Watcher } from "./readiness.js";
 
 export const MAX_FDS_PER_MESSAGE = 253 as const;
 
@@ -47,6 +49,15 @@ export const DEFAULT_RECV_LIMITS: Readonly<RecvLimits> = {
   keepOpenOnError: false,
 };
 
+/**
+ * What receive() delivers to: the next frame (msg null at orderly EOF), or the error recv() would
+ * reject with (err set, msg null). Called once per receive(), from the event loop or from the
+ * receive() call itself once the socket's state is settled, never in the middle of a read.
+ */
+export interface FrameReceiver {
+  onFrame(err: Error | null, msg: FdMessage | null): void;
+}
+
 interface PendingRecv {
   limits: RecvLimits;
   resolve(m: FdMessage | null): void;
@@ -60,6 +71,12 @@ interface PendingSend {
   resolve(): void;
   reject(e: Error): void;
 }
+
+/**
+ * The empty queue every socket starts with (two empty arrays were 64 bytes of every idle socket).
+ * Only ever read, spliced to nothing or replaced: a first entry makes a socket its own array.
+ */
+const NONE: never[] = [];
 
 function closeQuietly(fds: Iterable<number>): void {
   for (const fd of fds) {
@@ -81,6 +98,15 @@ export function frameNotSent(err: unknown): boolean {
   return (err as NativeError | undefined)?.code === "ETOOMANYREFS";
 }
 
+function busy(fd: number): NativeError {
+  return new NativeError(
+    `recv(fd ${fd}): a receive() is pending; one reader at a time`,
+    "EBUSY",
+    ERRNO.EBUSY,
+    "recv",
+  );
+}
+
 function checkLimits(limits: Partial<RecvLimits> | undefined): RecvLimits {
   // A frozen, complete limits object is kept as it is (a server reading many connections passes
   // one: no copy held by every pending recv).
@@ -98,19 +124,23 @@ function checkLimits(limits: Partial<RecvLimits> | undefined): RecvLimits {
   return l;
 }
 
-export class FdSocket {
+export class FdSocket implements Watcher {
   readonly fd: number;
-  #poller: Poller | null = null;
-  /** What #poller is pending for (ref'd while not 0). */
+  /** What is pending on readiness (a ref on the thread's readiness while not 0). */
   #events = 0;
-  /** What #poller is started with (libuv's events); may be READABLE while #events is 0. */
+  /** What the fd is watched for in the readiness set; may be READABLE while #events is 0. */
   #armed = 0;
   /** recvmsg said EAGAIN and no readiness was reported since (valid while armed for reading). */
   #drained = false;
   /** Made for a read and kept only while a frame is partial: an idle socket holds none. */
   #reader: FrameReader | null = null;
-  #recvs: PendingRecv[] = [];
-  #sends: PendingSend[] = [];
+  /** Pending recv()s; the shared NONE while there are none (never pushed to: see recv()). */
+  #recvs: PendingRecv[] = NONE;
+  /** A pending receive(): its receiver and limits (no promise, no object per read). */
+  #rx: FrameReceiver | null = null;
+  #rxLimits: RecvLimits = DEFAULT_RECV_LIMITS;
+  /** Frames not entirely sent; the shared NONE while there are none (never pushed to: see send()). */
+  #sends: PendingSend[] = NONE;
   #closed = false;
   #closeReason: Error | undefined;
   #eof = false;
@@ -265,6 +295,7 @@ export class FdSocket {
   recv(limits?: Partial<RecvLimits>): Promise<FdMessage | null> {
     if (this.#closed) return Promise.reject(closedError("recv", this.fd, this.#closeReason));
     if (this.#recvError) return Promise.reject(this.#recvError);
+    if (this.#rx) return Promise.reject(busy(this.fd));
     let l: RecvLimits;
     try {
       l = checkLimits(limits);
@@ -278,6 +309,26 @@ export class FdSocket {
       else this.#recvs.push(r);
       this.#pump();
     });
+  }
+
+  /**
+   * recv() with a callback: the next frame, or the error, goes to `to.onFrame` (see FrameReceiver),
+   * with no promise or closure made per read: a server's idle connection waiting for its next
+   * frame holds only the receiver it passed. One at a time, and not while recv() promises are
+   * pending (EBUSY, thrown). Errors and fds as recv(). limits: as recv()'s (a frozen complete one is
+   * kept as it is); invalid ones throw.
+   */
+  receive(limits: Partial<RecvLimits> | undefined, to: FrameReceiver): void {
+    if (this.#rx || this.#recvs.length > 0) throw busy(this.fd);
+    const l = checkLimits(limits);
+    const fail = this.#closed ? closedError("recv", this.fd, this.#closeReason) : this.#recvError;
+    if (fail) {
+      queueMicrotask(() => to.onFrame(fail, null));
+      return;
+    }
+    this.#rx = to;
+    this.#rxLimits = l;
+    this.#pump();
   }
 
   /**
@@ -316,13 +367,19 @@ export class FdSocket {
     if (this.#closed) return;
     this.#closed = true;
     this.#closeReason = reason;
-    this.#poller?.close();
-    this.#poller = null;
+    if (this.#armed !== 0) readiness().disarm(this.fd);
+    if (this.#events !== 0) readiness().unref();
+    this.#armed = 0;
+    this.#events = 0;
     closeQuietly([this.fd]);
     closeQuietly(this.#reader?.drainFds() ?? []);
     this.#reader = null;
     const err = reason ?? closedError("recv", this.fd);
     for (const r of this.#recvs.splice(0)) r.reject(err);
+    const to = this.#rx;
+    this.#rx = null;
+    // Told later, not inside close(): its caller may be the receiver itself.
+    if (to) queueMicrotask(() => to.onFrame(err, null));
     const serr = reason ?? closedError("send", this.fd);
     for (const s of this.#sends.splice(0)) {
       closeQuietly(s.fds);
@@ -330,16 +387,31 @@ export class FdSocket {
     }
   }
 
+  /** A recv() or receive() is pending. */
+  #wanted(): boolean {
+    return this.#rx !== null || this.#recvs.length > 0;
+  }
+
+  /**
+   * Reads until every pending receive has its frame or the socket would block. A receive()'s
+   * receiver is told last, once this socket's state is settled (it may call receive() again).
+   */
   #pump(): void {
     this.#reader ??= new FrameReader();
     const reader = this.#reader;
+    let to: FrameReceiver | null = null;
+    let got: FdMessage | null = null;
     try {
-      while (this.#recvs.length > 0 && !this.#closed) {
-        const head = this.#recvs[0]!;
-        const frame = reader.next(head.limits.maxBytes);
+      while (this.#wanted() && !this.#closed) {
+        const limits = this.#rx ? this.#rxLimits : this.#recvs[0]!.limits;
+        const frame = reader.next(limits.maxBytes);
         if (frame) {
-          this.#recvs.shift();
-          head.resolve(frame);
+          if (this.#rx) {
+            [to, got] = [this.#rx, frame];
+            this.#rx = null;
+            break;
+          }
+          this.#recvs.shift()!.resolve(frame);
           continue;
         }
         if (this.#eof) {
@@ -351,14 +423,16 @@ export class FdSocket {
               "recvmsg",
             );
           }
+          to = this.#rx;
+          this.#rx = null;
           for (const r of this.#recvs.splice(0)) r.resolve(null);
           break;
         }
-        const [buf, off, len] = reader.space(head.limits.maxBytes);
+        const [buf, off, len] = reader.space(limits.maxBytes);
         const out = fdsOut;
-        // The poller armed since the last EAGAIN and silent: nothing came, no recvmsg to learn it.
+        // Armed since the last EAGAIN and not told of readiness: nothing came, no recvmsg to learn it.
         if (this.#drained && this.#armed & READABLE) break;
-        const n = raw.recvmsg(this.fd, buf, off, len, head.limits.maxFds, out);
+        const n = raw.recvmsg(this.fd, buf, off, len, limits.maxFds, out);
         if (n < 0) {
           this.#drained = true;
           break; // EAGAIN: wait for readability
@@ -384,19 +458,22 @@ export class FdSocket {
       }
     } catch (err) {
       reader.settle();
-      if (this.#recvs[0]?.limits.keepOpenOnError) {
+      const keep = (this.#rx ? this.#rxLimits : this.#recvs[0]?.limits)?.keepOpenOnError;
+      const failed = this.#rx;
+      this.#rx = null;
+      if (keep) {
         // The stream position is lost: no more receiving, but the socket stays open for a reply.
         this.#recvError = err as Error;
         closeQuietly(reader.drainFds());
         reader.reset();
         for (const r of this.#recvs.splice(0)) r.reject(err as Error);
         this.#update();
-        return;
-      }
-      this.#shutdown(err as Error);
+      } else this.#shutdown(err as Error);
+      failed?.onFrame(err as Error, null);
       return;
     }
     this.#update();
+    to?.onFrame(null, got);
   }
 
   #flush(): void {
@@ -436,60 +513,57 @@ export class FdSocket {
   }
 
   /**
-   * Arms the poller for what is pending; ref'd exactly while something is pending. A poller armed
-   * for reading only stays armed (unref'd) when nothing is pending: a served connection asks for
-   * its next frame as soon as it answered this one, and stopping and restarting the poller would
-   * cost an epoll_ctl each (libuv's uv_poll_stop deletes the fd from epoll; uv_poll_start adds it
-   * again). If the socket turns readable meanwhile, #onReady stops it then.
+   * Arms the fd in the thread's readiness set (readiness.ts) for what is pending; holds a ref on it
+   * exactly while something is pending. An fd armed for reading only stays armed when nothing is
+   * pending: a served connection asks for its next frame as soon as it answered this one, and
+   * disarming and arming again would cost an epoll_ctl each. If the socket turns readable
+   * meanwhile, [onReady] disarms it then.
    */
   #update(): void {
     if (this.#closed) return;
-    const want =
-      (this.#recvs.length > 0 && !this.#eof ? READABLE : 0) | (this.#sends.length > 0 ? WRITABLE : 0);
+    const want = (this.#wanted() && !this.#eof ? READABLE : 0) | (this.#sends.length > 0 ? WRITABLE : 0);
     if (want === this.#events && (want !== 0 || (this.#armed & WRITABLE) === 0)) return;
     if (want === 0) {
       if (this.#armed & WRITABLE) {
         // Armed for writing with nothing to write: a writable socket would wake us at once.
-        this.#poller!.stop();
+        readiness().disarm(this.fd);
         this.#armed = 0;
       }
-      if (this.#events !== 0) this.#poller!.unref();
+      if (this.#events !== 0) readiness().unref();
     } else {
-      if (!this.#poller) {
-        const p = new raw.Poller(this.fd);
-        p.onready = (errno, events) => this.#onReady(errno, events);
-        this.#poller = p;
-      }
+      const r = readiness();
       if (want !== this.#armed) {
-        this.#poller.start(want);
+        r.arm(this.fd, want, this);
         this.#armed = want;
       }
-      if (this.#events === 0) this.#poller.ref();
+      if (this.#events === 0) r.ref();
     }
     this.#events = want;
   }
 
-  #onReady(errno: number, events: number): void {
+  /** @internal The thread's readiness: the fd may be ready for events (or errno: it failed). */
+  [onReady](errno: number, events: number): void {
     if (this.#closed) return;
     if (this.#events === 0) {
-      // Left armed with nothing pending (#update): stop now; the next recv() reads what came.
-      this.#poller?.stop();
+      // Left armed with nothing pending (#update): disarm now; the next recv() reads what came.
+      if (this.#armed !== 0) readiness().disarm(this.fd);
       this.#armed = 0;
       this.#drained = false;
       return;
     }
     if (errno !== 0) {
-      // libuv reports POLLERR as UV_EBADF and stops watching. On a socket POLLERR is a pending
-      // error (ECONNRESET: the peer closed with our bytes unread) with the frames that arrived
-      // before it still queued: deliver those and let recvmsg/sendmsg report the real error. Only
-      // if neither settles what is pending does libuv's error close the socket.
+      // An error on the socket (POLLERR: the fd is no longer watched) is a pending error
+      // (ECONNRESET: the peer closed with our bytes unread) with the frames that arrived before it
+      // still queued: deliver those and let recvmsg/sendmsg report the real error. Only if neither
+      // settles what is pending does the poll error close the socket.
       const pollError = NativeError.fromErrno(errno, "uv_poll", `fd ${this.fd}`);
+      readiness().unref();
       this.#events = 0;
       this.#armed = 0;
       this.#drained = false;
       if (this.#sends.length > 0) this.#flush();
-      if (this.#recvs.length > 0) this.#pump();
-      if (!this.#closed && (this.#recvs.length > 0 || this.#sends.length > 0)) this.#shutdown(pollError);
+      if (this.#wanted()) this.#pump();
+      if (!this.#closed && (this.#wanted() || this.#sends.length > 0)) this.#shutdown(pollError);
       return;
     }
     if (events & WRITABLE) this.#flush();

@@ -1,9 +1,10 @@
 // identity.ts: owns learning who a Unix socket peer is from the kernel (SO_PEERCRED, SO_PEERPIDFD,
-// with the labelled pidfd_open fallback) and watching a pidfd for exit. It never takes a pid from
+// with the labelled pidfd_open fallback) and watching pidfds for exit (one epoll set). It never takes a pid from
 // what a peer says. The fallback is weaker: between SO_PEERCRED and pidfd_open the peer may exit and
 // its pid be reused, so its result is labelled pidfdSource "pidfd_open" for policy to weigh.
 // VFIO_NATIVE_NO_PEERPIDFD=1 forces the fallback (tests; kernels without SO_PEERPIDFD take it anyway).
 import { READABLE, raw } from "./binding.js";
+import { onReady, readiness, type Watcher } from "./readiness.js";
 
 export interface PeerCred {
   pid: number;
@@ -60,33 +61,46 @@ export function pidfdSendSignal(pidfd: number, sig: number): boolean {
   return raw.pidfdSendSignal(pidfd, sig);
 }
 
+/** One exit watch: a private dup of the pidfd, waiting in this thread's readiness set. */
+class PidWatch implements Watch, Watcher {
+  #fd: number;
+
+  constructor(
+    fd: number,
+    readonly onExit: (arg: unknown) => void,
+    readonly arg: unknown,
+  ) {
+    this.#fd = fd;
+    readiness().arm(fd, READABLE, this);
+  }
+
+  [onReady](): void {
+    if (this.#fd < 0 || raw.pidfdAlive(this.#fd)) return; // not for us, or not an exit after all
+    this.close();
+    this.onExit(this.arg);
+  }
+
+  close(): void {
+    if (this.#fd < 0) return;
+    readiness().disarm(this.#fd);
+    raw.closeFd(this.#fd);
+    this.#fd = -1;
+  }
+}
+
 /**
- * Calls onExit once, from the event loop, when the process exits (uv_poll on a private dup of the
- * pidfd, so the caller may close its pidfd at any time and several watches may share one pidfd). The
- * watch is unref'd: it never keeps the process alive. close() is idempotent and cancels it.
+ * Calls onExit(arg) once, from the event loop, when the process exits: a private dup of the pidfd
+ * waits in this thread's readiness set (readiness.ts), so the caller may close its pidfd at any
+ * time and several watches may share one pidfd. The watch never keeps the process alive. close()
+ * is idempotent and cancels it. Pass a shared onExit and the watched thing as arg: the watch then holds no closure.
  */
-export function watchPidfd(pidfd: number, onExit: () => void): Watch {
+export function watchPidfd<T = undefined>(pidfd: number, onExit: (arg: T) => void, arg?: T): Watch {
   if (typeof onExit !== "function") throw new TypeError("watchPidfd: onExit must be a function");
   const dup = raw.dupFd(pidfd);
-  let poller: InstanceType<typeof raw.Poller>;
   try {
-    poller = new raw.Poller(dup);
+    return new PidWatch(dup, onExit as (arg: unknown) => void, arg);
   } catch (err) {
     raw.closeFd(dup);
     throw err;
   }
-  let open = true;
-  const close = (): void => {
-    if (!open) return;
-    open = false;
-    poller.close();
-    raw.closeFd(dup);
-  };
-  poller.onready = () => {
-    close();
-    onExit();
-  };
-  poller.start(READABLE);
-  poller.unref();
-  return { close };
 }

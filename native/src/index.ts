@@ -23,6 +23,7 @@ export {
   type FdMessage,
   FdServer,
   FdSocket,
+  type FrameReceiver,
   frameNotSent,
   listenUnix,
   MAX_FDS_PER_MESSAGE,

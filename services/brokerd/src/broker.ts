@@ -239,8 +239,11 @@ export class Broker extends CoreEvents {
   // ---- sessions --------------------------------------------------------------------------------
 
   openSession(identity: PeerIdentity): Session {
-    return openSession(this.core, this.slots, identity, (s) => this.endSession(s, "process-exit"));
+    return openSession(this.core, this.slots, identity, this.processExited);
   }
+
+  /** A session's process exited (its exit watch's callback: one for every session). */
+  private readonly processExited = (s: Session): void => this.endSession(s, "process-exit");
 
   /** Ends s and all it holds (grants/ending.ts); its transport closes the connection after. */
   endSession(s: Session, reason: string, message = ""): void {

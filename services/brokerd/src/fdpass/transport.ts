@@ -22,15 +22,21 @@
 // only once three quarters of the send buffer are free), so a timer that starts at 1 ms and backs
 // off to 64 ms is what notices an honest client that read its replies.
 
-import { FdServer, type FdSocket, frameNotSent, peerCred, type RecvLimits } from "@vfio-broker/native";
+import {
+  type FdMessage,
+  FdServer,
+  type FdSocket,
+  frameNotSent,
+  peerCred,
+  type RecvLimits,
+} from "@vfio-broker/native";
 import { nofileLimit } from "../fd-budget.js";
 import { FairShare } from "../grants/fair-share.js";
-import { identityOfSocket, type PeerIdentity } from "../identity/peer.js";
 import { logLimited } from "../log.js";
 import { FdAccount, type FdConnectionPeer, type FdConnections } from "../sessions/fd-connections.js";
+import { Conn } from "./conn.js";
 import { type FdConnection, type FdProtocol, serveFrame } from "./connection.js";
 import { classifyDeliveryFailure, type DeliveryFailure } from "./delivery-failure.js";
-import { UnreadReplies } from "./unread.js";
 
 export const DEFAULT_IDLE_MS = 30_000;
 /** The most fds one reply carries (a full FdBatch). */
@@ -92,58 +98,6 @@ export function sendFailure(e: unknown): DeliveryFailure {
   });
 }
 
-/** One served connection: its socket, whose it is, and what its replies hold in flight. */
-class Conn implements FdConnection {
-  readonly unread = new UnreadReplies();
-  /** SIOCOUTQ when last looked at. */
-  outq = 0;
-  /** Private fd dups held for a reply whose send would block. */
-  held = 0;
-  /** What the core charges the identity for this connection (set once admitted). */
-  account!: FdAccount;
-  /** A session's lease: never closed for idling. */
-  leased = false;
-  /** end() was called: no frame is read or served after the one being served. */
-  ended = false;
-  /** A recv() for its next frame is pending (nothing else of it waits). */
-  reading = false;
-  /** The transport is done serving it (finish() ran): it lingers, then closes. */
-  finished = false;
-  /** Frames served since the connection opened (for FRAMES_PER_TURN). */
-  served = 0;
-  /** The idle close of a connection that is not a lease, while its next frame is awaited. */
-  timer: NodeJS.Timeout | undefined;
-
-  constructor(
-    readonly sock: FdSocket,
-    readonly peer: FdConnectionPeer,
-    private readonly transport: FdTransport,
-  ) {}
-
-  reply(bytes: Uint8Array, fds: number[] = []): Promise<void> {
-    return this.transport.send(this.sock, bytes, fds, this);
-  }
-  room(fds: number): Promise<boolean> {
-    return this.transport.room(this, fds);
-  }
-  identify(): PeerIdentity {
-    return identityOfSocket(this.sock.fd);
-  }
-  holdOpen(): void {
-    this.leased = true;
-  }
-
-  /** A frame being served, or a wait for room, sees `ended` when it is done; a pending read ends now. */
-  end(): void {
-    this.ended = true;
-    if (this.reading) queueMicrotask(() => this.transport.finish(this));
-  }
-
-  get queued(): number {
-    return this.sock.pendingSends;
-  }
-}
-
 export class FdTransport {
   private readonly server: FdServer;
   private readonly conns = new Set<FdSocket>();
@@ -176,7 +130,7 @@ export class FdTransport {
     }
     const c = new Conn(sock, peer, this);
     try {
-      const admitted = this.connections.admit(peer, () => this.settle(c));
+      const admitted = this.connections.admit(peer, c);
       if (admitted instanceof FdAccount) {
         c.account = admitted;
         this.conns.add(sock);
@@ -212,19 +166,29 @@ export class FdTransport {
     }
     if (!c.leased) c.timer = setTimeout(() => c.end(), this.opts.idleMs ?? DEFAULT_IDLE_MS);
     c.reading = true; // (a session's lease never idles: no timer for it)
-    c.sock.recv(this.limits).then<unknown, unknown>(
-      (msg) => this.received(c) && this.frame(c, msg),
-      // A frame over the limit, fds sent to us, a frame cut by EOF: the stream position is lost.
-      // Say so, then close (the socket stays open for this one reply).
-      (e: Error) =>
-        this.received(c) &&
-        new Promise<void>((r) => r(this.send(c.sock, this.protocol.badFrame(e, c.peer))))
-          .catch(() => {})
-          .then(() => this.finish(c)),
-    );
+    try {
+      c.sock.receive(this.limits, c); // the frame comes to c.onFrame, then delivered()
+    } catch (e) {
+      this.received(c);
+      this.finish(c, e);
+    }
   }
 
-  /** The pending recv() settled; false: the connection was finished meanwhile (what came is dropped). */
+  /** The pending receive() settled (Conn.onFrame): serve the frame, or answer a bad one and close. */
+  delivered(c: Conn, err: Error | null, msg: FdMessage | null): void {
+    if (!this.received(c)) return;
+    if (!err) {
+      this.frame(c, msg);
+      return;
+    }
+    // A frame over the limit, fds sent to us, a frame cut by EOF: the stream position is lost.
+    // Say so, then close (the socket stays open for this one reply).
+    new Promise<void>((r) => r(this.send(c.sock, this.protocol.badFrame(err, c.peer))))
+      .catch(() => {})
+      .then(() => this.finish(c));
+  }
+
+  /** The pending read settled; false: the connection was finished meanwhile (what came is dropped). */
   private received(c: Conn): boolean {
     c.reading = false;
     clearTimeout(c.timer);
@@ -233,7 +197,7 @@ export class FdTransport {
   }
 
   /** Serves one request in order; then the next, or (every FRAMES_PER_TURN) others get a turn first. */
-  private frame(c: Conn, msg: Awaited<ReturnType<FdSocket["recv"]>>): void {
+  private frame(c: Conn, msg: FdMessage | null): void {
     if (!msg || c.ended) {
       this.finish(c);
       return;
@@ -279,7 +243,7 @@ export class FdTransport {
   }
 
   /** Asks the kernel what the peer has not read (SIOCOUTQ) and updates the counts. */
-  private settle(c: Conn): void {
+  settle(c: Conn): void {
     try {
       c.outq = c.sock.unreadBytes();
     } catch {

@@ -58,6 +58,8 @@ export class UnreadReplies {
   sentReply(bytes: number, fds: number): void {
     const last = this.sent.at(-1);
     if (fds === 0 && last && last.fds === 0) last.bytes += bytes;
+    // A literal of one: push onto an empty array would allocate 17 slots (an idle connection's).
+    else if (this.sent.length === 0) this.sent = [{ bytes, fds }];
     else this.sent.push({ bytes, fds });
     this.sentFds += fds;
     this.outqBound += truesizeBound(bytes);

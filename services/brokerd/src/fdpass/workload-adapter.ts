@@ -20,7 +20,7 @@ import { type FdAdapter, type FdReplyInit, MAX_BATCH_ITEMS, MAX_REQUEST_BYTES, r
 import { encodeWorkloadFdReply } from "./reply-codec.js";
 import { type FdConnection, MAX_REPLY_FDS } from "./transport.js";
 import { decodeRequest, helloOf, helloProblem, kindOf, MAX_CAPABILITIES } from "./workload-decode.js";
-import { MAX_QUEUED_EVENTS, workloadLease } from "./workload-lease.js";
+import { MAX_QUEUED_EVENTS, type Stalled, workloadLease } from "./workload-lease.js";
 
 /** The protocol versions spoken: 1 only. */
 export const WORKLOAD_VERSION = 1;
@@ -58,6 +58,12 @@ const wrapBatch = wrapFd("batch");
 export class WorkloadAdapter {
   /** Each workload connection's session, once its hello opened one. */
   private readonly sessions = new WeakMap<FdConnection, Session>();
+  /** A lease's peer stopped reading: its session ends, then its connection (every lease's). */
+  private readonly stalled: Stalled = (why, c) => {
+    const now = this.sessions.get(c);
+    if (now) this.broker.endSession(now, why.reason, why.message);
+    c.end();
+  };
 
   constructor(
     private readonly broker: Broker,
@@ -100,11 +106,7 @@ export class WorkloadAdapter {
     this.sessions.set(c, s);
     c.holdOpen();
     s.clientName = h.clientName;
-    const lease = workloadLease(c, (why) => {
-      const now = this.sessions.get(c);
-      if (now) this.broker.endSession(now, why.reason, why.message);
-      c.end();
-    });
+    const lease = workloadLease(c, this.stalled);
     s.lease = lease;
     try {
       const resumed =

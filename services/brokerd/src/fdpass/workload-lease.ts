@@ -46,16 +46,16 @@ export interface WorkloadLease extends LeaseSink {
   ready(): void;
 }
 
+/** Told (once) that the peer of connection c stopped reading. */
+export type Stalled = (why: { reason: string; message: string }, c: FdConnection) => void;
+
 /**
- * A LeaseSink over connection c. `stalled` is called (once) when the peer stops reading; the owner
- * ends the session. After end(), or once the connection ended, nothing more is sent. Until ready()
+ * A LeaseSink over connection c. `stalled` is called (once, with c) when the peer stops reading; the
+ * owner ends the session (one function for all its leases: no closure per session). After end(), or once the connection ended, nothing more is sent. Until ready()
  * its events are held (at most MAX_QUEUED_EVENTS, as unsent frames are), so none comes before the
  * hello's reply. One object per session, no closures of its own: an idle session's lease is small.
  */
-export function workloadLease(
-  c: FdConnection,
-  stalled: (why: { reason: string; message: string }) => void,
-): WorkloadLease {
+export function workloadLease(c: FdConnection, stalled: Stalled): WorkloadLease {
   return new Lease(c, stalled);
 }
 
@@ -69,13 +69,13 @@ class Lease implements WorkloadLease {
 
   constructor(
     private readonly c: FdConnection,
-    private readonly stalled: (why: { reason: string; message: string }) => void,
+    private readonly stalled: Stalled,
   ) {}
 
   private stall(): void {
     if (!this.open) return;
     this.open = false;
-    queueMicrotask(() => this.stalled(STALLED));
+    queueMicrotask(() => this.stalled(STALLED, this.c));
   }
 
   private push(e: EventInit): Promise<void> {

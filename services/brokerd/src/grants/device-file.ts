@@ -1,11 +1,14 @@
-// DeviceFile: one client's open view of one device (the kernel's vfio_device_file). It owns one
-// MapleTree over its 64-bit offset space: a compat entry per region at its layout cookie, and an
-// alias range per Mapping. Every mmap, read and write the client addresses by offset is a lookup
-// here. It holds no fds itself; the Backings of its Mappings do.
+// DeviceFile: one client's open view of one device (the kernel's vfio_device_file). It owns its
+// 64-bit offset space: a compat range per region at its layout cookie, and an alias range per
+// Mapping. Every mmap, read and write the client addresses by offset is a lookup here. The space
+// is a MapleTree made with the first mapping (or held cookie): until then it holds only the
+// regions, whose ranges are resolved from the layout's cookies, shared by every device file of the
+// same device and layout (an idle open device file holds no tree: its root leaf alone was ~1.4 KB).
+// It holds no fds itself; the Backings of its Mappings do.
 import type { Attribute, Backing, DeviceInfo, Prot, RegionInfo } from "../devices/backend.js";
 import { hex, regionName } from "../devices/regions.js";
 import { exhausted, invalid, notFound } from "../errors.js";
-import { MapleTree, NoSpaceError } from "../maple/index.js";
+import { type MapleEntry, MapleTree, NoSpaceError } from "../maple/index.js";
 import { type Layout, planLayout } from "./layout.js";
 
 export type MappingState = "pending" | "delivered";
@@ -72,18 +75,51 @@ export interface Resolved {
 
 const NO_MAPPINGS: ReadonlyMap<bigint, Mapping> = new Map();
 
+/** Where a device's regions sit in one layout: the same for every device file of it (shared). */
+interface Placed {
+  readonly layout: Layout;
+  readonly pageSize: bigint;
+  /** Compat cookie by region index (undefined: no such region). */
+  readonly cookies: readonly (bigint | undefined)[];
+  /** The regions' ranges in the tree, lowest first (regions of size 0 have none). */
+  readonly ranges: readonly { start: bigint; last: bigint; entry: TreeEntry }[];
+  readonly aliasBase: bigint;
+}
+
+/** Plans by the device's regions (a device's RegionInfo list is fixed once listed). */
+const placedBy = new WeakMap<readonly RegionInfo[], Placed[]>();
+
+function placed(device: DeviceInfo, layout: Layout, pageSize: bigint): Placed {
+  const plans = placedBy.get(device.regions);
+  const hit = plans?.find((p) => p.layout === layout && p.pageSize === pageSize);
+  if (hit) return hit;
+  const plan = planLayout(layout, device.regions, pageSize);
+  const cookies: (bigint | undefined)[] = [];
+  const ranges: Placed["ranges"][number][] = [];
+  for (const { region, cookie } of plan.placements) {
+    cookies[region.index] = cookie;
+    if (region.size > 0n)
+      ranges.push({ start: cookie, last: cookie + region.size - 1n, entry: { kind: "region", region } });
+  }
+  ranges.sort((a, b) => (a.start < b.start ? -1 : 1));
+  const p: Placed = { layout, pageSize, cookies, ranges, aliasBase: plan.aliasBase };
+  if (plans) plans.push(p);
+  else placedBy.set(device.regions, [p]);
+  return p;
+}
+
 export class DeviceFile {
-  readonly tree = new MapleTree<TreeEntry>();
+  /** The offset space as a tree, made on first use by a mapping or a held cookie. */
+  #tree: MapleTree<TreeEntry> | undefined;
+  readonly #placed: Placed;
   /** Its live mappings by cookie (the Map is made with the first: an idle open device file has none). */
   get mappings(): ReadonlyMap<bigint, Mapping> {
     return this.#mappings ?? NO_MAPPINGS;
   }
   #mappings: Map<bigint, Mapping> | undefined;
-  readonly regionCookies = new Map<number, bigint>();
   /** Live mappings by where they start (startKey): what a CreateMapping of the same range shares
    * (made with the first mapping: an open device file with none holds no empty Map). */
   private starts: Map<number, Mapping | Mapping[]> | undefined;
-  readonly aliasBase: bigint;
   openedAt = Date.now();
   /** The OpenDevice request id ("" if none). */
   requestId = "";
@@ -95,12 +131,48 @@ export class DeviceFile {
     readonly layout: Layout,
     private readonly pageSize: bigint,
   ) {
-    const plan = planLayout(layout, device.regions, pageSize);
-    for (const { region, cookie } of plan.placements) {
-      this.regionCookies.set(region.index, cookie);
-      if (region.size > 0n) this.tree.insert(cookie, cookie + region.size - 1n, { kind: "region", region });
-    }
-    this.aliasBase = plan.aliasBase;
+    this.#placed = placed(device, layout, pageSize);
+  }
+
+  /** Lowest offset an alias range may start at. */
+  get aliasBase(): bigint {
+    return this.#placed.aliasBase;
+  }
+
+  /** The tree, made now if this is its first use: the regions' ranges go in first. */
+  private space(): MapleTree<TreeEntry> {
+    this.#tree ??= this.regionsTree();
+    return this.#tree;
+  }
+
+  private regionsTree(): MapleTree<TreeEntry> {
+    const t = new MapleTree<TreeEntry>();
+    for (const r of this.#placed.ranges) t.insert(r.start, r.last, r.entry);
+    return t;
+  }
+
+  /** The entry whose range holds offset (without a tree: a region's, from the layout). */
+  private entryAt(offset: bigint): MapleEntry<TreeEntry> | undefined {
+    if (this.#tree) return this.#tree.find(offset, offset);
+    return this.#placed.ranges.find((r) => r.start <= offset && offset <= r.last);
+  }
+
+  /**
+   * The offset space as a tree for reading (admin dumps): the device file's own once it has one,
+   * else one made for this call. The caller never changes it.
+   */
+  treeView(): MapleTree<TreeEntry> {
+    return this.#tree ?? this.regionsTree();
+  }
+
+  /** Entries in the offset space (regions, mappings, held cookies). */
+  get entryCount(): number {
+    return this.#tree?.size ?? this.#placed.ranges.length;
+  }
+
+  /** Levels of the tree (the regions alone, at most NUM_REGIONS, fit its one root leaf). */
+  get treeDepth(): number {
+    return this.#tree?.depth ?? (this.#placed.ranges.length > 0 ? 1 : 0);
   }
 
   region(index: number): RegionInfo {
@@ -116,14 +188,14 @@ export class DeviceFile {
 
   regionCookie(index: number): bigint {
     this.region(index);
-    return this.regionCookies.get(index)!;
+    return this.#placed.cookies[index]!;
   }
 
   /** Allocates the lowest free alias range for a mapping of `length` bytes and records it. */
   addMapping(build: (cookie: bigint) => Mapping, length: bigint): Mapping {
     let cookie: bigint;
     try {
-      cookie = this.tree.allocRange(length, { align: this.pageSize, min: this.aliasBase });
+      cookie = this.space().allocRange(length, { align: this.pageSize, min: this.aliasBase });
     } catch (e) {
       if (e instanceof NoSpaceError)
         throw exhausted(
@@ -133,7 +205,7 @@ export class DeviceFile {
       throw e;
     }
     const m = build(cookie);
-    this.tree.insert(cookie, cookie + length - 1n, { kind: "mapping", mapping: m });
+    this.space().insert(cookie, cookie + length - 1n, { kind: "mapping", mapping: m });
     this.#mappings ??= new Map();
     this.#mappings.set(cookie, m);
     this.index(m);
@@ -176,9 +248,10 @@ export class DeviceFile {
 
   /** Puts back a mapping recorded before a restart at its own cookie (restore.ts). */
   restoreMapping(m: Mapping): void {
-    if (m.cookie < this.aliasBase || this.tree.find(m.cookie, m.cookie + m.length - 1n))
+    const t = this.space();
+    if (m.cookie < this.aliasBase || t.find(m.cookie, m.cookie + m.length - 1n))
       throw invalid(`cookie ${hex(m.cookie)} of device file ${this.id} is not free`, "restore");
-    this.tree.insert(m.cookie, m.cookie + m.length - 1n, { kind: "mapping", mapping: m });
+    t.insert(m.cookie, m.cookie + m.length - 1n, { kind: "mapping", mapping: m });
     this.#mappings ??= new Map();
     this.#mappings.set(m.cookie, m);
     this.index(m);
@@ -187,7 +260,7 @@ export class DeviceFile {
   mapping(cookie: bigint): Mapping {
     const m = this.mappings.get(cookie);
     if (!m) {
-      const e = this.tree.load(cookie);
+      const e = this.entryAt(cookie)?.entry;
       const hint =
         e?.kind === "region"
           ? `; ${hex(cookie)} is inside the compat range of ${e.region.name}, not a mapping cookie`
@@ -201,28 +274,30 @@ export class DeviceFile {
   removeMapping(m: Mapping, keepCookie = false): void {
     this.unindex(m);
     this.#mappings?.delete(m.cookie);
-    this.tree.erase(m.cookie);
+    this.space().erase(m.cookie);
     if (keepCookie) this.reserveCookie(m.cookie, m.length, m.region);
   }
 
   /** A held cookie (a revoked mapping still mapped by its holder) stays out of allocation. */
   reserveCookie(cookie: bigint, length: bigint, region: RegionInfo): void {
-    if (this.tree.find(cookie, cookie + length - 1n)) return;
-    this.tree.insert(cookie, cookie + length - 1n, { kind: "held", cookie, region });
+    const t = this.space();
+    if (t.find(cookie, cookie + length - 1n)) return;
+    t.insert(cookie, cookie + length - 1n, { kind: "held", cookie, region });
   }
 
   /** The hold on cookie ended: the cookie may be given to a new mapping. */
   releaseCookie(cookie: bigint): void {
-    if (this.tree.load(cookie)?.kind === "held") this.tree.erase(cookie);
+    // No tree: nothing was ever held in this device file.
+    if (this.#tree?.load(cookie)?.kind === "held") this.#tree.erase(cookie);
   }
 
   /** Resolves [offset, offset+length) to one tree entry; the access must not leave it. */
   resolve(offset: bigint, length: number): Resolved {
-    const e = this.tree.find(offset, offset);
+    const e = this.entryAt(offset);
     if (!e)
       throw invalid(
         `offset ${hex(offset)} is not inside any region or mapping of device file ${this.id}; ` +
-          `region cookies: ${[...this.regionCookies].map(([i, c]) => `${regionName(i)}=${hex(c)}`).join(", ")}`,
+          `region cookies: ${this.#placed.cookies.flatMap((c, i) => (c === undefined ? [] : [`${regionName(i)}=${hex(c)}`])).join(", ")}`,
         "range",
       );
     const into = offset - e.start;

@@ -9,7 +9,6 @@ import type { DeviceHealth } from "../devices/backend.js";
 import { notFound } from "../errors.js";
 import { describeIdentity } from "../identity/peer.js";
 import type { LeaseEvent, Session } from "../identity/session.js";
-import { MAX_MISSED_EVENTS } from "../identity/session.js";
 import { authorizeDevice, authorizeIdentity, authorizeMapping, type Policy } from "../policy/index.js";
 import type { DeviceFile } from "./device-file.js";
 import type { Ending } from "./ending.js";
@@ -26,8 +25,7 @@ export class Revocation {
   /** Sends a lease event, or queues it (bounded) while the session waits to be resumed. */
   notify(s: Session, e: LeaseEvent): void {
     if (s.lease) s.lease.send(e);
-    else if (s.detached && e.kind !== "keepalive_ack" && s.missed.length < MAX_MISSED_EVENTS)
-      s.missed.push(e);
+    else if (s.detached && e.kind !== "keepalive_ack") s.miss(e); // bounded (Session.miss)
   }
 
   /** Tells the session's lease that a mapping of df (cookie), or all of df (cookie 0), is revoked. */

@@ -160,8 +160,22 @@ export function containerOf(id: CgroupOf): ContainerRef | undefined {
   return ref;
 }
 
-/** The quota keys an identity is charged to: always its uid, and its (trusted) container when it has one. */
-export function quotaKeys(id: CgroupOf & { uid: number }): string[] {
+/** The keys of identities with no container, by uid, shared (each session and connection held a copy). */
+const uidKeys = new Map<number, readonly string[]>();
+const MAX_REMEMBERED_UIDS = 4096;
+
+/**
+ * The quota keys an identity is charged to: always its uid, and its (trusted) container when it has
+ * one. The array is shared between callers: never change it.
+ */
+export function quotaKeys(id: CgroupOf & { uid: number }): readonly string[] {
   const c = containerOf(id);
-  return c ? [`uid:${id.uid}`, `container:${c.id}`] : [`uid:${id.uid}`];
+  if (c) return [`uid:${id.uid}`, `container:${c.id}`];
+  let keys = uidKeys.get(id.uid);
+  if (!keys) {
+    if (uidKeys.size >= MAX_REMEMBERED_UIDS) uidKeys.clear();
+    keys = Object.freeze([`uid:${id.uid}`]);
+    uidKeys.set(id.uid, keys);
+  }
+  return keys;
 }

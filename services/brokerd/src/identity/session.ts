@@ -5,6 +5,7 @@ import type { Watch } from "@vfio-broker/native";
 import type { DeviceHealth } from "../devices/backend.js";
 import type { DeviceFile } from "../grants/device-file.js";
 import type { PeerIdentity } from "./peer.js";
+import { SmallMap } from "./small-map.js";
 import { type Tenant, uidTenant } from "./subuid.js";
 
 export type LeaseEvent =
@@ -42,7 +43,8 @@ export const MAX_REMEMBERED_REQUESTS = 256;
 export const MAX_MISSED_EVENTS = 256;
 
 export class Session {
-  readonly deviceFiles = new Map<bigint, DeviceFile>();
+  /** Its open device files by id (one, usually: held without a Map until a second). */
+  readonly deviceFiles: Map<bigint, DeviceFile> = new SmallMap();
   readonly connectedAt = Date.now();
   clientName = "";
   lease: LeaseSink | undefined;
@@ -58,7 +60,8 @@ export class Session {
    * events it misses meanwhile.
    */
   detachedSince = 0;
-  readonly missed: LeaseEvent[] = [];
+  /** Those events, oldest first (made with the first). */
+  #missed: LeaseEvent[] | undefined;
   /**
    * Recent OpenDevice/CreateMapping request ids and what they made (by id, so a closed device file
    * is not kept alive by its request id), so a retry gets the same. Made on the first (most
@@ -101,6 +104,19 @@ export class Session {
     requests.delete(requestId);
     requests.set(requestId, made);
     if (requests.size > MAX_REMEMBERED_REQUESTS) requests.delete(requests.keys().next().value!);
+  }
+
+  /** Queues a lease event missed while detached (past MAX_MISSED_EVENTS it is dropped). */
+  miss(e: LeaseEvent): void {
+    this.#missed ??= [];
+    if (this.#missed.length < MAX_MISSED_EVENTS) this.#missed.push(e);
+  }
+
+  /** The events missed, oldest first; none are queued after. */
+  takeMissed(): readonly LeaseEvent[] {
+    const m = this.#missed ?? [];
+    this.#missed = undefined;
+    return m;
   }
 
   /** How quota messages name this session's identity. */

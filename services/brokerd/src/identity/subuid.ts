@@ -29,9 +29,19 @@ export interface SubuidRange {
   tenant: Tenant;
 }
 
-/** The tenant of a uid no range holds: the uid itself. */
+/** uidTenant's answers, shared (every session of a uid held its own copy); forgotten when full. */
+const byUid = new Map<number, Readonly<Tenant>>();
+const MAX_REMEMBERED_UIDS = 4096;
+
+/** The tenant of a uid no range holds: the uid itself (one shared object per uid; never change it). */
 export function uidTenant(uid: number): Tenant {
-  return { key: `uid:${uid}`, owner: `uid ${uid}`, viaRange: false };
+  let t = byUid.get(uid);
+  if (!t) {
+    if (byUid.size >= MAX_REMEMBERED_UIDS) byUid.clear();
+    t = Object.freeze({ key: `uid:${uid}`, owner: `uid ${uid}`, viaRange: false });
+    byUid.set(uid, t);
+  }
+  return t;
 }
 
 /** "tenant of uid 60000 (subuid range of alice)", "tenant of uid 4242": how refusals name it. */

@@ -30,8 +30,8 @@ export function perDevice(broker: Broker): Map<string, DeviceTally> {
         devices.set(df.device.id, d);
       }
       d.files++;
-      d.entries += df.tree.size;
-      d.depth = Math.max(d.depth, df.tree.depth);
+      d.entries += df.entryCount;
+      d.depth = Math.max(d.depth, df.treeDepth);
       for (const m of df.mappings.values()) {
         const key = `${m.region.name}\u0000${m.effectiveAttribute}`;
         d.mappings.set(key, (d.mappings.get(key) ?? 0) + 1);

@@ -120,7 +120,8 @@ function mappingsOf(broker: Broker, req: { sessionId?: string; deviceId?: string
 
 /** A device file's tree, entry by entry and as JSON (DumpDeviceFile). */
 function dumpOf(df: DeviceFile) {
-  const entries = [...df.tree.entries()].map((e) =>
+  const tree = df.treeView();
+  const entries = [...tree.entries()].map((e) =>
     e.entry.kind === "held"
       ? {
           start: e.start,
@@ -150,7 +151,7 @@ function dumpOf(df: DeviceFile) {
   return {
     deviceFile: deviceFileInfo(df),
     entries,
-    nodesJson: JSON.stringify(df.tree.dump(), (_k, v) => {
+    nodesJson: JSON.stringify(tree.dump(), (_k, v) => {
       if (typeof v === "bigint") return v.toString();
       // Tree entries hold live objects (regions, mappings with fds); show only what they are.
       if (v && typeof v === "object" && "kind" in v && ["region", "mapping", "held"].includes(v.kind))
@@ -161,7 +162,7 @@ function dumpOf(df: DeviceFile) {
             : { mapping: String(v.mapping.cookie) };
       return v;
     }),
-    depth: df.tree.depth,
+    depth: tree.depth,
   };
 }
 

@@ -59,12 +59,12 @@ test("fdConnections: two admitted, the third refused and reported with nothing c
     b.on("connection.refused", (sock, _peer, reason) => events.push(`refused ${sock} ${reason}`));
     b.on("fd.delivery", (result) => events.push(`delivery ${result}`));
     const conns = new FdConnections(b, { maxConnections: 16 });
-    const a1 = conns.admit(me, () => {});
-    const a2 = conns.admit(me, () => {});
+    const a1 = conns.admit(me, { settle: () => {} });
+    const a2 = conns.admit(me, { settle: () => {} });
     assert.ok(a1 instanceof FdAccount && a2 instanceof FdAccount);
     const key = a1.keys[0]!;
     assert.equal(b.quotas.usage(key).fdConnections, 2);
-    const r = conns.admit(me, () => {}) as FdRefusal;
+    const r = conns.admit(me, { settle: () => {} }) as FdRefusal;
     assert.equal(r.ok, false);
     assert.equal(r.reason, "limit:fdConnections");
     assert.match(r.message, /2 fd-channel connections of the 2 its quota allows/);
@@ -78,9 +78,9 @@ test("fdConnections: two admitted, the third refused and reported with nothing c
     assert.equal(b.quotas.usage(key).fdConnections, 0);
     assert.equal(conns.shares.total, 0);
     const tight = new FdConnections(b, { maxConnections: 1 });
-    const t1 = tight.admit(me, () => {});
+    const t1 = tight.admit(me, { settle: () => {} });
     assert.ok(t1 instanceof FdAccount);
-    const g = tight.admit(me, () => {}) as FdRefusal;
+    const g = tight.admit(me, { settle: () => {} }) as FdRefusal;
     assert.equal(g.reason, "limit:global_fd_connections");
     assert.match(g.message, /share a session between threads/);
     tight.release(t1);
@@ -94,8 +94,8 @@ test("unreadFds: each connection charges what its replies hold; the identity's r
   try {
     const conns = new FdConnections(b);
     const settled: string[] = [];
-    const a1 = conns.admit(me, () => settled.push("a1")) as FdAccount;
-    const a2 = conns.admit(me, () => settled.push("a2")) as FdAccount;
+    const a1 = conns.admit(me, { settle: () => settled.push("a1") }) as FdAccount;
+    const a2 = conns.admit(me, { settle: () => settled.push("a2") }) as FdAccount;
     const key = a1.keys[0]!;
     a1.charge(3);
     assert.equal(a1.unreadFds, 3);

@@ -38,6 +38,11 @@ export interface FdRefusal {
   message: string;
 }
 
+/** What settles one connection's counts: its transport connection (no closure per connection). */
+export interface Settles {
+  settle(): void;
+}
+
 /** What one admitted connection holds of its identity's quotas; closed once, when it closes. */
 export class FdAccount {
   /** What is charged to the identity's unreadFds now. */
@@ -51,8 +56,13 @@ export class FdAccount {
     readonly limit: number,
     readonly tenant: string,
     /** Asks the kernel what the connection's peer has not read, and charges it (the transport's). */
-    readonly settle: () => void,
+    private readonly owner: Settles,
   ) {}
+
+  /** Has the connection's counts settled now (owner.settle()). */
+  settle(): void {
+    this.owner.settle();
+  }
 
   /** The fds charged to the identity for this connection's unread replies. */
   get unreadFds(): number {
@@ -120,7 +130,7 @@ export class FdConnections {
    * uid alone), then the identity's own fdConnections quota. A refusal is reported (journal,
    * metrics) here; the transport answers it.
    */
-  admit(peer: FdConnectionPeer, settle: () => void): FdAccount | FdRefusal {
+  admit(peer: FdConnectionPeer, owner: Settles): FdAccount | FdRefusal {
     const tenant = this.broker.tenantOf(peer.uid);
     const v = this.shares.check(tenant.key);
     if (!v.ok) {
@@ -143,7 +153,7 @@ export class FdConnections {
       return this.refused(peer, tenant.key, e.reason, e.message);
     }
     this.shares.acquire(tenant.key);
-    const account = new FdAccount(this, keys, limits.unreadFds, tenant.key, settle);
+    const account = new FdAccount(this, keys, limits.unreadFds, tenant.key, owner);
     for (const k of keys) {
       const set = this.byKey.get(k) ?? new Set<FdAccount>();
       this.byKey.set(k, set);

@@ -32,6 +32,6 @@ export function openSession(
   core.sessions.add(s);
   core.events.emit("session.open", s);
   // The process exiting ends the session even if the connection lingers (e.g. inherited by a child).
-  s.pidWatch = watchPidfd(identity.pidfd, () => onExit(s));
+  s.pidWatch = watchPidfd(identity.pidfd, onExit, s); // no closure per session
   return s;
 }

@@ -83,6 +83,6 @@ export class Resume {
 
   /** A lease opened on s: the events it missed while detached come first. */
   leaseOpened(s: Session): void {
-    for (const e of s.missed.splice(0)) s.lease?.send(e);
+    for (const e of s.takeMissed()) s.lease?.send(e);
   }
 }

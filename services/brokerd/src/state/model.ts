@@ -23,7 +23,10 @@ export interface Snapshot {
 export class StateModel {
   readonly sessions = new Map<string, SessionRec>();
   readonly deviceFiles = new Map<string, DeviceFileRec>();
-  /** Mappings by device file, then cookie (closing a device file touches only its own). */
+  /**
+   * Mappings by device file, then cookie (closing a device file touches only its own); a device file
+   * is here from its first mapping (an open one with none holds no empty Map).
+   */
   readonly mappings = new Map<string, Map<string, MappingRec>>();
   mappingCount = 0;
   readonly health = new Map<string, DeviceHealth>();
@@ -64,10 +67,11 @@ export class StateModel {
           throw new ModelError(`device file ${r.d.id} opened in unknown session ${r.d.session}`);
         if (this.deviceFiles.has(r.d.id)) throw new ModelError(`device file ${r.d.id} opened twice`);
         this.deviceFiles.set(r.d.id, r.d);
-        this.mappings.set(r.d.id, new Map());
-        const mine = this.bySession.get(r.d.session) ?? new Set<string>();
-        this.bySession.set(r.d.session, mine);
-        mine.add(r.d.id);
+        const mine = this.bySession.get(r.d.session);
+        // One device file per session is the usual: its id alone, a Set from the second.
+        if (mine === undefined) this.bySession.set(r.d.session, r.d.id);
+        else if (typeof mine === "string") this.bySession.set(r.d.session, new Set([mine, r.d.id]));
+        else mine.add(r.d.id);
         const id = BigInt(r.d.id);
         if (id >= this.nextDeviceFileId) this.nextDeviceFileId = id + 1n;
         return;
@@ -76,8 +80,13 @@ export class StateModel {
         this.closeDeviceFile(r.id);
         return;
       case "map.create": {
-        const ms = this.mappings.get(r.m.df);
-        if (!ms) throw new ModelError(`mapping ${r.m.cookie} created in unknown device file ${r.m.df}`);
+        if (!this.deviceFiles.has(r.m.df))
+          throw new ModelError(`mapping ${r.m.cookie} created in unknown device file ${r.m.df}`);
+        let ms = this.mappings.get(r.m.df);
+        if (!ms) {
+          ms = new Map();
+          this.mappings.set(r.m.df, ms);
+        }
         if (ms.has(r.m.cookie)) throw new ModelError(`mapping ${r.m.df}/${r.m.cookie} created twice`);
         ms.set(r.m.cookie, r.m);
         this.mappingCount++;
@@ -124,7 +133,8 @@ export class StateModel {
     }
   }
 
-  private readonly bySession = new Map<string, Set<string>>();
+  /** Device-file ids by session: one id, or a Set of them. */
+  private readonly bySession = new Map<string, string | Set<string>>();
 
   private mapping(df: string, cookie: string, what: string): MappingRec {
     const m = this.mappings.get(df)?.get(cookie);
@@ -138,11 +148,15 @@ export class StateModel {
     this.mappingCount -= this.mappings.get(id)?.size ?? 0;
     this.mappings.delete(id);
     this.deviceFiles.delete(id);
-    this.bySession.get(d.session)?.delete(id);
+    const mine = this.bySession.get(d.session);
+    if (mine === id) this.bySession.delete(d.session);
+    else if (typeof mine === "object") mine.delete(id);
   }
 
   deviceFilesOf(session: string): DeviceFileRec[] {
-    return [...(this.bySession.get(session) ?? [])].map((id) => this.deviceFiles.get(id)!);
+    const mine = this.bySession.get(session);
+    const ids = mine === undefined ? [] : typeof mine === "string" ? [mine] : [...mine];
+    return ids.map((id) => this.deviceFiles.get(id)!);
   }
 
   mappingsOf(df: string): MappingRec[] {
