@@ -72,6 +72,7 @@ test("brokerd's unit serves real devices only, named in its EnvironmentFile as t
   // Every variable the example documents is one brokerd reads (it ignores unknown VFIO_BROKER_*).
   const filled = envFile(example, true);
   assert.deepEqual(Object.keys(filled).sort(), [
+    "VFIO_BROKER_PCI",
     "VFIO_BROKER_SYSFS",
     "VFIO_BROKER_VFIO",
     "VFIO_BROKER_VFIO_BIND",
@@ -79,8 +80,11 @@ test("brokerd's unit serves real devices only, named in its EnvironmentFile as t
   const c = parseConfig(unitArgs, filled);
   if (c === "help") return assert.fail("parseConfig said help");
   assert.equal(c.sim, false);
-  assert.deepEqual(c.sysfs, [filled.VFIO_BROKER_SYSFS]);
-  assert.deepEqual(c.vfio, filled.VFIO_BROKER_VFIO!.split(","));
+  // --pci and the older --sysfs / --vfio together: each function once, in its mode.
+  const modeOf = Object.fromEntries(filled.VFIO_BROKER_PCI!.split(",").map((p) => p.split("=")));
+  assert.deepEqual(modeOf, { "0000:3b:00.1": "sysfs-wc", "0000:3b:00.0": "vfio" });
+  assert.deepEqual([...c.sysfs].sort(), [filled.VFIO_BROKER_SYSFS]);
+  assert.deepEqual([...c.vfio].sort(), filled.VFIO_BROKER_VFIO!.split(",").sort());
   assert.equal(c.vfioBind, true);
 });
 
