@@ -1,0 +1,23 @@
+// The one place the agent tells brokerd which pods hold which devices for a prepared claim, and
+// takes that back on unprepare. brokerd's policy then grants exactly those devices to exactly those
+// pods (matched by the pod UID brokerd reads from the caller's cgroup). Both calls must be
+// idempotent on brokerd's side: the plugin repeats them after its own restart.
+// The brokerd side (AdminService.BindClaim / UnbindClaim on the admin socket) is being added on
+// another branch; until it is merged, this module holds only the interface the plugin calls.
+
+export interface ClaimBinding {
+  claimUid: string;
+  namespace: string;
+  claimName: string;
+  /** metadata.uid of each pod the claim is reserved for. */
+  podUids: string[];
+  /** brokerd device ids ("sim0", "0000:3b:00.0"). */
+  deviceIds: string[];
+}
+
+export interface ClaimBinder {
+  /** Binds (or re-binds, replacing pods and devices) a claim. */
+  bind(b: ClaimBinding): Promise<void>;
+  /** Removes a claim's binding and revokes what its pods hold; succeeds for an unbound claim. */
+  unbind(claimUid: string): Promise<void>;
+}
