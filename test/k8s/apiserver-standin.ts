@@ -20,6 +20,8 @@ export interface StandIn {
   claims: Map<string, Record<string, unknown>>;
   /** "METHOD path" of every request, in order. */
   log: string[];
+  /** Called after a slice GET is answered: a test plays another writer there. */
+  afterSliceGet?: (name: string) => void;
   close(): Promise<void>;
 }
 
@@ -60,6 +62,7 @@ export async function startStandIn(): Promise<StandIn> {
   const claims = new Map<string, Record<string, unknown>>();
   const log: string[] = [];
   let rv = 1000;
+  const standIn = {} as StandIn;
   const server = https.createServer({ cert, key }, (req, res) => {
     const chunks: Buffer[] = [];
     req.on("data", (c: Buffer) => chunks.push(c));
@@ -112,7 +115,11 @@ export async function startStandIn(): Promise<StandIn> {
         const cur = slices.get(name);
         if (!cur)
           return send(404, status(404, "NotFound", `resourceslices.resource.k8s.io "${name}" not found`));
-        if (req.method === "GET") return send(200, cur);
+        if (req.method === "GET") {
+          send(200, cur);
+          standIn.afterSliceGet?.(name);
+          return;
+        }
         if (req.method === "PUT") {
           const curMeta = cur.metadata as Record<string, unknown>;
           if (meta.name !== name)
@@ -137,15 +144,16 @@ export async function startStandIn(): Promise<StandIn> {
   });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   const port = (server.address() as AddressInfo).port;
-  return {
+  Object.assign(standIn, {
     url: `https://127.0.0.1:${port}`,
     ca: cert,
     token,
     slices,
     claims,
     log,
-    close: () => new Promise((r) => server.close(() => r())),
-  };
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  });
+  return standIn;
 }
 
 /** A ResourceClaim as the API server returns it once allocated and reserved for one pod. */
