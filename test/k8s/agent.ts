@@ -1,9 +1,9 @@
 // Starts the node agent's DRA plugin in the test process the way main does it (brokerd's device
-// list from its admin socket, the API server, the CDI directory, the checkpoint), with a binder
-// that records what the agent asks brokerd to bind: brokerd's BindClaim is not on this branch yet.
+// list and its claim bindings over its admin socket, the API server, the CDI directory, the
+// checkpoint).
 import { join } from "node:path";
 import { ApiServer } from "@vfio-broker/k8s/apiserver";
-import type { ClaimBinder, ClaimBinding } from "@vfio-broker/k8s/binder";
+import { BrokerdBinder } from "@vfio-broker/k8s/binder";
 import { listBrokerdDevices } from "@vfio-broker/k8s/brokerd-devices";
 import { CdiStore } from "@vfio-broker/k8s/cdi-store";
 import { Checkpoint } from "@vfio-broker/k8s/checkpoint";
@@ -11,19 +11,6 @@ import { DraDriver } from "@vfio-broker/k8s/dra-driver";
 import { type DraSockets, serveDra } from "@vfio-broker/k8s/dra-server";
 import { deviceNameMap } from "@vfio-broker/k8s/slice";
 import type { StandIn } from "./apiserver-standin.js";
-
-export class RecordingBinder implements ClaimBinder {
-  readonly bound = new Map<string, ClaimBinding>();
-  readonly calls: string[] = [];
-  async bind(b: ClaimBinding): Promise<void> {
-    this.calls.push(`bind ${b.claimUid}`);
-    this.bound.set(b.claimUid, b);
-  }
-  async unbind(uid: string): Promise<void> {
-    this.calls.push(`unbind ${uid}`);
-    this.bound.delete(uid);
-  }
-}
 
 export interface Agent {
   sockets: DraSockets;
@@ -37,14 +24,13 @@ export async function startAgent(o: {
   cdiDir: string;
   adminSocket: string;
   api: StandIn;
-  binder: ClaimBinder;
   node: string;
 }): Promise<Agent> {
   const devices = deviceNameMap(await listBrokerdDevices(o.adminSocket));
   const checkpoint = new Checkpoint(join(o.dir, "checkpoint"));
   const driver = new DraDriver({
     api: new ApiServer({ server: o.api.url, token: o.api.token, ca: o.api.ca }),
-    binder: o.binder,
+    binder: new BrokerdBinder(o.adminSocket),
     cdi: new CdiStore(o.cdiDir),
     checkpoint,
     pool: o.node,

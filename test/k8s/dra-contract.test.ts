@@ -1,8 +1,8 @@
 // The DRA kubelet plugin's gRPC contract, driven as the kubelet drives it: a client built from the
 // kubelet's API definitions (test/k8s/kubelet-api, loaded by @grpc/proto-loader) calls the agent's
 // registration socket and DRA socket. brokerd runs as its own process (the agent reads its device
-// list from the admin socket); the API server is the HTTPS stand-in (apiserver-standin.ts); the
-// brokerd bind is recorded (RecordingBinder: brokerd's BindClaim is on another branch).
+// list and binds claims over the admin socket: AdminService.ListClaims shows what it bound); the
+// API server is the HTTPS stand-in (apiserver-standin.ts).
 // Covers: registration, prepare, unprepare, repeated calls, unknown claims, claims for devices
 // this node does not have (each a per-claim error), and the checkpoint across an agent restart.
 import assert from "node:assert/strict";
@@ -10,8 +10,9 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import { AdminService, createClient } from "@vfio-broker/proto";
 import { type BrokerProcess, startBrokerd } from "../lib/brokerd.js";
-import { type Agent, RecordingBinder, startAgent } from "./agent.js";
+import { type Agent, startAgent } from "./agent.js";
 import { allocatedClaim, type StandIn, startStandIn } from "./apiserver-standin.js";
 import { draApi, kubeletClient, registrationApi } from "./kubelet-client.js";
 
@@ -26,7 +27,22 @@ let api: StandIn;
 let dir: string;
 let cdiDir: string;
 let agent: Agent;
-const binder = new RecordingBinder();
+
+/** brokerd's claim bindings, keyed by claim UID. */
+async function bound(): Promise<Map<string, object>> {
+  const admin = createClient(AdminService, `unix:${b.adminSocket}`);
+  try {
+    const res = await admin.listClaims({});
+    return new Map(
+      res.claims.map((c) => [
+        c.claimUid,
+        { namespace: c.namespace, claimName: c.claimName, podUids: c.podUids, deviceIds: c.deviceIds },
+      ]),
+    );
+  } finally {
+    admin.close();
+  }
+}
 
 function addClaim(
   n: number,
@@ -37,7 +53,7 @@ function addClaim(
   return ref;
 }
 
-const start = () => startAgent({ dir, cdiDir, adminSocket: b.adminSocket, api, binder, node: NODE });
+const start = () => startAgent({ dir, cdiDir, adminSocket: b.adminSocket, api, node: NODE });
 
 type PrepareRes = {
   claims: Record<
@@ -121,8 +137,7 @@ test("prepare: the claim's device, its CDI id, one transient CDI spec, and the p
     },
   ]);
   assert.ok(spec.devices[0].containerEdits.env.includes("VFIO_BROKER_SOCKET=/run/vfio-broker/broker.sock"));
-  assert.deepEqual(binder.bound.get(ref.uid), {
-    claimUid: ref.uid,
+  assert.deepEqual((await bound()).get(ref.uid), {
     namespace: NS,
     claimName: ref.name,
     podUids: [POD],
@@ -157,10 +172,12 @@ test("unknown claim, foreign pool, device not on this node, another driver: per-
   assert.match(res.claims[otherDriver.uid]!.error, /no allocation result for driver vfio-broker.io/);
   assert.match(res.claims["../../etc"]!.error, /not a UUID/);
   assert.equal(res.claims[good.uid]!.error, "");
+  const inBrokerd = await bound();
+  assert.ok(inBrokerd.has(good.uid));
   for (const r of [unknown, foreignPool, missing, otherDriver]) {
     assert.deepEqual(res.claims[r.uid]!.devices, []);
     assert.equal(existsSync(specPath(r.uid)), false);
-    assert.equal(binder.bound.has(r.uid), false);
+    assert.equal(inBrokerd.has(r.uid), false);
   }
 });
 
@@ -176,7 +193,7 @@ test("unprepare: removes the spec and unbinds; again, and for a claim never prep
   const res = await unprepare(ref);
   assert.deepEqual(res.claims, { [ref.uid]: { error: "" } });
   assert.equal(existsSync(specPath(ref.uid)), false);
-  assert.equal(binder.bound.has(ref.uid), false);
+  assert.equal((await bound()).has(ref.uid), false, "brokerd no longer binds it");
   assert.deepEqual(await unprepare(ref), { claims: { [ref.uid]: { error: "" } } });
   const never = { namespace: NS, name: "never", uid: uid(9) };
   assert.deepEqual(await unprepare(never), { claims: { [never.uid]: { error: "" } } });
@@ -186,7 +203,6 @@ test("agent restart: the checkpoint keeps the prepared claim; prepare answers it
   const ref = { namespace: NS, name: "claim-1", uid: uid(1) };
   await agent.sockets.stop();
   api.claims.delete(`${NS}/claim-1`); // the restarted agent must not need the API server for it
-  binder.bound.clear();
   agent = await start();
   assert.deepEqual(
     agent.checkpoint.all().map((c) => c.uid),
@@ -195,7 +211,12 @@ test("agent restart: the checkpoint keeps the prepared claim; prepare answers it
   const res = await prepare(ref);
   assert.equal(res.claims[ref.uid]?.error, "");
   assert.equal(res.claims[ref.uid]?.devices[0]?.device_name, "sim0");
-  assert.ok(binder.bound.has(ref.uid), "the binding is made again after the restart");
+  assert.deepEqual((await bound()).get(ref.uid), {
+    namespace: NS,
+    claimName: "claim-1",
+    podUids: [POD],
+    deviceIds: ["sim0"],
+  });
   assert.deepEqual(await unprepare(ref), { claims: { [ref.uid]: { error: "" } } });
   assert.equal(existsSync(specPath(ref.uid)), false);
   assert.equal(agent.checkpoint.size, 0);
