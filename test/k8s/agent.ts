@@ -25,6 +25,8 @@ export async function startAgent(o: {
   adminSocket: string;
   api: StandIn;
   node: string;
+  /** The host's workload socket directory the CDI specs mount (default /run/vfio-broker). */
+  workloadDir?: string;
 }): Promise<Agent> {
   const devices = deviceNameMap(await listBrokerdDevices(o.adminSocket));
   const checkpoint = new Checkpoint(join(o.dir, "checkpoint"));
@@ -34,7 +36,7 @@ export async function startAgent(o: {
     cdi: new CdiStore(o.cdiDir),
     checkpoint,
     pool: o.node,
-    workloadDir: "/run/vfio-broker",
+    workloadDir: o.workloadDir ?? "/run/vfio-broker",
     devices: () => devices,
   });
   const registrationSocket = join(o.dir, "vfio-broker.io-reg.sock");

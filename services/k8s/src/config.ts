@@ -29,7 +29,7 @@ export const USAGE = `usage: vfio-broker-k8s [--mode dra|device-plugin] [--node-
 
 const DEFAULTS: Omit<Config, "nodeName"> = {
   mode: "dra",
-  adminSocket: "/run/vfio-broker.private/admin.sock",
+  adminSocket: "/run/vfio-brokerd/admin.sock",
   workloadDir: "/run/vfio-broker",
   cdiDir: "/var/run/cdi",
   stateDir: "/var/lib/vfio-broker-k8s",
