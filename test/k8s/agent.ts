@@ -17,6 +17,7 @@ export interface Agent {
   registrationSocket: string;
   pluginSocket: string;
   checkpoint: Checkpoint;
+  driver: DraDriver;
 }
 
 export async function startAgent(o: {
@@ -42,5 +43,5 @@ export async function startAgent(o: {
   const registrationSocket = join(o.dir, "vfio-broker.io-reg.sock");
   const pluginSocket = join(o.dir, "dra.sock");
   const sockets = await serveDra(driver, registrationSocket, pluginSocket);
-  return { sockets, registrationSocket, pluginSocket, checkpoint };
+  return { sockets, registrationSocket, pluginSocket, checkpoint, driver };
 }

@@ -154,6 +154,25 @@ test("prepare again: the same answer, from the checkpoint (the API server is not
   assert.equal(api.log.length, reads);
 });
 
+test("a second pod sharing the prepared claim (the kubelet prepares once per node) is bound by the refresh", async () => {
+  const ref = { namespace: NS, name: "claim-1", uid: uid(1) };
+  const second = "0f0f0f0f-1111-4222-8333-555555555555";
+  const doc = api.claims.get(`${NS}/claim-1`) as { status: { reservedFor: object[] } };
+  doc.status.reservedFor.push({ resource: "pods", name: "workload-2", uid: second });
+  assert.deepEqual(await agent.driver.refreshPods(), [ref.uid]);
+  assert.deepEqual((await bound()).get(ref.uid), {
+    namespace: NS,
+    claimName: ref.name,
+    podUids: [POD, second],
+    deviceIds: ["sim0"],
+  });
+  assert.deepEqual(agent.checkpoint.get(ref.uid)?.podUids, [POD, second]);
+  assert.deepEqual(await agent.driver.refreshPods(), [], "nothing changed since");
+  doc.status.reservedFor.pop();
+  assert.deepEqual(await agent.driver.refreshPods(), [ref.uid]);
+  assert.deepEqual(agent.checkpoint.get(ref.uid)?.podUids, [POD]);
+});
+
 test("unknown claim, foreign pool, device not on this node, another driver: per-claim errors beside a good claim", async () => {
   const unknown = { namespace: NS, name: "nope", uid: uid(2) };
   const foreignPool = addClaim(3, [{ driver: "vfio-broker.io", pool: "node-b", device: "sim0" }]);

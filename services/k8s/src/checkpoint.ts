@@ -89,9 +89,14 @@ export class Checkpoint {
     return this.claims.size;
   }
 
+  /** Whether put(uid) would be accepted (the claim is recorded, or there is room for it). */
+  hasRoom(uid: string): boolean {
+    return this.claims.has(uid) || this.claims.size < MAX_PREPARED_CLAIMS;
+  }
+
   /** Records a prepared claim durably (replacing an earlier record of the same UID). */
   put(c: PreparedClaim): void {
-    if (!this.claims.has(c.uid) && this.claims.size >= MAX_PREPARED_CLAIMS) {
+    if (!this.hasRoom(c.uid)) {
       throw new Error(`this node already has ${MAX_PREPARED_CLAIMS} prepared claims (the limit)`);
     }
     this.claims.set(c.uid, c);

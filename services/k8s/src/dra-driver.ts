@@ -11,7 +11,7 @@ import { cdiDeviceId, claimSpec } from "./cdi-spec.js";
 import type { CdiStore } from "./cdi-store.js";
 import type { Checkpoint, PreparedClaim } from "./checkpoint.js";
 import { type ClaimRef, readClaim } from "./claim.js";
-import { CLAIM_CDI_KIND, claimRefError } from "./names.js";
+import { CLAIM_CDI_KIND, claimRefError, MAX_PREPARED_CLAIMS } from "./names.js";
 
 export interface DraDriverDeps {
   api: Pick<ApiServer, "getClaim">;
@@ -75,6 +75,9 @@ export class DraDriver {
         return { error: `preparing ${ref.namespace}/${ref.name} again: ${message(e)}` };
       }
     }
+    if (!d.checkpoint.hasRoom(ref.uid)) {
+      return { error: `this node already has ${MAX_PREPARED_CLAIMS} prepared claims (the limit)` };
+    }
     let doc: unknown;
     try {
       doc = await d.api.getClaim(ref.namespace, ref.name);
@@ -96,6 +99,35 @@ export class DraDriver {
     return { claim };
   }
 
+  /**
+   * Re-reads each prepared claim and rebinds it in brokerd when the pods it is reserved for
+   * changed: the kubelet prepares a claim once per node, so a second pod sharing it is seen only
+   * here. A claim the API server no longer has, or whose allocation changed, is left as it is
+   * (the kubelet unprepares it). Returns the UIDs rebound.
+   */
+  async refreshPods(): Promise<string[]> {
+    const rebound: string[] = [];
+    for (const c of this.deps.checkpoint.all()) {
+      await this.serial(c.uid, async () => {
+        const cur = this.deps.checkpoint.get(c.uid);
+        if (!cur) return;
+        let doc: unknown;
+        try {
+          doc = await this.deps.api.getClaim(cur.namespace, cur.name);
+        } catch {
+          return;
+        }
+        const read = readClaim(cur, doc, this.deps.pool, this.deps.devices());
+        if ("error" in read || sameList(read.ok.podUids, cur.podUids)) return;
+        const next = { ...cur, podUids: read.ok.podUids };
+        await this.deps.binder.bind(bindingOf(next));
+        this.deps.checkpoint.put(next);
+        rebound.push(cur.uid);
+      });
+    }
+    return rebound;
+  }
+
   private async unprepareNow(ref: ClaimRef): Promise<string> {
     if (claimRefError(ref)) return claimRefError(ref);
     const d = this.deps;
@@ -110,6 +142,10 @@ export class DraDriver {
       return `unpreparing ${ref.namespace}/${ref.name}: ${message(e)}`;
     }
   }
+}
+
+function sameList(a: string[], b: string[]): boolean {
+  return a.length === b.length && [...a].sort().join() === [...b].sort().join();
 }
 
 function bindingOf(c: PreparedClaim) {
