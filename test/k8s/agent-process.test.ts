@@ -2,16 +2,18 @@
 // in-cluster config from KUBERNETES_SERVICE_HOST/PORT and a service account directory (token, CA)
 // pointing at the HTTPS API server stand-in, brokerd as its own process. It publishes the node's
 // ResourceSlice, registers, prepares a claim; killed and started again, it answers the same claim
-// from its checkpoint (the stand-in no longer has the claim) and unprepares it.
+// from its checkpoint (the stand-in no longer has the claim) and unprepares it. In device plugin
+// mode it registers with the kubelet (played by the test) and answers Allocate.
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import * as grpc from "@grpc/grpc-js";
 import { type BrokerProcess, REPO, startBrokerd } from "../lib/brokerd.js";
 import { allocatedClaim, type StandIn, startStandIn } from "./apiserver-standin.js";
-import { draApi, kubeletClient, registrationApi } from "./kubelet-client.js";
+import { devicePluginApi, draApi, kubeletClient, registrationApi, serviceOf } from "./kubelet-client.js";
 
 const AGENT = join(REPO, "services/k8s/dist/main.js");
 const CLAIM = { namespace: "team", name: "claim-p", uid: "12345678-1234-4234-8234-123456789abc" };
@@ -22,7 +24,7 @@ let s: StandIn;
 let dir: string;
 let proc: ChildProcess | undefined;
 
-function startAgentProcess(): Promise<ChildProcess> {
+function startAgentProcess(extra: string[] = []): Promise<ChildProcess> {
   const port = new URL(s.url).port;
   const p = spawn(
     process.execPath,
@@ -44,6 +46,7 @@ function startAgentProcess(): Promise<ChildProcess> {
       join(dir, "plugin"),
       "--service-account-dir",
       join(dir, "sa"),
+      ...extra,
     ],
     {
       stdio: ["ignore", "pipe", "pipe"],
@@ -128,4 +131,43 @@ test("the agent process publishes the slice, registers, prepares; after a restar
   assert.deepEqual(un.claims, { [CLAIM.uid]: { error: "" } });
   assert.equal(existsSync(spec), false);
   assert.equal(await stopAgentProcess(proc), 0);
+});
+
+test("--mode device-plugin: the process registers with the kubelet and answers Allocate with CDI names", async () => {
+  const dpDir = join(dir, "device-plugins");
+  mkdirSync(dpDir);
+  const registered: Record<string, unknown>[] = [];
+  const kubelet = new grpc.Server();
+  kubelet.addService(serviceOf(devicePluginApi, "v1beta1.Registration"), {
+    Register: (
+      call: grpc.ServerUnaryCall<Record<string, unknown>, object>,
+      cb: grpc.sendUnaryData<object>,
+    ) => {
+      registered.push(call.request);
+      cb(null, {});
+    },
+  });
+  await new Promise<void>((r, j) =>
+    kubelet.bindAsync(`unix:${join(dpDir, "kubelet.sock")}`, grpc.ServerCredentials.createInsecure(), (e) =>
+      e ? j(e) : r(),
+    ),
+  );
+  try {
+    proc = await startAgentProcess(["--mode", "device-plugin", "--device-plugin-dir", dpDir]);
+    assert.equal(registered.length, 1, "registered before ready");
+    assert.equal(registered[0]?.resource_name, "vfio-broker.io/device");
+    const dp = kubeletClient(
+      devicePluginApi,
+      "v1beta1.DevicePlugin",
+      join(dpDir, String(registered[0]?.endpoint)),
+    );
+    const res = await dp<{ container_responses: { cdi_devices: { name: string }[] }[] }>("Allocate", {
+      container_requests: [{ devices_ids: ["sim0"] }],
+    });
+    assert.deepEqual(res.container_responses[0]?.cdi_devices, [{ name: "vfio-broker.io/device=sim0" }]);
+    assert.ok(existsSync(join(dir, "cdi", "vfio-broker.io_device_sim0.json")));
+    assert.equal(await stopAgentProcess(proc), 0);
+  } finally {
+    kubelet.forceShutdown();
+  }
 });

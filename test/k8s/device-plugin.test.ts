@@ -5,7 +5,7 @@
 // serves, and an update when they change), Allocate (CDI device names, one spec per device with
 // the same edits as a claim's), Allocate of a device not on this node, PreStartContainer.
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, unlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
@@ -133,4 +133,21 @@ test("Allocate of a device this node does not have fails the call (NOT_FOUND)", 
     dp("Allocate", { container_requests: [{ devices_ids: ["sim0", "gpu7"] }] }),
     (e: grpc.ServiceError) => e.code === grpc.status.NOT_FOUND && /gpu7/.test(e.details),
   );
+});
+
+test("a restarting kubelet removes the plugin's socket: the plugin serves and registers again", async () => {
+  const socket = devicePluginSocket(dir);
+  assert.equal(
+    await plugin.ensureRegistered(join(dir, "kubelet.sock"), socket),
+    false,
+    "socket in place: nothing to do",
+  );
+  unlinkSync(socket);
+  assert.equal(await plugin.ensureRegistered(join(dir, "kubelet.sock"), socket), true);
+  assert.equal(registered.length, 2);
+  const dp = kubeletClient(devicePluginApi, DP, socket);
+  assert.deepEqual(await dp("GetDevicePluginOptions", {}), {
+    pre_start_required: false,
+    get_preferred_allocation_available: false,
+  });
 });

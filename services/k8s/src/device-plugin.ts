@@ -4,6 +4,7 @@
 // with CDI device names whose specs (one per device, the same edits as a claim's) it keeps in the
 // CDI directory. The kubelet names no pod in Allocate, so this route cannot bind pods to devices
 // in brokerd: the policy must match such pods some other way (docs/kubernetes.md).
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { createClient, isUndecodable, serviceDefinition } from "@vfio-broker/proto";
@@ -117,10 +118,24 @@ export class DevicePluginServer {
     }
   }
 
+  /**
+   * Serves on `socket` and registers with the kubelet, again whenever the socket is gone: a
+   * restarting kubelet removes the sockets in its device-plugins directory and forgets every
+   * plugin. Returns whether it (re)registered.
+   */
+  async ensureRegistered(kubeletSocket: string, socket: string): Promise<boolean> {
+    if (this.server && existsSync(socket)) return false;
+    if (this.server) await this.stop();
+    await this.serve(socket);
+    await this.register(kubeletSocket, socket);
+    return true;
+  }
+
   async stop(): Promise<void> {
     for (const w of this.watchers) w.end();
     this.watchers.clear();
     if (this.server) await stopServer(this.server);
+    this.server = undefined;
   }
 }
 
