@@ -6,13 +6,16 @@
 // only through bound claims (match: { claims: true }). With the claim's CDI device a uid 1000
 // container maps sim0 BAR2 WC; without it the same pod's container has no socket; after
 // NodeUnprepareResources a holder of the claim's mapping is revoked (reason claim-unprepared) and
-// the CDI device no longer resolves. Fails (never skips) without podman or runc.
+// the CDI device no longer resolves. The device plugin's per-device spec resolves the same way.
+// Fails (never skips) without podman or runc.
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import { CdiStore } from "@vfio-broker/k8s/cdi-store";
+import { DevicePluginServer } from "@vfio-broker/k8s/device-plugin";
 import { buildBaseImages, buildImage, must, podman, requireTools } from "../containers/support.js";
 import { type BrokerProcess, startBrokerd, until } from "../lib/brokerd.js";
 import { type Agent, startAgent } from "./agent.js";
@@ -27,6 +30,8 @@ const CLAIM = { namespace: "team", name: "bar-claim", uid: randomUUID() };
 const CDI_ID = `vfio-broker.io/claim=${CLAIM.uid}`;
 const HOLDER = `vfb-claim-holder-${process.pid}`;
 const DRA = "k8s.io.kubelet.pkg.apis.dra.v1.DRAPlugin";
+/** The device plugin's device name here: unique to this run, so no other spec is touched. */
+const DP_DEVICE = `sim0-${process.pid}`;
 const RUN = [
   "--user",
   "1000:1000",
@@ -85,6 +90,7 @@ after(async () => {
   await podman(["rm", "-f", HOLDER]);
   await podman(["rmi", "-f", IMAGE]);
   rmSync(join(CDI_DIR, `vfio-broker.io_claim_${CLAIM.uid}.json`), { force: true });
+  rmSync(join(CDI_DIR, `vfio-broker.io_device_${DP_DEVICE}.json`), { force: true });
   await agent?.sockets.stop();
   await s?.close();
   await b?.stop();
@@ -175,4 +181,26 @@ test("after NodeUnprepareResources the claim's holder is revoked (claim-unprepar
   assert.equal(existsSync(join(CDI_DIR, `vfio-broker.io_claim_${CLAIM.uid}.json`)), false);
   const again = await podman(["run", "--rm", ...RUN, "--device", CDI_ID, IMAGE, "true"]);
   assert.notEqual(again.code, 0, "the claim's CDI device no longer resolves");
+});
+
+test("the device plugin's spec (vfio-broker.io/device=NAME) gives podman the same socket directory and environment", async () => {
+  const plugin = new DevicePluginServer(new CdiStore(CDI_DIR), b!.dir);
+  plugin.setDevices([DP_DEVICE]);
+  const r = await must(
+    "podman run --device vfio-broker.io/device",
+    podman([
+      "run",
+      "--rm",
+      ...RUN,
+      "--device",
+      `vfio-broker.io/device=${DP_DEVICE}`,
+      IMAGE,
+      "sh",
+      "-c",
+      'test -S "$VFIO_BROKER_SOCKET" && test ! -w /run/vfio-broker && echo "$VFIO_BROKER_DEVICE"',
+    ]),
+  );
+  assert.equal(r.stdout.trim(), DP_DEVICE);
+  plugin.setDevices([]);
+  assert.equal(existsSync(join(CDI_DIR, `vfio-broker.io_device_${DP_DEVICE}.json`)), false);
 });
