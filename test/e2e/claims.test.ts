@@ -184,6 +184,13 @@ describe("e2e: Kubernetes claims bound through AdminService", () => {
     assert.equal(liveAfter, 0);
     assert.equal(unboundAgain.wasBound, false, "unbinding is idempotent");
     assert.equal(after.held.hello, "PERMISSION_DENIED", "after unbind the pod gets nothing");
-    assert.ok(readFileSync(b.journal, "utf8").includes("claim-unprepared"), "the journal says why");
+    const journal = readFileSync(b.journal, "utf8").split("\n");
+    assert.ok(
+      journal.some((l) => l.includes("claim-unprepared")),
+      "the journal says why",
+    );
+    const unbindLine = journal.find((l) => l.includes('"claim.unbind"'));
+    assert.ok(unbindLine, "the unbind is journaled");
+    assert.match(unbindLine, new RegExp(`"claimUid":"${CLAIM}".*"sessionsEnded":2`));
   });
 });
