@@ -7,10 +7,11 @@
 // granted before a bind; the bound pod maps the bound device and nothing else; another pod gets
 // nothing; bad binds are refused; a kill -9 and restart keep the binding (a new process of the pod
 // maps again); unbind revokes what the pod's sessions hold (reason claim-unprepared) and is
-// idempotent. Every cgroup made here is removed afterwards.
+// idempotent; and a user who makes pod A's path in its own delegated cgroup (as any systemd login
+// user can) gets nothing from the claim. Every cgroup made here is removed afterwards.
 import assert from "node:assert/strict";
-import { mkdirSync, readFileSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { chownSync, mkdirSync, readFileSync } from "node:fs";
+import { dirname, join, relative } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { AdminService, createClient } from "@vfio-broker/proto";
@@ -24,6 +25,8 @@ const POD_B = "5b0e7f4c-1a2b-4c3d-8e9f-00000000000b";
 const CLAIM = "9a8b7c6d-0000-4000-8000-0000000000c1";
 const UID_A = 60011;
 const UID_B = 60012;
+/** A user with a delegated cgroup subtree (as systemd delegates user@N.service), who forges pod A's path in it. */
+const FORGER = 60013;
 
 const POLICY = `version: 1
 rules:
@@ -46,8 +49,12 @@ const podCgroup = (pod: string, container: string) =>
 const CG_A = podCgroup(POD_A, "a1");
 const CG_A2 = podCgroup(POD_A, "a2");
 const CG_B = podCgroup(POD_B, "b1");
+const DELEGATED = join(ROOT, `user.slice/user-${FORGER}.slice/user@${FORGER}.service`);
+/** Pod A's container path, as the forger makes it below its own delegated directory. */
+const FORGED_REL = relative(ROOT, podCgroup(POD_A, "f0"));
 
 interface Held {
+  cgroup: string;
   podUid: string;
   hello: string;
   open: string;
@@ -55,9 +62,12 @@ interface Held {
   messages: string[];
 }
 
-/** A workload process in cgroup `cg` as `uid`: opens `device`, maps one page of BAR2 WC, holds. */
-async function workload(b: BrokerProcess, cg: string, uid: number, device = "sim0") {
-  const s: Spawned = spawnAs(0, [AGENT, "hold", b.socket, cg, String(uid), "", device, "2", "1"]);
+/**
+ * A workload process in cgroup `cg` as `uid` (in `cg`/`rel`, which it makes itself, when given):
+ * opens `device`, maps one page of BAR2 WC, holds.
+ */
+async function workload(b: BrokerProcess, cg: string, uid: number, device = "sim0", rel = "") {
+  const s: Spawned = spawnAs(0, [AGENT, "hold", b.socket, cg, String(uid), rel, device, "2", "1"]);
   const t0 = Date.now();
   while (!s.out().includes('"phase":"holding"')) {
     if (s.child.exitCode !== null || Date.now() - t0 > 60_000)
@@ -105,7 +115,10 @@ describe("e2e: Kubernetes claims bound through AdminService", () => {
   let admin: ReturnType<typeof createClient<typeof AdminService>>;
   before(async () => {
     assert.ok(mount, "no cgroup2 mount in /proc/self/mountinfo: this test needs cgroup v2");
-    for (const cg of [CG_A, CG_A2, CG_B]) mkdirSync(cg, { recursive: true });
+    for (const cg of [CG_A, CG_A2, CG_B, DELEGATED]) mkdirSync(cg, { recursive: true });
+    // What systemd chowns for Delegate=yes with User=: the directory and the files to manage it.
+    for (const f of ["", "cgroup.procs", "cgroup.threads", "cgroup.subtree_control"])
+      chownSync(join(DELEGATED, f), FORGER, FORGER);
     b = await startBrokerd({ policyText: POLICY, args: ["--ticket-ttl-ms", "600000"] });
     admin = createClient(AdminService, `unix:${b.adminSocket}`);
   });
@@ -192,5 +205,20 @@ describe("e2e: Kubernetes claims bound through AdminService", () => {
     const unbindLine = journal.find((l) => l.includes('"claim.unbind"'));
     assert.ok(unbindLine, "the unbind is journaled");
     assert.match(unbindLine, new RegExp(`"claimUid":"${CLAIM}".*"sessionsEnded":2`));
+  });
+
+  it("a pod path forged in a user's delegated cgroup gets nothing from a bound claim", {
+    timeout: 120_000,
+  }, async () => {
+    await admin.bindClaim(binding());
+    const forged = await workload(b, DELEGATED, FORGER, "sim0", FORGED_REL);
+    const real = await workload(b, CG_A, UID_A);
+    await forged.stop();
+    await real.stop();
+    await admin.unbindClaim({ claimUid: CLAIM });
+    report("claims: forged pod path", { forged: forged.held.hello, real: real.held.map });
+    assert.ok(forged.held.cgroup.endsWith(FORGED_REL), `the forger moved into ${forged.held.cgroup}`);
+    assert.equal(forged.held.hello, "PERMISSION_DENIED", `the forged path: ${JSON.stringify(forged.held)}`);
+    assert.equal(real.mapped, true, "the pod's own cgroup, at the same time");
   });
 });
