@@ -25,6 +25,10 @@ export class ClaimBindings {
     return this.book.all();
   }
 
+  get size(): number {
+    return this.book.size;
+  }
+
   /** Binds (or binds again, replacing) a claim; revokes what replaced pods or devices held. */
   bind(input: ClaimRec): { changed: boolean; revoked: RevokeCounts } {
     let c: ClaimRec;
@@ -42,7 +46,9 @@ export class ClaimBindings {
     this.writable();
     this.core.ledger.claimBound(c);
     const change = this.book.bind(c);
-    return { changed: change.changed, revoked: this.revocation.claimsChanged(change.review) };
+    const revoked = this.revocation.claimsChanged(change.review);
+    this.core.events.emit("claim", "bind", c, revoked);
+    return { changed: change.changed, revoked };
   }
 
   /** Unbinds a claim (a claim not bound: nothing to do) and revokes what its pods held through it. */
@@ -50,9 +56,12 @@ export class ClaimBindings {
     if (!UUID.test(uid)) throw invalid("claim_uid is not a UUID (the claim's metadata.uid)", "claim_uid");
     if (!this.book.get(uid)) return { wasBound: false, revoked: noCounts() };
     this.writable();
+    const old = this.book.get(uid)!;
     this.core.ledger.claimUnbound(uid);
     const change = this.book.unbind(uid);
-    return { wasBound: true, revoked: this.revocation.claimsChanged(change.review) };
+    const revoked = this.revocation.claimsChanged(change.review);
+    this.core.events.emit("claim", "unbind", old, revoked);
+    return { wasBound: true, revoked };
   }
 
   /** While brokerd hands over its state is final: a change now would not reach its successor. */

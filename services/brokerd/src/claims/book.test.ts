@@ -128,3 +128,23 @@ test("the policy file: claims: true only, and not with any", () => {
   assert.throws(() => parsePolicy(rule("{ claims: false }"), "p"), /claims: false/);
   assert.throws(() => parsePolicy(rule("{ any: true, claims: true }"), "p"), /any: true cannot be combined/);
 });
+
+test("the state model keeps bindings across its log and its snapshot", async () => {
+  const { StateModel } = await import("../state/model.js");
+  const { decodeRecord, encodeRecord } = await import("../state/records.js");
+  const m = new StateModel();
+  const a = checkClaim(claim());
+  const b = checkClaim(claim({ uid: "7d2a1c3b-aaaa-bbbb-cccc-000000000002", pods: [POD_B] }));
+  for (const r of [
+    { t: "claim.bind", c: a },
+    { t: "claim.bind", c: b },
+    { t: "claim.unbind", uid: b.uid },
+  ] as const)
+    m.apply(decodeRecord(encodeRecord(r).trimEnd()));
+  assert.deepEqual([...m.claims.values()], [a]);
+  assert.equal(m.liveCount, 1);
+  assert.deepEqual(
+    [...StateModel.fromSnapshot(JSON.parse(JSON.stringify(m.snapshot()))).claims.values()],
+    [a],
+  );
+});
