@@ -106,6 +106,24 @@ test("without the token the stand-in answers 401, and a certificate from another
   assert.throws(() => new ApiServer({ server: "http://10.0.0.1", token: "t" }), /only https/);
 });
 
+test("a projected token replaced on disk (the kubelet rotates it) is the one the next request sends", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "sa-"));
+  try {
+    writeFileSync(join(dir, "token"), "expired\n");
+    const rotating = new ApiServer({
+      server: s.url,
+      token: "expired",
+      tokenFile: join(dir, "token"),
+      ca: s.ca,
+    });
+    await assert.rejects(rotating.getSlice(NAME), (e) => e instanceof ApiError && e.status === 401);
+    writeFileSync(join(dir, "token"), `${s.token}\n`);
+    assert.ok(await rotating.getSlice(NAME));
+  } finally {
+    rmSync(dir, { recursive: true });
+  }
+});
+
 test("in-cluster config: KUBERNETES_SERVICE_HOST/PORT, the service account's token and CA", () => {
   const dir = mkdtempSync(join(tmpdir(), "sa-"));
   writeFileSync(join(dir, "token"), "abc\n");
@@ -116,6 +134,7 @@ test("in-cluster config: KUBERNETES_SERVICE_HOST/PORT, the service account's tok
       {
         server: "https://[fd00::1]:6443",
         token: "abc",
+        tokenFile: join(dir, "token"),
         ca: "PEM",
       },
     );

@@ -15,6 +15,11 @@ export interface ApiConfig {
   /** "https://10.0.0.1:443"; "http://" only for a stand-in on the loopback. */
   server: string;
   token: string;
+  /**
+   * Where the token comes from, re-read before each request when set: a projected service
+   * account token is replaced by the kubelet before it expires (expirationSeconds).
+   */
+  tokenFile?: string;
   /** PEM of the CA that signed the API server's certificate. */
   ca?: string;
 }
@@ -28,6 +33,7 @@ export function inClusterConfig(env = process.env, dir = SERVICE_ACCOUNT_DIR): A
   return {
     server: `https://${h}:${port}`,
     token: readFileSync(`${dir}/token`, "utf8").trim(),
+    tokenFile: `${dir}/token`,
     ca: readFileSync(`${dir}/ca.crt`, "utf8"),
   };
 }
@@ -82,12 +88,21 @@ export class ApiServer {
     return this.request("PUT", `${RESOURCE}/resourceslices/${encodeURIComponent(name)}`, obj);
   }
 
+  private token(): string {
+    if (!this.cfg.tokenFile) return this.cfg.token;
+    try {
+      return readFileSync(this.cfg.tokenFile, "utf8").trim();
+    } catch {
+      return this.cfg.token;
+    }
+  }
+
   private request(method: string, path: string, body?: unknown): Promise<unknown> {
     const url = new URL(path, this.cfg.server);
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     const headers: Record<string, string> = {
       accept: "application/json",
-      authorization: `Bearer ${this.cfg.token}`,
+      authorization: `Bearer ${this.token()}`,
     };
     if (payload) {
       headers["content-type"] = "application/json";

@@ -11,6 +11,15 @@ test("defaults: DRA, the node from NODE_NAME, the kubelet's and brokerd's usual 
   assert.equal(c.registryDir, "/var/lib/kubelet/plugins_registry");
   assert.equal(c.adminSocket, "/run/vfio-brokerd/admin.sock");
   assert.equal(c.refreshSeconds, 30);
+  assert.equal(c.stateDir, "/var/lib/kubelet/plugins/vfio-broker.io/checkpoint");
+});
+
+test("--option=VALUE as a Kubernetes manifest writes it, beside --option VALUE", () => {
+  const c = parseArgs(["--node-name=w-2", "--plugin-dir=/p", "--cdi-dir", "/c"], {});
+  assert.equal(c.nodeName, "w-2");
+  assert.equal(c.cdiDir, "/c");
+  assert.equal(c.stateDir, "/p/checkpoint");
+  assert.throws(() => parseArgs(["--node-name="], {}), /node name/);
 });
 
 test("flags override; bad values are refused", () => {

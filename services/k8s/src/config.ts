@@ -9,7 +9,8 @@ export interface Config {
   /** The host's workload socket directory, mounted read-only into containers by the CDI specs. */
   workloadDir: string;
   cdiDir: string;
-  /** The agent's own directory for its checkpoint (0700, nobody else writes there). */
+  /** The agent's own directory for its checkpoint (0700, nobody else writes there; default a
+   * directory inside the plugin directory, which the DaemonSet mounts from the host). */
   stateDir: string;
   /** The kubelet's plugins_registry directory (DRA registration socket). */
   registryDir: string;
@@ -25,14 +26,15 @@ export interface Config {
 export const USAGE = `usage: vfio-broker-k8s [--mode dra|device-plugin] [--node-name NAME (default $NODE_NAME)]
   [--admin-socket PATH] [--workload-dir DIR] [--cdi-dir DIR] [--state-dir DIR]
   [--registry-dir DIR] [--plugin-dir DIR] [--device-plugin-dir DIR]
-  [--service-account-dir DIR] [--refresh-seconds N (1..3600)]`;
+  [--service-account-dir DIR] [--refresh-seconds N (1..3600)]
+(each also as --option=VALUE; --state-dir defaults to PLUGIN-DIR/checkpoint)`;
 
 const DEFAULTS: Omit<Config, "nodeName"> = {
   mode: "dra",
   adminSocket: "/run/vfio-brokerd/admin.sock",
   workloadDir: "/run/vfio-broker",
   cdiDir: "/var/run/cdi",
-  stateDir: "/var/lib/vfio-broker-k8s",
+  stateDir: "",
   registryDir: "/var/lib/kubelet/plugins_registry",
   pluginDir: "/var/lib/kubelet/plugins/vfio-broker.io",
   devicePluginDir: "/var/lib/kubelet/device-plugins",
@@ -56,14 +58,18 @@ const FLAGS: Record<string, keyof Config> = {
 
 export function parseArgs(argv: string[], env: Record<string, string | undefined>): Config {
   const out: Record<string, unknown> = { ...DEFAULTS, nodeName: env.NODE_NAME ?? "" };
-  for (let i = 0; i < argv.length; i += 2) {
-    const key = FLAGS[argv[i] ?? ""];
-    const value = argv[i + 1];
-    if (!key || value === undefined) throw new Error(`unknown or incomplete option ${argv[i]}\n${USAGE}`);
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] ?? "";
+    const eq = arg.indexOf("=");
+    const name = eq > 0 ? arg.slice(0, eq) : arg;
+    const key = FLAGS[name];
+    const value = eq > 0 ? arg.slice(eq + 1) : argv[++i];
+    if (!key || value === undefined) throw new Error(`unknown or incomplete option ${name}\n${USAGE}`);
     out[key] = value;
   }
   const c = out as unknown as Config;
   c.refreshSeconds = Number(out.refreshSeconds);
+  if (!c.stateDir) c.stateDir = `${c.pluginDir}/checkpoint`;
   if (c.mode !== "dra" && c.mode !== "device-plugin")
     throw new Error(`--mode ${c.mode}: dra or device-plugin`);
   if (!/^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$/.test(c.nodeName)) {
