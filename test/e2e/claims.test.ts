@@ -10,7 +10,7 @@
 // idempotent; and a user who makes pod A's path in its own delegated cgroup (as any systemd login
 // user can) gets nothing from the claim. Every cgroup made here is removed afterwards.
 import assert from "node:assert/strict";
-import { chownSync, mkdirSync, readFileSync } from "node:fs";
+import { chownSync, mkdirSync, readFileSync, readlinkSync } from "node:fs";
 import { dirname, join, relative } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -52,6 +52,14 @@ const CG_B = podCgroup(POD_B, "b1");
 const DELEGATED = join(ROOT, `user.slice/user-${FORGER}.slice/user@${FORGER}.service`);
 /** Pod A's container path, as the forger makes it below its own delegated directory. */
 const FORGED_REL = relative(ROOT, podCgroup(POD_A, "f0"));
+/** Where the second brokerd runs, in a cgroup namespace of its own (as in a container on cgroup v2). */
+const NS_CGROUP = join(ROOT, "system.slice/vfio-brokerd-ns.scope");
+const IN_OWN_CGROUP_NS = [
+  "sh",
+  "-c",
+  'echo $$ > "$0/cgroup.procs" && exec unshare --cgroup -- "$@"',
+  NS_CGROUP,
+];
 
 interface Held {
   cgroup: string;
@@ -115,7 +123,7 @@ describe("e2e: Kubernetes claims bound through AdminService", () => {
   let admin: ReturnType<typeof createClient<typeof AdminService>>;
   before(async () => {
     assert.ok(mount, "no cgroup2 mount in /proc/self/mountinfo: this test needs cgroup v2");
-    for (const cg of [CG_A, CG_A2, CG_B, DELEGATED]) mkdirSync(cg, { recursive: true });
+    for (const cg of [CG_A, CG_A2, CG_B, DELEGATED, NS_CGROUP]) mkdirSync(cg, { recursive: true });
     // What systemd chowns for Delegate=yes with User=: the directory and the files to manage it.
     for (const f of ["", "cgroup.procs", "cgroup.threads", "cgroup.subtree_control"])
       chownSync(join(DELEGATED, f), FORGER, FORGER);
@@ -220,5 +228,40 @@ describe("e2e: Kubernetes claims bound through AdminService", () => {
     assert.ok(forged.held.cgroup.endsWith(FORGED_REL), `the forger moved into ${forged.held.cgroup}`);
     assert.equal(forged.held.hello, "PERMISSION_DENIED", `the forged path: ${JSON.stringify(forged.held)}`);
     assert.equal(real.mapped, true, "the pod's own cgroup, at the same time");
+  });
+
+  it("brokerd in a cgroup namespace of its own reads pods through the host's cgroup mount", {
+    timeout: 120_000,
+  }, async () => {
+    const nb = await startBrokerd({ policyText: POLICY, wrap: IN_OWN_CGROUP_NS });
+    const nadmin = createClient(AdminService, `unix:${nb.adminSocket}`);
+    try {
+      // A cgroup namespace of its own, rooted at its own cgroup.
+      assert.notEqual(readlinkSync(`/proc/${nb.pid}/ns/cgroup`), readlinkSync("/proc/self/ns/cgroup"));
+      assert.match(
+        readFileSync(`/proc/${nb.pid}/cgroup`, "utf8"),
+        new RegExp(`^0::/${relative(mount!, NS_CGROUP)}$`, "m"),
+      );
+      await nadmin.bindClaim(binding());
+      const real = await workload(nb, CG_A, UID_A);
+      const forged = await workload(nb, DELEGATED, FORGER, "sim0", FORGED_REL);
+      const listed = (await nadmin.listSessions({})).sessions.find(
+        (x) => x.identity?.uid === UID_A,
+      )?.identity;
+      await real.stop();
+      await forged.stop();
+      report("claims: brokerd in its own cgroup namespace", {
+        real: real.held.map,
+        forged: forged.held.hello,
+        cgroup: listed?.cgroup,
+      });
+      assert.equal(real.held.podUid, POD_A, `the pod is read: ${JSON.stringify(real.held)}`);
+      assert.equal(real.mapped, true);
+      assert.equal(listed?.cgroup, `/${relative(mount!, CG_A)}`, "the path in the host's terms");
+      assert.equal(forged.held.hello, "PERMISSION_DENIED", "the trust rule still applies there");
+    } finally {
+      nadmin.close();
+      await nb.stop();
+    }
   });
 });
