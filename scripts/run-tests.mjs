@@ -11,6 +11,7 @@ const roots = [
   "proto/dist",
   "services/brokerd/dist",
   "services/admin/dist",
+  "services/k8s/dist",
   "clients/node/dist",
   "test/dist",
 ];

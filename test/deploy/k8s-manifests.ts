@@ -24,7 +24,16 @@ export interface Built {
   resource: Resource;
 }
 
-const CLUSTER_SCOPED = new Set(["Namespace", "ClusterRole", "ClusterRoleBinding", "PriorityClass"]);
+export const CLUSTER_SCOPED_KINDS = [
+  "Namespace",
+  "ClusterRole",
+  "ClusterRoleBinding",
+  "PriorityClass",
+  "DeviceClass",
+  "ValidatingAdmissionPolicy",
+  "ValidatingAdmissionPolicyBinding",
+];
+const CLUSTER_SCOPED = new Set(CLUSTER_SCOPED_KINDS);
 const KUSTOMIZATION_KEYS = new Set(["apiVersion", "kind", "namespace", "resources"]);
 
 export function readYaml(file: string): unknown[] {

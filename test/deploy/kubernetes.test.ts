@@ -1,56 +1,95 @@
-// deploy/kubernetes, validated offline (issue 11): the kustomization builds (our emulation, and
-// `kubectl kustomize` too where kubectl is installed: both must agree), every resource passes a
-// strict schema check that also rejects unknown fields (k8s-manifests.ts), the privileges are the
-// documented ones, and brokerd accepts the ConfigMap's policy: its loader parses it, the rule
-// allows the example pod's identity and nothing else, and brokerd starts on it.
+// deploy/kubernetes, validated offline (issues 11 and 22): the kustomization and its hostPath
+// fallback build (our emulation, and `kubectl kustomize` too where kubectl is installed: both must
+// agree), every resource passes a strict schema check that also rejects unknown fields
+// (k8s-manifests.ts), the privileges are the documented ones, and brokerd accepts the ConfigMap's
+// policy: its loader parses it, its rule gives a claim's devices to the pod the claim is bound to
+// and nothing to any other pod, and brokerd starts on it. The DRA resources and the restricted Pod
+// Security check: kubernetes-dra.test.ts.
 import assert from "node:assert/strict";
 import { chmodSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
 import { parseConfig as parseAdminConfig } from "@vfio-broker/admin/config";
+import { ClaimBook, checkClaim } from "@vfio-broker/brokerd/claims/book";
 import { parseConfig } from "@vfio-broker/brokerd/config";
 import { authorizeMapping } from "@vfio-broker/brokerd/policy/evaluate";
 import { parsePolicy } from "@vfio-broker/brokerd/policy/schema";
 import { parseAllDocuments } from "yaml";
 import { REPO, run, startBrokerd, until } from "../lib/brokerd.js";
-import { type Built, kustomize, type Resource, strictCheck } from "./k8s-manifests.js";
+import { type Built, CLUSTER_SCOPED_KINDS, kustomize, type Resource, strictCheck } from "./k8s-manifests.js";
 
 const DIR = join(REPO, "deploy/kubernetes");
+const FALLBACK = join(DIR, "fallback-hostpath");
 // biome-ignore lint/suspicious/noExplicitAny: manifests are untyped YAML, checked field by field
 type Any = any;
 
 const built = kustomize(DIR);
-const find = (kind: string, name: string): Any => {
-  const b = built.find((x) => x.resource.kind === kind && x.resource.metadata.name === name);
+const fallback = kustomize(FALLBACK);
+const find = (kind: string, name: string, from = built): Any => {
+  const b = from.find((x) => x.resource.kind === kind && x.resource.metadata.name === name);
   assert.ok(b, `${kind} ${name} is in the kustomization`);
   return b.resource;
 };
 const podSpec = (r: Any) => (r.kind === "Pod" ? r.spec : r.spec.template.spec);
-const policyText = (): string => find("ConfigMap", "vfio-broker-policy").data["policy.yaml"];
+const policyText = (from = built): string =>
+  find("ConfigMap", "vfio-broker-policy", from).data["policy.yaml"];
+const key = (r: Resource) => `${r.kind}/${r.metadata.name}`;
+
+/** kubectl kustomize's output for dir, or undefined (and a diagnostic) where kubectl is not installed. */
+async function kubectlKustomize(t: { diagnostic(s: string): void }, dir: string) {
+  const have = await run("sh", ["-c", "command -v kubectl"]);
+  if (have.code !== 0) {
+    t.diagnostic("kubectl is not installed: the built-in kustomize emulation alone was used");
+    return undefined;
+  }
+  const k = await run("kubectl", ["kustomize", dir], { timeoutMs: 60_000 });
+  assert.equal(k.code, 0, k.stderr);
+  return new Map(parseAllDocuments(k.stdout).map((d) => [key(d.toJS()), d.toJS()] as const));
+}
 
 test("the kustomization builds; kubectl kustomize (where installed) gives the same resources", async (t) => {
   const kinds = built.map((b) => `${b.resource.kind}/${b.resource.metadata.name}`).sort();
   assert.deepEqual(kinds, [
+    "ClusterRole/vfio-broker-node-agent",
+    "ClusterRoleBinding/vfio-broker-node-agent",
     "ConfigMap/vfio-broker-policy",
     "DaemonSet/vfio-brokerd",
     "Deployment/vfio-broker-admin",
+    "DeviceClass/vfio-broker.io",
     "Namespace/vfio-broker",
+    "Namespace/vfio-broker-example",
     "Pod/vfio-broker-example",
+    "ResourceClaimTemplate/vfio-broker-sim0",
     "Service/vfio-broker-admin",
     "Service/vfio-brokerd-metrics",
+    "ServiceAccount/vfio-broker-node-agent",
+    "ValidatingAdmissionPolicy/vfio-broker-node-agent-own-slice",
+    "ValidatingAdmissionPolicyBinding/vfio-broker-node-agent-own-slice",
   ]);
-  for (const b of built)
-    if (b.resource.kind !== "Namespace") assert.equal(b.resource.metadata.namespace, "vfio-broker", b.source);
-  const have = await run("sh", ["-c", "command -v kubectl"]);
-  if (have.code !== 0) {
-    t.diagnostic("kubectl is not installed: the built-in kustomize emulation alone was used");
-    return;
+  // No kustomize namespace: each namespaced resource names its own, the example its restricted one.
+  for (const b of built) {
+    const ns = b.resource.metadata.namespace;
+    if (CLUSTER_SCOPED_KINDS.includes(b.resource.kind)) assert.equal(ns, undefined, b.source);
+    else
+      assert.equal(
+        ns,
+        b.source.startsWith("example-workload") ? "vfio-broker-example" : "vfio-broker",
+        b.source,
+      );
   }
-  const k = await run("kubectl", ["kustomize", DIR], { timeoutMs: 60_000 });
-  assert.equal(k.code, 0, k.stderr);
-  const key = (r: Resource) => `${r.kind}/${r.metadata.name}`;
-  const theirs = new Map(parseAllDocuments(k.stdout).map((d) => [key(d.toJS()), d.toJS()] as const));
-  assert.deepEqual(new Map(built.map((b) => [key(b.resource), b.resource] as const)), theirs);
+  const theirs = await kubectlKustomize(t, DIR);
+  if (theirs) assert.deepEqual(new Map(built.map((b) => [key(b.resource), b.resource] as const)), theirs);
+});
+
+test("the hostPath fallback builds: the policy with the uid/gid rule and the hostPath pod, in vfio-broker", async (t) => {
+  assert.deepEqual(fallback.map((b) => key(b.resource)).sort(), [
+    "ConfigMap/vfio-broker-policy",
+    "Pod/vfio-broker-example-hostpath",
+  ]);
+  for (const b of fallback) assert.equal(b.resource.metadata.namespace, "vfio-broker", b.source);
+  assert.deepEqual(await strictCheck(fallback), []);
+  const theirs = await kubectlKustomize(t, FALLBACK);
+  if (theirs) assert.deepEqual(new Map(fallback.map((b) => [key(b.resource), b.resource] as const)), theirs);
 });
 
 test("every resource passes the strict schema check (types, required and unknown fields)", async (t) => {
@@ -129,9 +168,40 @@ test("the console runs unprivileged (990, the admin socket's group) with flags i
   assert.deepEqual(find("Service", "vfio-broker-admin").spec.selector, d.spec.selector.matchLabels);
 });
 
-test("the ConfigMap's policy parses, allows the example pod's identity and only it", () => {
-  const policy = parsePolicy(policyText(), "policy-configmap.yaml");
-  const pod = podSpec(find("Pod", "vfio-broker-example"));
+test("the ConfigMap's policy gives a claim's device to the pod it is bound to, and nothing to other pods", () => {
+  const book = new ClaimBook();
+  const policy = { ...parsePolicy(policyText(), "policy-configmap.yaml"), claims: book };
+  const { runAsUser: uid, runAsGroup: gid } = podSpec(find("Pod", "vfio-broker-example")).securityContext;
+  const cid = "4f3c2b1a".repeat(8);
+  const inPod = (pod: string) => ({
+    uid,
+    gid,
+    pid: 1,
+    cgroup: `/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${pod.replaceAll("-", "_")}.slice/cri-containerd-${cid}.scope`,
+    cgroupTrusted: true,
+  });
+  const bound = "0c4f2a9e-1111-2222-3333-444455556666";
+  const other = "0c4f2a9e-1111-2222-3333-777788889999";
+  const req = { device: "sim0", region: "BAR2", attribute: "WC", prot: "rw" } as const;
+  assert.equal(authorizeMapping(policy, inPod(bound), req).allow, false, "before the claim is bound");
+  book.bind(
+    checkClaim({
+      uid: "9a8b7c6d-0000-4000-8000-0000000000c1",
+      namespace: "vfio-broker-example",
+      name: "vfio-broker-example-bar-x7k2p",
+      pods: [bound],
+      devices: ["sim0"],
+    }),
+  );
+  assert.equal(authorizeMapping(policy, inPod(bound), req).allow, true);
+  assert.equal(authorizeMapping(policy, inPod(other), req).allow, false, "another pod, the same uid and gid");
+  assert.equal(authorizeMapping(policy, inPod(bound), { ...req, device: "sim1" }).allow, false, "not bound");
+  assert.equal(authorizeMapping(policy, inPod(bound), { ...req, region: "BAR0" }).allow, false);
+});
+
+test("the fallback's policy parses, allows the hostPath pod's identity and only it", () => {
+  const policy = parsePolicy(policyText(fallback), "fallback-hostpath/policy-configmap.yaml");
+  const pod = podSpec(find("Pod", "vfio-broker-example-hostpath", fallback));
   const { runAsUser: uid, runAsGroup: gid } = pod.securityContext;
   // Kernel-reported cgroups of a pod container under the cgroupfs and systemd drivers.
   const cid = "4f3c2b1a".repeat(8);

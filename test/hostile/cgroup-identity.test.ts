@@ -17,22 +17,14 @@
 // while the forged one is judged again and stays its plain uid. Every cgroup made here is removed
 // afterwards.
 import assert from "node:assert/strict";
-import {
-  chmodSync,
-  chownSync,
-  existsSync,
-  mkdirSync,
-  readdirSync,
-  readFileSync,
-  rmdirSync,
-  writeFileSync,
-} from "node:fs";
+import { chmodSync, chownSync, mkdirSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { cgroupMounts } from "@vfio-broker/brokerd/identity/cgroup-trust";
 import { AdminService, createClient } from "@vfio-broker/proto";
 import { type BrokerProcess, startBrokerd } from "../lib/brokerd.js";
+import { removeTree } from "../lib/cgroups.js";
 import { assertAlive, report, type Spawned, spawnAs } from "./support/harness.js";
 
 const AGENT = join(dirname(fileURLToPath(import.meta.url)), "agents", "cgroup-identity.js");
@@ -111,27 +103,6 @@ const CONTAINER_CGROUP = join(
   ROOT,
   `kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${POD_}.slice/cri-containerd-${ID}.scope`,
 );
-
-/** Removes a cgroup tree deepest first, moving any process still in it to the root cgroup. */
-function removeTree(dir: string): void {
-  if (!existsSync(dir)) return;
-  for (const e of readdirSync(dir, { withFileTypes: true }))
-    if (e.isDirectory()) removeTree(join(dir, e.name));
-  for (let i = 0; ; i++) {
-    try {
-      rmdirSync(dir);
-      return;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "EBUSY" || i >= 50) throw e;
-      for (const pid of readFileSync(join(dir, "cgroup.procs"), "utf8").split("\n").filter(Boolean))
-        try {
-          writeFileSync(join(mount!, "cgroup.procs"), pid);
-        } catch {
-          /* exited meanwhile */
-        }
-    }
-  }
-}
 
 function agent(uid: number, args: string[]): Spawned & { result(): Promise<Record<string, unknown>> } {
   // Started as root (uid 0): the agent enters its cgroup, then drops to `uid` itself.

@@ -5,6 +5,7 @@
 // service that owns the concept (sessions/, devices/registry.ts, grants/, state/ledger.ts). Its
 // events (core/events.ts) are published after each change is recorded and made.
 
+import { ClaimBindings } from "./claims/bindings.js";
 import { type Core, Guard, PolicyInForce, Recorders } from "./core/context.js";
 import { CoreEvents } from "./core/events.js";
 import {
@@ -77,6 +78,8 @@ export class Broker extends CoreEvents {
   readonly fdReplies = { unreadFds: 0, heldFds: 0, pausedConnections: 0 };
   /** Held shut while a hand-over is in progress: calls wait on it instead of being refused. */
   readonly handover = new HandoverGate();
+  /** Kubernetes claims bound by the node agent (AdminService.BindClaim), read by the policy. */
+  readonly claims: ClaimBindings;
   private readonly slots: SessionSlots;
   private readonly charges: Charges;
   private readonly holders: Holders;
@@ -121,6 +124,7 @@ export class Broker extends CoreEvents {
     this.holders = new Holders(core, this.charges);
     this.ending = new Ending(core, this.charges, this.holders);
     this.revocation = new Revocation(core, this.ending, this.holders);
+    this.claims = new ClaimBindings(core, this.revocation);
     this.deviceFiles = new DeviceFiles(core, this.charges);
     this.mappings = new Mappings(core, this.charges);
     this.deliveries = new Deliveries(core, this.charges, this.mappings);

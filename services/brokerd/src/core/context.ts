@@ -4,6 +4,7 @@
 // session is alive, the identity is allowed) and the batch that holds records for one write.
 // Owns no grant logic: services do; it never records or publishes anything of its own.
 
+import { ClaimBook } from "../claims/book.js";
 import type { DeviceRegistry } from "../devices/registry.js";
 import { BrokerError, denied, notFound, restarting, storeFailed, unavailable } from "../errors.js";
 import type { DeviceFile, Mapping } from "../grants/device-file.js";
@@ -38,11 +39,16 @@ export interface Core {
 /** The policy in force, and the one before the last reload (a revoked mapping's rule may be gone). */
 export class PolicyInForce {
   previous: Policy | undefined;
-  constructor(public current: Policy) {}
+  current: Policy;
+  /** The bound Kubernetes claims, read by the policy in force (whichever file it came from). */
+  readonly claims = new ClaimBook();
+  constructor(p: Policy) {
+    this.current = { ...p, claims: this.claims };
+  }
 
   replace(p: Policy): void {
     this.previous = this.current;
-    this.current = p;
+    this.current = { ...p, claims: this.claims };
   }
 
   /** The rule a mapping was granted under, by name (the old policy's after a reload took it away). */

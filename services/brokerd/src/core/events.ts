@@ -3,12 +3,13 @@
 // reach the caller: a listener that throws is logged (rate-limited) and the next one still runs.
 // Owns the event names and their arguments; must never decide or record anything itself.
 import { EventEmitter } from "node:events";
+import type { ClaimRec } from "../claims/book.js";
 import type { DeviceHealth, DeviceMode } from "../devices/backend.js";
 import type { DeviceFile, Mapping } from "../grants/device-file.js";
 import type { Hold } from "../grants/holds.js";
 import type { Session } from "../identity/session.js";
 import { logLimited } from "../log.js";
-import type { FdPeer } from "./types.js";
+import type { FdPeer, RevokeCounts } from "./types.js";
 
 export interface BrokerEvents {
   "session.open": [Session];
@@ -66,6 +67,8 @@ export interface BrokerEvents {
    */
   "mapping.revoke.enforced": [Hold[], string];
   "policy.reload": [boolean, string[]];
+  /** A Kubernetes claim bound or unbound by an administrator (the node agent), and what that revoked. */
+  claim: ["bind" | "unbind", ClaimRec, RevokeCounts];
   "device.health": [string, DeviceHealth];
 }
 

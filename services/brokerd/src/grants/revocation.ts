@@ -7,6 +7,7 @@ import type { Core } from "../core/context.js";
 import { noCounts, type RevokeCounts } from "../core/types.js";
 import type { DeviceHealth } from "../devices/backend.js";
 import { notFound } from "../errors.js";
+import { cgroupIdentityOf } from "../identity/container.js";
 import { describeIdentity } from "../identity/peer.js";
 import type { LeaseEvent, Session } from "../identity/session.js";
 import { authorizeDevice, authorizeIdentity, authorizeMapping, type Policy } from "../policy/index.js";
@@ -14,6 +15,17 @@ import type { DeviceFile } from "./device-file.js";
 import type { Ending } from "./ending.js";
 import type { Holders } from "./holders.js";
 import type { Hold } from "./holds.js";
+
+/** Why a review revokes: the lease's and the metrics' reason, and the words that start its message. */
+interface Why {
+  reason: "policy" | "claim-unprepared";
+  what: string;
+}
+const POLICY: Why = { reason: "policy", what: "the reloaded policy" };
+const CLAIM: Why = {
+  reason: "claim-unprepared",
+  what: "the policy, now that the pod's ResourceClaim is unprepared,",
+};
 
 export class Revocation {
   constructor(
@@ -58,37 +70,52 @@ export class Revocation {
    * on new requests only (nothing live is taken away for a quota).
    */
   policyReloaded(p: Policy): RevokeCounts {
+    const counts = this.review(p, POLICY, () => true);
+    this.core.events.emit("policy.reload", true, []);
+    return counts;
+  }
+
+  /**
+   * After a claim binding was removed or narrowed (claims/book.ts): revokes, with reason
+   * "claim-unprepared", what the policy in force no longer allows the sessions of those pods.
+   */
+  claimsChanged(pods: readonly string[]): RevokeCounts {
+    if (pods.length === 0) return noCounts();
+    const of = new Set(pods);
+    return this.review(this.core.policy.current, CLAIM, (s) =>
+      of.has(cgroupIdentityOf(s.identity).podUid ?? ""),
+    );
+  }
+
+  /** Revokes what p no longer allows the sessions `which` selects, as `why` says. */
+  private review(p: Policy, why: Why, which: (s: Session) => boolean): RevokeCounts {
     const held0 = this.holders.made;
     const counts = noCounts();
     for (const s of [...this.core.sessions.values()]) {
+      if (!which(s)) continue;
       const who = authorizeIdentity(p, s.identity);
       if (!who.allow) {
         counts.mappingsRevoked += s.mappingCount;
         counts.deviceFilesClosed += s.deviceFiles.size;
         counts.sessionsEnded++;
-        this.revokeAllOf(s, "policy", `the reloaded policy no longer allows you: ${who.message}`);
-        this.ending.endSession(
-          s,
-          "policy",
-          `the reloaded policy no longer allows ${describeIdentity(s.identity)}`,
-        );
+        this.revokeAllOf(s, why.reason, `${why.what} no longer allows you: ${who.message}`);
+        this.ending.endSession(s, why.reason, `${why.what} no longer allows ${describeIdentity(s.identity)}`);
         continue;
       }
-      for (const df of [...s.deviceFiles.values()]) this.reviewDeviceFile(p, s, df, counts);
+      for (const df of [...s.deviceFiles.values()]) this.reviewDeviceFile(p, why, s, df, counts);
     }
-    this.core.events.emit("policy.reload", true, []);
     if (counts.mappingsRevoked > 0 || counts.sessionsEnded > 0 || counts.deviceFilesClosed > 0)
-      this.core.events.emit("revocation", "policy", counts.mappingsRevoked);
+      this.core.events.emit("revocation", why.reason, counts.mappingsRevoked);
     counts.mappingsHeld = this.holders.made - held0;
     return counts;
   }
 
-  private reviewDeviceFile(p: Policy, s: Session, df: DeviceFile, counts: RevokeCounts): void {
+  private reviewDeviceFile(p: Policy, why: Why, s: Session, df: DeviceFile, counts: RevokeCounts): void {
     const dev = authorizeDevice(p, s.identity, df.device.id);
     if (!dev.allow) {
-      const why = `the reloaded policy no longer allows device ${df.device.id}: ${dev.message}`;
-      this.notifyRevocation(s, df, 0n, "policy", why);
-      counts.mappingsRevoked += this.ending.closeDeviceFile(s, df, "policy");
+      const message = `${why.what} no longer allows device ${df.device.id}: ${dev.message}`;
+      this.notifyRevocation(s, df, 0n, why.reason, message);
+      counts.mappingsRevoked += this.ending.closeDeviceFile(s, df, why.reason);
       counts.deviceFilesClosed++;
       return;
     }
@@ -100,9 +127,9 @@ export class Revocation {
         prot: m.prot,
       });
       if (d.allow) continue;
-      this.ending.dropMapping(s, m, "policy");
-      const why = `the reloaded policy no longer allows this mapping: ${d.message}`;
-      this.notifyRevocation(s, df, m.cookie, "policy", why);
+      this.ending.dropMapping(s, m, why.reason);
+      const message = `${why.what} no longer allows this mapping: ${d.message}`;
+      this.notifyRevocation(s, df, m.cookie, why.reason, message);
       counts.mappingsRevoked++;
     }
   }

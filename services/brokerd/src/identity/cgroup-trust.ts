@@ -95,7 +95,7 @@ export function inMount(dir: string, mount: CgroupMount): string | undefined {
 }
 
 /** Undoes mountinfo's octal escapes (\040 for a space, \011, \012, \134). */
-function unescapeMountinfo(s: string): string {
+export function unescapeMountinfo(s: string): string {
   return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
 }
 

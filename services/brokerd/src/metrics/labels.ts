@@ -15,6 +15,7 @@ export const SESSION_END_REASONS = [
   "shutdown",
   "idle",
   "policy",
+  "claim-unprepared",
   "resumed",
   "resume-timeout",
 ] as const;
@@ -27,6 +28,7 @@ export const RELEASE_REASONS = [
   "device-drain",
   "device-gone",
   "policy",
+  "claim-unprepared",
   "store-failed",
   "undeliverable",
   ...SESSION_END_REASONS,
@@ -66,7 +68,14 @@ export const CONNECTION_REFUSAL_REASONS = [
 ] as const;
 
 /** Broker revocation reasons ("operator": one mapping, "session": a whole session, device ones). */
-export const REVOCATION_REASONS = ["operator", "session", "device-drain", "device-gone", "policy"] as const;
+export const REVOCATION_REASONS = [
+  "operator",
+  "session",
+  "device-drain",
+  "device-gone",
+  "policy",
+  "claim-unprepared",
+] as const;
 
 export const HEALTH_STATES = ["healthy", "draining", "gone"] as const;
 

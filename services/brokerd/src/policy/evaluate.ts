@@ -7,7 +7,7 @@
 
 import { cgroupIdentityOf, parseCgroup } from "../identity/container.js";
 import { type CompiledGlob, compileGlob, matchCompiled } from "./glob.js";
-import type { Attribute, Identity, IdentityMatch, Limits, Policy, Prot, Rule } from "./types.js";
+import type { Attribute, ClaimView, Identity, IdentityMatch, Limits, Policy, Prot, Rule } from "./types.js";
 import { UNNAMED_LIMITS } from "./types.js";
 
 export type DenyReason = "no_rule" | "device" | "region" | "attribute" | "prot" | "read_write";
@@ -38,10 +38,20 @@ function compiled(pattern: string): CompiledGlob {
   return c;
 }
 
-/** Does the rule's match select this identity? All given matchers must match; nothing given matches nobody. */
-export function matchesIdentity(match: IdentityMatch, id: Identity): boolean {
+/** The devices bound (claims/book.ts) to the identity's pod, read from a trusted cgroup path only. */
+function boundDevices(claims: ClaimView | undefined, id: Identity): ReadonlySet<string> | undefined {
+  const pod = cgroupIdentityOf(id).podUid;
+  return pod === undefined ? undefined : claims?.devicesOf(pod);
+}
+
+/**
+ * Does the rule's match select this identity? All given matchers must match; nothing given matches
+ * nobody. `claims` is the policy's view of the bound claims (match.claims matches nobody without it).
+ */
+export function matchesIdentity(match: IdentityMatch, id: Identity, claims?: ClaimView): boolean {
   if (match.any) return true;
   if (
+    match.claims === undefined &&
     match.uids === undefined &&
     match.gids === undefined &&
     match.cgroups === undefined &&
@@ -67,11 +77,18 @@ export function matchesIdentity(match: IdentityMatch, id: Identity): boolean {
     }
     if (match.pods !== undefined && (c.podUid === undefined || !match.pods.includes(c.podUid))) return false;
   }
+  if (match.claims === true && !(boundDevices(claims, id)?.size ?? 0)) return false;
   return true;
 }
 
 export function matchesDevice(rule: Rule, device: string): boolean {
   return rule.devices.some((g) => matchCompiled(compiled(g), device, false));
+}
+
+/** The rule's device globs and, for a match.claims rule, the devices bound to the identity's pod. */
+function allowsDevice(p: Policy, rule: Rule, id: Identity, device: string): boolean {
+  if (!matchesDevice(rule, device)) return false;
+  return rule.match.claims !== true || (boundDevices(p.claims, id)?.has(device) ?? false);
 }
 
 export function matchesRegion(rule: Rule, region: string): boolean {
@@ -138,7 +155,7 @@ interface Stage {
  * most specific reason. Filtering keeps file order, so the survivor list's head is the first match.
  */
 function decide(p: Policy, id: Identity, stages: readonly Stage[]): Decision {
-  let rules = p.rules.filter((r) => matchesIdentity(r.match, id));
+  let rules = p.rules.filter((r) => matchesIdentity(r.match, id, p.claims));
   if (rules.length === 0) return noRule(p, id);
   for (const stage of stages) {
     const next = rules.filter(stage.allows);
@@ -148,13 +165,21 @@ function decide(p: Policy, id: Identity, stages: readonly Stage[]): Decision {
   return { allow: true, rule: rules[0]! };
 }
 
-function deviceStage(id: Identity, device: string): Stage {
+function deviceStage(p: Policy, id: Identity, device: string): Stage {
   return {
     reason: "device",
-    allows: (r) => matchesDevice(r, device),
-    message: (rules) =>
-      `${rulesAllow(rules)} devices ${union(rules, (r) => r.devices).join(", ")} to uid ${id.uid}, not ${token(device)}; ` +
-      "use one of those devices or ask the operator to extend the rule",
+    allows: (r) => allowsDevice(p, r, id, device),
+    message: (rules) => {
+      const claimed = rules.some((r) => r.match.claims === true);
+      const bound = claimed ? [...(boundDevices(p.claims, id) ?? [])].sort() : [];
+      return (
+        `${rulesAllow(rules)} devices ${union(rules, (r) => r.devices).join(", ")} to uid ${id.uid}, not ${token(device)}` +
+        (claimed
+          ? ` (of those, only the devices bound to this pod's claims: ${bound.join(", ") || "none"})`
+          : "") +
+        "; use one of those devices or ask the operator to extend the rule"
+      );
+    },
   };
 }
 
@@ -179,7 +204,7 @@ export function authorizeIdentity(p: Policy, id: Identity): Decision {
 
 /** May this identity open this device? */
 export function authorizeDevice(p: Policy, id: Identity, device: string): Decision {
-  return decide(p, id, [deviceStage(id, device)]);
+  return decide(p, id, [deviceStage(p, id, device)]);
 }
 
 /**
@@ -189,7 +214,7 @@ export function authorizeDevice(p: Policy, id: Identity, device: string): Decisi
 export function authorizeMapping(p: Policy, id: Identity, req: MappingRequest): Decision {
   const at = `${token(req.device)} ${token(req.region)}`;
   return decide(p, id, [
-    deviceStage(id, req.device),
+    deviceStage(p, id, req.device),
     regionStage(req.device, req.region),
     {
       reason: "attribute",
@@ -220,7 +245,7 @@ export function authorizeMapping(p: Policy, id: Identity, req: MappingRequest): 
 export function authorizeAccess(p: Policy, id: Identity, req: AccessRequest): Decision {
   const at = `${token(req.device)} ${token(req.region)}`;
   const stages: Stage[] = [
-    deviceStage(id, req.device),
+    deviceStage(p, id, req.device),
     regionStage(req.device, req.region),
     {
       reason: "read_write",
@@ -248,7 +273,8 @@ export function authorizeAccess(p: Policy, id: Identity, req: AccessRequest): De
  */
 export function limitsFor(p: Policy, id: Identity, device?: string): Limits {
   for (const r of p.rules) {
-    if (matchesIdentity(r.match, id) && (device === undefined || matchesDevice(r, device))) return r.limits;
+    if (matchesIdentity(r.match, id, p.claims) && (device === undefined || allowsDevice(p, r, id, device)))
+      return r.limits;
   }
   return UNNAMED_LIMITS;
 }

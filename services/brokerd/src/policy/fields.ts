@@ -41,7 +41,7 @@ const RULE_KEYS = [
   "revoke",
   "limits",
 ] as const;
-const MATCH_KEYS = ["any", "uids", "gids", "cgroups", "containers", "pods"] as const;
+const MATCH_KEYS = ["any", "uids", "gids", "cgroups", "containers", "pods", "claims"] as const;
 const LIMIT_KEYS = [
   "sessions",
   "fdConnections",
@@ -214,7 +214,7 @@ function readRevoke(ck: Checker, field: Field, path: string): RevokeEnforcement 
 function readMatch(ck: Checker, field: Field | undefined, ruleOffset: number, path: string): IdentityMatch {
   const match: IdentityMatch = { any: false };
   const example =
-    "match: { any: true } to match every identity, or list uids, gids, cgroups, containers or pods";
+    "match: { any: true } to match every identity, or list uids, gids, cgroups, containers, pods or claims";
   if (field === undefined) {
     ck.error(
       ruleOffset,
@@ -267,7 +267,18 @@ function readMatch(ck: Checker, field: Field | undefined, ruleOffset: number, pa
       checkPod,
     );
   }
+  const claims = fields.get("claims");
+  if (claims) {
+    if (readBool(ck, claims, join(path, "claims"))) match.claims = true;
+    else
+      ck.error(
+        claims.offset,
+        join(path, "claims"),
+        "claims: false matches nothing more than leaving it out; write claims: true (the pod's bound claims) or remove it",
+      );
+  }
   const narrowed =
+    claims !== undefined ||
     uids !== undefined ||
     gids !== undefined ||
     cgroups !== undefined ||
@@ -277,7 +288,7 @@ function readMatch(ck: Checker, field: Field | undefined, ruleOffset: number, pa
     ck.error(
       any!.offset,
       join(path, "any"),
-      "any: true cannot be combined with uids, gids, cgroups, containers or pods (all given matchers must match, so it would add nothing); remove any, or the other matchers to match everyone",
+      "any: true cannot be combined with uids, gids, cgroups, containers, pods or claims (all given matchers must match, so it would add nothing); remove any, or the other matchers to match everyone",
     );
   } else if (!match.any && !narrowed) {
     ck.error(field.offset, path, `matches nobody; write ${example}`);

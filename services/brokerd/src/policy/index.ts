@@ -21,6 +21,7 @@ export { loadPolicyFile, MAX_POLICY_FILE_BYTES } from "./load.js";
 export {
   ATTRIBUTES,
   type Attribute,
+  type ClaimView,
   DEFAULT_LIMITS,
   type Identity,
   type IdentityMatch,

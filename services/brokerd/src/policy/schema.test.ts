@@ -181,19 +181,19 @@ const REST = 'devices: ["sim*"]\nregions: ["*"]\nattributes: [UC]\nprot: [r]';
 
 test("a match that would match nobody is an error", () => {
   assert.deepEqual(errorsOf(rule(REST)), [
-    "policy.yaml:3:5: rules[0].match: required but missing; a rule without match would match nobody: write match: { any: true } to match every identity, or list uids, gids, cgroups, containers or pods",
+    "policy.yaml:3:5: rules[0].match: required but missing; a rule without match would match nobody: write match: { any: true } to match every identity, or list uids, gids, cgroups, containers, pods or claims",
   ]);
   assert.deepEqual(errorsOf(rule(`match: {}\n${REST}`)), [
-    "policy.yaml:4:12: rules[0].match: matches nobody; write match: { any: true } to match every identity, or list uids, gids, cgroups, containers or pods",
+    "policy.yaml:4:12: rules[0].match: matches nobody; write match: { any: true } to match every identity, or list uids, gids, cgroups, containers, pods or claims",
   ]);
   assert.deepEqual(errorsOf(rule(`match: { any: false }\n${REST}`)), [
-    "policy.yaml:4:12: rules[0].match: matches nobody; write match: { any: true } to match every identity, or list uids, gids, cgroups, containers or pods",
+    "policy.yaml:4:12: rules[0].match: matches nobody; write match: { any: true } to match every identity, or list uids, gids, cgroups, containers, pods or claims",
   ]);
   assert.deepEqual(errorsOf(rule(`match: { uids: [] }\n${REST}`)), [
     "policy.yaml:4:20: rules[0].match.uids: is empty, so it allows nothing; list the uids, e.g. [1000]",
   ]);
   assert.deepEqual(errorsOf(rule(`match: { any: true, uids: [1] }\n${REST}`)), [
-    "policy.yaml:4:19: rules[0].match.any: any: true cannot be combined with uids, gids, cgroups, containers or pods (all given matchers must match, so it would add nothing); remove any, or the other matchers to match everyone",
+    "policy.yaml:4:19: rules[0].match.any: any: true cannot be combined with uids, gids, cgroups, containers, pods or claims (all given matchers must match, so it would add nothing); remove any, or the other matchers to match everyone",
   ]);
 });
 
@@ -389,11 +389,11 @@ test("container ids and pod UIDs that could never match are errors, at their lin
     `policy.yaml:4:26: rules[0].match.containers: is empty, so it allows nothing; list the container ids, e.g. ["${CID}"]`,
   ]);
   assert.deepEqual(errorsOf(rule(`match: { any: true, pods: ["${PUID}"] }\n${REST}`)), [
-    "policy.yaml:4:19: rules[0].match.any: any: true cannot be combined with uids, gids, cgroups, containers or pods (all given matchers must match, so it would add nothing); remove any, or the other matchers to match everyone",
+    "policy.yaml:4:19: rules[0].match.any: any: true cannot be combined with uids, gids, cgroups, containers, pods or claims (all given matchers must match, so it would add nothing); remove any, or the other matchers to match everyone",
   ]);
   assert.deepEqual(errorsOf(rule(`match: { container: ["${CID}"] }\n${REST}`)), [
-    "policy.yaml:4:12: rules[0].match: matches nobody; write match: { any: true } to match every identity, or list uids, gids, cgroups, containers or pods",
-    'policy.yaml:4:14: rules[0].match: unknown key "container"; did you mean "containers"? allowed keys: any, uids, gids, cgroups, containers, pods',
+    "policy.yaml:4:12: rules[0].match: matches nobody; write match: { any: true } to match every identity, or list uids, gids, cgroups, containers, pods or claims",
+    'policy.yaml:4:14: rules[0].match: unknown key "container"; did you mean "containers"? allowed keys: any, uids, gids, cgroups, containers, pods, claims',
   ]);
 });
 

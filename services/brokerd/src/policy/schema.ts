@@ -38,6 +38,10 @@
  *                                    # (metadata.uid, with dashes), read from the cgroup's kubepods
  *                                    # path, on the same condition; a process in no pod matches no
  *                                    # pods entry.
+ *         claims: true               # optional: the caller's pod (read as for pods) holds a
+ *                                    # Kubernetes ResourceClaim the node agent bound
+ *                                    # (AdminService.BindClaim), and the rule's devices are narrowed
+ *                                    # to the devices bound to that pod; unbinding revokes them.
  *       devices: ["sim*"]            # required; globs over device ids ("sim0", "0000:00:01.0"); BDFs
  *                                    # need their domain and lowercase hex, as in sysfs
  *       regions: [BAR0, BAR2, CONFIG]   # required; BAR0..BAR5, ROM, CONFIG, VGA, or "*" for all
@@ -92,6 +96,7 @@ export { parseSize } from "./fields.js";
 export {
   ATTRIBUTES,
   type Attribute,
+  type ClaimView,
   DEFAULT_LIMITS,
   DEFAULT_REVOKE,
   type Identity,

@@ -74,6 +74,11 @@ export interface IdentityMatch {
   containers?: string[];
   /** Kubernetes pod UIDs (with dashes), read from the cgroup path */
   pods?: string[];
+  /**
+   * true: the identity's pod (read from the cgroup path as for pods) holds a claim bound through
+   * AdminService.BindClaim, and the rule's devices are narrowed to the devices bound to that pod.
+   */
+  claims?: boolean;
 }
 
 export interface Rule {
@@ -109,6 +114,13 @@ export interface Policy {
   source: string;
   /** sha256 hex of the policy text */
   digest: string;
+  /** The bound claims (claims/book.ts) rules with match.claims read; absent: such rules match nobody. */
+  claims?: ClaimView;
+}
+
+/** What the policy may ask of the bound claims: the devices bound to a pod, over all of its claims. */
+export interface ClaimView {
+  devicesOf(podUid: string): ReadonlySet<string> | undefined;
 }
 
 /** A policy that failed validation. The caller keeps the policy it had. */

@@ -246,6 +246,36 @@ function revocations(broker: Broker, hooks: AdminHooks, h: Handle) {
   };
 }
 
+/** Kubernetes claims the node agent binds to pods (claims/bindings.ts). */
+function claims(broker: Broker, h: Handle) {
+  const pb = (c: { uid: string; namespace: string; name: string; pods: string[]; devices: string[] }) => ({
+    claimUid: c.uid,
+    namespace: c.namespace,
+    claimName: c.name,
+    podUids: c.pods,
+    deviceIds: c.devices,
+  });
+  return {
+    bindClaim: h((req) => {
+      const c = req.claim;
+      if (!c) throw invalid("claim is required", "claim");
+      const r = broker.claims.bind({
+        uid: c.claimUid,
+        namespace: c.namespace,
+        name: c.claimName,
+        pods: c.podUids,
+        devices: c.deviceIds,
+      });
+      return { changed: r.changed, ...counts(r.revoked) };
+    }),
+    unbindClaim: h((req) => {
+      const r = broker.claims.unbind(req.claimUid);
+      return { wasBound: r.wasBound, ...counts(r.revoked) };
+    }),
+    listClaims: h(() => ({ claims: broker.claims.list().map(pb) })),
+  };
+}
+
 /** The sim backend's devices, added and removed (tests and demos). */
 function simDevices(broker: Broker, hooks: AdminHooks, h: Handle) {
   const sim = (): SimBackend => {
@@ -293,5 +323,6 @@ export function adminServiceImpl(broker: Broker, hooks: AdminHooks): grpc.Untype
     ...inspection(broker, h),
     ...revocations(broker, hooks, h),
     ...simDevices(broker, hooks, h),
+    ...claims(broker, h),
   };
 }

@@ -9,6 +9,7 @@
 //     never grant a page twice).
 // It decides nothing about grants and emits no events. Without a store (tests, tools) it records
 // nothing.
+import type { ClaimRec } from "../claims/book.js";
 import type { DeviceHealth } from "../devices/backend.js";
 import { storeFailed } from "../errors.js";
 import type { DeviceFile, Mapping } from "../grants/device-file.js";
@@ -182,6 +183,18 @@ export class Ledger {
 
   unheld(id: string): void {
     this.may("a hold's end", { t: "hold.end", id });
+  }
+
+  /**
+   * A claim bound or unbound: both are written before the change (throws UNAVAILABLE store_failed
+   * otherwise): an unbind lost to a crash would give a restarted brokerd's policy the pods back.
+   */
+  claimBound(c: ClaimRec): void {
+    this.must({ t: "claim.bind", c });
+  }
+
+  claimUnbound(uid: string): void {
+    this.must({ t: "claim.unbind", uid });
   }
 
   health(device: string, health: DeviceHealth): void {

@@ -1,7 +1,9 @@
 // StateModel: the durable view of every grant, rebuilt by replaying records (records.ts) over a
 // snapshot. It is what a restarted brokerd knows: sessions (with the process they belong to),
-// their device files, the mappings in them, device health, and the id counters that keep ids
+// their device files, the mappings in them, device health, bound Kubernetes claims, and the id counters that keep ids
 // unique across runs. Pure: no I/O. The Broker's in-memory maps are rebuilt from it (restore.ts).
+
+import type { ClaimRec } from "../claims/book.js";
 import type { DeviceHealth } from "../devices/backend.js";
 import type { DeviceFileRec, HoldRec, MappingRec, SessionRec, StateRecord } from "./records.js";
 
@@ -18,6 +20,8 @@ export interface Snapshot {
   health: { device: string; health: DeviceHealth }[];
   /** Revoked mappings still held (absent in snapshots written before holds: none). */
   holds?: HoldRec[];
+  /** Bound Kubernetes claims (absent in snapshots written before claims: none). */
+  claims?: ClaimRec[];
 }
 
 export class StateModel {
@@ -32,6 +36,8 @@ export class StateModel {
   readonly health = new Map<string, DeviceHealth>();
   /** Revoked mappings whose holder may still map them; independent of sessions and device files. */
   readonly holds = new Map<string, HoldRec>();
+  /** Bound Kubernetes claims by claim UID. */
+  readonly claims = new Map<string, ClaimRec>();
   run = 0;
   bootId = "";
   /** Device-file ids are never reused, across runs too (journal rows of two runs never collide). */
@@ -130,6 +136,12 @@ export class StateModel {
         if (r.health === "healthy" || r.health === "gone") this.health.delete(r.device);
         else this.health.set(r.device, r.health);
         return;
+      case "claim.bind":
+        this.claims.set(r.c.uid, r.c);
+        return;
+      case "claim.unbind":
+        this.claims.delete(r.uid);
+        return;
     }
   }
 
@@ -166,7 +178,12 @@ export class StateModel {
   /** Live records a snapshot must hold (compaction compares the log's length with it). */
   get liveCount(): number {
     return (
-      this.sessions.size + this.deviceFiles.size + this.mappingCount + this.health.size + this.holds.size
+      this.sessions.size +
+      this.deviceFiles.size +
+      this.mappingCount +
+      this.health.size +
+      this.holds.size +
+      this.claims.size
     );
   }
 
@@ -181,6 +198,7 @@ export class StateModel {
       mappings: [...this.mappings.values()].flatMap((ms) => [...ms.values()]),
       health: [...this.health].map(([device, health]) => ({ device, health })),
       holds: [...this.holds.values()],
+      claims: [...this.claims.values()],
     };
   }
 
@@ -195,6 +213,7 @@ export class StateModel {
     for (const x of s.mappings) m.apply({ t: "map.create", m: x });
     for (const x of s.health) m.apply({ t: "health", device: x.device, health: x.health });
     for (const x of s.holds ?? []) m.apply({ t: "hold", h: x });
+    for (const x of s.claims ?? []) m.apply({ t: "claim.bind", c: x });
     m.applied = 0;
     return m;
   }

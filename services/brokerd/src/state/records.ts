@@ -2,6 +2,7 @@
 // their on-disk encoding. A record is one line: 8 hex digits of CRC-32 over the JSON, a space, the
 // JSON, "\n". bigints (ids, cookies, offsets) are decimal strings. Pure: no I/O.
 import { crc32 } from "node:zlib";
+import type { ClaimRec } from "../claims/book.js";
 import type { Attribute, BackingKind, DeviceHealth, Prot } from "../devices/backend.js";
 
 /** A session as recorded: enough to recognise its process again after a restart. */
@@ -111,7 +112,10 @@ export type StateRecord =
   /** A hold made (written before its mapping's map.release), or its enforcement changed. */
   | { t: "hold"; h: HoldRec }
   | { t: "hold.end"; id: string }
-  | { t: "health"; device: string; health: DeviceHealth };
+  | { t: "health"; device: string; health: DeviceHealth }
+  /** A Kubernetes claim bound (or bound again: it replaces), and unbound (claims/book.ts). */
+  | { t: "claim.bind"; c: ClaimRec }
+  | { t: "claim.unbind"; uid: string };
 
 /** Where in which file a record failed to decode, and why. */
 export class RecordError extends Error {}
@@ -159,6 +163,8 @@ const TYPES = new Set([
   "hold",
   "hold.end",
   "health",
+  "claim.bind",
+  "claim.unbind",
 ]);
 
 /** One line (without its "\n") back to a record; throws RecordError saying what is wrong. */

@@ -77,6 +77,7 @@ export function restoreState(p: RestoreParts, store: StateStore, now = Date.now(
   const model = store.model;
   if (model.nextDeviceFileId > p.deviceFiles.nextId) p.deviceFiles.nextId = model.nextDeviceFileId;
   for (const [device, health] of model.health) p.core.devices.setHealth(device, health);
+  for (const c of model.claims.values()) p.core.policy.claims.bind(c);
   const decisions: ReconcileDecision[] = [];
   const holds = restoreHolds(p, store);
   for (const rec of [...model.sessions.values()]) {
