@@ -109,6 +109,13 @@ test("the DaemonSet: the agent beside brokerd, root without capabilities, the on
     "brokerd mounts no kubelet or CDI directory",
   );
   assert.ok(agent.command.includes("--admin-socket=/run/vfio-brokerd/admin.sock"));
+  // brokerd reads clients' pods through the host's cgroup tree (its own cgroup namespace hides it).
+  assert.equal(hostPaths["host-cgroup"], "/sys/fs/cgroup");
+  assert.deepEqual(
+    brokerd.volumeMounts.find((m: Any) => m.name === "host-cgroup"),
+    { name: "host-cgroup", mountPath: "/host/sys/fs/cgroup", readOnly: true },
+  );
+  assert.ok(!agent.volumeMounts.some((m: Any) => m.name === "host-cgroup"));
 });
 
 test(`the example workload passes the restricted Pod Security level (${PSS_VERSION}); its namespace enforces it`, () => {

@@ -10,13 +10,13 @@
 // idempotent; and a user who makes pod A's path in its own delegated cgroup (as any systemd login
 // user can) gets nothing from the claim. Every cgroup made here is removed afterwards.
 import assert from "node:assert/strict";
-import { chownSync, mkdirSync, readFileSync, readlinkSync } from "node:fs";
+import { chmodSync, chownSync, mkdirSync, readFileSync, readlinkSync } from "node:fs";
 import { dirname, join, relative } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { AdminService, createClient } from "@vfio-broker/proto";
 import { report, type Spawned, spawnAs } from "../hostile/support/harness.js";
-import { type BrokerProcess, startBrokerd } from "../lib/brokerd.js";
+import { type BrokerProcess, NOBODY, startBrokerd } from "../lib/brokerd.js";
 import { cgroupMount as mount, removeTree } from "../lib/cgroups.js";
 
 const AGENT = join(dirname(fileURLToPath(import.meta.url)), "..", "hostile", "agents", "cgroup-identity.js");
@@ -263,5 +263,30 @@ describe("e2e: Kubernetes claims bound through AdminService", () => {
       nadmin.close();
       await nb.stop();
     }
+  });
+
+  it("a caller that is not root or in the admin group is refused by brokerd itself, even where it can reach admin.sock", {
+    timeout: 60_000,
+  }, async () => {
+    // The file modes are the first wall (the private dir is 0700); open them to test the second.
+    chmodSync(b.privateDir, 0o711);
+    chmodSync(b.adminSocket, 0o666);
+    const script = `
+      import { AdminService, createClient } from "@vfio-broker/proto";
+      const admin = createClient(AdminService, "unix:${b.adminSocket}");
+      const claim = ${JSON.stringify(binding().claim)};
+      const out = {};
+      for (const [name, call] of [["bind", () => admin.bindClaim({ claim })], ["list", () => admin.listClaims({})]])
+        out[name] = await call().then(() => "OK", (e) => String(e.code));
+      admin.close();
+      console.log(JSON.stringify(out));`;
+    const s = spawnAs(NOBODY, ["--input-type=module", "-e", script]);
+    await s.exited;
+    chmodSync(b.adminSocket, 0o660);
+    chmodSync(b.privateDir, 0o700);
+    const got = JSON.parse(s.out().trim().split("\n").pop() ?? "{}");
+    report("claims: not an admin", got);
+    assert.deepEqual(got, { bind: "7", list: "7" }, s.err()); // PERMISSION_DENIED
+    assert.deepEqual((await admin.listClaims({})).claims, [], "nothing was bound");
   });
 });

@@ -72,6 +72,7 @@ export class Revocation {
   policyReloaded(p: Policy): RevokeCounts {
     const counts = this.review(p, POLICY, () => true);
     this.core.events.emit("policy.reload", true, []);
+    this.published(POLICY, counts);
     return counts;
   }
 
@@ -82,9 +83,11 @@ export class Revocation {
   claimsChanged(pods: readonly string[]): RevokeCounts {
     if (pods.length === 0) return noCounts();
     const of = new Set(pods);
-    return this.review(this.core.policy.current, CLAIM, (s) =>
+    const counts = this.review(this.core.policy.current, CLAIM, (s) =>
       of.has(cgroupIdentityOf(s.identity).podUid ?? ""),
     );
+    this.published(CLAIM, counts);
+    return counts;
   }
 
   /** Revokes what p no longer allows the sessions `which` selects, as `why` says. */
@@ -104,10 +107,14 @@ export class Revocation {
       }
       for (const df of [...s.deviceFiles.values()]) this.reviewDeviceFile(p, why, s, df, counts);
     }
-    if (counts.mappingsRevoked > 0 || counts.sessionsEnded > 0 || counts.deviceFilesClosed > 0)
-      this.core.events.emit("revocation", why.reason, counts.mappingsRevoked);
     counts.mappingsHeld = this.holders.made - held0;
     return counts;
+  }
+
+  /** The revocation event of a review, when it took anything. */
+  private published(why: Why, counts: RevokeCounts): void {
+    if (counts.mappingsRevoked > 0 || counts.sessionsEnded > 0 || counts.deviceFilesClosed > 0)
+      this.core.events.emit("revocation", why.reason, counts.mappingsRevoked);
   }
 
   private reviewDeviceFile(p: Policy, why: Why, s: Session, df: DeviceFile, counts: RevokeCounts): void {
