@@ -128,6 +128,36 @@ export class DraDriver {
     return rebound;
   }
 
+  /**
+   * Binds again, in brokerd, every checkpointed claim whose binding brokerd does not have or has
+   * with other pods or devices: brokerd keeps bindings across its own restarts, but a node reboot
+   * sets its state store aside while this checkpoint keeps the claims, and the kubelet may never
+   * call prepare again. Run at agent start and on every refresh tick. Throws when brokerd cannot be
+   * asked (the caller logs it and tries again at the next tick); a claim whose bind fails is
+   * returned in `failed` with its error, and tried again next time.
+   */
+  async reconcile(): Promise<{ rebound: string[]; failed: { uid: string; error: string }[] }> {
+    const held = new Map((await this.deps.binder.list()).map((x) => [x.claimUid, x]));
+    const rebound: string[] = [];
+    const failed: { uid: string; error: string }[] = [];
+    for (const c of this.deps.checkpoint.all()) {
+      await this.serial(c.uid, async () => {
+        const cur = this.deps.checkpoint.get(c.uid);
+        if (!cur) return;
+        const want = bindingOf(cur);
+        const has = held.get(cur.uid);
+        if (has && sameList(has.podUids, want.podUids) && sameList(has.deviceIds, want.deviceIds)) return;
+        try {
+          await this.deps.binder.bind(want);
+          rebound.push(cur.uid);
+        } catch (e) {
+          failed.push({ uid: cur.uid, error: message(e) });
+        }
+      });
+    }
+    return { rebound, failed };
+  }
+
   private async unprepareNow(ref: ClaimRef): Promise<string> {
     if (claimRefError(ref)) return claimRefError(ref);
     const d = this.deps;

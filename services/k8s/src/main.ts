@@ -44,10 +44,29 @@ async function runDra(c: Config): Promise<() => Promise<void>> {
     join(c.registryDir, `${DRIVER}-reg.sock`),
     join(c.pluginDir, "dra.sock"),
   );
-  const timer = setInterval(
-    () => refresh().catch((e) => log("refresh-failed", { error: String(e) })),
-    c.refreshSeconds * 1000,
-  );
+  // Re-binds checkpointed claims brokerd lost (a node reboot); brokerd not up yet is retried at
+  // the next tick, never fatal.
+  const reconcile = () =>
+    driver.reconcile().then(
+      ({ rebound, failed }) => {
+        if (rebound.length > 0) log("claims-rebound", { claims: rebound });
+        for (const f of failed) log("claim-rebind-failed", f);
+      },
+      (e) => log("reconcile-failed", { error: String(e) }),
+    );
+  await reconcile();
+  const timer = setInterval(() => {
+    refresh().catch((e) => log("refresh-failed", { error: String(e) }));
+    driver
+      .refreshPods()
+      .then(
+        (rebound) => {
+          if (rebound.length > 0) log("claim-pods-rebound", { claims: rebound });
+        },
+        (e) => log("refresh-pods-failed", { error: String(e) }),
+      )
+      .then(reconcile);
+  }, c.refreshSeconds * 1000);
   return async () => {
     clearInterval(timer);
     await sockets.stop();
