@@ -35,7 +35,7 @@ import { FairShare } from "../grants/fair-share.js";
 import { logLimited } from "../log.js";
 import { FdAccount, type FdConnectionPeer, type FdConnections } from "../sessions/fd-connections.js";
 import { Conn } from "./conn.js";
-import { type FdConnection, type FdProtocol, serveFrame } from "./connection.js";
+import { type FdProtocol, serveFrame } from "./connection.js";
 import { classifyDeliveryFailure, type DeliveryFailure } from "./delivery-failure.js";
 
 export const DEFAULT_IDLE_MS = 30_000;
