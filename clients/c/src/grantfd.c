@@ -14,27 +14,20 @@ int vfb_grant_fd(vfb_device *d, unsigned region, uint64_t offset, uint64_t lengt
   out->fd = -1;
   if (d == NULL) return VFB_E_INVALID_ARGUMENT;
   vfb_session *s = d->s;
-  Vfiobroker__V1__FdGrant g = VFIOBROKER__V1__FD_GRANT__INIT;
-  int rc = vfb_grant_args(d, region, offset, length, attr, prot, &g);
-  if (rc < 0) return rc;
-  Vfiobroker__V1__WorkloadRequest req = VFIOBROKER__V1__WORKLOAD_REQUEST__INIT;
-  req.kind_case = VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_GRANT;
-  req.grant = &g;
   Vfiobroker__V1__WorkloadReply *r = NULL;
-  int fds[1];
-  size_t nfds = 0;
-  rc = vfb_wl_call(s, &req, 1, &r, fds, &nfds);
+  int fd = -1;
+  int rc = vfb_grant_call(d, region, offset, length, attr, prot, &r, &fd);
   if (rc < 0) return rc;
   const Vfiobroker__V1__FdReply *fr = r->grant;
-  if (fr == NULL || nfds != 1 || fr->length == 0 || (fr->mmap_offset & (s->page_size - 1)) != 0 ||
+  if (fr->length == 0 || (fr->mmap_offset & (s->page_size - 1)) != 0 ||
       fr->mmap_offset > (uint64_t)INT64_MAX - fr->length) {
-    for (size_t i = 0; i < nfds; i++) close(fds[i]);
-    uint64_t cookie = fr != NULL ? fr->cookie : 0;
+    close(fd);
+    uint64_t cookie = fr->cookie;
     vfiobroker__v1__workload_reply__free_unpacked(r, NULL);
-    if (cookie != 0) vfb_release_grant(d, cookie);
-    return vfb_say(s, VFB_E_PROTOCOL, "brokerd's grant came with %zu fds, or a range that cannot be mmapped", nfds);
+    vfb_release_grant(d, cookie);
+    return vfb_say(s, VFB_E_PROTOCOL, "brokerd's grant came with a range that cannot be mmapped");
   }
-  out->fd = fds[0];
+  out->fd = fd;
   out->mmap_offset = fr->mmap_offset;
   out->length = fr->length;
   out->cookie = fr->cookie;

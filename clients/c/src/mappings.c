@@ -135,12 +135,10 @@ static int release(vfb_session *s, uint64_t df_id, uint64_t cookie) {
   return VFB_OK;
 }
 
-VFB_API int vfb_map(vfb_device *d, unsigned region, uint64_t offset, uint64_t length, int attr, int prot,
-                    vfb_mapping **out) {
-  if (out != NULL) *out = NULL;
-  if (d == NULL) return VFB_E_INVALID_ARGUMENT;
+/* One grant exchange: vfb_grant_args' checks, the request, and brokerd's reply with its one fd. */
+int vfb_grant_call(vfb_device *d, unsigned region, uint64_t offset, uint64_t length, int attr, int prot,
+                   Vfiobroker__V1__WorkloadReply **reply, int *fd) {
   vfb_session *s = d->s;
-  if (out == NULL) return vfb_say(s, VFB_E_INVALID_ARGUMENT, "vfb_map: out is NULL");
   Vfiobroker__V1__FdGrant g = VFIOBROKER__V1__FD_GRANT__INIT;
   int rc = vfb_grant_args(d, region, offset, length, attr, prot, &g);
   if (rc < 0) return rc;
@@ -152,16 +150,30 @@ VFB_API int vfb_map(vfb_device *d, unsigned region, uint64_t offset, uint64_t le
   size_t nfds = 0;
   rc = vfb_wl_call(s, &req, 1, &r, fds, &nfds);
   if (rc < 0) return rc;
-  const Vfiobroker__V1__FdReply *fr = r->grant;
-  if (fr == NULL || nfds != 1) {
+  if (r->grant == NULL || nfds != 1) {
     for (size_t i = 0; i < nfds; i++) close(fds[i]);
-    uint64_t cookie = fr != NULL ? fr->cookie : 0;
+    uint64_t cookie = r->grant != NULL ? r->grant->cookie : 0;
     vfiobroker__v1__workload_reply__free_unpacked(r, NULL);
     if (cookie != 0) release(s, d->df_id, cookie);
     return vfb_say(s, VFB_E_PROTOCOL, "brokerd's grant came with %zu fds instead of 1", nfds);
   }
-  rc = vfb_mapping_from(d, fr, fds[0], out);
-  uint64_t cookie = fr->cookie;
+  *reply = r;
+  *fd = fds[0];
+  return VFB_OK;
+}
+
+VFB_API int vfb_map(vfb_device *d, unsigned region, uint64_t offset, uint64_t length, int attr, int prot,
+                    vfb_mapping **out) {
+  if (out != NULL) *out = NULL;
+  if (d == NULL) return VFB_E_INVALID_ARGUMENT;
+  vfb_session *s = d->s;
+  if (out == NULL) return vfb_say(s, VFB_E_INVALID_ARGUMENT, "vfb_map: out is NULL");
+  Vfiobroker__V1__WorkloadReply *r = NULL;
+  int fd = -1;
+  int rc = vfb_grant_call(d, region, offset, length, attr, prot, &r, &fd);
+  if (rc < 0) return rc;
+  rc = vfb_mapping_from(d, r->grant, fd, out);
+  uint64_t cookie = r->grant->cookie;
   vfiobroker__v1__workload_reply__free_unpacked(r, NULL);
   if (rc < 0) {
     char why[VFB_MESSAGE_MAX + 1];

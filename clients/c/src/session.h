@@ -170,6 +170,11 @@ void vfb_owe(vfb_session *s, int close, uint64_t df_id, uint64_t cookie);
 /* The checks vfb_map makes before it sends: 0, or the code with the message recorded; fills g. */
 int vfb_grant_args(vfb_device *d, unsigned region, uint64_t offset, uint64_t length, int attr, int prot,
                    Vfiobroker__V1__FdGrant *g);
+/* vfb_grant_args' checks, then one grant exchange: 0 with *reply (the caller's to free; its grant
+ * is set) and *fd (the caller's), or a code with nothing left: a reply without its one fd is given
+ * back to brokerd, VFB_E_PROTOCOL. Shared by vfb_map and the preload shim's vfb_grant_fd. */
+int vfb_grant_call(vfb_device *d, unsigned region, uint64_t offset, uint64_t length, int attr, int prot,
+                   Vfiobroker__V1__WorkloadReply **reply, int *fd);
 /* A mapping object for a granted FdReply and its fd (mmapped, fd closed in all cases). */
 int vfb_mapping_from(vfb_device *d, const Vfiobroker__V1__FdReply *r, int fd, vfb_mapping **out);
 /* munmaps m and frees it (unlinked from its device). */
