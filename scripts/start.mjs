@@ -106,9 +106,9 @@ function run(name, args, env = {}) {
   return child;
 }
 
-// As the unit and the image run it: V8's young generation at 4 MiB per semi-space (README, BENCHMARKS.md).
+// As the unit and the image run it: V8's young generation at 2 MiB per semi-space (README, BENCHMARKS.md).
 const brokerdChild = run("brokerd", [
-  "--max-semi-space-size=4",
+  "--max-semi-space-size=2",
   brokerd,
   ...runtimeArgs,
   "--policy",

@@ -1,7 +1,7 @@
 // One brokerd for a benchmark, as its own process on a temp runtime dir: the sim backend, the
 // sim-local policy (with `limits` when given: many clients of one uid), no metrics listener, the
 // audit journal to a file. Resolves once it printed "ready". VFIO_BENCH_BROKERD_NODE: node flags
-// added after the deployed ones (e.g. "--max-semi-space-size=2"), to measure a change to them.
+// added after the deployed ones (e.g. "--max-semi-space-size=4"), to measure a change to them.
 import { type ChildProcess, spawn } from "node:child_process";
 import { chmodSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -30,8 +30,8 @@ export async function startBrokerd(
     argv0,
     [
       ...pre,
-      // As the systemd unit and the image run it (deploy/): V8's young generation capped at 4 MiB.
-      "--max-semi-space-size=4",
+      // As the systemd unit and the image run it (deploy/): V8's semi-spaces capped at 2 MiB.
+      "--max-semi-space-size=2",
       ...(process.env.VFIO_BENCH_BROKERD_NODE?.split(" ").filter(Boolean) ?? []),
       ...(opts.node ?? []),
       join(REPO, "services/brokerd/dist/main.js"),
