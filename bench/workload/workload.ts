@@ -14,6 +14,7 @@
 //      a fresh brokerd, against the floor server's; then 10,000 sessions held at once by a brokerd
 //      whose RLIMIT_NOFILE is 65,536 (or as many as fit under this machine's hard limit); and where
 //      an idle session's memory is, from two heap snapshots of a third fresh brokerd.
+// The C clients and the floor server run as uid 65534 when the bench runs as root.
 // brokerd runs as its own process (sim backend, state store and journal on, as bench/lib/brokerd.ts
 // starts it), with its session quotas raised for one uid holding 10,000 sessions: the policy's
 // limits (sessions and fdConnections 10,240 for the identity) and --max-sessions,
@@ -21,7 +22,16 @@
 // Usage: node bench/dist/workload/workload.js [grants] [seconds] [idle] [held]
 //        (default 20000 5 2000 10000)
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { REPO, startBrokerd } from "../lib/brokerd.js";
@@ -74,15 +84,25 @@ interface Tput {
   clientCpuS: number;
 }
 
+// The C clients and the floor server run as an unprivileged uid (nobody) when the bench runs as
+// root, as a workload would: brokerd (root) hands them fds across the privilege boundary.
+const AS: { uid?: number; gid?: number } = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : {};
+const AS_WHO = process.getuid?.() === 0 ? "uid 65534" : `uid ${process.getuid?.()}`;
+
 /** Runs a driver to completion; its last stdout line, parsed. */
 function run<T>(bin: string, args: string[], input = ""): T {
-  const out = execFileSync(join(B, bin), args, { input, encoding: "utf8", maxBuffer: 1 << 20 });
+  const out = execFileSync(join(B, bin), args, {
+    ...AS,
+    input,
+    encoding: "utf8",
+    maxBuffer: 1 << 20,
+  });
   return JSON.parse(out.trim().split("\n").pop()!) as T;
 }
 
 /** A driver started and waited for until it printed a line starting with `ready`. */
 async function started(bin: string, args: string[]): Promise<{ proc: ChildProcess; line: string }> {
-  const proc = spawn(join(B, bin), args, { stdio: ["pipe", "pipe", "inherit"] });
+  const proc = spawn(join(B, bin), args, { ...AS, stdio: ["pipe", "pipe", "inherit"] });
   let out = "";
   const line = await new Promise<string>((resolve, reject) => {
     proc.stdout!.on("data", (d: Buffer) => {
@@ -161,8 +181,15 @@ async function idle(bin: string, socket: string, pid: number, n: number, baseKiB
 }
 
 async function floorServer(dir: string): Promise<{ proc: ChildProcess; socket: string }> {
-  const socket = join(dir, "floor.sock");
-  const proc = spawn(join(B, "floor-server"), [socket], { stdio: ["pipe", "pipe", "inherit"] });
+  // A directory of the floor server's own uid for its socket.
+  const home = join(dir, "floor");
+  mkdirSync(home);
+  if (AS.uid !== undefined) chownSync(home, AS.uid, AS.gid ?? AS.uid);
+  const socket = join(home, "floor.sock");
+  const proc = spawn(join(B, "floor-server"), [socket], {
+    ...AS,
+    stdio: ["pipe", "pipe", "inherit"],
+  });
   await new Promise<void>((resolve, reject) => {
     proc.stdout!.once("data", () => resolve());
     proc.once("exit", (c) => reject(new Error(`floor-server exited ${c}`)));
@@ -204,11 +231,12 @@ const clients = lib ? ["driver-lib", "driver-raw"] : ["driver-raw"];
 const name = (bin: string) => (bin === "driver-lib" ? "libvfio-broker" : "raw frames (wire.c)");
 
 const dir = mkdtempSync(join(tmpdir(), "vfio-broker-wl-"));
+chmodSync(dir, 0o755); // the clients' uid reaches the sockets inside
 const floor = await floorServer(dir);
 let bd = await brokerd(join(dir, "b1"));
 try {
   console.log(
-    `workload: C clients on the workload protocol, brokerd as its own process (sim, state store + journal), node ${process.version}`,
+    `workload: C clients on the workload protocol, brokerd as its own process (sim, state store + journal), node ${process.version}; the C clients and the floor server as ${AS_WHO}`,
   );
   if (!lib) console.log("(libvfio-broker's session API is not in this tree: raw-frame client only)");
   const fd = join(dir, "b1", "fd.sock");
