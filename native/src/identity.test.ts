@@ -1,9 +1,10 @@
 // identity.test.ts: two processes, the peer unprivileged (uid 65534): they share a memfd and each
 // sees the other's writes; the kernel's view of the peer (SO_PEERCRED, SO_PEERPIDFD, or the labelled
-// pidfd_open fallback) beats the pid the peer claims; watchPidfd fires when the peer is SIGKILLed.
+// pidfd_open fallback) beats the pid the peer claims; watchPidfd fires when the peer is SIGKILLed;
+// watchOwnPidfd does too, on the caller's pidfd itself (no fd of its own), one watch per pidfd.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { chmodSync, mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { release, tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
@@ -18,6 +19,7 @@ import {
   peerPidfd,
   pidfdAlive,
   pidfdOpen,
+  watchOwnPidfd,
   watchPidfd,
 } from "./index.js";
 
@@ -146,4 +148,38 @@ test("watchPidfd: close() cancels, several watches may share a pidfd, and the pi
   assert.equal(cancelled, 0);
   assert.equal(pidfdAlive(pidfd), false, "the caller's pidfd is still open and usable");
   closeFd(pidfd);
+});
+
+test("watchOwnPidfd: fires on the caller's pidfd with no fd of its own, never closes it, one per pidfd", async () => {
+  const sleeper = () => spawn(process.execPath, ["-e", "setTimeout(() => {}, 60000)"]);
+  const a = sleeper();
+  const b = sleeper();
+  await Promise.all([a, b].map((c) => new Promise((r) => c.once("spawn", r))));
+  const pa = pidfdOpen(a.pid!);
+  const pb = pidfdOpen(b.pid!);
+  const openFds = () => readdirSync("/proc/self/fd").length;
+  const keep = watchPidfd(pb, () => {}); // the thread's epoll set exists before the count
+  const n0 = openFds();
+  let cancelled = 0;
+  const wb = watchOwnPidfd(pb, () => cancelled++);
+  const fired = new Promise<string>((resolve) => watchOwnPidfd(pa, resolve, "a"));
+  assert.equal(openFds(), n0, "two own-pidfd watches opened no fd (watchPidfd would have dup'ed two)");
+  assert.throws(
+    () => watchOwnPidfd(pa, () => {}),
+    /fd \d+ is already watched/,
+    "a second watch on one pidfd",
+  );
+  wb.close();
+  wb.close();
+  assert.equal(pidfdAlive(pb), true, "close() left the pidfd open");
+  const ref = setTimeout(() => {}, 10_000); // watches are unref'd
+  a.kill("SIGKILL");
+  b.kill("SIGKILL");
+  assert.equal(await fired, "a");
+  clearTimeout(ref);
+  assert.equal(cancelled, 0, "the closed watch stayed quiet");
+  assert.equal(pidfdAlive(pa), false, "the caller's pidfd is still open and usable after the watch fired");
+  keep.close();
+  closeFd(pa);
+  closeFd(pb);
 });

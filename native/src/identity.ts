@@ -4,7 +4,7 @@
 // its pid be reused, so its result is labelled pidfdSource "pidfd_open" for policy to weigh.
 // VFIO_NATIVE_NO_PEERPIDFD=1 forces the fallback (tests; kernels without SO_PEERPIDFD take it anyway).
 import { READABLE, raw } from "./binding.js";
-import { onReady, readiness, type Watcher } from "./readiness.js";
+import { onReady, readiness, type Watcher, watched } from "./readiness.js";
 
 export interface PeerCred {
   pid: number;
@@ -61,7 +61,10 @@ export function pidfdSendSignal(pidfd: number, sig: number): boolean {
   return raw.pidfdSendSignal(pidfd, sig);
 }
 
-/** One exit watch: a private dup of the pidfd, waiting in this thread's readiness set. */
+/**
+ * One exit watch, waiting in this thread's readiness set: on a private dup of the pidfd that it
+ * closes (watchPidfd), or on its owner's pidfd itself, which it never closes (watchOwnPidfd).
+ */
 class PidWatch implements Watch, Watcher {
   #fd: number;
 
@@ -69,6 +72,7 @@ class PidWatch implements Watch, Watcher {
     fd: number,
     readonly onExit: (arg: unknown) => void,
     readonly arg: unknown,
+    private readonly owned: boolean,
   ) {
     this.#fd = fd;
     readiness().arm(fd, READABLE, this);
@@ -83,7 +87,7 @@ class PidWatch implements Watch, Watcher {
   close(): void {
     if (this.#fd < 0) return;
     readiness().disarm(this.#fd);
-    raw.closeFd(this.#fd);
+    if (this.owned) raw.closeFd(this.#fd);
     this.#fd = -1;
   }
 }
@@ -98,9 +102,24 @@ export function watchPidfd<T = undefined>(pidfd: number, onExit: (arg: T) => voi
   if (typeof onExit !== "function") throw new TypeError("watchPidfd: onExit must be a function");
   const dup = raw.dupFd(pidfd);
   try {
-    return new PidWatch(dup, onExit as (arg: unknown) => void, arg);
+    return new PidWatch(dup, onExit as (arg: unknown) => void, arg, true);
   } catch (err) {
     raw.closeFd(dup);
     throw err;
   }
+}
+
+/**
+ * watchPidfd without the dup (no fd of its own), for an owner that keeps pidfd open for the whole
+ * life of the watch: a session, whose pidfd is its identity pin and closed only when it ends. The
+ * contract: close() the watch before closing pidfd (close() never closes it), and at most one such
+ * watch per pidfd; a second one, or one on an fd number some other watcher still waits on (a pidfd
+ * closed while watched, its number reused), throws instead of taking that watcher's place.
+ * Other watches of the same process still take watchPidfd (a dup each).
+ */
+export function watchOwnPidfd<T = undefined>(pidfd: number, onExit: (arg: T) => void, arg?: T): Watch {
+  if (typeof onExit !== "function") throw new TypeError("watchOwnPidfd: onExit must be a function");
+  if (watched(pidfd))
+    throw new Error(`watchOwnPidfd: fd ${pidfd} is already watched (one watch per pidfd; close it first)`);
+  return new PidWatch(pidfd, onExit as (arg: unknown) => void, arg, false);
 }

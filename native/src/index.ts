@@ -39,6 +39,7 @@ export {
   pidfdOpen,
   pidfdSendSignal,
   type Watch,
+  watchOwnPidfd,
   watchPidfd,
 } from "./identity.js";
 export { type Mapping, memfdCreate, mmap, PAGE_SIZE, type Prot } from "./memory.js";

@@ -43,6 +43,11 @@ class Readiness {
     if (had !== w) this.#byFd.set(fd, w);
   }
 
+  /** Whether some watcher waits on fd (armed and not disarmed). */
+  watching(fd: number): boolean {
+    return this.#byFd.has(fd);
+  }
+
   /** Stops watching fd (idempotent); must come before fd is closed. */
   disarm(fd: number): void {
     if (this.#byFd.delete(fd)) raw.epollControl(DEL, fd, 0);
@@ -95,6 +100,11 @@ class Readiness {
 }
 
 let the: Readiness | null = null;
+
+/** Whether some watcher of this thread waits on fd (never makes the set). */
+export function watched(fd: number): boolean {
+  return the?.watching(fd) ?? false;
+}
 
 /** This thread's readiness (made on first use; closed once nothing is watched or pending). */
 export function readiness(): Readiness {

@@ -121,7 +121,8 @@ test("brokerd started with the unit's command line serves no simulated device", 
     proc.stderr.on("data", (d: Buffer) => {
       err += d.toString();
     });
-    const ready = await new Promise<{ devices: string[] }>((resolve, reject) => {
+    type Caps = { nofile: number; sessions: number; fdConnections: number; clientFds: number };
+    const ready = await new Promise<{ devices: string[]; caps: Caps }>((resolve, reject) => {
       const t = setTimeout(() => reject(new Error(`brokerd was not ready in 30 s:\n${err}`)), 30_000);
       proc.stdout.on("data", (d: Buffer) => {
         out += d.toString();
@@ -141,6 +142,10 @@ test("brokerd started with the unit's command line serves no simulated device", 
     await exited;
     assert.deepEqual(ready.devices, [], "no sim0/sim1 on a production host");
     assert.match(err, /no device to serve .*brokerd\.env/);
+    // The ready line says the client caps it fitted under its RLIMIT_NOFILE (512 kept for operators).
+    const { caps } = ready;
+    assert.ok(caps.nofile >= 1024 && caps.sessions >= 1 && caps.fdConnections >= 1, JSON.stringify(caps));
+    assert.ok(caps.clientFds + 512 <= caps.nofile, JSON.stringify(caps));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -18,18 +18,18 @@ test("planFdBudget: the defaults fit in 20000 fds unchanged", () => {
   assert.equal(b.warning, "");
 });
 
-test("clientFds: 3 fds per session (socket, pidfd, the exit watch's dup), 1 per connection and pending mapping", () => {
+test("clientFds: 2 fds per session (socket, pidfd the exit watch waits on), 1 per connection and pending mapping", () => {
   const fixed = REFUSED_LINGER_FDS + HELD_REPLY_FDS;
-  assert.equal(clientFds({ sessions: 10, fdConnections: 0, pendingMappings: 0 }), 30 + fixed);
+  assert.equal(clientFds({ sessions: 10, fdConnections: 0, pendingMappings: 0 }), 20 + fixed);
   assert.equal(clientFds({ sessions: 0, fdConnections: 5, pendingMappings: 7 }), 12 + fixed);
-  // The defaults: 3 x 1024 + 1024 + 1024 + 64 + 256, plus the reserve, need a limit over 5,900.
+  // The defaults: 2 x 1024 + 1024 + 1024 + 64 + 256, plus the reserve of 512: 4,928.
   assert.equal(
-    planFdBudget(5952, { sessions: 1024, fdConnections: 1024, pendingMappings: 1024 }).warning,
+    planFdBudget(4928, { sessions: 1024, fdConnections: 1024, pendingMappings: 1024 }).warning,
     "",
   );
   assert.match(
-    planFdBudget(5951, { sessions: 1024, fdConnections: 1024, pendingMappings: 1024 }).warning,
-    /RLIMIT_NOFILE is 5951/,
+    planFdBudget(4927, { sessions: 1024, fdConnections: 1024, pendingMappings: 1024 }).warning,
+    /RLIMIT_NOFILE is 4927/,
   );
 });
 
@@ -61,6 +61,6 @@ test("nofileLimit reads this process's soft limit", () => {
 
 test("clientFds counts the replies brokerd may hold for clients that do not read (256) and the refused connections (64)", () => {
   const c = { sessions: 10, fdConnections: 10, pendingMappings: 10 };
-  assert.equal(clientFds(c), 3 * 10 + 10 + 10 + REFUSED_LINGER_FDS + HELD_REPLY_FDS);
+  assert.equal(clientFds(c), 2 * 10 + 10 + 10 + REFUSED_LINGER_FDS + HELD_REPLY_FDS);
   assert.equal(HELD_REPLY_FDS, 256);
 });

@@ -9,11 +9,11 @@ import { readFileSync } from "node:fs";
 /** Fds never given to clients: admin connections (2 each), metrics, journal, device fds, Node. */
 export const RESERVE_FDS = 512;
 /**
- * What one session holds: its socket, its pidfd (SO_PEERPIDFD or pidfd_open), and the private dup
- * of that pidfd that the exit watch polls (native watchPidfd), so a closed pidfd can never end
- * another session's watch.
+ * What one session holds: its socket and its pidfd (SO_PEERPIDFD or pidfd_open), which its exit
+ * watch waits on itself (native watchOwnPidfd: no dup; the session closes the watch before the
+ * pidfd, and a second watch on a still-watched fd number throws).
  */
-export const SESSION_FDS = 3;
+export const SESSION_FDS = 2;
 /** Refused broker.sock connections kept for a moment to say why (see rpc/server.ts). */
 export const REFUSED_LINGER_FDS = 64;
 /**

@@ -6,6 +6,7 @@ import { sdNotify, UnsafePlaceError } from "@vfio-broker/native";
 import { HELP, parseConfig } from "./config.js";
 import { startDaemon } from "./daemon.js";
 import { BrokerError } from "./errors.js";
+import { nofileLimit } from "./fd-budget.js";
 import { logLimited } from "./log.js";
 import { startMetrics } from "./metrics.js";
 import { PolicyError } from "./policy/index.js";
@@ -68,6 +69,8 @@ async function main(): Promise<void> {
       policy: config.policy,
       devices,
       pid: process.pid,
+      // What clients may make brokerd hold, fitted under this RLIMIT_NOFILE (fd-budget.ts).
+      caps: { nofile: nofileLimit(), ...daemon.budget.caps, clientFds: daemon.budget.clientFds },
     }),
   );
   if (devices.length === 0)

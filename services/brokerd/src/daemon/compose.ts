@@ -146,6 +146,7 @@ export async function compose(config: Config, extras: DaemonExtras, unwind: Unwi
     broker,
     config,
     ledger,
+    budget,
     restore: { ...restored, run, torn: opened.torn, discarded: opened.discarded },
     reloadPolicy,
     reopenJournal: () => journal.reopen(),

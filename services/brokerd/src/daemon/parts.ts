@@ -6,6 +6,7 @@ import type * as grpc from "@grpc/grpc-js";
 import type { Broker, RevokeCounts } from "../broker.js";
 import type { Config } from "../config.js";
 import type { Backend } from "../devices/backend.js";
+import type { FdBudget } from "../fd-budget.js";
 import type { FdChannel } from "../fdpass/channel.js";
 import type { PeerIdentity } from "../identity/peer.js";
 import type { Session } from "../identity/session.js";
@@ -26,6 +27,8 @@ export interface Daemon {
   /** What the start found in the state store and decided (restart metrics, journal). */
   restore: RestoreReport & { run: number; torn: string; discarded: string };
   ledger: Ledger;
+  /** The client caps RLIMIT_NOFILE allowed (fd-budget.ts), as the ready line says them. */
+  budget: FdBudget;
   reloadPolicy(): PolicyReload;
   /** Reopens the audit journal file (log rotation). */
   reopenJournal(): void;

@@ -4,9 +4,10 @@
 // no closure of its own, no maple tree (the device file's offset space is made with its first
 // mapping). And what the exit watch must still do without a poller: a process that handed its
 // connection to another and exited ends its session (process-exit), the connection still open. In-process: the core as the daemon composes it, the real fd channel and real AF_UNIX
-// sockets, real processes. Counts only, never timings.
+// sockets, real processes. Counts only, never timings. And its fds: 2 (the connection, the pidfd).
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { readdirSync, readlinkSync } from "node:fs";
 import { test } from "node:test";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { Layout, WorkloadRequestSchema } from "@vfio-broker/proto";
@@ -62,7 +63,19 @@ process.stdin.on("data", async (d) => {
   }
 });`;
 
-test("an idle workload session holds no poller, promise, closure or maple tree of its own", async () => {
+/** This process's open fds: all of them, and the pidfds among them. */
+function fds(): { all: number; pidfds: number } {
+  const names = readdirSync("/proc/self/fd");
+  let pidfds = 0;
+  for (const n of names) {
+    try {
+      if (readlinkSync(`/proc/self/fd/${n}`) === "anon_inode:[pidfd]") pidfds++;
+    } catch {} // the directory's own fd, closed by now
+  }
+  return { all: names.length, pidfds };
+}
+
+test("an idle workload session holds no poller, promise, closure or maple tree of its own, and 2 fds", async () => {
   const t = tempDir();
   const core = openCore(t.dir, policy(rulesFor([uid], "{ sessions: 256, fdConnections: 256 }")));
   const path = `${t.dir}/fd.sock`;
@@ -86,8 +99,13 @@ test("an idle workload session holds no poller, promise, closure or maple tree o
   try {
     await opened(2, 1); // what is made once is there before
     const before = liveObjects(t.dir, "before");
+    const fds0 = fds();
     await opened(SESSIONS, 2);
+    const fds1 = fds();
     const after = liveObjects(t.dir, "after");
+    // Its connection and its process's pidfd, which the exit watch waits on itself (no dup).
+    assert.equal(fds1.pidfds - fds0.pidfds, SESSIONS, "one pidfd per session");
+    assert.equal(fds1.all - fds0.all, 2 * SESSIONS, "2 fds per session: the connection and the pidfd");
     assert.equal(core.broker.sessions.size, SESSIONS + 2);
     const per = perItem(before, after, SESSIONS);
     assert.equal(per("object:Session"), 1, "the sessions are there");

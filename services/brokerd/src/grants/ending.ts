@@ -107,7 +107,7 @@ export class Ending {
       for (const df of [...s.deviceFiles.values()]) this.closeDeviceFile(s, df, reason);
       core.ledger.sessionEnded(s.id);
     });
-    s.pidWatch?.close();
+    s.pidWatch?.close(); // before the pidfd it waits on (watchOwnPidfd)
     closeFd(s.identity.pidfd);
     core.sessions.remove(s);
     const flushed = s.lease

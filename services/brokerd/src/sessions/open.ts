@@ -3,7 +3,7 @@
 // process's exit is watched (the pidfd) so the session ends even if the connection lingers. Any
 // failure undoes what was taken. Owns only that; ending a session is grants/ending.ts's.
 import { randomBytes } from "node:crypto";
-import { watchPidfd } from "@vfio-broker/native";
+import { watchOwnPidfd } from "@vfio-broker/native";
 import type { Core } from "../core/context.js";
 import { Txn } from "../core/txn.js";
 import { tokenHash } from "../core/types.js";
@@ -32,6 +32,8 @@ export function openSession(
   core.sessions.add(s);
   core.events.emit("session.open", s);
   // The process exiting ends the session even if the connection lingers (e.g. inherited by a child).
-  s.pidWatch = watchPidfd(identity.pidfd, onExit, s); // no closure per session
+  // The watch waits on the session's own pidfd (no dup: one fd less per session); endSession
+  // closes the watch before the pidfd (grants/ending.ts).
+  s.pidWatch = watchOwnPidfd(identity.pidfd, onExit, s); // no closure per session
   return s;
 }

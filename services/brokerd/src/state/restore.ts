@@ -9,7 +9,7 @@
 // Revoked mappings still held (holds) are kept booked the same way while their holder process
 // lives, and dropped (one hold.end record) when it is gone.
 // Every decision is returned for the journal.
-import { closeFd, watchPidfd } from "@vfio-broker/native";
+import { closeFd, watchOwnPidfd } from "@vfio-broker/native";
 import type { Core } from "../core/context.js";
 import type { Backing } from "../devices/backend.js";
 import type { Charges } from "../grants/charges.js";
@@ -152,7 +152,8 @@ function restoreSession(p: RestoreParts, rec: SessionRec, pidfd: number, now: nu
   s.slotHeld = false;
   s.detachedSince = now;
   p.core.sessions.addDetached(s);
-  s.pidWatch = watchPidfd(pidfd, () => p.endSession(s, "process-exit"));
+  // On the session's own pidfd, as sessions/open.ts does (endSession closes the watch first).
+  s.pidWatch = watchOwnPidfd(pidfd, () => p.endSession(s, "process-exit"));
   return s;
 }
 
