@@ -17,6 +17,13 @@ import { onReady, readiness, type Watcher } from "./readiness.js";
 
 export const MAX_FDS_PER_MESSAGE = 253 as const;
 
+/**
+ * What send() returns for a frame that went into the kernel whole within the call: one settled
+ * promise shared by all such sends (none made per frame), so a caller can tell it from a frame
+ * still pending or refused without waiting on it.
+ */
+export const SENT: Promise<void> = Promise.resolve();
+
 /** ioctl SIOCOUTQ (= TIOCOUTQ): on an AF_UNIX stream socket, what this end sent and the peer has not read. */
 const SIOCOUTQ = 0x5411;
 const outqBuf = new Int32Array(1);
@@ -70,6 +77,19 @@ interface PendingSend {
   fds: number[]; // private dups, closed once sent (or on failure)
   resolve(): void;
   reject(e: Error): void;
+}
+
+/**
+ * Where send() builds a small frame (header and data) for its one sendmsg: used only within the
+ * synchronous call, so one is shared by every socket (the slow path copies what it keeps).
+ */
+const SEND_SCRATCH = 4096;
+const sendScratch = Buffer.allocUnsafeSlow(SEND_SCRATCH);
+
+function header(length: number): Buffer {
+  const h = Buffer.allocUnsafe(HEADER_BYTES);
+  h.writeUInt32BE(length, 0);
+  return h;
 }
 
 /**
@@ -215,6 +235,7 @@ export class FdSocket implements Watcher {
    * when every byte is in the kernel. The fds are not closed (the kernel passes copies) and both data
    * and fds may be reused or closed as soon as send() returns. A rejection for which
    * frameNotSent() holds (ETOOMANYREFS) sent nothing of this frame and leaves the socket usable.
+   * A frame that went out whole within the call gets SENT itself.
    */
   send(data: Uint8Array, fds: number[] = []): Promise<void> {
     if (this.#closed) return Promise.reject(closedError("send", this.fd, this.#closeReason));
@@ -230,21 +251,27 @@ export class FdSocket implements Watcher {
           `at most ${MAX_FDS_PER_MESSAGE} fds fit in one message (SCM_MAX_FD), got ${fds.length}`,
         ),
       );
-    const header = Buffer.allocUnsafe(HEADER_BYTES);
-    header.writeUInt32BE(data.length, 0);
     const total = HEADER_BYTES + data.length;
+    // A small frame goes out as one buffer: the shared scratch, header and data copied in (no
+    // header buffer and no array of two per send); a large one as its header and data.
+    let frame: Buffer | Uint8Array[];
+    if (total <= SEND_SCRATCH) {
+      sendScratch.writeUInt32BE(data.length, 0);
+      sendScratch.set(data, HEADER_BYTES);
+      frame = sendScratch.subarray(0, total);
+    } else frame = [header(data.length), data];
     let sent = -1;
     if (this.#sends.length === 0) {
       try {
-        sent = raw.sendmsg(this.fd, [header, data], fds);
+        sent = raw.sendmsg(this.fd, frame, fds);
       } catch (err) {
         return Promise.reject(err);
       }
-      if (sent === total) return Promise.resolve();
+      if (sent === total) return SENT;
     }
     // Slow path: keep a private copy of the rest of the frame and, if the fds have not gone yet,
     // private dups of them, so the caller's buffers and fds are free as soon as we return.
-    const bytes = Buffer.concat([header, data]);
+    const bytes = Array.isArray(frame) ? Buffer.concat(frame) : Buffer.from(frame);
     let dups: number[] = [];
     if (sent <= 0) {
       try {

@@ -28,6 +28,7 @@ export {
   listenUnix,
   MAX_FDS_PER_MESSAGE,
   type RecvLimits,
+  SENT,
 } from "./fdsocket.js";
 export {
   type PeerCred,

@@ -153,7 +153,8 @@ export class FdAdapter implements FdProtocol {
       return true;
     }
     // Its reply's fds must fit in the identity's unreadFds quota: until they do, it waits.
-    if (!(await c.room(fdsWanted(req)))) return false;
+    const room = c.room(fdsWanted(req));
+    if (room !== true && !(await room)) return false;
     // Handing over to the next brokerd: wait for it to settle. Done, the state is final, so
     // nothing is delivered here: the client sees the connection close and presents the same
     // ticket to the next brokerd. Aborted, this brokerd serves the request as if nothing happened.

@@ -43,7 +43,7 @@ export class Conn implements FdConnection, FrameReceiver {
   reply(bytes: Uint8Array, fds: number[] = []): Promise<void> {
     return this.transport.send(this.sock, bytes, fds, this);
   }
-  room(fds: number): Promise<boolean> {
+  room(fds: number): true | Promise<boolean> {
     return this.transport.room(this, fds);
   }
   identify(): PeerIdentity {

@@ -14,8 +14,11 @@ export interface FdConnection {
    * the caller may close its own at once. Rejects when the client does not take it.
    */
   reply(bytes: Uint8Array, fds?: number[]): Promise<void>;
-  /** Waits until a reply carrying `fds` fds fits the identity's unreadFds quota; false: close. */
-  room(fds: number): Promise<boolean>;
+  /**
+   * Whether a reply carrying `fds` fds fits the identity's unreadFds quota: true at once (no
+   * promise, no microtask: the usual case), else a wait until it does; false: close.
+   */
+  room(fds: number): true | Promise<boolean>;
   /** The peer's full identity from the kernel (identity/peer.ts); the caller owns its pidfd. */
   identify(): PeerIdentity;
   /** The connection is a session's lease from now on: no idle close. */

@@ -12,6 +12,8 @@ const KIND_FIELD = { grant: 19, release: 20 } as const;
 /** The scratch buffer; a reply that does not fit (long strings) is left to protobuf-es. */
 const SCRATCH = 1024;
 const scratch = new Uint8Array(SCRATCH);
+/** The WorkloadReply's own status, tag and length (at most 16 bytes), before they go in front of the body. */
+const headScratch = new Uint8Array(16);
 const TWO_53 = 2n ** 53n;
 const utf8 = new TextEncoder();
 
@@ -96,12 +98,33 @@ export function encodeWorkloadFdReply(k: "grant" | "release", r: FdReplyInit): U
   body.n = 16; // room for the WorkloadReply's own status, tag and length in front
   fdReply(body, r);
   const len = body.n - 16;
-  const head = new Writer(new Uint8Array(16));
+  const head = new Writer(headScratch);
   head.u32(1, r.status);
   head.varint((KIND_FIELD[k] << 3) | 2);
   head.varint(len);
-  const out = new Uint8Array(head.n + len);
-  out.set(head.buf.subarray(0, head.n), 0);
-  out.set(scratch.subarray(16, body.n), head.n);
+  // The head goes right in front of the body in the scratch; the reply is one copy of both.
+  const start = 16 - head.n;
+  scratch.set(headScratch.subarray(0, head.n), start);
+  return take(scratch, start, body.n);
+}
+
+/** Where replies are cut from: views of one shared ArrayBuffer, a fresh one when it is used up. */
+const POOL = 8192;
+let pool = new ArrayBuffer(POOL);
+let poolUsed = 0;
+
+/**
+ * A copy of src[from, to) in its own view: a reply made per exchange, without an ArrayBuffer (a
+ * backing store, and the sweeper's work) of its own. The views stay valid (they keep their pool).
+ */
+function take(src: Uint8Array, from: number, to: number): Uint8Array {
+  const n = to - from;
+  if (poolUsed + n > POOL) {
+    pool = new ArrayBuffer(POOL);
+    poolUsed = 0;
+  }
+  const out = new Uint8Array(pool, poolUsed, n);
+  poolUsed += (n + 7) & ~7;
+  out.set(src.subarray(from, to));
   return out;
 }

@@ -29,6 +29,7 @@ import {
   frameNotSent,
   peerCred,
   type RecvLimits,
+  SENT,
 } from "@vfio-broker/native";
 import { nofileLimit } from "../fd-budget.js";
 import { FairShare } from "../grants/fair-share.js";
@@ -257,11 +258,6 @@ export class FdTransport {
    * Waits until ok() holds (false if brokerd closes or stops meanwhile), looking at the kernel's
    * counts again on a backing-off timer. While it waits the connection is not read from.
    */
-  private until(c: Conn, ok: () => boolean, identityWide: boolean): Promise<boolean> {
-    this.settle(c);
-    return ok() ? Promise.resolve(true) : this.wait(c, ok, identityWide); // no async frame in the usual case
-  }
-
   private async wait(c: Conn, ok: () => boolean, identityWide: boolean): Promise<boolean> {
     let paused = false;
     let delay = 1;
@@ -288,10 +284,15 @@ export class FdTransport {
     return c.account.unreadFds < UNREAD_FDS_PER_CONNECTION && c.unread.outq < UNREAD_BYTES_PER_CONNECTION;
   }
 
-  /** A request whose reply may carry `want` fds may be served (FdConnection.room). */
-  room(c: Conn, want: number): Promise<boolean> {
-    if (want === 0) return Promise.resolve(true);
-    return this.until(c, () => c.account.roomFor(want), true);
+  /**
+   * A request whose reply may carry `want` fds may be served (FdConnection.room): true at once
+   * when it fits (no promise, no closure: the usual case), else a wait until it does.
+   */
+  room(c: Conn, want: number): true | Promise<boolean> {
+    if (want === 0) return true;
+    this.settle(c);
+    if (c.account.roomFor(want)) return true;
+    return this.wait(c, () => c.account.roomFor(want), true);
   }
 
   /** Keeps a connection brokerd is done with until its replies are read or its peer left. */
@@ -345,7 +346,7 @@ export class FdTransport {
         // Refused whole by sendmsg (ETOOMANYREFS: nothing of it is in the kernel): not unread.
         // Only a frame with fds can be (and UnreadReplies.unsent forgets only those).
         const n = fds.length;
-        if (n > 0)
+        if (n > 0 && sending !== SENT)
           sending.catch((e) => {
             if (!frameNotSent(e)) return;
             c.unread.unsent(frame, n);

@@ -168,7 +168,8 @@ export class WorkloadAdapter {
     const k = d.kind;
     const fds =
       k.case === "grant" ? 1 : k.case === "batch" ? Math.min(k.value.grants.length, MAX_BATCH_ITEMS) : 0;
-    if (!(await c.room(fds))) return false;
+    const room = c.room(fds); // true at once in the usual case: no await (a microtask) then
+    if (room !== true && !(await room)) return false;
     if (this.broker.handover.held) await this.broker.handover.wait(); // no await (a microtask) when not held
     if (this.broker.frozen) return false;
     const session = () => this.live(s);

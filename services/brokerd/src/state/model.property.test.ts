@@ -3,13 +3,15 @@
 // of the log, or after an encode/decode round trip; damage to any line is detected.
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { crc32 } from "node:zlib";
 import fc from "fast-check";
 import { StateModel } from "./model.js";
 import {
+  crcHex,
   decodeLog,
   decodeRecord,
   encodeRecord,
-  encodeRecordBytes,
+  encodeRecordsBytes,
   type MappingRec,
   RecordError,
   type StateRecord,
@@ -189,8 +191,11 @@ test("the store's byte encoding is encodeRecord's, byte for byte (non-ASCII text
   fc.assert(
     fc.property(fc.array(opArb, { maxLength: 40 }), fc.string({ unit: "grapheme" }), (ops, text) => {
       const rs: StateRecord[] = [...history(ops), { t: "session.end", id: text }];
-      for (const r of rs) assert.deepEqual(encodeRecordBytes(r), Buffer.from(encodeRecord(r)));
-      assert.deepEqual(decodeLog(Buffer.concat(rs.map(encodeRecordBytes)).toString()).records, rs);
+      const bytes = encodeRecordsBytes(rs);
+      assert.deepEqual(bytes, Buffer.from(rs.map(encodeRecord).join("")));
+      assert.deepEqual(decodeLog(bytes.toString()).records, rs);
+      // The CRC is over the UTF-8 bytes (zlib's crc32 given the string itself).
+      assert.equal(crcHex(text), crc32(Buffer.from(text)).toString(16).padStart(8, "0"));
     }),
   );
 });

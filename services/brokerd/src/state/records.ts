@@ -121,7 +121,8 @@ export type StateRecord =
 export class RecordError extends Error {}
 
 export function crcHex(text: string): string {
-  return crc32(Buffer.from(text)).toString(16).padStart(8, "0");
+  // zlib's crc32 takes a string as its UTF-8 bytes (no Buffer made for it here).
+  return crc32(text).toString(16).padStart(8, "0");
 }
 
 export function encodeRecord(r: StateRecord): string {
@@ -129,23 +130,14 @@ export function encodeRecord(r: StateRecord): string {
   return `${crcHex(json)} ${json}\n`;
 }
 
-/** encodeRecord's bytes, built in one buffer: the JSON is encoded once, the CRC taken over it there. */
-export function encodeRecordBytes(r: StateRecord): Buffer {
-  const json = JSON.stringify(r);
-  const len = Buffer.byteLength(json);
-  const line = Buffer.allocUnsafe(len + 10);
-  line.write(json, 9, len, "utf8");
-  line.write(
-    crc32(line.subarray(9, 9 + len))
-      .toString(16)
-      .padStart(8, "0"),
-    0,
-    8,
-    "latin1",
-  );
-  line[8] = 0x20;
-  line[9 + len] = 0x0a;
-  return line;
+/**
+ * The lines of recs, in order, as the bytes of one write(2): each line built as a string (its CRC
+ * over the JSON's UTF-8 bytes), the whole encoded once (no buffer per record, no concatenation).
+ */
+export function encodeRecordsBytes(recs: readonly StateRecord[]): Buffer {
+  let text = "";
+  for (const r of recs) text += encodeRecord(r);
+  return Buffer.from(text, "utf8");
 }
 
 const TYPES = new Set([

@@ -39,7 +39,7 @@ import { join } from "node:path";
 import { openInSafeDir, openSafeDir, type SafeDir, UnsafePlaceError } from "@vfio-broker/native";
 import { logLimited } from "../log.js";
 import { ModelError, type Snapshot, StateModel } from "./model.js";
-import { crcHex, decodeLog, encodeRecordBytes, RecordError, type StateRecord } from "./records.js";
+import { crcHex, decodeLog, encodeRecordsBytes, RecordError, type StateRecord } from "./records.js";
 
 /** A store brokerd must not start from; says which file and what an operator can do. */
 export class StateError extends Error {
@@ -344,7 +344,7 @@ export class StateStore {
    * records are in the log); it is tried again after COMPACT_SLACK more records.
    */
   private writeNow(recs: StateRecord[]): void {
-    const data = recs.length === 1 ? encodeRecordBytes(recs[0]!) : Buffer.concat(recs.map(encodeRecordBytes));
+    const data = encodeRecordsBytes(recs);
     let off = 0;
     try {
       while (off < data.length) off += writeSync(this.fd, data, off);
