@@ -13,6 +13,22 @@ import { verifyPciAttribute } from "./pci-attribute.js";
 import type { PciFunction } from "./pci-function.js";
 import * as uapi from "./vfio-uapi.js";
 
+/**
+ * A read-only dma-buf of the first page of `bar` (VFIO_DEVICE_FEATURE DMA_BUF), close-on-exec; the
+ * caller closes it. Throws the ioctl's error. The one export both kernel probes make.
+ */
+export function exportFirstPage(devFd: number, bar: number): number {
+  return ioctl(
+    devFd,
+    uapi.VFIO_DEVICE_FEATURE,
+    uapi.packDmaBufExport(
+      bar,
+      [{ offset: 0n, length: BigInt(PAGE_SIZE) }],
+      constants.O_RDONLY | uapi.O_CLOEXEC,
+    ),
+  );
+}
+
 /** Pure: whether the PAT types booked over a probed dma-buf page show a write-combining mapping. */
 export function patShowsWc(patTypes: readonly string[]): boolean {
   return patTypes.includes("write-combining");
@@ -34,15 +50,7 @@ export function probeDmabufWc(
     return { wc: false, note: "no DMABUF WC: no prefetchable BAR of a page or more to probe" };
   let fd: number;
   try {
-    fd = ioctl(
-      devFd,
-      uapi.VFIO_DEVICE_FEATURE,
-      uapi.packDmaBufExport(
-        bar,
-        [{ offset: 0n, length: BigInt(PAGE_SIZE) }],
-        constants.O_RDONLY | uapi.O_CLOEXEC,
-      ),
-    );
+    fd = exportFirstPage(devFd, bar);
   } catch (e) {
     return { wc: false, note: `no DMABUF WC: the probe's export failed (${uapi.errno(e)})` };
   }

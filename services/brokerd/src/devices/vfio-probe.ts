@@ -5,10 +5,9 @@
 // backing kinds advertised in Hello and the notes of mode vfio (Device.mode_notes).
 // Never keeps an fd it opened to probe, never maps a BAR beyond one page, and never offers
 // something a probe did not prove (a dmabuf backing only where a dma-buf mmap worked).
-import { constants } from "node:fs";
 import { closeFd, ioctl, mmap, PAGE_SIZE } from "@vfio-broker/native";
 import type { BackingKind, RegionInfo } from "./backend.js";
-import { probeDmabufWc } from "./dmabuf-wc.js";
+import { exportFirstPage, probeDmabufWc } from "./dmabuf-wc.js";
 import type { PciFunction } from "./pci-function.js";
 import { CONFIG_REGION_INDEX, regionName } from "./regions.js";
 import * as uapi from "./vfio-uapi.js";
@@ -126,15 +125,7 @@ function probeSysfsMmap(fn: PciFunction, bar: number): boolean {
 function probeDmabufMmap(devFd: number, bar: number): string {
   let fd: number;
   try {
-    fd = ioctl(
-      devFd,
-      uapi.VFIO_DEVICE_FEATURE,
-      uapi.packDmaBufExport(
-        bar,
-        [{ offset: 0n, length: BigInt(PAGE_SIZE) }],
-        constants.O_RDONLY | uapi.O_CLOEXEC,
-      ),
-    );
+    fd = exportFirstPage(devFd, bar);
   } catch (e) {
     return `export: ${uapi.errno(e)}`;
   }

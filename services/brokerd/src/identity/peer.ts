@@ -3,7 +3,7 @@
 // the path); and a process found again later by pid + start time (openIfSameProcess). Never from
 // what a client says.
 import { readFileSync } from "node:fs";
-import { closeFd, peerCred, peerPidfd, pidfdAlive, pidfdOpen } from "@vfio-broker/native";
+import { closeFd, peerIdentity, pidfdAlive, pidfdOpen } from "@vfio-broker/native";
 import type { Identity } from "../policy/index.js";
 import { type CgroupReading, readVerifiedCgroup } from "./cgroup-fs.js";
 import type { Hierarchy } from "./cgroup-trust.js";
@@ -114,17 +114,7 @@ function groupsOf(pid: number): number[] {
  * pid, so we refuse instead of guessing.
  */
 export function identityOfSocket(fd: number): PeerIdentity {
-  // What native's peerIdentity(fd) answers, composed here as one literal: its `{ ...cred, pidfd,
-  // pidfdSource }` makes two new hidden classes per call on Node 20 (~370 B of old space).
-  const cred = peerCred(fd);
-  const kernelPidfd = peerPidfd(fd);
-  const p = {
-    uid: cred.uid,
-    gid: cred.gid,
-    pid: cred.pid,
-    pidfd: kernelPidfd ?? pidfdOpen(cred.pid),
-    pidfdSource: kernelPidfd !== null ? ("SO_PEERPIDFD" as const) : ("pidfd_open" as const),
-  };
+  const p = peerIdentity(fd);
   const { cgroup, cgroupTrusted } = cgroupOf(p.pid);
   const groups = groupsOf(p.pid);
   const startTime = processStartTime(p.pid);
