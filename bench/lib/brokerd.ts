@@ -1,6 +1,6 @@
 // One brokerd for a benchmark, as its own process on a temp runtime dir: the sim backend, the
 // sim-local policy (with `limits` when given: many clients of one uid), no metrics listener, the
-// audit journal to a file. Resolves once it printed "ready". VFIO_BENCH_BROKERD_NODE: node flags
+// audit journal to a file. Resolves once it printed its ready line. VFIO_BENCH_BROKERD_NODE: node flags
 // added after the deployed ones (e.g. "--max-semi-space-size=4"), to measure a change to them.
 import { type ChildProcess, spawn } from "node:child_process";
 import { chmodSync, readFileSync, writeFileSync } from "node:fs";
@@ -9,10 +9,29 @@ import { fileURLToPath } from "node:url";
 
 export const REPO = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 
-export async function startBrokerd(
-  dir: string,
-  opts: { limits?: string; args?: string[]; node?: string[]; nofile?: number } = {},
-): Promise<ChildProcess> {
+export interface BrokerdOptions {
+  limits?: string;
+  args?: string[];
+  node?: string[];
+  nofile?: number;
+  /** "pipe": brokerd's stderr is kept for the caller (Started.stderr) instead of shown. */
+  stderr?: "inherit" | "pipe";
+}
+
+export interface Started {
+  proc: ChildProcess;
+  /** brokerd's ready line (JSON: its caps among the rest). */
+  ready: string;
+  /** What brokerd wrote to stderr so far ("" unless stderr: "pipe"). */
+  stderr(): string;
+}
+
+export async function startBrokerd(dir: string, opts: BrokerdOptions = {}): Promise<ChildProcess> {
+  return (await startBrokerdReady(dir, opts)).proc;
+}
+
+/** startBrokerd, resolving with the ready line and the stderr brokerd wrote too. */
+export async function startBrokerdReady(dir: string, opts: BrokerdOptions = {}): Promise<Started> {
   // brokerd refuses a policy file others may write: a copy with a known mode.
   const policy = join(dir, "policy.yaml");
   const text = readFileSync(join(REPO, "deploy/policy/sim-local.yaml"), "utf8");
@@ -46,11 +65,22 @@ export async function startBrokerd(
       join(`${dir}.private`, "journal.jsonl"),
       ...(opts.args ?? []),
     ],
-    { stdio: ["ignore", "pipe", "inherit"] },
+    { stdio: ["ignore", "pipe", opts.stderr ?? "inherit"] },
   );
-  await new Promise<void>((resolve, reject) => {
-    proc.stdout!.on("data", (d: Buffer) => d.toString().includes('"ready"') && resolve());
-    proc.once("exit", (c) => reject(new Error(`brokerd exited ${c}`)));
+  let err = "";
+  proc.stderr?.on("data", (d: Buffer) => {
+    err += d.toString();
   });
-  return proc;
+  let out = "";
+  const ready = await new Promise<string>((resolve, reject) => {
+    proc.stdout!.on("data", (d: Buffer) => {
+      out += d.toString();
+      const line = out.split("\n").find((l) => l.includes('"ready"') && out.includes(`${l}\n`));
+      if (line !== undefined) resolve(line);
+    });
+    proc.once("exit", (c) =>
+      reject(new Error(`brokerd exited ${c}${err ? `: ${err.trim().slice(-400)}` : ""}`)),
+    );
+  });
+  return { proc, ready, stderr: () => err };
 }

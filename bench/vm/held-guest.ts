@@ -12,12 +12,11 @@
 // Env (a smoke run outside the guest): HELD_NOFILE (instead of the unit's LimitNOFILE=), HELD_DIR
 // (instead of /run/held).
 import { type ChildProcess, spawn } from "node:child_process";
-import { chmodSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { chmodSync, mkdirSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { join } from "node:path";
 import { AdminService, createClient } from "@vfio-broker/proto";
+import { REPO, startBrokerdReady } from "../lib/brokerd.js";
 
-const REPO = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 const SESSIONS = Number(process.argv[2] ?? 10000);
 const VICTIM_GRANTS = Number(process.argv[3] ?? 200);
 const QUOTA = 10240; // as bench/workload/workload.ts: the identity's and brokerd's session caps
@@ -107,31 +106,18 @@ interface Caps {
   clientFds: number;
 }
 
-/** brokerd as the bench starts it (bench/lib/brokerd.ts), under prlimit: its ready line and stderr. */
+/** brokerd as the benchmarks start it (bench/lib/brokerd.ts), under prlimit: its caps and stderr. */
 async function brokerd(dir: string): Promise<{ proc: ChildProcess; caps: Caps; stderr: () => string }> {
   mkdirSync(dir);
-  const policy = join(dir, "policy.yaml");
-  const text = readFileSync(join(REPO, "deploy/policy/sim-local.yaml"), "utf8");
-  const limits = `{ sessions: ${QUOTA}, fdConnections: ${QUOTA}, deviceFiles: ${QUOTA}, pendingMappings: 512, mappings: 8192 }`;
-  writeFileSync(policy, text.replace("allowDeviceFd: false", `allowDeviceFd: false\n    limits: ${limits}`));
-  chmodSync(policy, 0o644);
-  const proc = spawn(
-    "prlimit",
-    [`--nofile=${NOFILE}:${NOFILE}`, "--", process.execPath, "--max-semi-space-size=4"].concat([
-      join(REPO, "services/brokerd/dist/main.js"),
-      ...["--runtime-dir", dir, "--policy", policy, "--metrics", "off"],
-      ...["--journal", join(`${dir}.private`, "journal.jsonl")],
-      ...["--max-sessions", String(QUOTA), "--max-fd-connections", String(QUOTA), "--tenant-reserve", "0"],
-    ]),
-    { stdio: ["ignore", "pipe", "pipe"] },
-  );
-  let err = "";
-  proc.stderr!.on("data", (d: Buffer) => {
-    err += d.toString();
+  const { proc, ready, stderr } = await startBrokerdReady(dir, {
+    nofile: NOFILE,
+    limits: `{ sessions: ${QUOTA}, fdConnections: ${QUOTA}, deviceFiles: ${QUOTA}, pendingMappings: 512, mappings: 8192 }`,
+    args: ["--max-sessions", String(QUOTA), "--max-fd-connections", String(QUOTA), "--tenant-reserve", "0"],
+    stderr: "pipe",
   });
-  const ready = JSON.parse(await lineOf(proc, '{"event":"ready"', "brokerd")) as { caps?: Caps };
-  if (!ready.caps) throw new Error("brokerd's ready line has no caps (an older brokerd?)");
-  return { proc, caps: ready.caps, stderr: () => err };
+  const caps = (JSON.parse(ready) as { caps?: Caps }).caps;
+  if (!caps) throw new Error("brokerd's ready line has no caps (an older brokerd?)");
+  return { proc, caps, stderr };
 }
 
 async function listSessions(dir: string): Promise<{ total: number; nobodyWithDevice: number }> {
