@@ -1,7 +1,8 @@
 // pidfd.c: owns pidfd_open, the "has it exited?" check (poll with a zero timeout: a pidfd turns
 // readable when its process exits) and pidfd_send_signal (a signal to that very process, never to
-// a process that reused its pid). Exit notification without blocking is poll.c's uv_poll, which
-// index.ts attaches to a dup of the pidfd. Never waits.
+// a process that reused its pid). Exit notification without blocking is the thread's readiness
+// set (epoll.c), where identity.ts waits on the pidfd itself (watchOwnPidfd) or on a dup of it
+// (watchPidfd). Never waits.
 #include "common.h"
 
 #include <errno.h>
