@@ -19,6 +19,7 @@ import {
   protFromPb,
   regionFromPb,
 } from "./convert.js";
+import { FdChannelError } from "./errors.js";
 import {
   type FdGrantInit,
   type FdReleaseInit,
@@ -31,6 +32,10 @@ import { Mapping, type MappingOwner } from "./mapping.js";
 import { type AccessTarget, accessOffset } from "./region-access.js";
 
 export type { MapOptions, MapSpec } from "./map-request.js";
+
+/** A spent ticket (its fd may never have arrived): CreateMapping again, with the same request id. */
+const RETRY_TICKET = new Set(["UNKNOWN_TICKET", "ALREADY_USED"]);
+
 export type { AccessTarget } from "./region-access.js";
 
 /** What a DeviceFile needs from the BrokerClient that opened it. */
@@ -200,12 +205,23 @@ export class DeviceFile implements MappingOwner {
   /** The gRPC path: CreateMapping, the ticket on the fd channel, mmap. */
   async #mapGrpc({ region: r, attr, keepFd, request }: MapRequest): Promise<Mapping> {
     const host = this.#host;
-    const res = await host.call("CreateMapping", () => host.rpc.createMapping(request));
+    let res = await host.call("CreateMapping", () => host.rpc.createMapping(request));
     const m = res.mapping;
     if (!m) throw new Error("CreateMapping: the broker's reply has no mapping");
     let fd: number | undefined;
     try {
-      const got = await host.fetchFd(res.ticket);
+      let got: FetchedFd;
+      try {
+        got = await host.fetchFd(res.ticket);
+      } catch (e) {
+        // A brokerd killed after it recorded the delivery but before the fd left: the ticket is
+        // spent. The same CreateMapping again (same request id) gets the same cookie and a ticket
+        // for a fresh fd of it; nothing is granted twice.
+        if (!(e instanceof FdChannelError) || !RETRY_TICKET.has(e.status)) throw e;
+        res = await host.call("CreateMapping", () => host.rpc.createMapping(request));
+        if (res.mapping?.cookie !== m.cookie) throw e;
+        got = await host.fetchFd(res.ticket);
+      }
       fd = got.fd;
       const reply = got.reply;
       if (reply.cookie !== m.cookie)

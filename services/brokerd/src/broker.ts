@@ -323,7 +323,7 @@ export class Broker extends CoreEvents {
    */
   createMapping(s: Session, a: CreateMappingArgs, deliverTo?: FdPeer): Grant {
     try {
-      return this.mappings.retried(s, a) ?? this.mappings.grant(s, a, deliverTo);
+      return this.mappings.retried(s, a, !!deliverTo) ?? this.mappings.grant(s, a, deliverTo);
     } catch (e) {
       if (e instanceof BrokerError) this.emit("mapping.refused", e.code, e.reason);
       throw e;

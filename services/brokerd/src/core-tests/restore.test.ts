@@ -185,3 +185,47 @@ test("a process that exited while brokerd was down: its session, mappings and ho
   map(broker, s, df.id, { offset: 8n * PAGE, length: 4n * PAGE, attribute: "WC" });
   await stopCore(c2);
 });
+
+test("a ticket spent by a brokerd killed before the fd left: the same CreateMapping again gets a ticket for a fresh fd of the same cookie", async () => {
+  const a = proc();
+  const c = openCore(`${dir()}/state`, POLICY);
+  const s = openSession(c.broker, identityOf(a.pid, 1000));
+  const df = c.broker.openDevice(s, "simA", "compact");
+  const args = {
+    deviceFileId: df.id,
+    regionIndex: 2,
+    offset: 0n,
+    length: PAGE,
+    attribute: "WC" as const,
+    prot: "rw" as const,
+    allowFallback: false,
+    requestId: "map-1",
+  };
+  const first = c.broker.createMapping(s, args);
+  // The redemption is recorded (map.deliver); brokerd dies before sendmsg, so the fd never left.
+  fetchFd(c.broker, s, first);
+  const token = s.resumeToken;
+  const c2 = restartCore(c, POLICY);
+  const { broker } = c2;
+  const peer = { uid: 1000, pid: a.pid };
+  const found = broker.resume(openSession(broker, identityOf(a.pid, 1000)), token, () => {});
+  assert.ok(found);
+  const spent = broker.redeemTicket(first.ticket, peer);
+  assert.equal(spent.ok ? "ok" : spent.status, "unknown");
+  // The retry (same request id) names the same cookie and carries a ticket; retried again before
+  // it is presented, the same ticket (retries leave at most one live ticket per mapping).
+  const again = broker.createMapping(found, args);
+  assert.equal(again.mapping.cookie, first.mapping.cookie);
+  assert.match(again.ticket, /^[0-9a-f]{32}$/);
+  assert.equal(broker.createMapping(found, args).ticket, again.ticket);
+  const d = broker.redeemTicket(again.ticket, peer);
+  assert.equal(d.ok && d.mapping.cookie, first.mapping.cookie);
+  // Nothing doubled: one mapping, one reference, in the core and in the store.
+  assert.equal(found.mappingCount, 1);
+  assert.equal(found.deviceFiles.get(df.id)?.mappings.get(first.mapping.cookie)?.refs, 1);
+  assert.deepEqual(modelView(c2.store.model), liveView(broker));
+  const c3 = restartCore(c2, POLICY);
+  assert.deepEqual(modelView(c3.store.model), liveView(c3.broker));
+  assert.equal(c3.broker.sessions.get(found.id)?.mappingCount, 1);
+  await stopCore(c3);
+});

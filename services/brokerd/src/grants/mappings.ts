@@ -24,14 +24,46 @@ export class Mappings {
     private readonly charges: Charges,
   ) {}
 
-  /** The mapping an earlier try of this CreateMapping (same request id) made, if it is still held. */
-  retried(s: Session, a: CreateMappingArgs): Grant | undefined {
+  /**
+   * The mapping an earlier try of this CreateMapping (same request id) made, if it is still held.
+   * Pending: its ticket. Delivered: for the fast path (`forFd`) no ticket (the caller redelivers);
+   * for gRPC a ticket that delivers a fresh fd of the same cookie, since the earlier try's fd may
+   * never have left a brokerd killed after it recorded the delivery (redeliveryTicket).
+   */
+  retried(s: Session, a: CreateMappingArgs, forFd = false): Grant | undefined {
     const made = a.requestId ? s.requests.get(a.requestId) : undefined;
     if (made?.cookie === undefined) return undefined;
     const df = this.core.guard.deviceFile(s, a.deviceFileId);
     const m = df.mappings.get(made.cookie);
     if (!m) return undefined;
-    return { mapping: m, ticket: m.state === "pending" ? m.ticket : "", expiresAt: m.ticketExpiresAt };
+    if (m.state === "pending") return { mapping: m, ticket: m.ticket, expiresAt: m.ticketExpiresAt };
+    if (forFd) return { mapping: m, ticket: "", expiresAt: 0 };
+    return this.redeliveryTicket(s, m);
+  }
+
+  /**
+   * A ticket for a delivered mapping of s: its live one if it has one (this session's, as every
+   * reference is), else a new one, recorded before the reply. At most one live ticket per mapping
+   * comes from retries, however often a client retries.
+   */
+  private redeliveryTicket(s: Session, m: Mapping): Grant {
+    const { tickets, ledger } = this.core;
+    if (m.ticket !== "" && tickets.isLive(m.ticket))
+      return { mapping: m, ticket: m.ticket, expiresAt: m.ticketExpiresAt };
+    const issued = Txn.run((t) => {
+      const before = { ticket: m.ticket, expiresAt: m.ticketExpiresAt };
+      const issued = tickets.issue(m, holderOf(s));
+      m.ticket = issued.ticket;
+      m.ticketExpiresAt = issued.expiresAt;
+      t.did(() => {
+        tickets.forget(issued.ticket);
+        m.ticket = before.ticket;
+        m.ticketExpiresAt = before.expiresAt;
+      });
+      ledger.refs(m, "ticket");
+      return issued;
+    });
+    return { mapping: m, ticket: issued.ticket, expiresAt: issued.expiresAt };
   }
 
   /** The policy rule that lets s map region with attribute and prot (PERMISSION_DENIED if none). */

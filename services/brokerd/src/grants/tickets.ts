@@ -47,6 +47,12 @@ export class TicketBook<M> {
     this.tickets.set(id, { id, mapping, holder, expiresAt, state: "live" });
   }
 
+  /** Whether `id` is issued, unused, not revoked and not expired. */
+  isLive(id: string): boolean {
+    const t = this.tickets.get(id);
+    return t?.state === "live" && this.now() < t.expiresAt;
+  }
+
   /** Redeems a ticket for `peer`; the peer check is the caller's (it knows pidfds). */
   redeem(
     id: string,

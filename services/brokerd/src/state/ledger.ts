@@ -141,8 +141,11 @@ export class Ledger {
     });
   }
 
-  /** The reference count: a new reference is a creation (refused on failure); a dropped one an end. */
-  refs(m: Mapping, how: "add" | "drop"): void {
+  /**
+   * The reference count and live ticket: a new reference, or a new ticket for a delivered mapping
+   * (a retried CreateMapping), is a creation (refused on failure); a dropped reference an end.
+   */
+  refs(m: Mapping, how: "add" | "ticket" | "drop"): void {
     const r: StateRecord = {
       t: "map.refs",
       df: String(m.deviceFile.id),
@@ -151,8 +154,8 @@ export class Ledger {
       ticket: m.ticket,
       expiresAt: m.ticketExpiresAt,
     };
-    if (how === "add") this.must(r);
-    else this.may("a reference release", r);
+    if (how === "drop") this.may("a reference release", r);
+    else this.must(r);
   }
 
   /**
