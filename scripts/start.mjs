@@ -1,5 +1,6 @@
 // `npm start`: runs brokerd on its built-in simulated devices with the sim-local policy, plus the
 // admin REST API and console, in the foreground. Ctrl-C stops both. Prints where everything is.
+// `npm start -- ARGS...` passes ARGS on to brokerd, after its own (e.g. `--max-sessions 4096`).
 // As root: workload sockets in /run/vfio-broker, brokerd's own (admin.sock, handover.sock, lock,
 // state) in /run/vfio-brokerd, the policy copy, journal and console token in /var/lib/vfio-broker.
 // Otherwise all of it under one directory only this user can write: $XDG_RUNTIME_DIR/vfio-broker,
@@ -117,6 +118,7 @@ const brokerdChild = run("brokerd", [
   process.env.VFIO_BROKER_METRICS ?? "127.0.0.1:9464",
   "--journal",
   journal,
+  ...process.argv.slice(2),
 ]);
 if (existsSync(admin)) {
   // Give brokerd a moment to create its sockets; the console reports 503 until it can reach them.

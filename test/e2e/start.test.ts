@@ -10,7 +10,8 @@ import { CLI, REPO, run, startBrokerd, tempDir, until } from "../lib/brokerd.js"
 it("npm start: brokerd + console come up, the CLI sees sim0 and sim1, SIGTERM stops both", async () => {
   const home = tempDir("vfio-broker-start-");
   const dir = join(home, "run");
-  const proc = spawn(process.execPath, [join(REPO, "scripts/start.mjs")], {
+  // `npm start -- ARGS` passes ARGS on to brokerd: its ready line shows the cap they set.
+  const proc = spawn(process.execPath, [join(REPO, "scripts/start.mjs"), "--max-sessions", "77"], {
     stdio: ["ignore", "pipe", "pipe"],
     env: {
       ...process.env,
@@ -33,6 +34,7 @@ it("npm start: brokerd + console come up, the CLI sees sim0 and sim1, SIGTERM st
       () => (out.match(/"event":"ready"/g) ?? []).length >= 2,
       20_000,
     );
+    assert.match(out, /"caps":\{[^}]*"sessions":77[,}]/, out);
     const devices = await run(process.execPath, [
       CLI,
       "devices",
