@@ -9,7 +9,9 @@
 //      clients; the median ratio and its range);
 //   2. grants/s from 64 sessions (16 processes x 4 threads, one session each), with brokerd's CPU
 //      per grant (utime+stime from /proc/<pid>/stat over the run), against the same 64 sessions on
-//      the floor server;
+//      the floor server; each server first gets the same load for WARM_SECONDS, not counted (a
+//      fresh brokerd's first seconds under 64 sessions are JIT warm-up: 6,000-10,000 grants/s,
+//      then 8,000-13,000, BENCHMARKS.md), printed on a line of its own;
 //   3. brokerd RSS per idle session (hello + one device open, nothing mapped) over 2,000 sessions on
 //      a fresh brokerd, against the floor server's; then 10,000 sessions held at once by a brokerd
 //      whose RLIMIT_NOFILE is 65,536 (or as many as fit under this machine's hard limit); and where
@@ -40,6 +42,8 @@ import { freePort, heapDelta, heapSpaces } from "../lib/heap-spaces.js";
 
 const GRANTS = Number(process.argv[2] ?? 20000);
 const SECONDS = Number(process.argv[3] ?? 5);
+/** Figure 2's warm-up per server, not counted (VFIO_BENCH_WARM_SECONDS; 0: none). */
+const WARM_SECONDS = Number(process.env.VFIO_BENCH_WARM_SECONDS ?? 3);
 const IDLE = Number(process.argv[4] ?? 2000);
 const ROUNDS = 5;
 const PROCS = 16;
@@ -126,14 +130,14 @@ function finished(proc: ChildProcess): Promise<string> {
   );
 }
 
-/** 64 sessions granting for SECONDS after a common start; pid: the server whose CPU is read. */
-async function tput(bin: string, socket: string, pid: number): Promise<Tput> {
+/** 64 sessions granting for `seconds` after a common start; pid: the server whose CPU is read. */
+async function tput(bin: string, socket: string, pid: number, seconds = SECONDS): Promise<Tput> {
   const { proc } = await started(bin, [
     "tput",
     socket,
     String(PROCS),
     String(THREADS),
-    String(SECONDS),
+    String(seconds),
     String(pid),
   ]);
   const done = finished(proc);
@@ -298,10 +302,17 @@ try {
     console.log(
       `| ${what} | ${t.perS.toFixed(0)} | ${f1(t.p50)} | ${f1(t.p99)} | ${(t.serverCpuS / t.seconds).toFixed(2)} | ${f1((t.serverCpuS * 1e6) / t.grants)} | ${f1((t.clientCpuS * 1e6) / t.grants)} |`,
     );
+  const warm = async (bin: string, socket: string, pid: number, what: string) => {
+    if (WARM_SECONDS <= 0) return;
+    const w = await tput(bin, socket, pid, WARM_SECONDS);
+    console.log(`(warm-up, not counted: ${what}, ${WARM_SECONDS} s, ${w.perS.toFixed(0)} grants/s)`);
+  };
+  await warm("driver-raw", floor.socket, floor.proc.pid!, "raw frames -> C floor");
   const tf = await tput("driver-raw", floor.socket, floor.proc.pid!);
   row("raw frames -> C floor (floor-server)", tf);
   const tps: Tput[] = [];
   for (const c of clients) {
+    await warm(c, sockOf(c), bd.pid!, `${name(c)} -> brokerd`);
     const t = await tput(c, sockOf(c), bd.pid!);
     tps.push(t);
     row(`${name(c)} -> brokerd`, t);
