@@ -263,7 +263,11 @@ VFB_API void vfb_disconnect(vfb_session *s);
  * and vfb_mapping objects stay valid and mapped at the same addresses; a mapping brokerd no longer
  * holds is treated as revoked (its address made inaccessible, a VFB_EVENT_REVOKED event with
  * reason "lost-at-restart"), a device it no longer holds fails its calls with VFB_E_NOT_FOUND;
- * releases and closes made while the connection was down are sent now. The event fd stays the
+ * releases and closes made while the connection was down are sent now. A vfb_map, vfb_map_many or
+ * vfb_open_device that failed because the connection went down may have been recorded by brokerd
+ * before its reply was lost: each is asked for again with its request id (every grant and open
+ * carries one) and what brokerd answers is given back (released, closed), so nothing the caller
+ * never received stays held. The failed call itself is not redone: make it again if you want it. The event fd stays the
  * same fd. A live session: 0, nothing done. Errors, all of them:
  *  - VFB_E_CONNECT: brokerd is not back yet: nothing listens, or a brokerd accepted the connection
  *    and closed it before answering (the stopping one's backlog). Try again later.

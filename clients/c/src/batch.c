@@ -97,6 +97,7 @@ VFB_API int vfb_map_many(vfb_device *d, const vfb_range *ranges, size_t n, vfb_m
   vfb_session *s = d->s;
   Vfiobroker__V1__FdGrant grants[VFB_MAX_BATCH];
   Vfiobroker__V1__FdGrant *ptrs[VFB_MAX_BATCH];
+  char rids[VFB_MAX_BATCH][VFB_REQUEST_ID_SIZE];
   for (size_t i = 0; i < n; i++) {
     vfiobroker__v1__fd_grant__init(&grants[i]);
     const vfb_range *x = &ranges[i];
@@ -108,6 +109,7 @@ VFB_API int vfb_map_many(vfb_device *d, const vfb_range *ranges, size_t n, vfb_m
     }
     ptrs[i] = &grants[i];
   }
+  for (size_t i = 0; i < n; i++) vfb_grant_request_id(s, &grants[i], rids[i]);
   Vfiobroker__V1__FdBatch b = VFIOBROKER__V1__FD_BATCH__INIT;
   b.n_grants = n;
   b.grants = ptrs;
@@ -115,7 +117,11 @@ VFB_API int vfb_map_many(vfb_device *d, const vfb_range *ranges, size_t n, vfb_m
   int fds[VFB_MAX_BATCH];
   size_t nfds = 0;
   int rc = exchange(s, &b, &r, fds, &nfds);
-  if (rc < 0) return rc;
+  if (rc < 0) {
+    /* As vfb_map's: what brokerd may have recorded is given back by vfb_resume. */
+    for (size_t i = 0; i < n; i++) vfb_owe_grant(s, &grants[i]);
+    return rc;
+  }
   const Vfiobroker__V1__FdReply *const *items = (const Vfiobroker__V1__FdReply *const *)r->batch->items;
   size_t ok = 0;
   int err = VFB_OK;

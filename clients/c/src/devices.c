@@ -4,6 +4,7 @@
  * connection is down. It owns the vfb_device and vfb_device_list objects; it never mmaps
  * (mappings.c does) and keeps brokerd's region description as given, without deciding anything
  * from it. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -149,6 +150,9 @@ VFB_API int vfb_open_device(vfb_session *s, const char *device_id, vfb_device **
   Vfiobroker__V1__WorkloadOpenDevice o = VFIOBROKER__V1__WORKLOAD_OPEN_DEVICE__INIT;
   o.device_id = (char *)device_id;
   o.layout = VFIOBROKER__V1__LAYOUT__LAYOUT_COMPACT;
+  char rid[VFB_REQUEST_ID_SIZE];
+  vfb_request_id(s, rid);
+  o.request_id = rid;
   Vfiobroker__V1__WorkloadRequest req = VFIOBROKER__V1__WORKLOAD_REQUEST__INIT;
   req.kind_case = VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_OPEN_DEVICE;
   req.open_device = &o;
@@ -156,7 +160,11 @@ VFB_API int vfb_open_device(vfb_session *s, const char *device_id, vfb_device **
   int fds[1];
   size_t nfds = 0;
   int rc = vfb_wl_call(s, &req, 0, &r, fds, &nfds);
-  if (rc < 0) return rc;
+  if (rc < 0) {
+    /* brokerd may have recorded it before the connection went down: vfb_resume closes it. */
+    vfb_owe_open(s, device_id, rid);
+    return rc;
+  }
   const Vfiobroker__V1__WorkloadDeviceOpened *op = r->device_opened;
   vfb_device *d = calloc(1, sizeof *d);
   if (d == NULL || op == NULL || op->device == NULL ||
@@ -230,6 +238,39 @@ void vfb_owe(vfb_session *s, int close, uint64_t df_id, uint64_t cookie) {
   o->close = close;
   o->df_id = df_id;
   o->cookie = cookie;
+  o->next = s->owed;
+  s->owed = o;
+}
+
+void vfb_request_id(vfb_session *s, char *rid) {
+  snprintf(rid, VFB_REQUEST_ID_SIZE, "vfb-%llu", (unsigned long long)++s->requests_sent);
+}
+
+void vfb_grant_request_id(vfb_session *s, Vfiobroker__V1__FdGrant *g, char *rid) {
+  vfb_request_id(s, rid);
+  g->request_id = rid;
+}
+
+void vfb_owe_open(vfb_session *s, const char *device_id, const char *rid) {
+  if (s->state != VFB_DOWN_RESTART && s->state != VFB_DOWN_LOST) return;
+  vfb_owed *o = calloc(1, sizeof *o);
+  if (o == NULL) return;
+  o->reopen = 1;
+  vfb_copy(o->device_id, sizeof o->device_id, device_id);
+  vfb_copy(o->rid, sizeof o->rid, rid);
+  o->next = s->owed;
+  s->owed = o;
+}
+
+void vfb_owe_grant(vfb_session *s, const Vfiobroker__V1__FdGrant *g) {
+  if (s->state != VFB_DOWN_RESTART && s->state != VFB_DOWN_LOST) return;
+  vfb_owed *o = calloc(1, sizeof *o);
+  if (o == NULL) return;
+  o->regrant = 1;
+  o->df_id = g->device_file_id;
+  o->grant = *g;
+  vfb_copy(o->rid, sizeof o->rid, g->request_id);
+  o->grant.request_id = o->rid;
   o->next = s->owed;
   s->owed = o;
 }

@@ -135,6 +135,14 @@ static int release(vfb_session *s, uint64_t df_id, uint64_t cookie) {
   return VFB_OK;
 }
 
+int vfb_grant_send(vfb_session *s, Vfiobroker__V1__FdGrant *g, Vfiobroker__V1__WorkloadReply **r, int *fds,
+                   size_t *nfds) {
+  Vfiobroker__V1__WorkloadRequest req = VFIOBROKER__V1__WORKLOAD_REQUEST__INIT;
+  req.kind_case = VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_GRANT;
+  req.grant = g;
+  return vfb_wl_call(s, &req, 1, r, fds, nfds);
+}
+
 /* One grant exchange: vfb_grant_args' checks, the request, and brokerd's reply with its one fd. */
 int vfb_grant_call(vfb_device *d, unsigned region, uint64_t offset, uint64_t length, int attr, int prot,
                    Vfiobroker__V1__WorkloadReply **reply, int *fd) {
@@ -142,14 +150,17 @@ int vfb_grant_call(vfb_device *d, unsigned region, uint64_t offset, uint64_t len
   Vfiobroker__V1__FdGrant g = VFIOBROKER__V1__FD_GRANT__INIT;
   int rc = vfb_grant_args(d, region, offset, length, attr, prot, &g);
   if (rc < 0) return rc;
-  Vfiobroker__V1__WorkloadRequest req = VFIOBROKER__V1__WORKLOAD_REQUEST__INIT;
-  req.kind_case = VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_GRANT;
-  req.grant = &g;
+  char rid[VFB_REQUEST_ID_SIZE];
+  vfb_grant_request_id(s, &g, rid);
   Vfiobroker__V1__WorkloadReply *r = NULL;
   int fds[1];
   size_t nfds = 0;
-  rc = vfb_wl_call(s, &req, 1, &r, fds, &nfds);
-  if (rc < 0) return rc;
+  rc = vfb_grant_send(s, &g, &r, fds, &nfds);
+  if (rc < 0) {
+    /* brokerd may have recorded it before the connection went down: vfb_resume gives it back. */
+    vfb_owe_grant(s, &g);
+    return rc;
+  }
   if (r->grant == NULL || nfds != 1) {
     for (size_t i = 0; i < nfds; i++) close(fds[i]);
     uint64_t cookie = r->grant != NULL ? r->grant->cookie : 0;

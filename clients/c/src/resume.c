@@ -2,8 +2,9 @@
  * resume token take the session back (brokerd checks the kernel identity: same uid, pid and start
  * time). It owns the reconciliation with what the welcome says brokerd holds: a device file not
  * held makes its device object "gone", a mapping not held is revoked (an event with reason
- * "lost-at-restart", applied as any revocation when read), and the releases and closes made while
- * the connection was down are sent. It never creates device or mapping objects. */
+ * "lost-at-restart", applied as any revocation when read), the releases and closes made while
+ * the connection was down are sent, and grants and opens whose reply the connection's end lost
+ * are asked for again by request id and given back. It never creates device or mapping objects. */
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -34,10 +35,59 @@ static void reconcile(vfb_session *s, const Vfiobroker__V1__WorkloadWelcome *w) 
   }
 }
 
-/* One owed release or close, if brokerd still holds what it names; its outcome is not the caller's. */
+/* An owed regrant: the lost grant asked for again with its request id (brokerd answers the grant
+ * it recorded, with a fresh fd, or makes it now), its fd closed; the cookie is then released. */
+static uint64_t regrant(vfb_session *s, const vfb_owed *o) {
+  Vfiobroker__V1__FdGrant g = o->grant;
+  Vfiobroker__V1__WorkloadReply *r = NULL;
+  int fds[1];
+  size_t nfds = 0;
+  if (vfb_grant_send(s, &g, &r, fds, &nfds) != VFB_OK) return 0;
+  for (size_t i = 0; i < nfds; i++) close(fds[i]);
+  uint64_t cookie = r->grant != NULL ? r->grant->cookie : 0;
+  vfiobroker__v1__workload_reply__free_unpacked(r, NULL);
+  return cookie;
+}
+
+/* An owed reopen: the lost open asked for again with its request id; the device file brokerd
+ * answers (the lost one if it had recorded it) is then closed. 0 if none. */
+static uint64_t reopen(vfb_session *s, const vfb_owed *o) {
+  Vfiobroker__V1__WorkloadOpenDevice op = VFIOBROKER__V1__WORKLOAD_OPEN_DEVICE__INIT;
+  op.device_id = (char *)o->device_id;
+  op.layout = VFIOBROKER__V1__LAYOUT__LAYOUT_COMPACT;
+  op.request_id = (char *)o->rid;
+  Vfiobroker__V1__WorkloadRequest req = VFIOBROKER__V1__WORKLOAD_REQUEST__INIT;
+  req.kind_case = VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_OPEN_DEVICE;
+  req.open_device = &op;
+  Vfiobroker__V1__WorkloadReply *r = NULL;
+  int fds[1];
+  size_t nfds = 0;
+  if (vfb_wl_call(s, &req, 0, &r, fds, &nfds) != VFB_OK) return 0;
+  uint64_t id = r->device_opened != NULL ? r->device_opened->device_file_id : 0;
+  vfiobroker__v1__workload_reply__free_unpacked(r, NULL);
+  for (const vfb_device *d = s->devices; d != NULL; d = d->next)
+    if (d->df_id == id) return 0; /* never one of ours; if brokerd says so, it stays */
+  return id;
+}
+
+/* One owed release or close, if brokerd still holds what it names, or a regrant or reopen given
+ * back; its outcome is not the caller's. */
 static void pay(vfb_session *s, const Vfiobroker__V1__WorkloadWelcome *w, const vfb_owed *o) {
+  vfb_owed given = *o;
+  if (o->reopen) {
+    given.df_id = reopen(s, o);
+    given.close = 1;
+    if (given.df_id == 0 || s->state != VFB_LIVE) return;
+    o = &given;
+  }
   const Vfiobroker__V1__WorkloadHeldDevice *h = held_device(w, o->df_id);
-  if (h == NULL || (!o->close && !holds_cookie(h, o->cookie))) return;
+  if (h == NULL && !o->reopen) return; /* the device file is gone, with whatever was granted on it */
+  if (o->regrant) {
+    given.cookie = regrant(s, o);
+    if (given.cookie == 0 || s->state != VFB_LIVE) return;
+  } else if (!o->close && !holds_cookie(h, o->cookie))
+    return;
+  o = &given;
   Vfiobroker__V1__WorkloadRequest req = VFIOBROKER__V1__WORKLOAD_REQUEST__INIT;
   Vfiobroker__V1__FdRelease rel = VFIOBROKER__V1__FD_RELEASE__INIT;
   Vfiobroker__V1__WorkloadCloseDevice c = VFIOBROKER__V1__WORKLOAD_CLOSE_DEVICE__INIT;

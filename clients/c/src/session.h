@@ -89,11 +89,22 @@ typedef struct vfb_queued {
   char message[512];
 } vfb_queued;
 
-/* A release or close made while the connection was down, sent by vfb_resume. */
+/* A request id: "vfb-" and the session's request number (brokerd allows 64 characters). */
+#define VFB_REQUEST_ID_SIZE 32
+
+/* A release or close made while the connection was down, sent by vfb_resume; or a grant or an
+ * open whose connection went down before its reply (regrant, reopen): vfb_resume asks for it again
+ * with its request id and gives back what brokerd answers, which is the lost one if brokerd had
+ * recorded it (it records before it replies), else one made now. */
 typedef struct vfb_owed {
   struct vfb_owed *next;
-  int close; /* 1: close device file df_id; 0: release cookie */
+  int close; /* 1: close device file df_id; 0: release cookie (or regrant) */
   uint64_t df_id, cookie;
+  int regrant;
+  Vfiobroker__V1__FdGrant grant; /* regrant: the grant as sent; request_id points at rid */
+  int reopen;
+  char device_id[VFB_MAX_DEVICE_ID + 1]; /* reopen: the device opened */
+  char rid[VFB_REQUEST_ID_SIZE];
 } vfb_owed;
 
 struct vfb_session {
@@ -122,6 +133,7 @@ struct vfb_session {
   size_t q_health;
   size_t q_unknown; /* queued revocations of cookies no mapping object held */
   vfb_owed *owed;
+  uint64_t requests_sent; /* numbers the grants' and opens' request ids */
   vfb_frame_reader reader;
   uint8_t *rbuf; /* VFB_WL_REPLY_MAX_BYTES */
 };
@@ -165,11 +177,23 @@ void vfb_device_free(vfb_device *d);
 /* Owes brokerd a release or a close (sent by vfb_resume); best effort: on ENOMEM it is not owed
  * (brokerd releases it when the session ends). */
 void vfb_owe(vfb_session *s, int close, uint64_t df_id, uint64_t cookie);
+/* The session's next request id, in rid (VFB_REQUEST_ID_SIZE bytes). */
+void vfb_request_id(vfb_session *s, char *rid);
+/* Gives grant g a request id of its own, in rid (VFB_REQUEST_ID_SIZE bytes, which must outlive g). */
+void vfb_grant_request_id(vfb_session *s, Vfiobroker__V1__FdGrant *g, char *rid);
+/* After a grant exchange failed: if the connection is down, g is owed as a regrant (best effort). */
+void vfb_owe_grant(vfb_session *s, const Vfiobroker__V1__FdGrant *g);
+/* After an open exchange failed: if the connection is down, the open (device, request id) is
+ * owed as a reopen whose device file vfb_resume closes (best effort). */
+void vfb_owe_open(vfb_session *s, const char *device_id, const char *rid);
 
 /* ---- mappings.c ---- */
 /* The checks vfb_map makes before it sends: 0, or the code with the message recorded; fills g. */
 int vfb_grant_args(vfb_device *d, unsigned region, uint64_t offset, uint64_t length, int attr, int prot,
                    Vfiobroker__V1__FdGrant *g);
+/* Sends grant g as it is (its request id set) and reads brokerd's reply: 0 with *r and its fds. */
+int vfb_grant_send(vfb_session *s, Vfiobroker__V1__FdGrant *g, Vfiobroker__V1__WorkloadReply **r, int *fds,
+                   size_t *nfds);
 /* vfb_grant_args' checks, then one grant exchange: 0 with *reply (the caller's to free; its grant
  * is set) and *fd (the caller's), or a code with nothing left: a reply without its one fd is given
  * back to brokerd, VFB_E_PROTOCOL. Shared by vfb_map and the preload shim's vfb_grant_fd. */

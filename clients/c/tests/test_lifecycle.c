@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -207,6 +208,173 @@ static void t_resume_answers(void) {
   vfb_disconnect(s);
 }
 
+/* brokerd restarted between recording a grant (or an open) and replying: vfb_resume asks the
+ * restored session's brokerd for it again with its request id, and gives back what it answers. A
+ * scripted brokerd on a listening socket: the hello (resumed, holding `held_cookie` of device file
+ * 7 if not 0), then the request asked for again (`again`), answered with cookie 0x5000 or device
+ * file 7, then the give-back (`back`), answered; each request's id, cookie or device file kept. */
+struct lost_server {
+  int listener;
+  char session_id[64];
+  uint64_t held_cookie;
+  Vfiobroker__V1__WorkloadRequest__KindCase again, back;
+  char again_id[64]; /* the request id asked for again */
+  uint64_t given;    /* the cookie released, or the device file closed */
+  int steps;
+};
+
+static int read_request(int c, Vfiobroker__V1__WorkloadRequest **out) {
+  uint8_t hdr[4], body[4096];
+  if (recv(c, hdr, 4, MSG_WAITALL) != 4) return -1;
+  uint32_t n = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
+  if (n > sizeof body || recv(c, body, n, MSG_WAITALL) != (ssize_t)n) return -1;
+  *out = vfiobroker__v1__workload_request__unpack(NULL, n, body);
+  return *out == NULL ? -1 : 0;
+}
+
+/* The next request on c, if it is of `kind` (*q then the caller's to free); any other is freed. */
+static int next_is(int c, Vfiobroker__V1__WorkloadRequest__KindCase kind, Vfiobroker__V1__WorkloadRequest **q) {
+  if (read_request(c, q) != 0) return 0;
+  if ((*q)->kind_case == kind) return 1;
+  vfiobroker__v1__workload_request__free_unpacked(*q, NULL);
+  return 0;
+}
+
+static void put_resumed(int c, struct lost_server *sv) {
+  uint64_t cookies[1] = {sv->held_cookie};
+  Vfiobroker__V1__WorkloadHeldDevice hd = VFIOBROKER__V1__WORKLOAD_HELD_DEVICE__INIT;
+  hd.device_file_id = 7;
+  hd.n_cookies = 1;
+  hd.cookies = cookies;
+  Vfiobroker__V1__WorkloadHeldDevice *held[1] = {&hd};
+  Vfiobroker__V1__Identity id = VFIOBROKER__V1__IDENTITY__INIT;
+  Vfiobroker__V1__WorkloadWelcome w = VFIOBROKER__V1__WORKLOAD_WELCOME__INIT;
+  w.version = 1;
+  w.page_size = 4096;
+  w.identity = &id;
+  w.session_id = sv->session_id;
+  w.resume_token = "0123456789abcdef0123456789abcdef";
+  w.resumed = 1;
+  w.n_held = sv->held_cookie != 0;
+  w.held = held;
+  Vfiobroker__V1__WorkloadReply r = VFIOBROKER__V1__WORKLOAD_REPLY__INIT;
+  r.kind_case = VFIOBROKER__V1__WORKLOAD_REPLY__KIND_HELLO;
+  r.hello = &w;
+  put(c, &r, -1);
+}
+
+static void *serve_lost(void *arg) {
+  struct lost_server *sv = arg;
+  int c = accept4(sv->listener, NULL, NULL, SOCK_CLOEXEC);
+  if (c < 0) return NULL;
+  Vfiobroker__V1__WorkloadRequest *q = NULL;
+  int grant = sv->again == VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_GRANT;
+  if (next_is(c, VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_HELLO, &q)) {
+    sv->steps++;
+    vfiobroker__v1__workload_request__free_unpacked(q, NULL);
+    put_resumed(c, sv);
+    if (next_is(c, sv->again, &q)) {
+      sv->steps++;
+      vfb_copy(sv->again_id, sizeof sv->again_id, grant ? q->grant->request_id : q->open_device->request_id);
+      vfiobroker__v1__workload_request__free_unpacked(q, NULL);
+      if (grant) put_grant(c, 0x5000);
+      else put_opened(c); /* device file 7 */
+      if (next_is(c, sv->back, &q)) {
+        sv->steps++;
+        sv->given = grant ? q->release->cookie : q->close_device->device_file_id;
+        vfiobroker__v1__workload_request__free_unpacked(q, NULL);
+        put_plain(c, grant ? VFIOBROKER__V1__WORKLOAD_REPLY__KIND_RELEASE : VFIOBROKER__V1__WORKLOAD_REPLY__KIND_DEVICE_CLOSED);
+        uint8_t rest[256];
+        while (recv(c, rest, sizeof rest, 0) > 0) {
+        }
+      }
+    }
+  }
+  close(c);
+  return NULL;
+}
+
+/* s's connection (its peer end `peer`) lost a call whose request is the last one unread on peer:
+ * `first` gets that request's id; then s resumes against a lost_server doing `sv`. */
+static int resume_lost(vfb_session *s, int peer, struct lost_server *sv, char first[64]) {
+  Vfiobroker__V1__WorkloadRequest *q = NULL;
+  first[0] = '\0';
+  while (read_request(peer, &q) == 0) { /* the calls before it too (an open's request) */
+    if (q->kind_case == sv->again)
+      vfb_copy(first, 64, sv->again == VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_GRANT ? q->grant->request_id
+                                                                                   : q->open_device->request_id);
+    vfiobroker__v1__workload_request__free_unpacked(q, NULL);
+    int pending = 0;
+    if (ioctl(peer, FIONREAD, &pending) != 0 || pending == 0) break;
+  }
+  close(peer);
+  char dir[] = "/tmp/vfb-lost-XXXXXX";
+  if (mkdtemp(dir) == NULL) abort();
+  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  snprintf(a.sun_path, sizeof a.sun_path, "%s/fd.sock", dir);
+  sv->listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (sv->listener < 0 || bind(sv->listener, (struct sockaddr *)&a, sizeof a) != 0 || listen(sv->listener, 4) != 0)
+    abort();
+  vfb_copy(sv->session_id, sizeof sv->session_id, s->session_id);
+  vfb_copy(s->fd_path, sizeof s->fd_path, a.sun_path);
+  s->timeout_ms = 5000;
+  pthread_t th;
+  if (pthread_create(&th, NULL, serve_lost, sv) != 0) abort();
+  int rc = vfb_resume(s);
+  vfb_disconnect(s);
+  pthread_join(th, NULL);
+  close(sv->listener);
+  unlink(a.sun_path);
+  rmdir(dir);
+  return rc;
+}
+
+static void t_resume_regrants_a_lost_grant(void) {
+  int fds0 = vfb_test_count_fds();
+  int sv[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  put_opened(sv[0]);
+  vfb_session *s = session_on(sv[1]);
+  vfb_device *d = NULL;
+  vfb_mapping *m = NULL;
+  REQUIRE(vfb_open_device(s, "sim0", &d) == VFB_OK);
+  /* brokerd reads the grant, records it, and gives no reply (it is killed; here the library's
+   * timeout stands for the connection's end): the call fails, the session is down. */
+  s->timeout_ms = 50;
+  CHECK_EQ(vfb_map(d, 2, 0, 4096, VFB_ATTR_WC, VFB_PROT_RW, &m), VFB_E_TIMEOUT);
+  CHECK(m == NULL);
+  struct lost_server srv = {.held_cookie = 0x5000,
+                            .again = VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_GRANT,
+                            .back = VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_RELEASE};
+  char first[64];
+  CHECK_EQ(resume_lost(s, sv[0], &srv, first), VFB_OK);
+  CHECK_EQ(srv.steps, 3);
+  CHECK(strncmp(first, "vfb-", 4) == 0);
+  CHECK(strcmp(srv.again_id, first) == 0); /* the same grant, not a new one */
+  CHECK_EQ(srv.given, 0x5000);             /* and what brokerd answered is given back */
+  CHECK_EQ(vfb_test_count_fds(), fds0);    /* the regrant's fd was closed */
+}
+
+static void t_resume_closes_a_lost_open(void) {
+  int fds0 = vfb_test_count_fds();
+  int sv[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  vfb_session *s = session_on(sv[1]);
+  vfb_device *d = NULL;
+  s->timeout_ms = 50;
+  CHECK_EQ(vfb_open_device(s, "sim0", &d), VFB_E_TIMEOUT);
+  CHECK(d == NULL);
+  struct lost_server srv = {.again = VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_OPEN_DEVICE,
+                            .back = VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_CLOSE_DEVICE};
+  char first[64];
+  CHECK_EQ(resume_lost(s, sv[0], &srv, first), VFB_OK);
+  CHECK_EQ(srv.steps, 3);
+  CHECK(strncmp(first, "vfb-", 4) == 0);
+  CHECK(strcmp(srv.again_id, first) == 0); /* the same open, not a new one */
+  CHECK_EQ(srv.given, 7);                  /* and the device file brokerd answered is closed */
+  CHECK_EQ(vfb_test_count_fds(), fds0);
+}
+
 static void t_queue_bound(void) {
   int sv[2];
   REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
@@ -272,6 +440,8 @@ const vfb_test vfb_lifecycle_tests[] = {
     {"lifecycle: a mapping revoked before a restart reports the revocation", t_revoked_then_restart},
     {"lifecycle: vfb_resume of a session brokerd ended says so without connecting", t_resume_after_ended},
     {"lifecycle: vfb_resume: closed before the hello is CONNECT; refused says why, truthfully", t_resume_answers},
+    {"lifecycle: vfb_resume asks again for a grant whose reply the restart lost (same request id) and releases it", t_resume_regrants_a_lost_grant},
+    {"lifecycle: vfb_resume opens again a device whose open's reply the restart lost (same request id) and closes it", t_resume_closes_a_lost_open},
     {"lifecycle: a flood of revocations is bounded (repeats dropped, unknown cookies capped)", t_queue_bound},
     {"lifecycle: every failed call of a session sets its last error, device-level ones too", t_last_error},
     {NULL, NULL},
