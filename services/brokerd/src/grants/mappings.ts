@@ -51,19 +51,26 @@ export class Mappings {
     if (m.ticket !== "" && tickets.isLive(m.ticket))
       return { mapping: m, ticket: m.ticket, expiresAt: m.ticketExpiresAt };
     const issued = Txn.run((t) => {
-      const before = { ticket: m.ticket, expiresAt: m.ticketExpiresAt };
-      const issued = tickets.issue(m, holderOf(s));
-      m.ticket = issued.ticket;
-      m.ticketExpiresAt = issued.expiresAt;
-      t.did(() => {
-        tickets.forget(issued.ticket);
-        m.ticket = before.ticket;
-        m.ticketExpiresAt = before.expiresAt;
-      });
+      const issued = this.newTicket(t, s, m);
       ledger.refs(m, "ticket");
       return issued;
     });
     return { mapping: m, ticket: issued.ticket, expiresAt: issued.expiresAt };
+  }
+
+  /** A new ticket for m, issued to s, made m's live one; undone (forgotten, the old one back) by t. */
+  private newTicket(t: Txn, s: Session, m: Mapping): { ticket: string; expiresAt: number } {
+    const { tickets } = this.core;
+    const before = { ticket: m.ticket, expiresAt: m.ticketExpiresAt };
+    const issued = tickets.issue(m, holderOf(s));
+    m.ticket = issued.ticket;
+    m.ticketExpiresAt = issued.expiresAt;
+    t.did(() => {
+      tickets.forget(issued.ticket);
+      m.ticket = before.ticket;
+      m.ticketExpiresAt = before.expiresAt;
+    });
+    return issued;
   }
 
   /** The policy rule that lets s map region with attribute and prot (PERMISSION_DENIED if none). */
@@ -168,20 +175,12 @@ export class Mappings {
    * lets its caller fetch an fd.
    */
   private addReference(s: Session, m: Mapping, rule: Rule, requestId: string): Grant {
-    const { tickets, ledger } = this.core;
+    const { ledger } = this.core;
     const issued = Txn.run((t) => {
       this.charges.reference(t, s, rule);
-      const before = { ticket: m.ticket, expiresAt: m.ticketExpiresAt };
-      const issued = tickets.issue(m, holderOf(s));
+      const issued = this.newTicket(t, s, m);
       m.refs++;
-      m.ticket = issued.ticket;
-      m.ticketExpiresAt = issued.expiresAt;
-      t.did(() => {
-        m.refs--;
-        tickets.forget(issued.ticket);
-        m.ticket = before.ticket;
-        m.ticketExpiresAt = before.expiresAt;
-      });
+      t.did(() => m.refs--);
       // Recorded before the reply, like a creation: a restart keeps the count.
       ledger.refs(m, "add");
       return issued;
