@@ -147,19 +147,10 @@ VFB_API int vfb_open_device(vfb_session *s, const char *device_id, vfb_device **
   if (!valid_id(device_id))
     return vfb_say(s, VFB_E_INVALID_ARGUMENT,
                    "a device id is 1 to %d characters: letters, digits and . _ : -", VFB_MAX_DEVICE_ID);
-  Vfiobroker__V1__WorkloadOpenDevice o = VFIOBROKER__V1__WORKLOAD_OPEN_DEVICE__INIT;
-  o.device_id = (char *)device_id;
-  o.layout = VFIOBROKER__V1__LAYOUT__LAYOUT_COMPACT;
   char rid[VFB_REQUEST_ID_SIZE];
   vfb_request_id(s, rid);
-  o.request_id = rid;
-  Vfiobroker__V1__WorkloadRequest req = VFIOBROKER__V1__WORKLOAD_REQUEST__INIT;
-  req.kind_case = VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_OPEN_DEVICE;
-  req.open_device = &o;
   Vfiobroker__V1__WorkloadReply *r = NULL;
-  int fds[1];
-  size_t nfds = 0;
-  int rc = vfb_wl_call(s, &req, 0, &r, fds, &nfds);
+  int rc = vfb_open_send(s, device_id, rid, &r);
   if (rc < 0) {
     /* brokerd may have recorded it before the connection went down: vfb_resume closes it. */
     vfb_owe_open(s, device_id, rid);
@@ -232,14 +223,34 @@ void vfb_device_free(vfb_device *d) {
   free(d);
 }
 
-void vfb_owe(vfb_session *s, int close, uint64_t df_id, uint64_t cookie) {
+int vfb_open_send(vfb_session *s, const char *device_id, const char *rid, Vfiobroker__V1__WorkloadReply **r) {
+  Vfiobroker__V1__WorkloadOpenDevice o = VFIOBROKER__V1__WORKLOAD_OPEN_DEVICE__INIT;
+  o.device_id = (char *)device_id;
+  o.layout = VFIOBROKER__V1__LAYOUT__LAYOUT_COMPACT;
+  o.request_id = (char *)rid;
+  Vfiobroker__V1__WorkloadRequest req = VFIOBROKER__V1__WORKLOAD_REQUEST__INIT;
+  req.kind_case = VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_OPEN_DEVICE;
+  req.open_device = &o;
+  int fds[1];
+  size_t nfds = 0;
+  return vfb_wl_call(s, &req, 0, r, fds, &nfds);
+}
+
+/* A new owed entry at the head of s's list, or NULL (ENOMEM: nothing is owed, see vfb_owe). */
+static vfb_owed *owed_push(vfb_session *s) {
   vfb_owed *o = calloc(1, sizeof *o);
+  if (o == NULL) return NULL;
+  o->next = s->owed;
+  s->owed = o;
+  return o;
+}
+
+void vfb_owe(vfb_session *s, int close, uint64_t df_id, uint64_t cookie) {
+  vfb_owed *o = owed_push(s);
   if (o == NULL) return;
   o->close = close;
   o->df_id = df_id;
   o->cookie = cookie;
-  o->next = s->owed;
-  s->owed = o;
 }
 
 void vfb_request_id(vfb_session *s, char *rid) {
@@ -253,26 +264,22 @@ void vfb_grant_request_id(vfb_session *s, Vfiobroker__V1__FdGrant *g, char *rid)
 
 void vfb_owe_open(vfb_session *s, const char *device_id, const char *rid) {
   if (s->state != VFB_DOWN_RESTART && s->state != VFB_DOWN_LOST) return;
-  vfb_owed *o = calloc(1, sizeof *o);
+  vfb_owed *o = owed_push(s);
   if (o == NULL) return;
   o->reopen = 1;
   vfb_copy(o->device_id, sizeof o->device_id, device_id);
   vfb_copy(o->rid, sizeof o->rid, rid);
-  o->next = s->owed;
-  s->owed = o;
 }
 
 void vfb_owe_grant(vfb_session *s, const Vfiobroker__V1__FdGrant *g) {
   if (s->state != VFB_DOWN_RESTART && s->state != VFB_DOWN_LOST) return;
-  vfb_owed *o = calloc(1, sizeof *o);
+  vfb_owed *o = owed_push(s);
   if (o == NULL) return;
   o->regrant = 1;
   o->df_id = g->device_file_id;
   o->grant = *g;
   vfb_copy(o->rid, sizeof o->rid, g->request_id);
   o->grant.request_id = o->rid;
-  o->next = s->owed;
-  s->owed = o;
 }
 
 VFB_API int vfb_close_device(vfb_device *d) {

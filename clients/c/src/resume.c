@@ -50,19 +50,10 @@ static uint64_t regrant(vfb_session *s, const vfb_owed *o) {
 }
 
 /* An owed reopen: the lost open asked for again with its request id; the device file brokerd
- * answers (the lost one if it had recorded it) is then closed. 0 if none. */
+ * answers (the lost one if it had recorded it), to be closed. 0 if none. */
 static uint64_t reopen(vfb_session *s, const vfb_owed *o) {
-  Vfiobroker__V1__WorkloadOpenDevice op = VFIOBROKER__V1__WORKLOAD_OPEN_DEVICE__INIT;
-  op.device_id = (char *)o->device_id;
-  op.layout = VFIOBROKER__V1__LAYOUT__LAYOUT_COMPACT;
-  op.request_id = (char *)o->rid;
-  Vfiobroker__V1__WorkloadRequest req = VFIOBROKER__V1__WORKLOAD_REQUEST__INIT;
-  req.kind_case = VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_OPEN_DEVICE;
-  req.open_device = &op;
   Vfiobroker__V1__WorkloadReply *r = NULL;
-  int fds[1];
-  size_t nfds = 0;
-  if (vfb_wl_call(s, &req, 0, &r, fds, &nfds) != VFB_OK) return 0;
+  if (vfb_open_send(s, o->device_id, o->rid, &r) != VFB_OK) return 0;
   uint64_t id = r->device_opened != NULL ? r->device_opened->device_file_id : 0;
   vfiobroker__v1__workload_reply__free_unpacked(r, NULL);
   for (const vfb_device *d = s->devices; d != NULL; d = d->next)
@@ -70,34 +61,18 @@ static uint64_t reopen(vfb_session *s, const vfb_owed *o) {
   return id;
 }
 
-/* One owed release or close, if brokerd still holds what it names, or a regrant or reopen given
- * back; its outcome is not the caller's. */
-static void pay(vfb_session *s, const Vfiobroker__V1__WorkloadWelcome *w, const vfb_owed *o) {
-  vfb_owed given = *o;
-  if (o->reopen) {
-    given.df_id = reopen(s, o);
-    given.close = 1;
-    if (given.df_id == 0 || s->state != VFB_LIVE) return;
-    o = &given;
-  }
-  const Vfiobroker__V1__WorkloadHeldDevice *h = held_device(w, o->df_id);
-  if (h == NULL && !o->reopen) return; /* the device file is gone, with whatever was granted on it */
-  if (o->regrant) {
-    given.cookie = regrant(s, o);
-    if (given.cookie == 0 || s->state != VFB_LIVE) return;
-  } else if (!o->close && !holds_cookie(h, o->cookie))
-    return;
-  o = &given;
+/* Releases cookie of device file df_id, or closes df_id (close); the outcome is not the caller's. */
+static void give_back(vfb_session *s, int close, uint64_t df_id, uint64_t cookie) {
   Vfiobroker__V1__WorkloadRequest req = VFIOBROKER__V1__WORKLOAD_REQUEST__INIT;
   Vfiobroker__V1__FdRelease rel = VFIOBROKER__V1__FD_RELEASE__INIT;
   Vfiobroker__V1__WorkloadCloseDevice c = VFIOBROKER__V1__WORKLOAD_CLOSE_DEVICE__INIT;
-  if (o->close) {
-    c.device_file_id = o->df_id;
+  if (close) {
+    c.device_file_id = df_id;
     req.kind_case = VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_CLOSE_DEVICE;
     req.close_device = &c;
   } else {
-    rel.device_file_id = o->df_id;
-    rel.cookie = o->cookie;
+    rel.device_file_id = df_id;
+    rel.cookie = cookie;
     req.kind_case = VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_RELEASE;
     req.release = &rel;
   }
@@ -105,6 +80,24 @@ static void pay(vfb_session *s, const Vfiobroker__V1__WorkloadWelcome *w, const 
   int fds[1];
   size_t nfds = 0;
   if (vfb_wl_call(s, &req, 0, &r, fds, &nfds) == VFB_OK) vfiobroker__v1__workload_reply__free_unpacked(r, NULL);
+}
+
+/* One owed entry: a release or close if brokerd still holds what it names, or a lost open or
+ * grant asked for again and given back. */
+static void pay(vfb_session *s, const Vfiobroker__V1__WorkloadWelcome *w, const vfb_owed *o) {
+  if (o->reopen) {
+    uint64_t id = reopen(s, o);
+    if (id != 0 && s->state == VFB_LIVE) give_back(s, 1, id, 0);
+    return;
+  }
+  const Vfiobroker__V1__WorkloadHeldDevice *h = held_device(w, o->df_id);
+  if (h == NULL) return; /* the device file is gone, with whatever was granted on it */
+  if (o->regrant) {
+    uint64_t cookie = regrant(s, o);
+    if (cookie != 0 && s->state == VFB_LIVE) give_back(s, 0, o->df_id, cookie);
+    return;
+  }
+  if (o->close || holds_cookie(h, o->cookie)) give_back(s, o->close, o->df_id, o->cookie);
 }
 
 /* Why brokerd is back without the session, as far as the library can tell. */

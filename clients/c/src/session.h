@@ -177,6 +177,8 @@ void vfb_device_free(vfb_device *d);
 /* Owes brokerd a release or a close (sent by vfb_resume); best effort: on ENOMEM it is not owed
  * (brokerd releases it when the session ends). */
 void vfb_owe(vfb_session *s, int close, uint64_t df_id, uint64_t cookie);
+/* Sends an open of device_id (compact layout) with request id rid and reads brokerd's reply. */
+int vfb_open_send(vfb_session *s, const char *device_id, const char *rid, Vfiobroker__V1__WorkloadReply **r);
 /* The session's next request id, in rid (VFB_REQUEST_ID_SIZE bytes). */
 void vfb_request_id(vfb_session *s, char *rid);
 /* Gives grant g a request id of its own, in rid (VFB_REQUEST_ID_SIZE bytes, which must outlive g). */
