@@ -32,11 +32,10 @@ import { Mapping, type MappingOwner } from "./mapping.js";
 import { type AccessTarget, accessOffset } from "./region-access.js";
 
 export type { MapOptions, MapSpec } from "./map-request.js";
+export type { AccessTarget } from "./region-access.js";
 
 /** A spent ticket (its fd may never have arrived): CreateMapping again, with the same request id. */
 const RETRY_TICKET = new Set(["UNKNOWN_TICKET", "ALREADY_USED"]);
-
-export type { AccessTarget } from "./region-access.js";
 
 /** What a DeviceFile needs from the BrokerClient that opened it. */
 export interface DeviceFileHost {
