@@ -75,7 +75,8 @@ export async function startBrokerdReady(dir: string, opts: BrokerdOptions = {}):
   const ready = await new Promise<string>((resolve, reject) => {
     proc.stdout!.on("data", (d: Buffer) => {
       out += d.toString();
-      const line = out.split("\n").find((l) => l.includes('"ready"') && out.includes(`${l}\n`));
+      const whole = out.split("\n").slice(0, -1); // the last piece is a line still being written
+      const line = whole.find((l) => l.includes('"ready"'));
       if (line !== undefined) resolve(line);
     });
     proc.once("exit", (c) =>
