@@ -267,8 +267,9 @@ VFB_API void vfb_disconnect(vfb_session *s);
  * vfb_open_device that failed because the connection went down may have been recorded by brokerd
  * before its reply was lost: each is asked for again with its request id (every grant and open
  * carries one) and what brokerd answers is given back (released, closed), so nothing the caller
- * never received stays held. The failed call itself is not redone: make it again if you want it. The event fd stays the
- * same fd. A live session: 0, nothing done. Errors, all of them:
+ * never received stays held. One of these that a brokerd killed again interrupts stays owed, past
+ * what brokerd already answered, to the next vfb_resume (never asked for twice). The failed call
+ * itself is not redone: make it again if you want it. The event fd stays the same fd. A live session: 0, nothing done. Errors, all of them:
  *  - VFB_E_CONNECT: brokerd is not back yet: nothing listens, or a brokerd accepted the connection
  *    and closed it before answering (the stopping one's backlog). Try again later.
  *  - VFB_E_TIMEOUT: a brokerd accepted but did not answer in time (hung, stopped). Try again later.

@@ -83,21 +83,34 @@ static void give_back(vfb_session *s, int close, uint64_t df_id, uint64_t cookie
 }
 
 /* One owed entry: a release or close if brokerd still holds what it names, or a lost open or
- * grant asked for again and given back. */
-static void pay(vfb_session *s, const Vfiobroker__V1__WorkloadWelcome *w, const vfb_owed *o) {
+ * grant asked for again and given back. Returns 1 when the entry is settled (paid, or nothing is
+ * left to pay), 0 when the connection went down first: the entry then stays owed for the next
+ * vfb_resume, advanced past what brokerd answered (a lost grant it answered is now the release of
+ * that cookie, a lost open the close of that device file), so a brokerd killed again in the middle
+ * of this resume loses nothing and is never asked twice for one grant. */
+static int pay(vfb_session *s, const Vfiobroker__V1__WorkloadWelcome *w, vfb_owed *o) {
   if (o->reopen) {
     uint64_t id = reopen(s, o);
-    if (id != 0 && s->state == VFB_LIVE) give_back(s, 1, id, 0);
-    return;
+    if (s->state != VFB_LIVE) return 0;
+    if (id == 0) return 1;
+    o->reopen = 0;
+    o->close = 1;
+    o->df_id = id;
+  } else {
+    const Vfiobroker__V1__WorkloadHeldDevice *h = held_device(w, o->df_id);
+    if (h == NULL) return 1; /* the device file is gone, with whatever was granted on it */
+    if (o->regrant) {
+      uint64_t cookie = regrant(s, o);
+      if (s->state != VFB_LIVE) return 0;
+      if (cookie == 0) return 1;
+      o->regrant = 0;
+      o->cookie = cookie;
+    } else if (!o->close && !holds_cookie(h, o->cookie)) {
+      return 1;
+    }
   }
-  const Vfiobroker__V1__WorkloadHeldDevice *h = held_device(w, o->df_id);
-  if (h == NULL) return; /* the device file is gone, with whatever was granted on it */
-  if (o->regrant) {
-    uint64_t cookie = regrant(s, o);
-    if (cookie != 0 && s->state == VFB_LIVE) give_back(s, 0, o->df_id, cookie);
-    return;
-  }
-  if (o->close || holds_cookie(h, o->cookie)) give_back(s, o->close, o->df_id, o->cookie);
+  give_back(s, o->close, o->df_id, o->cookie);
+  return s->state == VFB_LIVE;
 }
 
 /* Why brokerd is back without the session, as far as the library can tell. */
@@ -187,10 +200,12 @@ VFB_API int vfb_resume(vfb_session *s) {
   s->lib_closed = 0;
   s->end_reason[0] = '\0';
   reconcile(s, r->hello);
+  /* Each entry leaves the list only once settled: one the connection's end interrupts stays, with
+   * those after it, for the next vfb_resume. */
   while (s->owed != NULL && s->state == VFB_LIVE) {
     vfb_owed *o = s->owed;
+    if (!pay(s, r->hello, o)) break;
     s->owed = o->next;
-    pay(s, r->hello, o);
     free(o);
   }
   vfiobroker__v1__workload_reply__free_unpacked(r, NULL);

@@ -221,6 +221,7 @@ struct lost_server {
   char again_id[64]; /* the request id asked for again */
   uint64_t given;    /* the cookie released, or the device file closed */
   int steps;
+  int die_at; /* if not 0: the connection closed once request number die_at is read, unanswered */
 };
 
 static int read_request(int c, Vfiobroker__V1__WorkloadRequest **out) {
@@ -273,41 +274,28 @@ static void *serve_lost(void *arg) {
     sv->steps++;
     vfiobroker__v1__workload_request__free_unpacked(q, NULL);
     put_resumed(c, sv);
-    if (next_is(c, sv->again, &q)) {
-      sv->steps++;
-      vfb_copy(sv->again_id, sizeof sv->again_id, grant ? q->grant->request_id : q->open_device->request_id);
-      vfiobroker__v1__workload_request__free_unpacked(q, NULL);
-      if (grant) put_grant(c, 0x5000);
-      else put_opened(c); /* device file 7 */
-      if (next_is(c, sv->back, &q)) {
-        sv->steps++;
+    /* Then the request asked for again and the give-back, each answered unless it is die_at's. */
+    while (read_request(c, &q) == 0) {
+      int kind = q->kind_case;
+      if (kind == (int)sv->again)
+        vfb_copy(sv->again_id, sizeof sv->again_id, grant ? q->grant->request_id : q->open_device->request_id);
+      else if (kind == (int)sv->back)
         sv->given = grant ? q->release->cookie : q->close_device->device_file_id;
-        vfiobroker__v1__workload_request__free_unpacked(q, NULL);
-        put_plain(c, grant ? VFIOBROKER__V1__WORKLOAD_REPLY__KIND_RELEASE : VFIOBROKER__V1__WORKLOAD_REPLY__KIND_DEVICE_CLOSED);
-        uint8_t rest[256];
-        while (recv(c, rest, sizeof rest, 0) > 0) {
-        }
-      }
+      vfiobroker__v1__workload_request__free_unpacked(q, NULL);
+      if (kind != (int)sv->again && kind != (int)sv->back) break;
+      if (++sv->steps == sv->die_at) break;
+      if (kind == (int)sv->again && grant) put_grant(c, 0x5000);
+      else if (kind == (int)sv->again) put_opened(c); /* device file 7 */
+      else put_plain(c, grant ? VFIOBROKER__V1__WORKLOAD_REPLY__KIND_RELEASE : VFIOBROKER__V1__WORKLOAD_REPLY__KIND_DEVICE_CLOSED);
     }
   }
   close(c);
   return NULL;
 }
 
-/* s's connection (its peer end `peer`) lost a call whose request is the last one unread on peer:
- * `first` gets that request's id; then s resumes against a lost_server doing `sv`. */
-static int resume_lost(vfb_session *s, int peer, struct lost_server *sv, char first[64]) {
-  Vfiobroker__V1__WorkloadRequest *q = NULL;
-  first[0] = '\0';
-  while (read_request(peer, &q) == 0) { /* the calls before it too (an open's request) */
-    if (q->kind_case == sv->again)
-      vfb_copy(first, 64, sv->again == VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_GRANT ? q->grant->request_id
-                                                                                   : q->open_device->request_id);
-    vfiobroker__v1__workload_request__free_unpacked(q, NULL);
-    int pending = 0;
-    if (ioctl(peer, FIONREAD, &pending) != 0 || pending == 0) break;
-  }
-  close(peer);
+/* s resumes against a lost_server doing `sv` on a listening socket of its own; then, if `last`, s is
+ * disconnected (the server holds the connection until then). */
+static int resume_on(vfb_session *s, struct lost_server *sv, int last) {
   char dir[] = "/tmp/vfb-lost-XXXXXX";
   if (mkdtemp(dir) == NULL) abort();
   struct sockaddr_un a = {.sun_family = AF_UNIX};
@@ -321,12 +309,32 @@ static int resume_lost(vfb_session *s, int peer, struct lost_server *sv, char fi
   pthread_t th;
   if (pthread_create(&th, NULL, serve_lost, sv) != 0) abort();
   int rc = vfb_resume(s);
-  vfb_disconnect(s);
+  if (last) vfb_disconnect(s);
   pthread_join(th, NULL);
   close(sv->listener);
   unlink(a.sun_path);
   rmdir(dir);
   return rc;
+}
+
+/* s's connection (its peer end `peer`) lost a call whose request is the last one unread on peer:
+ * `first` gets that request's id; then s resumes against a lost_server doing `sv` (and, if `killed`
+ * is not NULL, a first one doing `killed`, which closes the connection in the middle of that resume:
+ * brokerd killed again). s is disconnected after. */
+static int resume_lost(vfb_session *s, int peer, struct lost_server *sv, char first[64], struct lost_server *killed) {
+  Vfiobroker__V1__WorkloadRequest *q = NULL;
+  first[0] = '\0';
+  while (read_request(peer, &q) == 0) { /* the calls before it too (an open's request) */
+    if (q->kind_case == sv->again)
+      vfb_copy(first, 64, sv->again == VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_GRANT ? q->grant->request_id
+                                                                                   : q->open_device->request_id);
+    vfiobroker__v1__workload_request__free_unpacked(q, NULL);
+    int pending = 0;
+    if (ioctl(peer, FIONREAD, &pending) != 0 || pending == 0) break;
+  }
+  close(peer);
+  if (killed != NULL) CHECK(resume_on(s, killed, 0) != VFB_OK);
+  return resume_on(s, sv, 1);
 }
 
 static void t_resume_regrants_a_lost_grant(void) {
@@ -347,7 +355,7 @@ static void t_resume_regrants_a_lost_grant(void) {
                             .again = VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_GRANT,
                             .back = VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_RELEASE};
   char first[64];
-  CHECK_EQ(resume_lost(s, sv[0], &srv, first), VFB_OK);
+  CHECK_EQ(resume_lost(s, sv[0], &srv, first, NULL), VFB_OK);
   CHECK_EQ(srv.steps, 3);
   CHECK(strncmp(first, "vfb-", 4) == 0);
   CHECK(strcmp(srv.again_id, first) == 0); /* the same grant, not a new one */
@@ -367,12 +375,58 @@ static void t_resume_closes_a_lost_open(void) {
   struct lost_server srv = {.again = VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_OPEN_DEVICE,
                             .back = VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_CLOSE_DEVICE};
   char first[64];
-  CHECK_EQ(resume_lost(s, sv[0], &srv, first), VFB_OK);
+  CHECK_EQ(resume_lost(s, sv[0], &srv, first, NULL), VFB_OK);
   CHECK_EQ(srv.steps, 3);
   CHECK(strncmp(first, "vfb-", 4) == 0);
   CHECK(strcmp(srv.again_id, first) == 0); /* the same open, not a new one */
   CHECK_EQ(srv.given, 7);                  /* and the device file brokerd answered is closed */
   CHECK_EQ(vfb_test_count_fds(), fds0);
+}
+
+/* A lost grant (or open) whose regrant (reopen), or whose give-back, the next brokerd is killed in
+ * the middle of: the following vfb_resume still settles it, asking again with the same request id
+ * or giving back what the killed one answered, never a second grant. */
+static void resume_killed_midway(Vfiobroker__V1__WorkloadRequest__KindCase again, int die_at) {
+  int grant = again == VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_GRANT;
+  int fds0 = vfb_test_count_fds();
+  int sv[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  if (grant) put_opened(sv[0]);
+  vfb_session *s = session_on(sv[1]);
+  vfb_device *d = NULL;
+  vfb_mapping *m = NULL;
+  if (grant) REQUIRE(vfb_open_device(s, "sim0", &d) == VFB_OK);
+  s->timeout_ms = 50;
+  if (grant) CHECK_EQ(vfb_map(d, 2, 0, 4096, VFB_ATTR_WC, VFB_PROT_RW, &m), VFB_E_TIMEOUT);
+  else CHECK_EQ(vfb_open_device(s, "sim0", &d), VFB_E_TIMEOUT);
+  Vfiobroker__V1__WorkloadRequest__KindCase back =
+      grant ? VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_RELEASE : VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_CLOSE_DEVICE;
+  /* The grant recorded (brokerd records before it replies): the restored session holds its cookie. */
+  struct lost_server k = {.held_cookie = 0x5000, .again = again, .back = back, .die_at = die_at};
+  struct lost_server srv = {.held_cookie = 0x5000, .again = again, .back = back};
+  char first[64];
+  CHECK_EQ(resume_lost(s, sv[0], &srv, first, &k), VFB_OK);
+  CHECK_EQ(k.steps, die_at);
+  CHECK(strcmp(k.again_id, first) == 0);
+  if (die_at == 2) { /* killed before answering: asked again with the same id, then given back */
+    CHECK_EQ(srv.steps, 3);
+    CHECK(strcmp(srv.again_id, first) == 0);
+  } else { /* answered, killed during the give-back: only the give-back again, no second grant */
+    CHECK_EQ(srv.steps, 2);
+    CHECK(srv.again_id[0] == '\0');
+  }
+  CHECK_EQ(srv.given, grant ? 0x5000 : 7);
+  CHECK_EQ(vfb_test_count_fds(), fds0);
+}
+
+static void t_resume_killed_during_regrant(void) {
+  resume_killed_midway(VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_GRANT, 2);
+  resume_killed_midway(VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_GRANT, 3);
+}
+
+static void t_resume_killed_during_reopen(void) {
+  resume_killed_midway(VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_OPEN_DEVICE, 2);
+  resume_killed_midway(VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_OPEN_DEVICE, 3);
 }
 
 static void t_queue_bound(void) {
@@ -442,6 +496,8 @@ const vfb_test vfb_lifecycle_tests[] = {
     {"lifecycle: vfb_resume: closed before the hello is CONNECT; refused says why, truthfully", t_resume_answers},
     {"lifecycle: vfb_resume asks again for a grant whose reply the restart lost (same request id) and releases it", t_resume_regrants_a_lost_grant},
     {"lifecycle: vfb_resume opens again a device whose open's reply the restart lost (same request id) and closes it", t_resume_closes_a_lost_open},
+    {"lifecycle: a brokerd killed during vfb_resume's regrant or its release: the next resume settles the grant once", t_resume_killed_during_regrant},
+    {"lifecycle: a brokerd killed during vfb_resume's reopen or its close: the next resume settles the open once", t_resume_killed_during_reopen},
     {"lifecycle: a flood of revocations is bounded (repeats dropped, unknown cookies capped)", t_queue_bound},
     {"lifecycle: every failed call of a session sets its last error, device-level ones too", t_last_error},
     {NULL, NULL},
