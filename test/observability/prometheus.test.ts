@@ -99,6 +99,7 @@ test("promtool check metrics accepts brokerd's exposition, with no unbounded lab
     "vfio_broker_fd_delivery_duration_seconds",
     "vfio_broker_fd_deliveries_total",
     "vfio_broker_tickets_expired_total",
+    "vfio_broker_tickets_held",
     "vfio_broker_tickets_refused_total",
     "vfio_broker_policy_denials_total",
     "vfio_broker_revocations_total",

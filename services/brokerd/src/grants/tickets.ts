@@ -55,6 +55,11 @@ export class TicketBook<M> {
     }
   }
 
+  /** Spent tickets remembered for their replies (at most MAX_SPENT_TICKETS). */
+  get spentSize(): number {
+    return this.spent.size;
+  }
+
   issue(mapping: M, holder: TicketHolder): { ticket: string; expiresAt: number } {
     const id = randomBytes(16).toString("hex");
     const expiresAt = this.now() + this.ttlMs;

@@ -21,6 +21,17 @@ export function registerTicketMetrics(registry: Registry, broker: Broker): () =>
       this.set(n);
     },
   });
+  new Gauge({
+    name: `${P}tickets_held`,
+    help: "Tickets brokerd holds, by state: live (issued, not redeemed; bounded by the quotas) and spent (used, expired or revoked, remembered so a replay is told so; at most 4096, the oldest forgotten first).",
+    labelNames: ["state"],
+    registers,
+    collect() {
+      const spent = broker.tickets.spentSize;
+      this.set({ state: "spent" }, spent);
+      this.set({ state: "live" }, broker.tickets.size - spent);
+    },
+  });
   const deliveries = new Counter({
     name: `${P}fd_deliveries_total`,
     help: "fd deliveries on the fd channel (ticket redemptions and fast-path grants), by result (ok, expired, already_used, wrong_peer, ...). ok counts fds handed to the send; a send the kernel then refused is in fd_delivery_failures_total.",
