@@ -100,6 +100,8 @@ export interface Backend {
    */
   offeredBackingKinds?(): BackingKind[];
   devices(): DeviceInfo[];
+  /** One device of devices() by id, or undefined (a lookup per grant: no array made). */
+  device(id: string): DeviceInfo | undefined;
   /**
    * The mode every device this backend takes in is served in (sysfs: "sysfs-wc", vfio: "vfio");
    * absent for a backend that serves each device in either mode itself (sim: setMode).

@@ -31,7 +31,7 @@ export class DeviceRegistry {
 
   /** The device by id; NOT_FOUND naming where to look if brokerd does not serve it. */
   get(id: string): ServedDevice {
-    const d = this.all().find((x) => x.info.id === id);
+    const d = this.find(id);
     if (!d)
       throw notFound(`no device ${quoted(id)}; ListDevices shows the devices you may open`, "unknown_device");
     return d;
@@ -39,7 +39,11 @@ export class DeviceRegistry {
 
   /** The device by id, or undefined (the restore, which drops what a gone device held). */
   find(id: string): ServedDevice | undefined {
-    return this.all().find((x) => x.info.id === id);
+    for (const backend of this.backends) {
+      const info = backend.device(id);
+      if (info) return { info, backend, health: this.health.get(id) ?? "healthy" };
+    }
+    return undefined;
   }
 
   healthOf(id: string): DeviceHealth {

@@ -189,6 +189,10 @@ export class SimBackend implements Backend {
     return [...this.devs.values()].map((d) => d.info);
   }
 
+  device(id: string): DeviceInfo | undefined {
+    return this.devs.get(id)?.info;
+  }
+
   addDevice(spec: SimDeviceSpec): DeviceInfo {
     validateSpec(spec);
     if (this.devs.has(spec.id))

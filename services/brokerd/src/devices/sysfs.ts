@@ -140,6 +140,10 @@ export class SysfsBackend implements Backend {
     return [...this.fns.values()].map((d) => d.info);
   }
 
+  device(id: string): DeviceInfo | undefined {
+    return this.fns.get(id)?.info;
+  }
+
   function(deviceId: string): PciFunction {
     const d = this.fns.get(deviceId);
     if (!d) throw notFound(`the sysfs backend has no device ${deviceId}`, "unknown_device");

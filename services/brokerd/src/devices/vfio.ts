@@ -125,6 +125,10 @@ export class VfioBackend implements Backend {
     return [...this.devs.values()].map((d) => d.info);
   }
 
+  device(id: string): DeviceInfo | undefined {
+    return this.devs.get(id)?.info;
+  }
+
   private dev(id: string): VfioDevice {
     const d = this.devs.get(id);
     if (!d) throw notFound(`the vfio backend has no device ${id}`, "unknown_device");

@@ -38,7 +38,7 @@ export class AttributeMap {
   /** Throws FAILED_PRECONDITION naming the conflicting range if any page has another attribute. */
   check(regionIndex: number, regionName: string, offset: bigint, length: bigint, attribute: Attribute): void {
     const [first, last] = this.pages(offset, length);
-    for (const e of this.tree(regionIndex).entries(first, last)) {
+    for (const e of this.tree(regionIndex).collect(first, last)) {
       if (e.entry.attribute !== attribute) {
         const s = (e.start > first ? e.start : first) * this.pageSize;
         const l = ((e.last < last ? e.last : last) + 1n) * this.pageSize;
@@ -56,7 +56,7 @@ export class AttributeMap {
   acquire(regionIndex: number, offset: bigint, length: bigint, attribute: Attribute): void {
     const [first, last] = this.pages(offset, length);
     const t = this.tree(regionIndex);
-    const pieces = [...t.entries(first, last)];
+    const pieces = t.collect(first, last);
     let cur = first;
     for (const e of pieces) {
       const s = e.start > first ? e.start : first;
@@ -72,7 +72,7 @@ export class AttributeMap {
   release(regionIndex: number, offset: bigint, length: bigint): void {
     const [first, last] = this.pages(offset, length);
     const t = this.tree(regionIndex);
-    for (const e of [...t.entries(first, last)]) {
+    for (const e of t.collect(first, last)) {
       const s = e.start > first ? e.start : first;
       const l = e.last < last ? e.last : last;
       t.store(s, l, { attribute: e.entry.attribute, refs: e.entry.refs - 1 });

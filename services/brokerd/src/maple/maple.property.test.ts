@@ -25,7 +25,7 @@ type Cmd =
   | { op: "erase"; at: bigint }
   | { op: "alloc"; reverse: boolean; size: bigint; align: bigint; min: bigint; max: bigint; take: boolean }
   | { op: "load" | "next" | "prev"; at: bigint }
-  | { op: "find"; start: bigint; last: bigint };
+  | { op: "find" | "collect"; start: bigint; last: bigint };
 
 function commands(key: fc.Arbitrary<bigint>, maxLen: bigint): fc.Arbitrary<Cmd[]> {
   const range = fc.oneof(
@@ -68,6 +68,7 @@ function commands(key: fc.Arbitrary<bigint>, maxLen: bigint): fc.Arbitrary<Cmd[]
         .map(([op, at]) => ({ op, at })),
     },
     { weight: 1, arbitrary: range.map(([start, last]) => ({ op: "find" as const, start, last })) },
+    { weight: 1, arbitrary: range.map(([start, last]) => ({ op: "collect" as const, start, last })) },
   );
   return fc.array(cmd, { minLength: 1, maxLength: 80, size: "max" });
 }
@@ -78,6 +79,7 @@ interface Api {
   insert(s: bigint, l: bigint, e: number): void;
   erase(i: bigint): unknown;
   find(s: bigint, l: bigint): unknown;
+  collect(s: bigint, l: bigint): unknown;
   next(i: bigint): unknown;
   prev(i: bigint): unknown;
   allocRange(size: bigint, o: { align: bigint; min: bigint; max: bigint }): bigint;
@@ -101,6 +103,8 @@ function apply(t: Api, c: Cmd, value: number): unknown {
         return t.prev(c.at);
       case "find":
         return t.find(c.start, c.last);
+      case "collect":
+        return t.collect(c.start, c.last);
       case "alloc": {
         const o = { align: c.align, min: c.min, max: c.max };
         const start = c.reverse ? t.allocRangeReverse(c.size, o) : t.allocRange(c.size, o);

@@ -110,6 +110,11 @@ export class ReferenceMaple<T> {
     return this.#at(i);
   }
 
+  /** As entries(from, max) (MapleTree.collect's model). */
+  collect(from: bigint, max: bigint): MapleEntry<T>[] {
+    return this.entries(from, max);
+  }
+
   entries(from: bigint = 0n, max: bigint = MAX_INDEX): MapleEntry<T>[] {
     const res: MapleEntry<T>[] = [];
     for (let i = 0; i < this.starts.length; i++) {

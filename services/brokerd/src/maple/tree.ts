@@ -219,6 +219,26 @@ export class MapleTree<T> {
     return this.#iterate(from, max);
   }
 
+  /**
+   * entries(from, max) as an array, walked without a generator (no iterator object or result per
+   * entry): the grant path's lookups, which read every entry before they change the tree.
+   */
+  collect(from: bigint, max: bigint): MapleEntry<T>[] {
+    checkRange(from, max);
+    const found: MapleEntry<T>[] = [];
+    const p = this.#path;
+    split(from);
+    if (!(p.seek(this.#s, out.h, out.l) && p.valid())) return found;
+    split(max);
+    const mH = out.h;
+    const mL = out.l;
+    do {
+      if (!this.#startsAtOrBefore(p, mH, mL)) break;
+      found.push(this.#entryAt(p));
+    } while (p.next());
+    return found;
+  }
+
   [Symbol.iterator](): IterableIterator<MapleEntry<T>> {
     return this.#iterate(0n, MAX_INDEX);
   }
