@@ -42,6 +42,11 @@ export function quoted(value: string, max = 64): string {
   return JSON.stringify(value.length > max ? `${value.slice(0, max)}…` : value);
 }
 
+/** A call on a session that has ended (its connection closed, or brokerd ended it). */
+export function sessionEnded(): BrokerError {
+  return unavailable("this session has ended; reconnect", "session_ended");
+}
+
 /** Refused while brokerd restarts or hands over: nothing was done; resume with Hello and retry. */
 export function restarting(): BrokerError {
   return unavailable(

@@ -6,7 +6,15 @@
 
 import { ClaimBook } from "../claims/book.js";
 import type { DeviceRegistry } from "../devices/registry.js";
-import { BrokerError, denied, notFound, restarting, storeFailed, unavailable } from "../errors.js";
+import {
+  BrokerError,
+  denied,
+  notFound,
+  restarting,
+  sessionEnded,
+  storeFailed,
+  unavailable,
+} from "../errors.js";
 import type { DeviceFile, Mapping } from "../grants/device-file.js";
 import type { HoldBook } from "../grants/holds.js";
 import type { QuotaBook } from "../grants/quota.js";
@@ -85,7 +93,7 @@ export class Guard {
   /** The session must be alive; every call counts as activity for the idle timeout. */
   live(s: Session): void {
     if (this.frozen) throw restarting();
-    if (s.ended) throw unavailable("this session has ended; reconnect", "session_ended");
+    if (s.ended) throw sessionEnded();
     s.lastActiveAt = Date.now();
   }
 

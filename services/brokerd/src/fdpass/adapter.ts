@@ -12,7 +12,15 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { closeFd } from "@vfio-broker/native";
-import { type FdBatch, FdReplySchema, type FdRequest, FdRequestSchema, FdStatus } from "@vfio-broker/proto";
+import {
+  type FdBatch,
+  type FdGrant,
+  type FdRelease,
+  FdReplySchema,
+  type FdRequest,
+  FdRequestSchema,
+  FdStatus,
+} from "@vfio-broker/proto";
 import type { Broker } from "../broker.js";
 import { invalid } from "../errors.js";
 import type { Mapping } from "../grants/device-file.js";
@@ -49,7 +57,8 @@ const encode = (r: FdReplyInit): Uint8Array => toBinary(FdReplySchema, create(Fd
  * (fdpass/workload-adapter.ts) has its connection's session and wraps the FdReply.
  */
 export interface GrantPath {
-  session(token: string, peer: FdConnectionPeer): Session;
+  /** The session the request is for (its token, the connection's peer, or the connection's own). */
+  session(token: string, peer: FdConnectionPeer, c: FdConnection): Session;
   encode(r: FdReplyInit): Uint8Array;
 }
 
@@ -161,7 +170,8 @@ export class FdAdapter implements FdProtocol {
     await this.broker.handover.wait();
     if (this.broker.frozen) return false;
     if (req.batch) await this.batch(c, req.batch, this.byToken);
-    else if (req.grant || req.release) await this.fastPath(c, req, this.byToken);
+    else if (req.grant) await this.grant(c, req.grant, this.byToken);
+    else if (req.release) await this.release(c, req.release, this.byToken);
     else await this.redeem(c, req.ticket);
     return true;
   }
@@ -177,25 +187,18 @@ export class FdAdapter implements FdProtocol {
   }
 
   /**
-   * The grant fast path: CreateMapping + delivery in one exchange (or ReleaseMapping), for the
-   * session whose token the request carries, if this connection's peer is that session's process.
-   * The Broker does all the checking and recording exactly as on the gRPC path.
+   * The grant fast path: CreateMapping + delivery in one exchange, for the session the path finds
+   * (by the request's token, if this connection's peer is that session's process, or the workload
+   * connection's own). The Broker does all the checking and recording exactly as on the gRPC path.
+   * Resolves true once answered (the connection goes on), so a protocol can return it as its serve().
    */
-  async fastPath(c: FdConnection, req: Pick<FdRequest, "grant" | "release">, path: GrantPath): Promise<void> {
+  async grant(c: FdConnection, g: FdGrant, path: GrantPath): Promise<boolean> {
     let m: Mapping | undefined;
     try {
-      // Each record is written (with other connections' of this turn: Broker.group) before the
-      // reply that depends on it goes out.
-      if (req.release) {
-        const { sessionToken, deviceFileId, cookie } = req.release;
-        const s = path.session(sessionToken, c.peer);
-        await this.broker.group(() => this.broker.releaseMapping(s, deviceFileId, cookie), "a release");
-        await c.reply(path.encode({ status: FdStatus.OK, cookie }));
-        return;
-      }
-      const g = req.grant!;
-      const s = path.session(g.sessionToken, c.peer);
+      const s = path.session(g.sessionToken, c.peer, c);
       try {
+        // Its records are written (with other connections' of this turn: Broker.group) before the
+        // reply that depends on them goes out.
         await this.broker.group(() => {
           m = grantForFd(this.broker, s, createMappingArgsFromPb(g), c.peer);
         });
@@ -206,25 +209,40 @@ export class FdAdapter implements FdProtocol {
       }
     } catch (e) {
       await c.reply(path.encode(refused(e)));
-      return;
+      return true;
     }
     await this.deliver(c, m!, true, path.encode);
+    return true;
+  }
+
+  /** ReleaseMapping in one exchange, for the session the path finds (as grant()); resolves true. */
+  async release(c: FdConnection, r: FdRelease, path: GrantPath): Promise<boolean> {
+    const { sessionToken, deviceFileId, cookie } = r;
+    try {
+      const s = path.session(sessionToken, c.peer, c);
+      await this.broker.group(() => this.broker.releaseMapping(s, deviceFileId, cookie), "a release");
+    } catch (e) {
+      await c.reply(path.encode(refused(e)));
+      return true;
+    }
+    await c.reply(path.encode({ status: FdStatus.OK, cookie }));
+    return true;
   }
 
   /**
    * FdBatch: releases, then grants (grants/fd-batch.ts), answered in one reply that carries the
    * granted fds in item order.
    */
-  async batch(c: FdConnection, b: FdBatch, path: GrantPath): Promise<void> {
+  async batch(c: FdConnection, b: FdBatch, path: GrantPath): Promise<boolean> {
     let s: Session;
     try {
-      s = path.session(b.sessionToken, c.peer);
+      s = path.session(b.sessionToken, c.peer, c);
       const n = b.releases.length + b.grants.length;
       if (n > MAX_BATCH_ITEMS)
         throw invalid(`a batch holds at most ${MAX_BATCH_ITEMS} items, this one ${n}; split it`, "batch");
     } catch (e) {
       await c.reply(path.encode(refused(e)));
-      return;
+      return true;
     }
     const out = grantBatch(this.broker, s, b, c.peer, { args: createMappingArgsFromPb, view: mappingReply });
     const { fds } = out;
@@ -249,6 +267,7 @@ export class FdAdapter implements FdProtocol {
     } finally {
       for (const fd of fds) closeFd(fd);
     }
+    return true;
   }
 
   /**

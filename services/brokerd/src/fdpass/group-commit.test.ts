@@ -49,8 +49,8 @@ function connection(s: Session, writes: () => number, sent: Sent[]): FdConnectio
   };
 }
 
-const grant = (dfId: bigint, offset: bigint) => ({
-  grant: {
+const grant = (dfId: bigint, offset: bigint) =>
+  ({
     $typeName: "vfiobroker.v1.FdGrant",
     sessionToken: "",
     deviceFileId: dfId,
@@ -61,8 +61,7 @@ const grant = (dfId: bigint, offset: bigint) => ({
     prot: Prot.READ_WRITE,
     allowFallback: false,
     requestId: "",
-  } as never,
-});
+  }) as never;
 
 test("fast-path grants of two connections in one turn: one write, each reply after it", async () => {
   const c = openCore(`${dir()}/state`, policy(rulesFor([1000])));
@@ -82,8 +81,8 @@ test("fast-path grants of two connections in one turn: one write, each reply aft
     const encode: GrantPath["encode"] = (r) => toBinary(FdReplySchema, create(FdReplySchema, r));
     const path = (s: Session): GrantPath => ({ session: () => s, encode });
     await Promise.all([
-      adapter.fastPath(connection(s1!, writes, sent), grant(df1.id, 0n), path(s1!)),
-      adapter.fastPath(connection(s2!, writes, sent), grant(df2.id, PAGE), path(s2!)),
+      adapter.grant(connection(s1!, writes, sent), grant(df1.id, 0n), path(s1!)),
+      adapter.grant(connection(s2!, writes, sent), grant(df2.id, PAGE), path(s2!)),
     ]);
     assert.deepEqual(
       sent.map((r) => [r.status, r.fds]),
@@ -101,7 +100,7 @@ test("fast-path grants of two connections in one turn: one write, each reply aft
     inner.fd = 1 << 20;
     sent.length = 0;
     try {
-      await adapter.fastPath(connection(s1!, writes, sent), grant(df1.id, 2n * PAGE), path(s1!));
+      await adapter.grant(connection(s1!, writes, sent), grant(df1.id, 2n * PAGE), path(s1!));
     } finally {
       inner.fd = fd;
     }

@@ -12,11 +12,19 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { closeFd } from "@vfio-broker/native";
 import { FdStatus, type WorkloadHello, WorkloadReplySchema, type WorkloadRequest } from "@vfio-broker/proto";
 import { type Broker, VERSION } from "../broker.js";
+import { restarting, sessionEnded } from "../errors.js";
 import { reportFdBadRequest } from "../grants/fd-reports.js";
 import type { PeerIdentity } from "../identity/peer.js";
 import type { Session } from "../identity/session.js";
 import { deviceToPb, identityToPb, layoutFromPb, layoutToPb, modeToPb } from "../rpc/convert.js";
-import { type FdAdapter, type FdReplyInit, MAX_BATCH_ITEMS, MAX_REQUEST_BYTES, refused } from "./adapter.js";
+import {
+  type FdAdapter,
+  type FdReplyInit,
+  type GrantPath,
+  MAX_BATCH_ITEMS,
+  MAX_REQUEST_BYTES,
+  refused,
+} from "./adapter.js";
 import { encodeWorkloadFdReply } from "./reply-codec.js";
 import { type FdConnection, MAX_REPLY_FDS } from "./transport.js";
 import { decodeRequest, helloOf, helloProblem, kindOf, MAX_CAPABILITIES } from "./workload-decode.js";
@@ -55,6 +63,11 @@ const wrapGrant = wrapFd("grant");
 const wrapRelease = wrapFd("release");
 const wrapBatch = wrapFd("batch");
 
+/** A request after the hello, decoded (workload-decode.ts). */
+type Request = Exclude<WorkloadRequest["kind"], { case: "hello" | undefined }>;
+const FALSE = Promise.resolve(false);
+const TRUE = () => true;
+
 export class WorkloadAdapter {
   /** Each workload connection's session, once its hello opened one. */
   private readonly sessions = new WeakMap<FdConnection, Session>();
@@ -65,10 +78,22 @@ export class WorkloadAdapter {
     c.end();
   };
 
+  /** How grants, releases and batches find the connection's session and frame their replies. */
+  private readonly paths: Record<"grant" | "release" | "batch", GrantPath>;
+
   constructor(
     private readonly broker: Broker,
     private readonly fd: FdAdapter,
-  ) {}
+  ) {
+    // One of each for every connection (none made per request): the session is looked up by the
+    // connection when the request is served.
+    const session = (_token: string, _peer: unknown, c: FdConnection) => this.sessionOf(c);
+    this.paths = {
+      grant: { session, encode: wrapGrant },
+      release: { session, encode: wrapRelease },
+      batch: { session, encode: wrapBatch },
+    };
+  }
 
   /** The first frame's hello, if it is one (workload-decode.ts). */
   static helloOf = helloOf;
@@ -159,30 +184,44 @@ export class WorkloadAdapter {
     };
   }
 
-  /** Every frame after the hello; false: the connection is served no more. */
-  async serve(c: FdConnection, frame: Uint8Array): Promise<boolean> {
+  /**
+   * Every frame after the hello; false: the connection is served no more. The usual request (room
+   * for its reply's fds at once, no hand-over) is passed on in this call, with no await of its own.
+   */
+  serve(c: FdConnection, frame: Uint8Array): Promise<boolean> {
     const s = this.sessions.get(c);
-    if (!s || s.ended) return false;
+    if (!s || s.ended) return FALSE;
     const d = decodeRequest(frame);
     if (!d.ok) return this.bad(c, d.message);
     const k = d.kind;
     const fds =
       k.case === "grant" ? 1 : k.case === "batch" ? Math.min(k.value.grants.length, MAX_BATCH_ITEMS) : 0;
-    const room = c.room(fds); // true at once in the usual case: no await (a microtask) then
+    const room = c.room(fds); // true at once in the usual case
+    if (room !== true || this.broker.handover.held) return this.serveLater(c, s, k, room);
+    return this.serveNow(c, s, k);
+  }
+
+  /** serve() once its reply's fds fit and a hand-over in progress settled. */
+  private async serveLater(
+    c: FdConnection,
+    s: Session,
+    k: Request,
+    room: true | Promise<boolean>,
+  ): Promise<boolean> {
     if (room !== true && !(await room)) return false;
-    if (this.broker.handover.held) await this.broker.handover.wait(); // no await (a microtask) when not held
-    if (this.broker.frozen) return false;
-    const session = () => this.live(s);
+    await this.broker.handover.wait();
+    return this.serveNow(c, s, k);
+  }
+
+  private serveNow(c: FdConnection, s: Session, k: Request): Promise<boolean> {
+    if (this.broker.frozen) return FALSE;
     switch (k.case) {
       case "grant":
-        await this.fd.fastPath(c, { grant: k.value, release: undefined }, { session, encode: wrapGrant });
-        return true;
+        return this.fd.grant(c, k.value, this.paths.grant);
       case "release":
-        await this.fd.fastPath(c, { release: k.value, grant: undefined }, { session, encode: wrapRelease });
-        return true;
+        return this.fd.release(c, k.value, this.paths.release);
       case "batch":
-        await this.fd.batch(c, k.value, { session, encode: wrapBatch });
-        return true;
+        return this.fd.batch(c, k.value, this.paths.batch);
     }
     let reply: Uint8Array;
     try {
@@ -190,8 +229,17 @@ export class WorkloadAdapter {
     } catch (e) {
       reply = failed(e);
     }
-    await c.reply(reply);
-    return true;
+    return c.reply(reply).then(TRUE);
+  }
+
+  /**
+   * The connection's session for a grant, release or batch, if it may make calls now (as live());
+   * one the connection's close ended meanwhile is refused as any ended session.
+   */
+  private sessionOf(c: FdConnection): Session {
+    const s = this.sessions.get(c);
+    if (s) return this.live(s);
+    throw this.broker.frozen ? restarting() : sessionEnded();
   }
 
   /** A malformed request: answered (the connection stays usable) and counted as the fd channel counts them. */
