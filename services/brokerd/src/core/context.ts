@@ -6,15 +6,7 @@
 
 import { ClaimBook } from "../claims/book.js";
 import type { DeviceRegistry } from "../devices/registry.js";
-import {
-  BrokerError,
-  denied,
-  notFound,
-  restarting,
-  sessionEnded,
-  storeFailed,
-  unavailable,
-} from "../errors.js";
+import { BrokerError, denied, notFound, restarting, sessionEnded, storeFailed } from "../errors.js";
 import type { DeviceFile, Mapping } from "../grants/device-file.js";
 import type { HoldBook } from "../grants/holds.js";
 import type { QuotaBook } from "../grants/quota.js";

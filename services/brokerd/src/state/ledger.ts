@@ -20,9 +20,19 @@ import { deviceFileRec, holdRec, mappingRec, sessionRec } from "./convert.js";
 import type { StateRecord } from "./records.js";
 import { GroupWriteError, type StateStore, type StoreStats } from "./store.js";
 
+const RESOLVED = Promise.resolve();
+
+/** A creation whose records were not written: UNAVAILABLE store_failed (the caller undoes it). */
+function creationFailed(e: unknown): never {
+  throw e instanceof GroupWriteError ? storeFailed(e.cause) : e;
+}
+
 export class Ledger {
   /** Writes that failed (ends only; failed creations were refused). */
   failures = 0;
+  /** The last promise group() got from the store, and the creations' mapping of it. */
+  private lastWrite: Promise<void> | undefined;
+  private lastCreations: Promise<void> | undefined;
   /** Once frozen (hand-over, stop keeping grants) nothing more is written: the state is final. */
   frozen = false;
 
@@ -55,19 +65,33 @@ export class Ledger {
    * failing rejects with UNAVAILABLE store_failed (the caller undoes what fn did and refuses); for
    * an ending (`ending` names it) the failure is logged and counted, as for any ending.
    */
-  async group(fn: () => void, ending?: string): Promise<void> {
-    if (this.frozen || !this.store) return fn();
-    try {
-      await this.store.group(fn);
-    } catch (e) {
-      if (!(e instanceof GroupWriteError)) throw e;
-      if (!ending) throw storeFailed(e.cause);
-      this.failures++;
-      logLimited(
-        "state.write",
-        `vfio-brokerd: state store: recording ${ending} failed: ${(e.cause as Error).message}`,
-      );
+  group(fn: () => void, ending?: string): Promise<void> {
+    if (this.frozen || !this.store) {
+      try {
+        fn();
+        return RESOLVED;
+      } catch (e) {
+        return Promise.reject(e);
+      }
     }
+    const written = this.store.group(fn);
+    if (ending !== undefined) return written.then(undefined, (e: unknown) => this.endingFailed(e, ending));
+    // The creations of one write share its promise, and so the one this maps it to (none per call).
+    if (written !== this.lastWrite) {
+      this.lastWrite = written;
+      this.lastCreations = written.then(undefined, creationFailed);
+    }
+    return this.lastCreations!;
+  }
+
+  /** An ending whose records were not written: logged and counted, and it goes ahead. */
+  private endingFailed(e: unknown, ending: string): void {
+    if (!(e instanceof GroupWriteError)) throw e;
+    this.failures++;
+    logLimited(
+      "state.write",
+      `vfio-brokerd: state store: recording ${ending} failed: ${(e.cause as Error).message}`,
+    );
   }
 
   thaw(): void {

@@ -306,6 +306,33 @@ test("group: a write that fails rejects every waiter with GroupWriteError and ap
   assert.deepEqual([...model.sessions.keys()], ["c"]);
 });
 
+test("group through the ledger, the write failing: creations refused store_failed, endings counted and let through", async () => {
+  const dir = fresh();
+  const { store } = StateStore.open(dir, "boot1");
+  const ledger = new Ledger(store);
+  const inner = store as unknown as { fd: number };
+  const fd = inner.fd;
+  inner.fd = 1 << 20; // the write fails (EBADF)
+  const a = ledger.group(() => store.append(session("a")));
+  const b = ledger.group(() => store.append(session("b")));
+  const end = ledger.group(() => store.append({ t: "session.end", id: "x" }), "a release");
+  const threw = ledger.group(() => {
+    store.append(session("c"));
+    throw new Error("refused");
+  });
+  const storeFailed = (e: unknown) => (e as { reason?: string }).reason === "store_failed";
+  await assert.rejects(a, storeFailed);
+  await assert.rejects(b, storeFailed);
+  await assert.rejects(threw, /refused/, "fn's own error, not the write's");
+  await end; // an ending goes ahead
+  assert.equal(ledger.failures, 1, "the ending's failed write is counted");
+  inner.fd = fd;
+  // The next write's creations are not refused for the last one's failure.
+  await ledger.group(() => store.append(session("d")));
+  assert.deepEqual([...store.model.sessions.keys()], ["d"]);
+  store.close();
+});
+
 test("group: the ledger's freeze writes what a group holds first (the state it hands over is final)", async () => {
   const dir = fresh();
   const { store } = StateStore.open(dir, "boot1");

@@ -56,6 +56,24 @@ export class StateError extends Error {
   }
 }
 
+/** A promise and what settles it (group()'s waiters share one per write). */
+interface Deferred {
+  promise: Promise<void>;
+  resolve(): void;
+  reject(e: unknown): void;
+}
+
+function deferred(): Deferred {
+  const d = {} as Deferred;
+  d.promise = new Promise<void>((resolve, reject) => {
+    d.resolve = resolve;
+    d.reject = reject;
+  });
+  return d;
+}
+
+const RESOLVED = Promise.resolve();
+
 /** group()'s records could not be written (cause: the write's error). */
 export class GroupWriteError extends Error {
   constructor(override readonly cause: unknown) {
@@ -136,10 +154,13 @@ export class StateStore {
   private size = 0;
   /** Records held by cork() until uncork(). */
   private corked: StateRecord[] | undefined;
-  /** group()'s records not written yet, and who waits for their write. */
+  /** group()'s records not written yet, and the promise every group() call waiting for them shares. */
   private grouped: StateRecord[] = [];
-  private groupWaiters: { written: () => void; failed: (e: unknown) => void }[] = [];
+  private groupDone: Deferred | undefined;
   private groupDue = false;
+  /** The array group() holds a call's records in (emptied after each call: none made per call). */
+  private readonly groupScratch: StateRecord[] = [];
+  private readonly flushLater = (): void => this.flushGroup();
 
   private constructor(
     readonly dir: string,
@@ -278,17 +299,17 @@ export class StateStore {
     }
     // group()'s held records go first, in the same write(2): the order of the log stays the order
     // of the changes, and a record never lands before one it follows (a delivery before its creation).
-    const waiters = this.groupWaiters;
+    const done = this.groupDone;
     const all = this.grouped.concat(recs);
     this.grouped = [];
-    this.groupWaiters = [];
+    this.groupDone = undefined;
     try {
       this.writeNow(all);
     } catch (e) {
-      for (const w of waiters) w.failed(e);
+      done?.reject(new GroupWriteError(e));
       throw e;
     }
-    for (const w of waiters) w.written();
+    done?.resolve();
   }
 
   /**
@@ -301,29 +322,33 @@ export class StateStore {
   group(fn: () => void): Promise<void> {
     if (this.corked) {
       fn(); // inside cork(): the corked batch writes them before its caller goes on
-      return Promise.resolve();
+      return RESOLVED;
     }
-    this.corked = [];
+    const recs = this.groupScratch;
+    this.corked = recs;
     let threw: { e: unknown } | undefined;
     try {
       fn();
     } catch (e) {
       threw = { e };
     } finally {
-      this.grouped.push(...this.corked);
+      for (let i = 0; i < recs.length; i++) this.grouped.push(recs[i]!);
+      recs.length = 0;
       this.corked = undefined;
     }
-    if (this.grouped.length === 0) return threw ? Promise.reject(threw.e) : Promise.resolve();
+    if (this.grouped.length === 0) return threw ? Promise.reject(threw.e) : RESOLVED;
     if (!this.groupDue) {
       this.groupDue = true;
-      setImmediate(() => this.flushGroup());
+      setImmediate(this.flushLater);
     }
-    return new Promise<void>((resolve, reject) =>
-      this.groupWaiters.push({
-        written: () => (threw ? reject(threw.e) : resolve()),
-        failed: (e) => reject(threw ? threw.e : new GroupWriteError(e)),
-      }),
-    );
+    // Every call of this turn waits for the same write: one promise for all of them.
+    this.groupDone ??= deferred();
+    if (!threw) return this.groupDone.promise;
+    const e = threw.e;
+    const fail = (): never => {
+      throw e;
+    };
+    return this.groupDone.promise.then(fail, fail);
   }
 
   /** Writes group()'s held records now (a hand-over's freeze, a close); a failure is the waiters'. */
