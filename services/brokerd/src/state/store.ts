@@ -38,6 +38,7 @@ import {
 import { join } from "node:path";
 import { openInSafeDir, openSafeDir, type SafeDir, UnsafePlaceError } from "@vfio-broker/native";
 import { logLimited } from "../log.js";
+import { type Deferred, deferred } from "./deferred.js";
 import { ModelError, type Snapshot, StateModel } from "./model.js";
 import { crcHex, decodeLog, encodeRecordsBytes, RecordError, type StateRecord } from "./records.js";
 
@@ -54,22 +55,6 @@ export class StateError extends Error {
         `${join(file, "..")}.bad) and start again; otherwise restore the file from a copy.`,
     );
   }
-}
-
-/** A promise and what settles it (group()'s waiters share one per write). */
-interface Deferred {
-  promise: Promise<void>;
-  resolve(): void;
-  reject(e: unknown): void;
-}
-
-function deferred(): Deferred {
-  const d = {} as Deferred;
-  d.promise = new Promise<void>((resolve, reject) => {
-    d.resolve = resolve;
-    d.reject = reject;
-  });
-  return d;
 }
 
 const RESOLVED = Promise.resolve();
