@@ -317,7 +317,8 @@ export class StateStore {
     } catch (e) {
       threw = { e };
     } finally {
-      for (let i = 0; i < recs.length; i++) this.grouped.push(recs[i]!);
+      // (Unless an uncork() inside fn wrote them already.)
+      if (this.corked === recs) for (let i = 0; i < recs.length; i++) this.grouped.push(recs[i]!);
       recs.length = 0;
       this.corked = undefined;
     }
