@@ -337,58 +337,12 @@ static int resume_lost(vfb_session *s, int peer, struct lost_server *sv, char fi
   return resume_on(s, sv, 1);
 }
 
-static void t_resume_regrants_a_lost_grant(void) {
-  int fds0 = vfb_test_count_fds();
-  int sv[2];
-  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
-  put_opened(sv[0]);
-  vfb_session *s = session_on(sv[1]);
-  vfb_device *d = NULL;
-  vfb_mapping *m = NULL;
-  REQUIRE(vfb_open_device(s, "sim0", &d) == VFB_OK);
-  /* brokerd reads the grant, records it, and gives no reply (it is killed; here the library's
-   * timeout stands for the connection's end): the call fails, the session is down. */
-  s->timeout_ms = 50;
-  CHECK_EQ(vfb_map(d, 2, 0, 4096, VFB_ATTR_WC, VFB_PROT_RW, &m), VFB_E_TIMEOUT);
-  CHECK(m == NULL);
-  struct lost_server srv = {.held_cookie = 0x5000,
-                            .again = VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_GRANT,
-                            .back = VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_RELEASE};
-  char first[64];
-  CHECK_EQ(resume_lost(s, sv[0], &srv, first, NULL), VFB_OK);
-  CHECK_EQ(srv.steps, 3);
-  CHECK(strncmp(first, "vfb-", 4) == 0);
-  CHECK(strcmp(srv.again_id, first) == 0); /* the same grant, not a new one */
-  CHECK_EQ(srv.given, 0x5000);             /* and what brokerd answered is given back */
-  CHECK_EQ(vfb_test_count_fds(), fds0);    /* the regrant's fd was closed */
-}
-
-static void t_resume_closes_a_lost_open(void) {
-  int fds0 = vfb_test_count_fds();
-  int sv[2];
-  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
-  vfb_session *s = session_on(sv[1]);
-  vfb_device *d = NULL;
-  s->timeout_ms = 50;
-  CHECK_EQ(vfb_open_device(s, "sim0", &d), VFB_E_TIMEOUT);
-  CHECK(d == NULL);
-  struct lost_server srv = {.again = VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_OPEN_DEVICE,
-                            .back = VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_CLOSE_DEVICE};
-  char first[64];
-  CHECK_EQ(resume_lost(s, sv[0], &srv, first, NULL), VFB_OK);
-  CHECK_EQ(srv.steps, 3);
-  CHECK(strncmp(first, "vfb-", 4) == 0);
-  CHECK(strcmp(srv.again_id, first) == 0); /* the same open, not a new one */
-  CHECK_EQ(srv.given, 7);                  /* and the device file brokerd answered is closed */
-  CHECK_EQ(vfb_test_count_fds(), fds0);
-}
-
-/* A lost grant (or open) whose regrant (reopen), or whose give-back, the next brokerd is killed in
- * the middle of: the following vfb_resume still settles it, asking again with the same request id
- * or giving back what the killed one answered, never a second grant. */
-static void resume_killed_midway(Vfiobroker__V1__WorkloadRequest__KindCase again, int die_at) {
+/* A session whose grant (vfb_map after an open of sim0) or open of sim0, `again`, failed: brokerd
+ * read it, recorded it and gave no reply (it is killed; here the library's timeout stands for the
+ * connection's end), so the session is down: *out (left NULL if the setup failed). *peer: brokerd's
+ * end, the lost request last on it. */
+static void lose(Vfiobroker__V1__WorkloadRequest__KindCase again, int *peer, vfb_session **out) {
   int grant = again == VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_GRANT;
-  int fds0 = vfb_test_count_fds();
   int sv[2];
   REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
   if (grant) put_opened(sv[0]);
@@ -397,36 +351,68 @@ static void resume_killed_midway(Vfiobroker__V1__WorkloadRequest__KindCase again
   vfb_mapping *m = NULL;
   if (grant) REQUIRE(vfb_open_device(s, "sim0", &d) == VFB_OK);
   s->timeout_ms = 50;
-  if (grant) CHECK_EQ(vfb_map(d, 2, 0, 4096, VFB_ATTR_WC, VFB_PROT_RW, &m), VFB_E_TIMEOUT);
-  else CHECK_EQ(vfb_open_device(s, "sim0", &d), VFB_E_TIMEOUT);
+  if (grant) {
+    CHECK_EQ(vfb_map(d, 2, 0, 4096, VFB_ATTR_WC, VFB_PROT_RW, &m), VFB_E_TIMEOUT);
+    CHECK(m == NULL);
+  } else {
+    CHECK_EQ(vfb_open_device(s, "sim0", &d), VFB_E_TIMEOUT);
+    CHECK(d == NULL);
+  }
+  *peer = sv[0];
+  *out = s;
+}
+
+/* A lost grant (or open), `again`: vfb_resume asks for it again with its request id and gives back
+ * what brokerd answers (the restored session holding cookie `held` of device file 7, if not 0).
+ * die_at not 0: the next brokerd is killed in the middle of that resume, once it read request
+ * number die_at (2: the regrant or reopen, 3: its release or close); the resume after it still
+ * settles the call, asking again with the same id or giving back what the killed one answered,
+ * never a second grant. */
+static void resume_settles(Vfiobroker__V1__WorkloadRequest__KindCase again, uint64_t held, int die_at) {
+  int grant = again == VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_GRANT;
+  int fds0 = vfb_test_count_fds();
+  int peer = -1;
+  vfb_session *s = NULL;
+  lose(again, &peer, &s);
+  REQUIRE(s != NULL);
   Vfiobroker__V1__WorkloadRequest__KindCase back =
       grant ? VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_RELEASE : VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_CLOSE_DEVICE;
-  /* The grant recorded (brokerd records before it replies): the restored session holds its cookie. */
-  struct lost_server k = {.held_cookie = 0x5000, .again = again, .back = back, .die_at = die_at};
-  struct lost_server srv = {.held_cookie = 0x5000, .again = again, .back = back};
+  struct lost_server k = {.held_cookie = held, .again = again, .back = back, .die_at = die_at};
+  struct lost_server srv = {.held_cookie = held, .again = again, .back = back};
   char first[64];
-  CHECK_EQ(resume_lost(s, sv[0], &srv, first, &k), VFB_OK);
-  CHECK_EQ(k.steps, die_at);
-  CHECK(strcmp(k.again_id, first) == 0);
-  if (die_at == 2) { /* killed before answering: asked again with the same id, then given back */
+  CHECK_EQ(resume_lost(s, peer, &srv, first, die_at != 0 ? &k : NULL), VFB_OK);
+  CHECK(strncmp(first, "vfb-", 4) == 0);
+  if (die_at != 0) {
+    CHECK_EQ(k.steps, die_at);
+    CHECK(strcmp(k.again_id, first) == 0);
+  }
+  if (die_at != 3) { /* asked again with the same id (the same grant, not a new one), then given back */
     CHECK_EQ(srv.steps, 3);
     CHECK(strcmp(srv.again_id, first) == 0);
   } else { /* answered, killed during the give-back: only the give-back again, no second grant */
     CHECK_EQ(srv.steps, 2);
     CHECK(srv.again_id[0] == '\0');
   }
-  CHECK_EQ(srv.given, grant ? 0x5000 : 7);
-  CHECK_EQ(vfb_test_count_fds(), fds0);
+  CHECK_EQ(srv.given, grant ? 0x5000 : 7); /* what brokerd answered is given back */
+  CHECK_EQ(vfb_test_count_fds(), fds0);    /* the regrant's fd was closed */
+}
+
+static void t_resume_regrants_a_lost_grant(void) {
+  resume_settles(VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_GRANT, 0x5000, 0);
+}
+
+static void t_resume_closes_a_lost_open(void) {
+  resume_settles(VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_OPEN_DEVICE, 0, 0);
 }
 
 static void t_resume_killed_during_regrant(void) {
-  resume_killed_midway(VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_GRANT, 2);
-  resume_killed_midway(VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_GRANT, 3);
+  resume_settles(VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_GRANT, 0x5000, 2);
+  resume_settles(VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_GRANT, 0x5000, 3);
 }
 
 static void t_resume_killed_during_reopen(void) {
-  resume_killed_midway(VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_OPEN_DEVICE, 2);
-  resume_killed_midway(VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_OPEN_DEVICE, 3);
+  resume_settles(VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_OPEN_DEVICE, 0x5000, 2);
+  resume_settles(VFIOBROKER__V1__WORKLOAD_REQUEST__KIND_OPEN_DEVICE, 0x5000, 3);
 }
 
 static void t_queue_bound(void) {
