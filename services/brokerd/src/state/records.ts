@@ -120,9 +120,6 @@ export type StateRecord =
 /** Where in which file a record failed to decode, and why. */
 export class RecordError extends Error {}
 
-/** The ASCII codes of "0123456789abcdef". */
-const HEX_DIGITS = Uint8Array.from("0123456789abcdef", (c) => c.charCodeAt(0));
-
 /** "00".."ff": a byte as two lower-case hex digits. */
 const HEX2 = Array.from({ length: 256 }, (_, b) => b.toString(16).padStart(2, "0"));
 
@@ -162,7 +159,7 @@ export function encodeRecordsBytes(recs: readonly StateRecord[]): Buffer {
     const body = at + 9;
     const end = body + out.write(jsons[i]!, body);
     const crc = crc32(out.subarray(body, end));
-    for (let k = 0; k < 8; k++) out[at + k] = HEX_DIGITS[(crc >>> (28 - 4 * k)) & 15]!;
+    out.write(hex8(crc), at, 8, "latin1");
     out[at + 8] = 0x20;
     out[end] = 0x0a;
     at = end + 1;
