@@ -8,18 +8,18 @@
 // figures against the C floor are workload.ts's.
 // Usage: node bench/dist/workload/compare.js OTHER_TREE [pairs] [runs] [seconds]
 //        (default 6 4 2; OTHER_TREE: a checkout of another commit with `npm ci` run in it)
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { REPO } from "../lib/brokerd.js";
+import { tput, W } from "./drivers.js";
 
 const OTHER = resolve(process.argv[2] ?? "");
 const PAIRS = Number(process.argv[3] ?? 6);
 const RUNS = Number(process.argv[4] ?? 4);
 const SECONDS = Number(process.argv[5] ?? 2);
-const W = join(REPO, "bench/workload");
 const QUOTA = 1024;
 
 if (!process.argv[2] || !existsSync(join(OTHER, "bench/dist/lib/brokerd.js"))) {
@@ -28,8 +28,6 @@ if (!process.argv[2] || !existsSync(join(OTHER, "bench/dist/lib/brokerd.js"))) {
 }
 execFileSync("make", ["-s", "-C", W], { stdio: "inherit" });
 execFileSync("make", ["-s", "-C", W, "lib"], { stdio: "inherit" });
-/** The C clients run as uid 65534 when this runs as root, as in workload.ts. */
-const AS = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : {};
 
 interface Run {
   perS: number;
@@ -68,25 +66,9 @@ async function brokerdRuns(tree: string): Promise<Run[]> {
   try {
     const out: Run[] = [];
     for (let i = 0; i < RUNS; i++) {
-      const args = ["tput", join(run, "broker.sock"), "16", "4", String(SECONDS), String(bd.pid)];
-      const p = spawn(join(W, "build/driver-lib"), args, { ...AS, stdio: ["pipe", "pipe", "inherit"] });
-      let text = "";
-      let started = false;
-      p.stdout!.on("data", (d: Buffer) => {
-        text += d.toString();
-        if (!started && text.split("\n").some((l) => l.startsWith("ready"))) {
-          started = true;
-          gc = ""; // from here: the scavenges of this run's grants
-          p.stdin!.end("go\n");
-        }
+      const t = await tput("driver-lib", join(run, "broker.sock"), bd.pid!, SECONDS, 16, 4, () => {
+        gc = ""; // from here: the scavenges of this run's grants
       });
-      const code = await new Promise<number | null>((r) => p.once("exit", r));
-      if (code !== 0) throw new Error(`driver-lib tput exited ${code}`);
-      const t = JSON.parse(text.trim().split("\n").pop()!) as {
-        perS: number;
-        serverCpuS: number;
-        grants: number;
-      };
       const garbage = (scavenged(gc) * 1048576) / t.grants;
       out.push({ perS: t.perS, us: (t.serverCpuS * 1e6) / t.grants, garbage });
     }

@@ -39,6 +39,7 @@ import { join } from "node:path";
 import { REPO, startBrokerd } from "../lib/brokerd.js";
 import { byKind, perItem, snapshot } from "../lib/heap-snapshot.js";
 import { freePort, heapDelta, heapSpaces } from "../lib/heap-spaces.js";
+import { AS, AS_WHO, B, finished, run, tput as runTput, started, type Tput, W } from "./drivers.js";
 
 const GRANTS = Number(process.argv[2] ?? 20000);
 const SECONDS = Number(process.argv[3] ?? 5);
@@ -67,9 +68,6 @@ const NOFILE = Math.min(65536, hardNofile());
 const FIT = Math.floor((NOFILE - 512 - 320 - 512) / 3) - 64;
 const HELD = Math.min(Number(process.argv[5] ?? 10000), FIT);
 
-const W = join(REPO, "bench/workload");
-const B = join(W, "build");
-
 interface Latency {
   client: string;
   p50: number;
@@ -77,73 +75,10 @@ interface Latency {
   mean: number;
   serverCpuUs: number;
 }
-interface Tput {
-  client: string;
-  sessions: number;
-  seconds: number;
-  grants: number;
-  perS: number;
-  p50: number;
-  p99: number;
-  serverCpuS: number;
-  clientCpuS: number;
-}
-
-// The C clients and the floor server run as an unprivileged uid (nobody) when the bench runs as
-// root, as a workload would: brokerd (root) hands them fds across the privilege boundary.
-const AS: { uid?: number; gid?: number } = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : {};
-const AS_WHO = process.getuid?.() === 0 ? "uid 65534" : `uid ${process.getuid?.()}`;
-
-/** Runs a driver to completion; its last stdout line, parsed. */
-function run<T>(bin: string, args: string[], input = ""): T {
-  const out = execFileSync(join(B, bin), args, {
-    ...AS,
-    input,
-    encoding: "utf8",
-    maxBuffer: 1 << 20,
-  });
-  return JSON.parse(out.trim().split("\n").pop()!) as T;
-}
-
-/** A driver started and waited for until it printed a line starting with `ready`. */
-async function started(bin: string, args: string[]): Promise<{ proc: ChildProcess; line: string }> {
-  const proc = spawn(join(B, bin), args, { ...AS, stdio: ["pipe", "pipe", "inherit"] });
-  let out = "";
-  const line = await new Promise<string>((resolve, reject) => {
-    proc.stdout!.on("data", (d: Buffer) => {
-      out += d.toString();
-      const l = out.split("\n").find((x) => x.startsWith("ready"));
-      if (l) resolve(l);
-    });
-    proc.once("exit", (c) => reject(new Error(`${bin} ${args[0]} exited ${c} before it was ready`)));
-  });
-  return { proc, line };
-}
-
-function finished(proc: ChildProcess): Promise<string> {
-  let out = "";
-  proc.stdout!.on("data", (d: Buffer) => {
-    out += d.toString();
-  });
-  return new Promise((resolve, reject) =>
-    proc.once("exit", (c) => (c === 0 ? resolve(out) : reject(new Error(`driver exited ${c}`)))),
-  );
-}
 
 /** 64 sessions granting for `seconds` after a common start; pid: the server whose CPU is read. */
-async function tput(bin: string, socket: string, pid: number, seconds = SECONDS): Promise<Tput> {
-  const { proc } = await started(bin, [
-    "tput",
-    socket,
-    String(PROCS),
-    String(THREADS),
-    String(seconds),
-    String(pid),
-  ]);
-  const done = finished(proc);
-  proc.stdin!.end("go\n");
-  return JSON.parse((await done).trim().split("\n").pop()!) as Tput;
-}
+const tput = (bin: string, socket: string, pid: number, seconds = SECONDS): Promise<Tput> =>
+  runTput(bin, socket, pid, seconds, PROCS, THREADS);
 
 const rssKiB = (pid: number) =>
   Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))![1]);
