@@ -20,8 +20,6 @@ import { deviceFileRec, holdRec, mappingRec, sessionRec } from "./convert.js";
 import type { StateRecord } from "./records.js";
 import { GroupWriteError, type StateStore, type StoreStats } from "./store.js";
 
-const RESOLVED = Promise.resolve();
-
 /** A creation whose records were not written: UNAVAILABLE store_failed (the caller undoes it). */
 function creationFailed(e: unknown): never {
   throw e instanceof GroupWriteError ? storeFailed(e.cause) : e;
@@ -30,9 +28,6 @@ function creationFailed(e: unknown): never {
 export class Ledger {
   /** Writes that failed (ends only; failed creations were refused). */
   failures = 0;
-  /** The last promise group() got from the store, and the creations' mapping of it. */
-  private lastWrite: Promise<void> | undefined;
-  private lastCreations: Promise<void> | undefined;
   /** Once frozen (hand-over, stop keeping grants) nothing more is written: the state is final. */
   frozen = false;
 
@@ -69,19 +64,15 @@ export class Ledger {
     if (this.frozen || !this.store) {
       try {
         fn();
-        return RESOLVED;
+        return Promise.resolve();
       } catch (e) {
         return Promise.reject(e);
       }
     }
     const written = this.store.group(fn);
-    if (ending !== undefined) return written.then(undefined, (e: unknown) => this.endingFailed(e, ending));
-    // The creations of one write share its promise, and so the one this maps it to (none per call).
-    if (written !== this.lastWrite) {
-      this.lastWrite = written;
-      this.lastCreations = written.then(undefined, creationFailed);
-    }
-    return this.lastCreations!;
+    return ending === undefined
+      ? written.then(undefined, creationFailed)
+      : written.then(undefined, (e: unknown) => this.endingFailed(e, ending));
   }
 
   /** An ending whose records were not written: logged and counted, and it goes ahead. */
