@@ -35,7 +35,7 @@ static int exchange(vfb_session *s, Vfiobroker__V1__FdBatch *b, Vfiobroker__V1__
 /* Releases (df, cookies[0..n)) in one batch; the first item's error, or 0. */
 static int release_all(vfb_session *s, uint64_t df_id, const uint64_t *cookies, size_t n) {
   if (n == 0) return VFB_OK;
-  if (s->state == VFB_DOWN_RESTART || s->state == VFB_DOWN_LOST) {
+  if (VFB_RESUMABLE(s)) {
     for (size_t i = 0; i < n; i++) vfb_owe(s, 0, df_id, cookies[i]);
     return vfb_down_error(s);
   }
@@ -55,8 +55,7 @@ static int release_all(vfb_session *s, uint64_t df_id, const uint64_t *cookies, 
   size_t nfds = 0;
   int rc = exchange(s, &b, &r, fds, &nfds);
   if (rc < 0) {
-    if (s->state == VFB_DOWN_RESTART || s->state == VFB_DOWN_LOST)
-      for (size_t i = 0; i < n; i++) vfb_owe(s, 0, df_id, cookies[i]);
+    for (size_t i = 0; i < n; i++) vfb_owe(s, 0, df_id, cookies[i]);
     return rc;
   }
   close_fds(fds, nfds);
@@ -199,8 +198,7 @@ VFB_API int vfb_unmap_many(vfb_mapping **ms, size_t n) {
   size_t nfds = 0;
   int rc = exchange(s, &b, &r, fds, &nfds);
   if (rc < 0) {
-    if (s->state == VFB_DOWN_RESTART || s->state == VFB_DOWN_LOST)
-      for (size_t i = 0; i < k; i++) vfb_owe(s, 0, items[i].device_file_id, items[i].cookie);
+    for (size_t i = 0; i < k; i++) vfb_owe(s, 0, items[i].device_file_id, items[i].cookie);
     return rc;
   }
   close_fds(fds, nfds);

@@ -236,8 +236,10 @@ int vfb_open_send(vfb_session *s, const char *device_id, const char *rid, Vfiobr
   return vfb_wl_call(s, &req, 0, r, fds, &nfds);
 }
 
-/* A new owed entry at the head of s's list, or NULL (ENOMEM: nothing is owed, see vfb_owe). */
+/* A new owed entry at the head of s's list, or NULL: the session is not VFB_RESUMABLE (nothing
+ * can be owed to a resume), or ENOMEM (nothing is owed, see vfb_owe). */
 static vfb_owed *owed_push(vfb_session *s) {
+  if (!VFB_RESUMABLE(s)) return NULL;
   vfb_owed *o = calloc(1, sizeof *o);
   if (o == NULL) return NULL;
   o->next = s->owed;
@@ -263,7 +265,6 @@ void vfb_grant_request_id(vfb_session *s, Vfiobroker__V1__FdGrant *g, char *rid)
 }
 
 void vfb_owe_open(vfb_session *s, const char *device_id, const char *rid) {
-  if (s->state != VFB_DOWN_RESTART && s->state != VFB_DOWN_LOST) return;
   vfb_owed *o = owed_push(s);
   if (o == NULL) return;
   o->reopen = 1;
@@ -272,7 +273,6 @@ void vfb_owe_open(vfb_session *s, const char *device_id, const char *rid) {
 }
 
 void vfb_owe_grant(vfb_session *s, const Vfiobroker__V1__FdGrant *g) {
-  if (s->state != VFB_DOWN_RESTART && s->state != VFB_DOWN_LOST) return;
   vfb_owed *o = owed_push(s);
   if (o == NULL) return;
   o->regrant = 1;
@@ -290,7 +290,7 @@ VFB_API int vfb_close_device(vfb_device *d) {
   vfb_device_free(d);
   if (gone) return vfb_say(s, VFB_E_NOT_FOUND, "brokerd no longer held device file %llu after the restart",
                            (unsigned long long)id);
-  if (s->state == VFB_DOWN_RESTART || s->state == VFB_DOWN_LOST) {
+  if (VFB_RESUMABLE(s)) {
     vfb_owe(s, 1, id, 0);
     return vfb_down_error(s);
   }
@@ -305,7 +305,7 @@ VFB_API int vfb_close_device(vfb_device *d) {
   int rc = vfb_wl_call(s, &req, 0, &r, fds, &nfds);
   if (rc < 0) {
     /* The connection went down on the way (a restart): the close is sent by vfb_resume. */
-    if (s->state == VFB_DOWN_RESTART || s->state == VFB_DOWN_LOST) vfb_owe(s, 1, id, 0);
+    vfb_owe(s, 1, id, 0);
     return rc;
   }
   vfiobroker__v1__workload_reply__free_unpacked(r, NULL);

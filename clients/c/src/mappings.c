@@ -113,7 +113,7 @@ void vfb_mapping_free(vfb_mapping *m) {
 
 /* One release exchange of (df, cookie); a release owed if the connection is down. */
 static int release(vfb_session *s, uint64_t df_id, uint64_t cookie) {
-  if (s->state == VFB_DOWN_RESTART || s->state == VFB_DOWN_LOST) {
+  if (VFB_RESUMABLE(s)) {
     vfb_owe(s, 0, df_id, cookie);
     return vfb_down_error(s);
   }
@@ -128,7 +128,7 @@ static int release(vfb_session *s, uint64_t df_id, uint64_t cookie) {
   size_t nfds = 0;
   int rc = vfb_wl_call(s, &req, 0, &r, fds, &nfds);
   if (rc < 0) {
-    if (s->state == VFB_DOWN_RESTART || s->state == VFB_DOWN_LOST) vfb_owe(s, 0, df_id, cookie);
+    vfb_owe(s, 0, df_id, cookie);
     return rc;
   }
   vfiobroker__v1__workload_reply__free_unpacked(r, NULL);

@@ -36,6 +36,10 @@ typedef enum {
   VFB_DOWN_ENDED,   /* brokerd ended the session (lease_ended, another reason): all released */
 } vfb_state;
 
+/* Down in a way vfb_resume may take back (a restart, a lost connection; not brokerd's end): what
+ * the caller could not send is owed to the resume. */
+#define VFB_RESUMABLE(s) ((s)->state == VFB_DOWN_RESTART || (s)->state == VFB_DOWN_LOST)
+
 typedef struct vfb_region_rec {
   vfb_region info; /* info.name points at name below */
   char name[16];
@@ -174,8 +178,8 @@ int vfb_regions_from(vfb_region_rec **rec, unsigned *n, Vfiobroker__V1__Region *
 int vfb_health_of(int pb_health);
 /* Frees a device object and every mapping object under it (munmapping them). */
 void vfb_device_free(vfb_device *d);
-/* Owes brokerd a release or a close (sent by vfb_resume); best effort: on ENOMEM it is not owed
- * (brokerd releases it when the session ends). */
+/* Owes brokerd a release or a close (sent by vfb_resume) if the session is VFB_RESUMABLE; best
+ * effort: on ENOMEM it is not owed (brokerd releases it when the session ends). */
 void vfb_owe(vfb_session *s, int close, uint64_t df_id, uint64_t cookie);
 /* Sends an open of device_id (compact layout) with request id rid and reads brokerd's reply. */
 int vfb_open_send(vfb_session *s, const char *device_id, const char *rid, Vfiobroker__V1__WorkloadReply **r);
