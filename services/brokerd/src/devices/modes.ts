@@ -14,8 +14,8 @@ export interface ModeChange {
 
 /** Serves `id` in mode `to` from now on (a no-op when it is in that mode already). */
 export function serveInMode(backends: readonly Backend[], id: string, to: DeviceMode): ModeChange {
-  const from = backends.find((b) => b.devices().some((d) => d.id === id));
-  const cur = from?.devices().find((d) => d.id === id);
+  const from = backends.find((b) => b.device(id) !== undefined);
+  const cur = from?.device(id);
   if (!from || !cur)
     throw notFound(`no device "${id}"; ListAllDevices shows the devices brokerd serves`, "unknown_device");
   const previous = cur.mode;
