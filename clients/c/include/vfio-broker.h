@@ -23,10 +23,15 @@
  *    closed as soon as it is mmapped: the mapping outlives it.
  *  - Threads: functions without an object argument (vfb_strerror, vfb_error_name, vfb_connect,
  *    vfb_connect_ex) may be called from any thread at any time. A session and everything opened
- *    through it (devices, mappings, device lists, the event fd) is used by one thread at a time;
- *    the caller serialises (a mutex, or one thread per session). Different sessions may be used by
- *    different threads at once: the library has no global mutable state. The one exception: any
- *    thread may poll(2) the fd vfb_event_fd returned while another uses the session.
+ *    through it (devices, mappings, the event fd) is used by one thread at a time; the caller
+ *    serialises (a mutex, or one thread per session). Different sessions may be used by different
+ *    threads at once: the library has no global mutable state. The exceptions: any thread may
+ *    poll(2) the fd vfb_event_fd returned while another uses the session, and a device list
+ *    (vfb_list_devices) is a copy that shares nothing with its session: any thread may read it,
+ *    also while the session is in use, as long as nobody frees it meanwhile.
+ *  - Feature-test macros: the header needs none, but a program built with -std=c11 gets no POSIX
+ *    declarations from libc's headers (clock_gettime, MAP_ANONYMOUS, ...) unless it defines
+ *    _POSIX_C_SOURCE 200809L (or _DEFAULT_SOURCE / _GNU_SOURCE) before its first #include.
  *  - fork(2): a child must not use its parent's sessions (the connection is the parent's lease);
  *    exec closes the library's fds.
  */
@@ -171,18 +176,37 @@ enum {
    * vfb_disconnect and connect again. */
   VFB_E_RESUME_REFUSED = -26,
 
-  /* brokerd's FdStatus values. */
+  /* brokerd's FdStatus values, -102 to -111: the statuses of brokerd's fd channel, which this
+   * library speaks (the workload protocol is built on it). -102 to -105 belong to its tickets
+   * (a gRPC client's CreateMapping hands out a ticket, redeemed on the fd channel for the
+   * mapping's fd); this library never uses tickets, so it never returns them unless a brokerd
+   * breaks the protocol. They are listed so that every FdStatus has a code. */
+  /* brokerd knows no such ticket. */
   VFB_E_UNKNOWN_TICKET = -102,
+  /* The ticket expired before it was redeemed. */
   VFB_E_EXPIRED = -103,
+  /* The ticket was redeemed already (tickets are single use). */
   VFB_E_ALREADY_USED = -104,
+  /* The ticket was issued to another process than the one redeeming it. */
   VFB_E_WRONG_PEER = -105,
+  /* The mapping was released or revoked before its fd was delivered: map again if still wanted. */
   VFB_E_REVOKED = -106,
+  /* brokerd failed internally (a bug); brokerd's log says why. */
   VFB_E_INTERNAL = -107,
+  /* brokerd could not read the request (vfb_last_error names the field): a library bug or a
+   * brokerd of another protocol version. */
   VFB_E_BAD_REQUEST = -108,
+  /* When connecting (vfb_connect, vfb_connect_ex, vfb_resume): this identity, or brokerd as a
+   * whole, is at its cap of fd-channel connections (each session is one; vfb_last_error names
+   * the cap). End sessions you do not need, or ask the operator to raise the cap. */
   VFB_E_BUSY = -109,
   /* brokerd refused for a reason none of the codes above names (vfb_last_error has its gRPC
    * status name and message). */
   VFB_E_REFUSED = -110,
+  /* vfb_map, vfb_map_many: brokerd granted the mapping but the kernel would not pass its fd
+   * (ETOOMANYREFS: the fds brokerd's uid has in flight are over its RLIMIT_NOFILE, and brokerd
+   * runs without CAP_SYS_RESOURCE); brokerd released the grant again, nothing is held. A host problem for the operator (vfb_last_error has brokerd's message);
+   * retrying later may work. */
   VFB_E_UNDELIVERABLE = -111,
   /* brokerd does not speak this library's protocol version (1); upgrade one of them. */
   VFB_E_UNSUPPORTED_VERSION = -112,
@@ -225,8 +249,8 @@ typedef struct vfb_connect_options {
 
 /* Opens a session: connects to brokerd's fd.sock (found beside broker_socket, see
  * vfb_connect_options) and says hello. Each session costs 3 fds in this process (its socket, the
- * epoll fd of vfb_event_fd, an eventfd) and 3 in brokerd (the socket, the process's pidfd and its
- * dup), and counts as one of this identity's sessions and fd-channel connections (brokerd's
+ * epoll fd of vfb_event_fd, an eventfd) and 2 in brokerd (the socket and the process's pidfd),
+ * and counts as one of this identity's sessions and fd-channel connections (brokerd's
  * policy quotas `sessions` and `fdConnections`, 64 by default) and of brokerd's cap on fd-channel
  * connections of all identities (--max-fd-connections, 1024 by default, lowered to fit its
  * RLIMIT_NOFILE): over a connection cap VFB_E_BUSY, over the sessions quota VFB_E_QUOTA. Share
