@@ -138,11 +138,23 @@ if (existsSync(admin)) {
     500,
   );
 }
+/** What brokerd takes for --NAME from the ARGS passed on (`--NAME V` or `--NAME=V`, the last one wins, as its parser does). */
+function passed(name) {
+  let v;
+  const args = process.argv.slice(2);
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === `--${name}`) v = args[++i];
+    else if (args[i].startsWith(`--${name}=`)) v = args[i].slice(name.length + 3);
+  }
+  return v;
+}
+const shownState = passed("state-dir") ?? process.env.VFIO_BROKER_STATE_DIR ?? join(privateDir, "state");
+const shownMetrics = passed("metrics") ?? process.env.VFIO_BROKER_METRICS ?? "127.0.0.1:9464";
 console.error(
   `start: workload sockets (broker.sock, fd.sock) in ${workloadDir}: the directory to give workloads\n` +
-    `start: brokerd's own (admin.sock, handover.sock, brokerd.lock, state/) in ${privateDir}\n` +
-    `start: policy ${policy} (edit it, then kill -HUP brokerd to reload); journal ${journal}\n` +
-    `start: metrics http://${process.env.VFIO_BROKER_METRICS ?? "127.0.0.1:9464"}/metrics; console http://${process.env.VFIO_BROKER_CONSOLE ?? "127.0.0.1:8080"}/ (token in ${tokenFile})\n` +
+    `start: brokerd's own (admin.sock, handover.sock, brokerd.lock) in ${privateDir}; its state in ${shownState}\n` +
+    `start: policy ${passed("policy") ?? policy} (edit it, then kill -HUP brokerd to reload); journal ${passed("journal") ?? journal}\n` +
+    `start: metrics http://${shownMetrics}/metrics; console http://${process.env.VFIO_BROKER_CONSOLE ?? "127.0.0.1:8080"}/ (token in ${tokenFile})\n` +
     `start: try  VFIO_BROKER_SOCKET=${join(workloadDir, "broker.sock")} node clients/node/dist/cli.js devices`,
 );
 for (const sig of ["SIGINT", "SIGTERM"])

@@ -10,8 +10,11 @@ import { CLI, REPO, run, startBrokerd, tempDir, until } from "../lib/brokerd.js"
 it("npm start: brokerd + console come up, the CLI sees sim0 and sim1, SIGTERM stops both", async () => {
   const home = tempDir("vfio-broker-start-");
   const dir = join(home, "run");
-  // `npm start -- ARGS` passes ARGS on to brokerd: its ready line shows the cap they set.
-  const proc = spawn(process.execPath, [join(REPO, "scripts/start.mjs"), "--max-sessions", "77"], {
+  // `npm start -- ARGS` passes ARGS on to brokerd: its ready line shows the cap they set, and the
+  // banner names the state directory they chose.
+  const stateDir = join(home, "grants");
+  const args = [join(REPO, "scripts/start.mjs"), "--max-sessions", "77", "--state-dir", stateDir];
+  const proc = spawn(process.execPath, args, {
     stdio: ["ignore", "pipe", "pipe"],
     env: {
       ...process.env,
@@ -35,6 +38,11 @@ it("npm start: brokerd + console come up, the CLI sees sim0 and sim1, SIGTERM st
       20_000,
     );
     assert.match(out, /"caps":\{[^}]*"sessions":77[,}]/, out);
+    assert.ok(out.includes(`its state in ${stateDir}\n`), out);
+    assert.ok(
+      readdirSync(stateDir).some((f) => f.startsWith("state.")),
+      `no state store in ${stateDir}`,
+    );
     const devices = await run(process.execPath, [
       CLI,
       "devices",
