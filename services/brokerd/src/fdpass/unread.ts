@@ -27,9 +27,19 @@ interface Sent {
   fds: number;
 }
 
+/**
+ * The empty list every connection starts with and returns to: only ever replaced, never pushed to
+ * (sentReply makes a list of its own), so an idle connection holds no array of its own.
+ */
+const NONE: Sent[] = [];
+
 export class UnreadReplies {
-  /** Replies that may be unread, oldest first (consecutive ones without fds merged). */
-  private sent: Sent[] = [];
+  /**
+   * Replies that may be unread, oldest first (consecutive ones without fds merged), from the
+   * oldest one with fds: fd-less replies before it tell nothing (only the bytes sent after a reply
+   * can show it was read), so they are not kept.
+   */
+  private sent: Sent[] = NONE;
   private sentFds = 0;
   /** Fds of a reply brokerd holds because the send would block. */
   private heldFds = 0;
@@ -56,13 +66,16 @@ export class UnreadReplies {
 
   /** A reply of `bytes` bytes carrying `fds` fds is now entirely in the kernel. */
   sentReply(bytes: number, fds: number): void {
+    this.outqBound += truesizeBound(bytes);
+    // No reply with fds before it: nothing to prove read with its bytes, so nothing is kept (an
+    // idle connection whose last reply had no fds, the usual one, holds no list).
+    if (fds === 0 && this.sentFds === 0) return;
     const last = this.sent.at(-1);
     if (fds === 0 && last && last.fds === 0) last.bytes += bytes;
     // A literal of one: push onto an empty array would allocate 17 slots (an idle connection's).
     else if (this.sent.length === 0) this.sent = [{ bytes, fds }];
     else this.sent.push({ bytes, fds });
     this.sentFds += fds;
-    this.outqBound += truesizeBound(bytes);
   }
 
   /**
@@ -74,6 +87,7 @@ export class UnreadReplies {
     if (!last || fds === 0 || last.fds !== fds || last.bytes !== bytes) return;
     this.sent.pop();
     this.sentFds -= fds;
+    if (this.sentFds === 0) this.sent = NONE;
   }
 
   /** A reply with `fds` fds waits in brokerd (the socket's buffer is full); negative to take back. */
@@ -88,7 +102,7 @@ export class UnreadReplies {
   settle(outq: number): number {
     this.outqBound = Math.max(outq, 0);
     if (outq <= 0) {
-      this.sent = [];
+      this.sent = NONE;
       this.sentFds = 0;
       return this.fds;
     }
@@ -105,7 +119,8 @@ export class UnreadReplies {
     }
     if (keepFrom > 0) {
       for (let i = 0; i < keepFrom; i++) this.sentFds -= this.sent[i]!.fds;
-      this.sent = this.sent.slice(keepFrom);
+      // What is left without fds tells nothing any more (see `sent`).
+      this.sent = this.sentFds === 0 ? NONE : this.sent.slice(keepFrom);
     }
     return this.fds;
   }
