@@ -18,19 +18,31 @@ interface Remembered {
 /** At most this many mapping answers per session (one per device, region, attribute and prot). */
 export const MAX_RULES_PER_SESSION = 64;
 
+/**
+ * What a session whose identity was allowed and that has no mapping answer yet is remembered as:
+ * one frozen object for all of them (an idle session held 40 bytes of its own). Never mutated:
+ * #of() gives a session its own object before anything else is remembered for it.
+ */
+const ALLOWED: Readonly<Remembered> = Object.freeze({ allowed: true, rules: undefined });
+
 export class Decisions {
   #policy: Policy | undefined;
   #bySession = new WeakMap<Session, Remembered>();
 
-  /** What is remembered for s under p (everything is forgotten when p is not the policy of before). */
-  #of(p: Policy, s: Session): Remembered {
+  /** Makes p the policy answers are kept for (forgetting every answer when p is not the one of before). */
+  #under(p: Policy): void {
     if (p !== this.#policy) {
       this.#policy = p;
       this.#bySession = new WeakMap();
     }
+  }
+
+  /** What is remembered for s under p, an object of s's own (never the shared ALLOWED). */
+  #of(p: Policy, s: Session): Remembered {
+    this.#under(p);
     let r = this.#bySession.get(s);
-    if (!r) {
-      r = { allowed: false, rules: undefined };
+    if (!r || r === ALLOWED) {
+      r = { allowed: r === ALLOWED, rules: undefined };
       this.#bySession.set(s, r);
     }
     return r;
@@ -42,7 +54,10 @@ export class Decisions {
   }
 
   rememberIdentity(p: Policy, s: Session): void {
-    this.#of(p, s).allowed = true;
+    this.#under(p);
+    const r = this.#bySession.get(s);
+    if (!r) this.#bySession.set(s, ALLOWED);
+    else if (!r.allowed) r.allowed = true; // s's own object (ALLOWED is allowed already)
   }
 
   /** The rule p allowed this mapping request of s under, if it was asked before. */
