@@ -64,13 +64,14 @@ export class Session {
   #missed: LeaseEvent[] | undefined;
   /**
    * Recent OpenDevice/CreateMapping request ids and what they made (by id, so a closed device file
-   * is not kept alive by its request id), so a retry gets the same. Made on the first (most
-   * sessions never send one: an empty Map is ~180 bytes of every idle session).
+   * is not kept alive by its request id), so a retry gets the same. Made on the first (sessions
+   * of clients that send none hold nothing), and a SmallMap: libvfio-broker sends one with its
+   * OpenDevice, and a Map holding that one was ~180 bytes of every idle session.
    */
   get requests(): ReadonlyMap<string, Made> {
     return this.#requests ?? NO_REQUESTS;
   }
-  #requests: Map<string, Made> | undefined;
+  #requests: SmallMap<string, Made> | undefined;
 
   constructor(
     readonly id: string,
@@ -98,7 +99,7 @@ export class Session {
   /** Remembers what a request id made (bounded: the oldest is forgotten). */
   remember(requestId: string, made: Made): void {
     if (requestId === "") return;
-    this.#requests ??= new Map();
+    this.#requests ??= new SmallMap();
     const requests = this.#requests;
     // A retried id moves to the newest place.
     requests.delete(requestId);
