@@ -107,10 +107,7 @@ function run(name, args, env = {}) {
   return child;
 }
 
-// As the unit and the image run it: V8's young generation at 2 MiB per semi-space (README, BENCHMARKS.md).
-const brokerdChild = run("brokerd", [
-  "--max-semi-space-size=2",
-  brokerd,
+const brokerdArgs = [
   ...runtimeArgs,
   "--policy",
   policy,
@@ -119,7 +116,9 @@ const brokerdChild = run("brokerd", [
   "--journal",
   journal,
   ...process.argv.slice(2),
-]);
+];
+// As the unit and the image run it: V8's young generation at 2 MiB per semi-space (README, BENCHMARKS.md).
+const brokerdChild = run("brokerd", ["--max-semi-space-size=2", brokerd, ...brokerdArgs]);
 if (existsSync(admin)) {
   // Give brokerd a moment to create its sockets; the console reports 503 until it can reach them.
   setTimeout(
@@ -138,23 +137,23 @@ if (existsSync(admin)) {
     500,
   );
 }
-/** What brokerd takes for --NAME from the ARGS passed on (`--NAME V` or `--NAME=V`, the last one wins, as its parser does). */
-function passed(name) {
-  let v;
-  const args = process.argv.slice(2);
-  for (let i = 0; i < args.length; i++) {
-    if (args[i] === `--${name}`) v = args[++i];
-    else if (args[i].startsWith(`--${name}=`)) v = args[i].slice(name.length + 3);
+// What brokerd will use, by brokerd's own parser (its options, environment and defaults);
+// undefined if it refuses them (brokerd then says why itself and exits).
+const { parseConfig } = await import(join(root, "services/brokerd/dist/config.js"));
+const shown = (() => {
+  try {
+    const c = parseConfig(brokerdArgs);
+    return c === "help" ? undefined : c;
+  } catch {
+    return undefined;
   }
-  return v;
-}
-const shownState = passed("state-dir") ?? process.env.VFIO_BROKER_STATE_DIR ?? join(privateDir, "state");
-const shownMetrics = passed("metrics") ?? process.env.VFIO_BROKER_METRICS ?? "127.0.0.1:9464";
+})();
+const metricsUrl = shown?.metrics === "" ? "off" : `http://${shown?.metrics ?? "?"}/metrics`;
 console.error(
   `start: workload sockets (broker.sock, fd.sock) in ${workloadDir}: the directory to give workloads\n` +
-    `start: brokerd's own (admin.sock, handover.sock, brokerd.lock) in ${privateDir}; its state in ${shownState}\n` +
-    `start: policy ${passed("policy") ?? policy} (edit it, then kill -HUP brokerd to reload); journal ${passed("journal") ?? journal}\n` +
-    `start: metrics http://${shownMetrics}/metrics; console http://${process.env.VFIO_BROKER_CONSOLE ?? "127.0.0.1:8080"}/ (token in ${tokenFile})\n` +
+    `start: brokerd's own (admin.sock, handover.sock, brokerd.lock) in ${privateDir}; its state in ${shown?.stateDir ?? "?"}\n` +
+    `start: policy ${shown?.policy ?? policy} (edit it, then kill -HUP brokerd to reload); journal ${shown ? (shown.journal ?? "off") : journal}\n` +
+    `start: metrics ${metricsUrl}; console http://${process.env.VFIO_BROKER_CONSOLE ?? "127.0.0.1:8080"}/ (token in ${tokenFile})\n` +
     `start: try  VFIO_BROKER_SOCKET=${join(workloadDir, "broker.sock")} node clients/node/dist/cli.js devices`,
 );
 for (const sig of ["SIGINT", "SIGTERM"])
