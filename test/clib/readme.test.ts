@@ -16,7 +16,7 @@ const README = join(REPO, "clients/c/README.md");
 const BUILD = join(REPO, "clients/c/build");
 
 /** The ```c blocks of a Markdown text, with the line each starts on. */
-export function cBlocks(md: string): { line: number; code: string }[] {
+function cBlocks(md: string): { line: number; code: string }[] {
   const out: { line: number; code: string }[] = [];
   const lines = md.split("\n");
   for (let i = 0; i < lines.length; i++) {
